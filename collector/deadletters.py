@@ -1,0 +1,77 @@
+"""Dead letters: every refused record, its reason and its raw bytes, replayable after a fix."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kernel.store import Store
+from kernel.store.base import utc_text
+
+PENDING = "pending"
+REPLAYED = "replayed"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One refused record: which door, the source it claimed, why, and its raw form."""
+
+    door: str
+    reason: str
+    raw: str
+    source: str = ""
+    content_type: str = "application/json"
+
+
+def dead_letter_row(refusal: Refusal, token_id: str, at: datetime) -> dict[str, Any]:
+    """The `dead_letters` row of a refusal."""
+    return {
+        "id": str(uuid.uuid4()),
+        "received_at": utc_text(at),
+        "door": refusal.door,
+        "source": refusal.source,
+        "token_id": token_id,
+        "reason": refusal.reason[:4000],
+        "raw": refusal.raw,
+        "content_type": refusal.content_type,
+        "status": PENDING,
+        "status_at": utc_text(at),
+        "status_note": "",
+        "version": 1,
+    }
+
+
+def list_dead_letters(
+    store: Store, status: str | None = None, door: str | None = None, limit: int = 100, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """Dead letters, newest first, with the total that match."""
+    where = "WHERE ({status:String} = '' OR status = {status:String}) AND ({door:String} = '' OR door = {door:String})"
+    params = {"status": status or "", "door": door or "", "limit": limit, "offset": offset}
+    rows = store.query(
+        "SELECT toString(id) AS id, received_at, door, source, token_id, reason, raw, content_type, status, status_at,"
+        " status_note, version FROM dead_letters FINAL " + where + " ORDER BY received_at DESC, id"
+        " LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
+        params,
+    )
+    total = store.query("SELECT count() AS n FROM dead_letters FINAL " + where, params)[0]["n"]
+    return rows, int(total)
+
+
+def get_dead_letters(store: Store, ids: list[str]) -> list[dict[str, Any]]:
+    """Dead letters by id (current version)."""
+    if not ids:
+        return []
+    return store.query(
+        "SELECT toString(id) AS id, received_at, door, source, token_id, reason, raw, content_type, status, status_at,"
+        " status_note, version FROM dead_letters FINAL WHERE id IN {ids:Array(UUID)} ORDER BY received_at",
+        {"ids": ids},
+    )
+
+
+def status_row(letter: dict[str, Any], status: str, note: str, at: datetime) -> dict[str, Any]:
+    """A new version of a dead letter with another status (ReplacingMergeTree keeps the latest)."""
+    row = dict(letter)
+    row.update(status=status, status_at=utc_text(at), status_note=note[:4000], version=int(letter["version"]) + 1)
+    return row

@@ -1,0 +1,175 @@
+"""The ingest service: what every door calls once it has decoded a request.
+
+It validates business events, checks each against the token's sources, turns refusals into
+dead letters, and hands everything to the pipeline in one durable submit. Doors register a
+replayer so `tower deadletters replay` can run a refused record through its door again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.auth import Grant, TokenRegistry
+from collector.deadletters import (
+    REPLAYED,
+    Refusal,
+    dead_letter_row,
+    get_dead_letters,
+    list_dead_letters,
+    status_row,
+)
+from collector.pipeline import IngestPipeline, Rows
+from kernel.clock import Clock
+from kernel.model.events import BusinessEvent, validate_event
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One record of a request that was not stored, and why."""
+
+    index: int
+    id: str | None
+    reasons: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "id": self.id, "errors": self.reasons}
+
+
+@dataclass
+class Outcome:
+    """What a request's records became."""
+
+    accepted: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a replayer made of a dead letter: rows to store, or the reasons it still fails."""
+
+    tables: Rows
+    problems: list[str]
+
+
+Replayer = Callable[[str, str, Grant], Replay]
+
+
+@dataclass
+class ReplayReport:
+    """Result of replaying dead letters."""
+
+    replayed: int = 0
+    still_failing: list[dict[str, Any]] = field(default_factory=list)
+
+
+class IngestService:
+    """Validation, authorization and durable hand-off shared by every door."""
+
+    def __init__(self, pipeline: IngestPipeline, tokens: TokenRegistry, clock: Clock) -> None:
+        self.pipeline = pipeline
+        self.tokens = tokens
+        self.clock = clock
+        self._replayers: dict[str, Replayer] = {}
+
+    def register_replayer(self, door: str, replayer: Replayer) -> None:
+        """Let dead letters from `door` be replayed through `replayer`."""
+        self._replayers[door] = replayer
+
+    def check_event(self, raw: Mapping[str, Any], grant: Grant) -> tuple[BusinessEvent | None, list[str]]:
+        """Validate one structured event and check its source against the token."""
+        event, problems = validate_event(raw)
+        if event is not None and not grant.allows(event.source):
+            return None, [
+                f"source: {event.source!r} is not allowed for this token (it may send {', '.join(grant.sources)})"
+            ]
+        return event, problems
+
+    def accept_events(
+        self,
+        records: Iterable[tuple[Mapping[str, Any] | None, str, list[str]]],
+        grant: Grant,
+        door: str,
+        extra: Rows | None = None,
+    ) -> Outcome:
+        """Store valid events and dead-letter the rest, durably, in one submit.
+
+        `records` are (parsed event or None, raw text, problems found while parsing).
+        `extra` are rows of other tables that travel in the same submit (e.g. otel_logs).
+        """
+        now = self.clock.now()
+        outcome = Outcome()
+        rows: list[dict[str, Any]] = []
+        letters: list[dict[str, Any]] = []
+        for index, (parsed, raw, parse_problems) in enumerate(records):
+            event: BusinessEvent | None = None
+            problems = list(parse_problems)
+            if parsed is not None and not problems:
+                event, problems = self.check_event(parsed, grant)
+            if event is not None:
+                rows.append(event.to_row(door, now))
+                outcome.accepted += 1
+                continue
+            claimed = parsed.get("source") if isinstance(parsed, Mapping) else None
+            ident = parsed.get("id") if isinstance(parsed, Mapping) else None
+            outcome.rejected.append(Rejection(index, ident if isinstance(ident, str) else None, problems))
+            letters.append(
+                dead_letter_row(
+                    Refusal(door=door, reason="; ".join(problems), raw=raw, source=str(claimed or "")),
+                    grant.token_id,
+                    now,
+                )
+            )
+        tables: Rows = dict(extra or {})
+        if rows:
+            tables.setdefault("business_events", []).extend(rows)
+        if letters:
+            tables.setdefault("dead_letters", []).extend(letters)
+        self.pipeline.submit(tables)
+        return outcome
+
+    def refuse(self, refusals: list[Refusal], grant: Grant | None, extra: Rows | None = None) -> None:
+        """Dead-letter refused records (and store `extra` rows) durably."""
+        now = self.clock.now()
+        tables: Rows = dict(extra or {})
+        if refusals:
+            tables.setdefault("dead_letters", []).extend(
+                dead_letter_row(r, grant.token_id if grant else "", now) for r in refusals
+            )
+        self.pipeline.submit(tables)
+
+    def list_dead_letters(
+        self, status: str | None, door: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        return list_dead_letters(self.pipeline.store, status, door, limit, offset)
+
+    def replay(self, ids: list[str] | None = None, door: str | None = None, limit: int = 10_000) -> ReplayReport:
+        """Run pending dead letters (all, or those named) through their door again."""
+        store = self.pipeline.store
+        if ids:
+            letters = [d for d in get_dead_letters(store, ids) if d["status"] != REPLAYED]
+        else:
+            letters, _ = list_dead_letters(store, "pending", door, limit, 0)
+        report = ReplayReport()
+        now = self.clock.now()
+        for letter in letters:
+            grant = self.tokens.by_id(letter["token_id"])
+            replayer = self._replayers.get(letter["door"])
+            if grant is None:
+                problems = [f"the token that sent it ({letter['token_id']}) is no longer configured"]
+                tables: Rows = {}
+            elif replayer is None:
+                problems = [f"no replayer for door {letter['door']!r}"]
+                tables = {}
+            else:
+                result = replayer(letter["raw"], letter["content_type"], grant)
+                problems, tables = result.problems, result.tables
+            if problems:
+                report.still_failing.append({"id": letter["id"], "errors": problems})
+                tables = {"dead_letters": [status_row(letter, "pending", "replay failed: " + "; ".join(problems), now)]}
+            else:
+                report.replayed += 1
+                tables.setdefault("dead_letters", []).append(status_row(letter, REPLAYED, "replayed", now))
+            self.pipeline.submit(tables)
+        return report

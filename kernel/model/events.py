@@ -1,0 +1,231 @@
+"""The business event: one model behind every door (CloudEvents, OTLP logs, file import).
+
+An event is a CloudEvents 1.0 record whose `data` carries our business keys. `validate_event`
+turns a raw mapping into a `BusinessEvent` or a list of readable problems; it never raises
+for bad input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+SOURCE_SYSTEMS = ("erp", "wms", "tms", "crm", "ecommerce", "edi", "middleware")
+
+STRING_KEYS = ("order_id", "shipment_id", "invoice_id", "customer_id", "sku", "location", "warehouse")
+NUMBER_KEYS = ("quantity", "amount")
+
+# Event types the default rules read, with the data keys each must carry.
+EVENT_TYPES: dict[str, tuple[str, ...]] = {
+    "order.created": ("order_id", "customer_id"),
+    "order.accepted": ("order_id", "customer_id"),
+    "order.released": ("order_id",),
+    "shipment.confirmed": ("order_id", "shipment_id"),
+    "asn.sent": ("shipment_id",),
+    "shipment.delivered": ("shipment_id",),
+    "invoice.posted": ("invoice_id", "order_id"),
+    "inventory.snapshot": ("sku", "location", "quantity"),
+}
+
+# The key an event of each type is about, used as `subject` when the sender gives none.
+PRIMARY_KEY: dict[str, str] = {
+    "order.created": "order_id",
+    "order.accepted": "order_id",
+    "order.released": "order_id",
+    "shipment.confirmed": "shipment_id",
+    "asn.sent": "shipment_id",
+    "shipment.delivered": "shipment_id",
+    "invoice.posted": "invoice_id",
+    "inventory.snapshot": "sku",
+}
+
+_SOURCE_RE = re.compile("^(" + "|".join(SOURCE_SYSTEMS) + r")(/[A-Za-z0-9._~-]+)*$")
+_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_MAX_ID = 256
+
+
+class BusinessEvent(BaseModel):
+    """One business event, validated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str
+    data: dict[str, Any]
+    trace_id: str = ""
+    span_id: str = ""
+
+    @property
+    def system(self) -> str:
+        """The system part of `source` (`wms` for `wms/dallas`)."""
+        return self.source.split("/", 1)[0]
+
+    def source_allowed(self, grants: list[str]) -> bool:
+        """True when one of the token's granted sources covers this event's source."""
+        return any(self.source == g or self.source.startswith(g + "/") for g in grants)
+
+    def to_row(self, door: str, received_at: datetime) -> dict[str, Any]:
+        """The `business_events` row of this event."""
+        d = self.data
+        amount = d.get("amount")
+        quantity = d.get("quantity")
+        return {
+            "id": self.id,
+            "source": self.source,
+            "system": self.system,
+            "type": self.type,
+            "time": _ts(self.time),
+            "subject": self.subject,
+            **{k: str(d.get(k, "") or "") for k in STRING_KEYS},
+            "quantity": None if quantity is None else float(quantity),
+            "amount": None if amount is None else str(amount),
+            "currency": str(d.get("currency", "") or ""),
+            "data": orjson.dumps(d, default=str).decode(),
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "door": door,
+            "received_at": _ts(received_at),
+        }
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """RFC 3339 with an offset (`Z` or `+hh:mm`); None when it is not."""
+    if not isinstance(value, str) or len(value) < 20:
+        return None
+    text = value.strip()
+    if text[-1] in "zZ":
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None or "T" not in text.upper():
+        return None
+    return parsed
+
+
+def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[str]]:
+    """Validate a structured CloudEvent (attributes plus `data`) into a BusinessEvent.
+
+    Returns the event and no problems, or None and every problem found, each naming the
+    attribute or data key at fault.
+    """
+    problems: list[str] = []
+    if not isinstance(raw, Mapping):
+        return None, ["event must be a JSON object"]
+    specversion = raw.get("specversion")
+    if specversion != "1.0":
+        problems.append(f"specversion: must be '1.0', got {specversion!r}")
+    event_id = raw.get("id")
+    if not isinstance(event_id, str) or not event_id.strip():
+        problems.append("id: required, a non-empty string")
+    elif len(event_id) > _MAX_ID:
+        problems.append(f"id: longer than {_MAX_ID} characters")
+    source = raw.get("source")
+    if not isinstance(source, str) or not source:
+        problems.append("source: required")
+    elif not _SOURCE_RE.match(source):
+        problems.append(f"source: {source!r} is not one of {', '.join(SOURCE_SYSTEMS)} (optionally followed by /path)")
+    event_type = raw.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        problems.append("type: required")
+    elif not _TYPE_RE.match(event_type):
+        problems.append(f"type: {event_type!r} is not a valid event type")
+    time_raw = raw.get("time")
+    time = parse_time(time_raw)
+    if time_raw is None:
+        problems.append("time: required (RFC 3339 with an offset)")
+    elif time is None:
+        problems.append(f"time: {time_raw!r} is not RFC 3339 with an offset")
+    data = raw.get("data", {})
+    if isinstance(data, (str, bytes)) and raw.get("datacontenttype", "application/json").endswith("json"):
+        try:
+            data = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            problems.append("data: not valid JSON")
+            data = {}
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append("data: must be a JSON object")
+        data = {}
+    data = dict(data)
+    problems.extend(_check_data(event_type if isinstance(event_type, str) else "", data))
+    subject = raw.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        problems.append("subject: must be a string")
+    trace_id = span_id = ""
+    traceparent = raw.get("traceparent")
+    if traceparent is not None:
+        match = _TRACEPARENT_RE.match(traceparent) if isinstance(traceparent, str) else None
+        if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
+            problems.append(f"traceparent: {traceparent!r} is not a W3C traceparent")
+        else:
+            trace_id, span_id = match.group(1), match.group(2)
+    if problems:
+        return None, problems
+    assert isinstance(event_id, str) and isinstance(source, str) and isinstance(event_type, str) and time
+    if not subject:
+        key = PRIMARY_KEY.get(event_type)
+        subject = str(data.get(key, "")) if key else ""
+    return (
+        BusinessEvent(
+            id=event_id,
+            source=source,
+            type=event_type,
+            time=time,
+            subject=subject or "",
+            data=data,
+            trace_id=trace_id,
+            span_id=span_id,
+        ),
+        [],
+    )
+
+
+def _check_data(event_type: str, data: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for key in STRING_KEYS:
+        if key in data and data[key] is not None:
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                problems.append(f"data.{key}: must be a string")
+            elif isinstance(value, int):
+                data[key] = str(value)
+            elif len(value) > _MAX_ID:
+                problems.append(f"data.{key}: longer than {_MAX_ID} characters")
+    for key in NUMBER_KEYS:
+        if key in data and data[key] is not None:
+            value = data[key]
+            if isinstance(value, bool):
+                problems.append(f"data.{key}: must be a number")
+                continue
+            try:
+                number = Decimal(str(value))
+            except InvalidOperation:
+                problems.append(f"data.{key}: {value!r} is not a number")
+                continue
+            if not number.is_finite() or abs(number) >= Decimal(10) ** 14:
+                problems.append(f"data.{key}: {value!r} is out of range")
+    currency = data.get("currency")
+    if currency is not None and not (isinstance(currency, str) and _CURRENCY_RE.match(currency)):
+        problems.append(f"data.currency: {currency!r} is not an ISO 4217 code")
+    for key in EVENT_TYPES.get(event_type, ()):
+        if data.get(key) in (None, ""):
+            problems.append(f"data.{key}: required for {event_type}")
+    return problems

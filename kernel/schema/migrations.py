@@ -1,0 +1,183 @@
+"""Versioned schema migrations, applied on start and safe to run twice.
+
+Each migration is a version, a name and idempotent statements (`IF NOT EXISTS`). The runner
+records applied versions in `tower_schema_migrations`; a migration interrupted half-way is
+simply run again. `otel_traces` and `otel_logs` keep the column names and types of the
+OpenTelemetry Collector's ClickHouse exporter, so a team already running that exporter can
+point the tower at its tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from kernel.store.base import Store
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema change."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+OTEL_TRACES = """
+CREATE TABLE IF NOT EXISTS otel_traces (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    TraceState String CODEC(ZSTD(1)),
+    SpanName LowCardinality(String) CODEC(ZSTD(1)),
+    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(T64, ZSTD(1)),
+    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
+    StatusMessage String CODEC(ZSTD(1)),
+    Events Nested (
+        Timestamp DateTime64(9),
+        Name LowCardinality(String),
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    Links Nested (
+        TraceId String,
+        SpanId String,
+        TraceState String,
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1
+) ENGINE = MergeTree
+PARTITION BY toDate(Timestamp)
+ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+"""
+
+OTEL_LOGS = """
+CREATE TABLE IF NOT EXISTS otel_logs (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TimestampTime DateTime DEFAULT toDateTime(Timestamp),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    TraceFlags UInt8,
+    SeverityText LowCardinality(String) CODEC(ZSTD(1)),
+    SeverityNumber UInt8,
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    Body String CODEC(ZSTD(1)),
+    ResourceSchemaUrl LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeSchemaUrl LowCardinality(String) CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion LowCardinality(String) CODEC(ZSTD(1)),
+    ScopeAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    LogAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    EventName String CODEC(ZSTD(1)),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_log_attr_key mapKeys(LogAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_log_attr_value mapValues(LogAttributes) TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = MergeTree
+PARTITION BY toDate(TimestampTime)
+PRIMARY KEY (ServiceName, TimestampTime)
+ORDER BY (ServiceName, TimestampTime, Timestamp)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+"""
+
+# (source, id) is the idempotency key: ReplacingMergeTree folds redeliveries on merge, and
+# readers use FINAL (or LIMIT 1 BY source, id) so a duplicate never counts twice before that.
+BUSINESS_EVENTS = """
+CREATE TABLE IF NOT EXISTS business_events (
+    id String CODEC(ZSTD(1)),
+    source LowCardinality(String),
+    system LowCardinality(String),
+    type LowCardinality(String),
+    time DateTime64(6, 'UTC') CODEC(Delta(8), ZSTD(1)),
+    subject String CODEC(ZSTD(1)),
+    order_id String CODEC(ZSTD(1)),
+    shipment_id String CODEC(ZSTD(1)),
+    invoice_id String CODEC(ZSTD(1)),
+    customer_id String CODEC(ZSTD(1)),
+    sku String CODEC(ZSTD(1)),
+    location LowCardinality(String),
+    warehouse LowCardinality(String),
+    quantity Nullable(Float64),
+    amount Nullable(Decimal(18, 4)),
+    currency LowCardinality(String),
+    data String CODEC(ZSTD(3)),
+    trace_id String CODEC(ZSTD(1)),
+    span_id String CODEC(ZSTD(1)),
+    door LowCardinality(String),
+    received_at DateTime64(6, 'UTC') CODEC(Delta(8), ZSTD(1)),
+    INDEX idx_order order_id TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_shipment shipment_id TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_invoice invoice_id TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_type type TYPE set(64) GRANULARITY 1,
+    INDEX idx_time time TYPE minmax GRANULARITY 1
+) ENGINE = ReplacingMergeTree
+ORDER BY (source, id)
+SETTINGS index_granularity = 8192
+"""
+
+# Refused records with their reason and raw bytes. A replay or discard writes a new version
+# of the row; readers use FINAL.
+DEAD_LETTERS = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id UUID,
+    received_at DateTime64(6, 'UTC'),
+    door LowCardinality(String),
+    source String,
+    token_id String,
+    reason String,
+    raw String CODEC(ZSTD(3)),
+    content_type LowCardinality(String),
+    status LowCardinality(String),
+    status_at DateTime64(6, 'UTC'),
+    status_note String,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY id
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "otel tables", (OTEL_TRACES, OTEL_LOGS)),
+    Migration(2, "business events and dead letters", (BUSINESS_EVENTS, DEAD_LETTERS)),
+)
+
+_LEDGER = """
+CREATE TABLE IF NOT EXISTS tower_schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree ORDER BY version
+"""
+
+
+def applied_versions(store: Store) -> set[int]:
+    """Versions recorded as applied."""
+    store.command(_LEDGER)
+    return {int(r["version"]) for r in store.query("SELECT version FROM tower_schema_migrations FINAL")}
+
+
+def migrate(store: Store, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Apply every migration not yet recorded; returns the versions applied by this call."""
+    done = applied_versions(store)
+    applied: list[int] = []
+    for migration in sorted(migrations, key=lambda m: m.version):
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            store.command(statement)
+        store.insert(
+            "tower_schema_migrations",
+            [{"version": migration.version, "name": migration.name, "applied_at": datetime.now(UTC)}],
+        )
+        applied.append(migration.version)
+    return applied

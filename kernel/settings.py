@@ -1,0 +1,114 @@
+"""Settings, one pydantic-settings model per area, each read from `TOWER_<AREA>_*` variables.
+
+Secrets (ingest and API tokens, the server URL with its password) never have working
+defaults: with none configured, `tower serve` generates random ones into the data directory
+and prints them once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kernel.model.events import SOURCE_SYSTEMS
+
+Role = Literal["viewer", "operator", "finance", "admin"]
+
+
+class StoreSettings(BaseSettings):
+    """Where the tower keeps its data."""
+
+    model_config = SettingsConfigDict(env_prefix="TOWER_STORE_")
+
+    backend: Literal["embedded", "server"] = Field(
+        "embedded", description="`embedded` (chDB in the data directory) or `server` (ClickHouse over HTTP)."
+    )
+    data_dir: Path = Field(Path("var/tower"), description="Data directory: embedded database, spool, generated tokens.")
+    url: SecretStr | None = Field(
+        None, description="ClickHouse server URL, http[s]://user:password@host:8123 (server backend)."
+    )
+    database: str = Field("tower", description="Database on the ClickHouse server (server backend).")
+
+
+class CollectorSettings(BaseSettings):
+    """The doors integrations send through: OTLP/HTTP, OTLP/gRPC and CloudEvents."""
+
+    model_config = SettingsConfigDict(env_prefix="TOWER_COLLECTOR_")
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server (OTLP/HTTP, CloudEvents, API) binds.")
+    http_port: int = Field(4318, description="Port of the HTTP server: /v1/traces, /v1/logs, /v1/events and /api.")
+    grpc_port: int = Field(4317, description="Port of the OTLP/gRPC server; 0 disables it.")
+    max_body_bytes: int = Field(8 * 1024 * 1024, description="Largest request body accepted, as sent (compressed).")
+    max_decompressed_bytes: int = Field(32 * 1024 * 1024, description="Largest body accepted after decompression.")
+    batch_max_rows: int = Field(50_000, description="Rows the writer puts in one insert at most.")
+    batch_max_wait_ms: int = Field(20, description="How long the writer waits to gather a batch once rows arrive.")
+    queue_max_rows: int = Field(
+        400_000, description="Rows waiting for the writer before requests get 503 + Retry-After."
+    )
+    retry_after_seconds: int = Field(2, description="Retry-After sent with 429/503 answers.")
+    spool_max_bytes: int = Field(2 * 1024**3, description="Disk the spool may use while the store is unavailable.")
+    drain_interval_seconds: float = Field(1.0, description="How often the spool is retried into the store.")
+    key_aliases: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "order.id": ["order_id", "erp.order.id", "sales_order.id"],
+            "shipment.id": ["shipment_id", "wms.shipment.id"],
+            "invoice.id": ["invoice_id"],
+            "customer.id": ["customer_id"],
+        },
+        description="Span attribute aliases normalised to the business keys (order.id, shipment.id, ...).",
+    )
+
+
+class IngestSettings(BaseSettings):
+    """Ingest tokens: each token may send for the sources it names (a source covers its sub-paths)."""
+
+    model_config = SettingsConfigDict(env_prefix="TOWER_INGEST_")
+
+    tokens: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='JSON map of token to the sources it may send, e.g. {"s3cr3t": ["wms"]}. No default.',
+    )
+
+    @field_validator("tokens")
+    @classmethod
+    def _known_sources(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for token, sources in value.items():
+            if len(token) < 16:
+                raise ValueError("ingest tokens must be at least 16 characters")
+            for source in sources:
+                if source.split("/", 1)[0] not in SOURCE_SYSTEMS:
+                    raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
+        return value
+
+
+class ApiSettings(BaseSettings):
+    """The HTTP API used by the dashboard, Slack and scripts."""
+
+    model_config = SettingsConfigDict(env_prefix="TOWER_API_")
+
+    tokens: dict[str, Role] = Field(
+        default_factory=dict, description='JSON map of bearer token to role, e.g. {"t0k3n...": "admin"}. No default.'
+    )
+
+
+class TelemetrySettings(BaseSettings):
+    """The tower's own traces (self-observability); off by default."""
+
+    model_config = SettingsConfigDict(env_prefix="TOWER_TELEMETRY_")
+
+    exporter: Literal["none", "otlp", "console"] = Field("none", description="Where the tower's own spans go.")
+    endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces endpoint for `otlp`.")
+    service_name: str = Field("control-tower", description="service.name of the tower's own spans.")
+
+
+class Settings(BaseSettings):
+    """All areas together; each area still reads its own prefix."""
+
+    store: StoreSettings = Field(default_factory=lambda: StoreSettings())
+    collector: CollectorSettings = Field(default_factory=lambda: CollectorSettings())
+    ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
+    api: ApiSettings = Field(default_factory=lambda: ApiSettings())
+    telemetry: TelemetrySettings = Field(default_factory=lambda: TelemetrySettings())

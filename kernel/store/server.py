@@ -1,0 +1,83 @@
+"""The server backend: a ClickHouse server or cluster through clickhouse-connect (HTTP).
+
+Same SQL as the embedded backend: typed `{name:Type}` parameters are bound by the server,
+rows go in as JSONEachRow and come back as JSONEachRow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from kernel.store.base import Params, Row, StoreError, StoreUnavailable, decode_rows, encode_rows, utc_text
+from kernel.store.embedded import _ident
+
+
+class ServerStore:
+    """A Store on a ClickHouse server at `url` (http[s]://user:password@host:port)."""
+
+    backend = "server"
+
+    def __init__(self, url: str, database: str) -> None:
+        import clickhouse_connect
+
+        try:
+            admin = clickhouse_connect.get_client(dsn=url)
+            admin.command(f"CREATE DATABASE IF NOT EXISTS {_ident(database)}")
+            admin.close()
+            self._client: Any = clickhouse_connect.get_client(
+                dsn=url,
+                database=database,
+                settings={"output_format_json_quote_64bit_integers": 0},
+            )
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot reach ClickHouse server: {exc}") from exc
+
+    def _params(self, params: Params | None) -> dict[str, Any] | None:
+        # clickhouse-connect formats lists and scalars for server-side binding itself;
+        # datetimes are given as UTC text so both backends read them the same way.
+        if not params:
+            return None
+        return {k: utc_text(v) if isinstance(v, datetime) else v for k, v in params.items()}
+
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        try:
+            data = self._client.raw_query(sql, parameters=self._params(params), fmt="JSONEachRow")
+        except Exception as exc:
+            raise _classify(exc) from exc
+        return decode_rows(bytes(data))
+
+    def command(self, sql: str, params: Params | None = None) -> None:
+        try:
+            self._client.raw_query(sql, parameters=self._params(params))
+        except Exception as exc:
+            raise _classify(exc) from exc
+
+    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        if not rows:
+            return 0
+        try:
+            self._client.raw_insert(_ident(table), insert_block=encode_rows(rows), fmt="JSONEachRow")
+        except Exception as exc:
+            raise _classify(exc) from exc
+        return len(rows)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._client.ping())
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _classify(exc: Exception) -> StoreError:
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    # clickhouse-connect raises OperationalError for transport failures (refused, timed out);
+    # errors the server answered with are other DatabaseErrors.
+    if isinstance(exc, OperationalError):
+        return StoreUnavailable(str(exc))
+    return StoreError(str(exc))

@@ -1,0 +1,44 @@
+"""Shared fixtures. chDB opens one data directory per process, so in-process tests share one
+embedded store (truncated before each test); towers that must die or restart run as
+subprocesses with their own data directories (see tests/support.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kernel.schema.migrations import migrate
+from kernel.store.embedded import EmbeddedStore
+from tests.support import RunningTower, start_in_process
+
+TABLES = ("otel_traces", "otel_logs", "business_events", "dead_letters")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "server: needs a ClickHouse server (TOWER_TEST_CLICKHOUSE_URL)")
+    config.addinivalue_line("markers", "slow: starts subprocesses or runs long")
+
+
+@pytest.fixture(scope="session")
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStore]:
+    store = EmbeddedStore(tmp_path_factory.mktemp("chdb"))
+    migrate(store)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def store(shared_store: EmbeddedStore) -> EmbeddedStore:
+    """The embedded store, empty."""
+    for table in TABLES:
+        shared_store.command(f"TRUNCATE TABLE IF EXISTS {table}")
+    return shared_store
+
+
+@pytest.fixture
+def tower(store: EmbeddedStore, tmp_path: Path) -> Iterator[RunningTower]:
+    """A tower serving HTTP and gRPC on free ports in this process, on the shared store."""
+    with start_in_process(tmp_path, store) as running:
+        yield running

@@ -1,0 +1,136 @@
+"""Running towers for tests: in-process (uvicorn in a thread) or as a `tower serve` subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import uvicorn
+
+from kernel.settings import Settings
+from kernel.store import Store
+from tests.factories import api_token, make_settings, token_of
+from tower.app import Tower, build_tower, create_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningTower:
+    """A tower reachable over HTTP (and gRPC); `tower` is set when it runs in this process."""
+
+    settings: Settings
+    http_url: str
+    grpc_target: str
+    tower: Tower | None = None
+
+    def token(self, system: str) -> str:
+        return token_of(self.settings.ingest.tokens, system)
+
+    def api_token(self, role: str = "admin") -> str:
+        return api_token(self.settings, role)
+
+    def client(self, system: str = "erp") -> httpx.Client:
+        return httpx.Client(
+            base_url=self.http_url, headers={"Authorization": f"Bearer {self.token(system)}"}, timeout=30
+        )
+
+    def api(self, role: str = "admin") -> httpx.Client:
+        return httpx.Client(
+            base_url=self.http_url, headers={"Authorization": f"Bearer {self.api_token(role)}"}, timeout=30
+        )
+
+
+@contextlib.contextmanager
+def start_in_process(tmp_path: Path, store: Store, **collector: Any) -> Iterator[RunningTower]:
+    http_port, grpc_port = free_port(), free_port()
+    settings = make_settings(tmp_path / "data", http_port=http_port, grpc_port=grpc_port, **collector)
+    tower = build_tower(settings, store=store)
+    app = create_app(tower)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test tower did not start")
+        time.sleep(0.02)
+    try:
+        yield RunningTower(settings, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", tower)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+class TowerProcess:
+    """`tower serve` in a subprocess with its own data directory; can be killed and restarted."""
+
+    def __init__(self, data_dir: Path, **collector: Any) -> None:
+        self.settings = make_settings(data_dir, http_port=free_port(), grpc_port=free_port(), **collector)
+        self.http_url = f"http://127.0.0.1:{self.settings.collector.http_port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"{data_dir.name}.log"
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        env = dict(os.environ)
+        env.update(
+            TOWER_STORE_DATA_DIR=str(s.store.data_dir),
+            TOWER_COLLECTOR_HOST="127.0.0.1",
+            TOWER_COLLECTOR_HTTP_PORT=str(s.collector.http_port),
+            TOWER_COLLECTOR_GRPC_PORT=str(s.collector.grpc_port),
+            TOWER_INGEST_TOKENS=orjson.dumps(s.ingest.tokens).decode(),
+            TOWER_API_TOKENS=orjson.dumps(s.api.tokens).decode(),
+        )
+        return env
+
+    def start(self, timeout: float = 60) -> None:
+        self.settings.store.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tower", "serve"], env=self.env(), stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tower exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.http_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"tower did not start: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def token(self, system: str) -> str:
+        return token_of(self.settings.ingest.tokens, system)
+
+    def api_token(self, role: str = "admin") -> str:
+        return api_token(self.settings, role)

@@ -1,0 +1,63 @@
+"""First-run tokens: with none configured, generate random ones into the data directory.
+
+Nothing works with a default secret: a fresh tower gets one random ingest token per source
+system and one admin API token, written to `<data_dir>/tokens.json` (mode 0600) and printed
+in the start banner. Configured tokens (TOWER_INGEST_TOKENS, TOWER_API_TOKENS) always win.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from kernel.model.events import SOURCE_SYSTEMS
+from kernel.settings import Settings
+
+
+def tokens_file(settings: Settings) -> Path:
+    return settings.store.data_dir / "tokens.json"
+
+
+def load_or_create_tokens(settings: Settings) -> dict[str, Any]:
+    """Fill empty token settings from the data directory, creating the file on first run."""
+    path = tokens_file(settings)
+    if path.exists():
+        data: dict[str, Any] = json.loads(path.read_text())
+    else:
+        data = {
+            "ingest": {secrets.token_urlsafe(24): [system] for system in SOURCE_SYSTEMS},
+            "api": {secrets.token_urlsafe(24): "admin"},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+    if not settings.ingest.tokens:
+        settings.ingest.tokens = {k: list(v) for k, v in data["ingest"].items()}
+    if not settings.api.tokens:
+        settings.api.tokens = dict(data["api"])
+    return data
+
+
+def token_for(settings: Settings, source: str) -> str | None:
+    """An ingest token that may send for `source` (from settings or the tokens file)."""
+    candidates = dict(settings.ingest.tokens)
+    path = tokens_file(settings)
+    if not candidates and path.exists():
+        candidates = json.loads(path.read_text())["ingest"]
+    for token, sources in candidates.items():
+        if any(source == s or source.startswith(s + "/") for s in sources):
+            return token
+    return None
+
+
+def admin_token(settings: Settings) -> str | None:
+    """An admin API token (from settings or the tokens file)."""
+    candidates = dict(settings.api.tokens)
+    path = tokens_file(settings)
+    if not candidates and path.exists():
+        candidates = json.loads(path.read_text())["api"]
+    return next((t for t, role in candidates.items() if role == "admin"), None)

@@ -1,0 +1,8 @@
+"""`tower deadletters` (placeholder)."""
+
+import click
+
+
+@click.group()
+def deadletters() -> None:
+    """List and replay dead letters."""
