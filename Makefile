@@ -16,6 +16,9 @@ $(UV):
 run: .venv/.synced
 	.venv/bin/tower serve
 
+demo: .venv/.synced
+	.venv/bin/tower demo --live
+
 test: lint typecheck pytest
 
 lint: .venv/.synced

@@ -22,19 +22,24 @@ class BodyError(Exception):
         self.message = message
 
 
-async def read_body(request: Request, settings: CollectorSettings) -> bytes:
-    """The request body, decompressed (gzip or deflate), or BodyError 413/415/400."""
+async def read_raw(request: Request, limit: int) -> bytes:
+    """The body as sent, or BodyError 413 past `limit` bytes (checked while streaming)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-        raise BodyError(413, f"body of {declared} bytes is over the limit of {settings.max_body_bytes}")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyError(413, f"body of {declared} bytes is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > settings.max_body_bytes:
-            raise BodyError(413, f"body is over the limit of {settings.max_body_bytes} bytes")
+        if size > limit:
+            raise BodyError(413, f"body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_body(request: Request, settings: CollectorSettings) -> bytes:
+    """The request body, decompressed (gzip or deflate), or BodyError 413/415/400."""
+    body = await read_raw(request, settings.max_body_bytes)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     return decompress(body, encoding, settings.max_decompressed_bytes)
 

@@ -65,7 +65,7 @@ def get_dead_letters(store: Store, ids: list[str]) -> list[dict[str, Any]]:
         return []
     return store.query(
         "SELECT toString(id) AS id, received_at, door, source, token_id, reason, raw, content_type, status, status_at,"
-        " status_note, version FROM dead_letters FINAL WHERE id IN {ids:Array(UUID)} ORDER BY received_at",
+        " status_note, version FROM dead_letters FINAL WHERE dead_letters.id IN {ids:Array(UUID)} ORDER BY received_at",
         {"ids": ids},
     )
 

@@ -3,7 +3,9 @@
 Requests enqueue their rows and wait. One writer thread gathers what is queued (group commit),
 inserts each table's rows as one batch, and wakes the requests. When the store is unavailable
 the batch is written to the spool instead, which also counts as durable; a drainer thread
-moves the spool into the store when it is back. Past `queue_max_rows` waiting rows, or with
+moves the spool into the store when it is back. Once the store has been found unavailable,
+batches go straight to the spool (no insert that would only time out first) until the
+drainer finds it answering and the spool empty. Past `queue_max_rows` waiting rows, or with
 the spool full, requests are refused with `Overloaded` (the doors answer 503 + Retry-After).
 """
 
@@ -16,11 +18,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+
 from collector.spool import Spool, SpoolFull
 from kernel.settings import CollectorSettings
 from kernel.store import Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 Rows = dict[str, list[dict[str, Any]]]
 
@@ -37,7 +42,7 @@ class NotStored(Exception):
     """The rows were neither stored nor spooled (the store refused them as invalid)."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a request's item is found in the queue by `is`, not by content
 class _Item:
     tables: Rows
     rows: int
@@ -69,6 +74,12 @@ class IngestPipeline:
         self._running = False
         self._threads: list[threading.Thread] = []
         self._stop_drain = threading.Event()
+        self._store_down = False
+
+    @property
+    def store_down(self) -> bool:
+        """True while batches go straight to the spool because the store was found unavailable."""
+        return self._store_down
 
     def start(self) -> None:
         """Start the writer and the spool drainer."""
@@ -92,6 +103,7 @@ class IngestPipeline:
 
     @property
     def queued_rows(self) -> int:
+        """Rows waiting for (or in) the current write."""
         return self._queued_rows
 
     def submit(self, tables: Rows, timeout: float = 60.0) -> None:
@@ -111,22 +123,33 @@ class IngestPipeline:
             self._queued_rows += rows
             self._cond.notify()
         if not item.done.wait(timeout):
-            raise Overloaded("the write did not complete in time", self.settings.retry_after_seconds)
+            with self._cond:
+                withdrawn = item in self._queue
+                if withdrawn:  # never taken by the writer: nothing of it is stored, so refusing is exact
+                    self._queue.remove(item)
+                    self._queued_rows -= rows
+            if withdrawn:
+                raise Overloaded("the write did not start in time", self.settings.retry_after_seconds)
+            item.done.wait()  # being written: its outcome is the answer, whatever it takes
         if item.error is not None:
             raise item.error
 
     def _take(self) -> list[_Item]:
+        """The next group of queued requests; empty only when stopping with nothing queued."""
         with self._cond:
-            while not self._queue and self._running:
-                self._cond.wait()
-            if not self._queue:
-                return []
-            deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
-            while self._queued_rows < self.settings.batch_max_rows and self._running:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+            while True:
+                while not self._queue and self._running:
+                    self._cond.wait()
+                if not self._queue:
+                    return []
+                deadline = time.monotonic() + self.settings.batch_max_wait_ms / 1000
+                while self._queued_rows < self.settings.batch_max_rows and self._running:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                if self._queue:  # requests that timed out meanwhile withdrew themselves
                     break
-                self._cond.wait(remaining)
             items: list[_Item] = []
             taken = 0
             while self._queue and (not items or taken + self._queue[0].rows <= self.settings.batch_max_rows):
@@ -156,23 +179,44 @@ class IngestPipeline:
         merged: Rows = {}
         for item in items:
             for table, rows in item.tables.items():
-                merged.setdefault(table, []).extend(rows)
-        for table, rows in merged.items():
-            try:
-                self.store.insert(table, rows)
-                self.stats.rows_stored += len(rows)
-                continue
-            except StoreUnavailable:
-                pass
-            except StoreError:
-                if self.store.ping():
-                    self._isolate(table, items)
+                if rows:
+                    merged.setdefault(table, []).extend(rows)
+        with tracer.start_as_current_span(
+            "tower.pipeline.write", attributes={"tower.requests": len(items), "tower.rows": sum(i.rows for i in items)}
+        ) as span:
+            for table, rows in merged.items():
+                if not self._store_down and self._insert(table, rows, items):
                     continue
-            self._spool(table, rows, items)
+                self._spool(table, rows, items)
+            span.set_attribute("tower.spooled", self._store_down)
         self.stats.batches += 1
 
-    def _isolate(self, table: str, items: list[_Item]) -> None:
-        """The store is up but refused the batch: insert item by item so one bad request fails alone."""
+    def _insert(self, table: str, rows: list[dict[str, Any]], items: list[_Item]) -> bool:
+        """Insert a table's rows; False when they must be spooled instead (the store is unavailable)."""
+        try:
+            self.store.insert(table, rows)
+            self.stats.rows_stored += len(rows)
+            return True
+        except StoreUnavailable as exc:
+            self._mark_down(exc)
+            return False
+        except StoreError as exc:
+            if not self.store.ping():
+                self._mark_down(exc)
+                return False
+        return self._isolate(table, items)
+
+    def _mark_down(self, exc: Exception) -> None:
+        if not self._store_down:
+            log.warning("the store is unavailable (%s); spooling until it is back", exc)
+        self._store_down = True
+
+    def _isolate(self, table: str, items: list[_Item]) -> bool:
+        """The store is up but refused the batch: insert item by item so one bad request fails alone.
+
+        Returns False when the store became unavailable meanwhile: the caller spools the batch
+        (rows already inserted go in again, which the idempotency keys fold away).
+        """
         for item in items:
             rows = item.tables.get(table)
             if not rows:
@@ -180,9 +224,13 @@ class IngestPipeline:
             try:
                 self.store.insert(table, rows)
                 self.stats.rows_stored += len(rows)
+            except StoreUnavailable as exc:
+                self._mark_down(exc)
+                return False
             except StoreError as exc:
                 log.error("store refused %d rows for %s: %s", len(rows), table, exc)
                 item.error = NotStored(f"the store refused the rows: {exc}")
+        return True
 
     def _spool(self, table: str, rows: list[dict[str, Any]], items: list[_Item]) -> None:
         try:
@@ -191,23 +239,37 @@ class IngestPipeline:
         except (SpoolFull, OSError) as exc:
             log.error("cannot spool %d rows for %s: %s", len(rows), table, exc)
             for item in items:
-                if table in item.tables:
+                if item.tables.get(table):
                     item.error = Overloaded(
                         f"the store is unavailable and the spool cannot take more: {exc}",
                         self.settings.retry_after_seconds,
                     )
 
     def drain_now(self) -> int:
-        """Move spooled batches into the store if it answers; returns rows drained."""
-        if not self.spool.files() or not self.store.ping():
+        """Move spooled batches into the store if it answers; returns rows drained.
+
+        When the spool is empty and the store answers, batches go to the store again.
+        """
+        if not self.store.ping():
             return 0
-        drained = self.spool.drain(self.store)
-        self.stats.rows_drained += drained
+        drained = 0
+        if self.spool.files():
+            with tracer.start_as_current_span("tower.spool.drain") as span:
+                drained = self.spool.drain(self.store, self.settings.batch_max_rows)
+                span.set_attribute("tower.rows", drained)
+            self.stats.rows_drained += drained
+            if drained:
+                log.info("drained %d spooled rows into the store", drained)
+        if self._store_down and not self.spool.files():
+            log.info("the store is back")
+            self._store_down = False
         return drained
 
     def _drainer(self) -> None:
-        while not self._stop_drain.wait(self.settings.drain_interval_seconds):
+        while True:
             try:
                 self.drain_now()
             except Exception:
                 log.exception("spool drain failed")
+            if self._stop_drain.wait(self.settings.drain_interval_seconds):
+                return

@@ -94,6 +94,7 @@ def create_app(tower: Tower) -> FastAPI:
     )
     app.state.tower = tower
     app.state.ingest = tower.ingest
+    app.state.collector_settings = tower.settings.collector
     app.state.api_tokens = dict(tower.settings.api.tokens)
     app.include_router(otlp_router)
     app.include_router(events_router)

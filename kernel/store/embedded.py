@@ -2,6 +2,10 @@
 
 chDB allows one data directory per process and one active statement per connection, so
 every call takes the store's lock; many request threads can share one EmbeddedStore.
+
+`close()` takes the store offline (every call then raises StoreUnavailable, as a server
+backend does when the server is down) and `reopen()` brings it back on the same data
+directory; tests use the pair to exercise the spool against the real store.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ class EmbeddedStore:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self._lock = threading.Lock()
-        try:
-            self._session: Any = Session(str(data_dir))  # type: ignore[no-untyped-call]
-        except Exception as exc:  # chDB raises plain RuntimeError for a second data directory
-            raise StoreUnavailable(f"cannot open embedded store at {data_dir}: {exc}") from exc
+        self._session: Any = self._open(Session)
         self._closed = False
+
+    def _open(self, session_type: Any) -> Any:
+        try:
+            return session_type(str(self.data_dir))
+        except Exception as exc:  # chDB raises plain RuntimeError for a second data directory
+            raise StoreUnavailable(f"cannot open embedded store at {self.data_dir}: {exc}") from exc
 
     def _params(self, params: Params | None) -> dict[str, str] | None:
         if not params:
@@ -61,9 +68,13 @@ class EmbeddedStore:
             if self._closed:
                 raise StoreUnavailable("embedded store is closed")
             try:
-                inserter = self._session.send_insert(f"INSERT INTO {_ident(table)}", "JSONEachRow")
-                inserter.append(payload)
-                result = inserter.finish()
+                # the context manager cancels a failed insert: left open, it would refuse every
+                # later statement on this connection for as long as the exception is referenced
+                with self._session.send_insert(
+                    f"INSERT INTO {_ident(table)} {_INSERT_SETTINGS}", "JSONEachRow"
+                ) as inserter:
+                    inserter.append(payload)
+                    result = inserter.finish()
             except Exception as exc:
                 raise StoreError(f"insert into {table} failed: {exc}") from exc
         return int(result.rows_written)
@@ -74,11 +85,31 @@ class EmbeddedStore:
         except StoreError:
             return False
 
+    @property
+    def closed(self) -> bool:
+        """True between `close()` and `reopen()`."""
+        return self._closed
+
     def close(self) -> None:
+        """Release the data directory; until `reopen()` every call raises StoreUnavailable."""
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._session.close()
+
+    def reopen(self) -> None:
+        """Open the same data directory again after `close()` (a no-op while open)."""
+        from chdb.session import Session
+
+        with self._lock:
+            if self._closed:
+                self._session = self._open(Session)
+                self._closed = False
+
+
+# chDB enables async inserts by default; the ingest pipeline already gathers requests into one
+# insert, so each insert is written synchronously: when it returns, its rows are in a part.
+_INSERT_SETTINGS = "SETTINGS async_insert = 0"
 
 
 def _ident(name: str) -> str:

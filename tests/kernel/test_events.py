@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_valid_event_becomes_a_row() -> None:
         ({"traceparent": "00-xyz-01"}, "traceparent: '00-xyz-01' is not a W3C traceparent"),
     ],
 )
-def test_each_problem_is_named(change: dict[str, object], expected: str) -> None:
+def test_each_problem_is_named(change: dict[str, Any], expected: str) -> None:
     event, problems = validate_event(make_event("order.accepted", **change))
     assert event is None
     assert any(expected in p for p in problems), problems

@@ -13,8 +13,8 @@ from tower.bootstrap import admin_token, load_or_create_tokens, token_for, token
 def _settings(data_dir: Path, **kw: object) -> Settings:
     return Settings(
         store=StoreSettings(data_dir=data_dir),
-        ingest=IngestSettings(tokens=kw.get("ingest", {})),  # type: ignore[arg-type]
-        api=ApiSettings(tokens=kw.get("api", {})),  # type: ignore[arg-type]
+        ingest=IngestSettings(tokens=kw.get("ingest", {})),
+        api=ApiSettings(tokens=kw.get("api", {})),
     )
 
 

@@ -1,8 +1,131 @@
-"""`tower deadletters` (placeholder)."""
+"""`tower deadletters list|replay`: refused records, through the running tower's API (admin token)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
 
 import click
+import httpx
+import orjson
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tower.client import client, resolve_admin_token, tower_url
+
+
+class ApiFailed(click.ClickException):
+    """The tower could not be reached or refused the request."""
+
+    exit_code = 2
+
+
+def _call(url: str | None, token: str | None, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    """One API call with the admin token; ApiFailed (exit 2) on connection or HTTP errors."""
+    with client(url, resolve_admin_token(token)) as http:
+        try:
+            response = http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code != 200 or not isinstance(body, dict):
+        detail = body.get("detail") or body.get("error") if isinstance(body, dict) else None
+        raise ApiFailed(f"the tower answered {response.status_code}: {detail or response.text[:300]}")
+    return body
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @click.group()
 def deadletters() -> None:
-    """List and replay dead letters."""
+    """List and replay dead letters (records the tower refused, with their reasons)."""
+
+
+@deadletters.command("list")
+@click.option("--status", type=click.Choice(["pending", "replayed"]), help="Only dead letters with this status.")
+@click.option("--door", help="Only those of this door (events, otlp-traces, otlp-logs, ...).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the dead letters as JSON (with the raw records).")
+@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
+def list_command(
+    status: str | None, door: str | None, limit: int, as_json: bool, url: str | None, token: str | None
+) -> None:
+    """List dead letters, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if status:
+        params["status"] = status
+    if door:
+        params["door"] = door
+    page = _call(url, token, "GET", "/api/deadletters", params=params)
+    items: list[dict[str, Any]] = page.get("items", [])
+    if as_json:
+        click.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not items:
+        click.echo("no dead letters" + (" match" if status or door else ""))
+        return
+    table = Table(title=f"dead letters: {len(items)} of {page.get('total', len(items))}", title_justify="left")
+    table.add_column("id", no_wrap=True)
+    table.add_column("received (UTC)", no_wrap=True)
+    table.add_column("door")
+    table.add_column("source")
+    table.add_column("status")
+    table.add_column("reason", overflow="fold")
+    table.add_column("raw", overflow="ellipsis", no_wrap=True, max_width=40)
+    for item in items:
+        cells = (
+            str(item.get("id", "")),
+            str(item.get("received_at", ""))[:19],
+            str(item.get("door", "")),
+            str(item.get("source", "")),
+            str(item.get("status", "")),
+            _short(str(item.get("reason", "")), 300),
+            _short(str(item.get("raw", "")), 80),
+        )
+        table.add_row(*(Text(cell) for cell in cells))  # Text: no rich markup in what senders wrote
+    Console(soft_wrap=False, highlight=False).print(table)
+
+
+@deadletters.command("replay")
+@click.argument("ids", nargs=-1)
+@click.option("--door", help="Replay every pending dead letter of this door.")
+@click.option("--all", "replay_all", is_flag=True, help="Replay every pending dead letter (of --door, if given).")
+@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
+def replay_command(
+    ids: tuple[str, ...], door: str | None, replay_all: bool, url: str | None, token: str | None
+) -> None:
+    """Replay dead letters through their door after a fix: the IDS given, or --all / --door.
+
+    Exit code 0 when every one was replayed, 1 when some still fail (they stay pending with the new
+    reason), 2 on usage or connection errors.
+    """
+    if ids and (replay_all or door):
+        raise click.UsageError("give dead letter ids, or --all / --door, not both")
+    if not ids and not (replay_all or door):
+        raise click.UsageError("name the dead letters to replay, or pass --all (optionally with --door)")
+    for ident in ids:
+        try:
+            uuid.UUID(ident)
+        except ValueError as exc:
+            raise click.UsageError(f"{ident!r} is not a dead letter id (a UUID)") from exc
+    body: dict[str, Any] = {"ids": list(ids)} if ids else {"door": door}
+    result = _call(url, token, "POST", "/api/deadletters/replay", json=body)
+    failing: list[dict[str, Any]] = result.get("still_failing", [])
+    replayed = int(result.get("replayed", 0))
+    click.echo(f"replayed: {replayed}")
+    if ids and len(set(ids)) > replayed + len(failing):
+        click.echo(f"not pending (already replayed or unknown): {len(set(ids)) - replayed - len(failing)}")
+    if failing:
+        click.echo(f"still failing: {len(failing)}")
+        for item in failing:
+            click.echo(f"  {item.get('id')}: {'; '.join(str(e) for e in item.get('errors', []))}")
+        click.get_current_context().exit(1)

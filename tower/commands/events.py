@@ -1,9 +1,280 @@
-"""`tower import` (placeholder until the file import lands)."""
+"""`tower import FILE`: send the business events of a CSV or NDJSON file to the running tower.
+
+The file is streamed and sent in batches as NDJSON (gzip) to `/v1/events`, one request per source
+of the batch, each with an ingest token that may send that source (--token, TOWER_INGEST_TOKEN, or
+the generated one from the data directory). 503/429 answers are retried after their Retry-After;
+a 413 splits the request in two.
+
+Where refused records go, as the summary says: records the tower refused are in dead letters
+(door `events`, with the reason and the event), to replay after a fix. Lines that cannot be read
+(not JSON, a CSV row with the wrong number of cells, not UTF-8) are not sent: they are listed with
+their line numbers (and written to --rejects), to fix in the file and import again, which is safe
+because an event sent twice counts once.
+
+Exit code: 0 when every record was stored, 1 when some were refused or unreadable, 2 on usage or
+connection errors.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import click
+import httpx
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from collector.fileimport import FileReader, FileRecord, detect_format
+from kernel.model.events import SOURCE_SYSTEMS
+from tower.client import client, resolve_ingest_token, tower_url
+
+MAX_ATTEMPTS = 10
+SHOWN_REASONS = 10
+
+# Waiting between retries; a module attribute so tests can observe it instead of waiting.
+sleep: Callable[[float], None] = time.sleep
+
+
+class ImportFailed(click.ClickException):
+    """The import could not go on (the tower is unreachable or refuses the request as a whole)."""
+
+    exit_code = 2
+
+
+@dataclass
+class Refused:
+    """A record that was not stored: its line, why, and where it went."""
+
+    line: int
+    errors: list[str]
+    raw: str
+    sent: bool
+
+
+@dataclass
+class ImportReport:
+    """What an import did so far."""
+
+    rows: int = 0
+    stored: int = 0
+    refused: list[Refused] = field(default_factory=list)
+
+    @property
+    def unreadable(self) -> int:
+        return sum(1 for r in self.refused if not r.sent)
+
+
+class Sender:
+    """Posts batches to /v1/events with the right token per source, retrying when told to."""
+
+    def __init__(self, url: str | None, token: str | None) -> None:
+        self.url = url
+        self.explicit = token
+        self._tokens: dict[str, str] = {}
+        self._clients: dict[str, httpx.Client] = {}
+        self._last_token: str | None = None
+
+    def close(self) -> None:
+        for http in self._clients.values():
+            http.close()
+
+    def token_for(self, source: str | None) -> str:
+        """The token to send `source` with; records with no valid source ride with the last token used."""
+        if not _routable(source) and self.explicit is None and self._last_token is not None:
+            return self._last_token
+        key = source or ""
+        if key not in self._tokens:
+            self._tokens[key] = resolve_ingest_token(self.explicit, key)
+        self._last_token = self._tokens[key]
+        return self._tokens[key]
+
+    def send_batch(self, records: list[FileRecord], report: ImportReport) -> None:
+        """Send one batch, a request per token; record what was stored and refused."""
+        groups: dict[str, list[FileRecord]] = {}
+        # Records without a valid source go last, so they ride with a token the batch already uses.
+        ordered = sorted(records, key=lambda r: not _routable(r.source))
+        for record in ordered:
+            groups.setdefault(self.token_for(record.source), []).append(record)
+        for token, group in groups.items():
+            self._send(token, group, report)
+
+    def _send(self, token: str, group: list[FileRecord], report: ImportReport) -> None:
+        body = gzip.compress("\n".join(r.payload for r in group).encode(), compresslevel=5)
+        response = self._post(token, body)
+        if response.status_code == 413 and len(group) > 1:
+            half = len(group) // 2
+            self._send(token, group[:half], report)
+            self._send(token, group[half:], report)
+            return
+        if response.status_code == 413:
+            report.refused.append(Refused(group[0].line, [_error_of(response)], group[0].raw, sent=False))
+            return
+        if response.status_code == 401:
+            raise ImportFailed(f"the tower refused the ingest token: {_error_of(response)}")
+        if response.status_code not in (200, 400) or "accepted" not in _json(response):
+            raise ImportFailed(f"the tower answered {response.status_code}: {_error_of(response)}")
+        result = _json(response)
+        report.stored += int(result["accepted"])
+        for item in result.get("rejected", []):
+            record = group[int(item["index"])]
+            report.refused.append(Refused(record.line, list(item.get("errors") or []), record.payload, sent=True))
+
+    def _post(self, token: str, body: bytes) -> httpx.Response:
+        http = self._clients.get(token)
+        if http is None:
+            http = self._clients[token] = client(self.url, token)
+        headers = {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"}
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                response = http.post("/v1/events", content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                raise ImportFailed(f"cannot reach the tower at {tower_url(self.url)}: {exc}") from exc
+            if response.status_code not in (429, 503) or attempt == MAX_ATTEMPTS:
+                return response
+            sleep(_retry_after(response))
+        raise AssertionError("unreachable")
+
+
+def _routable(source: str | None) -> bool:
+    return source is not None and source.split("/", 1)[0] in SOURCE_SYSTEMS
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _error_of(response: httpx.Response) -> str:
+    body = _json(response)
+    return str(body.get("error") or body.get("detail") or response.text[:300] or response.reason_phrase)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after", "")
+    return float(value) if value.strip().isdigit() else 1.0
+
+
+def batches(records: Iterable[FileRecord], size: int, report: ImportReport) -> Iterable[list[FileRecord]]:
+    """Readable records in batches of `size`; unreadable ones go straight to the report."""
+    batch: list[FileRecord] = []
+    for record in records:
+        report.rows += 1
+        if record.event is None:
+            report.refused.append(Refused(record.line, record.problems, record.raw, sent=False))
+            continue
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def run_import(
+    reader: FileReader, sender: Sender, batch_size: int, console: Console, report: ImportReport | None = None
+) -> ImportReport:
+    """Read, batch and send the whole file with a progress bar; returns the report."""
+    report = report or ImportReport()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]} rows"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"importing {reader.path.name}", total=reader.size or None, rows=0)
+        for batch in batches(reader, batch_size, report):
+            sender.send_batch(batch, report)
+            progress.update(task, completed=reader.bytes_read, rows=report.rows)
+        progress.update(task, completed=reader.bytes_read, rows=report.rows)
+    return report
+
+
+def summary(path: Path, fmt: str, report: ImportReport, rejects: Path | None) -> list[str]:
+    """The summary lines printed after an import."""
+    sent_refused = len(report.refused) - report.unreadable
+    lines = [
+        f"{path.name} ({fmt}): {report.rows} records read",
+        f"  stored:  {report.stored}",
+        f"  refused: {len(report.refused)}"
+        + (f" ({sent_refused} by the tower, {report.unreadable} unreadable, not sent)" if report.refused else ""),
+    ]
+    for refused in sorted(report.refused, key=lambda r: r.line)[:SHOWN_REASONS]:
+        lines.append(f"    line {refused.line}: {'; '.join(refused.errors)}" + ("" if refused.sent else " (not sent)"))
+    if len(report.refused) > SHOWN_REASONS:
+        lines.append(f"    ... and {len(report.refused) - SHOWN_REASONS} more")
+    if sent_refused:
+        lines.append(
+            "Refused by the tower: in dead letters (door events) with their reasons, see"
+            " `tower deadletters list --door events`; after a fix, `tower deadletters replay --door events`."
+        )
+    if report.unreadable:
+        lines.append(
+            "Unreadable: not sent; fix those lines in the file and import it again (events already stored count once)."
+        )
+    if rejects is not None and report.refused:
+        lines.append(f"Every refused record is in {rejects} (line, errors, raw).")
+    return lines
+
+
+def write_rejects(path: Path, refused: list[Refused]) -> None:
+    """Write refused records as NDJSON: {line, errors, sent, raw}."""
+    with path.open("wb") as out:
+        for r in sorted(refused, key=lambda r: r.line):
+            out.write(orjson.dumps({"line": r.line, "errors": r.errors, "sent": r.sent, "raw": r.raw}) + b"\n")
 
 
 @click.command("import")
-def import_command() -> None:
-    """Import business events from a CSV or NDJSON file."""
-    raise click.ClickException("not built yet")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), help="File format (default: from extension).")
+@click.option("--batch-size", type=click.IntRange(1, 50_000), default=500, show_default=True, help="Events a request.")
+@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--token", help="Ingest token (TOWER_INGEST_TOKEN; default: the generated token of each source).")
+@click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), help="Write refused records here (NDJSON).")
+def import_command(
+    file: Path, fmt: str | None, batch_size: int, url: str | None, token: str | None, rejects: Path | None
+) -> None:
+    """Import business events from a CSV or NDJSON file into the running tower.
+
+    CSV: a header row; id, source, type, time, subject, traceparent (and specversion) are
+    CloudEvents attributes, every other column is a data key. NDJSON: one structured CloudEvent
+    a line. Exit code 0 when all were stored, 1 when some were refused, 2 on usage or connection errors.
+    """
+    try:
+        file_format = detect_format(file, fmt)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    reader = FileReader(file, file_format)
+    sender = Sender(url, token)
+    report = ImportReport()
+    failure: click.ClickException | None = None
+    try:
+        run_import(reader, sender, batch_size, Console(stderr=True), report)
+    except click.ClickException as exc:
+        failure = exc
+    except ValueError as exc:
+        failure = ImportFailed(f"{file.name}: {exc}")
+    finally:
+        sender.close()
+    if rejects is not None and report.refused:
+        write_rejects(rejects, report.refused)
+    for line in summary(file, file_format, report, rejects):
+        click.echo(line)
+    if failure is not None:
+        click.echo(
+            f"The import stopped after {report.rows} records read; the batch in flight may not be stored."
+            " Import the file again once this is fixed: events already stored count once."
+        )
+        raise failure
+    if report.refused:
+        click.get_current_context().exit(1)

@@ -1,0 +1,171 @@
+"""CloudEvents 1.0 over HTTP: turning a request into records, one per event, for the ingest service.
+
+Modes (HTTP protocol binding of CloudEvents 1.0, plus NDJSON for bulk loads):
+- structured: `Content-Type: application/cloudevents+json`, the body is one event (a JSON object).
+- batch: `Content-Type: application/cloudevents-batch+json`, the body is a JSON array of events.
+- NDJSON: `Content-Type: application/x-ndjson` (or `application/ndjson`), one structured event a line;
+  blank lines are ignored and a line that is not JSON is one refused record, not a refused body.
+- binary: any `ce-*` header and a JSON Content-Type (or none): the attributes come from the `ce-*`
+  headers (percent-decoded), the body is `data`; the plain `traceparent` header stands in for a
+  missing `ce-traceparent`.
+
+Parsing never raises for a bad record: each record is (parsed mapping or None, raw text, problems),
+and the raw text of a binary event is its structured JSON form, so every dead letter of this door
+is one structured event and can be replayed as such. `BodyRefused` is for requests that cannot be
+split into records at all (wrong content type, a body that is not JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson")
+BINARY = "binary"
+NDJSON = "ndjson"
+
+Record = tuple[Mapping[str, Any] | None, str, list[str]]
+
+NOT_AN_OBJECT = "event must be a JSON object"
+
+
+class BodyRefused(Exception):
+    """A request that cannot be split into records; `status` is the HTTP answer.
+
+    `dead_letter` says whether the body is worth keeping as a dead letter (it was read and
+    authenticated, but is not what the mode requires).
+    """
+
+    def __init__(self, status: int, message: str, dead_letter: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.dead_letter = dead_letter
+
+
+@dataclass
+class ParsedBody:
+    """The records of one request; `lines` holds each record's 1-based line in NDJSON mode."""
+
+    mode: str
+    records: list[Record] = field(default_factory=list)
+    lines: list[int] | None = None
+
+
+def media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type header, lower case, without parameters."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_json_type(mtype: str) -> bool:
+    """True for JSON media types: application/json, text/json and any `+json` suffix."""
+    return mtype in ("application/json", "text/json") or mtype.endswith("+json")
+
+
+def detect_mode(content_type: str | None, headers: Mapping[str, str]) -> str:
+    """The mode of a request, or BodyRefused(415) when it is none of them."""
+    mtype = media_type(content_type)
+    if mtype == STRUCTURED:
+        return STRUCTURED
+    if mtype == BATCH:
+        return BATCH
+    if mtype in NDJSON_TYPES:
+        return NDJSON
+    if any(name.lower().startswith("ce-") for name in headers):
+        if mtype and not is_json_type(mtype):
+            raise BodyRefused(415, f"binary mode: data of type {mtype!r} is not accepted; business event data is JSON")
+        return BINARY
+    shown = mtype or "none"
+    raise BodyRefused(
+        415,
+        f"Content-Type {shown!r} is not accepted: use {STRUCTURED} (one event), {BATCH} (a JSON array),"
+        f" application/x-ndjson (one event a line), or binary mode (ce-* headers with a JSON body)",
+    )
+
+
+def parse_body(mode: str, body: bytes, content_type: str | None, headers: Mapping[str, str]) -> ParsedBody:
+    """Split a request body into records; BodyRefused(400) when the body is not the mode's JSON."""
+    if mode == STRUCTURED:
+        return ParsedBody(mode, [_structured(body)])
+    if mode == BATCH:
+        return ParsedBody(mode, _batch(body))
+    if mode == NDJSON:
+        return _ndjson(body)
+    return ParsedBody(mode, [binary_record(headers, body, content_type)])
+
+
+def _loads(body: bytes, what: str) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BodyRefused(400, f"{what} is not valid JSON: {exc}", dead_letter=bool(body.strip())) from exc
+
+
+def _structured(body: bytes) -> Record:
+    parsed = _loads(body, "body")
+    raw = body.decode("utf-8", "replace")
+    if not isinstance(parsed, dict):
+        return None, raw, [f"{NOT_AN_OBJECT} (structured mode carries one event; send arrays as {BATCH})"]
+    return parsed, raw, []
+
+
+def _batch(body: bytes) -> list[Record]:
+    parsed = _loads(body, "body")
+    if not isinstance(parsed, list):
+        raise BodyRefused(400, f"a {BATCH} body must be a JSON array of events", dead_letter=True)
+    records: list[Record] = []
+    for item in parsed:
+        raw = orjson.dumps(item).decode()
+        records.append((item, raw, []) if isinstance(item, dict) else (None, raw, [NOT_AN_OBJECT]))
+    return records
+
+
+def _ndjson(body: bytes) -> ParsedBody:
+    result = ParsedBody(NDJSON, lines=[])
+    assert result.lines is not None
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        result.lines.append(number)
+        raw = line.decode("utf-8", "replace")
+        try:
+            parsed = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            result.records.append((None, raw, [f"line {number}: not valid JSON: {exc}"]))
+            continue
+        if isinstance(parsed, dict):
+            result.records.append((parsed, raw, []))
+        else:
+            result.records.append((None, raw, [f"line {number}: {NOT_AN_OBJECT}"]))
+    return result
+
+
+def binary_record(headers: Mapping[str, str], body: bytes, content_type: str | None) -> Record:
+    """The one event of a binary-mode request, in structured form.
+
+    A body that is not JSON stays in the event as text, so the refusal reason names `data` and
+    the dead letter keeps what was sent.
+    """
+    event: dict[str, Any] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower.startswith("ce-") and len(lower) > 3:
+            event[lower[3:]] = unquote(value, errors="replace")
+    if "traceparent" not in event and headers.get("traceparent"):
+        event["traceparent"] = headers["traceparent"]
+    event["datacontenttype"] = media_type(content_type) or "application/json"
+    problems: list[str] = []
+    if body.strip():
+        try:
+            event["data"] = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            event["data"] = body.decode("utf-8", "replace")
+            problems.append(f"data: the body is not valid JSON: {exc}")
+    return event, orjson.dumps(event).decode(), problems

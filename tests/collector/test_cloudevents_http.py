@@ -1,0 +1,389 @@
+"""POST /v1/events against a real tower: every mode, every bad input, duplicates, replay after a fix."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from collector.auth import TokenRegistry, token_id
+from kernel.settings import IngestSettings
+from kernel.store.embedded import EmbeddedStore
+from tests.factories import make_event
+from tests.support import RunningTower, start_in_process
+
+STRUCTURED = {"Content-Type": "application/cloudevents+json"}
+BATCH = {"Content-Type": "application/cloudevents-batch+json"}
+NDJSON = {"Content-Type": "application/x-ndjson"}
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def events(running: RunningTower, where: str = "1", params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    assert running.tower is not None
+    return running.tower.store.query(
+        "SELECT * FROM business_events FINAL WHERE " + where + " ORDER BY time, id", params or {}
+    )
+
+
+def letters(running: RunningTower) -> list[dict[str, Any]]:
+    assert running.tower is not None
+    return running.tower.store.query(
+        "SELECT toString(id) AS id, door, source, token_id, reason, raw, status FROM dead_letters FINAL"
+        " ORDER BY received_at, raw"
+    )
+
+
+def assert_still_serving(running: RunningTower) -> None:
+    """The server answers and still stores a valid event."""
+    assert httpx.get(running.http_url + "/healthz").status_code == 200
+    with running.client("erp") as http:
+        response = http.post("/v1/events", content=orjson.dumps(make_event()), headers=STRUCTURED)
+    assert response.status_code == 200, response.text
+
+
+def test_structured_event_is_stored_with_every_column(tower: RunningTower) -> None:
+    event = make_event(
+        "shipment.confirmed",
+        id="wms-1",
+        source="wms/dallas",
+        time="2026-11-02T09:30:00.250-06:00",
+        traceparent=TRACEPARENT,
+        data={"order_id": "SO-1", "shipment_id": "SH-1", "quantity": 3, "warehouse": "DAL"},
+    )
+    with tower.client("wms") as http:
+        response = http.post("/v1/events", content=orjson.dumps(event), headers=STRUCTURED)
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 1, "rejected": []}
+    [row] = events(tower)
+    assert {k: row[k] for k in ("id", "source", "system", "type", "time", "subject", "door")} == {
+        "id": "wms-1",
+        "source": "wms/dallas",
+        "system": "wms",
+        "type": "shipment.confirmed",
+        "time": "2026-11-02 15:30:00.250000",
+        "subject": "SH-1",
+        "door": "events",
+    }
+    assert (row["order_id"], row["shipment_id"], row["warehouse"], row["quantity"]) == ("SO-1", "SH-1", "DAL", 3)
+    assert (row["trace_id"], row["span_id"]) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert orjson.loads(row["data"]) == event["data"]
+    assert letters(tower) == []
+
+
+def test_batch_stores_each_event(tower: RunningTower) -> None:
+    batch = [
+        make_event("order.accepted", 1, data={"amount": 1234.5, "currency": "EUR"}),
+        make_event("order.released", 1),
+        make_event("invoice.posted", 1, subject="INV-CUSTOM", data={"amount": "99.125", "quantity": 2}),
+    ]
+    with tower.client("erp") as http:
+        response = http.post("/v1/events", content=orjson.dumps(batch), headers=BATCH)
+    assert response.json() == {"accepted": 3, "rejected": []}
+    rows = {r["type"]: r for r in events(tower)}
+    assert set(rows) == {"order.accepted", "order.released", "invoice.posted"}
+    accepted, invoice = rows["order.accepted"], rows["invoice.posted"]
+    assert (accepted["subject"], accepted["order_id"], accepted["customer_id"]) == ("SO-1", "SO-1", "C-1")
+    assert (float(accepted["amount"]), accepted["currency"], accepted["quantity"]) == (1234.5, "EUR", None)
+    assert (invoice["subject"], invoice["invoice_id"], float(invoice["amount"]), invoice["quantity"]) == (
+        "INV-CUSTOM",
+        "IN-1",
+        99.125,
+        2,
+    )
+    assert all(r["trace_id"] == "" and r["door"] == "events" for r in rows.values())
+
+
+def test_binary_mode_takes_attributes_from_headers_and_the_plain_traceparent(tower: RunningTower) -> None:
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "ce-specversion": "1.0",
+        "ce-id": "tms-77",
+        "ce-source": "tms",
+        "ce-type": "shipment.delivered",
+        "ce-time": "2026-11-03T01:00:00+01:00",
+        "ce-subject": "SH-%C3%A9",
+        "traceparent": TRACEPARENT,
+    }
+    with tower.client("tms") as http:
+        response = http.post("/v1/events", content=b'{"shipment_id": "SH-9", "order_id": "SO-9"}', headers=headers)
+    assert response.json() == {"accepted": 1, "rejected": []}
+    [row] = events(tower)
+    assert (row["id"], row["source"], row["type"], row["time"], row["subject"]) == (
+        "tms-77",
+        "tms",
+        "shipment.delivered",
+        "2026-11-03 00:00:00.000000",
+        "SH-é",
+    )
+    assert (row["shipment_id"], row["order_id"], row["trace_id"]) == ("SH-9", "SO-9", TRACEPARENT[3:35])
+
+
+def test_binary_mode_missing_attribute_is_refused_with_its_structured_form_kept(tower: RunningTower) -> None:
+    headers = {"Content-Type": "application/json", "ce-specversion": "1.0", "ce-source": "tms", "ce-type": "x.y"}
+    with tower.client("tms") as http:
+        response = http.post("/v1/events", content=b"{}", headers=headers)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["accepted"] == 0 and "error" in body
+    assert body["rejected"][0]["errors"] == [
+        "id: required, a non-empty string",
+        "time: required (RFC 3339 with an offset)",
+    ]
+    [letter] = letters(tower)
+    assert orjson.loads(letter["raw"])["source"] == "tms"
+    assert_still_serving(tower)
+
+
+def test_ndjson_gzip_with_blank_and_bad_lines(tower: RunningTower) -> None:
+    good = [make_event("shipment.confirmed", n) for n in range(3)]
+    lines = [orjson.dumps(good[0]), b"", orjson.dumps(good[1]), b'{"id": "broken"', b"   ", orjson.dumps(good[2])]
+    body = gzip.compress(b"\n".join(lines) + b"\n")
+    with tower.client("wms") as http:
+        response = http.post("/v1/events", content=body, headers={**NDJSON, "Content-Encoding": "gzip"})
+    assert response.status_code == 200
+    result = response.json()
+    assert result["accepted"] == 3
+    [rejected] = result["rejected"]
+    assert (rejected["index"], rejected["line"], rejected["id"]) == (2, 4, None)
+    assert rejected["errors"][0].startswith("line 4: not valid JSON")
+    assert sorted(r["id"] for r in events(tower)) == sorted(e["id"] for e in good)
+    [letter] = letters(tower)
+    assert letter["raw"] == '{"id": "broken"'
+
+
+def test_batch_of_100_with_3_bad_stores_97_and_names_the_3(tower: RunningTower) -> None:
+    batch = [make_event("order.released", n) for n in range(100)]
+    batch[7] = make_event("order.released", 7, id=...)
+    batch[42] = make_event("order.released", 42, time="yesterday")
+    batch[99] = make_event("order.released", 99, data={"order_id": None}, source="erp/eu")
+    with tower.client("erp") as http:
+        response = http.post(
+            "/v1/events",
+            content=gzip.compress(orjson.dumps(batch)),
+            headers={
+                **BATCH,
+                "Content-Encoding": "gzip",
+            },
+        )
+    assert response.status_code == 200
+    result = response.json()
+    assert result["accepted"] == 97
+    assert [(r["index"], r["id"]) for r in result["rejected"]] == [
+        (7, None),
+        (42, batch[42]["id"]),
+        (99, batch[99]["id"]),
+    ]
+    assert result["rejected"][0]["errors"] == ["id: required, a non-empty string"]
+    assert result["rejected"][1]["errors"] == ["time: 'yesterday' is not RFC 3339 with an offset"]
+    assert result["rejected"][2]["errors"] == ["data.order_id: required for order.released"]
+    assert len(events(tower)) == 97
+    dead = letters(tower)
+    assert len(dead) == 3
+    assert {orjson.loads(d["raw"]).get("time") for d in dead} >= {"yesterday"}
+    reasons = sorted(d["reason"] for d in dead)
+    assert reasons == sorted("; ".join(r["errors"]) for r in result["rejected"])
+    assert {d["door"] for d in dead} == {"events"} and {d["status"] for d in dead} == {"pending"}
+    assert {d["token_id"] for d in dead} == {token_id(tower.token("erp"))}
+    assert {d["source"] for d in dead} == {"erp", "erp/eu"}
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ({"id": ...}, "id: required, a non-empty string"),
+        ({"source": ...}, "source: required"),
+        ({"type": ...}, "type: required"),
+        ({"specversion": ...}, "specversion: must be '1.0', got None"),
+        ({"specversion": "0.3"}, "specversion: must be '1.0', got '0.3'"),
+        ({"time": ...}, "time: required (RFC 3339 with an offset)"),
+        ({"time": "2026-11-02T15:00:00"}, "time: '2026-11-02T15:00:00' is not RFC 3339 with an offset"),
+        ({"source": "sap"}, "source: 'sap' is not one of erp, wms, tms, crm, ecommerce, edi, middleware"),
+        ({"traceparent": "00-zz-01"}, "traceparent: '00-zz-01' is not a W3C traceparent"),
+    ],
+)
+def test_bad_structured_events_are_refused_readably(tower: RunningTower, override: dict[str, Any], error: str) -> None:
+    event = make_event("order.released", **override)
+    with tower.client("erp") as http:
+        response = http.post("/v1/events", content=orjson.dumps(event), headers=STRUCTURED)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["accepted"] == 0
+    [rejected] = body["rejected"]
+    assert any(e.startswith(error) for e in rejected["errors"]), rejected
+    [letter] = letters(tower)
+    assert orjson.loads(letter["raw"]) == event and error in letter["reason"]
+    assert_still_serving(tower)
+
+
+def test_wrong_source_token_is_refused_and_dead_lettered(tower: RunningTower) -> None:
+    event = make_event("order.accepted", source="erp")
+    with tower.client("wms") as http:
+        response = http.post("/v1/events", content=orjson.dumps(event), headers=STRUCTURED)
+    assert response.status_code == 400
+    assert response.json()["rejected"][0]["errors"] == ["source: 'erp' is not allowed for this token (it may send wms)"]
+    [letter] = letters(tower)
+    assert (letter["source"], letter["token_id"]) == ("erp", token_id(tower.token("wms")))
+    assert events(tower) == []
+    assert_still_serving(tower)
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-a-known-token-at-all", "Basic abc", "Bearer"])
+def test_without_a_known_token_401(tower: RunningTower, authorization: str | None) -> None:
+    headers = {**STRUCTURED, **({"Authorization": authorization} if authorization else {})}
+    response = httpx.post(tower.http_url + "/v1/events", content=orjson.dumps(make_event()), headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "ingest token" in response.json()["error"]
+    assert letters(tower) == [] and events(tower) == []
+    assert_still_serving(tower)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "text/plain"},
+        {"Content-Type": "application/json"},
+        {},
+        {"Content-Type": "text/csv", "ce-id": "1"},
+        {**STRUCTURED, "Content-Encoding": "br"},
+    ],
+)
+def test_other_content_types_415(tower: RunningTower, headers: dict[str, str]) -> None:
+    with tower.client("erp") as http:
+        response = http.post("/v1/events", content=orjson.dumps(make_event()), headers=headers)
+    assert response.status_code == 415
+    assert response.json()["error"]
+    assert letters(tower) == [] and events(tower) == []
+    assert_still_serving(tower)
+
+
+@pytest.mark.parametrize(
+    ("headers", "content", "fragment"),
+    [
+        (STRUCTURED, b'{"specversion": "1.0", "id": ', "body is not valid JSON"),
+        (BATCH, b"[{}, ", "body is not valid JSON"),
+        (BATCH, b'{"specversion": "1.0"}', "must be a JSON array"),
+        (STRUCTURED, b"\xff\xfe not utf-8", "body is not valid JSON"),
+    ],
+)
+def test_undecodable_body_400_and_dead_lettered_whole(
+    tower: RunningTower, headers: dict[str, str], content: bytes, fragment: str
+) -> None:
+    with tower.client("erp") as http:
+        response = http.post("/v1/events", content=content, headers=headers)
+    assert response.status_code == 400
+    assert fragment in response.json()["error"]
+    [letter] = letters(tower)
+    assert letter["raw"] == content.decode("utf-8", "replace") and fragment in letter["reason"]
+    assert_still_serving(tower)
+
+
+def test_corrupt_gzip_400(tower: RunningTower) -> None:
+    with tower.client("erp") as http:
+        response = http.post("/v1/events", content=b"not gzip", headers={**STRUCTURED, "Content-Encoding": "gzip"})
+    assert response.status_code == 400
+    assert "gzip" in response.json()["error"]
+    assert_still_serving(tower)
+
+
+def test_empty_batch_is_200_with_nothing(tower: RunningTower) -> None:
+    with tower.client("erp") as http:
+        response = http.post("/v1/events", content=b"[]", headers=BATCH)
+    assert (response.status_code, response.json()) == (200, {"accepted": 0, "rejected": []})
+
+
+def test_oversize_bodies_413(store: EmbeddedStore, tmp_path: Path) -> None:
+    with start_in_process(tmp_path, store, max_body_bytes=4096, max_decompressed_bytes=16_384) as small:
+        big = orjson.dumps([make_event("order.released", n) for n in range(40)])
+        assert len(big) > 4096
+        bomb = gzip.compress(b"[" + b" " * 1_000_000 + b"]")
+        with small.client("erp") as http:
+            too_big = http.post("/v1/events", content=big, headers=BATCH)
+            inflates = http.post("/v1/events", content=bomb, headers={**BATCH, "Content-Encoding": "gzip"})
+            fits = http.post("/v1/events", content=gzip.compress(big), headers={**BATCH, "Content-Encoding": "gzip"})
+        assert too_big.status_code == 413 and "over the limit" in too_big.json()["error"]
+        assert inflates.status_code == 413 and "inflates past" in inflates.json()["error"]
+        assert len(bomb) < 4096
+        assert fits.json() == {"accepted": 40, "rejected": []}
+        assert letters(small) == []
+        assert_still_serving(small)
+
+
+def test_overloaded_pipeline_503_with_retry_after(tower: RunningTower) -> None:
+    assert tower.tower is not None
+    tower.tower.pipeline.stop()
+    try:
+        with tower.client("erp") as http:
+            response = http.post("/v1/events", content=orjson.dumps(make_event()), headers=STRUCTURED)
+    finally:
+        tower.tower.pipeline.start()
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
+    assert response.json()["retry_after"] == 2 and response.json()["error"]
+    assert events(tower) == []
+    assert_still_serving(tower)
+
+
+def test_duplicates_count_once_and_out_of_order_is_fine(tower: RunningTower) -> None:
+    accepted = make_event("order.accepted", 5)
+    released = make_event("order.released", 5)
+    shipped = make_event("shipment.confirmed", 5, source="wms", data={"order_id": "SO-5"})
+    with tower.client("wms") as wms:
+        assert wms.post("/v1/events", content=orjson.dumps(shipped), headers=STRUCTURED).status_code == 200
+    with tower.client("erp") as erp:
+        for _ in range(2):
+            response = erp.post("/v1/events", content=orjson.dumps([released, accepted, accepted]), headers=BATCH)
+            assert response.json() == {"accepted": 3, "rejected": []}
+    assert tower.tower is not None
+    counts = tower.tower.store.query(
+        "SELECT type, count() AS n FROM business_events FINAL WHERE order_id = {o:String} GROUP BY type ORDER BY type",
+        {"o": "SO-5"},
+    )
+    assert counts == [
+        {"type": "order.accepted", "n": 1},
+        {"type": "order.released", "n": 1},
+        {"type": "shipment.confirmed", "n": 1},
+    ]
+    # arrival order differs from event time order; queries order by event time
+    assert [r["type"] for r in events(tower)] == ["order.accepted", "order.released", "shipment.confirmed"]
+
+
+def test_replay_after_the_token_may_send_the_source(tower: RunningTower) -> None:
+    assert tower.tower is not None
+    event = make_event("order.accepted", 9, source="erp")
+    binary = {"Content-Type": "application/json", "ce-specversion": "1.0", "ce-id": "bin-9", "ce-source": "erp"}
+    binary |= {"ce-type": "order.released", "ce-time": "2026-11-02T16:00:00Z"}
+    with tower.client("wms") as wms:
+        assert wms.post("/v1/events", content=orjson.dumps(event), headers=STRUCTURED).status_code == 400
+        assert wms.post("/v1/events", content=b'{"order_id": "SO-9"}', headers=binary).status_code == 400
+    assert len(letters(tower)) == 2
+    with tower.api() as api:
+        before = api.post("/api/deadletters/replay", json={"door": "events"}).json()
+        assert before["replayed"] == 0 and len(before["still_failing"]) == 2
+        assert "not allowed for this token" in before["still_failing"][0]["errors"][0]
+        assert {d["status"] for d in letters(tower)} == {"pending"}
+        # the fix: the wms token may now also send erp
+        tokens = {t: (s + ["erp"] if s == ["wms"] else s) for t, s in tower.settings.ingest.tokens.items()}
+        tower.tower.ingest.tokens = TokenRegistry(IngestSettings(tokens=tokens))
+        after = api.post("/api/deadletters/replay", json={"door": "events"}).json()
+        assert after == {"replayed": 2, "still_failing": []}
+        assert api.post("/api/deadletters/replay", json={"door": "events"}).json() == {
+            "replayed": 0,
+            "still_failing": [],
+        }
+    rows = events(tower)
+    assert sorted(r["id"] for r in rows) == sorted([event["id"], "bin-9"])
+    assert {r["door"] for r in rows} == {"events"}
+    assert {d["status"] for d in letters(tower)} == {"replayed"}
+
+
+def test_openapi_documents_the_contract(tower: RunningTower) -> None:
+    spec = httpx.get(tower.http_url + "/openapi.json").json()
+    route = spec["paths"]["/v1/events"]["post"]
+    assert "rejected" in route["description"] and "Retry-After" in route["description"]
+    assert set(route["responses"]) >= {"200", "400", "401", "413", "415", "503"}
+    assert "application/cloudevents-batch+json" in route["requestBody"]["content"]

@@ -1,0 +1,123 @@
+"""Splitting CloudEvents requests into records: modes, framing errors, binary headers."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from collector.cloudevents import (
+    BATCH,
+    BINARY,
+    NDJSON,
+    STRUCTURED,
+    BodyRefused,
+    binary_record,
+    detect_mode,
+    parse_body,
+)
+from tests.factories import make_event
+
+
+@pytest.mark.parametrize(
+    ("content_type", "headers", "mode"),
+    [
+        ("application/cloudevents+json; charset=utf-8", {}, STRUCTURED),
+        ("Application/CloudEvents-Batch+JSON", {}, BATCH),
+        ("application/x-ndjson", {}, NDJSON),
+        ("application/ndjson", {}, NDJSON),
+        ("application/json", {"ce-id": "1"}, BINARY),
+        ("application/vnd.acme+json", {"ce-specversion": "1.0"}, BINARY),
+        (None, {"ce-id": "1"}, BINARY),
+        # a structured content type wins over stray ce- headers, as the HTTP binding says
+        ("application/cloudevents+json", {"ce-id": "1"}, STRUCTURED),
+        ("application/x-ndjson", {"ce-id": "1"}, NDJSON),
+    ],
+)
+def test_modes_are_detected(content_type: str | None, headers: dict[str, str], mode: str) -> None:
+    assert detect_mode(content_type, headers) == mode
+
+
+@pytest.mark.parametrize(
+    ("content_type", "headers", "fragment"),
+    [
+        ("text/plain", {}, "'text/plain' is not accepted"),
+        ("application/json", {}, "binary mode (ce-* headers"),
+        (None, {}, "'none' is not accepted"),
+        ("text/csv", {"ce-id": "1"}, "business event data is JSON"),
+    ],
+)
+def test_other_content_types_are_415(content_type: str | None, headers: dict[str, str], fragment: str) -> None:
+    with pytest.raises(BodyRefused) as info:
+        detect_mode(content_type, headers)
+    assert info.value.status == 415
+    assert fragment in info.value.message
+
+
+def test_undecodable_bodies_are_400_and_worth_a_dead_letter() -> None:
+    with pytest.raises(BodyRefused) as info:
+        parse_body(STRUCTURED, b'{"id": ', STRUCTURED, {})
+    assert (info.value.status, info.value.dead_letter) == (400, True)
+    assert "not valid JSON" in info.value.message
+    with pytest.raises(BodyRefused) as info:
+        parse_body(BATCH, orjson.dumps(make_event()), BATCH, {})
+    assert (info.value.status, info.value.dead_letter) == (400, True)
+    assert "must be a JSON array" in info.value.message
+
+
+def test_batch_records_keep_their_raw_text_and_non_objects_are_refused_records() -> None:
+    event = make_event()
+    parsed = parse_body(BATCH, orjson.dumps([event, 42, "x"]), BATCH, {})
+    assert [r[0] for r in parsed.records] == [event, None, None]
+    assert orjson.loads(parsed.records[0][1]) == event
+    assert [r[1] for r in parsed.records[1:]] == ["42", '"x"']
+    assert parsed.records[1][2] == ["event must be a JSON object"]
+
+
+def test_ndjson_skips_blank_lines_and_refuses_bad_lines_alone() -> None:
+    good = orjson.dumps(make_event()).decode()
+    body = f"{good}\n\n  \n{{not json\r\n[1]\n{good}\n".encode()
+    parsed = parse_body(NDJSON, body, "application/x-ndjson", {})
+    assert parsed.lines == [1, 4, 5, 6]
+    assert [r[0] is not None for r in parsed.records] == [True, False, False, True]
+    assert parsed.records[1][1] == "{not json"
+    assert parsed.records[1][2][0].startswith("line 4: not valid JSON")
+    assert parsed.records[2][2] == ["line 5: event must be a JSON object"]
+
+
+def test_binary_event_from_headers_with_percent_decoding_and_plain_traceparent() -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "b-1",
+        "ce-source": "wms/dallas",
+        "ce-type": "shipment.confirmed",
+        "ce-time": "2026-11-02T09:00:00-06:00",
+        "ce-subject": "SH-%C3%A9",
+        "traceparent": traceparent,
+        "content-type": "application/json",
+    }
+    event, raw, problems = binary_record(headers, b'{"order_id": "SO-1", "shipment_id": "SH-1"}', "application/json")
+    assert problems == []
+    assert event == {
+        "specversion": "1.0",
+        "id": "b-1",
+        "source": "wms/dallas",
+        "type": "shipment.confirmed",
+        "time": "2026-11-02T09:00:00-06:00",
+        "subject": "SH-é",
+        "traceparent": traceparent,
+        "datacontenttype": "application/json",
+        "data": {"order_id": "SO-1", "shipment_id": "SH-1"},
+    }
+    assert orjson.loads(raw) == event
+    # ce-traceparent wins over the plain header
+    event, _, _ = binary_record({**headers, "ce-traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}, b"", None)
+    assert event is not None and event["traceparent"].startswith("00-111")
+    assert "data" not in event
+
+
+def test_binary_body_that_is_not_json_is_a_refused_record_keeping_the_text() -> None:
+    event, raw, problems = binary_record({"ce-id": "b-2"}, b"{oops", "application/json")
+    assert event is not None and event["data"] == "{oops"
+    assert problems[0].startswith("data: the body is not valid JSON")
+    assert orjson.loads(raw)["data"] == "{oops"

@@ -1,0 +1,89 @@
+"""`tower deadletters list|replay` against a real tower."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from click.testing import CliRunner, Result
+
+from collector.auth import TokenRegistry
+from kernel.settings import IngestSettings
+from tests.factories import make_event
+from tests.support import RunningTower, free_port
+from tower.cli import main
+
+STRUCTURED = {"Content-Type": "application/cloudevents+json"}
+
+
+def run(args: list[str]) -> Result:
+    env = {"TOWER_TOKEN": None, "TOWER_URL": None, "COLUMNS": "200"}
+    return CliRunner().invoke(main, ["deadletters", *args], env=env, catch_exceptions=False)
+
+
+def refuse_two(tower: RunningTower) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One event with a source the wms token may not send, one with no id; both dead-lettered."""
+    foreign = make_event("order.accepted", 1, source="erp")
+    broken = make_event("shipment.confirmed", 2, id=...)
+    with tower.client("wms") as http:
+        assert http.post("/v1/events", content=orjson.dumps(foreign), headers=STRUCTURED).status_code == 400
+        assert http.post("/v1/events", content=orjson.dumps(broken), headers=STRUCTURED).status_code == 400
+    return foreign, broken
+
+
+def test_list_table_and_json(tower: RunningTower) -> None:
+    foreign, _ = refuse_two(tower)
+    auth = ["--url", tower.http_url, "--token", tower.api_token()]
+    table = run(["list", *auth])
+    assert table.exit_code == 0, table.output
+    assert "dead letters: 2 of 2" in table.stdout
+    assert "is not allowed for this token" in table.stdout and "id: required" in table.stdout
+    assert table.stdout.count("pending") == 2 and "events" in table.stdout
+    as_json = run(["list", "--json", "--door", "events", "--status", "pending", *auth])
+    page = orjson.loads(as_json.stdout)
+    assert page["total"] == 2
+    raws = {item["source"]: orjson.loads(item["raw"]) for item in page["items"]}
+    assert raws["erp"] == foreign
+    assert run(["list", "--status", "replayed", *auth]).stdout.strip() == "no dead letters match"
+    limited = orjson.loads(run(["list", "--json", "--limit", "1", *auth]).stdout)
+    assert (len(limited["items"]), limited["total"]) == (1, 2)
+
+
+def test_replay_after_fix_by_id_and_all(tower: RunningTower) -> None:
+    assert tower.tower is not None
+    foreign, _ = refuse_two(tower)
+    auth = ["--url", tower.http_url, "--token", tower.api_token()]
+    items = orjson.loads(run(["list", "--json", *auth]).stdout)["items"]
+    by_source = {item["source"]: item["id"] for item in items}
+
+    failing = run(["replay", "--all", *auth])
+    assert failing.exit_code == 1
+    assert "replayed: 0" in failing.stdout and "still failing: 2" in failing.stdout
+    assert f"{by_source['erp']}: source: 'erp' is not allowed for this token" in failing.stdout
+
+    tokens = {t: (s + ["erp"] if s == ["wms"] else s) for t, s in tower.settings.ingest.tokens.items()}
+    tower.tower.ingest.tokens = TokenRegistry(IngestSettings(tokens=tokens))
+    fixed = run(["replay", by_source["erp"], *auth])
+    assert fixed.exit_code == 0, fixed.output
+    assert fixed.stdout.strip() == "replayed: 1"
+    again = run(["replay", by_source["erp"], *auth])
+    assert again.exit_code == 0
+    assert "replayed: 0" in again.stdout and "not pending (already replayed or unknown): 1" in again.stdout
+    stored = tower.tower.store.query("SELECT id FROM business_events FINAL")
+    assert stored == [{"id": foreign["id"]}]
+    statuses = orjson.loads(run(["list", "--json", *auth]).stdout)["items"]
+    assert {i["source"]: i["status"] for i in statuses} == {"erp": "replayed", "wms": "pending"}
+    # the event without an id still fails, and stays pending with the new reason
+    rest = run(["replay", "--door", "events", *auth])
+    assert rest.exit_code == 1 and "id: required" in rest.stdout
+
+
+def test_replay_usage_and_auth_errors(tower: RunningTower) -> None:
+    auth = ["--url", tower.http_url, "--token", tower.api_token()]
+    assert run(["replay", *auth]).exit_code == 2
+    assert run(["replay", "not-a-uuid", *auth]).exit_code == 2
+    assert run(["replay", "--all", "00000000-0000-0000-0000-000000000001", *auth]).exit_code == 2
+    viewer = run(["list", "--url", tower.http_url, "--token", tower.api_token("viewer")])
+    assert viewer.exit_code == 2 and "403" in viewer.output
+    down = run(["list", "--url", f"http://127.0.0.1:{free_port()}", "--token", "t" * 20])
+    assert down.exit_code == 2 and "cannot reach the tower" in down.output

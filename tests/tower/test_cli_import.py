@@ -1,0 +1,157 @@
+"""`tower import FILE` against a real tower: summary, stored rows, refusals with line numbers, retries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner, Result
+
+from kernel.store.embedded import EmbeddedStore
+from tests.factories import make_event
+from tests.support import RunningTower, free_port, start_in_process
+from tower.cli import main
+from tower.commands import events as import_module
+
+CLEAN_ENV: dict[str, str | None] = {"TOWER_INGEST_TOKEN": None, "TOWER_URL": None, "TOWER_INGEST_TOKENS": None}
+
+
+def run(args: list[str], env: Mapping[str, str | None] | None = None) -> Result:
+    return CliRunner().invoke(main, args, env={**CLEAN_ENV, **(env or {})}, catch_exceptions=False)
+
+
+def stored(running: RunningTower) -> list[dict[str, Any]]:
+    assert running.tower is not None
+    return running.tower.store.query("SELECT * FROM business_events FINAL ORDER BY id")
+
+
+def letters(running: RunningTower) -> list[dict[str, Any]]:
+    assert running.tower is not None
+    return running.tower.store.query("SELECT door, source, reason, raw, status FROM dead_letters FINAL")
+
+
+def test_import_csv_stores_rows_and_reports_refused_lines(tower: RunningTower, tmp_path: Path) -> None:
+    path = tmp_path / "erp-export.csv"
+    path.write_text(
+        "id,source,type,time,order_id,customer_id,amount,currency,warehouse\n"
+        "a-1,erp,order.accepted,2026-11-02T08:00:00-06:00,SO-1,C-1,1200.50,USD,DAL\n"
+        "a-2,erp,order.accepted,2026-11-02T08:05:00-06:00,SO-2,C-2,99,USD,DAL\n"
+        "r-1,erp,order.released,2026-11-02T09:00:00-06:00,,,,,DAL\n"
+        "a-3,erp,order.accepted,2026-11-02T08:10:00-06:00,SO-3,C-3,12,USD\n"
+        "\n"
+        "r-2,erp,order.released,2026-11-02T09:30:00-06:00,SO-1,,,,DAL\n"
+    )
+    result = run(["import", str(path), "--url", tower.http_url, "--token", tower.token("erp"), "--batch-size", "2"])
+    assert result.exit_code == 1, result.output
+    out = result.stdout
+    assert "erp-export.csv (csv): 5 records read" in out
+    assert "stored:  3" in out
+    assert "refused: 2 (1 by the tower, 1 unreadable, not sent)" in out
+    assert "line 4: data.order_id: required for order.released" in out
+    assert "line 5: the row has 8 cells, the header has 9 columns (not sent)" in out
+    assert "Refused by the tower: in dead letters (door events)" in out and "Unreadable: not sent" in out
+    rows = stored(tower)
+    assert [r["id"] for r in rows] == ["a-1", "a-2", "r-2"]
+    assert (float(rows[0]["amount"]), rows[0]["time"], rows[0]["warehouse"]) == (
+        1200.5,
+        "2026-11-02 14:00:00.000000",
+        "DAL",
+    )
+    assert {r["door"] for r in rows} == {"events"}
+    [letter] = letters(tower)
+    assert orjson.loads(letter["raw"])["id"] == "r-1"
+    assert letter["reason"] == "data.order_id: required for order.released"
+
+
+def test_import_ndjson_groups_sources_by_token(tower: RunningTower, tmp_path: Path) -> None:
+    records = [
+        make_event("order.accepted", 1),
+        make_event("shipment.confirmed", 1),
+        make_event("shipment.delivered", 1),
+        make_event("order.released", 1),
+        make_event("asn.sent", 1, source="edi/partner-x"),
+    ]
+    path = tmp_path / "mixed.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records) + b"\n")
+    env = {"TOWER_INGEST_TOKENS": orjson.dumps(tower.settings.ingest.tokens).decode()}
+    result = run(["import", str(path), "--url", tower.http_url, "--batch-size", "3"], env)
+    assert result.exit_code == 0, result.output
+    assert "mixed.ndjson (ndjson): 5 records read" in result.stdout
+    assert "stored:  5" in result.stdout and "refused: 0" in result.stdout
+    assert [r["id"] for r in stored(tower)] == sorted(r["id"] for r in records)
+    assert letters(tower) == []
+    # importing the same file again stores nothing new as far as queries are concerned
+    again = run(["import", str(path), "--url", tower.http_url, "--batch-size", "3"], env)
+    assert again.exit_code == 0
+    assert len(stored(tower)) == 5
+
+
+def test_import_ndjson_bad_lines_and_wrong_sources(tower: RunningTower, tmp_path: Path) -> None:
+    good = make_event("order.released", 1)
+    foreign = make_event("shipment.confirmed", 2)  # source wms, token of erp
+    unknown = make_event("order.released", 3, source="sap")
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(orjson.dumps(good) + b"\n{oops\n" + orjson.dumps(foreign) + b"\n" + orjson.dumps(unknown) + b"\n")
+    rejects = tmp_path / "rejects.ndjson"
+    result = run(
+        ["import", str(path), "--url", tower.http_url, "--token", tower.token("erp"), "--rejects", str(rejects)]
+    )
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "stored:  1" in out and "refused: 3 (2 by the tower, 1 unreadable, not sent)" in out
+    assert "line 2: not valid JSON" in out
+    assert "line 3: source: 'wms' is not allowed for this token (it may send erp)" in out
+    assert "line 4: source: 'sap' is not one of" in out
+    assert [r["id"] for r in stored(tower)] == [good["id"]]
+    assert sorted(orjson.loads(d["raw"])["id"] for d in letters(tower)) == sorted([foreign["id"], unknown["id"]])
+    written = [orjson.loads(line) for line in rejects.read_bytes().splitlines()]
+    assert [(w["line"], w["sent"]) for w in written] == [(2, False), (3, True), (4, True)]
+    assert written[0]["raw"] == "{oops"
+
+
+def test_import_retries_after_503_honouring_retry_after(
+    tower: RunningTower, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tower.tower is not None
+    pipeline = tower.tower.pipeline
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        pipeline.start()  # the tower recovers while the importer waits
+
+    monkeypatch.setattr(import_module, "sleep", wait)
+    path = tmp_path / "e.ndjson"
+    path.write_bytes(orjson.dumps(make_event("order.released", 1)) + b"\n")
+    pipeline.stop()
+    result = run(["import", str(path), "--url", tower.http_url, "--token", tower.token("erp")])
+    assert result.exit_code == 0, result.output
+    assert waits == [2.0]
+    assert len(stored(tower)) == 1
+
+
+def test_import_splits_a_batch_the_tower_finds_too_large(store: EmbeddedStore, tmp_path: Path) -> None:
+    with start_in_process(tmp_path, store, max_decompressed_bytes=2500) as small:
+        path = tmp_path / "e.ndjson"
+        path.write_bytes(b"\n".join(orjson.dumps(make_event("order.released", n)) for n in range(12)))
+        result = run(["import", str(path), "--url", small.http_url, "--token", small.token("erp")])
+        assert result.exit_code == 0, result.output
+        assert "stored:  12" in result.stdout
+        assert len(stored(small)) == 12
+
+
+def test_import_usage_and_connection_errors_exit_2(tower: RunningTower, tmp_path: Path) -> None:
+    path = tmp_path / "events.txt"
+    path.write_text("x\n")
+    result = run(["import", str(path), "--url", tower.http_url, "--token", tower.token("erp")])
+    assert result.exit_code == 2 and "--format" in result.output
+    ndjson = tmp_path / "e.ndjson"
+    ndjson.write_bytes(orjson.dumps(make_event("order.released", 1)) + b"\n")
+    down = run(["import", str(ndjson), "--url", f"http://127.0.0.1:{free_port()}", "--token", "x" * 20])
+    assert down.exit_code == 2 and "cannot reach the tower" in down.output
+    unknown_token = run(["import", str(ndjson), "--url", tower.http_url, "--token", "y" * 20])
+    assert unknown_token.exit_code == 2 and "refused the ingest token" in unknown_token.output
+    assert stored(tower) == []
