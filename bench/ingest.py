@@ -160,6 +160,11 @@ class Server:
     tokens: dict[str, str]
     log: Path
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_memory_kib(self) -> int:
         """VmHWM (peak resident set) of the server process, in KiB."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -291,8 +296,23 @@ def stored_spans(data_dir: Path) -> int:
 # --- the limit ------------------------------------------------------------------------------
 
 
-def measure_limit(payloads: list[bytes], workdir: Path) -> tuple[float, int]:
-    """Decode (protobuf) + trace_rows + one insert of every row into a fresh embedded store; (seconds, rows)."""
+@dataclass
+class Limit:
+    """Where the limit run's time went."""
+
+    rows: int
+    decode: float
+    convert: float
+    insert: float
+
+    @property
+    def seconds(self) -> float:
+        """The whole run: decode + convert + insert."""
+        return self.decode + self.convert + self.insert
+
+
+def measure_limit(payloads: list[bytes], workdir: Path) -> Limit:
+    """Decode (protobuf) + trace_rows + ONE insert of every row into a fresh embedded store."""
     from collector.otlp.convert import trace_rows
     from kernel.schema.migrations import migrate
     from kernel.settings import CollectorSettings
@@ -303,21 +323,23 @@ def measure_limit(payloads: list[bytes], workdir: Path) -> tuple[float, int]:
     aliases = CollectorSettings().key_aliases
     try:
         began = time.perf_counter()
+        requests = [ExportTraceServiceRequest.FromString(body) for body in payloads]
+        decoded = time.perf_counter()
         rows: list[dict[str, Any]] = []
-        for body in payloads:
-            request = ExportTraceServiceRequest.FromString(body)
+        for request in requests:
             converted, refused = trace_rows(request, "wms", aliases)
             if refused:
                 raise RuntimeError(f"the limit run refused spans: {refused[0].reason}")
             rows.extend(converted)
+        converted_at = time.perf_counter()
         store.insert("otel_traces", rows)
-        elapsed = time.perf_counter() - began
+        inserted = time.perf_counter()
         stored = int(store.query("SELECT count() AS n FROM otel_traces")[0]["n"])
     finally:
         store.close()
     if stored != len(rows):
         raise RuntimeError(f"the limit run stored {stored} of {len(rows)} rows")
-    return elapsed, len(rows)
+    return Limit(len(rows), decoded - began, converted_at - decoded, inserted - converted_at)
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -326,7 +348,7 @@ def measure_limit(payloads: list[bytes], workdir: Path) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spans", type=int, default=409_600, help="spans to send (rounded up to whole batches)")
+    parser.add_argument("--spans", type=int, default=204_800, help="spans to send (rounded up to whole batches)")
     parser.add_argument("--batch", type=int, default=512, help="spans per OTLP export")
     parser.add_argument("--events", type=int, default=100_000, help="CloudEvents to send (0 to skip)")
     parser.add_argument("--event-batch", type=int, default=500, help="events per CloudEvents batch")
@@ -354,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = workdir / "tower"
         with tower_server(data_dir) as server:
             systems_cycle = [("wms", body) for body in span_bodies]
+            cpu_before = server.cpu_seconds()
             span_seconds = send_all(server, "/v1/traces", PROTOBUF, systems_cycle, args.senders, _check_spans)
+            span_cpu = server.cpu_seconds() - cpu_before
             event_seconds = (
                 send_all(server, "/v1/events", CE_BATCH, event_bodies, args.senders, _check_events)
                 if event_bodies
@@ -362,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             peak_kib = server.peak_memory_kib()
         stored = stored_spans(data_dir)
-        limit_seconds, limit_rows = measure_limit(span_bodies, workdir)
+        limit_run = measure_limit(span_bodies, workdir)
     finally:
         if args.keep:
             print(f"kept {workdir}")
@@ -370,15 +394,23 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     e2e = spans / span_seconds
-    limit = limit_rows / limit_seconds
+    limit = limit_run.rows / limit_run.seconds
     print(f"payload: {spans:,} spans in {batches} exports, {megabytes:.1f} MB of protobuf")
     print(
         f"end-to-end OTLP/HTTP protobuf, {args.batch}-span batches, {args.senders} senders:"
         f" {spans:,} spans in {span_seconds:.2f} s = {e2e:,.0f} spans/s (stored: {stored:,})"
     )
     print(
-        f"limit (protobuf decode + trace_rows + one insert, no HTTP): {limit_rows:,} spans in {limit_seconds:.2f} s"
-        f" = {limit:,.0f} spans/s"
+        f"  server CPU {span_cpu:.2f} s = {span_cpu / span_seconds:.2f} cores busy,"
+        f" {span_cpu / spans * 1e6:.1f} µs per span ({os.cpu_count()} cores on this machine)"
+    )
+    print(
+        f"limit (protobuf decode + trace_rows + one insert, no HTTP): {limit_run.rows:,} spans in"
+        f" {limit_run.seconds:.2f} s = {limit:,.0f} spans/s"
+    )
+    print(
+        f"  decode {limit_run.decode:.2f} s, trace_rows {limit_run.convert:.2f} s, one insert {limit_run.insert:.2f} s"
+        f" ({limit_run.seconds / limit_run.rows * 1e6:.1f} µs per span in one thread)"
     )
     print(f"ratio end-to-end / limit: {e2e / limit:.2f} (target >= 0.5)")
     if event_bodies:

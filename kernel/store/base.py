@@ -86,8 +86,18 @@ def quote_literal(value: Any) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# The engine reads a scalar parameter in its escaped text form (as a TSV field): a backslash
+# starts an escape sequence and a raw tab or newline ends the value, so strings are escaped
+# and NULL is `\N`.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n"})
+
+
 def param_text(value: Any) -> str:
     """The text form of a parameter value, as ClickHouse's parameter binding expects it."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
     if isinstance(value, (list, tuple, set, frozenset)):
         return quote_literal(value)
     if isinstance(value, bool):

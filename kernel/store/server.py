@@ -22,12 +22,25 @@ class ServerStore:
     def __init__(self, url: str, database: str) -> None:
         import clickhouse_connect
 
+        # One HTTP session would make ClickHouse refuse concurrent queries ("session is
+        # locked"), so no session id; short timeouts so a dead server spools instead of
+        # holding requests for minutes.
+        common: dict[str, Any] = {
+            "dsn": url,
+            "autogenerate_session_id": False,
+            "connect_timeout": 5,
+            "send_receive_timeout": 30,
+        }
         try:
-            admin = clickhouse_connect.get_client(dsn=url)
-            admin.command(f"CREATE DATABASE IF NOT EXISTS {_ident(database)}")
+            admin = clickhouse_connect.get_client(**common)
+            exists = admin.query(
+                "SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": database}
+            ).result_rows
+            if not exists or not exists[0][0]:
+                admin.command(f"CREATE DATABASE IF NOT EXISTS {_ident(database)}")
             admin.close()
             self._client: Any = clickhouse_connect.get_client(
-                dsn=url,
+                **common,
                 database=database,
                 settings={"output_format_json_quote_64bit_integers": 0},
             )
@@ -39,7 +52,7 @@ class ServerStore:
         # datetimes are given as UTC text so both backends read them the same way.
         if not params:
             return None
-        return {k: utc_text(v) if isinstance(v, datetime) else v for k, v in params.items()}
+        return {k: _server_param(v) for k, v in params.items()}
 
     def query(self, sql: str, params: Params | None = None) -> list[Row]:
         try:
@@ -73,11 +86,24 @@ class ServerStore:
         self._client.close()
 
 
+def _server_param(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return utc_text(value)
+    if isinstance(value, bool):
+        return int(value)  # clickhouse-connect would send "True", which UInt8 refuses
+    return value
+
+
+# Server error codes that pass by themselves (overload, timeouts, replicas and keeper away,
+# memory limits): the rows are spooled and retried instead of refused.
+_TRANSIENT_CODES = frozenset({159, 202, 209, 210, 241, 242, 243, 252, 319, 425, 999})
+
+
 def _classify(exc: Exception) -> StoreError:
     from clickhouse_connect.driver.exceptions import OperationalError
 
     # clickhouse-connect raises OperationalError for transport failures (refused, timed out);
     # errors the server answered with are other DatabaseErrors.
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, OperationalError) or getattr(exc, "code", None) in _TRANSIENT_CODES:
         return StoreUnavailable(str(exc))
     return StoreError(str(exc))

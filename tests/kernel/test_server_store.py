@@ -11,7 +11,6 @@ the read helpers' tests (tests/kernel/test_queries.py) are collected here a seco
 
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -40,10 +39,12 @@ NO_SERVER = (
 def on_server(test: Callable[[Any], None]) -> Callable[[Store], None]:
     """The same test, collected here (so `store` is the server) and marked `server`."""
 
-    @functools.wraps(test)
     def run(store: Store) -> None:
         test(store)
 
+    # not functools.wraps: pytest would follow __wrapped__ and report the test at its original file
+    run.__name__ = run.__qualname__ = test.__name__
+    run.__doc__ = test.__doc__
     marked: Callable[[Store], None] = pytest.mark.server(run)
     return marked
 
@@ -157,6 +158,17 @@ def test_bad_sql_is_a_store_error_not_an_outage(any_store: Store) -> None:
     with pytest.raises(StoreError):
         any_store.query("SELECT {n:UInt8} AS n", {"n": "not a number"})
     assert any_store.query("SELECT {n:UInt8} AS n", {"n": 7}) == [{"n": 7}]
+
+
+@pytest.mark.parametrize("text", ["C:\\temp\\new", "trailing\\", "tab\there", "line\nbreak", "it's", "\\N", ""])
+def test_string_parameters_arrive_as_given(any_store: Store, text: str) -> None:
+    assert any_store.query("SELECT {s:String} AS s, length({s:String}) AS n", {"s": text}) == [
+        {"s": text, "n": len(text.encode())}
+    ]
+
+
+def test_a_null_parameter_is_null(any_store: Store) -> None:
+    assert any_store.query("SELECT isNull({v:Nullable(String)}) AS n", {"v": None}) == [{"n": 1}]
 
 
 def test_an_unreachable_server_is_unavailable() -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -14,10 +15,12 @@ from opentelemetry.trace import SpanKind
 
 from kernel.settings import TelemetrySettings
 from kernel.store.embedded import EmbeddedStore
-from tests.factories import api_token, make_settings
+from tests.factories import api_token, make_event, make_settings
 from tests.support import TowerProcess
 from tower.app import build_tower, create_app
 from tower.telemetry import job_span, setup_telemetry, shutdown_telemetry
+
+BATCH = "application/cloudevents-batch+json"
 
 
 @pytest.fixture
@@ -88,9 +91,17 @@ def test_tower_serve_prints_its_spans_with_the_console_exporter(
             tower.http_url + "/api/deadletters", headers={"Authorization": f"Bearer {tower.api_token()}"}
         )
         assert answer.status_code == 200
+        stored = httpx.post(
+            tower.http_url + "/v1/events",
+            content=orjson.dumps([make_event("order.accepted")]),
+            headers={"Authorization": f"Bearer {tower.token('erp')}", "Content-Type": BATCH},
+        )
+        assert stored.status_code == 200
     finally:
         tower.stop()
     log = tower.log.read_text()
     assert '"name": "GET /api/deadletters"' in log
+    assert '"name": "POST /v1/events"' in log
+    assert '"name": "tower.pipeline.write"' in log  # the writer's span, through the global provider
     assert '"service.name": "tower-self"' in log
     assert '"name": "GET /healthz"' not in log  # the start-up probe is not traced

@@ -88,9 +88,9 @@ def _parse_faults(values: tuple[str, ...]) -> dict[str, int]:
 @click.option(
     "--manifest",
     type=click.Path(dir_okay=False),
-    default="demo-manifest.json",
+    default="var/demo-manifest.json",
     show_default=True,
-    help="Where to write the fault manifest.",
+    help="Where to write the fault manifest (its folder is created).",
 )
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="JSON file of ingest tokens.")
 def demo(
@@ -125,6 +125,7 @@ def demo(
     )
     scenario = build_scenario(config, clock)
     manifest_path = Path(manifest)
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(scenario.manifest(), indent=2) + "\n")
     sender = DemoSender(base, tokens)
     try:
