@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kernel.model.events import SOURCE_SYSTEMS
+from kernel.model.events import SOURCE_SYSTEMS, validate_event
 from kernel.settings import (
     ApiSettings,
     CollectorSettings,
@@ -100,3 +100,49 @@ def make_settings(data_dir: Path, http_port: int = 0, grpc_port: int = 0, **coll
 
 def api_token(settings: Settings, role: str) -> str:
     return next(t for t, r in settings.api.tokens.items() if r == role)
+
+
+RECEIVED = datetime(2026, 11, 2, 18, 0, tzinfo=UTC)
+
+
+def event_row(raw: dict[str, Any], received_at: datetime = RECEIVED) -> dict[str, Any]:
+    """The business_events row the collector stores for a raw CloudEvent."""
+    event, problems = validate_event(raw)
+    assert event is not None, problems
+    return event.to_row("events", received_at)
+
+
+def span_row(
+    trace_id: str,
+    span_id: str,
+    at: datetime,
+    service: str = "wms",
+    name: str = "wms.pick",
+    status: str = "Unset",
+    **attributes: str,
+) -> dict[str, Any]:
+    """An otel_traces row as the OpenTelemetry exporter's schema has it."""
+    return {
+        "Timestamp": at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "TraceId": trace_id,
+        "SpanId": span_id,
+        "ParentSpanId": "",
+        "TraceState": "",
+        "SpanName": name,
+        "SpanKind": "Server",
+        "ServiceName": service,
+        "ResourceAttributes": {"service.name": service},
+        "ScopeName": "test",
+        "ScopeVersion": "",
+        "SpanAttributes": {k.replace("_", "."): v for k, v in attributes.items()},
+        "Duration": 1_500_000,
+        "StatusCode": status,
+        "StatusMessage": "",
+        "Events.Timestamp": [],
+        "Events.Name": [],
+        "Events.Attributes": [],
+        "Links.TraceId": [],
+        "Links.SpanId": [],
+        "Links.TraceState": [],
+        "Links.Attributes": [],
+    }

@@ -21,8 +21,7 @@ from collector.spool import Spool
 from kernel.queries import count_events
 from kernel.settings import CollectorSettings
 from kernel.store.embedded import EmbeddedStore
-from tests.factories import make_event
-from tests.kernel.test_queries import event_row
+from tests.factories import event_row, make_event
 
 PipelineFactory = Callable[..., IngestPipeline]
 

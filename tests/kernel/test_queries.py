@@ -3,59 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 from kernel.clock import SystemClock
-from kernel.model.events import validate_event
 from kernel.queries import SpanStats, count_events, count_spans, events_for_key, span_stats, spans_for_key
 from kernel.store import Store
-from tests.factories import BASE_TIME, make_event
-
-RECEIVED = datetime(2026, 11, 2, 18, 0, tzinfo=UTC)
-
-
-def event_row(raw: dict[str, Any], received_at: datetime = RECEIVED) -> dict[str, Any]:
-    """The business_events row the collector stores for a raw CloudEvent."""
-    event, problems = validate_event(raw)
-    assert event is not None, problems
-    return event.to_row("events", received_at)
-
-
-def span_row(
-    trace_id: str,
-    span_id: str,
-    at: datetime,
-    service: str = "wms",
-    name: str = "wms.pick",
-    status: str = "Unset",
-    **attributes: str,
-) -> dict[str, Any]:
-    """An otel_traces row as the OpenTelemetry exporter's schema has it."""
-    return {
-        "Timestamp": at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
-        "TraceId": trace_id,
-        "SpanId": span_id,
-        "ParentSpanId": "",
-        "TraceState": "",
-        "SpanName": name,
-        "SpanKind": "Server",
-        "ServiceName": service,
-        "ResourceAttributes": {"service.name": service},
-        "ScopeName": "test",
-        "ScopeVersion": "",
-        "SpanAttributes": {k.replace("_", "."): v for k, v in attributes.items()},
-        "Duration": 1_500_000,
-        "StatusCode": status,
-        "StatusMessage": "",
-        "Events.Timestamp": [],
-        "Events.Name": [],
-        "Events.Attributes": [],
-        "Links.TraceId": [],
-        "Links.SpanId": [],
-        "Links.TraceState": [],
-        "Links.Attributes": [],
-    }
+from tests.factories import BASE_TIME, RECEIVED, event_row, make_event, span_row
 
 
 def ids() -> tuple[str, str]:

@@ -24,9 +24,8 @@ from kernel.store import Store, StoreError, StoreUnavailable
 from kernel.store.embedded import EmbeddedStore
 from kernel.store.server import ServerStore
 from tests.conftest import TABLES
-from tests.factories import make_event
+from tests.factories import event_row, make_event, span_row
 from tests.kernel import test_queries, test_store
-from tests.kernel.test_queries import event_row, span_row
 from tests.support import free_port
 
 SERVER_URL = os.environ.get("TOWER_TEST_CLICKHOUSE_URL", "")
