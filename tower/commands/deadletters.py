@@ -9,7 +9,6 @@ import click
 import httpx
 import orjson
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from tower.client import client, resolve_admin_token, tower_url
@@ -72,26 +71,18 @@ def list_command(
     if not items:
         click.echo("no dead letters" + (" match" if status or door else ""))
         return
-    table = Table(title=f"dead letters: {len(items)} of {page.get('total', len(items))}", title_justify="left")
-    table.add_column("id", no_wrap=True)
-    table.add_column("received (UTC)", no_wrap=True)
-    table.add_column("door")
-    table.add_column("source")
-    table.add_column("status")
-    table.add_column("reason", overflow="fold")
-    table.add_column("raw", overflow="ellipsis", no_wrap=True, max_width=40)
+    # One block per letter, not a table: ids must stay whole (they are what `replay` takes) and
+    # a table of seven columns is unreadable in an 80-column terminal.
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(Text(f"dead letters: {len(items)} of {page.get('total', len(items))}", style="bold"))
     for item in items:
-        cells = (
-            str(item.get("id", "")),
-            str(item.get("received_at", ""))[:19],
-            str(item.get("door", "")),
-            str(item.get("source", "")),
-            str(item.get("status", "")),
-            _short(str(item.get("reason", "")), 300),
-            _short(str(item.get("raw", "")), 80),
+        head = (
+            "  ".join(str(item.get(k, "")) for k in ("id", "door", "source", "status"))
+            + f"  {str(item.get('received_at', ''))[:19]} UTC"
         )
-        table.add_row(*(Text(cell) for cell in cells))  # Text: no rich markup in what senders wrote
-    Console(soft_wrap=False, highlight=False).print(table)
+        console.print(Text(head, style="bold"))  # Text: no rich markup in what senders wrote
+        console.print(Text("  reason: " + _short(str(item.get("reason", "")), 300)))
+        console.print(Text("  raw:    " + _short(str(item.get("raw", "")), 200)))
 
 
 @deadletters.command("replay")
