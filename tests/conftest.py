@@ -13,7 +13,16 @@ from kernel.schema.migrations import migrate
 from kernel.store.embedded import EmbeddedStore
 from tests.support import RunningTower, start_in_process
 
-TABLES = ("otel_traces", "otel_logs", "business_events", "dead_letters")
+TABLES = (
+    "otel_traces",
+    "otel_logs",
+    "business_events",
+    "dead_letters",
+    "exceptions",
+    "exception_audit",
+    "sla_cases",
+    "sla_runs",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

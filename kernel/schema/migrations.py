@@ -146,9 +146,79 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 ORDER BY id
 """
 
+# Exceptions: the current state is the row with the highest version (read with FINAL); every
+# change also appends to exception_audit (who, when, what).
+EXCEPTIONS = """
+CREATE TABLE IF NOT EXISTS exceptions (
+    id String,
+    rule LowCardinality(String),
+    key String,
+    kind LowCardinality(String),
+    owner LowCardinality(String),
+    severity LowCardinality(String),
+    status LowCardinality(String),
+    opened_at DateTime64(6, 'UTC'),
+    due_at Nullable(DateTime64(6, 'UTC')),
+    resolved_at Nullable(DateTime64(6, 'UTC')),
+    resolution LowCardinality(String),
+    resolution_detail String,
+    assignee String,
+    context String CODEC(ZSTD(3)),
+    updated_at DateTime64(6, 'UTC'),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY id
+"""
+
+EXCEPTION_AUDIT = """
+CREATE TABLE IF NOT EXISTS exception_audit (
+    exception_id String,
+    at DateTime64(6, 'UTC'),
+    actor String,
+    seq UInt64,
+    action LowCardinality(String),
+    detail String
+) ENGINE = MergeTree
+ORDER BY (exception_id, at, seq)
+"""
+
+# The SLA engine's cases: one row per (rule, key), latest version wins.
+SLA_CASES = """
+CREATE TABLE IF NOT EXISTS sla_cases (
+    rule LowCardinality(String),
+    key String,
+    started_at DateTime64(6, 'UTC'),
+    ended_at Nullable(DateTime64(6, 'UTC')),
+    due_at DateTime64(6, 'UTC'),
+    status LowCardinality(String),
+    customer_id String,
+    warehouse LowCardinality(String),
+    source LowCardinality(String),
+    evaluated_at DateTime64(6, 'UTC'),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (rule, key)
+"""
+
+SLA_RUNS = """
+CREATE TABLE IF NOT EXISTS sla_runs (
+    run_id String,
+    mode LowCardinality(String),
+    started_at DateTime64(6, 'UTC'),
+    evaluated_at DateTime64(6, 'UTC'),
+    watermark DateTime64(6, 'UTC'),
+    duration_ms Float64,
+    cases_changed UInt64,
+    opened UInt64,
+    resolved UInt64
+) ENGINE = MergeTree
+ORDER BY started_at
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "otel tables", (OTEL_TRACES, OTEL_LOGS)),
     Migration(2, "business events and dead letters", (BUSINESS_EVENTS, DEAD_LETTERS)),
+    Migration(3, "exceptions, audit trail, SLA cases and runs", (EXCEPTIONS, EXCEPTION_AUDIT, SLA_CASES, SLA_RUNS)),
 )
 
 _LEDGER = """

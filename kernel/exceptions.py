@@ -1,0 +1,345 @@
+"""Exceptions: owned, visible, closable; one per (rule, key) while open, every change audited.
+
+`ExceptionStore` is the only writer of the `exceptions` and `exception_audit` tables. The SLA
+engine, the technical rules, the reconcilers, the API and Slack all change exceptions through
+it, so every path applies the same transitions and leaves the same audit trail.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from kernel.clock import Clock
+from kernel.store import Store
+from kernel.store.base import utc_text
+
+Status = Literal["open", "acknowledged", "resolved"]
+ACTIVE: tuple[Status, ...] = ("open", "acknowledged")
+
+COLUMNS = (
+    "id, rule, key, kind, owner, severity, status, opened_at, due_at, resolved_at, resolution, "
+    "resolution_detail, assignee, context, updated_at, version"
+)
+
+
+class ExceptionNotFound(Exception):
+    """No exception has that id."""
+
+
+class InvalidTransition(Exception):
+    """The change does not apply to the exception in its current status."""
+
+
+@dataclass(frozen=True)
+class NewException:
+    """What a rule found: an exception to open unless one is already open for (rule, key)."""
+
+    rule: str
+    key: str
+    kind: str
+    owner: str
+    severity: str
+    due_at: datetime | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExceptionRecord:
+    """The current state of one exception."""
+
+    id: str
+    rule: str
+    key: str
+    kind: str
+    owner: str
+    severity: str
+    status: str
+    opened_at: str
+    due_at: str | None
+    resolved_at: str | None
+    resolution: str
+    resolution_detail: str
+    assignee: str
+    context: dict[str, Any]
+    updated_at: str
+    version: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ExceptionRecord:
+        data = dict(row)
+        data["context"] = orjson.loads(data["context"] or "{}")
+        data["version"] = int(data["version"])
+        return cls(**data)
+
+    def to_row(self) -> dict[str, Any]:
+        row = {k: getattr(self, k) for k in COLUMNS.split(", ")}
+        row["context"] = orjson.dumps(self.context).decode()
+        return row
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in COLUMNS.split(", ") if k != "version"}
+
+
+@dataclass(frozen=True)
+class ExceptionFilter:
+    """Filters of the exception list; empty fields do not filter."""
+
+    status: str | None = None
+    owner: str | None = None
+    rule: str | None = None
+    kind: str | None = None
+    key: str | None = None
+    customer: str | None = None
+    warehouse: str | None = None
+
+
+class ExceptionStore:
+    """Reads and changes exceptions in the store; changes are serialised within the process."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last_version = 0
+
+    def _version(self) -> int:
+        # Monotonic within the process even when the clock stands still (fixed clocks in tests).
+        self._last_version = max(self._last_version + 1, time.time_ns())
+        return self._last_version
+
+    # reads
+
+    def get(self, exception_id: str) -> ExceptionRecord:
+        rows = self.store.query(
+            f"SELECT {COLUMNS} FROM exceptions FINAL WHERE id = {{id:String}}", {"id": exception_id}
+        )
+        if not rows:
+            raise ExceptionNotFound(exception_id)
+        return ExceptionRecord.from_row(rows[0])
+
+    def active_by_key(self, rule: str) -> dict[str, ExceptionRecord]:
+        """Open or acknowledged exceptions of a rule, by key."""
+        rows = self.store.query(
+            f"SELECT {COLUMNS} FROM exceptions FINAL WHERE rule = {{rule:String}} AND status != 'resolved'",
+            {"rule": rule},
+        )
+        return {r["key"]: ExceptionRecord.from_row(r) for r in rows}
+
+    def search(self, filters: ExceptionFilter, limit: int = 100, offset: int = 0) -> tuple[list[ExceptionRecord], int]:
+        """A page of exceptions, newest first, and how many match."""
+        where, params = _where(filters)
+        rows = self.store.query(
+            f"SELECT {COLUMNS} FROM exceptions FINAL {where} ORDER BY opened_at DESC, id"
+            " LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
+            {**params, "limit": limit, "offset": offset},
+        )
+        total = self.store.query(f"SELECT count() AS n FROM exceptions FINAL {where}", params)[0]["n"]
+        return [ExceptionRecord.from_row(r) for r in rows], int(total)
+
+    def audit(self, exception_id: str) -> list[dict[str, Any]]:
+        """The audit trail of one exception, oldest first."""
+        rows = self.store.query(
+            "SELECT at, actor, action, detail FROM exception_audit WHERE exception_id = {id:String} ORDER BY at, seq",
+            {"id": exception_id},
+        )
+        for row in rows:
+            row["detail"] = orjson.loads(row["detail"] or "{}")
+        return rows
+
+    # changes
+
+    def open_many(self, found: Sequence[NewException], actor: str = "engine") -> list[ExceptionRecord]:
+        """Open an exception for each finding without an active one for its (rule, key)."""
+        if not found:
+            return []
+        with self._lock:
+            now = self.clock.now()
+            active: dict[str, dict[str, ExceptionRecord]] = {}
+            opened: list[ExceptionRecord] = []
+            seen: set[tuple[str, str]] = set()
+            for item in found:
+                if item.rule not in active:
+                    active[item.rule] = self.active_by_key(item.rule)
+                if item.key in active[item.rule] or (item.rule, item.key) in seen:
+                    continue
+                seen.add((item.rule, item.key))
+                opened.append(
+                    ExceptionRecord(
+                        id=str(uuid.uuid4()),
+                        rule=item.rule,
+                        key=item.key,
+                        kind=item.kind,
+                        owner=item.owner,
+                        severity=item.severity,
+                        status="open",
+                        opened_at=utc_text(now),
+                        due_at=utc_text(item.due_at) if item.due_at else None,
+                        resolved_at=None,
+                        resolution="",
+                        resolution_detail="",
+                        assignee="",
+                        context=item.context,
+                        updated_at=utc_text(now),
+                        version=self._version(),
+                    )
+                )
+            self._write(opened, [(e.id, actor, "opened", {"owner": e.owner, "due_at": e.due_at}) for e in opened])
+        return opened
+
+    def resolve_many(
+        self, records: Iterable[ExceptionRecord], resolution: str, details: dict[str, dict[str, Any]], actor: str
+    ) -> list[ExceptionRecord]:
+        """Resolve active exceptions (e.g. `late` when the end event arrives); details by exception id."""
+        with self._lock:
+            now = self.clock.now()
+            changed: list[ExceptionRecord] = []
+            for record in records:
+                if record.status == "resolved":
+                    continue
+                detail = details.get(record.id, {})
+                changed.append(
+                    _replace(
+                        record,
+                        status="resolved",
+                        resolved_at=utc_text(now),
+                        resolution=resolution,
+                        resolution_detail=orjson.dumps(detail).decode(),
+                        updated_at=utc_text(now),
+                        version=self._version(),
+                    )
+                )
+            self._write(
+                changed,
+                [(e.id, actor, "resolved", {"resolution": resolution, **details.get(e.id, {})}) for e in changed],
+            )
+        return changed
+
+    def acknowledge(self, exception_id: str, actor: str) -> ExceptionRecord:
+        """open -> acknowledged."""
+        return self._change(exception_id, actor, "acknowledged", {}, lambda r: _ack(r))
+
+    def assign(self, exception_id: str, assignee: str, actor: str) -> ExceptionRecord:
+        """Set (or clear, with '') the assignee of an active exception."""
+        return self._change(
+            exception_id, actor, "assigned", {"assignee": assignee}, lambda r: _active(r, assignee=assignee)
+        )
+
+    def resolve(self, exception_id: str, actor: str, resolution: str = "fixed", note: str = "") -> ExceptionRecord:
+        """Resolve by a person."""
+        detail = {"resolution": resolution, "note": note}
+
+        def apply(record: ExceptionRecord) -> dict[str, Any]:
+            _require_active(record)
+            now = utc_text(self.clock.now())
+            return {
+                "status": "resolved",
+                "resolved_at": now,
+                "resolution": resolution,
+                "resolution_detail": orjson.dumps({"note": note, "by": actor}).decode(),
+            }
+
+        return self._change(exception_id, actor, "resolved", detail, apply)
+
+    def reopen(self, exception_id: str, actor: str, reason: str) -> ExceptionRecord:
+        """resolved -> open (e.g. a reconciler finds it still wrong)."""
+
+        def apply(record: ExceptionRecord) -> dict[str, Any]:
+            if record.status != "resolved":
+                raise InvalidTransition(f"exception {record.id} is {record.status}, not resolved")
+            return {"status": "open", "resolved_at": None, "resolution": "", "resolution_detail": ""}
+
+        return self._change(exception_id, actor, "reopened", {"reason": reason}, apply)
+
+    def add_note(self, exception_id: str, text: str, actor: str) -> ExceptionRecord:
+        """Add a note to the audit trail (any status)."""
+        return self._change(exception_id, actor, "note", {"text": text}, lambda r: {})
+
+    def _change(
+        self,
+        exception_id: str,
+        actor: str,
+        action: str,
+        detail: dict[str, Any],
+        apply: Any,
+    ) -> ExceptionRecord:
+        with self._lock:
+            record = self.get(exception_id)
+            changes: dict[str, Any] = apply(record)
+            if changes:
+                record = _replace(record, **changes, updated_at=utc_text(self.clock.now()), version=self._version())
+                self._write([record], [(record.id, actor, action, detail)])
+            else:
+                self._write([], [(record.id, actor, action, detail)])
+        return record
+
+    def _write(self, records: list[ExceptionRecord], audit: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+        at = utc_text(self.clock.now())
+        if records:
+            self.store.insert("exceptions", [r.to_row() for r in records])
+        if audit:
+            self.store.insert(
+                "exception_audit",
+                [
+                    {
+                        "exception_id": i,
+                        "at": at,
+                        "actor": a,
+                        "action": act,
+                        "detail": orjson.dumps(d, default=str).decode(),
+                    }
+                    for i, a, act, d in audit
+                ],
+            )
+
+
+def _replace(record: ExceptionRecord, **changes: Any) -> ExceptionRecord:
+    data = {k: getattr(record, k) for k in COLUMNS.split(", ")}
+    data.update(changes)
+    return ExceptionRecord(**data)
+
+
+def _require_active(record: ExceptionRecord) -> None:
+    if record.status == "resolved":
+        raise InvalidTransition(f"exception {record.id} is already resolved")
+
+
+def _ack(record: ExceptionRecord) -> dict[str, Any]:
+    if record.status != "open":
+        raise InvalidTransition(f"exception {record.id} is {record.status}; only open exceptions can be acknowledged")
+    return {"status": "acknowledged"}
+
+
+def _active(record: ExceptionRecord, **changes: Any) -> dict[str, Any]:
+    _require_active(record)
+    return changes
+
+
+def _where(filters: ExceptionFilter) -> tuple[str, dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    for name in ("status", "owner", "rule", "kind", "key"):
+        value = getattr(filters, name)
+        if value:
+            clauses.append(f"{name} = {{{name}:String}}")
+            params[name] = value
+    if filters.customer:
+        clauses.append("JSONExtractString(context, 'customer_id') = {customer:String}")
+        params["customer"] = filters.customer
+    if filters.warehouse:
+        clauses.append("JSONExtractString(context, 'warehouse') = {warehouse:String}")
+        params["warehouse"] = filters.warehouse
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def hours_between(start: str, end: datetime) -> float:
+    """Hours from a stored UTC timestamp text to `end`."""
+    begun = datetime.fromisoformat(start).replace(tzinfo=UTC)
+    return round((end - begun).total_seconds() / 3600, 3)

@@ -1,0 +1,221 @@
+"""Rule models: what a rule file may say, validated when it is loaded.
+
+Three types share one file format (`type:`): `sla` rules (a start event, an end event and a
+deadline per business key; evaluated by the SLA engine), `reconciliation` rules (compared by
+the reconcilers) and `technical` rules (error rates and silence, from spans and arrivals).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kernel.model.events import SOURCE_SYSTEMS, STRING_KEYS
+
+Kind = Literal["business", "technical"]
+Severity = Literal["low", "medium", "high", "critical"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Correlation keys a rule may use: the business keys events carry as columns, plus `subject`.
+CORRELATION_KEYS = ("order_id", "shipment_id", "invoice_id", "customer_id", "sku", "subject")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`90s`, `30m`, `2h`, `1d` (or a number of seconds) as a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 90s, 30m, 2h or 1d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+Duration = Annotated[timedelta, Field(description="A duration: 90s, 30m, 2h, 1d.")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EventMatch(_Strict):
+    """Which events a side of a rule reads: their types, optionally their sources and data fields."""
+
+    types: list[str] = Field(min_length=1, description="Event types, e.g. [order.accepted].")
+    sources: list[str] = Field(default_factory=list, description="Only these sources (a system covers its paths).")
+    where: dict[str, str] = Field(default_factory=dict, description="Data fields that must equal these values.")
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, value: list[str]) -> list[str]:
+        for source in value:
+            if source.split("/", 1)[0] not in SOURCE_SYSTEMS:
+                raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
+        return value
+
+    @field_validator("where")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        for field in value:
+            if field not in (*STRING_KEYS, "currency"):
+                raise ValueError(f"cannot filter on {field!r}; fields are {', '.join((*STRING_KEYS, 'currency'))}")
+        return value
+
+
+class ZoneBy(_Strict):
+    """Take the time zone from a data field of the start event (e.g. the warehouse)."""
+
+    field: str = "warehouse"
+    zones: dict[str, str] = Field(description="Field value -> IANA time zone.")
+
+    @field_validator("zones")
+    @classmethod
+    def _zones_exist(cls, value: dict[str, str]) -> dict[str, str]:
+        for zone in value.values():
+            _check_zone(zone)
+        return value
+
+
+class Cutoff(_Strict):
+    """Started before `time` on a business day: due at 23:59:59 that day; else 23:59:59 of the next business day."""
+
+    time: dt.time = Field(description="Local cutoff time, e.g. '14:00'.")
+    timezone: str = Field("America/Chicago", description="IANA time zone when no zone_by value applies.")
+    business_days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]), min_length=1)
+    zone_by: ZoneBy | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        return _check_zone(value)
+
+
+class Deadline(_Strict):
+    """Either `after` a duration from the start, or a daily `cutoff`."""
+
+    after: Duration | None = None
+    cutoff: Cutoff | None = None
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Deadline:
+        if (self.after is None) == (self.cutoff is None):
+            raise ValueError("give exactly one of `after` (a duration) or `cutoff`")
+        if self.after is not None and self.after <= timedelta(0):
+            raise ValueError("`after` must be positive")
+        return self
+
+
+class _RuleBase(_Strict):
+    id: str = Field(description="Unique rule id, lowercase with dashes.")
+    title: str = Field(min_length=1)
+    kind: Kind
+    owner: str = Field(min_length=1, description="Default owner; the routing file may refine it.")
+    severity: Severity = "medium"
+    enabled: bool = True
+    description: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _id_format(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("must be lowercase letters, digits and dashes, e.g. order-release")
+        return value
+
+
+class SlaRule(_RuleBase):
+    """A case per key: starts at the first start event, met by the first end event by the deadline."""
+
+    type: Literal["sla"] = "sla"
+    key: str = Field(description=f"The correlation key: one of {', '.join(CORRELATION_KEYS)}.")
+    start: EventMatch
+    end: EventMatch
+    deadline: Deadline
+    warning: Duration | None = Field(None, description="A pending case is at risk this long before its deadline.")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if value not in CORRELATION_KEYS:
+            raise ValueError(f"must be one of {', '.join(CORRELATION_KEYS)}")
+        return value
+
+    @field_validator("warning", mode="before")
+    @classmethod
+    def _warning(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+
+class ReconciliationRule(_RuleBase):
+    """Compared by a reconciler (reconcilers/), named by `compare`, with its parameters."""
+
+    type: Literal["reconciliation"] = "reconciliation"
+    compare: str = Field(description="The reconciler, e.g. inventory or invoice.")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorRateParams(_Strict):
+    """integration-errors: per (service, span name) over `window`, at least `min_spans` and more than `error_ratio`."""
+
+    window: Duration = timedelta(minutes=15)
+    min_spans: int = Field(20, ge=1)
+    error_ratio: float = Field(0.05, gt=0, lt=1)
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
+class SilenceParams(_Strict):
+    """source-silence: an expected source sends no span and no event for `window`."""
+
+    window: Duration = timedelta(minutes=30)
+    sources: list[str] = Field(default_factory=list, description="Expected sources; empty: from settings.")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
+class ErrorRateRule(_RuleBase):
+    """A technical rule on span error rates."""
+
+    type: Literal["technical"] = "technical"
+    check: Literal["error-rate"]
+    params: ErrorRateParams = Field(default_factory=ErrorRateParams)
+
+
+class SilenceRule(_RuleBase):
+    """A technical rule on silent sources."""
+
+    type: Literal["technical"] = "technical"
+    check: Literal["silence"]
+    params: SilenceParams = Field(default_factory=SilenceParams)
+
+
+TechnicalRule = Annotated[ErrorRateRule | SilenceRule, Field(discriminator="check")]
+Rule = SlaRule | ReconciliationRule | ErrorRateRule | SilenceRule
+
+
+def _check_zone(zone: str) -> str:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {zone!r}") from exc
+    return zone
