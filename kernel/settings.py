@@ -104,6 +104,24 @@ class TelemetrySettings(BaseSettings):
     service_name: str = Field("control-tower", description="service.name of the tower's own spans.")
 
 
+class SlaSettings(BaseSettings):
+    """Rules, owner routing and the technical rules' expectations."""
+
+    model_config = SettingsConfigDict(env_prefix="TOWER_SLA_")
+
+    rules_dir: Path | None = Field(
+        None, description="Folder of rule files (*.yaml); default: the rules shipped in sla_rules/rules."
+    )
+    routing_file: Path | None = Field(None, description="Owner routing file; default: sla_rules/routing.yaml.")
+    expected_sources: list[str] = Field(
+        default_factory=list,
+        description="Sources source-silence watches; empty: every source system seen within expect_seen_within.",
+    )
+    expect_seen_within_hours: float = Field(
+        168, description="With no expected_sources: watch systems seen this recently."
+    )
+
+
 class Settings(BaseSettings):
     """All areas together; each area still reads its own prefix."""
 
@@ -112,3 +130,4 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=lambda: IngestSettings())
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     telemetry: TelemetrySettings = Field(default_factory=lambda: TelemetrySettings())
+    sla: SlaSettings = Field(default_factory=lambda: SlaSettings())

@@ -77,6 +77,7 @@ def create_app(tower: Tower) -> FastAPI:
     from collector.events_http import router as events_router
     from collector.otlp.http import router as otlp_router
     from tower.api import router as api_router
+    from tower.routes import router as routes_router
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,6 +100,7 @@ def create_app(tower: Tower) -> FastAPI:
     app.include_router(otlp_router)
     app.include_router(events_router)
     app.include_router(api_router)
+    app.include_router(routes_router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     def healthz() -> dict[str, str]:
