@@ -291,6 +291,7 @@ class ExceptionStore:
                     {
                         "exception_id": i,
                         "at": at,
+                        "seq": self._version(),
                         "actor": a,
                         "action": act,
                         "detail": orjson.dumps(d, default=str).decode(),

@@ -1,0 +1,99 @@
+"""The exception lifecycle: one active per (rule, key), transitions, audit trail."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kernel.clock import FixedClock
+from kernel.exceptions import (
+    ExceptionFilter,
+    ExceptionNotFound,
+    ExceptionStore,
+    InvalidTransition,
+    NewException,
+)
+from kernel.store import Store
+
+T0 = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
+
+
+def finding(key: str = "SO-1", rule: str = "order-release", **context: str) -> NewException:
+    return NewException(rule, key, "business", "customer_service", "high", T0 - timedelta(hours=1), dict(context))
+
+
+def test_one_active_exception_per_rule_and_key(store: Store) -> None:
+    exceptions = ExceptionStore(store, FixedClock(T0))
+    first = exceptions.open_many([finding("SO-1"), finding("SO-1"), finding("SO-2")])
+    assert [e.key for e in first] == ["SO-1", "SO-2"]
+    assert exceptions.open_many([finding("SO-1")]) == []
+    assert set(exceptions.active_by_key("order-release")) == {"SO-1", "SO-2"}
+    exceptions.resolve(first[0].id, "alice")
+    again = exceptions.open_many([finding("SO-1")])
+    assert len(again) == 1 and again[0].id != first[0].id  # a new breach after resolution is a new exception
+
+
+def test_transitions_and_audit_trail(store: Store) -> None:
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    (opened,) = exceptions.open_many([finding(customer_id="C-1", warehouse="DAL")])
+    clock.advance(timedelta(minutes=5))
+    acked = exceptions.acknowledge(opened.id, "alice")
+    assert acked.status == "acknowledged"
+    with pytest.raises(InvalidTransition):
+        exceptions.acknowledge(opened.id, "alice")
+    assert exceptions.assign(opened.id, "bob", "alice").assignee == "bob"
+    exceptions.add_note(opened.id, "carrier called", "bob")
+    clock.advance(timedelta(minutes=5))
+    resolved = exceptions.resolve(opened.id, "bob", resolution="fixed", note="re-sent the release")
+    assert (resolved.status, resolved.resolution, resolved.resolved_at) == (
+        "resolved",
+        "fixed",
+        "2026-11-02 15:10:00.000000",
+    )
+    with pytest.raises(InvalidTransition):
+        exceptions.assign(opened.id, "carol", "alice")
+    reopened = exceptions.reopen(opened.id, "reconciler", "still wrong")
+    assert reopened.status == "open" and reopened.resolved_at is None
+
+    stored = exceptions.get(opened.id)
+    assert (
+        stored.status == "open"
+        and stored.assignee == "bob"
+        and stored.context == {"customer_id": "C-1", "warehouse": "DAL"}
+    )
+    trail = exceptions.audit(opened.id)
+    assert [(a["actor"], a["action"]) for a in trail] == [
+        ("engine", "opened"),
+        ("alice", "acknowledged"),
+        ("alice", "assigned"),
+        ("bob", "note"),
+        ("bob", "resolved"),
+        ("reconciler", "reopened"),
+    ]
+    assert trail[3]["detail"] == {"text": "carrier called"}
+    assert trail[4]["at"] == "2026-11-02 15:10:00.000000"
+
+
+def test_resolve_many_skips_resolved_and_records_details(store: Store) -> None:
+    exceptions = ExceptionStore(store, FixedClock(T0))
+    a, b = exceptions.open_many([finding("SO-1"), finding("SO-2")])
+    exceptions.resolve(b.id, "alice")
+    changed = exceptions.resolve_many([a, exceptions.get(b.id)], "late", {a.id: {"hours_late": 1.5}}, "engine")
+    assert [e.id for e in changed] == [a.id]
+    assert exceptions.get(a.id).resolution == "late"
+    assert exceptions.audit(a.id)[-1]["detail"] == {"resolution": "late", "hours_late": 1.5}
+
+
+def test_search_filters_and_pages(store: Store) -> None:
+    exceptions = ExceptionStore(store, FixedClock(T0))
+    exceptions.open_many([finding(f"SO-{i}", warehouse="DAL" if i % 2 else "ATL") for i in range(5)])
+    exceptions.open_many([finding("SH-1", rule="asn-sent")])
+    page, total = exceptions.search(ExceptionFilter(rule="order-release"), limit=2)
+    assert total == 5 and len(page) == 2
+    assert exceptions.search(ExceptionFilter(warehouse="DAL"))[1] == 2
+    assert exceptions.search(ExceptionFilter(rule="asn-sent", key="SH-1"))[1] == 1
+    assert exceptions.search(ExceptionFilter(status="resolved"))[1] == 0
+    with pytest.raises(ExceptionNotFound):
+        exceptions.get("no-such-id")
