@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kernel.model.events import SOURCE_SYSTEMS, STRING_KEYS
 
@@ -44,6 +44,30 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, Field(description="A duration: 90s, 30m, 2h, 1d.")]
 
 
+def _check_zone(zone: str) -> str:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {zone!r}") from exc
+    return zone
+
+
+def _check_source(source: str) -> str:
+    if source.split("/", 1)[0] not in SOURCE_SYSTEMS:
+        raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
+    return source
+
+
+def _one_or_many(value: Any) -> Any:
+    """A single string where a list is expected reads as a list of one."""
+    return [value] if isinstance(value, str) else value
+
+
+# Validated per entry, so an error's location names the entry (and a rule file error its line).
+TimeZone = Annotated[str, AfterValidator(_check_zone)]
+SourceName = Annotated[str, AfterValidator(_check_source)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,16 +76,15 @@ class EventMatch(_Strict):
     """Which events a side of a rule reads: their types, optionally their sources and data fields."""
 
     types: list[str] = Field(min_length=1, description="Event types, e.g. [order.accepted].")
-    sources: list[str] = Field(default_factory=list, description="Only these sources (a system covers its paths).")
+    sources: list[SourceName] = Field(
+        default_factory=list, description="Only these sources (a system covers its paths)."
+    )
     where: dict[str, str] = Field(default_factory=dict, description="Data fields that must equal these values.")
 
-    @field_validator("sources")
+    @field_validator("types", "sources", mode="before")
     @classmethod
-    def _known_sources(cls, value: list[str]) -> list[str]:
-        for source in value:
-            if source.split("/", 1)[0] not in SOURCE_SYSTEMS:
-                raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
-        return value
+    def _listify(cls, value: Any) -> Any:
+        return _one_or_many(value)
 
     @field_validator("where")
     @classmethod
@@ -76,14 +99,7 @@ class ZoneBy(_Strict):
     """Take the time zone from a data field of the start event (e.g. the warehouse)."""
 
     field: str = "warehouse"
-    zones: dict[str, str] = Field(description="Field value -> IANA time zone.")
-
-    @field_validator("zones")
-    @classmethod
-    def _zones_exist(cls, value: dict[str, str]) -> dict[str, str]:
-        for zone in value.values():
-            _check_zone(zone)
-        return value
+    zones: dict[str, TimeZone] = Field(description="Field value -> IANA time zone.")
 
 
 class Cutoff(_Strict):
@@ -93,6 +109,15 @@ class Cutoff(_Strict):
     timezone: str = Field("America/Chicago", description="IANA time zone when no zone_by value applies.")
     business_days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]), min_length=1)
     zone_by: ZoneBy | None = None
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time_text(cls, value: Any) -> Any:
+        # Pydantic reads a number as seconds after midnight, and YAML 1.1 reads 14:00 as 840:
+        # a number here is always a mistake, never a time.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(f"write the time as text 'HH:MM', e.g. '14:00' (got the number {value})")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -211,11 +236,3 @@ class SilenceRule(_RuleBase):
 
 TechnicalRule = Annotated[ErrorRateRule | SilenceRule, Field(discriminator="check")]
 Rule = SlaRule | ReconciliationRule | ErrorRateRule | SilenceRule
-
-
-def _check_zone(zone: str) -> str:
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {zone!r}") from exc
-    return zone

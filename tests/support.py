@@ -19,6 +19,7 @@ import httpx
 import orjson
 import uvicorn
 
+from kernel.jobs import SchedulerSettings
 from kernel.settings import Settings
 from kernel.store import Store
 from tests.factories import api_token, make_settings, token_of
@@ -61,7 +62,8 @@ class RunningTower:
 def start_in_process(tmp_path: Path, store: Store, **collector: Any) -> Iterator[RunningTower]:
     http_port, grpc_port = free_port(), free_port()
     settings = make_settings(tmp_path / "data", http_port=http_port, grpc_port=grpc_port, **collector)
-    tower = build_tower(settings, store=store)
+    # No scheduled jobs: tests evaluate the rules when they say so, on the clock they choose.
+    tower = build_tower(settings, store=store, scheduler=SchedulerSettings(enabled=False))
     app = create_app(tower)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -97,6 +99,7 @@ class TowerProcess:
             TOWER_COLLECTOR_GRPC_PORT=str(s.collector.grpc_port),
             TOWER_INGEST_TOKENS=orjson.dumps(s.ingest.tokens).decode(),
             TOWER_API_TOKENS=orjson.dumps(s.api.tokens).decode(),
+            TOWER_SCHEDULER_ENABLED="false",
         )
         return env
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from collector.http_deps import IngestDep
-from kernel.api_auth import AdminDep
+from kernel.api_auth import AUTH_RESPONSES, AdminDep
 
-router = APIRouter(prefix="/api", tags=["dead letters"])
+router = APIRouter(prefix="/api", tags=["dead letters"], responses=AUTH_RESPONSES)
 
 
 class DeadLetterPage(BaseModel):
@@ -34,7 +34,7 @@ class ReplayResult(BaseModel):
     still_failing: list[dict[str, Any]]
 
 
-@router.get("/deadletters", summary="List dead letters, newest first")
+@router.get("/deadletters", summary="List dead letters, newest first", description="Roles: admin.")
 def list_dead_letters(
     _: AdminDep,
     ingest: IngestDep,
@@ -47,7 +47,9 @@ def list_dead_letters(
     return DeadLetterPage(items=items, total=total)
 
 
-@router.post("/deadletters/replay", summary="Replay dead letters through their door after a fix")
+@router.post(
+    "/deadletters/replay", summary="Replay dead letters through their door after a fix", description="Roles: admin."
+)
 def replay_dead_letters(_: AdminDep, ingest: IngestDep, body: ReplayRequest) -> ReplayResult:
     report = ingest.replay(ids=body.ids, door=body.door)
     return ReplayResult(replayed=report.replayed, still_failing=report.still_failing)

@@ -1,4 +1,12 @@
-"""The composition root: builds the store, the pipeline and the doors, and wires the HTTP app."""
+"""The composition root: builds the store, the pipeline and the doors, the rules, the SLA service and the
+scheduled jobs, and wires the HTTP app.
+
+Rules and routing are loaded first, before the store opens: a rule file that does not load stops
+the start with the loader's message (`file:line: field: message`, every problem). The SLA engine
+takes the `sla` rules, the technical engine the `technical` ones (reconciliation rules wait for
+their engines); both share one ExceptionStore and the routing's `owner_for`, and run as one
+SlaService. The scheduler starts with the Tower and stops before the store closes.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +14,30 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from collector.auth import TokenRegistry
 from collector.pipeline import IngestPipeline
 from collector.service import IngestService
 from collector.spool import Spool
 from kernel.clock import Clock, SystemClock
+from kernel.exceptions import ExceptionStore
+from kernel.jobs import JobContext, JobRegistry, JobSettings, SchedulerSettings
 from kernel.schema.migrations import migrate
 from kernel.settings import Settings
 from kernel.store import Store, open_store
+from sla_rules.engine import SlaEngine
+from sla_rules.loader import RuleSet, load_rule_set
+from sla_rules.model import ErrorRateRule, SilenceRule, SlaRule
+from sla_rules.service import SlaService
+from sla_rules.technical import TechnicalEngine
+from tower.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +51,26 @@ class Tower:
     pipeline: IngestPipeline
     ingest: IngestService
     clock: Clock
+    rules: RuleSet
+    exceptions: ExceptionStore
+    sla: SlaService
+    jobs: JobRegistry
+    scheduler: Scheduler
     owns_store: bool = True
     background: list[Any] = field(default_factory=list)
 
     def start(self) -> None:
-        """Start the writer, the spool drainer and the OTLP/gRPC server."""
+        """Start the writer, the spool drainer, the OTLP/gRPC server and the scheduled jobs."""
         self.pipeline.start()
         if self.settings.collector.grpc_port:
             from collector.otlp.grpc_server import start_grpc_server
 
             self.background.append(start_grpc_server(self.ingest, self.settings.collector))
+        self.scheduler.start()
 
     def stop(self) -> None:
-        """Stop accepting, finish what is queued, close the store."""
+        """Stop the jobs (a running one finishes), stop accepting, finish what is queued, close the store."""
+        self.scheduler.stop()
         for server in self.background:
             server.stop(grace=5).wait()
         self.background.clear()
@@ -53,8 +79,86 @@ class Tower:
             self.store.close()
 
 
-def build_tower(settings: Settings, clock: Clock | None = None, store: Store | None = None) -> Tower:
-    """Open (and migrate) the store and build the pipeline and services; nothing is started."""
+class SlaEvaluateSettings(JobSettings):
+    """The `sla-evaluate` job (TOWER_JOB_SLA_EVALUATE_*): an incremental evaluation every interval, and a full
+    one on the first run in the process and every `full_every_runs` runs."""
+
+    model_config = SettingsConfigDict(env_prefix="TOWER_JOB_SLA_EVALUATE_")
+
+    enabled: bool = Field(True, description="Evaluate the SLA and technical rules on a schedule.")
+    interval_seconds: float = Field(60.0, gt=0, description="Seconds between evaluations.")
+    full_every_runs: int = Field(
+        60, ge=1, description="Every this many runs (and on the first) evaluate fully; 60 x 60 s = hourly."
+    )
+
+
+@dataclass(frozen=True)
+class SlaParts:
+    """The rules and the services built from them."""
+
+    rules: RuleSet
+    exceptions: ExceptionStore
+    sla: SlaService
+
+
+def load_configured_rules(settings: Settings) -> RuleSet:
+    """The rule files and the routing file the settings name (the shipped ones by default); RuleFileError
+    lists every problem as `file:line: field: message`."""
+    return load_rule_set(settings.sla.rules_dir, settings.sla.routing_file)
+
+
+def build_sla(settings: Settings, store: Store, clock: Clock, rules: RuleSet | None = None) -> SlaParts:
+    """The ExceptionStore and the SlaService (SLA engine + technical rules) over `store` on `clock`."""
+    rules = rules or load_configured_rules(settings)
+    exceptions = ExceptionStore(store, clock)
+    enabled = rules.enabled
+    owner_for = rules.routing.owner_for
+    engine = SlaEngine(store, exceptions, clock, [r for r in enabled if isinstance(r, SlaRule)], owner_for)
+    technical = TechnicalEngine(
+        store,
+        exceptions,
+        clock,
+        [r for r in enabled if isinstance(r, (ErrorRateRule, SilenceRule))],
+        expected_sources=settings.sla.expected_sources,
+        seen_within=timedelta(hours=settings.sla.expect_seen_within_hours),
+        owner_for=owner_for,
+    )
+    return SlaParts(rules, exceptions, SlaService([engine, technical]))
+
+
+def register_jobs(jobs: JobRegistry, sla: SlaService) -> None:
+    """The tower's scheduled jobs: `sla-evaluate`."""
+
+    def sla_evaluate(context: JobContext) -> dict[str, Any]:
+        """Evaluate the SLA and technical rules: incrementally, fully on the first run and every
+        `full_every_runs` runs."""
+        every = context.settings.full_every_runs if isinstance(context.settings, SlaEvaluateSettings) else 60
+        full = context.run == 1 or context.run % every == 0
+        report = sla.evaluate(full=full)
+        if report.opened or report.resolved or report.errors:
+            context.log.info(
+                "evaluated (%s): %d opened, %d resolved, errors %s",
+                "full" if full else "incremental",
+                len(report.opened),
+                len(report.resolved),
+                report.errors or "none",
+            )
+        return report.as_dict()
+
+    jobs.add("sla-evaluate", sla_evaluate, settings=SlaEvaluateSettings)
+
+
+def build_tower(
+    settings: Settings,
+    clock: Clock | None = None,
+    store: Store | None = None,
+    scheduler: SchedulerSettings | None = None,
+) -> Tower:
+    """Load the rules, open (and migrate) the store and build the pipeline, services and jobs; nothing is started.
+
+    `scheduler` defaults to TOWER_SCHEDULER_* (tests pass `SchedulerSettings(enabled=False)`).
+    """
+    rules = load_configured_rules(settings)  # before the store opens: a bad rule file stops the start at once
     owns_store = store is None
     store = store or open_store(settings.store)
     applied = migrate(store)
@@ -69,7 +173,22 @@ def build_tower(settings: Settings, clock: Clock | None = None, store: Store | N
 
     register_events(ingest)
     register_otlp(ingest, settings.collector)
-    return Tower(settings=settings, store=store, pipeline=pipeline, ingest=ingest, clock=clock, owns_store=owns_store)
+    parts = build_sla(settings, store, clock, rules)
+    jobs = JobRegistry()
+    register_jobs(jobs, parts.sla)
+    return Tower(
+        settings=settings,
+        store=store,
+        pipeline=pipeline,
+        ingest=ingest,
+        clock=clock,
+        rules=parts.rules,
+        exceptions=parts.exceptions,
+        sla=parts.sla,
+        jobs=jobs,
+        scheduler=Scheduler(jobs, clock, scheduler),
+        owns_store=owns_store,
+    )
 
 
 def create_app(tower: Tower) -> FastAPI:
@@ -97,6 +216,8 @@ def create_app(tower: Tower) -> FastAPI:
     app.state.ingest = tower.ingest
     app.state.collector_settings = tower.settings.collector
     app.state.api_tokens = dict(tower.settings.api.tokens)
+    app.state.sla = tower.sla
+    app.state.exceptions = tower.exceptions
     app.include_router(otlp_router)
     app.include_router(events_router)
     app.include_router(api_router)

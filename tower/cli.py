@@ -32,7 +32,12 @@ def serve(host: str | None, port: int | None, grpc_port: int | None, data_dir: s
         settings.collector.grpc_port = grpc_port
     if data_dir:
         settings.store.data_dir = Path(data_dir)
-    run(settings)
+    from sla_rules.loader import RuleFileError
+
+    try:
+        run(settings)
+    except RuleFileError as exc:
+        raise click.ClickException(f"rule files do not load:\n{exc}") from exc
 
 
 @main.command()
@@ -50,11 +55,13 @@ def migrate() -> None:
 
 
 def _register() -> None:
-    from tower.commands import deadletters, demo, events
+    from tower.commands import deadletters, demo, evaluate, events, rules
 
     main.add_command(events.import_command)
     main.add_command(deadletters.deadletters)
     main.add_command(demo.demo)
+    main.add_command(evaluate.evaluate)
+    main.add_command(rules.rules)
 
 
 _register()

@@ -215,10 +215,23 @@ CREATE TABLE IF NOT EXISTS sla_runs (
 ORDER BY started_at
 """
 
+# The SLA engine's bookkeeping: each case version remembers the status it replaced (so a run
+# finds its transitions, and those of a run that stopped half-way, without reading FINAL), and
+# each run is recorded per rule with the version it wrote, the rule's fingerprint and the keys
+# it recomputed.
+SLA_ENGINE_COLUMNS = (
+    "ALTER TABLE sla_cases ADD COLUMN IF NOT EXISTS previous_status LowCardinality(String) DEFAULT '' AFTER status",
+    "ALTER TABLE sla_runs ADD COLUMN IF NOT EXISTS rule LowCardinality(String) DEFAULT '' AFTER run_id",
+    "ALTER TABLE sla_runs ADD COLUMN IF NOT EXISTS rule_hash String DEFAULT '' AFTER rule",
+    "ALTER TABLE sla_runs ADD COLUMN IF NOT EXISTS version UInt64 DEFAULT 0",
+    "ALTER TABLE sla_runs ADD COLUMN IF NOT EXISTS keys_evaluated UInt64 DEFAULT 0",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "otel tables", (OTEL_TRACES, OTEL_LOGS)),
     Migration(2, "business events and dead letters", (BUSINESS_EVENTS, DEAD_LETTERS)),
     Migration(3, "exceptions, audit trail, SLA cases and runs", (EXCEPTIONS, EXCEPTION_AUDIT, SLA_CASES, SLA_RUNS)),
+    Migration(4, "SLA engine bookkeeping: previous status, runs per rule", SLA_ENGINE_COLUMNS),
 )
 
 _LEDGER = """

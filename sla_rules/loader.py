@@ -1,0 +1,504 @@
+"""Rule and routing files: YAML read with line numbers, validated into typed models.
+
+Every problem of every file is collected and raised once, as a `RuleFileError` with one line
+per problem: `path/to/file.yaml:LINE: field.path: message`. YAML is read as `yaml.safe_load`
+does with one exception: a scalar like `14:00` stays text (YAML 1.1 would read the base-60
+number 840, and a cutoff time would silently become 00:14).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sla_rules.model import ErrorRateRule, ReconciliationRule, Rule, SilenceRule, SlaRule
+from sla_rules.routing import Routing  # re-exported: rules and routing load from one module
+
+__all__ = [
+    "LoadedRule",
+    "Problem",
+    "RuleFileError",
+    "RuleSet",
+    "Routing",
+    "default_routing_file",
+    "default_rules_dir",
+    "load_routing",
+    "load_rule_set",
+    "load_rules",
+    "parse_rule",
+    "read_rule_file",
+]
+
+RULE_SUFFIXES = (".yaml", ".yml")
+RULE_TYPES = ("sla", "reconciliation", "technical")
+TECHNICAL_CHECKS: dict[str, type[ErrorRateRule] | type[SilenceRule]] = {
+    "error-rate": ErrorRateRule,
+    "silence": SilenceRule,
+}
+
+Loc = tuple[str | int, ...]
+RuleModel = type[SlaRule] | type[ReconciliationRule] | type[ErrorRateRule] | type[SilenceRule]
+
+
+def default_rules_dir() -> Path:
+    """The rules shipped with the tower (sla_rules/rules), wherever the package is installed."""
+    return Path(__file__).resolve().parent / "rules"
+
+
+def default_routing_file() -> Path:
+    """The routing file shipped with the tower (sla_rules/routing.yaml)."""
+    return Path(__file__).resolve().parent / "routing.yaml"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a file: where (file, line, field) and what."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class RuleFileError(ValueError):
+    """Rule or routing files that do not load; the message has one `file:line: field: message` per problem."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    @property
+    def lines(self) -> list[str]:
+        """The problems, one line each."""
+        return [str(p) for p in self.problems]
+
+
+@dataclass(frozen=True)
+class LoadedRule:
+    """A validated rule with the mapping it was read from and where it is."""
+
+    rule: Rule
+    data: dict[str, Any]
+    file: str
+    line: int
+    node: yaml.Node | None = None
+
+    def line_of(self, *loc: str | int) -> int:
+        """The line of a field of this rule (or of the rule itself when the field is absent)."""
+        found = _line_of(self.node, loc)
+        return self.line if found is None else found
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """The rules and the routing the tower runs with."""
+
+    rules: list[Rule]
+    routing: Routing
+
+    @property
+    def enabled(self) -> list[Rule]:
+        """The rules with `enabled: true` (the default)."""
+        return [rule for rule in self.rules if rule.enabled]
+
+
+def load_rules(folder: Path) -> list[Rule]:
+    """Every rule of the *.yaml / *.yml files in `folder` (sorted by name), or RuleFileError listing every problem."""
+    problems: list[Problem] = []
+    loaded = _load_folder(folder, problems)
+    if problems:
+        raise RuleFileError(problems)
+    return [entry.rule for entry in loaded]
+
+
+def read_rule_file(path: Path) -> list[LoadedRule]:
+    """The rules of one file with their parsed mappings, or RuleFileError."""
+    problems: list[Problem] = []
+    loaded = _rules_in_file(path, problems)
+    if problems:
+        raise RuleFileError(problems)
+    return loaded
+
+
+def parse_rule(data: Any, origin: str = "rule") -> Rule:
+    """Validate one rule given as a mapping (e.g. a request body); RuleFileError names `origin` and the fields."""
+    problems: list[Problem] = []
+    rule = _validate_rule(data, None, origin, problems)
+    if rule is None:
+        raise RuleFileError(problems or [Problem(origin, None, "", "not a valid rule")])
+    return rule
+
+
+def load_routing(path: Path) -> Routing:
+    """The routing file at `path`, or RuleFileError. An empty file routes every rule to its own owner."""
+    problems: list[Problem] = []
+    routing, _ = _read_routing(path, problems)
+    if problems or routing is None:
+        raise RuleFileError(problems)
+    return routing
+
+
+def load_rule_set(rules_dir: Path | None = None, routing_file: Path | None = None) -> RuleSet:
+    """Rules and routing (the shipped ones where None), checked together, or one RuleFileError with every problem.
+
+    Besides each file on its own: a route naming an unknown rule, and (when the routing file
+    declares `owners:`) a rule owner that is not declared.
+    """
+    problems: list[Problem] = []
+    loaded = _load_folder(rules_dir or default_rules_dir(), problems)
+    # With a broken rule file, a route naming its rule is not "unknown": check ids only when all rules load.
+    rules_ok = not problems
+    routing_path = routing_file or default_routing_file()
+    routing, node = _read_routing(routing_path, problems)
+    if routing is not None:
+        shown = _shown(routing_path)
+        ids = {entry.rule.id for entry in loaded}
+        for index, route in enumerate(routing.routes):
+            for rule_id in route.match.rule or ():
+                if rules_ok and rule_id not in ids:
+                    problems.append(
+                        Problem(
+                            shown,
+                            _line_of(node, ("routes", index, "match", "rule")),
+                            _field(("routes", index, "match", "rule")),
+                            f"unknown rule {rule_id!r}",
+                        )
+                    )
+        if routing.owners:
+            for entry in loaded:
+                owner = entry.rule.owner
+                if entry.rule.kind != "technical" and owner not in routing.owners:
+                    problems.append(
+                        Problem(
+                            entry.file,
+                            entry.line_of("owner"),
+                            "owner",
+                            f"owner {owner!r} is not declared under owners: in {shown}",
+                        )
+                    )
+    if problems or routing is None:
+        raise RuleFileError(problems)
+    return RuleSet([entry.rule for entry in loaded], routing)
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+
+def _load_folder(folder: Path, problems: list[Problem]) -> list[LoadedRule]:
+    shown = _shown(folder)
+    if not folder.is_dir():
+        problems.append(Problem(shown, None, "", "not a folder of rule files"))
+        return []
+    files = sorted(
+        path
+        for path in folder.iterdir()
+        if path.suffix in RULE_SUFFIXES and path.is_file() and not path.name.startswith(".")
+    )
+    if not files:
+        problems.append(Problem(shown, None, "", "no rule files (*.yaml, *.yml)"))
+        return []
+    loaded: list[LoadedRule] = []
+    first: dict[str, str] = {}
+    for path in files:
+        for item in _items_in_file(path, problems):
+            # Duplicates are found from the raw ids, so that an invalid rule still claims its id.
+            rule_id = item.data.get("id") if isinstance(item.data, Mapping) else None
+            duplicate = False
+            if isinstance(rule_id, str):
+                line = _line_of(item.node, ("id",))
+                duplicate = rule_id in first
+                if duplicate:
+                    problems.append(
+                        Problem(item.file, line, "id", f"duplicate rule id {rule_id!r}, also in {first[rule_id]}")
+                    )
+                else:
+                    first[rule_id] = f"{item.file}:{line}"
+            rule = _validate_rule(item.data, item.node, item.file, problems)
+            if rule is not None and not duplicate:
+                loaded.append(LoadedRule(rule, item.data, item.file, item.node.start_mark.line + 1, item.node))
+    return loaded
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One entry of a rule file, not validated yet."""
+
+    data: Any
+    file: str
+    node: yaml.Node
+
+
+def _rules_in_file(path: Path, problems: list[Problem]) -> list[LoadedRule]:
+    loaded: list[LoadedRule] = []
+    for item in _items_in_file(path, problems):
+        rule = _validate_rule(item.data, item.node, item.file, problems)
+        if rule is not None:
+            loaded.append(LoadedRule(rule, item.data, item.file, item.node.start_mark.line + 1, item.node))
+    return loaded
+
+
+def _items_in_file(path: Path, problems: list[Problem]) -> list[_Item]:
+    """The entries of a rule file: the mapping it holds, or each of the list it holds."""
+    shown = _shown(path)
+    read = _read_yaml(path, shown, problems)
+    if read is None:
+        return []
+    node, data = read
+    if node is None:
+        problems.append(Problem(shown, 1, "", "empty file; expected a rule (a mapping) or a list of rules"))
+        return []
+    if not isinstance(data, list):
+        return [_Item(data, shown, node)]
+    assert isinstance(node, yaml.SequenceNode)
+    if not data:
+        problems.append(Problem(shown, node.start_mark.line + 1, "", "empty list; expected rules"))
+    return [_Item(item, shown, item_node) for item_node, item in zip(node.value, data, strict=True)]
+
+
+def _validate_rule(data: Any, node: yaml.Node | None, shown: str, problems: list[Problem]) -> Rule | None:
+    def problem(loc: Loc, message: str) -> None:
+        problems.append(Problem(shown, _line_of(node, loc), _field(loc), message))
+
+    if not isinstance(data, Mapping):
+        problem((), f"a rule must be a mapping of fields, not {_yaml_kind(data)}")
+        return None
+    model = _rule_model(data, problem)
+    if model is None:
+        return None
+    try:
+        rule: Rule = model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            problem(error["loc"], _message(model, error))
+        return None
+    before = len(problems)
+    if rule.type == "technical" and rule.kind != "technical":
+        problem(("kind",), "technical rules have kind technical")
+    if isinstance(rule, SlaRule):
+        after = rule.deadline.after
+        if rule.warning is not None and after is not None and rule.warning >= after:
+            problem(("warning",), "the warning window must be shorter than the deadline (deadline.after)")
+    return rule if len(problems) == before else None
+
+
+def _rule_model(data: Mapping[str, Any], problem: Callable[[Loc, str], None]) -> RuleModel | None:
+    """The model a rule mapping is validated with, chosen by `type` (and `check` for technical rules)."""
+    kind = data.get("type")
+    if kind is None:
+        problem(("type",), f"required: one of {', '.join(RULE_TYPES)}")
+        return None
+    if kind == "sla":
+        return SlaRule
+    if kind == "reconciliation":
+        return ReconciliationRule
+    if kind != "technical":
+        problem(("type",), f"must be one of {', '.join(RULE_TYPES)} (got {kind!r})")
+        return None
+    check = data.get("check")
+    if check is None:
+        problem(("check",), f"required for technical rules: one of {', '.join(TECHNICAL_CHECKS)}")
+        return None
+    model = TECHNICAL_CHECKS.get(check) if isinstance(check, str) else None
+    if model is None:
+        problem(("check",), f"must be one of {', '.join(TECHNICAL_CHECKS)} (got {check!r})")
+    return model
+
+
+# --- routing ----------------------------------------------------------------------------------
+
+
+def _read_routing(path: Path, problems: list[Problem]) -> tuple[Routing | None, yaml.Node | None]:
+    shown = _shown(path)
+    read = _read_yaml(path, shown, problems)
+    if read is None:
+        return None, None
+    node, data = read
+    if node is None:
+        return Routing(), None
+    if not isinstance(data, Mapping):
+        problems.append(Problem(shown, node.start_mark.line + 1, "", "expected a mapping with routes: (and owners:)"))
+        return None, node
+    try:
+        routing = Routing.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            problems.append(
+                Problem(shown, _line_of(node, error["loc"]), _field(error["loc"]), _message(Routing, error))
+            )
+        return None, node
+    found = routing.problems()
+    for loc, message in found:
+        problems.append(Problem(shown, _line_of(node, loc), _field(loc), message))
+    return (None if found else routing), node
+
+
+# --- YAML with line numbers -------------------------------------------------------------------
+
+_STR = "tag:yaml.org,2002:str"
+_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load, except that base-60 numbers (`14:00`, `1:30:00`) stay text."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        if kind is yaml.ScalarNode and implicit[0] and tag in _NUMBERS and ":" in value:
+            return _STR
+        return tag
+
+
+def _read_yaml(path: Path, shown: str, problems: list[Problem]) -> tuple[yaml.Node | None, Any] | None:
+    """(root node, data) of a one-document YAML file; None (and a problem) when it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(shown, None, "", f"cannot read: {exc}"))
+        return None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        duplicates = list(_duplicate_keys(node))
+        for key in duplicates:
+            problems.append(Problem(shown, key.start_mark.line + 1, str(key.value), "duplicate key"))
+        if duplicates:
+            return None
+        return node, loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = None if mark is None else mark.line + 1
+        what = str(exc.problem or exc.context or "cannot parse")
+        if exc.context and exc.problem and exc.context_mark is not None:
+            what += f" ({exc.context} from line {exc.context_mark.line + 1})"
+        problems.append(Problem(shown, line, "", f"YAML syntax error: {what}"))
+        return None
+    except yaml.YAMLError as exc:
+        problems.append(Problem(shown, None, "", f"YAML error: {exc}"))
+        return None
+    finally:
+        loader.dispose()
+
+
+def _duplicate_keys(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
+    """Keys given twice in one mapping (safe_load would silently keep the last); merge keys aside."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if key.value in seen:
+                    yield key
+                seen.add(key.value)
+            yield from _duplicate_keys(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _duplicate_keys(item)
+
+
+def _line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
+    """1-based line of the value at `loc` below `node`; for an absent field, the line of its nearest parent."""
+    if node is None:
+        return None
+    line = node.start_mark.line
+    for step in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(step):
+                    line, node = key.start_mark.line, value
+                    break
+            else:
+                return line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
+            node = node.value[step]
+            line = node.start_mark.line
+        else:
+            return line + 1
+    if isinstance(node, yaml.ScalarNode):
+        line = node.start_mark.line
+    return line + 1
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+
+def _field(loc: Sequence[str | int]) -> str:
+    """`deadline.cutoff.timezone`, `start.types[0]`; pydantic's `[key]` marker dropped."""
+    out = ""
+    for step in loc:
+        if isinstance(step, int):
+            out += f"[{step}]"
+        elif step != "[key]":
+            out += f".{step}" if out else step
+    return out
+
+
+def _message(model: type[BaseModel], error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        allowed = _fields_at(model, error["loc"][:-1])
+        return f"unknown field; expected one of {', '.join(allowed)}" if allowed else "unknown field"
+    if kind in ("value_error", "assertion_error"):
+        return str(error["ctx"]["error"])
+    value = error.get("input")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping, got {_yaml_kind(value)}"
+    if kind == "list_type":
+        return f"expected a list, got {_yaml_kind(value)}"
+    if isinstance(value, (str, int, float, bool)):
+        return f"{error['msg']} (got {value!r})"
+    return str(error["msg"])
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """Field names of the model at `loc` below `model` (for 'unknown field' messages)."""
+    annotation: Any = model
+    for step in loc:
+        if isinstance(step, int):
+            continue
+        found = next((m for m in _models_in(annotation) if step in m.model_fields), None)
+        if found is None:
+            return []
+        annotation = found.model_fields[step].annotation
+    current = next(_models_in(annotation), None)
+    return [] if current is None else list(current.model_fields)
+
+
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in get_args(annotation):
+        yield from _models_in(arg)
+
+
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "a number"
+    if value is None:
+        return "nothing"
+    return f"a {type(value).__name__}"
+
+
+def _shown(path: Path) -> str:
+    """The path as the user knows it: relative to the working directory when below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,309 @@
+"""Technical rules, from spans and arrivals: `integration-errors` (error rates) and `source-silence`.
+
+Each rule is one set-based query in ClickHouse over a window ending at the injected clock's now;
+what it finds opens an exception per key (owner `integration` by default, kind `technical`), and
+an exception whose condition no longer holds resolves itself with resolution `recovered` and the
+figures that show it. Running twice opens nothing twice (ExceptionStore.open_many skips keys
+already active), so evaluation is idempotent; both rules read a short window, so every run is a
+full one (the `full` flag of the Evaluator protocol changes nothing here).
+
+- integration-errors: per (ServiceName, SpanName), spans whose Timestamp lies in [now - window,
+  now], each counted once by (TraceId, SpanId); flagged with at least `min_spans` spans and more
+  than `error_ratio` of them with StatusCode `Error`. Key `service|span name`.
+- source-silence: an expected source sends no span and no business event for `window`. Last seen
+  is the latest span Timestamp (by the ingest token's `tower.source` resource attribute) or event
+  `time` of that source: business time, not arrival time, because a backfill (the demo's, or a
+  system catching up after an outage) arrives now with old times, and arrival time would call a
+  source alive that has sent nothing new. An expected source matches its own paths (`wms` is fed by
+  `wms/dallas`). Expected sources: the rule's `params.sources`, else the settings'
+  `expected_sources`, else every source system seen within `seen_within`. A source whose
+  exception is still active stays watched even after it drops out of that list, so a long silence
+  is never taken for a recovery. Key: the expected source (a system, e.g. `tms`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kernel.clock import Clock
+from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
+from kernel.store import Store
+from kernel.store.base import utc_text
+from sla_rules.model import ErrorRateRule, Rule, SilenceRule
+from sla_rules.report import EvaluationReport, RuleReport
+
+OwnerFor = Callable[[Rule, Mapping[str, str]], str]
+RECOVERED = "recovered"
+# The OpenTelemetry exporter writes `Error`; older exporter versions wrote the enum name.
+ERROR_STATUSES = ["Error", "STATUS_CODE_ERROR"]
+
+_ERROR_RATES = """
+SELECT service, span_name, source, spans, errors,
+       spans >= {min_spans:UInt64} AND errors / spans > {error_ratio:Float64} AS failing
+FROM (
+    SELECT ServiceName AS service, SpanName AS span_name,
+           anyLast(ResourceAttributes['tower.source']) AS source,
+           uniqExact(TraceId, SpanId) AS spans,
+           uniqExactIf(TraceId, SpanId, StatusCode IN {error_statuses:Array(String)}) AS errors
+    FROM otel_traces
+    WHERE Timestamp >= {since:DateTime64(9, 'UTC')} AND Timestamp <= {until:DateTime64(9, 'UTC')}
+    GROUP BY service, span_name
+)
+WHERE failing OR concat(service, '|', span_name) IN {watched:Array(String)}
+ORDER BY service, span_name
+"""
+
+_LAST_SEEN = """
+SELECT source, max(last) AS last_seen
+FROM (
+    SELECT ResourceAttributes['tower.source'] AS source, max(toDateTime64(Timestamp, 6, 'UTC')) AS last
+    FROM otel_traces
+    WHERE Timestamp >= {since:DateTime64(9, 'UTC')} AND Timestamp <= {until:DateTime64(9, 'UTC')}
+    GROUP BY source
+    UNION ALL
+    SELECT toString(source) AS source, max(time) AS last
+    FROM business_events
+    WHERE time >= {since:DateTime64(6, 'UTC')} AND time <= {until:DateTime64(6, 'UTC')}
+    GROUP BY source
+)
+WHERE source != ''
+GROUP BY source
+"""
+
+
+@dataclass(frozen=True)
+class SeriesRate:
+    """Spans and error spans of one (service, span name) in the window."""
+
+    service: str
+    span_name: str
+    source: str
+    spans: int
+    errors: int
+    failing: bool
+
+    @property
+    def key(self) -> str:
+        """The exception key: `service|span name`."""
+        return f"{self.service}|{self.span_name}"
+
+    @property
+    def ratio(self) -> float:
+        """Errors over spans (0 with no spans)."""
+        return round(self.errors / self.spans, 4) if self.spans else 0.0
+
+
+@dataclass(frozen=True)
+class Silence:
+    """When an expected source was last seen, as of now."""
+
+    source: str
+    last_seen: datetime | None
+    silent_for: timedelta | None  # None: not seen within the look-back
+    silent: bool
+
+
+class TechnicalEngine:
+    """Evaluates the technical rules (ErrorRateRule, SilenceRule) into exceptions; an Evaluator."""
+
+    def __init__(
+        self,
+        store: Store,
+        exceptions: ExceptionStore,
+        clock: Clock,
+        rules: Sequence[ErrorRateRule | SilenceRule],
+        expected_sources: Sequence[str] = (),
+        seen_within: timedelta = timedelta(hours=168),
+        owner_for: OwnerFor | None = None,
+    ) -> None:
+        self.store = store
+        self.exceptions = exceptions
+        self.clock = clock
+        self.rules = [r for r in rules if r.enabled]
+        self.expected_sources = list(expected_sources)
+        self.seen_within = seen_within
+        self.owner_for: OwnerFor = owner_for or (lambda rule, data: rule.owner)
+        self._lock = threading.Lock()  # the scheduler and the API may evaluate at the same time
+
+    def evaluate(self, full: bool = False) -> EvaluationReport:
+        """Evaluate every technical rule at the clock's now: open what holds, resolve what recovered."""
+        with self._lock:
+            begun = time.perf_counter()
+            now = self.clock.now().astimezone(UTC)
+            rules: dict[str, RuleReport] = {}
+            for rule in self.rules:
+                began = time.perf_counter()
+                if isinstance(rule, ErrorRateRule):
+                    opened, resolved, changed = self._error_rate(rule, now)
+                else:
+                    opened, resolved, changed = self._silence(rule, now)
+                rules[rule.id] = RuleReport(
+                    cases_changed=changed,
+                    opened=[e.id for e in opened],
+                    resolved=[e.id for e in resolved],
+                    duration_ms=round((time.perf_counter() - began) * 1000, 3),
+                )
+            duration = round((time.perf_counter() - begun) * 1000, 3)
+            return EvaluationReport(rules=rules, full=full, evaluated_at=now, duration_ms=duration)
+
+    # integration-errors ------------------------------------------------------------------------------
+
+    def error_rates(self, rule: ErrorRateRule, now: datetime, watched: Sequence[str] = ()) -> list[SeriesRate]:
+        """Series failing the rule at `now`, plus the `watched` keys' series whatever their state."""
+        params = rule.params
+        rows = self.store.query(
+            _ERROR_RATES,
+            {
+                "since": now - params.window,
+                "until": now,
+                "min_spans": params.min_spans,
+                "error_ratio": params.error_ratio,
+                "error_statuses": ERROR_STATUSES,
+                "watched": list(watched),
+            },
+        )
+        return [
+            SeriesRate(
+                r["service"], r["span_name"], r["source"], int(r["spans"]), int(r["errors"]), bool(int(r["failing"]))
+            )
+            for r in rows
+        ]
+
+    def _error_rate(
+        self, rule: ErrorRateRule, now: datetime
+    ) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
+        active = self.exceptions.active_by_key(rule.id)
+        series = {s.key: s for s in self.error_rates(rule, now, sorted(active))}
+        window = _duration_text(rule.params.window)
+        found = [
+            NewException(
+                rule=rule.id,
+                key=s.key,
+                kind=rule.kind,
+                owner=self.owner_for(rule, {"service": s.service, "span_name": s.span_name, "source": s.source}),
+                severity=rule.severity,
+                context={
+                    "service": s.service,
+                    "span_name": s.span_name,
+                    "source": s.source,
+                    "spans": s.spans,
+                    "errors": s.errors,
+                    "ratio": s.ratio,
+                    "window": window,
+                    "min_spans": rule.params.min_spans,
+                    "error_ratio": rule.params.error_ratio,
+                    "since": _iso(now - rule.params.window),
+                    "until": _iso(now),
+                },
+            )
+            for s in series.values()
+            if s.failing and s.key not in active
+        ]
+        recovered = [record for key, record in active.items() if not (key in series and series[key].failing)]
+        details: dict[str, dict[str, Any]] = {}
+        for record in recovered:
+            s = series.get(record.key)
+            details[record.id] = {
+                "spans": s.spans if s else 0,
+                "errors": s.errors if s else 0,
+                "ratio": s.ratio if s else 0.0,
+                "window": window,
+            }
+        opened = self.exceptions.open_many(found)
+        resolved = self.exceptions.resolve_many(recovered, RECOVERED, details, actor="engine")
+        return opened, resolved, len(opened) + len(resolved)
+
+    # source-silence ----------------------------------------------------------------------------------
+
+    def silences(self, rule: SilenceRule, now: datetime, watched: Sequence[str] = ()) -> list[Silence]:
+        """Every expected source (and every `watched` one) with when it was last seen, as of `now`."""
+        window = rule.params.window
+        look_back = max(self.seen_within, window)
+        rows = self.store.query(_LAST_SEEN, {"since": now - look_back, "until": now})
+        last_by_source = {str(r["source"]): _parse_utc(r["last_seen"]) for r in rows}
+        expected = list(rule.params.sources) or self.expected_sources
+        if not expected:
+            recent = now - self.seen_within
+            expected = sorted({_system(s) for s, last in last_by_source.items() if last >= recent})
+        out: list[Silence] = []
+        for source in dict.fromkeys([*expected, *watched]):
+            seen = [last for s, last in last_by_source.items() if _covers(source, s)]
+            last_seen = max(seen) if seen else None
+            silent_for = now - last_seen if last_seen is not None else None
+            out.append(Silence(source, last_seen, silent_for, silent_for is None or silent_for >= window))
+        return out
+
+    def _silence(self, rule: SilenceRule, now: datetime) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
+        active = self.exceptions.active_by_key(rule.id)
+        found_by_source = {s.source: s for s in self.silences(rule, now, sorted(active))}
+        window = _duration_text(rule.params.window)
+        look_back = _duration_text(max(self.seen_within, rule.params.window))
+        found = [
+            NewException(
+                rule=rule.id,
+                key=s.source,
+                kind=rule.kind,
+                owner=self.owner_for(rule, {"source": s.source}),
+                severity=rule.severity,
+                context={
+                    "source": s.source,
+                    "last_seen": _iso(s.last_seen) if s.last_seen else None,
+                    "silent_for": f"more than {look_back}" if s.silent_for is None else _duration_text(s.silent_for),
+                    "silent_for_seconds": None if s.silent_for is None else round(s.silent_for.total_seconds()),
+                    "window": window,
+                },
+            )
+            for s in found_by_source.values()
+            if s.silent and s.source not in active
+        ]
+        recovered = [r for key, r in active.items() if key in found_by_source and not found_by_source[key].silent]
+        details: dict[str, dict[str, Any]] = {}
+        for record in recovered:
+            s = found_by_source[record.key]
+            assert s.last_seen is not None and s.silent_for is not None  # not silent: seen within the window
+            details[record.id] = {
+                "last_seen": _iso(s.last_seen),
+                "silent_since": record.context.get("last_seen"),
+                "silent_for": _duration_text(s.silent_for),
+                "window": window,
+            }
+        opened = self.exceptions.open_many(found)
+        resolved = self.exceptions.resolve_many(recovered, RECOVERED, details, actor="engine")
+        return opened, resolved, len(opened) + len(resolved)
+
+
+def _system(source: str) -> str:
+    return source.split("/", 1)[0]
+
+
+def _covers(expected: str, source: str) -> bool:
+    """`wms` covers `wms` and `wms/dallas`; `wms/dallas` covers itself and `wms/dallas/dock-2`."""
+    return source == expected or source.startswith(expected + "/")
+
+
+def _parse_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _iso(value: datetime) -> str:
+    return utc_text(value).replace(" ", "T") + "Z"
+
+
+def _duration_text(value: timedelta) -> str:
+    """A short human duration: `45m`, `2h05m`, `3d4h`, `30s`."""
+    seconds = int(value.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
+    return f"{secs}s"

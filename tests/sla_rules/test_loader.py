@@ -1,0 +1,306 @@
+"""Rule files: the shipped defaults load as DESIGN.md says; every problem names its file, line and field."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import time, timedelta
+from pathlib import Path
+
+import pytest
+
+from sla_rules.loader import RuleFileError, default_rules_dir, load_rules, parse_rule, read_rule_file
+from sla_rules.model import Cutoff, ErrorRateRule, ReconciliationRule, SilenceRule, SlaRule
+
+ORDER_RELEASE = """\
+id: order-release
+type: sla
+title: Order released within 2 hours
+kind: business
+owner: customer_service
+key: order_id
+start:
+  types: [order.accepted]
+end:
+  types: [order.released]
+deadline:
+  after: 2h
+warning: 30m
+"""
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(folder: Path) -> list[str]:
+    with pytest.raises(RuleFileError) as caught:
+        load_rules(folder)
+    assert str(caught.value) == "\n".join(caught.value.lines)
+    return caught.value.lines
+
+
+def with_line(text: str, line: int, replacement: str) -> str:
+    """`text` with its 1-based `line` replaced (or removed when `replacement` is empty)."""
+    lines = text.splitlines()
+    lines[line - 1 : line] = [replacement] if replacement else []
+    return "\n".join(lines) + "\n"
+
+
+# --- the shipped rules --------------------------------------------------------------------------
+
+
+def test_every_shipped_file_loads_into_the_design_defaults() -> None:
+    folder = default_rules_dir()
+    assert folder == Path(__file__).resolve().parents[2] / "sla_rules" / "rules"
+    files = sorted(p.name for p in folder.iterdir())
+    rules = {rule.id: rule for rule in load_rules(folder)}
+    assert files == sorted(f"{rule_id}.yaml" for rule_id in rules)
+    assert len(rules) == 8
+    for rule in rules.values():
+        assert rule.title and rule.enabled and rule.severity in ("medium", "high", "critical")
+        assert read_rule_file(folder / f"{rule.id}.yaml")[0].rule == rule
+
+    expected_sla = {
+        # id: (owner, key, start type, end type, after, warning)
+        "order-release": ("customer_service", "order_id", "order.accepted", "order.released", timedelta(hours=2), 30),
+        "asn-sent": ("transportation", "shipment_id", "shipment.confirmed", "asn.sent", timedelta(hours=1), 15),
+        "invoice-posting": ("finance", "order_id", "shipment.confirmed", "invoice.posted", timedelta(hours=24), 240),
+        "ship-cutoff": ("warehouse", "order_id", "order.released", "shipment.confirmed", None, 120),
+    }
+    for rule_id, (owner, key, start, end, after, warning) in expected_sla.items():
+        rule = rules[rule_id]
+        assert isinstance(rule, SlaRule) and rule.kind == "business"
+        assert (rule.owner, rule.key, rule.start.types, rule.end.types) == (owner, key, [start], [end])
+        assert not (rule.start.sources or rule.start.where or rule.end.sources or rule.end.where)
+        assert rule.deadline.after == after
+        assert rule.warning == timedelta(minutes=warning)
+
+    cutoff = rules["ship-cutoff"]
+    assert isinstance(cutoff, SlaRule) and isinstance(cutoff.deadline.cutoff, Cutoff)
+    assert cutoff.deadline.cutoff.time == time(14, 0)
+    assert cutoff.deadline.cutoff.timezone == "America/Chicago"
+    assert cutoff.deadline.cutoff.business_days == ["mon", "tue", "wed", "thu", "fri"]
+    assert cutoff.deadline.cutoff.zone_by is not None
+    assert cutoff.deadline.cutoff.zone_by.field == "warehouse"
+    assert cutoff.deadline.cutoff.zone_by.zones == {
+        "DAL": "America/Chicago",
+        "ATL": "America/New_York",
+        "RNO": "America/Los_Angeles",
+    }
+
+    inventory, invoice = rules["inventory-sync"], rules["invoice-match"]
+    assert isinstance(inventory, ReconciliationRule) and isinstance(invoice, ReconciliationRule)
+    assert (inventory.owner, inventory.compare) == ("warehouse", "inventory")
+    assert inventory.params == {"sources": ["erp", "wms"], "tolerance": 0, "stale_after": "2h"}
+    assert (invoice.owner, invoice.compare) == ("finance", "invoice")
+    assert invoice.params == {"amount_tolerance_pct": 0.5, "quantity_tolerance": 0}
+
+    errors, silence = rules["integration-errors"], rules["source-silence"]
+    assert isinstance(errors, ErrorRateRule) and isinstance(silence, SilenceRule)
+    assert (errors.kind, errors.owner, silence.kind, silence.owner) == ("technical", "integration") * 2
+    assert (errors.params.window, errors.params.min_spans, errors.params.error_ratio) == (
+        timedelta(minutes=15),
+        20,
+        0.05,
+    )
+    assert silence.params.window == timedelta(minutes=30) and silence.params.sources == []
+
+
+def test_default_rules_dir_does_not_depend_on_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert len(load_rules(default_rules_dir())) == 8
+
+
+# --- what a file may hold -----------------------------------------------------------------------
+
+
+def test_a_list_file_and_yml_files_load_in_name_order(tmp_path: Path) -> None:
+    write(tmp_path, "b.yml", ORDER_RELEASE.replace("order-release", "b-rule"))
+    two = textwrap.indent(ORDER_RELEASE, "  ").replace("  id:", "- id:")
+    write(tmp_path, "a.yaml", two.replace("order-release", "a-one") + two.replace("order-release", "a-two"))
+    write(tmp_path, "notes.txt", "not a rule")
+    write(tmp_path, ".hidden.yaml", "not: [a rule")
+    assert [rule.id for rule in load_rules(tmp_path)] == ["a-one", "a-two", "b-rule"]
+    entries = read_rule_file(tmp_path / "a.yaml")
+    assert [(e.rule.id, e.line) for e in entries] == [("a-one", 1), ("a-two", 14)]
+    assert entries[1].data["deadline"] == {"after": "2h"}
+
+
+def test_unquoted_cutoff_time_is_a_time_not_a_base_60_number(tmp_path: Path) -> None:
+    text = ORDER_RELEASE.replace("  after: 2h\n", "  cutoff:\n    time: 14:00\n").replace("warning: 30m\n", "")
+    (rule,) = load_rules(Path(write(tmp_path, "r.yaml", text)).parent)
+    assert isinstance(rule, SlaRule) and rule.deadline.cutoff is not None
+    assert rule.deadline.cutoff.time == time(14, 0)
+    assert read_rule_file(tmp_path / "r.yaml")[0].data["deadline"]["cutoff"]["time"] == "14:00"
+
+
+def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
+    write(tmp_path, "r.yaml", ORDER_RELEASE.replace("[order.accepted]", "order.accepted"))
+    (rule,) = load_rules(tmp_path)
+    assert isinstance(rule, SlaRule) and rule.start.types == ["order.accepted"]
+
+
+# --- every kind of problem names file, line and field --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "replacement", "expected"),
+    [
+        (12, "  after: 2hours", "r.yaml:12: deadline.after: '2hours' is not a duration like 90s, 30m, 2h or 1d"),
+        (13, "warning: soon", "r.yaml:13: warning: 'soon' is not a duration"),
+        (
+            12,
+            "  cutoff: {time: '14:00', timezone: America/Chicag}",
+            "r.yaml:12: deadline.cutoff.timezone: unknown time zone 'America/Chicag'",
+        ),
+        (
+            12,
+            "  after: 2h\n  cutoff: {time: '14:00'}",
+            "r.yaml:11: deadline: give exactly one of `after` (a duration) or `cutoff`",
+        ),
+        (12, "", "r.yaml:11: deadline: expected a mapping, got nothing"),
+        (8, "  types: {a: b}", "r.yaml:8: start.types: expected a list, got a mapping"),
+        (6, "", "r.yaml:1: key: required"),
+        (
+            8,
+            "  types: [order.accepted]\n  wher: {warehouse: DAL}",
+            "r.yaml:9: start.wher: unknown field; expected one of types, sources, where",
+        ),
+        (8, "  types: [order.accepted]\n  sources: [erp, sap]", "r.yaml:9: start.sources[1]: unknown source 'sap'"),
+        (3, "title: [a, list]", "r.yaml:3: title: Input should be a valid string"),
+        (6, "key: po_number", "r.yaml:6: key: must be one of order_id"),
+        (4, "kind: urgent", "r.yaml:4: kind: Input should be 'business' or 'technical' (got 'urgent')"),
+        (13, "warning: 3h", "r.yaml:13: warning: the warning window must be shorter than the deadline"),
+        (1, "id: Order_Release", "r.yaml:1: id: must be lowercase letters, digits and dashes"),
+        (2, "", "r.yaml:1: type: required: one of sla, reconciliation, technical"),
+        (2, "type: slo", "r.yaml:2: type: must be one of sla, reconciliation, technical (got 'slo')"),
+        (14, "colour: red", "r.yaml:14: colour: unknown field; expected one of id, title, kind, owner"),
+        (3, "title: x\ntitle: y", "r.yaml:4: title: duplicate key"),
+        (
+            12,
+            "  cutoff:\n    time: '14:00'\n    zone_by:\n      zones:\n        DAL: America/Chicago\n"
+            "        RNO: America/Reno",
+            "r.yaml:17: deadline.cutoff.zone_by.zones.RNO: unknown time zone 'America/Reno'",
+        ),
+        (12, "  cutoff: {time: 1400}", "r.yaml:12: deadline.cutoff.time: write the time as text 'HH:MM'"),
+    ],
+)
+def test_a_problem_names_file_line_and_field(tmp_path: Path, line: int, replacement: str, expected: str) -> None:
+    write(tmp_path, "r.yaml", with_line(ORDER_RELEASE, line, replacement))
+    found = problems(tmp_path)
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{tmp_path}/{expected}"), found
+
+
+def test_problems_are_collected_across_files_and_rules(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", with_line(ORDER_RELEASE, 12, "  after: 2hours"))
+    write(
+        tmp_path,
+        "b.yaml",
+        """\
+        - id: errors
+          type: technical
+          title: Errors
+          kind: business
+          owner: integration
+        - id: silence
+          type: technical
+          check: silence
+          title: Silence
+          kind: technical
+          owner: integration
+          params: {window: 30m, quiet: true}
+        - just text
+        """,
+    )
+    found = problems(tmp_path)
+    assert found == [
+        f"{tmp_path}/a.yaml:12: deadline.after: '2hours' is not a duration like 90s, 30m, 2h or 1d",
+        f"{tmp_path}/b.yaml:1: check: required for technical rules: one of error-rate, silence",
+        f"{tmp_path}/b.yaml:12: params.quiet: unknown field; expected one of window, sources",
+        f"{tmp_path}/b.yaml:13: a rule must be a mapping of fields, not text",
+    ]
+
+
+def test_a_technical_rule_has_kind_technical(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "t.yaml",
+        "id: errors\ntype: technical\ncheck: error-rate\ntitle: Errors\nkind: business\nowner: integration\n",
+    )
+    assert problems(tmp_path) == [f"{tmp_path}/t.yaml:5: kind: technical rules have kind technical"]
+
+
+def test_a_duplicate_id_names_both_files_and_lines(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", ORDER_RELEASE)
+    write(tmp_path, "b.yaml", "# the same rule again\n\n" + ORDER_RELEASE)
+    assert problems(tmp_path) == [
+        f"{tmp_path}/b.yaml:3: id: duplicate rule id 'order-release', also in {tmp_path}/a.yaml:1"
+    ]
+
+
+def test_a_duplicate_id_inside_one_list_file(tmp_path: Path) -> None:
+    item = textwrap.indent(ORDER_RELEASE, "  ").replace("  id:", "- id:")
+    write(tmp_path, "a.yaml", item + item)
+    assert problems(tmp_path) == [
+        f"{tmp_path}/a.yaml:14: id: duplicate rule id 'order-release', also in {tmp_path}/a.yaml:1"
+    ]
+
+
+def test_yaml_syntax_errors_name_their_line(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "id: a\ntitle: [unclosed\nkind: business\n")
+    write(tmp_path, "b.yaml", "id: b\n  title: bad indent\n")
+    write(tmp_path, "c.yaml", "id: c\n---\nid: d\n")
+    found = problems(tmp_path)
+    assert [line.split(": ", 1)[0] for line in found] == [
+        f"{tmp_path}/a.yaml:3",
+        f"{tmp_path}/b.yaml:2",
+        f"{tmp_path}/c.yaml:2",
+    ]
+    assert all("YAML syntax error" in line for line in found)
+
+
+def test_empty_files_lists_and_folders(tmp_path: Path) -> None:
+    assert problems(tmp_path) == [f"{tmp_path}: no rule files (*.yaml, *.yml)"]
+    assert problems(tmp_path / "missing") == [f"{tmp_path}/missing: not a folder of rule files"]
+    write(tmp_path, "a.yaml", "# nothing here\n")
+    write(tmp_path, "b.yaml", "[]\n")
+    write(tmp_path, "c.yaml", "- 3\n")
+    assert problems(tmp_path) == [
+        f"{tmp_path}/a.yaml:1: empty file; expected a rule (a mapping) or a list of rules",
+        f"{tmp_path}/b.yaml:1: empty list; expected rules",
+        f"{tmp_path}/c.yaml:1: a rule must be a mapping of fields, not a number",
+    ]
+
+
+def test_paths_below_the_working_directory_are_shown_relative(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    write(folder, "r.yaml", with_line(ORDER_RELEASE, 13, "warning: soon"))
+    monkeypatch.chdir(tmp_path)
+    assert problems(Path("rules"))[0].startswith("rules/r.yaml:13: warning: ")
+
+
+def test_parse_rule_validates_a_mapping_from_a_request() -> None:
+    rule = parse_rule(
+        {
+            "id": "x",
+            "type": "sla",
+            "title": "X",
+            "kind": "business",
+            "owner": "finance",
+            "key": "order_id",
+            "start": {"types": ["a"]},
+            "end": {"types": ["b"]},
+            "deadline": {"after": "1h"},
+        }
+    )
+    assert isinstance(rule, SlaRule) and rule.deadline.after == timedelta(hours=1)
+    with pytest.raises(RuleFileError) as caught:
+        parse_rule({"type": "sla", "id": "x"}, origin="body.rule")
+    assert "body.rule: title: required" in caught.value.lines
+    assert "body.rule: deadline: required" in caught.value.lines

@@ -1,0 +1,317 @@
+"""Technical rules on a fixed clock against the real store: integration-errors and source-silence open one
+exception per key while the condition holds, resolve it (`recovered`) when it stops, and never open twice."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from kernel.clock import FixedClock
+from kernel.exceptions import ExceptionFilter, ExceptionRecord, ExceptionStore
+from kernel.store import Store
+from sla_rules.loader import default_rules_dir, load_rules
+from sla_rules.model import ErrorRateParams, ErrorRateRule, SilenceParams, SilenceRule
+from sla_rules.technical import TechnicalEngine
+from tests.factories import event_row, make_event, span_row
+
+NOW = datetime(2026, 11, 4, 15, 30, tzinfo=UTC)
+ERRORS = ErrorRateRule(
+    id="integration-errors",
+    title="Integration error rate above 5%",
+    kind="technical",
+    owner="integration",
+    severity="high",
+    check="error-rate",
+    params=ErrorRateParams(window=timedelta(minutes=15), min_spans=20, error_ratio=0.05),
+)
+SILENCE = SilenceRule(
+    id="source-silence",
+    title="Expected source silent",
+    kind="technical",
+    owner="integration",
+    severity="critical",
+    check="silence",
+    params=SilenceParams(window=timedelta(minutes=30)),
+)
+
+
+class Tower:
+    """The engine under test, its clock and the exceptions it writes."""
+
+    def __init__(self, store: Store, expected: list[str] | None = None, **engine: Any) -> None:
+        self.store = store
+        self.clock = FixedClock(NOW)
+        self.exceptions = ExceptionStore(store, self.clock)
+        rules = engine.pop("rules", [ERRORS, SILENCE])
+        self.engine = TechnicalEngine(
+            store,
+            self.exceptions,
+            self.clock,
+            rules,
+            expected_sources=expected or [],
+            seen_within=engine.pop("seen_within", timedelta(hours=24)),
+            **engine,
+        )
+
+    def evaluate(self) -> tuple[list[str], list[str]]:
+        report = self.engine.evaluate(full=False)
+        return report.opened, report.resolved
+
+    def active(self, rule: str) -> dict[str, ExceptionRecord]:
+        return self.exceptions.active_by_key(rule)
+
+    def all(self, rule: str) -> list[ExceptionRecord]:
+        records, _ = self.exceptions.search(ExceptionFilter(rule=rule), limit=100)
+        return records
+
+
+def spans(
+    store: Store,
+    count: int,
+    errors: int = 0,
+    service: str = "middleware",
+    name: str = "erp->wms inventory sync",
+    end: datetime = NOW,
+    step: timedelta = timedelta(seconds=15),
+    source: str = "middleware",
+    twice: bool = False,
+) -> None:
+    """`count` distinct spans, the first `errors` failed, one every `step` up to `end`."""
+    rows = []
+    for i in range(count):
+        row = span_row(
+            secrets.token_hex(16),
+            secrets.token_hex(8),
+            end - i * step,
+            service,
+            name,
+            "Error" if i < errors else "Unset",
+        )
+        row["ResourceAttributes"]["tower.source"] = source
+        rows.append(row)
+    store.insert("otel_traces", rows + rows if twice else rows)
+
+
+def event(store: Store, source: str, at: datetime, received: datetime = NOW) -> None:
+    raw = make_event("order.accepted", source=source, time=at.isoformat().replace("+00:00", "Z"))
+    store.insert("business_events", [event_row(raw, received)])
+
+
+# --- integration-errors ---------------------------------------------------------------------------------
+
+
+def test_an_error_burst_opens_one_exception_per_service_and_span_name(store: Store) -> None:
+    t = Tower(store)
+    spans(store, 60, errors=30)
+    spans(store, 20, errors=2, name="POST /orders")
+    spans(store, 20, errors=2, service="erp-order-api", name="POST /orders", source="erp")
+    spans(store, 40, errors=0, service="wms-connector", name="poll wave status", source="wms")
+    opened, resolved = t.evaluate()
+    assert len(opened) == 3 and resolved == []
+    active = t.active("integration-errors")
+    assert set(active) == {
+        "middleware|erp->wms inventory sync",
+        "middleware|POST /orders",
+        "erp-order-api|POST /orders",
+    }
+    burst = active["middleware|erp->wms inventory sync"]
+    assert (burst.kind, burst.owner, burst.severity, burst.status) == ("technical", "integration", "high", "open")
+    assert burst.context["spans"] == 60 and burst.context["errors"] == 30 and burst.context["ratio"] == 0.5
+    assert burst.context["window"] == "15m" and burst.context["service"] == "middleware"
+    assert burst.context["span_name"] == "erp->wms inventory sync" and burst.context["source"] == "middleware"
+    assert active["erp-order-api|POST /orders"].context["ratio"] == 0.1
+
+
+@pytest.mark.parametrize(
+    ("count", "errors", "flagged"),
+    [
+        (19, 19, False),  # fewer than 20 spans, however many fail
+        (20, 1, False),  # exactly 5% is not more than 5%
+        (40, 2, False),
+        (20, 2, True),
+        (41, 3, True),
+        (20, 20, True),
+    ],
+)
+def test_thresholds(store: Store, count: int, errors: int, flagged: bool) -> None:
+    t = Tower(store)
+    spans(store, count, errors=errors, step=timedelta(seconds=20))
+    t.evaluate()
+    assert bool(t.active("integration-errors")) is flagged
+
+
+def test_only_spans_in_the_last_window_count(store: Store) -> None:
+    t = Tower(store)
+    spans(store, 20, errors=20, end=NOW - timedelta(minutes=15, seconds=1), step=timedelta(seconds=1))  # too old
+    spans(store, 20, errors=20, end=NOW + timedelta(minutes=5), step=timedelta(seconds=1))  # after now
+    spans(store, 19, errors=19, end=NOW, step=timedelta(seconds=1))
+    t.evaluate()
+    assert t.active("integration-errors") == {}
+    spans(store, 1, errors=0, end=NOW - timedelta(minutes=15))  # the window's first instant is inside
+    t.evaluate()
+    assert set(t.active("integration-errors")) == {"middleware|erp->wms inventory sync"}
+
+
+def test_redelivered_spans_count_once(store: Store) -> None:
+    t = Tower(store)
+    spans(store, 10, errors=10, twice=True)  # 20 rows, 10 spans: too few
+    spans(store, 20, errors=1, name="POST /orders", twice=True)  # 1 of 20 failed, not 2 of 40
+    t.evaluate()
+    assert t.active("integration-errors") == {}
+    spans(store, 10, errors=0, twice=True)
+    t.evaluate()
+    (found,) = t.active("integration-errors").values()
+    assert (found.context["spans"], found.context["errors"]) == (20, 10)
+
+
+def test_recovery_resolves_and_a_new_burst_opens_anew(store: Store) -> None:
+    t = Tower(store)
+    spans(store, 40, errors=10)
+    (first,) = t.evaluate()[0]
+    t.clock.advance(timedelta(minutes=16))
+    spans(store, 25, errors=0, end=t.clock.now())
+    opened, resolved = t.evaluate()
+    assert opened == [] and resolved == [first]
+    record = t.exceptions.get(first)
+    assert record.status == "resolved" and record.resolution == "recovered"
+    detail = t.exceptions.audit(first)[-1]["detail"]
+    assert detail == {"resolution": "recovered", "spans": 25, "errors": 0, "ratio": 0.0, "window": "15m"}
+
+    t.clock.advance(timedelta(minutes=16))
+    spans(store, 20, errors=5, end=t.clock.now())
+    (second,) = t.evaluate()[0]
+    assert second != first and set(t.active("integration-errors")) == {"middleware|erp->wms inventory sync"}
+
+
+def test_a_series_with_no_spans_left_has_recovered(store: Store) -> None:
+    t = Tower(store, rules=[ERRORS])
+    spans(store, 20, errors=20)
+    (first,) = t.evaluate()[0]
+    t.clock.advance(timedelta(hours=1))
+    assert t.evaluate() == ([], [first])
+    assert t.exceptions.get(first).resolution_detail == '{"spans":0,"errors":0,"ratio":0.0,"window":"15m"}'
+
+
+def test_running_twice_opens_nothing_twice(store: Store) -> None:
+    t = Tower(store, expected=["tms"])
+    spans(store, 20, errors=5)
+    first = t.evaluate()
+    assert len(first[0]) == 2  # the burst, and tms never seen
+    assert t.evaluate() == ([], [])
+    t.exceptions.acknowledge(first[0][0], "alice")  # acknowledged is still active
+    assert t.evaluate() == ([], [])
+    assert len(t.all("integration-errors")) == 1 and len(t.all("source-silence")) == 1
+
+
+# --- source-silence -------------------------------------------------------------------------------------
+
+
+def test_a_silent_expected_system_opens_and_arrival_resolves(store: Store) -> None:
+    t = Tower(store, expected=["wms", "tms", "erp"])
+    spans(store, 1, service="tms-sync", name="poll carrier tracking", source="tms", end=NOW - timedelta(minutes=45))
+    event(store, "tms", NOW - timedelta(minutes=50))
+    spans(store, 1, service="wms-connector", name="poll wave status", source="wms", end=NOW - timedelta(minutes=29))
+    event(store, "erp", NOW - timedelta(minutes=1))
+    opened, _ = t.evaluate()
+    assert len(opened) == 1
+    (silent,) = t.active("source-silence").values()
+    assert silent.key == "tms" and silent.owner == "integration" and silent.kind == "technical"
+    assert silent.severity == "critical"
+    assert silent.context["last_seen"] == "2026-11-04T14:45:00.000000Z"
+    assert silent.context["silent_for"] == "45m" and silent.context["silent_for_seconds"] == 45 * 60
+
+    t.clock.advance(timedelta(minutes=5))
+    event(store, "tms", t.clock.now() - timedelta(minutes=1))
+    opened, resolved = t.evaluate()
+    assert resolved == [silent.id]
+    assert set(t.active("source-silence")) == {"wms"}  # wms has now been quiet for 34 minutes
+    record = t.exceptions.get(silent.id)
+    assert record.resolution == "recovered"
+    detail = t.exceptions.audit(silent.id)[-1]["detail"]
+    assert detail["last_seen"] == "2026-11-04T15:34:00.000000Z" and detail["silent_for"] == "1m"
+    assert detail["silent_since"] == "2026-11-04T14:45:00.000000Z"
+
+
+def test_a_path_counts_for_its_system(store: Store) -> None:
+    t = Tower(store, expected=["wms", "wms/reno"])
+    event(store, "wms/dallas", NOW - timedelta(minutes=2))
+    t.evaluate()
+    # wms/dallas feeds wms; it says nothing about Reno.
+    assert set(t.active("source-silence")) == {"wms/reno"}
+
+
+def test_business_time_not_arrival_time_says_when_a_source_was_last_heard(store: Store) -> None:
+    t = Tower(store, expected=["tms"])
+    event(store, "tms", NOW - timedelta(hours=2), received=NOW)  # a backfill arriving now
+    t.evaluate()
+    (silent,) = t.active("source-silence").values()
+    assert silent.context["silent_for"] == "2h"
+
+
+def test_a_source_never_seen_is_silent(store: Store) -> None:
+    t = Tower(store, expected=["edi"])
+    t.evaluate()
+    (silent,) = t.active("source-silence").values()
+    assert silent.key == "edi" and silent.context["last_seen"] is None
+    assert silent.context["silent_for"] == "more than 1d"
+
+
+def test_without_a_list_every_system_seen_recently_is_expected(store: Store) -> None:
+    t = Tower(store, seen_within=timedelta(hours=24))
+    event(store, "erp", NOW - timedelta(hours=3))
+    event(store, "wms/dallas", NOW - timedelta(hours=5))
+    spans(store, 1, service="storefront", name="sync catalog prices", source="ecommerce", end=NOW)
+    event(store, "crm", NOW - timedelta(days=3))  # not seen within 24 h: not expected
+    event(store, "edi", NOW + timedelta(hours=1))  # after now: not seen yet
+    t.evaluate()
+    assert set(t.active("source-silence")) == {"erp", "wms"}
+
+
+def test_the_rule_lists_its_sources_before_the_settings(store: Store) -> None:
+    rule = SILENCE.model_copy(update={"params": SilenceParams(window=timedelta(minutes=30), sources=["crm"])})
+    t = Tower(store, expected=["tms"], rules=[rule])
+    t.evaluate()
+    assert set(t.active("source-silence")) == {"crm"}
+
+
+def test_a_source_out_of_the_list_stays_open_until_it_is_heard(store: Store) -> None:
+    t = Tower(store, seen_within=timedelta(hours=24))
+    event(store, "tms", NOW - timedelta(hours=1))
+    t.evaluate()
+    (silent,) = t.active("source-silence").values()
+    t.clock.advance(timedelta(days=2))  # tms is no longer "seen within 24 h", but it is still silent
+    assert t.evaluate() == ([], [])
+    assert set(t.active("source-silence")) == {"tms"}
+    event(store, "tms", t.clock.now())
+    assert t.evaluate() == ([], [silent.id])
+
+
+def test_disabled_rules_do_nothing(store: Store) -> None:
+    off = [ERRORS.model_copy(update={"enabled": False}), SILENCE.model_copy(update={"enabled": False})]
+    t = Tower(store, expected=["tms"], rules=off)
+    spans(store, 20, errors=20)
+    report = t.engine.evaluate(full=True)
+    assert report.rules == {} and t.all("integration-errors") == [] and t.all("source-silence") == []
+
+
+def test_the_report_names_each_rule(store: Store) -> None:
+    t = Tower(store, expected=["tms"])
+    spans(store, 20, errors=20)
+    report = t.engine.evaluate(full=True)
+    assert report.full and report.evaluated_at == NOW
+    assert set(report.rules) == {"integration-errors", "source-silence"}
+    assert report.rules["integration-errors"].cases_changed == 1
+    assert len(report.rules["source-silence"].opened) == 1
+    assert report.as_dict()["opened"] == 2
+
+
+def test_the_shipped_rules_say_what_design_says() -> None:
+    rules = {r.id: r for r in load_rules(default_rules_dir())}
+    errors, silence = rules["integration-errors"], rules["source-silence"]
+    assert isinstance(errors, ErrorRateRule) and isinstance(silence, SilenceRule)
+    assert errors.params == ErrorRateParams(window=timedelta(minutes=15), min_spans=20, error_ratio=0.05)
+    assert silence.params.window == timedelta(minutes=30) and silence.params.sources == []
+    assert errors.owner == silence.owner == "integration"

@@ -1,0 +1,229 @@
+"""Jobs and the scheduler: intervals, settings from the environment, one instance at a time, failures
+isolated; and the composition root starting and stopping the scheduler with the Tower."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from kernel.clock import FixedClock
+from kernel.jobs import JobContext, JobRegistry, SchedulerSettings, env_prefix, job_settings
+from kernel.settings import SlaSettings
+from kernel.store.embedded import EmbeddedStore
+from sla_rules.loader import RuleFileError, default_rules_dir
+from tests.factories import make_settings
+from tower.app import SlaEvaluateSettings, build_tower, create_app
+from tower.scheduler import Scheduler
+
+AT = datetime(2026, 11, 4, 15, 30, tzinfo=UTC)
+FAST = 0.02  # seconds between runs in these tests
+WAIT = 10.0  # the most any test waits for a run; each normally takes milliseconds
+
+
+def scheduler(registry: JobRegistry, run_on_start: bool = True) -> Scheduler:
+    return Scheduler(registry, FixedClock(AT), SchedulerSettings(enabled=True, run_on_start=run_on_start))
+
+
+def test_settings_come_from_the_jobs_own_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert env_prefix("sla-evaluate") == "TOWER_JOB_SLA_EVALUATE_"
+    model = job_settings("inventory-sync", interval_seconds=300)
+    assert model().interval_seconds == 300 and model().enabled
+    monkeypatch.setenv("TOWER_JOB_INVENTORY_SYNC_INTERVAL_SECONDS", "15")
+    monkeypatch.setenv("TOWER_JOB_INVENTORY_SYNC_ENABLED", "false")
+    assert model().interval_seconds == 15 and not model().enabled
+    monkeypatch.setenv("TOWER_JOB_SLA_EVALUATE_FULL_EVERY_RUNS", "7")
+    assert SlaEvaluateSettings().full_every_runs == 7 and SlaEvaluateSettings().interval_seconds == 60
+
+
+def test_registry_keeps_names_docs_and_refuses_twice() -> None:
+    registry = JobRegistry()
+
+    @registry.register("ping", interval_seconds=5)
+    def ping(context: JobContext) -> str:
+        """Say   hello
+        on a schedule."""
+        return "pong"
+
+    job = registry.get("ping")
+    assert job.description == "Say hello on a schedule." and job.settings().interval_seconds == 5
+    assert "ping" in registry and len(registry) == 1
+    with pytest.raises(ValueError, match="already registered"):
+        registry.add("ping", ping)
+
+
+def test_a_job_runs_on_its_interval_with_the_injected_clock() -> None:
+    registry = JobRegistry()
+    seen: list[tuple[int, datetime]] = []
+    registry.add("tick", lambda ctx: seen.append((ctx.run, ctx.now())), interval_seconds=FAST)
+    runner = scheduler(registry, run_on_start=False)
+    runner.start()
+    try:
+        assert runner.running
+        assert runner.wait_for_runs("tick", 3, WAIT)
+    finally:
+        runner.stop()
+    assert not runner.running
+    assert [run for run, _ in seen[:3]] == [1, 2, 3]
+    assert {at for _, at in seen} == {AT}
+    after = runner.runs("tick")
+    assert runner.last_runs["tick"].ok
+    # Stopped means stopped: a run started later would have bumped the count.
+    assert not runner.wait_for_runs("tick", after + 1, FAST * 5)
+
+
+def test_disabled_jobs_do_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = JobRegistry()
+    ran: list[str] = []
+    registry.add("on", lambda ctx: ran.append("on"), interval_seconds=FAST)
+    registry.add("off-by-default", lambda ctx: ran.append("off-by-default"), interval_seconds=FAST, enabled=False)
+    registry.add("off-by-env", lambda ctx: ran.append("off-by-env"), interval_seconds=FAST)
+    monkeypatch.setenv("TOWER_JOB_OFF_BY_ENV_ENABLED", "0")
+    runner = scheduler(registry)
+    assert [job.name for job, _ in runner.enabled_jobs()] == ["on"]
+    runner.start()
+    try:
+        assert runner.wait_for_runs("on", 5, WAIT)
+    finally:
+        runner.stop()
+    assert set(ran) == {"on"}
+
+
+def test_a_disabled_scheduler_runs_nothing_but_jobs_still_run_when_asked() -> None:
+    registry = JobRegistry()
+    registry.add("tick", lambda ctx: ctx.run, interval_seconds=FAST)
+    runner = Scheduler(registry, FixedClock(AT), SchedulerSettings(enabled=False))
+    runner.start()
+    assert not runner.running
+    assert runner.runs("tick") == 0
+    outcome = runner.run_job("tick")
+    assert outcome.ok and outcome.result == 1 and outcome.started_at == AT
+    runner.stop()  # stopping a scheduler that never started is fine
+
+
+def test_a_failing_job_keeps_its_schedule_and_does_not_stop_others(caplog: pytest.LogCaptureFixture) -> None:
+    registry = JobRegistry()
+
+    def broken(context: JobContext) -> None:
+        raise RuntimeError(f"boom {context.run}")
+
+    registry.add("broken", broken, interval_seconds=FAST)
+    registry.add("healthy", lambda ctx: ctx.run, interval_seconds=FAST)
+    runner = scheduler(registry)
+    runner.start()
+    try:
+        assert runner.wait_for_runs("broken", 3, WAIT)
+        assert runner.wait_for_runs("healthy", 3, WAIT)
+    finally:
+        runner.stop()
+    failed = runner.last_runs["broken"]
+    assert not failed.ok and failed.error.startswith("RuntimeError: boom")
+    assert runner.last_runs["healthy"].ok
+    assert any("job broken" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_one_instance_of_a_job_at_a_time() -> None:
+    registry = JobRegistry()
+    release = threading.Event()
+    lock = threading.Lock()
+    active, most = [0], [0]
+
+    def slow(context: JobContext) -> None:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        if context.run == 1:
+            release.wait(WAIT)
+        with lock:
+            active[0] -= 1
+
+    registry.add("slow", slow, interval_seconds=FAST / 4)
+    registry.add("ticker", lambda ctx: None, interval_seconds=FAST / 4)
+    runner = scheduler(registry)
+    runner.start()
+    try:
+        # While the first run of `slow` blocks, the ticker runs many times: `slow` was due again and again.
+        assert runner.wait_for_runs("ticker", 10, WAIT)
+        assert runner.runs("slow") == 1
+        release.set()
+        assert runner.wait_for_runs("slow", 3, WAIT)
+    finally:
+        release.set()
+        runner.stop()
+    assert most[0] == 1
+
+
+def test_the_tower_starts_and_stops_the_sla_job(store: EmbeddedStore, tmp_path: Path) -> None:
+    clock = FixedClock(AT)
+    settings = make_settings(tmp_path / "data")
+    tower = build_tower(settings, clock=clock, store=store, scheduler=SchedulerSettings(enabled=True))
+    assert [job.name for job in tower.jobs] == ["sla-evaluate"]
+    tower.start()
+    try:
+        assert tower.scheduler.running
+        assert tower.scheduler.wait_for_runs("sla-evaluate", 1, WAIT)  # run on start
+        first = tower.scheduler.last_runs["sla-evaluate"]
+        assert first.ok, first.error
+        assert first.result["full"] is True
+    finally:
+        tower.stop()
+    assert not tower.scheduler.running
+    second = tower.scheduler.run_job("sla-evaluate")
+    assert second.ok and second.result["full"] is False
+
+
+def test_the_tower_in_tests_runs_no_jobs(store: EmbeddedStore, tmp_path: Path) -> None:
+    tower = build_tower(make_settings(tmp_path / "data"), store=store, scheduler=SchedulerSettings(enabled=False))
+    tower.start()
+    try:
+        assert not tower.scheduler.running
+    finally:
+        tower.stop()
+
+
+BAD_RULE = """\
+id: late-release
+type: sla
+title: Released late
+kind: business
+owner: customer_service
+key: order_id
+start: {types: [order.accepted]}
+end: {types: [order.released]}
+deadline:
+  after: soon
+"""
+
+
+def test_a_bad_rule_file_stops_the_start_with_the_loaders_message(store: EmbeddedStore, tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "late-release.yaml").write_text(BAD_RULE)
+    settings = make_settings(tmp_path / "data")
+    settings = settings.model_copy(update={"sla": SlaSettings(rules_dir=rules)})
+    with pytest.raises(RuleFileError) as raised:
+        build_tower(settings, store=store, scheduler=SchedulerSettings(enabled=False))
+    assert "late-release.yaml:10: deadline.after:" in str(raised.value)
+    assert not (tmp_path / "data").exists()  # it stopped before opening anything
+
+
+def test_the_app_carries_the_sla_service_and_the_rules_the_settings_name(store: EmbeddedStore, tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "late-release.yaml").write_text(BAD_RULE.replace("soon", "90m"))
+    shipped = default_rules_dir() / "source-silence.yaml"
+    (rules / "source-silence.yaml").write_text(shipped.read_text())
+    routing = tmp_path / "routing.yaml"
+    routing.write_text("routes: []\n")
+    sla = SlaSettings(rules_dir=rules, routing_file=routing, expected_sources=["edi"])
+    settings = make_settings(tmp_path / "data").model_copy(update={"sla": sla})
+    tower = build_tower(settings, clock=FixedClock(AT), store=store, scheduler=SchedulerSettings(enabled=False))
+    app = create_app(tower)
+    assert app.state.sla is tower.sla and app.state.exceptions is tower.exceptions
+    assert [r.id for r in tower.rules.enabled] == ["late-release", "source-silence"]
+    report = tower.sla.evaluate(full=True)
+    assert set(report.rules) == {"late-release", "source-silence"} and report.errors == {}
+    (silent,) = tower.exceptions.active_by_key("source-silence").values()
+    assert silent.key == "edi" and silent.owner == "integration"

@@ -1,0 +1,71 @@
+"""FastAPI dependencies of the API routes: the services the composition root puts on `app.state`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+
+from kernel.clock import Clock
+from kernel.exceptions import ExceptionStore
+from kernel.store import Store
+from sla_rules.service import SlaService
+
+
+def _state(request: Request, name: str, what: str) -> Any:
+    value = getattr(request.app.state, name, None)
+    if value is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{what} is not running in this tower")
+    return value
+
+
+def get_exceptions(request: Request) -> ExceptionStore:
+    """The process's ExceptionStore (`app.state.exceptions`)."""
+    exceptions: ExceptionStore = _state(request, "exceptions", "the exception store")
+    return exceptions
+
+
+def get_sla(request: Request) -> SlaService:
+    """The SLA service (`app.state.sla`); 503 when the tower runs without it."""
+    sla: SlaService = _state(request, "sla", "the SLA engine")
+    return sla
+
+
+def get_store(request: Request) -> Store:
+    """The tower's store."""
+    store: Store = request.app.state.tower.store
+    return store
+
+
+def get_clock(request: Request) -> Clock:
+    """The tower's clock (every default period is relative to it)."""
+    clock: Clock = request.app.state.tower.clock
+    return clock
+
+
+ExceptionsDep = Annotated[ExceptionStore, Depends(get_exceptions)]
+SlaDep = Annotated[SlaService, Depends(get_sla)]
+StoreDep = Annotated[Store, Depends(get_store)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+
+
+def utc(value: datetime) -> datetime:
+    """An aware UTC datetime (a naive one is taken as UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def stored_time(text: str) -> datetime:
+    """A timestamp as the store returns it ('YYYY-MM-DD HH:MM:SS.ffffff', UTC) as an aware datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def stored_time_or_none(text: str | None) -> datetime | None:
+    """`stored_time` for a nullable column."""
+    return stored_time(text) if text else None
+
+
+def invalid(where: tuple[str, ...], message: str) -> RequestValidationError:
+    """A 422 in FastAPI's validation-error shape, for checks a parameter type cannot express."""
+    return RequestValidationError([{"type": "value_error", "loc": where, "msg": message, "input": None}])

@@ -1,0 +1,166 @@
+"""Exceptions: list and filter, one with its timeline, and the actions people take on them.
+
+The routes only translate HTTP; transitions, validation of changes and the audit trail live in
+`kernel.exceptions.ExceptionStore`, which Slack uses too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Query, status
+from pydantic import BaseModel, Field, StringConstraints
+
+from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
+from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransition
+from tower.routes.deps import ExceptionsDep, StoreDep
+from tower.routes.models import ExceptionOut
+from tower.routes.timeline import TimelineEntry, audit_entries, key_timeline
+
+router = APIRouter(prefix="/api/exceptions", tags=["exceptions"], responses=AUTH_RESPONSES)
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ApiError, "description": "No exception has that id."}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ApiError, "description": "The change does not apply in the exception's status."}
+}
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000)]
+
+
+class ExceptionPage(BaseModel):
+    """A page of exceptions, newest first, and how many match the filters."""
+
+    items: list[ExceptionOut]
+    total: int
+
+
+class ExceptionDetail(ExceptionOut):
+    """An exception with its timeline: the key's events and spans, and every change to the exception."""
+
+    timeline: list[TimelineEntry] = Field(description="Events, spans and audit entries, oldest first.")
+    truncated: bool = Field(description="True when the key had too many events or spans to show them all.")
+
+
+class AssignBody(BaseModel):
+    """Who takes the exception; an empty assignee clears it."""
+
+    assignee: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+
+
+class ResolveBody(BaseModel):
+    """How it was resolved, and why."""
+
+    resolution: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")] = Field(
+        "fixed", description="A short word: fixed, false_positive, duplicate, ..."
+    )
+    note: Text = ""
+
+
+class NoteBody(BaseModel):
+    """A note for the audit trail."""
+
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+
+
+@contextmanager
+def _answers() -> Iterator[None]:
+    """ExceptionStore errors as HTTP answers: 404 unknown id, 409 invalid transition."""
+    try:
+        yield
+    except ExceptionNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no exception with id {exc.args[0]!r}") from exc
+    except InvalidTransition as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+@router.get(
+    "",
+    summary="List exceptions, newest first, with filters",
+    description="Roles: viewer, operator, finance, admin.",
+)
+def list_exceptions(
+    _: ReadDep,
+    exceptions: ExceptionsDep,
+    status: Literal["open", "acknowledged", "resolved"] | None = None,
+    owner: str | None = None,
+    rule: str | None = None,
+    kind: Literal["business", "technical"] | None = None,
+    key: str | None = None,
+    customer: Annotated[str | None, Query(description="The customer id in the exception's context.")] = None,
+    warehouse: Annotated[str | None, Query(description="The warehouse in the exception's context.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ExceptionPage:
+    filters = ExceptionFilter(
+        status=status, owner=owner, rule=rule, kind=kind, key=key, customer=customer, warehouse=warehouse
+    )
+    items, total = exceptions.search(filters, limit=limit, offset=offset)
+    return ExceptionPage(items=[ExceptionOut.of(r) for r in items], total=total)
+
+
+@router.get(
+    "/{exception_id}",
+    summary="One exception with its timeline (events, spans, audit trail)",
+    description="Roles: viewer, operator, finance, admin.",
+    responses=NOT_FOUND,
+)
+def get_exception(exception_id: str, _: ReadDep, exceptions: ExceptionsDep, store: StoreDep) -> ExceptionDetail:
+    with _answers():
+        record = exceptions.get(exception_id)
+    trail = audit_entries(record.id, exceptions.audit(record.id))
+    timeline, truncated = key_timeline(store, record.key, trail)
+    return ExceptionDetail(**ExceptionOut.of(record).model_dump(), timeline=timeline, truncated=truncated)
+
+
+@router.post(
+    "/{exception_id}/acknowledge",
+    summary="Acknowledge an open exception",
+    description="open -> acknowledged. Roles: operator, admin.",
+    responses=NOT_FOUND | CONFLICT,
+)
+def acknowledge(exception_id: str, who: OperateDep, exceptions: ExceptionsDep) -> ExceptionOut:
+    with _answers():
+        return ExceptionOut.of(exceptions.acknowledge(exception_id, actor=who.token_id))
+
+
+@router.post(
+    "/{exception_id}/assign",
+    summary="Assign an active exception to someone (an empty assignee clears it)",
+    description="Roles: operator, admin.",
+    responses=NOT_FOUND | CONFLICT,
+)
+def assign(exception_id: str, body: AssignBody, who: OperateDep, exceptions: ExceptionsDep) -> ExceptionOut:
+    with _answers():
+        return ExceptionOut.of(exceptions.assign(exception_id, body.assignee, actor=who.token_id))
+
+
+@router.post(
+    "/{exception_id}/resolve",
+    summary="Resolve an active exception",
+    description="The body is optional (resolution `fixed`, no note). Roles: operator, admin.",
+    responses=NOT_FOUND | CONFLICT,
+)
+def resolve(
+    exception_id: str,
+    who: OperateDep,
+    exceptions: ExceptionsDep,
+    body: Annotated[ResolveBody | None, Body()] = None,
+) -> ExceptionOut:
+    body = body or ResolveBody()
+    with _answers():
+        return ExceptionOut.of(
+            exceptions.resolve(exception_id, actor=who.token_id, resolution=body.resolution, note=body.note)
+        )
+
+
+@router.post(
+    "/{exception_id}/notes",
+    summary="Add a note to an exception's audit trail (any status)",
+    description="Roles: operator, admin.",
+    responses=NOT_FOUND,
+)
+def add_note(exception_id: str, body: NoteBody, who: OperateDep, exceptions: ExceptionsDep) -> ExceptionOut:
+    with _answers():
+        return ExceptionOut.of(exceptions.add_note(exception_id, body.text, actor=who.token_id))

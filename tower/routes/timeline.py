@@ -1,0 +1,124 @@
+"""Timelines: a business key's events from every system and its spans on one time axis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from kernel.api_auth import AUTH_RESPONSES, ReadDep
+from kernel.exceptions import ExceptionFilter
+from kernel.queries import events_for_key, spans_for_key
+from kernel.store import Store
+from tower.routes.deps import ExceptionsDep, StoreDep, stored_time
+from tower.routes.models import ExceptionOut
+
+# Per source, oldest first: a key with more than this many is cut (and says so in `truncated`).
+TIMELINE_LIMIT = 2000
+
+router = APIRouter(prefix="/api", tags=["timeline"], responses=AUTH_RESPONSES)
+
+_EVENT_IDS = ("order_id", "shipment_id", "invoice_id", "customer_id", "subject", "trace_id", "span_id")
+
+
+class TimelineEntry(BaseModel):
+    """One thing that happened to a key: a business event, a span, or a change to its exception."""
+
+    at: datetime = Field(description="When: the event's time, the span's start, the change's time (UTC).")
+    kind: Literal["event", "span", "audit"]
+    system: str = Field(description="The event's source system, the span's service, or `tower` for a change.")
+    name: str = Field(description="The event type, the span name, or the change (opened, acknowledged, ...).")
+    ids: dict[str, str] = Field(description="Identifiers: event id, source and business keys; trace and span ids.")
+    status: str | None = Field(None, description="The span's status code (Unset, Ok, Error); null otherwise.")
+    actor: str | None = Field(None, description="Who made the change (audit entries): a token id, `engine`, ...")
+    detail: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Event: data, door, received_at. Span: kind, duration_ms, status_message, attributes. "
+        "Change: what changed.",
+    )
+
+
+class KeyTimeline(BaseModel):
+    """Everything known about one business key."""
+
+    key: str
+    exceptions: list[ExceptionOut] = Field(description="Exceptions raised on this key, newest first.")
+    timeline: list[TimelineEntry] = Field(description="Events and spans of the key, oldest first.")
+    truncated: bool = Field(description=f"True when the key has more than {TIMELINE_LIMIT} events or spans.")
+
+
+def _event_entry(row: dict[str, Any]) -> TimelineEntry:
+    ids = {"id": row["id"], "source": row["source"]} | {k: row[k] for k in _EVENT_IDS if row.get(k)}
+    return TimelineEntry(
+        at=stored_time(row["time"]),
+        kind="event",
+        system=row["system"],
+        name=row["type"],
+        ids=ids,
+        detail={"data": row["data"], "door": row["door"], "received_at": stored_time(row["received_at"])},
+    )
+
+
+def _span_entry(row: dict[str, Any]) -> TimelineEntry:
+    ids = {"trace_id": row["TraceId"], "span_id": row["SpanId"]}
+    if row.get("ParentSpanId"):
+        ids["parent_span_id"] = row["ParentSpanId"]
+    return TimelineEntry(
+        at=stored_time(row["Timestamp"]),
+        kind="span",
+        system=row["ServiceName"],
+        name=row["SpanName"],
+        ids=ids,
+        status=row["StatusCode"],
+        detail={
+            "kind": row["SpanKind"],
+            "duration_ms": int(row["Duration"]) / 1e6,
+            "status_message": row["StatusMessage"],
+            "attributes": row["SpanAttributes"],
+        },
+    )
+
+
+def audit_entries(exception_id: str, rows: Iterable[dict[str, Any]]) -> list[TimelineEntry]:
+    """An exception's audit trail as timeline entries."""
+    return [
+        TimelineEntry(
+            at=stored_time(row["at"]),
+            kind="audit",
+            system="tower",
+            name=row["action"],
+            ids={"exception_id": exception_id},
+            actor=row["actor"],
+            detail=row["detail"],
+        )
+        for row in rows
+    ]
+
+
+def key_timeline(store: Store, key: str, extra: Iterable[TimelineEntry] = ()) -> tuple[list[TimelineEntry], bool]:
+    """The key's events and spans (and `extra` entries) in time order, and whether they were cut."""
+    events = events_for_key(store, key, limit=TIMELINE_LIMIT + 1)
+    spans = spans_for_key(store, key, limit=TIMELINE_LIMIT + 1)
+    truncated = len(events) > TIMELINE_LIMIT or len(spans) > TIMELINE_LIMIT
+    entries = [
+        *(_event_entry(r) for r in events[:TIMELINE_LIMIT]),
+        *(_span_entry(r) for r in spans[:TIMELINE_LIMIT]),
+        *extra,
+    ]
+    # sorted() is stable: at the same instant, events come before spans before changes.
+    return sorted(entries, key=lambda e: e.at), truncated
+
+
+@router.get(
+    "/timeline/{key:path}",
+    summary="Timeline of a business key: its events from every system and its spans",
+    description="A key is an order, shipment or invoice id, or an event subject. An unknown key has an empty "
+    "timeline. Roles: viewer, operator, finance, admin.",
+)
+def get_timeline(key: str, _: ReadDep, store: StoreDep, exceptions: ExceptionsDep) -> KeyTimeline:
+    timeline, truncated = key_timeline(store, key)
+    raised, _total = exceptions.search(ExceptionFilter(key=key), limit=100)
+    return KeyTimeline(key=key, exceptions=[ExceptionOut.of(r) for r in raised], timeline=timeline, truncated=truncated)
