@@ -1,30 +1,36 @@
 """The SLA engine: every case of every SLA rule evaluated inside ClickHouse, on an injected clock.
 
-A run, per rule (the SQL is in `sla_rules.sql`):
+A run:
 
-1. one INSERT ... SELECT computes the rule's cases from `business_events` and writes a new
-   version to `sla_cases` only for a case that is new or whose state changed (status, start,
-   end, deadline, customer, warehouse, source), with the status it replaces; no case row
-   passes through Python;
-2. the transitions written since the last completed run come back (few rows): a case newly
-   breached opens an exception (owner from `owner_for`), a breached case whose end arrived
-   resolves its exception (resolution `late`, with the hours late);
-3. the run is recorded in `sla_runs` (mode, watermark, the `now` used, version, counts).
+1. one INSERT ... SELECT (SQL in `sla_rules.sql`) computes the cases of every rule, rules that
+   share a key column from one scan, and writes a new version to `sla_cases` only for a case
+   that is new or whose state changed (status, start, end, deadline, customer, warehouse,
+   source), with the status it replaces. No case row passes through Python;
+2. per rule, the transitions written since its last completed run come back (few rows): a case
+   newly breached opens an exception (owner from `owner_for`), a breached case whose end
+   arrived resolves its exception (resolution `late`, with the hours late);
+3. each rule's run is recorded in `sla_runs` (mode, watermark, the `now` used, version, counts).
 
 Incremental runs (`full=False`) recompute only the keys with events received after the last
-run's watermark (less `overlap`: a row can become visible after one with a later received_at),
-and the pending cases whose warning time or deadline passed since the last run's `now`.
-A rule's first run, a rule whose definition changed, `full=True` and, every `sweep_every`,
-a safety sweep (catching rows a collector spool drained long after they were received)
-evaluate every case. Recomputing a case is idempotent, and `ExceptionStore.open_many` never
-opens a second exception for an open (rule, key), so running twice opens nothing twice.
+run's watermark, and the pending cases whose warning time or deadline passed since the last
+run's `now`. The watermark is the newest received_at the run saw (or its `now`, if earlier)
+less `overlap`: a row may become visible a little after it was stamped (the collector stamps
+received_at before its batch is written), and taking the newest stamp seen rather than the
+engine's clock keeps a collector whose clock runs behind safe. The last `overlap` of traffic is
+therefore recomputed again by the next runs (until newer traffic arrives); recomputing is
+idempotent and cheap.
+A rule's first run, a rule whose definition changed, an incremental run with more than
+`max_incremental_keys` keys, `full=True` and, every `sweep_every`, a safety sweep (for rows that
+become visible long after they were received: a collector spool drained after an outage)
+evaluate every case.
 
-Semantics decided here (see docs/sla-engine.md):
+Semantics decided here:
 - a case exists once a start event is stored; the first end event ends it, even one whose
   business time is before the start (events arrive in any order);
-- live runs count every stored event; a backtest counts only events before its `until`;
-- a case first seen already `late` (history) opens no exception: there is nothing left to
-  act on; only a case seen `breached` opens one, and only once.
+- a live run counts every stored event; a backtest counts only events before its `until`;
+- a case first seen already `late` (history) opens no exception: there is nothing left to act
+  on. A case seen `breached` opens one, once: `ExceptionStore.open_many` skips an open
+  (rule, key), and a breach resolved by hand is not reopened (transitions, not states, open).
 """
 
 from __future__ import annotations
@@ -51,9 +57,9 @@ OwnerFor = Callable[[Rule, Mapping[str, str]], str]
 
 OVERLAP = timedelta(minutes=2)
 SWEEP_EVERY = timedelta(hours=1)
-# An incremental run with more keys to recompute than this evaluates the rule in full instead.
-MAX_INCREMENTAL_KEYS = 100_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# An incremental run with more keys to recompute than this evaluates in full instead: the keys travel
+# as one array parameter (about 12 bytes each), and past this many a full run costs no more.
+MAX_INCREMENTAL_KEYS = 20_000
 
 
 @dataclass(frozen=True)
@@ -113,43 +119,22 @@ class SlaEngine:
             report = EvaluationReport(full=full, evaluated_at=now)
             if not self.rules:
                 return report
-            watermark = parse_time(self.store.query(sql.WATERMARK)[0]["w"]) or _EPOCH
+            newest = parse_time(self.store.query(sql.NEWEST_RECEIVED)[0]["at"]) or now
+            watermark = min(newest, now) - self.overlap
             last = self.last_runs()
-            groups: dict[tuple[str, str, bool], sql.Group] = {}
-            modes: dict[str, str] = {}
-            for rule in self.rules:
-                before = last.get(rule.id)
-                mode = modes[rule.id] = self._mode(rule, full, before, now)
-                if mode == "full" or before is None:
-                    part = sql.RulePart(rule)
-                else:
-                    part = sql.RulePart(rule, before.watermark - self.overlap, min(before.as_of, now))
-                scope: sql.Scope = "all" if mode == "full" else "changed"
-                group_key = (rule.key, scope, before is None)
-                groups.setdefault(group_key, sql.Group(rule.key, scope, first=before is None)).parts.append(part)
-            keys: dict[str, int] = {}
-            for group in groups.values():
-                if group.scope != "changed":
-                    continue
-                found = self.store.query(*sql.changed_keys(group, now, self.max_incremental_keys))
-                if len(found) > self.max_incremental_keys:
-                    # this much change is cheaper to evaluate in full than key by key
-                    group.scope = "all"
-                    modes.update((p.rule.id, "full") for p in group.parts)
-                    continue
-                group.keys = [row["k"] for row in found]
-                keys.update((p.rule.id, len(group.keys)) for p in group.parts)
+            groups, modes = self._plan(full, now, watermark, last)
+            keys = self._narrow(groups, now, modes)
             version = self._version()
-            work = [g for g in groups.values() if g.scope != "changed" or g.keys]
+            work = [g for g in groups if g.scope != "changed" or g.keys]
             if work:
                 self.store.command(*sql.evaluation(work, now, version))
             shared_ms = (time.perf_counter() - begun) * 1000 / len(self.rules)
             written = {r["rule"]: int(r["n"]) for r in self.store.query(sql.WRITTEN, {"version": version})}
+            run_id = str(uuid.uuid4())
             runs: list[dict[str, Any]] = []
             for rule in self.rules:
                 started = time.perf_counter()
-                mode = modes[rule.id]
-                if mode == "full":
+                if modes[rule.id] == "full":
                     keys[rule.id] = int(self.store.query(sql.CASE_COUNT, {"rule": rule.id})[0]["n"])
                 before = last.get(rule.id)
                 transitions = self.store.query(
@@ -161,31 +146,68 @@ class SlaEngine:
                     cases_changed=written.get(rule.id, 0),
                     opened=[e.id for e in opened],
                     resolved=[e.id for e in resolved],
+                    # the shared statement's time split evenly, plus this rule's own follow-up
                     duration_ms=shared_ms + (time.perf_counter() - started) * 1000,
-                    mode=mode,
+                    mode=modes[rule.id],
                     keys_evaluated=keys.get(rule.id, 0),
                 )
                 report.add(rule.id, part)
-                runs.append(
-                    {
-                        "run_id": str(uuid.uuid4()),
-                        "rule": rule.id,
-                        "rule_hash": sql.rule_fingerprint(rule),
-                        "mode": mode,
-                        "started_at": now,
-                        "evaluated_at": self.clock.now(),
-                        "watermark": watermark,
-                        "duration_ms": part.duration_ms,
-                        "cases_changed": part.cases_changed,
-                        "opened": len(opened),
-                        "resolved": len(resolved),
-                        "version": version,
-                        "keys_evaluated": part.keys_evaluated,
-                    }
-                )
+                runs.append(self._run_row(run_id, rule, part, now, watermark, version))
             self.store.insert("sla_runs", runs)
             report.duration_ms = (time.perf_counter() - begun) * 1000
             return report
+
+    def _plan(
+        self, full: bool, now: datetime, watermark: datetime, last: dict[str, LastRun]
+    ) -> tuple[list[sql.Group], dict[str, str]]:
+        """Each rule's mode, and the rules grouped by key column, scope and whether it is their first run."""
+        groups: dict[tuple[str, str, bool], sql.Group] = {}
+        modes: dict[str, str] = {}
+        for rule in self.rules:
+            before = last.get(rule.id)
+            mode = modes[rule.id] = self._mode(rule, full, before, now)
+            if mode == "full" or before is None:
+                part = sql.RulePart(rule)
+            else:
+                part = sql.RulePart(rule, before.watermark, min(before.as_of, now))
+            scope: sql.Scope = "all" if mode == "full" else "changed"
+            first = before is None
+            groups.setdefault((rule.key, scope, first), sql.Group(rule.key, scope, first=first)).parts.append(part)
+        return list(groups.values()), modes
+
+    def _narrow(self, groups: list[sql.Group], now: datetime, modes: dict[str, str]) -> dict[str, int]:
+        """Find the keys of each incremental group (a group with too many goes full); keys per rule."""
+        keys: dict[str, int] = {}
+        for group in groups:
+            if group.scope != "changed":
+                continue
+            found = self.store.query(*sql.changed_keys(group, now, self.max_incremental_keys))
+            if len(found) > self.max_incremental_keys:
+                group.scope = "all"  # this much change costs no more evaluated in full
+                modes.update((p.rule.id, "full") for p in group.parts)
+                continue
+            group.keys = [row["k"] for row in found]
+            keys.update((p.rule.id, len(group.keys)) for p in group.parts)
+        return keys
+
+    def _run_row(
+        self, run_id: str, rule: SlaRule, part: RuleReport, now: datetime, watermark: datetime, version: int
+    ) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "rule": rule.id,
+            "rule_hash": sql.rule_fingerprint(rule),
+            "mode": part.mode,
+            "started_at": now,
+            "evaluated_at": self.clock.now(),
+            "watermark": watermark,
+            "duration_ms": part.duration_ms,
+            "cases_changed": part.cases_changed,
+            "opened": len(part.opened),
+            "resolved": len(part.resolved),
+            "version": version,
+            "keys_evaluated": part.keys_evaluated,
+        }
 
     def last_runs(self) -> dict[str, LastRun]:
         """The last completed run of each rule that has one, by rule id."""
@@ -210,7 +232,9 @@ class SlaEngine:
             return "full"
         return "incremental"
 
-    def _apply(self, rule: SlaRule, transitions: list[dict[str, Any]]) -> tuple[list[ExceptionRecord], list[ExceptionRecord]]:
+    def _apply(
+        self, rule: SlaRule, transitions: list[dict[str, Any]]
+    ) -> tuple[list[ExceptionRecord], list[ExceptionRecord]]:
         """Open an exception per newly breached case, then resolve those of cases no longer breached."""
         breached = [t for t in transitions if t["status"] == "breached"]
         opened = self.exceptions.open_many([self._finding(rule, t) for t in breached]) if breached else []

@@ -216,9 +216,9 @@ ORDER BY started_at
 """
 
 # The SLA engine's bookkeeping: each case version remembers the status it replaced (so a run
-# finds its transitions, and those of a run that stopped half-way, without reading FINAL), and
-# each run is recorded per rule with the version it wrote, the rule's fingerprint and the keys
-# it recomputed.
+# finds its transitions, and those of a run that stopped half-way, without reading FINAL) and a
+# hash of its state (so a run tells unchanged cases apart without joining them); each run is
+# recorded per rule with the version it wrote, the rule's fingerprint and the keys it recomputed.
 SLA_ENGINE_COLUMNS = (
     "ALTER TABLE sla_cases ADD COLUMN IF NOT EXISTS previous_status LowCardinality(String) DEFAULT '' AFTER status",
     "ALTER TABLE sla_runs ADD COLUMN IF NOT EXISTS rule LowCardinality(String) DEFAULT '' AFTER run_id",
@@ -227,11 +227,14 @@ SLA_ENGINE_COLUMNS = (
     "ALTER TABLE sla_runs ADD COLUMN IF NOT EXISTS keys_evaluated UInt64 DEFAULT 0",
 )
 
+SLA_STATE_HASH = "ALTER TABLE sla_cases ADD COLUMN IF NOT EXISTS state_hash UInt64 DEFAULT 0 AFTER source"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "otel tables", (OTEL_TRACES, OTEL_LOGS)),
     Migration(2, "business events and dead letters", (BUSINESS_EVENTS, DEAD_LETTERS)),
     Migration(3, "exceptions, audit trail, SLA cases and runs", (EXCEPTIONS, EXCEPTION_AUDIT, SLA_CASES, SLA_RUNS)),
     Migration(4, "SLA engine bookkeeping: previous status, runs per rule", SLA_ENGINE_COLUMNS),
+    Migration(5, "SLA cases: state hash", (SLA_STATE_HASH,)),
 )
 
 _LEDGER = """
