@@ -146,3 +146,20 @@ def span_row(
         "Links.TraceState": [],
         "Links.Attributes": [],
     }
+
+
+def rule_mapping(rule_id: str = "release-in-2h", **overrides: Any) -> dict[str, Any]:
+    """A rule file's mapping for an SLA rule (release within 2 hours of acceptance); keywords replace fields."""
+    rule: dict[str, Any] = {
+        "id": rule_id,
+        "title": "Released within two hours",
+        "kind": "business",
+        "owner": "customer_service",
+        "key": "order_id",
+        "start": {"types": ["order.accepted"]},
+        "end": {"types": ["order.released"]},
+        "deadline": {"after": "2h"},
+        "warning": "30m",
+    }
+    rule.update(overrides)
+    return rule

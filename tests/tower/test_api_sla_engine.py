@@ -10,21 +10,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from kernel.store import Store
-from tests.factories import event_row, make_event
+from tests.factories import event_row, make_event, rule_mapping
 from tests.support import RunningTower
 from tower.commands.evaluate import evaluate as evaluate_command
 
-RULE: dict[str, Any] = {
-    "id": "release-in-2h",
-    "title": "Released within two hours",
-    "kind": "business",
-    "owner": "customer_service",
-    "key": "order_id",
-    "start": {"types": ["order.accepted"]},
-    "end": {"types": ["order.released"]},
-    "deadline": {"after": "2h"},
-    "warning": "30m",
-}
+RULE: dict[str, Any] = rule_mapping("release-in-2h")
 
 
 def iso(at: datetime) -> str:

@@ -21,7 +21,7 @@ from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore, NewException
 from kernel.settings import Settings
 from kernel.store import Store
-from tests.factories import make_settings
+from tests.factories import make_settings, rule_mapping
 from tests.support import RunningTower, start_in_process
 
 READ = frozenset({"viewer", "operator", "finance", "admin"})
@@ -44,16 +44,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/deadletters/replay"): ADMIN,
 }
 
-RULE = {
-    "id": "release-test",
-    "title": "Release within two hours",
-    "kind": "business",
-    "owner": "customer_service",
-    "key": "order_id",
-    "start": {"types": ["order.accepted"]},
-    "end": {"types": ["order.released"]},
-    "deadline": {"after": "2h"},
-}
+RULE = rule_mapping("release-test")
 
 # A valid body for the routes that take one.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
