@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -125,12 +125,14 @@ class ExceptionStore:
             raise ExceptionNotFound(exception_id)
         return ExceptionRecord.from_row(rows[0])
 
-    def active_by_key(self, rule: str) -> dict[str, ExceptionRecord]:
-        """Open or acknowledged exceptions of a rule, by key."""
-        rows = self.store.query(
-            f"SELECT {COLUMNS} FROM exceptions FINAL WHERE rule = {{rule:String}} AND status != 'resolved'",
-            {"rule": rule},
-        )
+    def active_by_key(self, rule: str, keys: Collection[str] | None = None) -> dict[str, ExceptionRecord]:
+        """Open or acknowledged exceptions of a rule, by key; only those of `keys` when given."""
+        where = "rule = {rule:String} AND status != 'resolved'"
+        params: dict[str, Any] = {"rule": rule}
+        if keys is not None:
+            where += " AND key IN {keys:Array(String)}"
+            params["keys"] = list(keys)
+        rows = self.store.query(f"SELECT {COLUMNS} FROM exceptions FINAL WHERE {where}", params)
         return {r["key"]: ExceptionRecord.from_row(r) for r in rows}
 
     def search(self, filters: ExceptionFilter, limit: int = 100, offset: int = 0) -> tuple[list[ExceptionRecord], int]:
@@ -162,12 +164,14 @@ class ExceptionStore:
             return []
         with self._lock:
             now = self.clock.now()
-            active: dict[str, dict[str, ExceptionRecord]] = {}
+            # per rule, the active exceptions of the findings' keys only
+            keys: dict[str, set[str]] = {}
+            for item in found:
+                keys.setdefault(item.rule, set()).add(item.key)
+            active = {rule: self.active_by_key(rule, wanted) for rule, wanted in keys.items()}
             opened: list[ExceptionRecord] = []
             seen: set[tuple[str, str]] = set()
             for item in found:
-                if item.rule not in active:
-                    active[item.rule] = self.active_by_key(item.rule)
                 if item.key in active[item.rule] or (item.rule, item.key) in seen:
                     continue
                 seen.add((item.rule, item.key))

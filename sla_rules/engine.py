@@ -246,7 +246,7 @@ class SlaEngine:
                 ended.pop(t["key"], None)
         if not ended:
             return opened, []
-        active = self.exceptions.active_by_key(rule.id)
+        active = self.exceptions.active_by_key(rule.id, ended)
         resolved: list[ExceptionRecord] = []
         by_resolution: dict[str, list[ExceptionRecord]] = {}
         details: dict[str, dict[str, Any]] = {}

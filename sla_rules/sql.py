@@ -313,7 +313,8 @@ def evaluation(groups: Sequence[Group], now: datetime, version: int) -> tuple[st
 
     Unchanged cases are told apart by a hash of their state (`NOT IN` the set of the stored
     `state_hash`es: far cheaper than joining every case), and only the changed ones are joined
-    with their stored version for its status. A group's first run compares nothing.
+    with their stored version for its status. A group's first run compares nothing. An incremental
+    group (few keys) reads its keys' stored versions once and joins every recomputed case with them.
     """
     bind = Binder()
     branches = []
@@ -323,9 +324,16 @@ def evaluation(groups: Sequence[Group], now: datetime, version: int) -> tuple[st
             branches.append(f"SELECT {_CASE_COLUMNS}, '' AS previous_status FROM ({select})")
             continue
         stored = f"sla_cases FINAL WHERE rule IN {bind([p.rule.id for p in group.parts], 'Array(String)')}"
-        if group.scope == "changed":
-            stored += f" AND key IN {bind(group.keys, 'Array(String)')}"
         columns = ", ".join(f"c.{name} AS {name}" for name in _CASE_COLUMNS.split(", "))
+        if group.scope == "changed":
+            # few keys: one read of their stored versions, joined on (rule, key) and compared by hash
+            stored += f" AND key IN {bind(group.keys, 'Array(String)')}"
+            branches.append(f"""
+SELECT {columns}, p.status AS previous_status
+FROM (SELECT *, {_STATE} AS h FROM ({select})) AS c
+LEFT JOIN (SELECT rule, key, status, state_hash FROM {stored}) AS p ON p.rule = c.rule AND p.key = c.key
+WHERE p.state_hash != c.h""")
+            continue
         branches.append(f"""
 SELECT {columns}, p.status AS previous_status
 FROM (SELECT rule, key, status FROM {stored}) AS p

@@ -229,12 +229,31 @@ SLA_ENGINE_COLUMNS = (
 
 SLA_STATE_HASH = "ALTER TABLE sla_cases ADD COLUMN IF NOT EXISTS state_hash UInt64 DEFAULT 0 AFTER source"
 
+# Projections of business_events sorted by the SLA engine's key columns, holding only the columns
+# its case query reads: an incremental run finds the events of its changed keys from a few
+# granules instead of scanning every event (the table is ordered by (source, id)). A
+# ReplacingMergeTree needs `deduplicate_merge_projection_mode` for projections: `rebuild`
+# rebuilds them when a merge drops duplicates. Parts written before the migration have no
+# projection until merged or materialized; ClickHouse reads those parts from the table.
+_SLA_PROJECTION_COLUMNS = "time, type, source, system, customer_id, warehouse"
+SLA_PROJECTIONS = (
+    "ALTER TABLE business_events MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'",
+    "ALTER TABLE business_events ADD PROJECTION IF NOT EXISTS sla_by_order"
+    f" (SELECT order_id, {_SLA_PROJECTION_COLUMNS} ORDER BY order_id)",
+    "ALTER TABLE business_events ADD PROJECTION IF NOT EXISTS sla_by_shipment"
+    f" (SELECT shipment_id, {_SLA_PROJECTION_COLUMNS} ORDER BY shipment_id)",
+    # an incremental run's keys: those of the events received after its watermark
+    "ALTER TABLE business_events ADD PROJECTION IF NOT EXISTS sla_by_received"
+    " (SELECT received_at, order_id, shipment_id ORDER BY received_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "otel tables", (OTEL_TRACES, OTEL_LOGS)),
     Migration(2, "business events and dead letters", (BUSINESS_EVENTS, DEAD_LETTERS)),
     Migration(3, "exceptions, audit trail, SLA cases and runs", (EXCEPTIONS, EXCEPTION_AUDIT, SLA_CASES, SLA_RUNS)),
     Migration(4, "SLA engine bookkeeping: previous status, runs per rule", SLA_ENGINE_COLUMNS),
     Migration(5, "SLA cases: state hash", (SLA_STATE_HASH,)),
+    Migration(6, "business events: projections for the SLA engine (by order, shipment, received_at)", SLA_PROJECTIONS),
 )
 
 _LEDGER = """

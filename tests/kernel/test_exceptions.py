@@ -29,6 +29,8 @@ def test_one_active_exception_per_rule_and_key(store: Store) -> None:
     assert [e.key for e in first] == ["SO-1", "SO-2"]
     assert exceptions.open_many([finding("SO-1")]) == []
     assert set(exceptions.active_by_key("order-release")) == {"SO-1", "SO-2"}
+    assert set(exceptions.active_by_key("order-release", ["SO-2", "SO-9"])) == {"SO-2"}
+    assert exceptions.active_by_key("order-release", []) == {}
     exceptions.resolve(first[0].id, "alice")
     again = exceptions.open_many([finding("SO-1")])
     assert len(again) == 1 and again[0].id != first[0].id  # a new breach after resolution is a new exception
