@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 
+from kernel.api_auth import token_id
+from kernel.model.events import source_covers
 from kernel.settings import IngestSettings
 
 
@@ -17,17 +18,12 @@ class Grant:
     sources: tuple[str, ...]
 
     def allows(self, source: str) -> bool:
-        return any(source == s or source.startswith(s + "/") for s in self.sources)
+        return any(source_covers(s, source) for s in self.sources)
 
     @property
     def primary_source(self) -> str:
         """The source recorded for records that carry none of their own (spans, plain logs)."""
         return self.sources[0] if self.sources else ""
-
-
-def token_id(token: str) -> str:
-    """A stable, non-secret name for a token (kept with dead letters instead of the token)."""
-    return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 class TokenRegistry:

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kernel.model.events import SOURCE_SYSTEMS
+from kernel.model.events import SOURCE_SYSTEMS, source_system
 
 Role = Literal["viewer", "operator", "finance", "admin"]
 
@@ -79,7 +79,7 @@ class IngestSettings(BaseSettings):
             if len(token) < 16:
                 raise ValueError("ingest tokens must be at least 16 characters")
             for source in sources:
-                if source.split("/", 1)[0] not in SOURCE_SYSTEMS:
+                if source_system(source) not in SOURCE_SYSTEMS:
                     raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
         return value
 

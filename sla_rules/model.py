@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kernel.model.events import SOURCE_SYSTEMS, STRING_KEYS
+from kernel.model.events import SOURCE_SYSTEMS, STRING_KEYS, source_system
 
 Kind = Literal["business", "technical"]
 Severity = Literal["low", "medium", "high", "critical"]
@@ -53,7 +53,7 @@ def _check_zone(zone: str) -> str:
 
 
 def _check_source(source: str) -> str:
-    if source.split("/", 1)[0] not in SOURCE_SYSTEMS:
+    if source_system(source) not in SOURCE_SYSTEMS:
         raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
     return source
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from kernel.model.events import SOURCE_SYSTEMS
+from kernel.model.events import SOURCE_SYSTEMS, source_covers, source_system
 from sla_rules.model import Kind, Rule, Severity
 
 INTEGRATION = "integration"
@@ -36,7 +36,7 @@ def _owner_name(value: str) -> str:
 
 
 def _source_name(value: str) -> str:
-    if value.split("/", 1)[0] not in SOURCE_SYSTEMS:
+    if source_system(value) not in SOURCE_SYSTEMS:
         raise ValueError(f"unknown source {value!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
     return value
 
@@ -84,7 +84,7 @@ class RouteMatch(_Strict):
             return False
         if self.severity is not None and rule.severity not in self.severity:
             return False
-        if self.source is not None and not any(_covers(s, data.get("source", "")) for s in self.source):
+        if self.source is not None and not any(source_covers(s, data.get("source", "")) for s in self.source):
             return False
         for name in DATA_FIELDS[1:]:
             wanted: list[str] | None = getattr(self, name)
@@ -159,8 +159,3 @@ class Routing(_Strict):
             if self.owners and route.owner not in self.owners:
                 found.append((("routes", index, "owner"), f"owner {route.owner!r} is not declared under owners:"))
         return found
-
-
-def _covers(wanted: str, source: str) -> bool:
-    """`wms` covers `wms` and `wms/reno`; `wms/reno` covers `wms/reno` and its sub-paths."""
-    return source == wanted or source.startswith(wanted + "/")

@@ -32,6 +32,7 @@ from typing import Any
 
 from kernel.clock import Clock
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
+from kernel.model.events import source_covers, source_system
 from kernel.store import Store
 from kernel.store.base import utc_text
 from sla_rules.model import ErrorRateRule, Rule, SilenceRule
@@ -229,10 +230,10 @@ class TechnicalEngine:
         expected = list(rule.params.sources) or self.expected_sources
         if not expected:
             recent = now - self.seen_within
-            expected = sorted({_system(s) for s, last in last_by_source.items() if last >= recent})
+            expected = sorted({source_system(s) for s, last in last_by_source.items() if last >= recent})
         out: list[Silence] = []
         for source in dict.fromkeys([*expected, *watched]):
-            seen = [last for s, last in last_by_source.items() if _covers(source, s)]
+            seen = [last for s, last in last_by_source.items() if source_covers(source, s)]
             last_seen = max(seen) if seen else None
             silent_for = now - last_seen if last_seen is not None else None
             out.append(Silence(source, last_seen, silent_for, silent_for is None or silent_for >= window))
@@ -275,15 +276,6 @@ class TechnicalEngine:
         opened = self.exceptions.open_many(found)
         resolved = self.exceptions.resolve_many(recovered, RECOVERED, details, actor="engine")
         return opened, resolved, len(opened) + len(resolved)
-
-
-def _system(source: str) -> str:
-    return source.split("/", 1)[0]
-
-
-def _covers(expected: str, source: str) -> bool:
-    """`wms` covers `wms` and `wms/dallas`; `wms/dallas` covers itself and `wms/dallas/dock-2`."""
-    return source == expected or source.startswith(expected + "/")
 
 
 def _parse_utc(text: str) -> datetime:

@@ -214,7 +214,6 @@ def create_app(tower: Tower) -> FastAPI:
     )
     app.state.tower = tower
     app.state.ingest = tower.ingest
-    app.state.collector_settings = tower.settings.collector
     app.state.api_tokens = dict(tower.settings.api.tokens)
     app.state.sla = tower.sla
     app.state.exceptions = tower.exceptions

@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from kernel.model.events import SOURCE_SYSTEMS
+from kernel.model.events import SOURCE_SYSTEMS, source_covers
 from kernel.settings import Settings
 
 
@@ -49,7 +49,7 @@ def token_for(settings: Settings, source: str) -> str | None:
     if not candidates and path.exists():
         candidates = json.loads(path.read_text())["ingest"]
     for token, sources in candidates.items():
-        if any(source == s or source.startswith(s + "/") for s in sources):
+        if any(source_covers(s, source) for s in sources):
             return token
     return None
 

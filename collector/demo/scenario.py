@@ -21,6 +21,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from kernel.clock import Clock
+from kernel.model.events import source_system
 
 # The default rules of DESIGN.md, as the scenario designs around them.
 RELEASE_WITHIN = timedelta(hours=2)
@@ -206,7 +207,7 @@ class DemoEvent:
     @property
     def system(self) -> str:
         """The system part of the source (`wms` for `wms/dallas`)."""
-        return self.source.split("/", 1)[0]
+        return source_system(self.source)
 
     @property
     def traceparent(self) -> str:

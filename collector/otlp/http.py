@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -46,9 +45,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["otlp"])
 
-# The collector settings of each ingest service, recorded when the composition root registers
-# the replayers (the app may also carry them as `app.state.collector_settings`).
-_settings: WeakKeyDictionary[IngestService, CollectorSettings] = WeakKeyDictionary()
 
 Handler = Callable[[bytes, str, IngestService, Grant, CollectorSettings], Message]
 
@@ -80,8 +76,7 @@ _OPENAPI_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def register_replayers(service: IngestService, settings: CollectorSettings) -> None:
-    """Register the OTLP doors' dead-letter replayers (and remember the service's settings)."""
-    _settings[service] = settings
+    """Register the OTLP doors' dead-letter replayers."""
     receiver.register_replayers(service, settings)
 
 
@@ -146,7 +141,7 @@ async def _export(request: Request, handler: Handler) -> Response:
         )
     if kind is None:
         return status_response(415, f"content type {content_type!r} is not supported; use {PROTOBUF} or {JSON}", JSON)
-    settings = _collector_settings(request, service)
+    settings = service.pipeline.settings
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     try:
         raw = await read_raw(request, settings.max_body_bytes)
@@ -183,13 +178,6 @@ def _process(
 ) -> Message:
     body = decompress(raw, encoding, settings.max_decompressed_bytes)
     return handler(body, kind, service, grant, settings)
-
-
-def _collector_settings(request: Request, service: IngestService) -> CollectorSettings:
-    configured = getattr(request.app.state, "collector_settings", None)
-    if isinstance(configured, CollectorSettings):
-        return configured
-    return _settings.get(service) or CollectorSettings()
 
 
 def _encode(message: Message, kind: str) -> bytes:

@@ -52,6 +52,16 @@ _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 _MAX_ID = 256
 
 
+def source_system(source: str) -> str:
+    """The system part of a source: `wms` for `wms/dallas`."""
+    return source.split("/", 1)[0]
+
+
+def source_covers(grant: str, source: str) -> bool:
+    """True when `grant` covers `source`: itself or a path below it (`wms` covers `wms/dallas`)."""
+    return source == grant or source.startswith(grant + "/")
+
+
 class BusinessEvent(BaseModel):
     """One business event, validated."""
 
@@ -69,11 +79,7 @@ class BusinessEvent(BaseModel):
     @property
     def system(self) -> str:
         """The system part of `source` (`wms` for `wms/dallas`)."""
-        return self.source.split("/", 1)[0]
-
-    def source_allowed(self, grants: list[str]) -> bool:
-        """True when one of the token's granted sources covers this event's source."""
-        return any(self.source == g or self.source.startswith(g + "/") for g in grants)
+        return source_system(self.source)
 
     def to_row(self, door: str, received_at: datetime) -> dict[str, Any]:
         """The `business_events` row of this event."""

@@ -59,7 +59,7 @@ def _default(value: Any) -> Any:
 
 def encode_rows(rows: Sequence[Mapping[str, Any]]) -> bytes:
     """Encode rows as one JSON array, which ClickHouse reads with FORMAT JSONEachRow."""
-    return orjson.dumps(list(rows), default=_default)
+    return orjson.dumps(rows if isinstance(rows, list) else list(rows), default=_default)
 
 
 def decode_rows(data: bytes) -> list[Row]:

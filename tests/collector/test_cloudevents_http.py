@@ -10,7 +10,8 @@ import httpx
 import orjson
 import pytest
 
-from collector.auth import TokenRegistry, token_id
+from collector.auth import TokenRegistry
+from kernel.api_auth import token_id
 from kernel.settings import IngestSettings
 from kernel.store.embedded import EmbeddedStore
 from tests.factories import make_event

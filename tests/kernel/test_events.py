@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kernel.model.events import validate_event
+from kernel.model.events import source_covers, validate_event
 from tests.factories import make_event
 
 
@@ -63,5 +63,6 @@ def test_unknown_types_are_accepted_without_required_keys() -> None:
 def test_source_grants_cover_sub_paths() -> None:
     event, _ = validate_event(make_event("shipment.confirmed", source="wms/dallas"))
     assert event is not None
-    assert event.source_allowed(["wms"]) and event.source_allowed(["wms/dallas"])
-    assert not event.source_allowed(["wms/reno"]) and not event.source_allowed(["erp"])
+    assert source_covers("wms", event.source) and source_covers("wms/dallas", event.source)
+    assert not source_covers("wms/reno", event.source) and not source_covers("erp", event.source)
+    assert not source_covers("wms", "wmsx")  # a prefix of the name is not a parent path
