@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 OwnerFor = Callable[[Rule, Mapping[str, str]], str]
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OVERLAP = timedelta(minutes=2)
 SWEEP_EVERY = timedelta(hours=1)
 # An incremental run with more keys to recompute than this evaluates in full instead: the keys travel
@@ -71,6 +72,7 @@ class LastRun:
     watermark: datetime
     rule_hash: str
     last_full: datetime | None
+    cases_total: int = 0
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -119,7 +121,10 @@ class SlaEngine:
             report = EvaluationReport(full=full, evaluated_at=now)
             if not self.rules:
                 return report
-            newest = parse_time(self.store.query(sql.NEWEST_RECEIVED)[0]["at"]) or now
+            rows = self.store.query(sql.NEWEST_RECEIVED)
+            # no event yet: the watermark stays at the epoch, so the next run misses nothing
+            newest = parse_time(rows[0]["at"]) if rows else EPOCH
+            assert newest is not None
             watermark = min(newest, now) - self.overlap
             last = self.last_runs()
             groups, modes = self._plan(full, now, watermark, last)
@@ -129,21 +134,25 @@ class SlaEngine:
             if work:
                 self.store.command(*sql.evaluation(work, now, version))
             shared_ms = (time.perf_counter() - begun) * 1000 / len(self.rules)
-            written = {r["rule"]: int(r["n"]) for r in self.store.query(sql.WRITTEN, {"version": version})}
+            written = {
+                r["rule"]: (int(r["n"]), int(r["new"])) for r in self.store.query(sql.WRITTEN, {"version": version})
+            }
             run_id = str(uuid.uuid4())
             runs: list[dict[str, Any]] = []
             for rule in self.rules:
                 started = time.perf_counter()
-                if modes[rule.id] == "full":
-                    keys[rule.id] = int(self.store.query(sql.CASE_COUNT, {"rule": rule.id})[0]["n"])
                 before = last.get(rule.id)
+                changed, new = written.get(rule.id, (0, 0))
+                total = self._cases_total(rule, before, new)
+                if modes[rule.id] == "full":
+                    keys[rule.id] = total
                 transitions = self.store.query(
                     sql.TRANSITIONS,
                     {"rule": rule.id, "after_version": before.version if before else 0, "version": version},
                 )
                 opened, resolved = self._apply(rule, transitions)
                 part = RuleReport(
-                    cases_changed=written.get(rule.id, 0),
+                    cases_changed=changed,
                     opened=[e.id for e in opened],
                     resolved=[e.id for e in resolved],
                     # the shared statement's time split evenly, plus this rule's own follow-up
@@ -152,7 +161,7 @@ class SlaEngine:
                     keys_evaluated=keys.get(rule.id, 0),
                 )
                 report.add(rule.id, part)
-                runs.append(self._run_row(run_id, rule, part, now, watermark, version))
+                runs.append(self._run_row(run_id, rule, part, now, watermark, version, total))
             self.store.insert("sla_runs", runs)
             report.duration_ms = (time.perf_counter() - begun) * 1000
             return report
@@ -190,8 +199,22 @@ class SlaEngine:
             keys.update((p.rule.id, len(group.keys)) for p in group.parts)
         return keys
 
+    def _cases_total(self, rule: SlaRule, before: LastRun | None, new: int) -> int:
+        """The rule's cases after this run: the last run's total plus the new cases this run wrote. Runs
+        recorded before totals were kept say 0: count once (cases are never removed)."""
+        if before is not None and before.cases_total == 0:
+            return int(self.store.query(sql.CASE_COUNT, {"rule": rule.id})[0]["n"])
+        return (before.cases_total if before else 0) + new
+
     def _run_row(
-        self, run_id: str, rule: SlaRule, part: RuleReport, now: datetime, watermark: datetime, version: int
+        self,
+        run_id: str,
+        rule: SlaRule,
+        part: RuleReport,
+        now: datetime,
+        watermark: datetime,
+        version: int,
+        cases_total: int,
     ) -> dict[str, Any]:
         return {
             "run_id": run_id,
@@ -207,6 +230,7 @@ class SlaEngine:
             "resolved": len(part.resolved),
             "version": version,
             "keys_evaluated": part.keys_evaluated,
+            "cases_total": cases_total,
         }
 
     def last_runs(self) -> dict[str, LastRun]:
@@ -222,6 +246,7 @@ class SlaEngine:
                 watermark=mark,
                 rule_hash=row["last_hash"],
                 last_full=parse_time(row["last_full"]) if int(row["full_runs"]) else None,
+                cases_total=int(row["last_total"]),
             )
         return found
 

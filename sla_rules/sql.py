@@ -231,7 +231,9 @@ def cases(
         start, end = flag(_match(rule.start, bind)), flag(_match(rule.end, bind))
         s, e = agg(f"minIfOrNull(t, {start})"), agg(f"minIfOrNull(t, {end})")
         start_aliases.append(s)
-        src, cust, wh = (agg(f"argMinIf({c}, tk, {start})") for c in ("src", "cust", "wh"))
+        # the first start event's source, customer and warehouse: one aggregate state, not three
+        first_start = agg(f"argMinIf((src, cust, wh), tk, {start})")
+        src, cust, wh = (f"{first_start}.{i}" for i in (1, 2, 3))
         started = f"assumeNotNull({s})"
         if rule.deadline.after is not None:
             due = f"{started} + toIntervalMicrosecond({bind(_micros(rule.deadline.after), 'Int64')})"
@@ -247,10 +249,8 @@ def cases(
                 else:
                     expression = f"JSONExtractString(data, {bind(name, 'String')})"
                     column = extra_columns.setdefault(expression, f"x{len(extra_columns)}")
-                first, fallback = (
-                    agg(f"argMinIf({column}, tk, {start})"),
-                    agg(f"argMinIf({column}, tk, {column} != '')"),
-                )
+                first = {"wh": wh, "cust": cust}.get(column) or agg(f"argMinIf({column}, tk, {start})")
+                fallback = agg(f"argMinIf({column}, tk, {column} != '')")
                 zone_value = f"if({first} != '', {first}, {fallback})"
             due = _cutoff_due(rule, started, zone_value, bind)
         status = [f"{e} IS NOT NULL, if(assumeNotNull({e}) <= due_{i}, 'met', 'late')", f"{at} > due_{i}, 'breached'"]
@@ -368,16 +368,22 @@ WHERE rule = {rule:String} AND version > {after_version:UInt64} AND version <= {
 ORDER BY version, key
 """
 
-WRITTEN = "SELECT rule, count() AS n FROM sla_cases WHERE version = {version:UInt64} GROUP BY rule"
+# The versions a run wrote, per rule: how many, and how many are new cases (no stored state before).
+WRITTEN = """
+SELECT rule, count() AS n, countIf(previous_status = '') AS new
+FROM sla_cases WHERE version = {version:UInt64} GROUP BY rule
+"""
 
 CASE_COUNT = "SELECT count() AS n FROM sla_cases FINAL WHERE rule = {rule:String}"
 
 LAST_RUNS = """
 SELECT rule, max(version) AS last_version, argMax(started_at, version) AS as_of,
     argMax(watermark, version) AS last_watermark, argMax(rule_hash, version) AS last_hash,
+    argMax(cases_total, version) AS last_total,
     maxIf(started_at, mode = 'full') AS last_full, countIf(mode = 'full') AS full_runs
 FROM sla_runs WHERE rule IN {rules:Array(String)}
 GROUP BY rule
 """
 
-NEWEST_RECEIVED = "SELECT max(received_at) AS at FROM business_events"
+# Read in received_at order (the `sla_by_received` projection): the newest row without a scan.
+NEWEST_RECEIVED = "SELECT received_at AS at FROM business_events ORDER BY received_at DESC LIMIT 1"

@@ -247,6 +247,14 @@ SLA_PROJECTIONS = (
     " (SELECT received_at, order_id, shipment_id ORDER BY received_at)",
 )
 
+# A run reads back only the case versions it wrote (its transitions and counts): a minmax index on
+# `version` lets those reads skip every older part instead of scanning every case of the rule.
+# Each run also records how many cases its rules have, so a full run need not count them.
+SLA_VERSION_INDEX = (
+    "ALTER TABLE sla_cases ADD INDEX IF NOT EXISTS version_range version TYPE minmax GRANULARITY 1",
+    "ALTER TABLE sla_runs ADD COLUMN IF NOT EXISTS cases_total UInt64 DEFAULT 0",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "otel tables", (OTEL_TRACES, OTEL_LOGS)),
     Migration(2, "business events and dead letters", (BUSINESS_EVENTS, DEAD_LETTERS)),
@@ -254,6 +262,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "SLA engine bookkeeping: previous status, runs per rule", SLA_ENGINE_COLUMNS),
     Migration(5, "SLA cases: state hash", (SLA_STATE_HASH,)),
     Migration(6, "business events: projections for the SLA engine (by order, shipment, received_at)", SLA_PROJECTIONS),
+    Migration(11, "SLA cases: version index; SLA runs: case totals", SLA_VERSION_INDEX),
 )
 
 _LEDGER = """
