@@ -3,7 +3,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 PY := .venv/bin/python
 
-.PHONY: run demo test lint typecheck pytest clean
+.PHONY: run demo test lint typecheck pytest browser clean
 
 $(UV):
 	python3 -m venv .tools
@@ -28,7 +28,16 @@ lint: .venv/.synced
 typecheck: .venv/.synced
 	.venv/bin/mypy
 
-pytest: .venv/.synced
+# The dashboard's browser test drives Debian's headless Chromium; install it when missing and
+# apt-get can (root, Debian). Elsewhere that one test says it is skipped and why.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+			|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null); \
+	fi
+
+pytest: .venv/.synced browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
