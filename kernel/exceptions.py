@@ -90,7 +90,7 @@ class ExceptionRecord:
 
 @dataclass(frozen=True)
 class ExceptionFilter:
-    """Filters of the exception list; empty fields do not filter."""
+    """Filters of the exception list; empty fields do not filter. `status` "active" is open or acknowledged."""
 
     status: str | None = None
     owner: str | None = None
@@ -99,6 +99,17 @@ class ExceptionFilter:
     key: str | None = None
     customer: str | None = None
     warehouse: str | None = None
+    opened_before: datetime | None = None
+    opened_after: datetime | None = None
+
+
+# Orders of the exception list (`search(order=...)`), each ending on the id so pages never overlap.
+ORDERS: dict[str, str] = {
+    "newest": "opened_at DESC, id",
+    "oldest": "opened_at, id",
+    "due": "due_at, opened_at, id",  # soonest deadline first; none last
+    "severity": "indexOf(['low', 'medium', 'high', 'critical'], toString(severity)) DESC, opened_at DESC, id",
+}
 
 
 class ExceptionStore:
@@ -135,11 +146,13 @@ class ExceptionStore:
         rows = self.store.query(f"SELECT {COLUMNS} FROM exceptions FINAL WHERE {where}", params)
         return {r["key"]: ExceptionRecord.from_row(r) for r in rows}
 
-    def search(self, filters: ExceptionFilter, limit: int = 100, offset: int = 0) -> tuple[list[ExceptionRecord], int]:
-        """A page of exceptions, newest first, and how many match."""
+    def search(
+        self, filters: ExceptionFilter, limit: int = 100, offset: int = 0, order: str = "newest"
+    ) -> tuple[list[ExceptionRecord], int]:
+        """A page of exceptions in `order` (one of ORDERS; newest first by default), and how many match."""
         where, params = _where(filters)
         rows = self.store.query(
-            f"SELECT {COLUMNS} FROM exceptions FINAL {where} ORDER BY opened_at DESC, id"
+            f"SELECT {COLUMNS} FROM exceptions FINAL {where} ORDER BY {ORDERS[order]}"
             " LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
             {**params, "limit": limit, "offset": offset},
         )
@@ -330,9 +343,11 @@ def _active(record: ExceptionRecord, **changes: Any) -> dict[str, Any]:
 def _where(filters: ExceptionFilter) -> tuple[str, dict[str, Any]]:
     clauses: list[str] = []
     params: dict[str, Any] = {}
+    if filters.status == "active":  # open or acknowledged
+        clauses.append("status != 'resolved'")
     for name in ("status", "owner", "rule", "kind", "key"):
         value = getattr(filters, name)
-        if value:
+        if value and not (name == "status" and value == "active"):
             clauses.append(f"{name} = {{{name}:String}}")
             params[name] = value
     if filters.customer:
@@ -341,6 +356,12 @@ def _where(filters: ExceptionFilter) -> tuple[str, dict[str, Any]]:
     if filters.warehouse:
         clauses.append("JSONExtractString(context, 'warehouse') = {warehouse:String}")
         params["warehouse"] = filters.warehouse
+    if filters.opened_before:
+        clauses.append("opened_at < {opened_before:DateTime64(6, 'UTC')}")
+        params["opened_before"] = filters.opened_before
+    if filters.opened_after:
+        clauses.append("opened_at >= {opened_after:DateTime64(6, 'UTC')}")
+        params["opened_after"] = filters.opened_after
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

@@ -21,6 +21,7 @@ from sla_rules.routing import Routing  # re-exported: rules and routing load fro
 
 __all__ = [
     "LoadedRule",
+    "ParamsModels",
     "Problem",
     "RuleFileError",
     "RuleSet",
@@ -99,6 +100,16 @@ class LoadedRule:
 
 
 @dataclass(frozen=True)
+class ParamsModels:
+    """How `params` of reconciliation rules are checked: a pydantic model per `compare` value (the
+    reconcilers' own, handed in by the composition root, since sla_rules does not import them) and the
+    validation context (e.g. the configured pull databases). Problems read `file:line: params.x: message`."""
+
+    models: Mapping[str, type[BaseModel]]
+    context: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class RuleSet:
     """The rules and the routing the tower runs with."""
 
@@ -147,14 +158,19 @@ def load_routing(path: Path) -> Routing:
     return routing
 
 
-def load_rule_set(rules_dir: Path | None = None, routing_file: Path | None = None) -> RuleSet:
+def load_rule_set(
+    rules_dir: Path | None = None, routing_file: Path | None = None, params: ParamsModels | None = None
+) -> RuleSet:
     """Rules and routing (the shipped ones where None), checked together, or one RuleFileError with every problem.
+
+    With `params`, each reconciliation rule's `compare` must name one of its models and `params` must
+    validate against it.
 
     Besides each file on its own: a route naming an unknown rule, and (when the routing file
     declares `owners:`) a rule owner that is not declared.
     """
     problems: list[Problem] = []
-    loaded = _load_folder(rules_dir or default_rules_dir(), problems)
+    loaded = _load_folder(rules_dir or default_rules_dir(), problems, params)
     # With a broken rule file, a route naming its rule is not "unknown": check ids only when all rules load.
     rules_ok = not problems
     routing_path = routing_file or default_routing_file()
@@ -193,7 +209,7 @@ def load_rule_set(rules_dir: Path | None = None, routing_file: Path | None = Non
 # --- rules ------------------------------------------------------------------------------------
 
 
-def _load_folder(folder: Path, problems: list[Problem]) -> list[LoadedRule]:
+def _load_folder(folder: Path, problems: list[Problem], params: ParamsModels | None = None) -> list[LoadedRule]:
     shown = _shown(folder)
     if not folder.is_dir():
         problems.append(Problem(shown, None, "", "not a folder of rule files"))
@@ -222,7 +238,7 @@ def _load_folder(folder: Path, problems: list[Problem]) -> list[LoadedRule]:
                     )
                 else:
                     first[rule_id] = f"{item.file}:{line}"
-            rule = _validate_rule(item.data, item.node, item.file, problems)
+            rule = _validate_rule(item.data, item.node, item.file, problems, params)
             if rule is not None and not duplicate:
                 loaded.append(LoadedRule(rule, item.data, item.file, item.node.start_mark.line + 1, item.node))
     return loaded
@@ -264,7 +280,9 @@ def _items_in_file(path: Path, problems: list[Problem]) -> list[_Item]:
     return [_Item(item, shown, item_node) for item_node, item in zip(node.value, data, strict=True)]
 
 
-def _validate_rule(data: Any, node: yaml.Node | None, shown: str, problems: list[Problem]) -> Rule | None:
+def _validate_rule(
+    data: Any, node: yaml.Node | None, shown: str, problems: list[Problem], params: ParamsModels | None = None
+) -> Rule | None:
     def problem(loc: Loc, message: str) -> None:
         problems.append(Problem(shown, _line_of(node, loc), _field(loc), message))
 
@@ -287,7 +305,22 @@ def _validate_rule(data: Any, node: yaml.Node | None, shown: str, problems: list
         after = rule.deadline.after
         if rule.warning is not None and after is not None and rule.warning >= after:
             problem(("warning",), "the warning window must be shorter than the deadline (deadline.after)")
+    if isinstance(rule, ReconciliationRule) and params is not None:
+        _check_params(rule, params, problem)
     return rule if len(problems) == before else None
+
+
+def _check_params(rule: ReconciliationRule, params: ParamsModels, problem: Callable[[Loc, str], None]) -> None:
+    """A reconciliation rule's `compare` and `params` against the reconcilers' parameter models."""
+    model = params.models.get(rule.compare)
+    if model is None:
+        problem(("compare",), f"unknown reconciler {rule.compare!r}; one of {', '.join(params.models)}")
+        return
+    try:
+        model.model_validate(rule.params, context=dict(params.context or {}))
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            problem(("params", *error["loc"]), _message(model, error))
 
 
 def _rule_model(data: Mapping[str, Any], problem: Callable[[Loc, str], None]) -> RuleModel | None:
@@ -472,7 +505,7 @@ def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
             return []
         annotation = found.model_fields[step].annotation
     current = next(_models_in(annotation), None)
-    return [] if current is None else list(current.model_fields)
+    return [] if current is None else [info.alias or name for name, info in current.model_fields.items()]
 
 
 def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:

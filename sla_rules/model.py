@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -47,8 +48,8 @@ Duration = Annotated[timedelta, Field(description="A duration: 90s, 30m, 2h, 1d.
 def _check_zone(zone: str) -> str:
     try:
         ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {zone!r}") from exc
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name too long for a file name
+        raise ValueError(f"unknown time zone {zone[:100]!r}") from exc
     return zone
 
 
@@ -145,6 +146,43 @@ class Deadline(_Strict):
         return self
 
 
+# ISO 4217: three capital letters.
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+class Penalty(_Strict):
+    """What a customer charges back per breach of an SLA rule: a `fixed` amount and/or a `percent` of the
+    order amount (from the order's first `order.accepted`), in `currency`. Used only by finance reports
+    (an estimate of the chargeback exposure); it never changes how cases are evaluated."""
+
+    fixed: Decimal = Field(Decimal(0), ge=0, max_digits=14, decimal_places=4, description="Amount per breach.")
+    percent: Decimal = Field(
+        Decimal(0), ge=0, le=100, max_digits=7, decimal_places=4, description="Percent of the order amount."
+    )
+    currency: str = Field("USD", description="ISO 4217 code of the penalty (and of the orders it applies to).")
+
+    @field_validator("fixed", "percent", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        # YAML `yes` / `true` would otherwise read as 1; text like "25" is a mistake worth naming too.
+        if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+            raise ValueError(f"expected a number, got {value!r}")
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if not _CURRENCY.match(value):
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code like USD")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> Penalty:
+        if self.fixed == 0 and self.percent == 0:
+            raise ValueError("give `fixed`, `percent` or both (a penalty of nothing is no penalty: remove it)")
+        return self
+
+
 class _RuleBase(_Strict):
     id: str = Field(description="Unique rule id, lowercase with dashes.")
     title: str = Field(min_length=1)
@@ -171,6 +209,9 @@ class SlaRule(_RuleBase):
     end: EventMatch
     deadline: Deadline
     warning: Duration | None = Field(None, description="A pending case is at risk this long before its deadline.")
+    penalty: Penalty | None = Field(
+        None, description="Estimated chargeback per breach, for finance reports; not part of the evaluation."
+    )
 
     @field_validator("key")
     @classmethod

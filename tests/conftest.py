@@ -22,6 +22,18 @@ TABLES = (
     "exception_audit",
     "sla_cases",
     "sla_runs",
+    "alert_outbox",
+    "alert_deliveries",
+    "alert_state",
+    "alert_digests",
+    "alert_silences",
+    "alert_cursors",
+    "slack_interactions",
+    "recon_runs",
+    "recon_state",
+    "replay_requests",
+    "report_deliveries",
+    "tower_leases",
 )
 
 

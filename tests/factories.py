@@ -163,3 +163,39 @@ def rule_mapping(rule_id: str = "release-in-2h", **overrides: Any) -> dict[str, 
     }
     rule.update(overrides)
     return rule
+
+
+def settings_with_every_role(*args: Any, **kwargs: Any) -> Settings:
+    """`make_settings` with one API token per role (viewer, operator, finance, admin)."""
+    settings = make_settings(*args, **kwargs)
+    settings.api.tokens = {
+        f"{role}-{secrets.token_hex(12)}": role for role in ("viewer", "operator", "finance", "admin")
+    }
+    return settings
+
+
+def case_row(
+    rule: str,
+    key: str,
+    started_at: datetime,
+    due_at: datetime,
+    status: str,
+    ended_at: datetime | None = None,
+    customer_id: str = "",
+    warehouse: str = "",
+    version: int = 1,
+) -> dict[str, Any]:
+    """An sla_cases row as the SLA engine stores one (times as stored UTC text)."""
+    return {
+        "rule": rule,
+        "key": key,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "due_at": due_at,
+        "status": status,
+        "customer_id": customer_id,
+        "warehouse": warehouse,
+        "source": "erp",
+        "evaluated_at": due_at,
+        "version": version,
+    }

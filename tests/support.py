@@ -19,6 +19,7 @@ import httpx
 import orjson
 import uvicorn
 
+from kernel.clock import Clock
 from kernel.jobs import SchedulerSettings
 from kernel.settings import Settings
 from kernel.store import Store
@@ -59,11 +60,14 @@ class RunningTower:
 
 
 @contextlib.contextmanager
-def start_in_process(tmp_path: Path, store: Store, **collector: Any) -> Iterator[RunningTower]:
+def start_in_process(
+    tmp_path: Path, store: Store, clock: Clock | None = None, **collector: Any
+) -> Iterator[RunningTower]:
+    """A tower on `store` serving HTTP (and gRPC) on free ports in a thread; `clock` defaults to the system's."""
     http_port, grpc_port = free_port(), free_port()
     settings = make_settings(tmp_path / "data", http_port=http_port, grpc_port=grpc_port, **collector)
     # No scheduled jobs: tests evaluate the rules when they say so, on the clock they choose.
-    tower = build_tower(settings, store=store, scheduler=SchedulerSettings(enabled=False))
+    tower = build_tower(settings, clock=clock, store=store, scheduler=SchedulerSettings(enabled=False))
     app = create_app(tower)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)

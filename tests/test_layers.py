@@ -45,3 +45,24 @@ def test_the_check_catches_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from tower.app import build_tower\nimport collector.service\n")
     assert imported_packages(bad) == {"tower", "collector"}
+
+
+# The dashboard is a client of the HTTP API: no database driver, no store, no tower package.
+STORE_LIBRARIES = {"chdb", "clickhouse_connect", "sqlalchemy"}
+
+
+def test_the_dashboard_never_opens_the_store() -> None:
+    found: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "dashboard").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        names = {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        } | {
+            node.module.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+        }
+        if names & STORE_LIBRARIES:
+            found[str(path.relative_to(ROOT))] = sorted(names & STORE_LIBRARIES)
+    assert found == {}
+    assert (ROOT / "dashboard" / "client.py").is_file()  # its one way to the tower

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
@@ -23,7 +24,7 @@ class DeadLetterPage(BaseModel):
 class ReplayRequest(BaseModel):
     """Which dead letters to replay: the ids given, or every pending one (of a door)."""
 
-    ids: list[str] | None = None
+    ids: list[UUID] | None = None  # dead letter ids are UUIDs: another text is a 422, not a store error
     door: str | None = None
 
 
@@ -51,5 +52,6 @@ def list_dead_letters(
     "/deadletters/replay", summary="Replay dead letters through their door after a fix", description="Roles: admin."
 )
 def replay_dead_letters(_: AdminDep, ingest: IngestDep, body: ReplayRequest) -> ReplayResult:
-    report = ingest.replay(ids=body.ids, door=body.door)
+    ids = [str(i) for i in body.ids] if body.ids is not None else None
+    report = ingest.replay(ids=ids, door=body.door)
     return ReplayResult(replayed=report.replayed, still_failing=report.still_failing)

@@ -3,15 +3,16 @@ scheduled jobs, and wires the HTTP app.
 
 Rules and routing are loaded first, before the store opens: a rule file that does not load stops
 the start with the loader's message (`file:line: field: message`, every problem). The SLA engine
-takes the `sla` rules, the technical engine the `technical` ones (reconciliation rules wait for
-their engines); both share one ExceptionStore and the routing's `owner_for`, and run as one
-SlaService. The scheduler starts with the Tower and stops before the store closes.
+takes the `sla` rules, the technical engine the `technical` ones; both share one ExceptionStore and
+the routing's `owner_for`, and run as one SlaService. The `reconciliation` rules go to the
+ReconcileService (reconcilers/, job `reconcile`), their `params` checked at load time by the
+reconcilers' models. The scheduler starts with the Tower and stops before the store closes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,6 +23,14 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from alerting.dispatcher import INTERVAL_SECONDS as DISPATCH_INTERVAL
+from alerting.dispatcher import NAME as DISPATCH_JOB
+from alerting.dispatcher import Dispatcher, dispatch_job
+from alerting.interactivity import InteractionHandler
+from alerting.outbox import Outbox
+from alerting.policy_settings import AlertingSettings
+from alerting.sender import AlertsSendSettings, SlackSender, send_job
+from alerting.settings import SlackSettings
 from collector.auth import TokenRegistry
 from collector.pipeline import IngestPipeline
 from collector.service import IngestService
@@ -29,14 +38,25 @@ from collector.spool import Spool
 from kernel.clock import Clock, SystemClock
 from kernel.exceptions import ExceptionStore
 from kernel.jobs import JobContext, JobRegistry, JobSettings, SchedulerSettings
+from kernel.lease import LeaseSettings
 from kernel.schema.migrations import migrate
 from kernel.settings import Settings
 from kernel.store import Store, open_store
+from reconcilers.config import PARAMS_MODELS, FindingRule, params_context, rule_config
+from reconcilers.jobs import ReconcileJobSettings, reconcile_job
+from reconcilers.replay import ReplayService, ReplaySettings
+from reconcilers.replay.jobs import register_replay_jobs
+from reconcilers.service import ReconcileService
+from reconcilers.settings import ReconcileSettings
 from sla_rules.engine import SlaEngine
-from sla_rules.loader import RuleSet, load_rule_set
-from sla_rules.model import ErrorRateRule, SilenceRule, SlaRule
+from sla_rules.loader import ParamsModels, Problem, RuleFileError, RuleSet, load_rule_set
+from sla_rules.model import ErrorRateRule, ReconciliationRule, SilenceRule, SlaRule
 from sla_rules.service import SlaService
 from sla_rules.technical import TechnicalEngine
+from tower.reports.monthly import register_finance_report
+from tower.reports.service import BreachReports
+from tower.reports.settings import ReportSettings
+from tower.roles import plan_for, scheduler_lease
 from tower.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -58,15 +78,24 @@ class Tower:
     scheduler: Scheduler
     owns_store: bool = True
     background: list[Any] = field(default_factory=list)
+    replay: ReplayService | None = None
+    outbox: Outbox | None = None  # the alert outbox and delivery log
+    slack_sender: SlackSender | None = None  # delivers the outbox; None when Slack is not configured
+    alerts: Dispatcher | None = None  # exception changes -> outbox messages (runs with or without Slack)
+    slack_interactions: InteractionHandler | None = None  # the Acknowledge / Resolve buttons
+    reconcile: ReconcileService | None = None  # the reconciliation rules (job `reconcile`)
+    role: str = "all"  # tower/roles.py: which doors, routes and jobs this process runs
 
     def start(self) -> None:
-        """Start the writer, the spool drainer, the OTLP/gRPC server and the scheduled jobs."""
+        """Start the writer, the spool drainer, and what the role runs: the OTLP/gRPC server, the scheduled jobs."""
+        plan = plan_for(self.role)
         self.pipeline.start()
-        if self.settings.collector.grpc_port:
+        if plan.doors and self.settings.collector.grpc_port:
             from collector.otlp.grpc_server import start_grpc_server
 
             self.background.append(start_grpc_server(self.ingest, self.settings.collector))
-        self.scheduler.start()
+        if plan.jobs:
+            self.scheduler.start()
 
     def stop(self) -> None:
         """Stop the jobs (a running one finishes), stop accepting, finish what is queued, close the store."""
@@ -101,10 +130,41 @@ class SlaParts:
     sla: SlaService
 
 
-def load_configured_rules(settings: Settings) -> RuleSet:
+def load_configured_rules(settings: Settings, reconcile: ReconcileSettings | None = None) -> RuleSet:
     """The rule files and the routing file the settings name (the shipped ones by default); RuleFileError
-    lists every problem as `file:line: field: message`."""
-    return load_rule_set(settings.sla.rules_dir, settings.sla.routing_file)
+    lists every problem as `file:line: field: message`, reconciliation params included."""
+    return load_rule_set(settings.sla.rules_dir, settings.sla.routing_file, reconcile_params(reconcile))
+
+
+def reconcile_params(reconcile: ReconcileSettings | None = None) -> ParamsModels:
+    """How the loader checks reconciliation params: the reconcilers' models, pulls naming configured databases."""
+    return ParamsModels(PARAMS_MODELS, params_context((reconcile or ReconcileSettings()).sources))
+
+
+def build_reconcile(
+    settings: Settings,
+    store: Store,
+    exceptions: ExceptionStore,
+    clock: Clock,
+    rules: RuleSet,
+    reconcile: ReconcileSettings,
+) -> ReconcileService:
+    """The reconcile service over the enabled reconciliation rules; a finding's owner comes from the routing
+    file as for its rule (routes naming inventory-sync also route its oversell findings)."""
+    found = [r for r in rules.enabled if isinstance(r, ReconciliationRule)]
+    by_id = {r.id: r for r in found}
+    names = list(reconcile.sources)
+    configs = [rule_config(r.id, r.title, r.kind, r.owner, r.severity, r.compare, r.params, names) for r in found]
+
+    def owner_for(finding: FindingRule, data: Mapping[str, str]) -> str:
+        update = {"kind": finding.kind, "owner": finding.owner, "severity": finding.severity}
+        return rules.routing.owner_for(by_id[finding.source_rule].model_copy(update=update), data)
+
+    try:
+        return ReconcileService(store, exceptions, clock, configs, owner_for, reconcile)
+    except ValueError as exc:
+        shown = str(settings.sla.rules_dir or "sla_rules/rules")
+        raise RuleFileError([Problem(shown, None, "params", str(exc))]) from exc
 
 
 def build_sla(settings: Settings, store: Store, clock: Clock, rules: RuleSet | None = None) -> SlaParts:
@@ -153,12 +213,21 @@ def build_tower(
     clock: Clock | None = None,
     store: Store | None = None,
     scheduler: SchedulerSettings | None = None,
+    reconcile: ReconcileSettings | None = None,
+    role: str = "all",
 ) -> Tower:
     """Load the rules, open (and migrate) the store and build the pipeline, services and jobs; nothing is started.
 
-    `scheduler` defaults to TOWER_SCHEDULER_* (tests pass `SchedulerSettings(enabled=False)`).
+    `role` (tower/roles.py) decides what `Tower.start` and `create_app` run; the scheduler runs under the
+    store's lease on the server backend (TOWER_LEASE_*).
+
+    `scheduler` defaults to TOWER_SCHEDULER_* (tests pass `SchedulerSettings(enabled=False)`), `reconcile` to
+    TOWER_RECONCILE_*.
     """
-    rules = load_configured_rules(settings)  # before the store opens: a bad rule file stops the start at once
+    reconcile = reconcile or ReconcileSettings()
+    plan_for(role)  # an unknown role stops here, before anything opens
+    lease_settings = LeaseSettings()  # TOWER_LEASE_*
+    rules = load_configured_rules(settings, reconcile)  # before the store opens: a bad rule file stops the start
     owns_store = store is None
     store = store or open_store(settings.store)
     applied = migrate(store)
@@ -176,6 +245,25 @@ def build_tower(
     parts = build_sla(settings, store, clock, rules)
     jobs = JobRegistry()
     register_jobs(jobs, parts.sla)
+    replay = ReplayService(store, parts.exceptions, clock, ReplaySettings())  # TOWER_REPLAY_*
+    register_replay_jobs(jobs, replay)
+    outbox = Outbox(store, clock)
+    slack = SlackSettings()  # TOWER_SLACK_*
+    slack_sender = SlackSender(outbox, slack, clock) if slack.enabled else None
+    if slack_sender is not None:
+        jobs.add("alerts-send", send_job(slack_sender), settings=AlertsSendSettings)
+    # Alerts are decided and enqueued even without Slack: enabling it later loses nothing (see docs/alerting.md).
+    alerting = AlertingSettings()  # TOWER_ALERTING_*
+    titles = {rule.id: rule.title for rule in parts.rules.rules}
+    alerts = Dispatcher(store, outbox, parts.rules.routing, alerting, clock, titles, slack.dashboard_url)
+    jobs.add(DISPATCH_JOB, dispatch_job(alerts), interval_seconds=DISPATCH_INTERVAL)
+    secret = slack.signing_secret.get_secret_value() if slack.signing_secret else None
+    slack_interactions = InteractionHandler(store, parts.exceptions, clock, alerting, secret)
+    reports = BreachReports(store, clock, parts.rules, ReportSettings())  # TOWER_REPORTS_*
+    uploader = slack_sender if slack_sender is not None and slack_sender.mode == "bot" else None
+    register_finance_report(jobs, reports, store, uploader)  # the monthly finance-report job
+    reconciler = build_reconcile(settings, store, parts.exceptions, clock, parts.rules, reconcile)
+    jobs.add("reconcile", reconcile_job(reconciler), settings=ReconcileJobSettings)
     return Tower(
         settings=settings,
         store=store,
@@ -186,8 +274,21 @@ def build_tower(
         exceptions=parts.exceptions,
         sla=parts.sla,
         jobs=jobs,
-        scheduler=Scheduler(jobs, clock, scheduler),
+        scheduler=Scheduler(
+            jobs,
+            clock,
+            scheduler,
+            lease=scheduler_lease(store, clock, lease_settings),
+            lease_interval_seconds=lease_settings.renew_interval_seconds,
+        ),
         owns_store=owns_store,
+        replay=replay,
+        outbox=outbox,
+        slack_sender=slack_sender,
+        alerts=alerts,
+        slack_interactions=slack_interactions,
+        reconcile=reconciler,
+        role=role,
     )
 
 
@@ -196,6 +297,7 @@ def create_app(tower: Tower) -> FastAPI:
     from collector.events_http import router as events_router
     from collector.otlp.http import router as otlp_router
     from tower.api import router as api_router
+    from tower.http_errors import install_error_handlers
     from tower.routes import router as routes_router
 
     @asynccontextmanager
@@ -212,15 +314,23 @@ def create_app(tower: Tower) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    install_error_handlers(app)
     app.state.tower = tower
     app.state.ingest = tower.ingest
     app.state.api_tokens = dict(tower.settings.api.tokens)
     app.state.sla = tower.sla
     app.state.exceptions = tower.exceptions
-    app.include_router(otlp_router)
-    app.include_router(events_router)
-    app.include_router(api_router)
-    app.include_router(routes_router)
+    app.state.replay = tower.replay
+    app.state.alerts = tower.alerts
+    app.state.slack_interactions = tower.slack_interactions
+    app.state.reconcile = tower.reconcile
+    plan = plan_for(tower.role)
+    if plan.doors:
+        app.include_router(otlp_router)
+        app.include_router(events_router)
+    if plan.api:
+        app.include_router(api_router)
+        app.include_router(routes_router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     def healthz() -> dict[str, str]:
@@ -235,7 +345,10 @@ def create_app(tower: Tower) -> FastAPI:
             "store": {"backend": tower.store.backend, "reachable": store_ok},
             "spool": {"batches": spool_files},
             "queue": {"rows": tower.pipeline.queued_rows},
+            "role": tower.role,
         }
+        if plan.jobs:
+            body["scheduler"] = tower.scheduler.status()
         return JSONResponse(body, status_code=200 if store_ok else 503)
 
     return app

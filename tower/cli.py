@@ -17,7 +17,13 @@ def main() -> None:
 @click.option("--port", type=int, help="HTTP port (TOWER_COLLECTOR_HTTP_PORT).")
 @click.option("--grpc-port", type=int, help="OTLP/gRPC port, 0 to disable (TOWER_COLLECTOR_GRPC_PORT).")
 @click.option("--data-dir", type=click.Path(), help="Data directory (TOWER_STORE_DATA_DIR).")
-def serve(host: str | None, port: int | None, grpc_port: int | None, data_dir: str | None) -> None:
+@click.option(
+    "--role",
+    type=click.Choice(["all", "collector", "scheduler", "api"]),
+    help="What this process runs (TOWER_ROLE, default all): collector = the doors, scheduler = the jobs under"
+    " the store's lease, api = the API. Roles other than all need TOWER_STORE_BACKEND=server.",
+)
+def serve(host: str | None, port: int | None, grpc_port: int | None, data_dir: str | None, role: str | None) -> None:
     """Run the tower: OTLP/HTTP and gRPC, CloudEvents and the API, on the configured store."""
     from pathlib import Path
 
@@ -33,25 +39,33 @@ def serve(host: str | None, port: int | None, grpc_port: int | None, data_dir: s
     if data_dir:
         settings.store.data_dir = Path(data_dir)
     from sla_rules.loader import RuleFileError
+    from tower.roles import RoleError, RoleSettings
 
     try:
-        run(settings)
+        run(settings, role or RoleSettings().role)
     except RuleFileError as exc:
         raise click.ClickException(f"rule files do not load:\n{exc}") from exc
+    except RoleError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
 def migrate() -> None:
-    """Apply schema migrations to the configured store (they also run on every start)."""
+    """Apply schema migrations and the retention settings (TOWER_RETENTION_*) to the configured store (both also
+    run on every start)."""
     from kernel.schema.migrations import migrate as run
+    from kernel.schema.retention import RetentionSettings, apply_retention
     from kernel.store import open_store
 
     store = open_store(Settings().store)
     try:
         applied = run(store)
+        changes = apply_retention(store, RetentionSettings())
     finally:
         store.close()
     click.echo(f"applied {applied}" if applied else "schema is up to date")
+    for change in changes:
+        click.echo(f"retention of {change.table}: {change.before or 'forever'} -> {change.after or 'forever'}")
 
 
 def _register() -> None:
@@ -62,6 +76,25 @@ def _register() -> None:
     main.add_command(demo.demo)
     main.add_command(evaluate.evaluate)
     main.add_command(rules.rules)
+    from tower.commands import replay
+
+    main.add_command(replay.replay)
+    main.add_command(replay.replays)
+    from tower.commands import report
+
+    main.add_command(report.report)
+    from tower.commands import alerts
+
+    main.add_command(alerts.alerts)
+    from tower.commands import silences
+
+    main.add_command(silences.silences)
+    from tower.commands import dashboard
+
+    main.add_command(dashboard.dashboard)
+    from tower.commands import reconcile
+
+    main.add_command(reconcile.reconcile)
 
 
 _register()

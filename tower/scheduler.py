@@ -5,6 +5,11 @@ into one (`coalesce`). Each run is traced as a span (`job.<name>`, tower.telemet
 its error is logged and recorded, never raised: a failing job keeps its schedule and never stops
 the others. Intervals are wall-clock (APScheduler's own timer); what a job computes takes its
 time from the injected clock in its context. Started and stopped with the Tower.
+
+With a lease (kernel/lease.py, the server backend), several schedulers may run against one
+database and only the holder runs jobs: the lease is ticked on start and every renew interval
+(its own timer, never gated), each job run first asks `lease.holds()` and is skipped otherwise,
+and stopping releases the lease so a standby takes over at once.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from kernel.clock import Clock
 from kernel.jobs import Job, JobContext, JobRegistry, JobSettings, SchedulerSettings
+from kernel.lease import LeaseGate
 from tower.telemetry import job_span
 
 log = logging.getLogger(__name__)
@@ -37,15 +43,26 @@ class JobRun:
     ok: bool
     error: str = ""
     result: Any = None
+    skipped: bool = False  # not run: this process does not hold the scheduler lease
 
 
 class Scheduler:
     """Runs a registry's enabled jobs in the background; `run_job` runs one now, the same way."""
 
-    def __init__(self, registry: JobRegistry, clock: Clock, settings: SchedulerSettings | None = None) -> None:
+    def __init__(
+        self,
+        registry: JobRegistry,
+        clock: Clock,
+        settings: SchedulerSettings | None = None,
+        lease: LeaseGate | None = None,
+        lease_interval_seconds: float = 10.0,
+    ) -> None:
         self.registry = registry
         self.clock = clock
         self.settings = settings or SchedulerSettings()
+        self.lease = lease
+        self.lease_interval_seconds = lease_interval_seconds
+        self.skipped = 0  # job runs skipped because another process holds the lease
         self.last_runs: dict[str, JobRun] = {}
         self._runs: dict[str, int] = {}
         self._settings: dict[str, JobSettings] = {}
@@ -74,9 +91,14 @@ class Scheduler:
             return self._settings[job.name]
 
     def run_job(self, name: str) -> JobRun:
-        """Run one job now in this thread: in a span, errors logged and recorded, never raised."""
+        """Run one job now in this thread: in a span, errors logged and recorded, never raised. With a lease,
+        only while this process holds it (otherwise the run is skipped)."""
         job = self.registry.get(name)
         settings = self._job_settings(job)
+        if self.lease is not None and not self._lease_holds():
+            with self._lock:
+                self.skipped += 1
+            return JobRun(name, 0, self.clock.now(), 0.0, ok=True, skipped=True)
         with self._lock:
             run = self._runs[name] = self._runs.get(name, 0) + 1
         context = JobContext(name, settings, self.clock, run, logging.getLogger(f"tower.jobs.{name}"))
@@ -95,6 +117,34 @@ class Scheduler:
             self.last_runs[name] = outcome
             self._ran.notify_all()
         return outcome
+
+    def _lease_holds(self) -> bool:
+        assert self.lease is not None
+        try:
+            return self.lease.holds()
+        except Exception:
+            log.exception("cannot check the scheduler lease; not running jobs until it can be checked")
+            return False
+
+    def tick_lease(self) -> bool:
+        """Renew or try to acquire the lease now (errors logged: the lease then lapses on its own)."""
+        if self.lease is None:
+            return True
+        try:
+            return self.lease.tick()
+        except Exception:
+            log.exception("cannot renew or acquire the scheduler lease")
+            return False
+
+    def status(self) -> dict[str, Any]:
+        """Running or not, the enabled jobs, and the lease as this process sees it."""
+        body: dict[str, Any] = {"running": self.running, "jobs": [job.name for job, _ in self.enabled_jobs()]}
+        if self.lease is not None:
+            try:
+                body["lease"] = self.lease.status()
+            except Exception as exc:
+                body["lease"] = {"held": False, "error": f"{type(exc).__name__}: {exc}"}
+        return body
 
     def runs(self, name: str) -> int:
         """How many runs of `name` have started in this process."""
@@ -118,8 +168,21 @@ class Scheduler:
         # APScheduler logs every run at INFO; our own lines (and job_span) say what matters.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         scheduler = BackgroundScheduler(
-            timezone=UTC, executors={"default": ThreadPoolExecutor(max_workers=len(jobs))}, daemon=True
+            timezone=UTC, executors={"default": ThreadPoolExecutor(max_workers=len(jobs) + 1)}, daemon=True
         )
+        if self.lease is not None:
+            if not self.tick_lease():  # acquire before the first runs, so run_on_start runs them at once
+                log.info("scheduler lease held elsewhere: standing by, jobs run here once it is free")
+            scheduler.add_job(
+                self.tick_lease,
+                "interval",
+                seconds=self.lease_interval_seconds,
+                id="scheduler-lease",
+                name="scheduler-lease",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         for job, settings in jobs:
             extra: dict[str, Any] = {}
             if self.settings.run_on_start:
@@ -145,6 +208,11 @@ class Scheduler:
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             scheduler.shutdown(wait=wait)
+            if self.lease is not None:
+                try:
+                    self.lease.release()
+                except Exception:
+                    log.exception("cannot release the scheduler lease; a standby takes over when it expires")
 
 
 def _ms(began: float) -> float:

@@ -255,6 +255,265 @@ SLA_VERSION_INDEX = (
     "ALTER TABLE sla_runs ADD COLUMN IF NOT EXISTS cases_total UInt64 DEFAULT 0",
 )
 
+# Alert delivery (alerting/outbox.py): the outbox, one state row per message and state change
+# (latest version wins, read with FINAL), and the delivery log, one row per attempt.
+ALERT_OUTBOX = """
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    key String,
+    seq UInt64,
+    channel String,
+    action LowCardinality(String),
+    parent String,
+    exception_id String,
+    text String,
+    blocks String,
+    status LowCardinality(String),
+    attempts UInt32,
+    errors UInt32,
+    in_doubt UInt8,
+    next_at DateTime64(6, 'UTC'),
+    enqueued_at DateTime64(6, 'UTC'),
+    updated_at DateTime64(6, 'UTC'),
+    channel_id String,
+    ts String,
+    error String,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY key
+"""
+
+ALERT_DELIVERIES = """
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    at DateTime64(6, 'UTC'),
+    seq UInt64,
+    key String,
+    exception_id String,
+    channel String,
+    channel_id String,
+    action LowCardinality(String),
+    mode LowCardinality(String),
+    status LowCardinality(String),
+    attempt UInt32,
+    http_status UInt16,
+    error String,
+    note String,
+    ts String,
+    duration_ms Float64
+) ENGINE = MergeTree
+ORDER BY (exception_id, at, seq)
+"""
+
+# Reconciliation runs (reconcilers/runs.py): a row when a run starts and its final version when it ends
+# (status ok or error), latest version wins (FINAL).
+RECON_RUNS = """
+CREATE TABLE IF NOT EXISTS recon_runs (
+    run_id String,
+    rule LowCardinality(String),
+    compare LowCardinality(String),
+    trigger LowCardinality(String),
+    status LowCardinality(String),
+    started_at DateTime64(6, 'UTC'),
+    finished_at Nullable(DateTime64(6, 'UTC')),
+    rows_compared UInt64,
+    findings UInt64,
+    opened UInt64,
+    resolved UInt64,
+    reopened UInt64,
+    duration_ms Float64,
+    error String,
+    details String CODEC(ZSTD(3)),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (rule, run_id)
+"""
+
+# Reconciliation state (reconcilers/loop.py): per finding rule and key, whether it differed at the
+# last run that saw it, since when (the episode of difference a person's resolution is checked
+# against), and the values seen. Only keys that ever differed have a row.
+RECON_STATE = """
+CREATE TABLE IF NOT EXISTS recon_state (
+    rule LowCardinality(String),
+    key String,
+    differs UInt8,
+    since DateTime64(6, 'UTC'),
+    seen_at DateTime64(6, 'UTC'),
+    run_id String,
+    detail String CODEC(ZSTD(3)),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (rule, key)
+"""
+
+# Replay requests (reconcilers/replay): one row per version of a request, latest wins (FINAL). The id
+# is the idempotency key (hash of source, keys and range), so the same replay is never asked twice.
+REPLAY_REQUESTS = """
+CREATE TABLE IF NOT EXISTS replay_requests (
+    id String,
+    exception_ids Array(String),
+    rule LowCardinality(String),
+    source String,
+    webhook_source String,
+    keys Array(String),
+    range_from DateTime64(6, 'UTC'),
+    range_to DateTime64(6, 'UTC'),
+    reason String,
+    status LowCardinality(String),
+    requested_by String,
+    requested_at DateTime64(6, 'UTC'),
+    attempts UInt32,
+    next_attempt_at Nullable(DateTime64(6, 'UTC')),
+    sent_at Nullable(DateTime64(6, 'UTC')),
+    wait_until Nullable(DateTime64(6, 'UTC')),
+    expected_events Nullable(UInt64),
+    closed_at Nullable(DateTime64(6, 'UTC')),
+    body String CODEC(ZSTD(3)),
+    responses String CODEC(ZSTD(3)),
+    detail String,
+    updated_at DateTime64(6, 'UTC'),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY id
+"""
+
+# Alerting policy (alerting/): what was decided for each exception's alert (posted, in a digest,
+# silenced, in a maintenance window, held back by a root cause) with its thread state; digests;
+# silences; the dispatcher's change-feed cursor; and Slack interactions (also the replay guard).
+ALERT_STATE = """
+CREATE TABLE IF NOT EXISTS alert_state (
+    exception_id String,
+    decision LowCardinality(String),
+    reason String,
+    channels Array(String),
+    group_key String,
+    digest_id String,
+    decided_at DateTime64(6, 'UTC'),
+    alerted_at Nullable(DateTime64(6, 'UTC')),
+    notified_at Nullable(DateTime64(6, 'UTC')),
+    repeats UInt32,
+    escalated UInt8,
+    revision UInt32,
+    held UInt32,
+    last_seq UInt64,
+    active UInt8,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY exception_id
+"""
+
+ALERT_DIGESTS = """
+CREATE TABLE IF NOT EXISTS alert_digests (
+    id String,
+    group_key String,
+    owner LowCardinality(String),
+    rule LowCardinality(String),
+    severity LowCardinality(String),
+    channels Array(String),
+    started_at DateTime64(6, 'UTC'),
+    count UInt32,
+    keys Array(String),
+    revision UInt32,
+    notified_at DateTime64(6, 'UTC'),
+    repeats UInt32,
+    escalated UInt8,
+    active UInt8,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY id
+"""
+
+ALERT_SILENCES = """
+CREATE TABLE IF NOT EXISTS alert_silences (
+    id String,
+    matchers String,
+    starts_at DateTime64(6, 'UTC'),
+    ends_at DateTime64(6, 'UTC'),
+    created_by String,
+    comment String,
+    created_at DateTime64(6, 'UTC'),
+    expired_at Nullable(DateTime64(6, 'UTC')),
+    expired_by String,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY id
+"""
+
+ALERT_CURSORS = """
+CREATE TABLE IF NOT EXISTS alert_cursors (
+    name String,
+    seq UInt64,
+    updated_at DateTime64(6, 'UTC'),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY name
+"""
+
+SLACK_INTERACTIONS = """
+CREATE TABLE IF NOT EXISTS slack_interactions (
+    received_at DateTime64(6, 'UTC'),
+    request_ts Int64,
+    signature String,
+    user_id String,
+    operator String,
+    action LowCardinality(String),
+    exception_id String,
+    outcome LowCardinality(String),
+    detail String
+) ENGINE = MergeTree
+ORDER BY (signature, received_at)
+TTL toDateTime(received_at) + INTERVAL 90 DAY
+"""
+
+# Reports posted by scheduled jobs (the monthly finance report): one row per (report, period), so a
+# period is posted once; a re-post writes a new version.
+REPORT_DELIVERIES = """
+CREATE TABLE IF NOT EXISTS report_deliveries (
+    report LowCardinality(String),
+    period String,
+    channel String,
+    channel_id String,
+    ts String,
+    filename String,
+    breaches UInt64,
+    bytes UInt64,
+    posted_at DateTime64(6, 'UTC'),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (report, period)
+"""
+
+# The scheduler lease (kernel/lease.py): one row per version of a (name, term); the newest version of
+# the highest term says who holds it. A claim is inserted with the deduplication token `<name>:<term>`,
+# so of two claims of one term only the first is stored: the window below turns that on for MergeTree.
+TOWER_LEASES = """
+CREATE TABLE IF NOT EXISTS tower_leases (
+    name LowCardinality(String),
+    term UInt64,
+    holder String,
+    claim String,
+    acquired_at DateTime64(6, 'UTC'),
+    renewed_at DateTime64(6, 'UTC'),
+    expires_at DateTime64(6, 'UTC'),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (name, term)
+SETTINGS non_replicated_deduplication_window = 1000
+"""
+
+# Codecs chosen from `python -m bench.size` (docs/operations.md, "Sizing"), per 1,000,000 orders: the span
+# attribute maps take 54 MB less under ZSTD(3) than ZSTD(1) (otel_traces 550 -> 496 MB; types unchanged, they
+# stay the exporter's); sla_cases' keys, customer ids and times take 40 MB less under ZSTD(3) than under a
+# server's default LZ4 (chDB already compresses big merged parts with ZSTD(3), which these now match). A codec
+# change rewrites nothing: new and merged parts use it.
+SIZE_CODECS = (
+    "ALTER TABLE sla_cases MODIFY COLUMN key String CODEC(ZSTD(3))",
+    "ALTER TABLE sla_cases MODIFY COLUMN customer_id String CODEC(ZSTD(3))",
+    "ALTER TABLE sla_cases MODIFY COLUMN started_at DateTime64(6, 'UTC') CODEC(ZSTD(3))",
+    "ALTER TABLE sla_cases MODIFY COLUMN due_at DateTime64(6, 'UTC') CODEC(ZSTD(3))",
+    "ALTER TABLE sla_cases MODIFY COLUMN ended_at Nullable(DateTime64(6, 'UTC')) CODEC(ZSTD(3))",
+    "ALTER TABLE otel_traces MODIFY COLUMN ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(3))",
+    "ALTER TABLE otel_traces MODIFY COLUMN SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(3))",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "otel tables", (OTEL_TRACES, OTEL_LOGS)),
     Migration(2, "business events and dead letters", (BUSINESS_EVENTS, DEAD_LETTERS)),
@@ -262,7 +521,18 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "SLA engine bookkeeping: previous status, runs per rule", SLA_ENGINE_COLUMNS),
     Migration(5, "SLA cases: state hash", (SLA_STATE_HASH,)),
     Migration(6, "business events: projections for the SLA engine (by order, shipment, received_at)", SLA_PROJECTIONS),
+    Migration(7, "alert delivery: outbox and delivery log", (ALERT_OUTBOX, ALERT_DELIVERIES)),
+    Migration(
+        8,
+        "alerting policy: alert state, digests, silences, feed cursor, Slack interactions",
+        (ALERT_STATE, ALERT_DIGESTS, ALERT_SILENCES, ALERT_CURSORS, SLACK_INTERACTIONS),
+    ),
+    Migration(9, "reconcilers: runs and per-key state", (RECON_RUNS, RECON_STATE)),
+    Migration(10, "replay requests", (REPLAY_REQUESTS,)),
     Migration(11, "SLA cases: version index; SLA runs: case totals", SLA_VERSION_INDEX),
+    Migration(12, "report deliveries (monthly finance report)", (REPORT_DELIVERIES,)),
+    Migration(13, "scheduler lease", (TOWER_LEASES,)),
+    Migration(14, "codecs for sla_cases and the span attribute maps (bench/size.py)", SIZE_CODECS),
 )
 
 _LEDGER = """

@@ -111,4 +111,5 @@ def utc_text(value: datetime) -> str:
     """A datetime as ClickHouse's text form in UTC (naive datetimes are taken as UTC)."""
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    # isoformat pads the year to four digits; strftime's %Y does not (year 11 became '11-...', which fails to parse)
+    return value.isoformat(" ", "microseconds")

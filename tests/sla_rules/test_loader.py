@@ -93,9 +93,19 @@ def test_every_shipped_file_loads_into_the_design_defaults() -> None:
     inventory, invoice = rules["inventory-sync"], rules["invoice-match"]
     assert isinstance(inventory, ReconciliationRule) and isinstance(invoice, ReconciliationRule)
     assert (inventory.owner, inventory.compare) == ("warehouse", "inventory")
-    assert inventory.params == {"sources": ["erp", "wms"], "tolerance": 0, "stale_after": "2h"}
+    assert inventory.params == {
+        "sources": ["erp", "wms"],
+        "tolerance": 0,
+        "stale_after": "2h",
+        "oversell": {"source": "ecommerce", "tolerance": 0},
+    }
     assert (invoice.owner, invoice.compare) == ("finance", "invoice")
-    assert invoice.params == {"amount_tolerance_pct": 0.5, "quantity_tolerance": 0}
+    assert invoice.params == {
+        "amount_tolerance_pct": 0.5,
+        "quantity_tolerance": 0,
+        "uninvoiced_after": "7d",
+        "unmatched_after": "2h",
+    }
 
     errors, silence = rules["integration-errors"], rules["source-silence"]
     assert isinstance(errors, ErrorRateRule) and isinstance(silence, SilenceRule)

@@ -112,7 +112,7 @@ def test_the_shipped_routing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert routing.owner_for(rule("ship-cutoff"), {"warehouse": "RNO"}) == "warehouse"
     assert routing.owner_for(rule("asn-sent"), {"warehouse": "RNO"}) == "transportation"
     assert routing.owner_for(rule("integration-errors"), {"warehouse": "RNO"}) == "integration"
-    assert routing.channel_for("warehouse") is None
+    assert routing.channel_for("warehouse") == "#ops-warehouse"
     loaded = load_rule_set()
     assert len(loaded.rules) == len(loaded.enabled) == 8 and loaded.routing == routing
 
@@ -157,7 +157,7 @@ def test_routing_problems_name_line_and_field(tmp_path: Path) -> None:
         "7: routes[2].match.source[0]: unknown source 'sap'; systems are erp, wms, tms, crm, ecommerce, edi, "
         "middleware",
         "7: routes[2].owner: required",
-        "10: routs: unknown field; expected one of owners, routes",
+        "10: routs: unknown field; expected one of owners, routes, alerts",
     ]
 
 

@@ -159,7 +159,7 @@ def test_the_tower_starts_and_stops_the_sla_job(store: EmbeddedStore, tmp_path: 
     clock = FixedClock(AT)
     settings = make_settings(tmp_path / "data")
     tower = build_tower(settings, clock=clock, store=store, scheduler=SchedulerSettings(enabled=True))
-    assert [job.name for job in tower.jobs] == ["sla-evaluate"]
+    assert "sla-evaluate" in tower.jobs  # with the other areas' jobs (replay-send, ...)
     tower.start()
     try:
         assert tower.scheduler.running

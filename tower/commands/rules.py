@@ -55,7 +55,10 @@ def check_command(folder: Path | None, routing_file: Path | None) -> None:
     rules_dir = folder or settings.rules_dir or default_rules_dir()
     routing_path = routing_file or settings.routing_file or default_routing_file()
     try:
-        loaded = load_rule_set(rules_dir, routing_path)
+        # reconciliation params are checked by the reconcilers' models, pulls against TOWER_RECONCILE_SOURCES
+        from tower.app import reconcile_params
+
+        loaded = load_rule_set(rules_dir, routing_path, reconcile_params())
     except RuleFileError as exc:
         for line in exc.lines:
             click.echo(line)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, status
@@ -15,7 +16,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransition
-from tower.routes.deps import ExceptionsDep, StoreDep
+from tower.routes.deps import ClockDep, ExceptionsDep, StoreDep
 from tower.routes.models import ExceptionOut
 from tower.routes.timeline import TimelineEntry, audit_entries, key_timeline
 
@@ -27,6 +28,7 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000)]
+MAX_AGE_HOURS = 100 * 365 * 24  # ages past a century would reach before the store's earliest time (1900)
 
 
 class ExceptionPage(BaseModel):
@@ -78,25 +80,50 @@ def _answers() -> Iterator[None]:
 @router.get(
     "",
     summary="List exceptions, newest first, with filters",
-    description="Roles: viewer, operator, finance, admin.",
+    description="Filters combine (AND); `sort` picks the order. Roles: viewer, operator, finance, admin.",
 )
 def list_exceptions(
     _: ReadDep,
     exceptions: ExceptionsDep,
-    status: Literal["open", "acknowledged", "resolved"] | None = None,
+    clock: ClockDep,
+    status: Annotated[
+        Literal["open", "acknowledged", "resolved", "active"] | None,
+        Query(description="`active` is open or acknowledged."),
+    ] = None,
     owner: str | None = None,
     rule: str | None = None,
     kind: Literal["business", "technical"] | None = None,
     key: str | None = None,
     customer: Annotated[str | None, Query(description="The customer id in the exception's context.")] = None,
     warehouse: Annotated[str | None, Query(description="The warehouse in the exception's context.")] = None,
+    min_age_hours: Annotated[
+        float | None,
+        Query(ge=0, le=MAX_AGE_HOURS, description="Opened at least this many hours ago (the tower's clock)."),
+    ] = None,
+    max_age_hours: Annotated[
+        float | None,
+        Query(ge=0, le=MAX_AGE_HOURS, description="Opened at most this many hours ago (the tower's clock)."),
+    ] = None,
+    sort: Annotated[
+        Literal["newest", "oldest", "due", "severity"],
+        Query(description="newest or oldest opened first, soonest `due` first, or highest severity first."),
+    ] = "newest",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ExceptionPage:
+    now = clock.now()
     filters = ExceptionFilter(
-        status=status, owner=owner, rule=rule, kind=kind, key=key, customer=customer, warehouse=warehouse
+        status=status,
+        owner=owner,
+        rule=rule,
+        kind=kind,
+        key=key,
+        customer=customer,
+        warehouse=warehouse,
+        opened_before=now - timedelta(hours=min_age_hours) if min_age_hours is not None else None,
+        opened_after=now - timedelta(hours=max_age_hours) if max_age_hours is not None else None,
     )
-    items, total = exceptions.search(filters, limit=limit, offset=offset)
+    items, total = exceptions.search(filters, limit=limit, offset=offset, order=sort)
     return ExceptionPage(items=[ExceptionOut.of(r) for r in items], total=total)
 
 

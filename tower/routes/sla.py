@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -37,6 +37,8 @@ To = Annotated[datetime | None, Query(alias="to", description="End of the period
 def period(since: datetime | None, until: datetime | None, clock: Clock, where: str) -> tuple[datetime, datetime]:
     """[since, until) in UTC with the defaults (the last 7 days); 422 unless since < until."""
     end = utc(until) if until else clock.now()
+    if since is None and end - datetime.min.replace(tzinfo=UTC) < DEFAULT_PERIOD:  # the default start: before year 1
+        raise invalid((where, "to"), "`to` is too early for the default period of 7 days")
     start = utc(since) if since else end - DEFAULT_PERIOD
     if start >= end:
         raise invalid((where, "from"), "`from` must be before `to`")

@@ -1,0 +1,340 @@
+"""Slack messages in Block Kit: one message per exception, digests, and the lines of an alert's thread.
+
+An exception's message says what broke (the rule's title), the business key, customer and
+warehouse where known, how late (business) or how long silent / how many errors (technical), the
+owner and the status, links to the exception and its timeline in the dashboard, and the
+Acknowledge and Resolve buttons (action ids ACTION_ACKNOWLEDGE and ACTION_RESOLVE, the exception
+id as value; the interactivity endpoint understands them). Later changes re-render the message
+(chat.update) and add a line in its thread (`change_line`). Text is escaped for mrkdwn and cut to
+Slack's limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from kernel.exceptions import ExceptionRecord
+
+ACTION_ACKNOWLEDGE = "exception_acknowledge"
+ACTION_RESOLVE = "exception_resolve"
+ACTIONS = (ACTION_ACKNOWLEDGE, ACTION_RESOLVE)
+
+_SEVERITY_ICON = {"critical": ":rotating_light:", "high": ":red_circle:", "medium": ":large_orange_circle:"}
+_HEADER_MAX = 150
+_TEXT_MAX = 3000
+_FIELD_MAX = 2000
+
+Block = dict[str, Any]
+
+
+def escape(text: str) -> str:
+    """Text safe inside mrkdwn: &, < and > escaped (Slack's control characters)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def duration_text(value: timedelta) -> str:
+    """A short duration: `45s`, `12m`, `2h05m`, `3d4h`."""
+    seconds = max(0, int(value.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m"
+    return f"{secs}s"
+
+
+def _utc(text: str | None) -> datetime | None:
+    return None if not text else datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _clock(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def mention(oncall: str | None) -> str:
+    """The mention of an on-call user group (`<!subteam^ID>`), `<!here>` when none is configured."""
+    return f"<!subteam^{oncall}>" if oncall else "<!here>"
+
+
+@dataclass(frozen=True)
+class Links:
+    """Dashboard links of an exception."""
+
+    dashboard_url: str
+
+    def exception(self, record: ExceptionRecord) -> str:
+        """The exception in the dashboard's queue."""
+        return f"{self.dashboard_url.rstrip('/')}/queue?exception={quote(record.id, safe='')}"
+
+    def timeline(self, record: ExceptionRecord) -> str:
+        """The business key's timeline in the dashboard."""
+        return f"{self.dashboard_url.rstrip('/')}/timeline?key={quote(record.key, safe='')}"
+
+    def queue(self, owner: str, rule: str) -> str:
+        """The open exceptions of one owner and rule."""
+        query = urlencode({"owner": owner, "rule": rule, "status": "open"})
+        return f"{self.dashboard_url.rstrip('/')}/queue?{query}"
+
+
+@dataclass(frozen=True)
+class AlertView:
+    """What an exception's message shows besides the exception itself."""
+
+    title: str  # the rule's title
+    links: Links
+    now: datetime
+    held: int = 0  # business exceptions this technical exception holds back
+    escalated_to: str | None = None  # the mention, once escalated
+    note: str = ""  # e.g. why it comes late (held back by a root cause, silenced)
+
+
+def _lateness(record: ExceptionRecord, now: datetime) -> tuple[str, str] | None:
+    """(label, value) saying how late or how long silent, or the error figures; None when nothing applies."""
+    context = record.context
+    if record.rule == "integration-errors" or ("errors" in context and "spans" in context):
+        ratio = float(context.get("ratio") or 0)
+        window = context.get("window") or ""
+        return "Errors", f"{context.get('errors')} of {context.get('spans')} spans ({ratio:.0%}) in {window}".strip()
+    if "last_seen" in context or "silent_for" in context:
+        last_seen = context.get("last_seen")
+        if last_seen:
+            seen = datetime.fromisoformat(str(last_seen).replace("Z", "+00:00"))
+            end = _utc(record.resolved_at) or now
+            return "Silent for", f"{duration_text(end - seen)} (last seen {_clock(seen)})"
+        return "Silent for", str(context.get("silent_for") or "unknown")
+    due = _utc(record.due_at)
+    if due is None:
+        return None
+    if record.status == "resolved":
+        return "Due", _clock(due)
+    if now >= due:
+        return "Late by", f"{duration_text(now - due)} (due {_clock(due)})"
+    return "Due in", f"{duration_text(due - now)} ({_clock(due)})"
+
+
+def _status(record: ExceptionRecord) -> str:
+    if record.status == "resolved":
+        return f"Resolved ({record.resolution})" if record.resolution else "Resolved"
+    status = "Acknowledged" if record.status == "acknowledged" else "Open"
+    return f"{status}, assigned to {record.assignee}" if record.assignee else status
+
+
+def _field(label: str, value: str) -> Block:
+    return {"type": "mrkdwn", "text": _cut(f"*{escape(label)}*\n{escape(value)}", _FIELD_MAX)}
+
+
+def notification_text(record: ExceptionRecord, title: str) -> str:
+    """The plain text of an exception's message (notifications, clients without blocks)."""
+    prefix = "Resolved: " if record.status == "resolved" else f"[{record.severity}] "
+    return escape(f"{prefix}{title}: {record.key} ({record.owner})")
+
+
+def exception_blocks(record: ExceptionRecord, view: AlertView) -> list[Block]:
+    """The Block Kit blocks of an exception's message, for its current state."""
+    resolved = record.status == "resolved"
+    icon = ":white_check_mark:" if resolved else _SEVERITY_ICON.get(record.severity, ":white_circle:")
+    fields = [_field("Key", record.key)]
+    context = record.context
+    if context.get("customer_id"):
+        fields.append(_field("Customer", str(context["customer_id"])))
+    if context.get("warehouse"):
+        fields.append(_field("Warehouse", str(context["warehouse"])))
+    if context.get("service"):
+        fields.append(_field("Service", f"{context['service']} / {context.get('span_name', '')}"))
+    elif record.kind == "technical" and context.get("source"):
+        fields.append(_field("Source", str(context["source"])))
+    late = _lateness(record, view.now)
+    if late is not None:
+        fields.append(_field(*late))
+    fields.append(_field("Owner", record.owner))
+    fields.append(_field("Severity", record.severity))
+    fields.append(_field("Status", _status(record)))
+    blocks: list[Block] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(f"{view.title}", _HEADER_MAX), "emoji": True}},
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": _cut(f"{icon} *{escape(record.rule)}* · {escape(record.kind)} exception", _TEXT_MAX),
+            },
+            "fields": fields[:10],
+        },
+    ]
+    if view.held:
+        noun = "exception" if view.held == 1 else "exceptions"
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": f":pause_button: Holding back *{view.held}* business {noun} this failure explains; "
+                    "those still open when it resolves are alerted then.",
+                },
+            }
+        )
+    if view.note:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(view.note, _TEXT_MAX)}})
+    links = view.links
+    blocks.append(
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"<{links.exception(record)}|Open in the dashboard> · <{links.timeline(record)}|Timeline>",
+            },
+        }
+    )
+    opened = _utc(record.opened_at)
+    facts = [f"Opened {_clock(opened)}" if opened else "", f"exception {record.id}"]
+    if view.escalated_to:
+        facts.append(f"escalated to {view.escalated_to}")
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(f for f in facts if f)}]})
+    if not resolved:
+        buttons: list[Block] = []
+        if record.status == "open":
+            buttons.append(
+                {
+                    "type": "button",
+                    "action_id": ACTION_ACKNOWLEDGE,
+                    "text": {"type": "plain_text", "text": "Acknowledge"},
+                    "style": "primary",
+                    "value": record.id,
+                }
+            )
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": ACTION_RESOLVE,
+                "text": {"type": "plain_text", "text": "Resolve"},
+                "style": "danger",
+                "value": record.id,
+                "confirm": {
+                    "title": {"type": "plain_text", "text": "Resolve this exception?"},
+                    "text": {"type": "mrkdwn", "text": f"*{escape(record.key)}* will be resolved as fixed."},
+                    "confirm": {"type": "plain_text", "text": "Resolve"},
+                    "deny": {"type": "plain_text", "text": "Cancel"},
+                },
+            }
+        )
+        blocks.append({"type": "actions", "block_id": f"exception:{record.id}"[:255], "elements": buttons})
+    return blocks
+
+
+@dataclass(frozen=True)
+class DigestView:
+    """What a digest says: a burst of one owner and rule."""
+
+    owner: str
+    rule: str
+    title: str
+    severity: str
+    count: int
+    keys: Sequence[str]
+    started_at: datetime
+    window: timedelta
+    threshold: int
+
+
+def digest_text(view: DigestView) -> str:
+    """The plain text of a digest."""
+    return escape(f"[{view.severity}] {view.count} × {view.title} ({view.owner})")
+
+
+def digest_blocks(view: DigestView, links: Links) -> list[Block]:
+    """The Block Kit blocks of a digest: counts, the first keys, a link to the filtered list."""
+    shown = ", ".join(escape(k) for k in view.keys)
+    more = view.count - len(view.keys)
+    if more > 0:
+        shown += f" and {more} more"
+    icon = _SEVERITY_ICON.get(view.severity, ":white_circle:")
+    return [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _cut(f"{view.count} × {view.title}", _HEADER_MAX), "emoji": True},
+        },
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": _cut(
+                    f"{icon} *{view.count}* exceptions of *{escape(view.rule)}* for *{escape(view.owner)}* "
+                    f"since {_clock(view.started_at)} ({escape(view.severity)}).\nFirst keys: {shown}",
+                    _TEXT_MAX,
+                ),
+            },
+        },
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"<{links.queue(view.owner, view.rule)}|Open the list in the dashboard>",
+            },
+        },
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"Grouped: more than {view.threshold} within {duration_text(view.window)}. "
+                    "Acknowledge and resolve them in the dashboard.",
+                }
+            ],
+        },
+    ]
+
+
+def change_line(action: str, actor: str, detail: Mapping[str, Any], record: ExceptionRecord) -> str | None:
+    """The thread line for one change of the audit trail; None for changes not worth a line."""
+    who = escape(actor)
+    if action == "acknowledged":
+        return f":eyes: Acknowledged by {who}."
+    if action == "assigned":
+        assignee = str(detail.get("assignee") or "")
+        return f":bust_in_silhouette: Assigned to {escape(assignee)} by {who}." if assignee else f"Unassigned by {who}."
+    if action == "note":
+        return f":memo: {who}: {escape(str(detail.get('text', '')))}"
+    if action == "reopened":
+        return f":arrows_counterclockwise: Reopened by {who}: {escape(str(detail.get('reason', '')))}"
+    if action == "resolved":
+        return resolution_line(actor, detail)
+    return None
+
+
+def resolution_line(actor: str, detail: Mapping[str, Any]) -> str:
+    """How an exception was resolved: by a person (resolution, note), by a late event, or by recovery."""
+    resolution = str(detail.get("resolution") or "fixed")
+    if resolution == "late":
+        hours = detail.get("hours_late")
+        late = f" {duration_text(timedelta(hours=float(hours)))} after the deadline" if hours is not None else ""
+        return f":white_check_mark: Resolved: the awaited event arrived{late}."
+    if resolution == "met":
+        return ":white_check_mark: Resolved: the awaited event arrived in time."
+    if resolution == "recovered":
+        return ":white_check_mark: Resolved: recovered."
+    if resolution == "deadline-moved":
+        return ":white_check_mark: Resolved: the deadline moved later."
+    note = str(detail.get("note") or "")
+    line = f":white_check_mark: Resolved by {escape(actor)} ({escape(resolution)})"
+    return line + (f": {escape(note)}" if note else ".")
+
+
+def repeat_line(severity: str, unacknowledged_for: timedelta) -> str:
+    """A re-notification in the thread."""
+    return f":bell: Still not acknowledged after {duration_text(unacknowledged_for)} ({escape(severity)})."
+
+
+def escalation_line(oncall: str | None, timeout: timedelta) -> str:
+    """The escalation line, mentioning the on-call group."""
+    return f":rotating_light: {mention(oncall)} not acknowledged within {duration_text(timeout)}: escalated."

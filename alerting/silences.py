@@ -1,0 +1,212 @@
+"""Silences: matchers with a start and an end, created by people (API or CLI) to mute known trouble.
+
+An exception whose alert would be sent while a silence matches it is not posted; alerting
+records the silence's id as the reason (alert_state). When the silence ends or is expired while
+the exception is still open, the exception is alerted then. Matchers are those of the routing
+file's `match` (kernel.routing.ExceptionMatch: rule, kind, severity, owner, key, source and the
+data fields, service, span_name); all must hold, a value list means any of them, and a silence
+must have at least one matcher (an empty one would mute everything).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+
+from alerting.outbox import versions
+from alerting.state import parse_utc
+from kernel.clock import Clock
+from kernel.routing import ExceptionMatch
+from kernel.store import Store
+from kernel.store.base import utc_text
+
+SilenceStatus = Literal["pending", "active", "expired"]
+_COLUMNS = "id, matchers, starts_at, ends_at, created_by, comment, created_at, expired_at, expired_by"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class SilenceNotFound(Exception):
+    """No silence has that id."""
+
+
+class InvalidSilence(ValueError):
+    """The silence asked for cannot be created (no matchers, ends before it starts, ...)."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `30m`, `2h`, `1d`, `1w` as a timedelta; ValueError otherwise."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration like 30m, 2h, 1d or 1w")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+@dataclass(frozen=True)
+class Silence:
+    """One silence: what it matches, when, who made it and why."""
+
+    id: str
+    matchers: ExceptionMatch
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str
+    created_at: datetime
+    expired_at: datetime | None = None
+    expired_by: str = ""
+
+    def status(self, now: datetime) -> SilenceStatus:
+        """`pending` before it starts, `active` while it holds, `expired` after its end or once expired."""
+        if self.expired_at is not None or now >= self.ends_at:
+            return "expired"
+        return "pending" if now < self.starts_at else "active"
+
+    def matches(self, values: Mapping[str, Any]) -> bool:
+        """Whether its matchers hold for an exception's values."""
+        return self.matchers.holds(values)
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        """The silence as the API shows it (times as aware datetimes)."""
+        return {
+            "id": self.id,
+            "matchers": self.matchers.model_dump(exclude_none=True),
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "created_by": self.created_by,
+            "comment": self.comment,
+            "created_at": self.created_at,
+            "expired_at": self.expired_at,
+            "expired_by": self.expired_by,
+            "status": self.status(now),
+        }
+
+
+def _silence(row: dict[str, Any]) -> Silence:
+    starts, ends, created = parse_utc(row["starts_at"]), parse_utc(row["ends_at"]), parse_utc(row["created_at"])
+    assert starts is not None and ends is not None and created is not None
+    return Silence(
+        id=row["id"],
+        matchers=ExceptionMatch.model_validate(orjson.loads(row["matchers"])),
+        starts_at=starts,
+        ends_at=ends,
+        created_by=row["created_by"],
+        comment=row["comment"],
+        created_at=created,
+        expired_at=parse_utc(row["expired_at"]),
+        expired_by=row["expired_by"],
+    )
+
+
+class SilenceStore:
+    """Creates, lists and expires silences in the store (`alert_silences`)."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def create(
+        self,
+        matchers: ExceptionMatch,
+        *,
+        created_by: str,
+        comment: str,
+        ends_at: datetime | None = None,
+        duration: timedelta | None = None,
+        starts_at: datetime | None = None,
+    ) -> Silence:
+        """A new silence from `starts_at` (default now) to `ends_at` or for `duration`; InvalidSilence when
+        it has no matchers, no end, or ends before it starts or in the past."""
+        now = self.clock.now()
+        if matchers.is_empty():
+            raise InvalidSilence("a silence needs at least one matcher (an empty one would silence everything)")
+        if (ends_at is None) == (duration is None):
+            raise InvalidSilence("give either an end time or a duration")
+        start = starts_at or now
+        end = ends_at if ends_at is not None else start + (duration or timedelta(0))
+        if end <= start:
+            raise InvalidSilence("the silence ends before it starts")
+        if end <= now:
+            raise InvalidSilence("the silence would already be over")
+        if not comment.strip():
+            raise InvalidSilence("say why: a silence needs a comment")
+        silence = Silence(
+            id=str(uuid.uuid4()),
+            matchers=matchers,
+            starts_at=start,
+            ends_at=end,
+            created_by=created_by,
+            comment=comment.strip(),
+            created_at=now,
+        )
+        self._write(silence)
+        return silence
+
+    def get(self, silence_id: str) -> Silence:
+        """One silence; SilenceNotFound when there is none with that id."""
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM alert_silences FINAL WHERE id = {{id:String}}", {"id": silence_id}
+        )
+        if not rows:
+            raise SilenceNotFound(silence_id)
+        return _silence(rows[0])
+
+    def search(self, status: SilenceStatus | None = None, limit: int = 500) -> list[Silence]:
+        """Silences, latest ending first; only those in `status` when given."""
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM alert_silences FINAL ORDER BY ends_at DESC, id LIMIT {{limit:UInt32}}",
+            {"limit": limit if status is None else 100_000},
+        )
+        now = self.clock.now()
+        found = [_silence(r) for r in rows]
+        if status is not None:
+            found = [s for s in found if s.status(now) == status][:limit]
+        return found
+
+    def active(self) -> list[Silence]:
+        """The silences in force now."""
+        now = self.clock.now()
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM alert_silences FINAL WHERE expired_at IS NULL"
+            " AND starts_at <= {now:DateTime64(6, 'UTC')} AND ends_at > {now:DateTime64(6, 'UTC')}"
+            " ORDER BY created_at, id",
+            {"now": now},
+        )
+        return [_silence(r) for r in rows]
+
+    def expire(self, silence_id: str, actor: str) -> Silence:
+        """End a silence now (an expired one stays as it was); SilenceNotFound for an unknown id."""
+        with self._lock:
+            silence = self.get(silence_id)
+            if silence.status(self.clock.now()) == "expired":
+                return silence
+            expired = Silence(**{**silence.__dict__, "expired_at": self.clock.now(), "expired_by": actor})
+            self._write(expired)
+            return expired
+
+    def _write(self, silence: Silence) -> None:
+        self.store.insert(
+            "alert_silences",
+            [
+                {
+                    "id": silence.id,
+                    "matchers": orjson.dumps(silence.matchers.model_dump(exclude_none=True)).decode(),
+                    "starts_at": utc_text(silence.starts_at),
+                    "ends_at": utc_text(silence.ends_at),
+                    "created_by": silence.created_by,
+                    "comment": silence.comment,
+                    "created_at": utc_text(silence.created_at),
+                    "expired_at": utc_text(silence.expired_at) if silence.expired_at else None,
+                    "expired_by": silence.expired_by,
+                    "version": versions.next(),
+                }
+            ],
+        )

@@ -1,0 +1,27 @@
+"""The dashboard's settings (TOWER_DASHBOARD_*): where the tower's API is, the sign-in token, caching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DashboardSettings(BaseSettings):
+    """How the dashboard reaches the tower. It holds no data of its own: everything comes from the API."""
+
+    model_config = SettingsConfigDict(env_prefix="TOWER_DASHBOARD_")
+
+    api_url: str = Field("http://127.0.0.1:4318", description="Base URL of the tower's HTTP API.")
+    token: SecretStr | None = Field(
+        None,
+        description="An API token to sign in with on start (any role). No default: without one, each visitor "
+        "signs in with a token in the sidebar, and sees nothing before.",
+    )
+    cache_ttl_seconds: float = Field(10.0, gt=0, description="How long an API answer is reused before asking again.")
+    timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one API call.")
+    page_size: int = Field(50, ge=10, le=1000, description="Exceptions per page of the queue.")
+    state_dir: Path = Field(
+        Path("var/dashboard"), description="Where the dashboard remembers each token's last visit (what changed)."
+    )

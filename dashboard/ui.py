@@ -1,0 +1,384 @@
+"""Rendering the pages share: sign-in state, readable API errors, times, tables, the timeline chart and the
+exception panel (its timeline, audit trail, Slack delivery, evidence and the actions the role may take).
+
+Everything here reads and changes data through `dashboard.client` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard.client import ApiError, TowerApi, session_api
+
+T = TypeVar("T")
+IDENTITY_KEY = "identity"
+FLASH_KEY = "flash"
+RESOLUTIONS = ("fixed", "false_positive", "duplicate", "wont_fix")
+SEVERITY_ORDER = ("critical", "high", "medium", "low")
+SEVERITY_COLORS = ("#b71c1c", "#ef6c00", "#f9a825", "#90a4ae")
+SEVERITY_BADGES = {"critical": "red", "high": "orange", "medium": "blue", "low": "gray"}
+STATUS_BADGES = {"open": "red", "acknowledged": "orange", "resolved": "green"}
+
+
+def signed_in() -> tuple[TowerApi, dict[str, Any]]:
+    """The session's API and identity; stops the page when nobody is signed in (app.py signs in first)."""
+    api = session_api()
+    identity = st.session_state.get(IDENTITY_KEY)
+    if api is None or not isinstance(identity, dict):
+        st.info("Sign in with an API token in the sidebar to see the control tower.")
+        st.stop()
+    return api, identity
+
+
+def fetch(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """`call(*args, **kwargs)`, or None after showing the API's error as a readable message."""
+    try:
+        return call(*args, **kwargs)
+    except ApiError as exc:
+        st.error(exc.message)
+        return None
+
+
+def flash(message: str) -> None:
+    """Show `message` once, on the next run of the page (after a change and its rerun)."""
+    st.session_state[FLASH_KEY] = message
+
+
+def show_flash() -> None:
+    """Show (and forget) the message a change left."""
+    message = st.session_state.pop(FLASH_KEY, None)
+    if message:
+        st.success(message)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An API time (RFC 3339) as an aware datetime; None for empty values."""
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def when(value: Any) -> str:
+    """A time as `2026-11-04 15:30 UTC`; an em dash for none."""
+    at = parse_time(value)
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if at else "—"
+
+
+def duration_text(hours: float) -> str:
+    """Hours as `2 d 3 h`, `3 h 20 min` or `12 min`."""
+    minutes = round(abs(hours) * 60)
+    days, rest = divmod(minutes, 24 * 60)
+    h, m = divmod(rest, 60)
+    if days:
+        return f"{days} d {h} h"
+    return f"{h} h {m} min" if h else f"{m} min"
+
+
+def ago(value: Any, now: Any) -> str:
+    """How long before `now` a time was: `3 h 20 min ago` (or `in 12 min` for a future time)."""
+    at, reference = parse_time(value), parse_time(now)
+    if at is None or reference is None:
+        return "—"
+    hours = (reference - at).total_seconds() / 3600
+    return f"{duration_text(hours)} ago" if hours >= 0 else f"in {duration_text(hours)}"
+
+
+def percent(value: Any) -> str:
+    """A share as `97.5 %`; an em dash for none."""
+    return "—" if value is None else f"{float(value) * 100:.1f} %"
+
+
+def table(rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str]) -> pd.DataFrame:
+    """The rows' `columns` (API field -> heading) as a DataFrame, in that order."""
+    data = [{heading: row.get(name) for name, heading in columns.items()} for row in rows]
+    return pd.DataFrame(data, columns=list(columns.values()))
+
+
+def flat(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows with nested objects spread into dotted columns (`erp.quantity`, `wms.quantity`): side by side."""
+    listed = [dict(row) for row in rows]
+    return pd.json_normalize(listed) if listed else pd.DataFrame()
+
+
+def known_columns(rows: list[dict[str, Any]], columns: Mapping[str, str]) -> pd.DataFrame:
+    """`table` of the `columns` the rows have (times shown as text); every field spread out when they have none."""
+    present = {name: heading for name, heading in columns.items() if rows and name in rows[0]}
+    if not present:
+        return flat(rows)
+    times = {name for name in present if name.endswith("_at") or name == "at"}
+    return table([{**row, **{name: when(row.get(name)) for name in times}} for row in rows], present)
+
+
+def side_by_side(findings: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Reconciliation findings, one row each, with every system's values in its own columns (`erp · quantity`)."""
+    rows: list[dict[str, Any]] = []
+    for finding in findings:
+        check = finding.get("check", "")
+        row: dict[str, Any] = {
+            "key": finding.get("key", ""),
+            "rule": finding.get("rule", ""),
+            "check": ", ".join(check) if isinstance(check, list) else check,
+            "status": finding.get("status", ""),
+            "opened": when(finding.get("opened_at")),
+        }
+        for side in finding.get("sides") or []:
+            name = str(side.get("name", "?"))
+            for field, value in side.items():
+                if field != "name":
+                    row[f"{name} · {field}"] = value if isinstance(value, (int, float, str)) else str(value)
+        row["summary"] = finding.get("summary", "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# The exception panel ---------------------------------------------------------------------------------
+
+
+def timeline_chart(entries: list[dict[str, Any]], due: Any = None) -> alt.LayerChart | alt.Chart:
+    """Events, spans and changes on one time axis (UTC), one row per system; a red rule at the deadline `due`."""
+    data = pd.DataFrame(
+        [
+            {
+                "at": parse_time(e["at"]),
+                "when": when(e["at"]),
+                "system": e.get("system", ""),
+                "kind": e.get("kind", ""),
+                "name": e.get("name", ""),
+                "status": e.get("status") or "",
+                "actor": e.get("actor") or "",
+            }
+            for e in entries
+        ]
+    )
+    kinds = alt.Scale(domain=["event", "span", "audit"])
+    x = alt.X("at:T", title="time (UTC)", scale=alt.Scale(type="utc"), axis=alt.Axis(format="%d %b %H:%M"))
+    points: alt.Chart = (
+        alt.Chart(data)
+        .mark_point(size=140, filled=True)
+        .encode(
+            x=x,
+            y=alt.Y("system:N", title=None),
+            color=alt.Color("kind:N", title="what", scale=kinds),
+            shape=alt.Shape("kind:N", scale=kinds),
+            tooltip=["when:N", "system:N", "kind:N", "name:N", "status:N", "actor:N"],
+        )
+        .properties(height=max(160, 42 * data["system"].nunique()))
+    )
+    deadline = parse_time(due)
+    if deadline is None:
+        return points
+    rule: alt.Chart = (
+        alt.Chart(pd.DataFrame([{"at": deadline, "when": when(deadline)}]))
+        .mark_rule(color="#b71c1c", strokeDash=[6, 4])
+        .encode(x=x, tooltip=[alt.Tooltip("when:N", title="due")])
+    )
+    return alt.LayerChart(layer=[points, rule])
+
+
+def timeline_section(entries: list[dict[str, Any]], truncated: bool, due: Any = None) -> None:
+    """The chart and the table of a timeline (with the deadline `due`, when there is one)."""
+    if not entries:
+        st.info("No event, span or change is known for this key.")
+        return
+    st.altair_chart(timeline_chart(entries, due), width="stretch")
+    if truncated:
+        st.warning("This key has more events or spans than the timeline shows; the oldest are listed.")
+    st.dataframe(
+        table(
+            [
+                {
+                    **e,
+                    "at": when(e["at"]),
+                    "status": e.get("status") or "",
+                    "actor": e.get("actor") or "",
+                    "ids": ", ".join(f"{k}={v}" for k, v in e.get("ids", {}).items()),
+                }
+                for e in entries
+            ],
+            {
+                "at": "when",
+                "kind": "what",
+                "system": "system",
+                "name": "name",
+                "status": "status",
+                "actor": "by",
+                "ids": "ids",
+            },
+        ),
+        hide_index=True,
+    )
+
+
+def exception_summary(detail: Mapping[str, Any], now: Any) -> None:
+    """Status, owner, severity, assignee and times of an exception."""
+    status, severity = detail["status"], detail["severity"]
+    st.markdown(
+        f"**Status** :{STATUS_BADGES.get(status, 'gray')}-badge[{status}] · "
+        f"**Severity** :{SEVERITY_BADGES.get(severity, 'gray')}-badge[{severity}] · "
+        f"**Owner** {detail['owner']} · **Assignee** {detail.get('assignee') or 'nobody'}"
+    )
+    due = parse_time(detail.get("due_at"))
+    late = ""
+    reference = parse_time(detail.get("resolved_at")) or parse_time(now)
+    if due and reference and reference > due:
+        late = f" · {duration_text((reference - due).total_seconds() / 3600)} past due"
+    st.caption(
+        f"{detail['kind']} exception · opened {when(detail['opened_at'])} ({ago(detail['opened_at'], now)}) · "
+        f"due {when(detail.get('due_at'))}{late}"
+        + (f" · resolved {when(detail['resolved_at'])} ({detail['resolution']})" if detail.get("resolved_at") else "")
+    )
+
+
+def evidence_section(api: TowerApi, detail: Mapping[str, Any]) -> None:
+    """What the rule found (the exception's context), and the reconciler's findings for its key."""
+    context = detail.get("context") or {}
+    st.markdown("**What the rule found**")
+    if context:
+        st.dataframe(
+            pd.DataFrame([{"field": k, "value": str(v)} for k, v in context.items()]),
+            hide_index=True,
+        )
+    else:
+        st.caption("The rule recorded no context.")
+    if detail.get("resolution_detail"):
+        st.markdown("**Resolution**")
+        st.json(detail["resolution_detail"])
+    if not _may_be_reconciliation(api, detail["rule"]):
+        return
+    try:
+        findings = api.reconcile_findings(detail["rule"])
+    except ApiError as exc:
+        st.warning(exc.message)
+        return
+    if findings is not None:
+        mine = [f for f in findings if f.get("id") == detail["id"] or f.get("key") == detail["key"]]
+        st.markdown("**The reconciler's values, side by side**")
+        if mine:
+            st.dataframe(side_by_side(mine), hide_index=True, width="stretch")
+        else:
+            st.caption("The reconciler lists no open finding for this key.")
+
+
+def _may_be_reconciliation(api: TowerApi, rule: str) -> bool:
+    """A reconciliation rule, or a rule the configuration does not list (a reconciler's finding rule)."""
+    try:
+        facets = api.facets()
+    except ApiError:
+        return False
+    kinds = {str(r["id"]): str(r["type"]) for r in facets.get("rules", [])}
+    return kinds.get(rule, "reconciliation") == "reconciliation"
+
+
+def deliveries_section(api: TowerApi, exception_id: str) -> None:
+    """The Slack messages sent (or queued) for the exception."""
+    try:
+        deliveries = api.deliveries(exception_id)
+    except ApiError as exc:
+        st.warning(exc.message)
+        return
+    if deliveries is None:
+        st.info("This tower does not deliver Slack alerts (no delivery log).")
+    elif not deliveries:
+        st.info("No Slack message was sent for this exception.")
+    else:
+        st.dataframe(
+            known_columns(
+                deliveries,
+                {
+                    "at": "when",
+                    "channel": "channel",
+                    "action": "message",
+                    "mode": "via",
+                    "status": "status",
+                    "attempt": "attempt",
+                    "http_status": "HTTP",
+                    "error": "error",
+                    "note": "note",
+                },
+            ),
+            hide_index=True,
+            width="stretch",
+        )
+
+
+def actions_section(api: TowerApi, identity: Mapping[str, Any], detail: Mapping[str, Any]) -> None:
+    """Acknowledge, assign, resolve and note buttons, for roles that may act; a note for those that may not."""
+    if not identity.get("may_act"):
+        st.caption(f"Your role ({identity.get('role')}) may read exceptions but not act on them.")
+        return
+    exception_id = detail["id"]
+    status = detail["status"]
+
+    def act(label: str, change: Callable[[], Any], done: str) -> None:
+        try:
+            change()
+        except ApiError as exc:
+            st.warning(f"{label}: {exc.message}")
+            return
+        flash(done)
+        st.rerun()
+
+    left, right = st.columns(2)
+    with left:
+        if status == "open" and st.button("Acknowledge", key=f"ack-{exception_id}", type="primary"):
+            act("Acknowledge", lambda: api.acknowledge(exception_id), "Acknowledged.")
+        if status != "resolved":
+            assignee = st.text_input("Assign to", value=detail.get("assignee") or "", key=f"assignee-{exception_id}")
+            if st.button("Assign", key=f"assign-{exception_id}"):
+                act(
+                    "Assign", lambda: api.assign(exception_id, assignee.strip()), f"Assigned to {assignee or 'nobody'}."
+                )
+    with right:
+        if status != "resolved":
+            resolution = st.selectbox("Resolution", RESOLUTIONS, key=f"resolution-{exception_id}")
+            why = st.text_input("Resolution note", key=f"why-{exception_id}")
+            if st.button("Resolve", key=f"resolve-{exception_id}"):
+                act("Resolve", lambda: api.resolve(exception_id, resolution, why), f"Resolved ({resolution}).")
+        note = st.text_area("Note", key=f"note-{exception_id}", height=80)
+        if st.button("Add note", key=f"add-note-{exception_id}"):
+            if note.strip():
+                act("Add note", lambda: api.add_note(exception_id, note), "Note added.")
+            else:
+                st.warning("Write the note first.")
+
+
+def exception_panel(api: TowerApi, identity: Mapping[str, Any], exception_id: str) -> None:
+    """One exception: summary, timeline across systems, audit trail, Slack delivery, evidence, actions."""
+    detail = fetch(api.exception, exception_id)
+    if detail is None:
+        return
+    st.subheader(f"{detail['rule']} · {detail['key']}")
+    exception_summary(detail, identity.get("now"))
+    entries: list[dict[str, Any]] = detail.get("timeline", [])
+    timeline, audit, slack, evidence, actions = st.tabs(
+        ["Timeline", "Audit trail", "Slack delivery", "Evidence", "Actions"]
+    )
+    with timeline:
+        timeline_section(entries, bool(detail.get("truncated")), detail.get("due_at"))
+        st.page_link(
+            "views/timeline.py", label=f"Everything about {detail['key']}", query_params={"key": detail["key"]}
+        )
+    with audit:
+        trail = [e for e in entries if e.get("kind") == "audit"]
+        st.dataframe(
+            table(
+                [{**e, "at": when(e["at"]), "detail": str(e.get("detail") or "")} for e in trail],
+                {"at": "when", "name": "change", "actor": "by", "detail": "detail"},
+            ),
+            hide_index=True,
+        )
+    with slack:
+        deliveries_section(api, exception_id)
+    with evidence:
+        evidence_section(api, detail)
+    with actions:
+        actions_section(api, identity, detail)

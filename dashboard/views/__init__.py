@@ -1,0 +1,1 @@
+"""The dashboard's pages, one script each; `dashboard/app.py` registers them with st.navigation."""

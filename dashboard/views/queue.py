@@ -1,0 +1,184 @@
+"""Exception queue: filter, sort and page through exceptions on the server, select one to see its timeline,
+audit trail, Slack delivery and evidence, and act on it (roles that may).
+
+The URL carries the state (`queue?owner=warehouse&status=open&exception=<id>`), so a Slack message or a
+colleague's link opens the same view; the page writes its filters back to the URL.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import streamlit as st
+
+from dashboard import ui
+from dashboard.client import settings
+
+ANY = ""
+STATUSES = {
+    "active": "active (open or acknowledged)",
+    "open": "open",
+    "acknowledged": "acknowledged",
+    "resolved": "resolved",
+    ANY: "any status",
+}
+KINDS = {ANY: "any kind", "business": "business", "technical": "technical"}
+AGES: dict[str, str] = {
+    ANY: "any age",
+    "1": "older than 1 h",
+    "4": "older than 4 h",
+    "24": "older than 24 h",
+    "72": "older than 3 days",
+    "168": "older than 7 days",
+}
+SORTS = {"newest": "newest first", "oldest": "oldest first", "due": "due soonest", "severity": "most severe first"}
+TEXT_FILTERS = ("customer", "warehouse")
+PARAMS_KEY = "queue_params"  # the URL parameters last applied to (or written from) the widgets
+
+api, identity = ui.signed_in()
+page_size = settings().page_size
+facets = ui.fetch(api.facets) or {"owners": [], "rules": []}
+owners: list[str] = facets["owners"]
+rules: list[str] = [r["id"] for r in facets["rules"]]
+
+
+def apply_url(params: dict[str, str]) -> None:
+    """Put the URL's filters into the widgets (unknown values fall back to the defaults)."""
+    state = st.session_state
+    state["q_owner"] = params.get("owner", ANY)
+    state["q_rule"] = params.get("rule", ANY)
+    state["q_status"] = params.get("status", "active") if params.get("status", "active") in STATUSES else "active"
+    state["q_kind"] = params.get("kind", ANY) if params.get("kind", ANY) in KINDS else ANY
+    age = params.get("min_age_hours", ANY)
+    state["q_age"] = age if age in AGES else ANY
+    state["q_sort"] = params.get("sort", "newest") if params.get("sort", "newest") in SORTS else "newest"
+    for name in TEXT_FILTERS:
+        state[f"q_{name}"] = params.get(name, "")
+    page = params.get("page", "1")
+    state["q_page"] = int(page) if page.isdigit() and int(page) >= 1 else 1
+    state["q_exception"] = params.get("exception", ANY)
+
+
+def choices(known: list[str], current: str) -> list[str]:
+    """'any' first, then the known values, and the current one even when unknown (it came from a link)."""
+    return [ANY, *known, *([current] if current and current not in known else [])]
+
+
+url = st.query_params.to_dict()
+if url != st.session_state.get(PARAMS_KEY):
+    apply_url(url)
+
+st.title("Exception queue")
+ui.show_flash()
+
+row1 = st.columns(4)
+owner = row1[0].selectbox(
+    "Owner", choices(owners, st.session_state["q_owner"]), key="q_owner", format_func=lambda v: v or "any owner"
+)
+status = row1[1].selectbox("Status", list(STATUSES), key="q_status", format_func=STATUSES.__getitem__)
+rule = row1[2].selectbox(
+    "Rule", choices(rules, st.session_state["q_rule"]), key="q_rule", format_func=lambda v: v or "any rule"
+)
+kind = row1[3].selectbox("Kind", list(KINDS), key="q_kind", format_func=KINDS.__getitem__)
+row2 = st.columns(4)
+customer = row2[0].text_input("Customer", key="q_customer", placeholder="customer id, e.g. C-1042").strip()
+warehouse = row2[1].text_input("Warehouse", key="q_warehouse", placeholder="e.g. DAL").strip()
+age = row2[2].selectbox("Age", list(AGES), key="q_age", format_func=AGES.__getitem__)
+sort = row2[3].selectbox("Sort", list(SORTS), key="q_sort", format_func=SORTS.__getitem__)
+
+filters: dict[str, Any] = {
+    "owner": owner,
+    "status": status,
+    "rule": rule,
+    "kind": kind,
+    "customer": customer,
+    "warehouse": warehouse,
+    "min_age_hours": age,
+    "sort": sort,
+}
+# New filters start again on the first page.
+if filters != st.session_state.get("q_filters"):
+    if "q_filters" in st.session_state:
+        st.session_state["q_page"] = 1
+    st.session_state["q_filters"] = filters
+
+page_number = int(st.session_state["q_page"])
+found = ui.fetch(api.exceptions, filters, limit=page_size, offset=(page_number - 1) * page_size)
+if found is None:
+    st.stop()
+total: int = found["total"]
+pages = max(1, math.ceil(total / page_size))
+if page_number > pages:
+    st.session_state["q_page"] = page_number = pages
+    found = ui.fetch(api.exceptions, filters, limit=page_size, offset=(page_number - 1) * page_size) or found
+items: list[dict[str, Any]] = found["items"]
+
+left, right = st.columns([1, 3])
+left.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key="q_page")
+first = (page_number - 1) * page_size + 1
+right.markdown(f"**{total:,}** exceptions match" + (f"; showing {first:,}–{first + len(items) - 1:,}" if items else ""))
+
+now = identity.get("now")
+st.dataframe(
+    ui.table(
+        [
+            {
+                **e,
+                "opened": ui.when(e["opened_at"]),
+                "age": ui.ago(e["opened_at"], now),
+                "due": ui.when(e.get("due_at")),
+                "customer": (e.get("context") or {}).get("customer_id", ""),
+                "warehouse": (e.get("context") or {}).get("warehouse", ""),
+            }
+            for e in items
+        ],
+        {
+            "opened": "opened",
+            "age": "age",
+            "rule": "rule",
+            "key": "key",
+            "status": "status",
+            "severity": "severity",
+            "owner": "owner",
+            "assignee": "assignee",
+            "customer": "customer",
+            "warehouse": "warehouse",
+            "due": "due",
+        },
+    ),
+    hide_index=True,
+    width="stretch",
+)
+
+labels = {e["id"]: f"{e['rule']} · {e['key']} · {e['status']} · opened {ui.when(e['opened_at'])}" for e in items}
+wanted = st.session_state["q_exception"]
+options = [ANY, *labels, *([wanted] if wanted and wanted not in labels else [])]
+selected = st.selectbox(
+    "Exception",
+    options,
+    key="q_exception",
+    format_func=lambda v: labels.get(v, v) if v else "select an exception to see its timeline and act on it",
+)
+
+# The URL follows the widgets (defaults left out), so the view can be shared.
+written = {
+    name: str(value)
+    for name, value in {
+        **filters,
+        "status": status if status != "active" else "",
+        "sort": sort if sort != "newest" else "",
+        "page": page_number if page_number > 1 else "",
+        "exception": selected,
+    }.items()
+    if value
+}
+if status == ANY:
+    written["status"] = ANY  # an explicit "any status" differs from the default (active)
+if written != url:
+    st.query_params.from_dict(written)
+st.session_state[PARAMS_KEY] = written
+
+if selected:
+    st.divider()
+    ui.exception_panel(api, identity, selected)

@@ -1,0 +1,349 @@
+"""Inventory reconciliation: the book (ERP) against the count (WMS), sellable (eCommerce) against the
+WMS, and sides that went quiet. One rule (`inventory-sync` by default) opens three kinds of findings:
+
+- `inventory-sync` (business, owner by routing: warehouse) per `sku@location`: the latest
+  snapshot of the two sources differs by more than `tolerance` units. A pair one side does not
+  report counts as 0 there (a side with no data at all is not compared: see stale);
+- `inventory-oversell` (business, when `params.oversell` is set) per `sku@location`: the
+  sellable quantity exceeds the WMS's by more than `oversell.tolerance` units;
+- `inventory-stale` (technical, integration) per source: no snapshot for `stale_after`. Keyed by
+  the source path that went quiet (`wms/reno`), or by the side (`wms`) when it never sent one (the
+  sellable side excepted: an eCommerce that never sent leaves oversell unchecked, nothing more).
+
+"Latest" is the snapshot with the newest event time per (source side, sku, location) among those
+of the last `lookback`; a redelivered snapshot carries the same time and quantity, so no
+de-duplication pass is needed. Every pair is compared in one GROUP BY over both sides inside
+ClickHouse (and the staging table of pulled sides); only differing and watched pairs come back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kernel.model.events import source_covers
+from kernel.store import Store
+from reconcilers.config import FindingRule, InventoryParams, RuleConfig
+from reconcilers.model import Comparison, Observation, RunContext
+from reconcilers.pull import PullError, PullResult, Staging, pull
+from reconcilers.sql import Binder, T, iso, parse_time, source_condition, watch_condition
+
+SNAPSHOT = "inventory.snapshot"
+
+
+def stamp(text: str) -> str:
+    """A stored UTC timestamp ('YYYY-MM-DD HH:MM:SS.ffffff') as RFC 3339 text, as `iso` writes it."""
+    return text.replace(" ", "T") + "Z"
+
+
+def fmt(value: float | None) -> str:
+    """A quantity for a person: 12 rather than 12.0; `none` when missing."""
+    if value is None:
+        return "none"
+    whole = int(value)
+    return str(whole) if whole == value else f"{value:g}"
+
+
+class InventoryReconciler:
+    """Compares inventory snapshots for one `compare: inventory` rule."""
+
+    def __init__(self, store: Store, config: RuleConfig) -> None:
+        assert isinstance(config.params, InventoryParams)
+        self.store = store
+        self.config = config
+        self.params: InventoryParams = config.params
+        rules = {r.id: r for r in config.finding_rules()}
+        self.sync_rule = rules[config.id]
+        self.stale_rule = rules[self.params.stale_rule]
+        self.oversell_rule: FindingRule | None = rules[self.params.oversell.rule] if self.params.oversell else None
+        # side number -> source name: 1 the book, 2 the count, 3 the sellable quantity
+        self.sides: dict[int, str] = {1: self.params.sources[0], 2: self.params.sources[1]}
+        if self.params.oversell is not None:
+            self.sides[3] = self.params.oversell.source
+
+    def phases(self) -> list[str]:
+        """Pull each pulled side, then compare."""
+        return [f"pull {name}" for name in self.params.pull] + ["compare"]
+
+    def compare(self, run: RunContext) -> list[Comparison]:
+        """Pull the pulled sides, check freshness, compare every pair; the staging table is dropped after."""
+        staging = Staging(self.store, run.run_id)
+        try:
+            pulled: dict[int, PullResult] = {}
+            for number, name in self.sides.items():
+                spec = self.params.pull.get(name)
+                if spec is None:
+                    continue
+                run.progress(f"pull {name}", f"reading {spec.database}")
+                url = run.databases.get(spec.database)
+                if url is None:
+                    raise PullError(f"pull {name}: database {spec.database!r} is not in TOWER_RECONCILE_SOURCES")
+                pulled[number] = pull(
+                    self.store,
+                    staging,
+                    number,
+                    name,
+                    spec,
+                    url,
+                    run.now,
+                    run.pull_batch_rows,
+                    run.pull_max_rows,
+                    lambda message, name=name: run.progress(f"pull {name}", message),
+                )
+            run.progress("compare", "freshness and pairs")
+            last = self._freshness(pulled)
+            stale = self._stale(last, pulled, run.now)
+            pairs = self._pairs(run, staging, last, pulled)
+        finally:
+            staging.drop()
+        return [*pairs, stale]
+
+    # freshness
+
+    def _freshness(self, pulled: dict[int, PullResult]) -> dict[int, dict[str, datetime]]:
+        """Per side, the newest snapshot time of each source that ever sent one (pulled: the newest as_of,
+        or the pull time when the query has none)."""
+        found: dict[int, dict[str, datetime]] = {number: {} for number in self.sides}
+        events = {n: s for n, s in self.sides.items() if n not in pulled}
+        if events:
+            bind = Binder()
+            sides = " OR ".join(source_condition(s, bind) for s in events.values())
+            rows = self.store.query(
+                f"SELECT toString(source) AS source, max(time) AS last FROM business_events"
+                f" WHERE type = {bind.bind(SNAPSHOT, 'String')} AND ({sides}) GROUP BY source",
+                bind.params,
+            )
+            for row in rows:
+                at = parse_time(row["last"])
+                number = next((n for n, s in events.items() if source_covers(s, row["source"])), None)
+                if number is not None and at is not None:
+                    found[number][row["source"]] = at
+        return found
+
+    def _stale(self, last: dict[int, dict[str, datetime]], pulled: dict[int, PullResult], now: datetime) -> Comparison:
+        rule = self.stale_rule
+        if not any(last.values()) and not any(p.rows for p in pulled.values()):
+            return Comparison(rule, checked=False, note="no side has sent an inventory snapshot yet")
+        observations: list[Observation] = []
+        for number, side in self.sides.items():
+            result = pulled.get(number)
+            if result is not None:
+                at = (result.newest if result.has_as_of else now) if result.rows else None
+                observations.append(self._staleness(side, side, at, now, pulled=True))
+                continue
+            for source, at in sorted(last[number].items()):
+                observations.append(self._staleness(source, side, at, now))
+            if side not in last[number] and (number != 3 or last[number]):
+                # the side as a whole: never sent (a finding), or sending from its paths (agrees). The sellable
+                # side is optional: one that never sent leaves oversell unchecked, it is not stale.
+                newest = max(last[number].values(), default=None)
+                observations.append(self._staleness(side, side, newest, now, whole_side=True))
+        return Comparison(rule, checked=True, compared=len(observations), observations=observations)
+
+    def _staleness(
+        self, key: str, side: str, at: datetime | None, now: datetime, pulled: bool = False, whole_side: bool = False
+    ) -> Observation:
+        limit = self.params.stale_after
+        hours = limit.total_seconds() / 3600
+        age = None if at is None else round((now - at).total_seconds() / 3600, 3)
+        values: dict[str, Any] = {
+            "check": "stale",
+            "side": side,
+            "source": key,
+            "last_snapshot": iso(at),
+            "age_hours": age,
+            "stale_after_hours": hours,
+            "pulled": pulled,
+        }
+        if at is None:
+            what = "the pull returned no rows" if pulled else "never sent an inventory snapshot"
+            return Observation(key, True, values, {"source": key}, f"{key}: {what}")
+        differs = now - at > limit and not whole_side
+        summary = f"{key}: last inventory snapshot {iso(at)} ({age} h ago; stale after {hours:g} h)"
+        return Observation(key, differs, values, {"source": key}, summary)
+
+    # pairs
+
+    def _pairs(
+        self, run: RunContext, staging: Staging, last: dict[int, dict[str, datetime]], pulled: dict[int, PullResult]
+    ) -> list[Comparison]:
+        since = run.now - self.params.lookback
+        present = {
+            n: (pulled[n].rows > 0) if n in pulled else any(at >= since for at in last[n].values()) for n in self.sides
+        }
+        check_sync = present[1] and present[2]
+        check_oversell = self.oversell_rule is not None and present.get(3, False) and present[2]
+        comparisons = [Comparison(self.sync_rule, checked=check_sync)]
+        if self.oversell_rule is not None:
+            comparisons.append(Comparison(self.oversell_rule, checked=check_oversell))
+        missing = [self.sides[n] for n, ok in present.items() if not ok]
+        for comparison in comparisons:
+            if not comparison.checked:
+                comparison.note = f"no snapshot from {', '.join(missing)} in the last {self.params.lookback}"
+        if not check_sync and not check_oversell:
+            return comparisons
+        sources = sorted({source for found in last.values() for source in found} | set(self.sides.values()))
+        # a side with a single source (or pulled) needs no per-pair source: it is known already
+        fixed = {
+            n: self.sides[n] if n in pulled else next(iter(last[n]))
+            for n in self.sides
+            if n in pulled or len(last[n]) == 1
+        }
+        sql, params, columns = self.statement(
+            run, staging if pulled else None, since, check_sync, bool(check_oversell), sources, fixed
+        )
+        groups = self.store.query(sql, params)
+        compared = sum(int(group["compared"]) for group in groups)
+        for comparison in comparisons:
+            comparison.compared = compared if comparison.checked else 0
+        by_rule = {c.rule.id: c for c in comparisons}
+        at = {c: i for i, c in enumerate(columns)}
+        per_side = {n: (at[f"has{n}"], at[f"q{n}"], at[f"t{n}"], at[f"src{n}"]) for n in self.sides}
+        for group in groups:
+            for values in group["rows"]:
+                sku, _, location = values[at["gk"]].partition("\0")
+                sides: dict[int, dict[str, Any]] = {}
+                for n, (has, quantity, time, source) in per_side.items():
+                    if values[has]:
+                        index = values[source]
+                        name = fixed[n] if n in fixed else (sources[index - 1] if index else None)
+                        sides[n] = {
+                            "name": self.sides[n],
+                            "source": name,
+                            "quantity": float(values[quantity]),
+                            "as_of": stamp(values[time]),
+                        }
+                    else:
+                        sides[n] = {"name": self.sides[n], "source": None, "quantity": None, "as_of": None}
+                route = {"sku": sku, "location": location, "warehouse": values[at["warehouse"]] or ""}
+                if sides[2]["source"]:
+                    route["source"] = sides[2]["source"]
+                pair = _Pair(values[at["key"]], sku, location, sides, route, float(values[at["difference"]]))
+                if check_sync:
+                    sync = by_rule[self.sync_rule.id]
+                    sync.observations.append(self._sync(pair, bool(values[at["sync_differs"]])))
+                if check_oversell and self.oversell_rule is not None:
+                    oversell = by_rule[self.oversell_rule.id]
+                    oversell.observations.append(self._oversell(pair, bool(values[at["oversell_differs"]])))
+        return comparisons
+
+    def statement(
+        self,
+        run: RunContext,
+        staging: Staging | None,
+        since: datetime,
+        check_sync: bool,
+        check_oversell: bool,
+        sources: list[str],
+        fixed: dict[int, str] | None = None,
+    ) -> tuple[str, dict[str, Any], list[str]]:
+        """The comparison: the latest snapshot per (side, sku, location), every pair in one GROUP BY over both
+        sides; answers the number of pairs compared and the pairs that differ or are watched (as tuples of
+        the returned columns; sources as 1-based indexes into `sources`, 0 for the sides in `fixed`)."""
+        fixed = fixed or {}
+        bind = Binder()
+        cases = ", ".join(
+            f"{source_condition(name, bind)}, {number}"
+            for number, name in self.sides.items()
+            if name not in self.params.pull
+        )
+        side = f"multiIf({cases}, 0)" if cases else "0"
+        known = bind.bind(sources, "Array(String)")
+        source_index = f"indexOf({known}, source)" if len(fixed) < len(self.sides) else "0"
+        parts = [
+            f"SELECT sku AS s, location AS l, assumeNotNull(quantity) AS quantity, time, {source_index} AS si,"
+            f" warehouse AS w, {side} AS side FROM business_events WHERE type = {bind.bind(SNAPSHOT, 'String')}"
+            f" AND quantity IS NOT NULL AND sku != '' AND time >= {bind.bind(since, T)}"
+        ]
+        if staging is not None:
+            parts.append(
+                f"SELECT sku AS s, location AS l, sum(quantity) AS quantity, max(as_of) AS time,"
+                f" indexOf({known}, any(source)) AS si, '' AS w, side FROM {staging.name} GROUP BY side, sku, location"
+            )
+        # Per side its latest quantity, time and source. A side without a snapshot of the pair has the epoch as
+        # its time. One string key (sku NUL location, split again in Python) groups faster than the pair of
+        # columns and spares copying them into the aggregation; numbers (source indexes) aggregate faster than
+        # strings; grouping the result by `keep` counts every pair compared while only the kept ones come back.
+        latest = ", ".join(
+            f"argMaxIf(quantity, time, side = {n}) AS q{n}, maxIf(time, side = {n}) AS t{n},"
+            + (" toUInt64(0)" if n in fixed else f" argMaxIf(si, time, side = {n})")
+            + f" AS src{n}"
+            for n in self.sides
+        )
+        present = ", ".join(f"t{n} > 0 AS has{n}" for n in self.sides)
+        columns = ["key", "gk", *(f"{c}{n}" for n in self.sides for c in ("q", "t", "src", "has"))]
+        columns += ["warehouse", "difference", "sync_differs", "oversell_differs"]
+        sellable = "has3 AND round(q3 - if(has2, q2, 0), 6)" if 3 in self.sides else "0 AND 0"
+        oversell_tolerance = self.params.oversell.tolerance if self.params.oversell else 0.0
+        watch = watch_condition("key", run.watch, bind)
+        sql = f"""
+SELECT keep, count() AS compared, groupArrayIf(({", ".join(columns)}), keep) AS rows
+FROM (
+    SELECT *, replaceOne(gk, char(0), '@') AS key, {present},
+        round(if(has1, q1, 0) - if(has2, q2, 0), 6) AS difference,
+        {bind.bind(int(check_sync), "UInt8")} AND abs(difference) > {bind.bind(self.params.tolerance, "Float64")}
+            AS sync_differs,
+        {bind.bind(int(check_oversell), "UInt8")} AND {sellable} > {bind.bind(oversell_tolerance, "Float64")}
+            AS oversell_differs,
+        sync_differs OR oversell_differs OR {watch} AS keep
+    FROM (
+        SELECT concat(s, char(0), l) AS gk, {latest}, toString(argMaxIf(w, time, w != '')) AS warehouse
+        FROM ({" UNION ALL ".join(parts)})
+        WHERE side != 0
+        GROUP BY gk
+    )
+)
+GROUP BY keep
+"""
+        return sql, bind.params, columns
+
+    def _sync(self, pair: _Pair, differs: bool) -> Observation:
+        left, right = pair.sides[1], pair.sides[2]
+        tolerance = float(self.params.tolerance)
+        values = {
+            "check": "quantity",
+            "sku": pair.sku,
+            "location": pair.location,
+            "sides": [left, right],
+            "difference": pair.difference,
+            "tolerance": tolerance,
+        }
+        summary = (
+            f"{pair.key}: {left['source'] or left['name']} {fmt(left['quantity'])} vs"
+            f" {right['source'] or right['name']} {fmt(right['quantity'])}"
+            f" (difference {fmt(pair.difference)}, tolerance {fmt(tolerance)})"
+        )
+        return Observation(pair.key, differs, values, pair.route, summary)
+
+    def _oversell(self, pair: _Pair, differs: bool) -> Observation:
+        sellable, count = pair.sides[3], pair.sides[2]
+        assert self.params.oversell is not None
+        excess = round((sellable["quantity"] or 0.0) - (count["quantity"] or 0.0), 6)
+        tolerance = float(self.params.oversell.tolerance)
+        values = {
+            "check": "oversell",
+            "sku": pair.sku,
+            "location": pair.location,
+            "sides": [sellable, count],
+            "difference": excess,
+            "tolerance": tolerance,
+        }
+        summary = (
+            f"{pair.key}: sellable {fmt(sellable['quantity'])} on {sellable['source'] or sellable['name']},"
+            f" {fmt(count['quantity'])} available in {count['source'] or count['name']}"
+            f" (excess {fmt(excess)}, tolerance {fmt(tolerance)})"
+        )
+        return Observation(pair.key, differs, values, pair.route, summary)
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """One (sku, location) as the comparison answered it: each side's values and the routing data."""
+
+    key: str
+    sku: str
+    location: str
+    sides: dict[int, dict[str, Any]]
+    route: dict[str, str]
+    difference: float

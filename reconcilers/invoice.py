@@ -1,0 +1,277 @@
+"""Invoice matching: what the ERP billed against what was ordered and what was shipped.
+
+One rule (`invoice-match`, business, finance) opens one exception per invoice id, listing every
+check the invoice fails, with both sides' values:
+
+- `amount`: the order's invoices together differ from the accepted order amount by more than
+  `amount_tolerance_pct` percent of it (exactly at the tolerance: no finding). With one invoice
+  per order (the usual case) this is the invoice against the order; an order billed in parts is
+  a finding until its invoices add up;
+- `currency`: the invoice's currency is not the order's (the amounts are then not compared);
+- `quantity`: the invoiced quantity differs from the shipped quantity by more than
+  `quantity_tolerance` units: against the invoice's own shipment (`shipment_id`), or, when the
+  invoice names none, the order's invoices together against its shipments together;
+- `not-shipped`: invoiced, but no shipment of the order is known `unmatched_after` (2h) later;
+- `no-order`: no accepted order is known `unmatched_after` after the invoice;
+
+and one exception per order id for:
+
+- `not-invoiced`: shipped `uninvoiced_after` (7 days) ago and never invoiced. Lateness is the
+  invoice-posting SLA's business (24h); this finding is revenue that was never billed.
+
+The latest event per document wins (an order re-accepted with a new amount, a corrected
+invoice); a redelivered event changes nothing. Invoices and shipments of the last `lookback`
+(30 days) are compared, with their orders' documents of any age.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from kernel.store import Store
+from reconcilers.config import InvoiceParams, RuleConfig
+from reconcilers.inventory import fmt
+from reconcilers.model import Comparison, Observation, RunContext
+from reconcilers.sql import Binder, T, iso, parse_time, watch_condition
+
+CHECKS = ("amount", "currency", "quantity", "not-shipped", "no-order", "not-invoiced")
+
+
+class InvoiceReconciler:
+    """Matches invoices with accepted orders and shipments for one `compare: invoice` rule."""
+
+    def __init__(self, store: Store, config: RuleConfig) -> None:
+        assert isinstance(config.params, InvoiceParams)
+        self.store = store
+        self.config = config
+        self.params: InvoiceParams = config.params
+        self.rule = config.finding_rules()[0]
+
+    def phases(self) -> list[str]:
+        """One comparison."""
+        return ["compare"]
+
+    def compare(self, run: RunContext) -> list[Comparison]:
+        """Every invoice and every shipped order of the lookback, in one statement."""
+        run.progress("compare", "invoices, orders and shipments")
+        sql, params = self.statement(run)
+        rows = self.store.query(sql, params)
+        comparison = Comparison(self.rule, checked=True, compared=int(rows[0]["compared"]) if rows else 0)
+        comparison.observations = [self._observation(row) for row in rows]
+        return [comparison]
+
+    def statement(self, run: RunContext) -> tuple[str, dict[str, Any]]:
+        """The matching statement: invoice rows and never-invoiced order rows that fail a check or are
+        watched (and one more, for the count compared)."""
+        bind = Binder()
+        p = self.params
+        since = bind.bind(run.now - p.lookback, T)
+        unmatched = bind.bind(run.now - p.unmatched_after, T)
+        uninvoiced = bind.bind(run.now - p.uninvoiced_after, T)
+        pct = bind.bind(p.amount_tolerance_pct, "Decimal(12, 4)")
+        qty = bind.bind(float(p.quantity_tolerance), "Float64")
+        watch_invoice = watch_condition("i.invoice_id", run.watch, bind)
+        watch_order = watch_condition("os.order_id", run.watch, bind)
+        sql = f"""
+WITH
+    in_window AS (
+        SELECT DISTINCT order_id FROM business_events
+        WHERE type IN ('invoice.posted', 'shipment.confirmed') AND time >= {since} AND order_id != ''
+    ),
+    ev AS (
+        SELECT type, order_id, shipment_id, invoice_id, amount, quantity, toString(currency) AS currency,
+            customer_id, toString(warehouse) AS warehouse, time
+        FROM business_events
+        WHERE type IN ('order.accepted', 'shipment.confirmed', 'invoice.posted')
+            AND (order_id IN in_window OR (type = 'invoice.posted' AND time >= {since}))
+    ),
+    orders AS (
+        SELECT order_id, argMax(amount, time) AS amount, argMax(currency, time) AS currency,
+            argMax(customer_id, time) AS customer_id, argMax(warehouse, time) AS warehouse, max(time) AS accepted_at
+        FROM ev WHERE type = 'order.accepted' AND order_id != '' GROUP BY order_id
+    ),
+    shipments AS (
+        SELECT shipment_id, argMax(order_id, time) AS order_id, argMax(quantity, time) AS quantity,
+            argMax(warehouse, time) AS warehouse, min(time) AS shipped_at
+        FROM ev WHERE type = 'shipment.confirmed' AND shipment_id != '' GROUP BY shipment_id
+    ),
+    invoices AS (
+        SELECT invoice_id, argMax(order_id, time) AS order_id, argMax(shipment_id, time) AS shipment_id,
+            argMax(amount, time) AS amount, argMax(quantity, time) AS quantity, argMax(currency, time) AS currency,
+            argMax(customer_id, time) AS customer_id, max(time) AS posted_at
+        FROM ev WHERE type = 'invoice.posted' AND invoice_id != '' GROUP BY invoice_id
+    ),
+    order_shipped AS (
+        SELECT order_id, sum(quantity) AS quantity, count() AS shipments, groupArray(shipment_id) AS shipment_ids,
+            min(shipped_at) AS first_shipped, any(warehouse) AS warehouse
+        FROM shipments WHERE order_id != '' GROUP BY order_id
+    ),
+    order_invoiced AS (
+        SELECT order_id, sum(amount) AS amount, sum(quantity) AS quantity, count() AS invoices,
+            groupArray(invoice_id) AS invoice_ids
+        FROM invoices WHERE order_id != '' GROUP BY order_id
+    ),
+    matched AS (
+        SELECT
+            i.invoice_id AS key,
+            'invoice' AS subject,
+            i.invoice_id AS invoice_id, i.order_id AS order_id, i.shipment_id AS shipment_id,
+            i.amount AS invoice_amount, i.quantity AS invoice_quantity, i.currency AS invoice_currency,
+            i.posted_at AS posted_at,
+            o.order_id IS NOT NULL AS has_order, o.amount AS order_amount, o.currency AS order_currency,
+            o.accepted_at AS accepted_at,
+            coalesce(nullIf(o.customer_id, ''), i.customer_id) AS customer_id,
+            coalesce(nullIf(o.warehouse, ''), s.warehouse, os.warehouse, '') AS warehouse,
+            ifNull(oi.amount, i.amount) AS invoiced_amount, ifNull(oi.invoices, 1) AS invoices,
+            ifNull(oi.invoice_ids, [i.invoice_id]) AS invoice_ids,
+            s.shipment_id IS NOT NULL AS own_shipment,
+            if(own_shipment, i.quantity, oi.quantity) AS compared_invoiced_quantity,
+            if(own_shipment, s.quantity, os.quantity) AS shipped_quantity,
+            own_shipment OR os.order_id IS NOT NULL AS shipped,
+            ifNull(os.shipment_ids, if(own_shipment, [s.shipment_id], [])) AS shipment_ids,
+            if(own_shipment, s.shipped_at, os.first_shipped) AS shipped_at,
+            has_order AND invoice_currency != '' AND order_currency != '' AND invoice_currency != order_currency
+                AS currency_bad,
+            has_order AND NOT currency_bad AND invoiced_amount IS NOT NULL AND order_amount IS NOT NULL
+                AND abs(toDecimal128(invoiced_amount, 4) - toDecimal128(order_amount, 4)) * 100
+                    > abs(toDecimal128(order_amount, 4)) * {pct} AS amount_bad,
+            shipped AND compared_invoiced_quantity IS NOT NULL AND shipped_quantity IS NOT NULL
+                AND abs(round(compared_invoiced_quantity - shipped_quantity, 6)) > {qty} AS quantity_bad,
+            NOT shipped AND posted_at <= {unmatched} AS not_shipped,
+            NOT has_order AND posted_at <= {unmatched} AS no_order,
+            arrayFilter(c -> c != '', [if(amount_bad, 'amount', ''), if(currency_bad, 'currency', ''),
+                if(quantity_bad, 'quantity', ''), if(not_shipped, 'not-shipped', ''),
+                if(no_order, 'no-order', '')]) AS checks,
+            {watch_invoice} AS watched
+        FROM invoices AS i
+        LEFT JOIN orders AS o ON o.order_id = i.order_id
+        LEFT JOIN shipments AS s ON s.shipment_id = i.shipment_id
+        LEFT JOIN order_shipped AS os ON os.order_id = i.order_id
+        LEFT JOIN order_invoiced AS oi ON oi.order_id = i.order_id
+    ),
+    unbilled AS (
+        SELECT
+            os.order_id AS key,
+            'order' AS subject,
+            '' AS invoice_id, os.order_id AS order_id, '' AS shipment_id,
+            CAST(NULL AS Nullable(Decimal(18, 4))) AS invoice_amount,
+            CAST(NULL AS Nullable(Float64)) AS invoice_quantity, '' AS invoice_currency,
+            CAST(NULL AS Nullable({T})) AS posted_at,
+            o.order_id IS NOT NULL AS has_order, o.amount AS order_amount, o.currency AS order_currency,
+            o.accepted_at AS accepted_at, ifNull(o.customer_id, '') AS customer_id,
+            coalesce(nullIf(o.warehouse, ''), os.warehouse, '') AS warehouse,
+            oi.amount AS invoiced_amount, ifNull(oi.invoices, 0) AS invoices,
+            ifNull(oi.invoice_ids, []) AS invoice_ids,
+            0 AS own_shipment, oi.quantity AS compared_invoiced_quantity, os.quantity AS shipped_quantity,
+            1 AS shipped, os.shipment_ids AS shipment_ids, os.first_shipped AS shipped_at,
+            0 AS currency_bad, 0 AS amount_bad, 0 AS quantity_bad, 0 AS not_shipped, 0 AS no_order,
+            if(oi.order_id IS NULL AND os.first_shipped <= {uninvoiced}, ['not-invoiced'], []) AS checks,
+            {watch_order} AS watched
+        FROM order_shipped AS os
+        LEFT JOIN orders AS o ON o.order_id = os.order_id
+        LEFT JOIN order_invoiced AS oi ON oi.order_id = os.order_id
+        WHERE os.first_shipped >= {since} AND (oi.order_id IS NULL OR watched)
+    )
+SELECT * FROM (
+    SELECT *, count() OVER () AS compared, row_number() OVER () AS n
+    FROM (SELECT * FROM matched UNION ALL SELECT * FROM unbilled)
+)
+WHERE notEmpty(checks) OR watched OR n = 1
+SETTINGS join_use_nulls = 1
+"""
+        return sql, bind.params
+
+    def _observation(self, row: dict[str, Any]) -> Observation:
+        checks: list[str] = list(row["checks"])
+        order = {
+            "order_id": row["order_id"],
+            "amount": _amount(row["order_amount"]),
+            "currency": row["order_currency"] or None,
+            "accepted_at": iso(parse_time(row["accepted_at"])),
+        }
+        shipped = {
+            "shipment_ids": list(row["shipment_ids"] or []),
+            "quantity": _number(row["shipped_quantity"]),
+            "shipped_at": iso(parse_time(row["shipped_at"])),
+        }
+        invoiced = {
+            "invoice_ids": list(row["invoice_ids"] or []),
+            "amount": _amount(row["invoiced_amount"]),
+            "quantity": _number(row["compared_invoiced_quantity"]),
+        }
+        tolerance = {"amount_pct": float(self.params.amount_tolerance_pct), "quantity": self.params.quantity_tolerance}
+        values: dict[str, Any] = {"check": checks, "order": order, "shipped": shipped, "tolerance": tolerance}
+        if row["subject"] == "invoice":
+            values["invoice"] = {
+                "invoice_id": row["invoice_id"],
+                "amount": _amount(row["invoice_amount"]),
+                "quantity": _number(row["invoice_quantity"]),
+                "currency": row["invoice_currency"] or None,
+                "shipment_id": row["shipment_id"] or None,
+                "posted_at": iso(parse_time(row["posted_at"])),
+            }
+        values["invoiced"] = invoiced
+        values["differences"] = _differences(order, shipped, invoiced)
+        route = {
+            "order_id": row["order_id"],
+            "customer_id": row["customer_id"] or "",
+            "warehouse": row["warehouse"] or "",
+        }
+        if row["invoice_id"]:
+            route["invoice_id"] = row["invoice_id"]
+        return Observation(row["key"], bool(checks), values, route, self._summary(row["key"], checks, values))
+
+    def _summary(self, key: str, checks: list[str], values: dict[str, Any]) -> str:
+        order, shipped, invoiced = values["order"], values["shipped"], values["invoiced"]
+        parts: list[str] = []
+        for check in checks or ["none"]:
+            if check == "amount":
+                parts.append(
+                    f"invoiced {invoiced['amount']} vs order {order['amount']} {order['currency'] or ''}".rstrip()
+                    + f" (tolerance {values['tolerance']['amount_pct']:g}%)"
+                )
+            elif check == "currency":
+                parts.append(f"invoice in {values['invoice']['currency']}, order in {order['currency']}")
+            elif check == "quantity":
+                parts.append(
+                    f"invoiced {fmt(invoiced['quantity'])} units vs shipped {fmt(shipped['quantity'])}"
+                    f" (tolerance {fmt(values['tolerance']['quantity'])})"
+                )
+            elif check == "not-shipped":
+                parts.append(f"invoiced, no shipment of order {order['order_id'] or '(none)'}")
+            elif check == "no-order":
+                parts.append(f"no accepted order {order['order_id'] or '(none named)'}")
+            elif check == "not-invoiced":
+                parts.append(f"shipped {shipped['shipped_at']} ({', '.join(shipped['shipment_ids'])}), never invoiced")
+            else:
+                parts.append(
+                    f"agrees: invoiced {invoiced['amount']} / {fmt(invoiced['quantity'])} units,"
+                    f" order {order['amount']}, shipped {fmt(shipped['quantity'])}"
+                )
+        return f"{key}: " + "; ".join(parts)
+
+
+def _amount(value: Any) -> str | None:
+    """Amounts travel as text (exact decimals)."""
+    if value is None:
+        return None
+    exact = Decimal(str(value))
+    cents = exact.quantize(Decimal("0.01"))
+    return str(cents) if cents == exact else str(exact.normalize())
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _differences(order: dict[str, Any], shipped: dict[str, Any], invoiced: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if invoiced["amount"] is not None and order["amount"] is not None:
+        diff = Decimal(invoiced["amount"]) - Decimal(order["amount"])
+        out["amount"] = str(diff)
+        if Decimal(order["amount"]) != 0:
+            out["amount_pct"] = round(float(diff / Decimal(order["amount"]) * 100), 4)
+    if invoiced["quantity"] is not None and shipped["quantity"] is not None:
+        out["quantity"] = round(invoiced["quantity"] - shipped["quantity"], 6)
+    return out

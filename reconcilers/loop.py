@@ -1,0 +1,213 @@
+"""Closing the loop: a run's comparisons become opened, resolved and reopened exceptions.
+
+Per finding rule, each run:
+
+1. **resolves** every active exception whose key the run saw agreeing, with resolution
+   `reconciled` and the evidence (both sides' values now, the run id) in its details;
+2. **opens** an exception for each differing key without an active one, unless (3) applies;
+3. **reopens**, once, an exception a person resolved while its difference still stands: the
+   key has differed continuously since before the person's resolution (its current *episode*
+   of difference, kept in `recon_state`, began at or before `resolved_at`). The reason names the
+   values. If a person resolves the same exception again after the reconciler reopened it, the
+   person's word stands: no reopen, and no new exception, until the key agrees once (the episode
+   ends); a later difference is a new episode and opens a new exception;
+4. records each differing key's episode in `recon_state` (key, since, the values seen), and the
+   end of episodes whose keys now agree.
+
+Keys the run did not see (e.g. a pair outside the lookback) are left as they are. A comparison
+that could not run (`checked=False`) changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from kernel.exceptions import COLUMNS, ExceptionRecord, ExceptionStore, NewException
+from kernel.store import Store
+from reconcilers.config import FindingRule
+from reconcilers.model import Comparison, Observation
+from reconcilers.sql import parse_time
+
+ACTOR = "reconciler"
+RECONCILED = "reconciled"
+
+OwnerFor = Callable[[FindingRule, Mapping[str, str]], str]
+"""The owner of a finding: (finding rule, routing data such as warehouse, source, customer_id) -> owner."""
+
+
+@dataclass
+class Outcome:
+    """What applying one comparison changed."""
+
+    rule: str
+    checked: bool
+    compared: int = 0
+    differing: int = 0
+    opened: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    reopened: list[str] = field(default_factory=list)
+    standing: int = 0  # differing keys whose person resolution stands
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready counts (ids listed)."""
+        return {
+            "checked": self.checked,
+            "compared": self.compared,
+            "differing": self.differing,
+            "opened": self.opened,
+            "resolved": self.resolved,
+            "reopened": self.reopened,
+            "standing": self.standing,
+            "note": self.note,
+        }
+
+
+class StateTable:
+    """`recon_state`: per finding rule and key, whether it differs, since when, and the values last seen."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._last_version = 0
+
+    def _version(self) -> int:
+        self._last_version = max(self._last_version + 1, time.time_ns())
+        return self._last_version
+
+    def differing(self, rule: str) -> dict[str, datetime]:
+        """The keys of `rule` that differed at its last run, with the start of their episode."""
+        rows = self.store.query(
+            "SELECT key, since FROM recon_state FINAL WHERE rule = {rule:String} AND differs = 1", {"rule": rule}
+        )
+        found: dict[str, datetime] = {}
+        for row in rows:
+            since = parse_time(row["since"])
+            if since is not None:
+                found[row["key"]] = since
+        return found
+
+    def current(self, rules: Collection[str], keys: Collection[str] | None = None) -> dict[tuple[str, str], Any]:
+        """The last state of keys (all when None) of `rules`: {(rule, key): row with detail decoded}."""
+        where = "rule IN {rules:Array(String)}"
+        params: dict[str, Any] = {"rules": list(rules)}
+        if keys is not None:
+            where += " AND key IN {keys:Array(String)}"
+            params["keys"] = list(keys)
+        rows = self.store.query(
+            f"SELECT rule, key, differs, since, seen_at, run_id, detail FROM recon_state FINAL WHERE {where}", params
+        )
+        for row in rows:
+            row["detail"] = orjson.loads(row["detail"] or "{}")
+        return {(row["rule"], row["key"]): row for row in rows}
+
+    def write(self, rule: str, rows: list[tuple[str, bool, datetime, Observation]], now: datetime, run_id: str) -> None:
+        """Record (key, differs, since, observation) for `rule`."""
+        if not rows:
+            return
+        version = self._version()
+        self.store.insert(
+            "recon_state",
+            [
+                {
+                    "rule": rule,
+                    "key": key,
+                    "differs": int(differs),
+                    "since": since,
+                    "seen_at": now,
+                    "run_id": run_id,
+                    "detail": orjson.dumps({"summary": o.summary, "values": o.values, "route": o.route}).decode(),
+                    "version": version,
+                }
+                for key, differs, since, o in rows
+            ],
+        )
+
+
+class Loop:
+    """Applies comparisons to exceptions through the ExceptionStore (the only writer of exceptions)."""
+
+    def __init__(self, store: Store, exceptions: ExceptionStore, owner_for: OwnerFor) -> None:
+        self.store = store
+        self.exceptions = exceptions
+        self.owner_for = owner_for
+        self.state = StateTable(store)
+
+    def apply(self, comparison: Comparison, now: datetime, run_id: str) -> Outcome:
+        """Resolve, open and reopen for one comparison; see the module docstring."""
+        rule = comparison.rule
+        outcome = Outcome(rule.id, comparison.checked, comparison.compared, len(comparison.differing))
+        outcome.note = comparison.note
+        if not comparison.checked:
+            return outcome
+        seen = {o.key: o for o in comparison.observations}
+        episodes = self.state.differing(rule.id)
+        active = self.exceptions.active_by_key(rule.id)
+
+        agreeing = [record for key, record in active.items() if key in seen and not seen[key].differs]
+        details = {r.id: self._evidence(seen[r.key], run_id) for r in agreeing}
+        outcome.resolved = [r.id for r in self.exceptions.resolve_many(agreeing, RECONCILED, details, actor=ACTOR)]
+
+        differing = [o for o in comparison.observations if o.differs]
+        candidates = [o for o in differing if o.key not in active]
+        latest = self._latest(rule.id, [o.key for o in candidates])
+        contested = self._contested([r.id for r in latest.values() if r.resolution != RECONCILED])
+        to_open: list[NewException] = []
+        for observation in candidates:
+            since = episodes.get(observation.key, now)
+            record = latest.get(observation.key)
+            resolved_at = parse_time(record.resolved_at) if record is not None else None
+            if record is None or record.resolution == RECONCILED or resolved_at is None or resolved_at < since:
+                to_open.append(self._new(rule, observation, run_id))
+            elif record.id in contested:
+                outcome.standing += 1
+            else:
+                reason = f"still differs at run {run_id}: {observation.summary}"
+                outcome.reopened.append(self.exceptions.reopen(record.id, ACTOR, reason).id)
+        outcome.opened = [r.id for r in self.exceptions.open_many(to_open, actor=ACTOR)]
+
+        rows = [(o.key, True, episodes.get(o.key, now), o) for o in differing]
+        rows += [(key, False, now, seen[key]) for key in episodes if key in seen and not seen[key].differs]
+        self.state.write(rule.id, rows, now, run_id)
+        return outcome
+
+    def _new(self, rule: FindingRule, observation: Observation, run_id: str) -> NewException:
+        return NewException(
+            rule=rule.id,
+            key=observation.key,
+            kind=rule.kind,
+            owner=self.owner_for(rule, observation.route),
+            severity=rule.severity,
+            context={**observation.route, **observation.values, "summary": observation.summary, "run_id": run_id},
+        )
+
+    @staticmethod
+    def _evidence(observation: Observation, run_id: str) -> dict[str, Any]:
+        return {"run_id": run_id, "summary": observation.summary, "values": observation.values}
+
+    def _latest(self, rule: str, keys: list[str]) -> dict[str, ExceptionRecord]:
+        """The newest exception of each key (all resolved here: the active ones are handled before)."""
+        if not keys:
+            return {}
+        rows = self.store.query(
+            f"SELECT {COLUMNS} FROM exceptions FINAL WHERE rule = {{rule:String}} AND key IN {{keys:Array(String)}}"
+            " ORDER BY key, opened_at DESC, version DESC LIMIT 1 BY key",
+            {"rule": rule, "keys": keys},
+        )
+        return {row["key"]: ExceptionRecord.from_row(row) for row in rows}
+
+    def _contested(self, ids: list[str]) -> set[str]:
+        """Exceptions the reconciler has reopened before: a person's later resolution of them stands."""
+        if not ids:
+            return set()
+        rows = self.store.query(
+            "SELECT DISTINCT exception_id FROM exception_audit WHERE exception_id IN {ids:Array(String)}"
+            " AND action = 'reopened' AND actor = {actor:String}",
+            {"ids": ids, "actor": ACTOR},
+        )
+        return {row["exception_id"] for row in rows}

@@ -1,0 +1,177 @@
+"""Pull one side of a reconciliation from a system of record's SQL database (SQLAlchemy).
+
+Many ERPs and WMSs expose a read replica. A rule names a database (its URL is a secret in
+TOWER_RECONCILE_SOURCES) and a query returning `sku, location, quantity` and optionally `as_of`
+(when the quantity was counted); the rows are streamed in batches, checked and typed, and
+written into a staging table of the run (`recon_stage_<run>`), which the same comparison SQL
+reads beside the snapshot events. The staging table is dropped when the run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from kernel.store import Store
+from kernel.store.base import utc_text
+from reconcilers.config import PullParams
+
+REQUIRED = ("sku", "location", "quantity")
+OPTIONAL = ("as_of",)
+
+
+class PullError(Exception):
+    """A pull that failed: the database cannot be reached, the query fails, or a row is not usable."""
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull loaded: rows, and the newest `as_of` when the query returns one."""
+
+    rows: int
+    newest: datetime | None
+    has_as_of: bool
+
+
+class Staging:
+    """The staging table of one run; created on first use, dropped by `drop()`."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.name = "recon_stage_" + "".join(c for c in run_id if c.isalnum())
+        self.created = False
+
+    def create(self) -> None:
+        """Create the table (once)."""
+        if self.created:
+            return
+        self.store.command(
+            f"CREATE TABLE IF NOT EXISTS {self.name} (side UInt8, source String, sku String, location String,"
+            " quantity Float64, as_of DateTime64(6, 'UTC')) ENGINE = MergeTree ORDER BY (side, sku, location)"
+        )
+        self.created = True
+
+    def drop(self) -> None:
+        """Drop the table if it was created."""
+        if self.created:
+            self.store.command(f"DROP TABLE IF EXISTS {self.name}")
+            self.created = False
+
+
+def pull(
+    store: Store,
+    staging: Staging,
+    side: int,
+    name: str,
+    params: PullParams,
+    url: str,
+    now: datetime,
+    batch_rows: int,
+    max_rows: int,
+    progress: Any = None,
+) -> PullResult:
+    """Run `params.query` on the database at `url` and write its rows into `staging` as side `side`.
+
+    Rows of the same (sku, location) are added up by the comparison (the bins of a location). A
+    row without `as_of` counts as counted `now`. PullError names the side, the database and, for a
+    bad row, its number and field; the URL (a secret) never appears in a message.
+    """
+    import sqlalchemy
+    from sqlalchemy.exc import SQLAlchemyError
+
+    where = f"pull {name} from {params.database}"
+    secret = _password(url)
+    staging.create()
+    written, newest, has_as_of = 0, None, False
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except (SQLAlchemyError, ValueError, ImportError) as exc:
+        raise PullError(f"{where}: cannot use the configured URL: {_clean(exc, secret)}") from exc
+    try:
+        with engine.connect() as connection:
+            result = connection.execution_options(stream_results=True).execute(sqlalchemy.text(params.query))
+            names = result.keys()  # the result's column names (a RMKeyView, not a dict)
+            columns = [str(c).lower() for c in names]
+            missing = [c for c in REQUIRED if c not in columns]
+            if missing:
+                raise PullError(
+                    f"{where}: the query returns {', '.join(columns) or 'no columns'}; it must return"
+                    f" {', '.join(REQUIRED)} (and optionally as_of)"
+                )
+            index = {c: columns.index(c) for c in (*REQUIRED, *OPTIONAL) if c in columns}
+            has_as_of = "as_of" in index
+            while True:
+                batch = result.fetchmany(batch_rows)
+                if not batch:
+                    break
+                rows: list[dict[str, Any]] = []
+                for offset, raw in enumerate(batch):
+                    number = written + offset + 1
+                    row = _typed(raw, index, now, f"{where}: row {number}")
+                    rows.append({"side": side, "source": name, **row})
+                    if has_as_of and (newest is None or row["_at"] > newest):
+                        newest = row["_at"]
+                    del row["_at"]
+                if written + len(rows) > max_rows:
+                    raise PullError(f"{where}: more than {max_rows:,} rows (TOWER_RECONCILE_PULL_MAX_ROWS)")
+                store.insert(staging.name, rows)
+                written += len(rows)
+                if progress is not None:
+                    progress(f"{written:,} rows from {params.database}")
+    except SQLAlchemyError as exc:
+        raise PullError(f"{where}: {_clean(exc, secret)}") from exc
+    finally:
+        with contextlib.suppress(Exception):
+            engine.dispose()
+    return PullResult(written, newest, has_as_of)
+
+
+def _typed(raw: Any, index: dict[str, int], now: datetime, where: str) -> dict[str, Any]:
+    sku = _text(raw[index["sku"]], f"{where}: sku")
+    location = _text(raw[index["location"]], f"{where}: location", allow_empty=True)
+    quantity = raw[index["quantity"]]
+    if isinstance(quantity, bool) or not isinstance(quantity, (int, float, Decimal)):
+        raise PullError(f"{where}: quantity {quantity!r} is not a number")
+    at = now
+    if "as_of" in index and raw[index["as_of"]] is not None:
+        at = _time(raw[index["as_of"]], f"{where}: as_of")
+    return {"sku": sku, "location": location, "quantity": float(quantity), "as_of": utc_text(at), "_at": at}
+
+
+def _text(value: Any, where: str, allow_empty: bool = False) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise PullError(f"{where} {value!r} is not text")
+    text = str(value).strip()
+    if not text and not allow_empty:
+        raise PullError(f"{where} is empty")
+    return text
+
+
+def _time(value: Any, where: str) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise PullError(f"{where} {value!r} is not a timestamp") from exc
+    if not isinstance(value, datetime):
+        raise PullError(f"{where} {value!r} is not a timestamp")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _password(url: str) -> str | None:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).password or None
+    except Exception:
+        return None
+
+
+def _clean(exc: BaseException, secret: str | None) -> str:
+    """The error's first line, without the password (drivers may echo connection details)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = f"{type(exc).__name__}: {text}"[:500]
+    return text.replace(secret, "***") if secret else text

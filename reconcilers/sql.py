@@ -1,0 +1,55 @@
+"""SQL pieces the reconcilers share. Values always bind as typed parameters; only identifiers the
+code controls (staging table names, parameter names) are written into the text."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from kernel.store.base import utc_text
+
+T = "DateTime64(6, 'UTC')"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """A stored UTC timestamp ('YYYY-MM-DD HH:MM:SS.ffffff') as an aware datetime; None for none or the epoch."""
+    from datetime import UTC
+
+    if not text or text.startswith("1970-01-01"):
+        return None
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """An aware datetime as RFC 3339 UTC text (for contexts and details), or None."""
+    return None if value is None else utc_text(value).replace(" ", "T") + "Z"
+
+
+class Binder:
+    """Collects typed parameters while a statement is written: `bind(value, type)` returns its placeholder."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+
+    def bind(self, value: Any, kind: str) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f"{{{name}:{kind}}}"
+
+
+def source_condition(source: str, bind: Binder) -> str:
+    """Rows of `source`: a system covers its paths (`wms` covers `wms/dallas`)."""
+    if "/" not in source:
+        return f"system = {bind.bind(source, 'String')}"
+    return f"(source = {bind.bind(source, 'String')} OR startsWith(source, {bind.bind(source + '/', 'String')}))"
+
+
+def watch_condition(key: str, rules: tuple[str, ...], bind: Binder) -> str:
+    """`key` is watched by one of `rules`: it differed at the rule's last run (`recon_state`) or has an
+    active exception. A run answers the current values of watched keys, so the loop can resolve what
+    agrees now and end episodes of difference."""
+    names = bind.bind(list(rules), "Array(String)")
+    return (
+        f"({key} IN (SELECT key FROM recon_state FINAL WHERE rule IN {names} AND differs = 1)"
+        f" OR {key} IN (SELECT key FROM exceptions FINAL WHERE rule IN {names} AND status != 'resolved'))"
+    )

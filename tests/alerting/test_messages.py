@@ -1,0 +1,209 @@
+"""Block Kit messages: what an exception's message says in each state, digests, thread lines; every block
+passes slack-sdk's own Block Kit validation (lengths, element shapes)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from slack_sdk.models.blocks import Block
+
+from alerting.messages import (
+    ACTION_ACKNOWLEDGE,
+    ACTION_RESOLVE,
+    AlertView,
+    DigestView,
+    Links,
+    change_line,
+    digest_blocks,
+    duration_text,
+    escape,
+    exception_blocks,
+    notification_text,
+    resolution_line,
+)
+from kernel.exceptions import ExceptionRecord
+
+NOW = datetime(2026, 11, 2, 18, 5, tzinfo=UTC)
+LINKS = Links("https://tower.example/dash/")
+
+
+def record(**overrides: Any) -> ExceptionRecord:
+    values: dict[str, Any] = {
+        "id": "e-1",
+        "rule": "order-release",
+        "key": "SO-1",
+        "kind": "business",
+        "owner": "customer_service",
+        "severity": "high",
+        "status": "open",
+        "opened_at": "2026-11-02 16:00:00.000000",
+        "due_at": "2026-11-02 16:00:00.000000",
+        "resolved_at": None,
+        "resolution": "",
+        "resolution_detail": "",
+        "assignee": "",
+        "context": {"customer_id": "C-1001", "warehouse": "DAL", "source": "erp"},
+        "updated_at": "2026-11-02 16:00:00.000000",
+        "version": 1,
+    }
+    values.update(overrides)
+    return ExceptionRecord(**values)
+
+
+def valid(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The blocks, after slack-sdk parsed and validated each one."""
+    for block in blocks:
+        parsed = Block.parse(block)
+        assert parsed is not None, block
+        parsed.validate_json()
+    return blocks
+
+
+def texts(blocks: list[dict[str, Any]]) -> str:
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                found.append(item) if name == "text" and isinstance(item, str) else walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(blocks)
+    return "\n".join(found)
+
+
+def view(**overrides: Any) -> AlertView:
+    values: dict[str, Any] = {"title": "Order released within 2 hours", "links": LINKS, "now": NOW}
+    values.update(overrides)
+    return AlertView(**values)
+
+
+def test_an_open_business_exception() -> None:
+    blocks = valid(exception_blocks(record(), view()))
+    header, summary, links, context, actions = blocks
+    assert header == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": "Order released within 2 hours", "emoji": True},
+    }
+    assert summary["text"]["text"] == ":red_circle: *order-release* · business exception"
+    assert [f["text"] for f in summary["fields"]] == [
+        "*Key*\nSO-1",
+        "*Customer*\nC-1001",
+        "*Warehouse*\nDAL",
+        "*Late by*\n2h05m (due 2026-11-02 16:00 UTC)",
+        "*Owner*\ncustomer_service",
+        "*Severity*\nhigh",
+        "*Status*\nOpen",
+    ]
+    assert links["text"]["text"] == (
+        "<https://tower.example/dash/queue?exception=e-1|Open in the dashboard> · "
+        "<https://tower.example/dash/timeline?key=SO-1|Timeline>"
+    )
+    assert context["elements"][0]["text"] == "Opened 2026-11-02 16:00 UTC · exception e-1"
+    assert [(b["action_id"], b["value"], b["style"]) for b in actions["elements"]] == [
+        (ACTION_ACKNOWLEDGE, "e-1", "primary"),
+        (ACTION_RESOLVE, "e-1", "danger"),
+    ]
+    assert notification_text(record(), "Order released") == "[high] Order released: SO-1 (customer_service)"
+
+
+def test_acknowledged_assigned_and_resolved() -> None:
+    acknowledged = valid(exception_blocks(record(status="acknowledged", assignee="bob"), view()))
+    assert "*Status*\nAcknowledged, assigned to bob" in texts(acknowledged)
+    assert [b["action_id"] for b in acknowledged[-1]["elements"]] == [ACTION_RESOLVE]
+    resolved = record(status="resolved", resolution="late", resolved_at="2026-11-02 18:00:00.000000")
+    blocks = valid(exception_blocks(resolved, view()))
+    assert all(b["type"] != "actions" for b in blocks)
+    assert blocks[1]["text"]["text"].startswith(":white_check_mark:")
+    assert "*Status*\nResolved (late)" in texts(blocks) and "*Due*\n2026-11-02 16:00 UTC" in texts(blocks)
+    assert notification_text(resolved, "Order released") == "Resolved: Order released: SO-1 (customer_service)"
+
+
+def test_a_pending_deadline_and_unknown_context() -> None:
+    blocks = valid(exception_blocks(record(due_at="2026-11-02 19:00:00.000000", context={}), view()))
+    fields = [f["text"] for f in blocks[1]["fields"]]
+    assert fields[0] == "*Key*\nSO-1" and "*Due in*\n55m (2026-11-02 19:00 UTC)" in fields
+    assert not any(f.startswith(("*Customer*", "*Warehouse*")) for f in fields)
+
+
+def test_technical_exceptions_say_how_long_silent_or_how_many_errors() -> None:
+    silent = record(
+        rule="source-silence",
+        key="wms/dallas",
+        kind="technical",
+        owner="integration",
+        due_at=None,
+        context={"source": "wms/dallas", "last_seen": "2026-11-02T17:20:00.000000Z", "silent_for": "30m"},
+    )
+    blocks = valid(exception_blocks(silent, view(title="Source stopped sending", held=3)))
+    assert "*Source*\nwms/dallas" in texts(blocks)
+    assert "*Silent for*\n45m (last seen 2026-11-02 17:20 UTC)" in texts(blocks)
+    assert "Holding back *3* business exceptions this failure explains" in texts(blocks)
+    assert "timeline?key=wms%2Fdallas" in texts(blocks)
+    errors = record(
+        rule="integration-errors",
+        key="wms-connector|POST /wms/orders",
+        kind="technical",
+        owner="integration",
+        due_at=None,
+        context={
+            "service": "wms-connector",
+            "span_name": "POST /wms/orders",
+            "spans": 40,
+            "errors": 9,
+            "ratio": 0.225,
+            "window": "15m",
+        },
+    )
+    blocks = valid(exception_blocks(errors, view(title="Integration errors", escalated_to="<!subteam^S0ONCALL1>")))
+    assert "*Service*\nwms-connector / POST /wms/orders" in texts(blocks)
+    assert "*Errors*\n9 of 40 spans (22%) in 15m" in texts(blocks)
+    assert "timeline?key=wms-connector%7CPOST%20%2Fwms%2Forders" in texts(blocks)
+    assert "escalated to <!subteam^S0ONCALL1>" in texts(blocks)
+
+
+def test_text_is_escaped_and_cut_to_slacks_limits() -> None:
+    nasty = record(key="<!channel> & co", context={"customer_id": "x" * 5000})
+    blocks = valid(exception_blocks(nasty, view(title="T" * 400)))
+    assert len(blocks[0]["text"]["text"]) == 150
+    assert "*Key*\n&lt;!channel&gt; &amp; co" in texts(blocks)
+    assert escape("a<b>&c") == "a&lt;b&gt;&amp;c"
+
+
+def test_a_digest() -> None:
+    digest = DigestView(
+        owner="warehouse",
+        rule="ship-cutoff",
+        title="Shipped by the daily cutoff",
+        severity="high",
+        count=37,
+        keys=["SO-1", "SO-2"],
+        started_at=NOW,
+        window=timedelta(seconds=60),
+        threshold=5,
+    )
+    blocks = valid(digest_blocks(digest, LINKS))
+    assert blocks[0]["text"]["text"] == "37 × Shipped by the daily cutoff"
+    assert "*37* exceptions of *ship-cutoff* for *warehouse*" in texts(blocks)
+    assert "First keys: SO-1, SO-2 and 35 more" in texts(blocks)
+    assert "<https://tower.example/dash/queue?owner=warehouse&rule=ship-cutoff&status=open|" in texts(blocks)
+    assert "Grouped: more than 5 within 1m." in texts(blocks)
+
+
+def test_thread_lines() -> None:
+    r = record()
+    assert change_line("acknowledged", "ann", {}, r) == ":eyes: Acknowledged by ann."
+    assert change_line("assigned", "ann", {"assignee": ""}, r) == "Unassigned by ann."
+    assert change_line("reopened", "engine", {"reason": "still wrong"}, r) == (
+        ":arrows_counterclockwise: Reopened by engine: still wrong"
+    )
+    assert change_line("opened", "engine", {}, r) is None
+    assert resolution_line("engine", {"resolution": "recovered"}) == ":white_check_mark: Resolved: recovered."
+    assert resolution_line("engine", {"resolution": "late", "hours_late": 26.5}) == (
+        ":white_check_mark: Resolved: the awaited event arrived 1d2h after the deadline."
+    )
+    assert resolution_line("ann", {"resolution": "duplicate"}) == ":white_check_mark: Resolved by ann (duplicate)."
+    assert [duration_text(timedelta(seconds=s)) for s in (5, 600, 7500, 90000)] == ["5s", "10m", "2h05m", "1d1h"]

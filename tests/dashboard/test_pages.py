@@ -1,0 +1,427 @@
+"""Every dashboard page, run with Streamlit's AppTest against a tower holding the demo story: the widgets
+render what the API answers, filters change the rows, actions change the exception in the API, and a
+token's role decides what the page offers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+import pandas as pd
+from streamlit.testing.v1 import AppTest
+
+from kernel.clock import FixedClock
+from kernel.exceptions import ExceptionStore, NewException
+from tests.dashboard.conftest import DemoTower, no_errors, open_page
+
+Dashboard = Callable[..., AppTest]
+
+
+def api_get(demo: DemoTower, path: str, role: str = "admin", **params: Any) -> Any:
+    with demo.api(role) as http:
+        response = http.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def frame(at: AppTest, index: int = 0) -> pd.DataFrame:
+    value: pd.DataFrame = at.dataframe[index].value
+    return value
+
+
+def labels(elements: Any) -> list[str]:
+    return [e.label for e in elements]
+
+
+def selectbox(at: AppTest, label: str) -> Any:
+    return next(s for s in at.selectbox if s.label == label)
+
+
+def text_input(at: AppTest, label: str) -> Any:
+    return next(t for t in at.text_input if t.label == label)
+
+
+def button(at: AppTest, label: str) -> Any:
+    return next(b for b in at.button if b.label == label)
+
+
+def exception_table(at: AppTest) -> pd.DataFrame:
+    """The queue's table (the one with an `opened` column)."""
+    return next(d.value for d in at.dataframe if "opened" in d.value.columns)
+
+
+# Access ---------------------------------------------------------------------------------------------------
+
+
+def test_without_a_token_nothing_is_shown(dashboard: Dashboard) -> None:
+    at = dashboard(role=None)
+    at.run()
+    no_errors(at)
+    assert [t.value for t in at.title] == ["Control tower"]
+    assert "no token, no data" in at.info[0].value
+    assert not at.dataframe and not at.metric
+    # a link into the queue shows nothing either, but keeps its query for after the sign-in
+    open_page(at, "views/queue.py", exception="anything")
+    assert not at.dataframe and not at.selectbox
+    assert at.query_params == {"exception": "anything"}
+
+
+def test_sign_in_refuses_an_unknown_token_and_accepts_a_known_one(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    at = dashboard(role=None)
+    at.run()
+    at.sidebar.text_input[0].input("not-a-token")
+    at.sidebar.form_submit_button[0].click().run()
+    assert "does not accept this token" in at.sidebar.error[0].value
+    assert not at.metric
+    at.sidebar.text_input[0].input(demo_tower.token("viewer"))
+    at.sidebar.form_submit_button[0].click().run()
+    no_errors(at)
+    assert "Signed in as **viewer**" in at.sidebar.markdown[0].value
+    assert [t.value for t in at.title] == ["Overview"]
+    next(b for b in at.sidebar.button if b.label == "Sign out").click().run()
+    assert not at.metric and "token" not in at.session_state
+    assert at.sidebar.text_input[0].label == "API token"
+
+
+def test_the_environment_token_signs_in(dashboard: Dashboard, demo_tower: DemoTower, monkeypatch: Any) -> None:
+    monkeypatch.setenv("TOWER_DASHBOARD_TOKEN", demo_tower.token("operator"))
+    at = dashboard(role=None)
+    at.run()
+    no_errors(at)
+    assert "Signed in as **operator**" in at.sidebar.markdown[0].value
+
+
+# Overview -------------------------------------------------------------------------------------------------
+
+
+def test_overview_shows_what_the_api_answers(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    at = dashboard("viewer")
+    at.run()
+    no_errors(at)
+    overview = api_get(demo_tower, "/api/overview")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Active exceptions"] == str(overview["active"]) and overview["active"] > 0
+    assert metrics["Open"] == str(overview["open"])
+    assert [h.value for h in at.header][:2] == ["Active exceptions by owner", "SLA compliance"]
+    # the owner x severity table and the per-owner links into the queue
+    pivot = at.dataframe[0].value
+    expected: dict[str, int] = {}
+    for row in overview["by_owner"]:
+        expected[row["owner"]] = expected.get(row["owner"], 0) + row["open"] + row["acknowledged"]
+    assert pivot.sum(axis=1).to_dict() == expected
+    links = {parse_qs(link.proto.query_string)["owner"][0]: link.value for link in at.page_link}
+    assert set(links) == set(expected)
+    # compliance per rule as the API computed it, charts drawn
+    compliance = frame(at, 1)
+    api_rules = {r["rule"]: r for r in overview["compliance"]}
+    assert set(compliance["rule"]) == set(api_rules)
+    for _, row in compliance.iterrows():
+        value = api_rules[row["rule"]]["last_7_days"]["compliance"]
+        assert row["7 days"] == ("—" if value is None else f"{value * 100:.1f} %")
+    assert len(at.get("vega_lite_chart")) == 2
+    # integration health: one row per source the API lists
+    health = api_get(demo_tower, "/api/sources/health")
+    table = next(d.value for d in at.dataframe if "spans / min" in d.value.columns)
+    assert list(table["source"]) == [s["source"] for s in health["sources"]]
+    assert "technical exception open" in set(table["state"])  # the demo's silent source and error burst
+
+
+def test_overview_shows_changes_since_the_last_visit(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    def since(at: AppTest) -> str:
+        return next(h.value for h in at.header if h.value.startswith("What changed since"))
+
+    now = demo_tower.now
+    first = dashboard("viewer")
+    first.run()
+    # a first visit shows the last 24 hours: the demo's exceptions opened then
+    assert since(first) == f"What changed since {(now - timedelta(hours=24)):%Y-%m-%d %H:%M} UTC"
+    assert "opened" in next(m.value for m in first.markdown if m.value.startswith("**"))
+    # a later visit with the same token (a new session) shows what changed since the first one
+    second = dashboard("viewer")
+    second.run()
+    no_errors(second)
+    assert since(second) == f"What changed since {now:%Y-%m-%d %H:%M} UTC"
+    selectbox(second, "Changes since").select("the last 7 days").run()
+    assert since(second) == f"What changed since {(now - timedelta(days=7)):%Y-%m-%d %H:%M} UTC"
+
+
+# Queue ----------------------------------------------------------------------------------------------------
+
+
+def test_queue_lists_the_active_exceptions_and_filters_change_the_rows(
+    dashboard: Dashboard, demo_tower: DemoTower
+) -> None:
+    at = open_page(dashboard("viewer"), "views/queue.py")
+    no_errors(at)
+    active = api_get(demo_tower, "/api/exceptions", limit=50, status="active")
+    rows = exception_table(at)
+    assert list(rows["key"]) == [e["key"] for e in active["items"]]
+    assert f"**{active['total']}** exceptions match" in at.markdown[0].value
+
+    selectbox(at, "Owner").select("integration").run()
+    no_errors(at)
+    technical = api_get(demo_tower, "/api/exceptions", limit=50, status="active", owner="integration")
+    assert 0 < technical["total"] < active["total"]
+    assert list(exception_table(at)["key"]) == [e["key"] for e in technical["items"]]
+    assert at.query_params["owner"] == "integration"  # the URL follows the filters
+
+    selectbox(at, "Owner").select("").run()
+    selectbox(at, "Kind").select("business").run()
+    business = api_get(demo_tower, "/api/exceptions", limit=50, status="active", kind="business")
+    assert list(exception_table(at)["key"]) == [e["key"] for e in business["items"]]
+
+    rule = business["items"][0]["rule"]
+    selectbox(at, "Rule").select(rule).run()
+    assert set(exception_table(at)["rule"]) == {rule}
+
+    warehouse = next(e["context"]["warehouse"] for e in business["items"] if e["context"].get("warehouse"))
+    selectbox(at, "Rule").select("").run()
+    text_input(at, "Warehouse").input(warehouse).run()
+    by_warehouse = api_get(
+        demo_tower, "/api/exceptions", limit=50, status="active", kind="business", warehouse=warehouse
+    )
+    assert list(exception_table(at)["warehouse"]) == [warehouse] * by_warehouse["total"]
+
+    text_input(at, "Warehouse").input("").run()
+    customer = business["items"][0]["context"]["customer_id"]
+    text_input(at, "Customer").input(customer).run()
+    assert set(exception_table(at)["customer"]) == {customer}
+
+    text_input(at, "Customer").input("").run()
+    selectbox(at, "Age").select("168").run()  # older than 7 days: the demo's are younger
+    assert exception_table(at).empty
+    assert "**0** exceptions match" in at.markdown[0].value
+
+    selectbox(at, "Age").select("").run()
+    selectbox(at, "Sort").select("oldest").run()
+    oldest = api_get(demo_tower, "/api/exceptions", limit=50, status="active", kind="business", sort="oldest")
+    assert list(exception_table(at)["key"]) == [e["key"] for e in oldest["items"]]
+
+
+def test_queue_pages_on_the_server(dashboard: Dashboard, demo_tower: DemoTower, monkeypatch: Any) -> None:
+    assert demo_tower.running.tower is not None
+    ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now)).open_many(
+        [NewException("paging-test", f"PG-{i:02d}", "business", "warehouse", "low") for i in range(25)]
+    )
+    monkeypatch.setenv("TOWER_DASHBOARD_PAGE_SIZE", "10")
+    at = open_page(dashboard("viewer"), "views/queue.py", rule="paging-test")
+    no_errors(at)
+    assert selectbox(at, "Rule").value == "paging-test"  # from the URL, though no rule file names it
+    assert len(exception_table(at)) == 10 and "of 3" in at.number_input[0].label
+    at.number_input[0].set_value(3).run()
+    page3 = api_get(demo_tower, "/api/exceptions", status="active", rule="paging-test", limit=10, offset=20)
+    assert list(exception_table(at)["key"]) == [e["key"] for e in page3["items"]] and len(page3["items"]) == 5
+    assert at.query_params["page"] == "3"
+    # a new filter starts again on page 1
+    selectbox(at, "Sort").select("oldest").run()
+    assert at.number_input[0].value == 1 and len(exception_table(at)) == 10
+
+
+def test_a_link_opens_one_exception_with_its_timeline_audit_and_evidence(
+    dashboard: Dashboard, demo_tower: DemoTower
+) -> None:
+    target = api_get(demo_tower, "/api/exceptions", rule="order-release")["items"][0]
+    at = open_page(dashboard("viewer"), "views/queue.py", exception=target["id"])
+    no_errors(at)
+    assert selectbox(at, "Exception").value == target["id"]
+    assert [s.value for s in at.subheader][0] == f"order-release · {target['key']}"
+    detail = api_get(demo_tower, f"/api/exceptions/{target['id']}")
+    timeline = next(d.value for d in at.dataframe if "ids" in d.value.columns)
+    assert list(timeline["name"]) == [e["name"] for e in detail["timeline"]]
+    assert {"event", "audit"} <= set(timeline["what"])
+    audit = next(d.value for d in at.dataframe if "change" in d.value.columns and "by" in d.value.columns)
+    assert list(audit["change"]) == ["opened"]
+    evidence = next(d.value for d in at.dataframe if list(d.value.columns) == ["field", "value"])
+    assert set(evidence["field"]) == set(target["context"])
+    # Slack delivery: the log when the tower has alerting, an empty state otherwise (never an error)
+    assert [t.label for t in at.tabs] == ["Timeline", "Audit trail", "Slack delivery", "Evidence", "Actions"]
+    assert any(link.value.startswith("Everything about") for link in at.page_link)
+
+
+def test_the_panel_shows_the_slack_delivery_log(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    target = api_get(demo_tower, "/api/exceptions", rule="ship-cutoff")["items"][0]
+    assert demo_tower.running.tower is not None
+    attempt = {
+        "at": demo_tower.now,
+        "key": f"exception:{target['id']}",
+        "exception_id": target["id"],
+        "channel": "#ops-warehouse",
+        "channel_id": "C0WAREHOUSE",
+        "action": "post",
+        "mode": "bot",
+        "ts": "",
+        "duration_ms": 12.5,
+    }
+    demo_tower.running.tower.store.insert(
+        "alert_deliveries",
+        [
+            attempt
+            | {"seq": 1, "status": "retry", "attempt": 1, "http_status": 429, "error": "ratelimited", "note": ""},
+            attempt
+            | {"seq": 2, "status": "ok", "attempt": 2, "http_status": 200, "error": "", "note": "", "ts": "1.2"},
+        ],
+    )
+    at = open_page(dashboard("viewer"), "views/queue.py", exception=target["id"])
+    no_errors(at)
+    log = next(d.value for d in at.dataframe if "HTTP" in d.value.columns)
+    assert list(log["status"]) == ["ok", "retry"] and list(log["HTTP"]) == [200, 429]
+    assert set(log["channel"]) == {"#ops-warehouse"}
+
+
+def test_an_acknowledge_from_the_page_changes_the_exception(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    target = api_get(demo_tower, "/api/exceptions", rule="asn-sent", status="open")["items"][0]
+    at = open_page(dashboard("operator"), "views/queue.py", exception=target["id"])
+    no_errors(at)
+    button(at, "Acknowledge").click().run()
+    no_errors(at)
+    assert [s.value for s in at.success] == ["Acknowledged."]
+    after = api_get(demo_tower, f"/api/exceptions/{target['id']}")
+    assert after["status"] == "acknowledged"
+    operator = api_get(demo_tower, "/api/whoami", role="operator")["token_id"]
+    assert [(e["name"], e["actor"]) for e in after["timeline"] if e["kind"] == "audit"][-1] == (
+        "acknowledged",
+        operator,
+    )
+    assert any(m.value.startswith("**Status** :orange-badge[acknowledged]") for m in at.markdown)
+    assert "Acknowledge" not in labels(at.button)  # an acknowledged exception cannot be acknowledged again
+
+    text_input(at, "Assign to").input("ann").run()
+    button(at, "Assign").click().run()
+    assert api_get(demo_tower, f"/api/exceptions/{target['id']}")["assignee"] == "ann"
+
+    next(t for t in at.text_area if t.label == "Note").input("carrier called, ASN tomorrow").run()
+    button(at, "Add note").click().run()
+    notes = [e for e in api_get(demo_tower, f"/api/exceptions/{target['id']}")["timeline"] if e["name"] == "note"]
+    assert notes[-1]["detail"] == {"text": "carrier called, ASN tomorrow"}
+
+    selectbox(at, "Resolution").select("false_positive").run()
+    text_input(at, "Resolution note").input("the ASN was sent by fax").run()
+    button(at, "Resolve").click().run()
+    no_errors(at)
+    resolved = api_get(demo_tower, f"/api/exceptions/{target['id']}")
+    assert (resolved["status"], resolved["resolution"]) == ("resolved", "false_positive")
+    assert resolved["resolution_detail"]["note"] == "the ASN was sent by fax"
+    assert not {"Acknowledge", "Assign", "Resolve"} & set(labels(at.button))
+
+
+def test_a_viewer_sees_no_action(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    target = api_get(demo_tower, "/api/exceptions", status="open")["items"][0]
+    for role in ("viewer", "finance"):
+        at = open_page(dashboard(role), "views/queue.py", exception=target["id"])
+        no_errors(at)
+        assert not {"Acknowledge", "Assign", "Resolve", "Add note"} & set(labels(at.button)), role
+        assert not at.text_area
+        assert any(f"Your role ({role}) may read exceptions but not act" in c.value for c in at.caption)
+    # and the API refuses the viewer anyway
+    with demo_tower.api("viewer") as http:
+        assert http.post(f"/api/exceptions/{target['id']}/acknowledge").status_code == 403
+    assert api_get(demo_tower, f"/api/exceptions/{target['id']}")["status"] == "open"
+
+
+# Timeline -------------------------------------------------------------------------------------------------
+
+
+def test_timeline_page_shows_a_keys_events_spans_and_exceptions(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    target = api_get(demo_tower, "/api/exceptions", rule="order-release")["items"][0]
+    at = open_page(dashboard("viewer"), "views/timeline.py", key=target["key"])
+    no_errors(at)
+    assert text_input(at, "Business key").value == target["key"]
+    timeline = api_get(demo_tower, f"/api/timeline/{target['key']}")
+    table = frame(at)
+    assert list(table["name"]) == [e["name"] for e in timeline["timeline"]]
+    assert {"event", "span"} <= set(table["what"])  # the demo links spans to orders
+    assert any(parse_qs(link.proto.query_string) == {"exception": [target["id"]]} for link in at.page_link)
+    assert len(at.get("vega_lite_chart")) == 1
+
+    text_input(at, "Business key").input("NO-SUCH-KEY").run()
+    no_errors(at)
+    assert at.query_params["key"] == "NO-SUCH-KEY"
+    assert "No event, span or change is known for this key." in [i.value for i in at.info]
+
+
+# SLA ------------------------------------------------------------------------------------------------------
+
+
+def test_sla_page_shows_trend_and_breaches_per_rule(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    at = open_page(dashboard("viewer"), "views/sla.py")
+    no_errors(at)
+    now = demo_tower.now
+    params = {"from": (now.replace(microsecond=0) - pd.Timedelta(days=30)).isoformat(), "to": now.isoformat()}
+    every = api_get(demo_tower, "/api/sla/breaches", **params)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Breaches"] == str(every["total"]) and every["total"] > 0
+    customers = next(d.value for d in at.dataframe if "still open" in d.value.columns)
+    assert list(customers["breaches"]) == [c["breaches"] for c in every["customers"]]
+    assert len(at.get("vega_lite_chart")) == 3  # compliance by day, cases by day, how late
+
+    selectbox(at, "Rule").select("order-release").run()
+    no_errors(at)
+    one = api_get(demo_tower, "/api/sla/breaches", rule="order-release", **params)
+    assert {m.label: m.value for m in at.metric}["Breaches"] == str(one["total"])
+    assert one["total"] < every["total"]
+
+
+# Reconciliation -------------------------------------------------------------------------------------------
+
+
+def test_reconciliation_page_shows_findings_side_by_side(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    assert demo_tower.running.tower is not None
+    ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now)).open_many(
+        [
+            NewException(
+                "invoice-match",
+                "IN-TEST-1",
+                "business",
+                "finance",
+                "medium",
+                context={"check": "amount", "invoice": {"amount": 130.0}, "order": {"amount": 120.5}},
+            )
+        ]
+    )
+    at = open_page(dashboard("viewer"), "views/reconciliation.py")
+    no_errors(at)
+    selectbox(at, "Rule").select("invoice-match").run()
+    no_errors(at)
+    findings = api_get(demo_tower, "/api/reconcile/findings", rule="invoice-match")
+    shown = next(d.value for d in at.dataframe if "key" in d.value.columns)
+    assert list(shown["key"]) == [f["key"] for f in findings["items"]]
+    row = shown[shown["key"] == "IN-TEST-1"].iloc[0]
+    assert (row["invoice · amount"], row["order · amount"]) == (130.0, 120.5)  # the two systems side by side
+    assert row["check"] == "amount"
+    runs = api_get(demo_tower, "/api/reconcile/runs")["items"]
+    if runs:
+        assert len(next(d.value for d in at.dataframe if "compared" in d.value.columns)) == len(runs)
+    else:
+        assert "No reconciliation has run yet." in [i.value for i in at.info]
+    # the exception panel shows the same values as its evidence
+    target = next(f for f in findings["items"] if f["key"] == "IN-TEST-1")
+    panel = open_page(dashboard("viewer"), "views/queue.py", exception=target["id"])
+    no_errors(panel)
+    evidence = next(d.value for d in panel.dataframe if "invoice · amount" in d.value.columns)
+    assert list(evidence["key"]) == ["IN-TEST-1"]
+
+
+# Reports --------------------------------------------------------------------------------------------------
+
+
+def test_reports_offer_downloads_to_finance_only(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    for role, may in (("finance", True), ("admin", True), ("viewer", False), ("operator", False)):
+        at = open_page(dashboard(role), "views/reports.py")
+        no_errors(at)
+        assert labels(at.download_button) == (["Download CSV", "Download XLSX"] if may else []), role
+        if not may:
+            assert any("may not download finance reports" in i.value for i in at.info)
+    at = open_page(dashboard("finance"), "views/reports.py")
+    selectbox(at, "Period").select("custom").run()
+    at.date_input[0].set_value((demo_tower.now.date().replace(day=1), demo_tower.now.date())).run()
+    no_errors(at)
+    every = api_get(
+        demo_tower,
+        "/api/sla/breaches",
+        **{"from": f"{demo_tower.now.date().replace(day=1)}T00:00:00Z", "to": f"{demo_tower.now.date()}T00:00:00Z"},
+    )
+    shown = {m.label: m.value for m in at.metric}["Breaches in the period"]
+    assert int(shown) >= every["total"] > 0  # the period runs to the end of its last day
+    assert labels(at.download_button) == ["Download CSV", "Download XLSX"]

@@ -1,0 +1,109 @@
+"""The reconcile API and `tower reconcile` against an in-process tower: run now (JSON or streamed progress),
+the runs, the open findings side by side."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from click.testing import CliRunner
+
+from tests.factories import event_row
+from tests.reconcilers.factories import order_flow, snapshot
+from tests.support import RunningTower
+from tower.cli import main
+
+
+def seed(tower: RunningTower) -> None:
+    """A stock difference and an invoice billed 20% over, at the tower's (wall) clock."""
+    assert tower.tower is not None
+    now = datetime.now(UTC)
+    events = [
+        snapshot("erp", "SKU-1", "DAL", 10, now - timedelta(minutes=5)),
+        snapshot("wms/dallas", "SKU-1", "DAL", 7, now - timedelta(minutes=5)),
+        *order_flow(1, now - timedelta(days=1), invoiced_amount=120.0),
+    ]
+    tower.tower.store.insert("business_events", [event_row(e) for e in events])
+
+
+def test_run_runs_and_findings_over_http(tower: RunningTower) -> None:
+    seed(tower)
+    with tower.api("admin") as http:
+        answer = http.post("/api/reconcile/run")
+        assert answer.status_code == 200, answer.text
+        runs = answer.json()["runs"]
+        assert [(r["rule"], r["status"], r["opened"]) for r in runs] == [
+            ("inventory-sync", "ok", 1),
+            ("invoice-match", "ok", 1),
+        ]
+
+        missing = http.post("/api/reconcile/run", params={"rule": "nope"})
+        assert missing.status_code == 404
+        assert missing.json()["detail"] == "no reconciliation rule 'nope'; rules: inventory-sync, invoice-match"
+
+    with tower.api("viewer") as http:
+        listed = http.get("/api/reconcile/runs", params={"rule": "invoice-match"}).json()["items"]
+        assert [r["run_id"] for r in listed] == [runs[1]["run_id"]]
+        assert listed[0]["trigger"] == "api" and listed[0]["rows_compared"] == 1
+
+        page = http.get("/api/reconcile/findings").json()
+        assert page["total"] == 2
+        by_rule = {item["rule"]: item for item in page["items"]}
+        stock = by_rule["inventory-sync"]
+        assert stock["key"] == "SKU-1@DAL" and stock["check"] == "quantity" and stock["differs"] is True
+        assert [(s["name"], s["quantity"]) for s in stock["sides"]] == [("erp", 10), ("wms", 7)]
+        assert stock["differences"] == {"difference": 3, "tolerance": 0}
+        assert stock["summary"] == "SKU-1@DAL: erp 10 vs wms/dallas 7 (difference 3, tolerance 0)"
+        bill = by_rule["invoice-match"]
+        assert bill["check"] == ["amount"] and bill["owner"] == "finance"
+        assert [s["name"] for s in bill["sides"]] == ["invoice", "invoiced (order total)", "order", "shipped"]
+        assert bill["differences"]["amount_pct"] == 20.0
+
+        only = http.get("/api/reconcile/findings", params={"rule": "invoice-match"}).json()
+        assert only["total"] == 1
+        assert http.get("/api/reconcile/findings", params={"rule": "nope"}).status_code == 404
+        assert http.post("/api/reconcile/run").status_code == 403
+
+
+def test_run_streams_progress_then_the_result(tower: RunningTower) -> None:
+    seed(tower)
+    with (
+        tower.api("admin") as http,
+        http.stream("POST", "/api/reconcile/run", params={"rule": "inventory-sync", "stream": "true"}) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        lines = [orjson.loads(line) for line in response.iter_lines() if line]
+    progress = [(m["rule"], m["phase"]) for m in lines if m["event"] == "progress"]
+    assert progress == [
+        ("inventory-sync", "compare"),
+        ("inventory-sync", "apply"),
+        ("inventory-sync", "record"),
+        ("inventory-sync", "done"),
+    ]
+    result = lines[-1]
+    assert result["event"] == "result" and [r["opened"] for r in result["runs"]] == [1]
+
+
+def test_the_reconcile_command(tower: RunningTower) -> None:
+    seed(tower)
+    token = tower.api_token("admin")
+    result = CliRunner().invoke(main, ["reconcile", "--url", tower.http_url, "--token", token])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["inventory-sync", "ok"], ["invoice-match", "ok"]]
+    assert "compared         1  differing       1  opened     1" in lines[1]
+
+    result = CliRunner().invoke(
+        main, ["reconcile", "invoice-match", "--json", "--url", tower.http_url, "--token", token]
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = orjson.loads(result.stdout)  # the progress bar goes to stderr
+    assert run["rule"] == "invoice-match" and run["status"] == "ok" and run["opened"] == 0  # opened by the first run
+
+    result = CliRunner().invoke(main, ["reconcile", "nope", "--url", tower.http_url, "--token", token])
+    assert result.exit_code == 2
+    assert "no reconciliation rule 'nope'" in result.output
+
+    result = CliRunner().invoke(main, ["reconcile", "--url", "http://127.0.0.1:9", "--token", token])
+    assert result.exit_code == 2 and "cannot reach the tower" in result.output

@@ -1,0 +1,228 @@
+"""Invoice matching on hand-built orders, shipments and invoices: every check, tolerance edges, grace periods,
+one exception per invoice (or per never-invoiced order), and findings that resolve when the documents agree."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from kernel.store import Store
+from reconcilers.loop import RECONCILED
+from tests.factories import event_row
+from tests.reconcilers.factories import NOW, Harness, business, invoice_rule, order_flow
+
+DAY_AGO = NOW - timedelta(days=1)
+
+
+def harness(store: Store, **params: object) -> Harness:
+    return Harness(store, invoice_rule(**params))
+
+
+def test_a_matching_invoice_is_no_finding(store: Store) -> None:
+    h = harness(store)
+    h.send(*order_flow(1, DAY_AGO))
+    run = h.run()
+    assert (run.rows_compared, run.findings, run.opened) == (1, 0, 0)
+
+
+def test_amount_tolerance_edges(store: Store) -> None:
+    h = harness(store)
+    h.send(
+        *order_flow(1, DAY_AGO, amount=100.0, invoiced_amount=100.50),  # +0.5%: at the tolerance
+        *order_flow(2, DAY_AGO, amount=100.0, invoiced_amount=99.50),  # -0.5%
+        *order_flow(3, DAY_AGO, amount=100.0, invoiced_amount=100.51),  # +0.51%: 0.01% beyond
+        *order_flow(4, DAY_AGO, amount=100.0, invoiced_amount=99.49),
+        *order_flow(5, DAY_AGO, amount=1234.56, invoiced_amount=1240.73),  # +0.4998%
+        *order_flow(6, DAY_AGO, amount=1234.56, invoiced_amount=1240.74),  # +0.5006%
+    )
+    h.run()
+    active = h.active("invoice-match")
+    assert set(active) == {"IN-3", "IN-4", "IN-6"}
+    finding = active["IN-3"]
+    assert finding.owner == "finance" and finding.severity == "high" and finding.kind == "business"
+    assert finding.context["check"] == ["amount"]
+    assert finding.context["invoice"]["amount"] == "100.51" and finding.context["order"]["amount"] == "100.00"
+    assert finding.context["differences"]["amount"] == "0.51" and finding.context["differences"]["amount_pct"] == 0.51
+    assert finding.context["summary"] == "IN-3: invoiced 100.51 vs order 100.00 USD (tolerance 0.5%)"
+    assert (finding.context["order_id"], finding.context["customer_id"], finding.context["warehouse"]) == (
+        "SO-3",
+        "C-3",
+        "DAL",
+    )
+
+
+def test_quantity_tolerance_edges(store: Store) -> None:
+    h = harness(store, quantity_tolerance=1)
+    h.send(
+        *order_flow(1, DAY_AGO, shipped=5, invoiced_quantity=6),  # at the tolerance
+        *order_flow(2, DAY_AGO, shipped=5, invoiced_quantity=7),  # one unit beyond
+        *order_flow(3, DAY_AGO, shipped=5, invoiced_quantity=3),
+    )
+    h.run()
+    active = h.active("invoice-match")
+    assert set(active) == {"IN-2", "IN-3"}
+    assert active["IN-2"].context["check"] == ["quantity"]
+    assert active["IN-2"].context["summary"] == "IN-2: invoiced 7 units vs shipped 5 (tolerance 1)"
+    assert active["IN-2"].context["shipped"]["shipment_ids"] == ["SH-2"]
+
+
+def test_one_exception_per_invoice_with_every_failed_check(store: Store) -> None:
+    h = harness(store)
+    h.send(*order_flow(1, DAY_AGO, amount=100.0, invoiced_amount=110.0, shipped=5, invoiced_quantity=4))
+    h.run()
+    (finding,) = h.active("invoice-match").values()
+    assert finding.key == "IN-1" and finding.context["check"] == ["amount", "quantity"]
+
+
+def test_a_currency_mismatch_is_not_compared_as_an_amount(store: Store) -> None:
+    h = harness(store)
+    h.send(*order_flow(1, DAY_AGO, amount=100.0, invoiced_amount=100.0, currency="EUR"))
+    h.run()
+    assert h.active("invoice-match")["IN-1"].context["check"] == ["currency"]
+
+
+def test_invoiced_but_never_shipped_after_the_grace_period(store: Store) -> None:
+    h = harness(store, unmatched_after="2h")
+    h.send(
+        business("order.accepted", NOW - timedelta(hours=5), order_id="SO-1", customer_id="C-1", amount=50.0),
+        business("invoice.posted", NOW - timedelta(hours=2), invoice_id="IN-1", order_id="SO-1", amount=50.0),
+        business("order.accepted", NOW - timedelta(hours=5), order_id="SO-2", customer_id="C-2", amount=50.0),
+        business(
+            "invoice.posted", NOW - timedelta(hours=1, minutes=59), invoice_id="IN-2", order_id="SO-2", amount=50.0
+        ),
+    )
+    h.run()
+    active = h.active("invoice-match")
+    assert set(active) == {"IN-1"}  # IN-2 is inside the grace period (the shipment may be on its way)
+    assert active["IN-1"].context["check"] == ["not-shipped"]
+
+    h.later(timedelta(minutes=1))
+    h.send(
+        business(
+            "shipment.confirmed",
+            NOW - timedelta(hours=3),
+            "wms/dallas",
+            order_id="SO-1",
+            shipment_id="SH-1",
+            quantity=1,
+        )
+    )
+    run = h.run()  # IN-1 is shipped now (its quantity is not invoiced: not compared); IN-2 is past the grace
+    assert run.resolved == 1 and set(h.active("invoice-match")) == {"IN-2"}
+
+
+def test_an_invoice_without_an_accepted_order(store: Store) -> None:
+    h = harness(store)
+    h.send(
+        business("shipment.confirmed", DAY_AGO, "wms/dallas", order_id="SO-1", shipment_id="SH-1", quantity=2),
+        business(
+            "invoice.posted", DAY_AGO, invoice_id="IN-1", order_id="SO-1", shipment_id="SH-1", amount=20, quantity=2
+        ),
+    )
+    h.run()
+    finding = h.active("invoice-match")["IN-1"]
+    assert finding.context["check"] == ["no-order"]
+    assert finding.context["summary"] == "IN-1: no accepted order SO-1"
+
+
+def test_shipped_but_never_invoiced_after_the_grace_period(store: Store) -> None:
+    h = harness(store, uninvoiced_after="7d")
+    week = NOW - timedelta(days=7)
+    h.send(
+        *order_flow(1, week - timedelta(hours=1), invoiced_amount=None),  # shipped exactly 7 days ago
+        *order_flow(2, week - timedelta(minutes=59), invoiced_amount=None),  # 6d23h59m ago
+        *order_flow(3, week - timedelta(days=2)),  # invoiced
+    )
+    run = h.run()
+    active = h.active("invoice-match")
+    assert set(active) == {"SO-1"}
+    finding = active["SO-1"]
+    assert finding.context["check"] == ["not-invoiced"] and finding.context["shipped"]["shipment_ids"] == ["SH-1"]
+    assert run.rows_compared == 3  # one invoice, two shipped orders without one
+
+    h.later(timedelta(seconds=30))  # SO-2 is still inside its 7 days
+    h.send(
+        business(
+            "invoice.posted",
+            h.clock.now(),
+            invoice_id="IN-1",
+            order_id="SO-1",
+            shipment_id="SH-1",
+            amount=100.0,
+            quantity=5,
+        )
+    )
+    run = h.run()
+    assert run.resolved == 1 and h.active("invoice-match") == {}
+    record = h.exceptions.get(finding.id)
+    assert record.resolution == RECONCILED
+    assert h.exceptions.audit(finding.id)[-1]["detail"]["values"]["invoiced"]["invoice_ids"] == ["IN-1"]
+
+
+def test_an_order_invoiced_in_parts_matches_when_the_parts_add_up(store: Store) -> None:
+    h = harness(store)
+    accepted = DAY_AGO
+    h.send(
+        business("order.accepted", accepted, order_id="SO-1", customer_id="C-1", amount=100.0, currency="USD"),
+        business("shipment.confirmed", accepted, "wms", order_id="SO-1", shipment_id="SH-1a", quantity=3),
+        business("shipment.confirmed", accepted, "wms", order_id="SO-1", shipment_id="SH-1b", quantity=2),
+        business(
+            "invoice.posted", accepted, invoice_id="IN-1a", order_id="SO-1", shipment_id="SH-1a", amount=60, quantity=3
+        ),
+    )
+    h.run()
+    finding = h.active("invoice-match")["IN-1a"]  # 60 of 100 invoiced so far
+    assert finding.context["check"] == ["amount"] and finding.context["invoiced"]["amount"] == "60.00"
+
+    h.later()
+    h.send(
+        business(
+            "invoice.posted", accepted, invoice_id="IN-1b", order_id="SO-1", shipment_id="SH-1b", amount=40, quantity=2
+        )
+    )
+    run = h.run()
+    assert run.resolved == 1 and h.active("invoice-match") == {}
+
+
+def test_a_corrected_invoice_resolves_and_a_redelivery_changes_nothing(store: Store) -> None:
+    h = harness(store)
+    flow = order_flow(1, DAY_AGO, invoiced_amount=130.0)
+    h.send(*flow)
+    h.store.insert("business_events", [event_row(flow[-1])])  # the same invoice event delivered twice
+    h.run()
+    (finding,) = h.active("invoice-match").values()
+    assert finding.context["invoiced"]["amount"] == "130.00"  # counted once
+
+    h.later()
+    h.send(
+        business(
+            "invoice.posted",
+            DAY_AGO + timedelta(hours=3),  # the ERP's correction, newer
+            invoice_id="IN-1",
+            order_id="SO-1",
+            shipment_id="SH-1",
+            amount=100.0,
+            quantity=5,
+        )
+    )
+    assert h.run().resolved == 1
+
+
+def test_a_wrongly_resolved_invoice_finding_is_reopened(store: Store) -> None:
+    h = harness(store)
+    h.send(*order_flow(1, DAY_AGO, invoiced_amount=90.0))
+    h.run()
+    (finding,) = h.active("invoice-match").values()
+    h.later()
+    h.exceptions.resolve(finding.id, "finance-bob", note="credit note issued")  # none arrived
+    h.later()
+    run = h.run()
+    assert run.reopened == 1 and h.exceptions.get(finding.id).status == "open"
+    assert "invoiced 90.00 vs order 100.00 USD" in h.exceptions.audit(finding.id)[-1]["detail"]["reason"]
+
+
+def test_documents_older_than_the_lookback_are_ignored(store: Store) -> None:
+    h = harness(store, lookback="10d", uninvoiced_after="7d")
+    h.send(*order_flow(1, NOW - timedelta(days=11), invoiced_amount=50.0))
+    h.send(*order_flow(2, NOW - timedelta(days=11), invoiced_amount=None))
+    run = h.run()
+    assert run.rows_compared == 0 and h.active("invoice-match") == {}

@@ -1,0 +1,148 @@
+"""A side pulled from a system of record's SQL database (SQLite files here), compared by the same SQL as
+snapshot events; failures are recorded runs whose messages never show the URL."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from kernel.store import Store
+from reconcilers.config import RuleConfig
+from reconcilers.settings import ReconcileSettings
+from tests.reconcilers.factories import NOW, Harness, inventory_rule, snapshot
+
+T = NOW - timedelta(minutes=10)
+QUERY = "SELECT item AS sku, bin_location AS location, on_hand AS quantity, counted_at AS as_of FROM stock"
+
+
+def wms_database(path: Path, rows: list[tuple[str, str, float, str | None]]) -> str:
+    """A SQLite file with a `stock` table; its SQLAlchemy URL."""
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE stock (item TEXT, bin_location TEXT, on_hand REAL, counted_at TEXT)")
+        db.executemany("INSERT INTO stock VALUES (?, ?, ?, ?)", rows)
+    return f"sqlite:///{path}"
+
+
+def pulled_rule(query: str = QUERY, database: str = "wms_replica", **params: object) -> RuleConfig:
+    return inventory_rule(oversell=None, pull={"wms": {"database": database, "query": query}}, **params)
+
+
+def settings(**urls: str) -> ReconcileSettings:
+    return ReconcileSettings(sources={name: SecretStr(url) for name, url in urls.items()}, pull_batch_rows=2)
+
+
+def test_a_pulled_side_is_compared_with_snapshot_events(store: Store, tmp_path: Path) -> None:
+    counted = "2026-11-02 17:30:00"
+    url = wms_database(
+        tmp_path / "wms.db",
+        [
+            ("SKU-1", "DAL", 10, counted),
+            ("SKU-2", "DAL", 4, counted),  # the ERP says 5
+            ("SKU-3", "DAL", 2, counted),  # two bins of one location add up: 2 + 3 = 5
+            ("SKU-3", "DAL", 3, counted),
+            ("SKU-4", "RNO", 1, None),  # no as_of: counted now
+        ],
+    )
+    h = Harness(store, pulled_rule(), settings=settings(wms_replica=url))
+    h.send(
+        snapshot("erp", "SKU-1", "DAL", 10, T),
+        snapshot("erp", "SKU-2", "DAL", 5, T),
+        snapshot("erp", "SKU-3", "DAL", 5, T),
+        snapshot("erp", "SKU-4", "RNO", 1, T),
+        snapshot("wms/dallas", "SKU-1", "DAL", 99, T),  # wms events are ignored: the side is pulled
+    )
+    run = h.run()
+    assert run.rows_compared == 4
+    active = h.active("inventory-sync")
+    assert set(active) == {"SKU-2@DAL"}
+    erp, wms = active["SKU-2@DAL"].context["sides"]
+    assert (wms["name"], wms["source"], wms["quantity"], wms["as_of"]) == (
+        "wms",
+        "wms",
+        4,
+        "2026-11-02T17:30:00.000000Z",
+    )
+    assert [e.phase for e in h.progress][:2] == ["pull wms", "pull wms"]
+    assert any(e.message == "5 rows from wms_replica" for e in h.progress)
+    assert h.active("inventory-stale") == {}  # counted 30 minutes ago
+    assert store.query("SELECT count() AS n FROM system.tables WHERE name LIKE 'recon_stage_%'") == [{"n": 0}]
+
+
+def test_a_pull_whose_counts_are_old_is_stale(store: Store, tmp_path: Path) -> None:
+    url = wms_database(tmp_path / "wms.db", [("SKU-1", "DAL", 10, "2026-11-02 15:00:00")])
+    h = Harness(store, pulled_rule(), settings=settings(wms_replica=url))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    h.run()
+    stale = h.active("inventory-stale")
+    assert set(stale) == {"wms"} and stale["wms"].context["pulled"] is True
+
+
+def test_a_pull_returning_nothing_leaves_the_pairs_unchecked(store: Store, tmp_path: Path) -> None:
+    url = wms_database(tmp_path / "wms.db", [])
+    h = Harness(store, pulled_rule(), settings=settings(wms_replica=url))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    run = h.run()
+    assert run.details["rules"]["inventory-sync"]["checked"] is False
+    assert h.active("inventory-stale")["wms"].context["summary"] == "wms: the pull returned no rows"
+
+
+@pytest.mark.parametrize(
+    ("rows", "query", "error"),
+    [
+        (
+            [("SKU-1", "DAL", 1, None)],
+            "SELECT item, bin_location AS location, on_hand AS quantity FROM stock",
+            "pull wms from wms_replica: the query returns item, location, quantity; it must return sku, location,"
+            " quantity (and optionally as_of)",
+        ),
+        (
+            [("SKU-1", "DAL", 1, None), ("SKU-2", "DAL", None, None)],
+            QUERY,
+            "pull wms from wms_replica: row 2: quantity None is not a number",
+        ),
+        (
+            [("SKU-1", "DAL", 1, "yesterday")],
+            QUERY,
+            "pull wms from wms_replica: row 1: as_of 'yesterday' is not a timestamp",
+        ),
+        (
+            [],
+            "SELECT * FROM no_such_table",
+            "pull wms from wms_replica: OperationalError: no such table: no_such_table",
+        ),
+    ],
+    ids=["missing column", "bad quantity", "bad as_of", "bad query"],
+)
+def test_a_failing_pull_is_a_failed_run_with_its_reason(
+    store: Store, tmp_path: Path, rows: list[tuple[str, str, float, str | None]], query: str, error: str
+) -> None:
+    url = wms_database(tmp_path / "wms.db", rows)
+    h = Harness(store, pulled_rule(query), settings=settings(wms_replica=url))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    (record,) = h.service.run()
+    assert record.status == "error"
+    assert record.error == f"PullError: {error}"
+    assert h.service.runs.get(record.run_id) is not None
+    assert h.service.runs.list("inventory-sync")[0].status == "error"
+    assert h.all("inventory-sync") == []
+    assert store.query("SELECT count() AS n FROM system.tables WHERE name LIKE 'recon_stage_%'") == [{"n": 0}]
+
+
+def test_an_unreachable_database_never_shows_its_password(store: Store, tmp_path: Path) -> None:
+    url = "postgresql+psycopg://tower:s3cr3t-pw@127.0.0.1:1/wms"  # no driver installed, or nothing listening
+    h = Harness(store, pulled_rule(), settings=settings(wms_replica=url))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    (record,) = h.service.run()
+    assert record.status == "error" and record.error.startswith("PullError: pull wms from wms_replica: ")
+    assert "s3cr3t-pw" not in record.error
+
+
+def test_a_database_missing_from_the_settings_fails_the_run(store: Store) -> None:
+    h = Harness(store, pulled_rule(database="gone"), settings=settings())
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    (record,) = h.service.run()
+    assert record.error == "PullError: pull wms: database 'gone' is not in TOWER_RECONCILE_SOURCES"

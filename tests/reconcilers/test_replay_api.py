@@ -1,0 +1,148 @@
+"""Replay through the API, the jobs and the CLI of a running tower, against a real webhook receiver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner, Result
+
+from kernel.exceptions import ExceptionRecord, NewException
+from kernel.store import Store
+from reconcilers.replay import verify_signature
+from tests.factories import make_event
+from tests.reconcilers.replay_receiver import Receiver, running_receiver
+from tests.support import RunningTower, start_in_process
+from tower.cli import main
+
+SECRET = "replay-api-test-secret-0123"
+STRUCTURED = {"Content-Type": "application/cloudevents+json"}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from running_receiver()
+
+
+@pytest.fixture
+def replay_tower(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: Receiver
+) -> Iterator[RunningTower]:
+    """A tower whose `wms` source declares the receiver as its replay webhook (TOWER_REPLAY_WEBHOOKS)."""
+    hooks = {"wms": {"url": receiver.url, "secret": SECRET, "wait_minutes": 30}}
+    monkeypatch.setenv("TOWER_REPLAY_WEBHOOKS", orjson.dumps(hooks).decode())
+    with start_in_process(tmp_path, store) as running:
+        yield running
+
+
+def open_silence(running: RunningTower, source: str = "wms") -> ExceptionRecord:
+    assert running.tower is not None
+    last_seen = (datetime.now(UTC) - timedelta(minutes=40)).isoformat().replace("+00:00", "Z")
+    context = {"source": source, "last_seen": last_seen, "silent_for": "40m"}
+    (record,) = running.tower.exceptions.open_many(
+        [NewException("source-silence", source, "technical", "integration", "high", context=context)]
+    )
+    return record
+
+
+def test_request_list_and_resolve_through_the_api(replay_tower: RunningTower, receiver: Receiver) -> None:
+    assert replay_tower.tower is not None
+    record = open_silence(replay_tower)
+    with replay_tower.api("admin") as http:
+        answer = http.post(f"/api/exceptions/{record.id}/replay", json={"keys": ["SH-41"], "note": "WMS fixed"})
+        assert answer.status_code == 200, answer.text
+        again = http.post(f"/api/exceptions/{record.id}/replay", json={"keys": [" SH-41 "]})
+    first, second = answer.json(), again.json()
+    assert first["created"] is True and second["created"] is False
+    replay = first["replay"]
+    assert second["replay"]["id"] == replay["id"] and replay["status"] == "sent" and replay["keys"] == ["SH-41"]
+    assert replay["exception_ids"] == [record.id] and replay["responses"][0]["status"] == 200
+
+    (call,) = receiver.calls
+    assert verify_signature(SECRET, call.headers["x-tower-timestamp"], call.headers["x-tower-signature"], call.body)
+    assert call.json()["reason"].endswith(": WMS fixed") and call.json()["keys"] == ["SH-41"]
+    for _ in range(2):  # the jobs, twice: nothing is asked again
+        assert replay_tower.tower.scheduler.run_job("replay-send").ok
+        assert replay_tower.tower.scheduler.run_job("replay-watch").result["satisfied"] == []
+    assert len(receiver.calls) == 1
+
+    with replay_tower.api("viewer") as http:
+        page = http.get("/api/replays", params={"exception_id": record.id}).json()
+        assert page["total"] == 1 and page["items"][0]["id"] == replay["id"]
+        assert http.get("/api/replays", params={"status": "escalated"}).json() == {"items": [], "total": 0}
+        assert http.get("/api/replays", params={"source": "wms"}).json()["total"] == 1
+        assert http.get("/api/replays", params={"source": "erp"}).json()["total"] == 0
+
+    event = make_event("shipment.confirmed", 41, source="wms")
+    with replay_tower.client("wms") as http:
+        assert http.post("/v1/events", content=orjson.dumps(event), headers=STRUCTURED).status_code in (200, 202)
+    assert replay_tower.tower.scheduler.run_job("replay-watch").result["satisfied"] == [replay["id"]]
+
+    with replay_tower.api("viewer") as http:
+        resolved = http.get(f"/api/exceptions/{record.id}").json()
+        listed = http.get("/api/replays").json()["items"][0]
+    assert (resolved["status"], resolved["resolution"]) == ("resolved", "replayed")
+    assert resolved["resolution_detail"]["keys_matched"] == ["SH-41"]
+    assert listed["status"] == "satisfied" and listed["detail"]["events"] == 1
+
+
+def test_refusals_are_readable(replay_tower: RunningTower) -> None:
+    assert replay_tower.tower is not None
+    (business,) = replay_tower.tower.exceptions.open_many(
+        [NewException("order-release", "SO-1", "business", "customer_service", "high")]
+    )
+    silent_tms = open_silence(replay_tower, "tms")
+    silent_wms = open_silence(replay_tower)
+    with replay_tower.api("admin") as http:
+        missing = http.post("/api/exceptions/nope/replay")
+        assert (missing.status_code, missing.json()) == (404, {"detail": "no exception with id 'nope'"})
+        not_technical = http.post(f"/api/exceptions/{business.id}/replay")
+        assert not_technical.status_code == 409 and "only technical exceptions" in not_technical.json()["detail"]
+        no_webhook = http.post(f"/api/exceptions/{silent_tms.id}/replay")
+        assert no_webhook.status_code == 409 and "TOWER_REPLAY_WEBHOOKS" in no_webhook.json()["detail"]
+        backwards = http.post(
+            f"/api/exceptions/{silent_wms.id}/replay",
+            json={"from": "2026-11-02T18:00:00Z", "to": "2026-11-02T17:00:00Z"},
+        )
+        assert backwards.status_code == 422 and "`from` must be before `to`" in backwards.text
+        unknown = http.post(f"/api/exceptions/{silent_wms.id}/replay", json={"key": "SH-1"})
+        assert unknown.status_code == 422
+    with replay_tower.api("viewer") as http:
+        assert http.post(f"/api/exceptions/{silent_wms.id}/replay").status_code == 403
+
+
+def cli(args: list[str], running: RunningTower) -> Result:
+    env = {"TOWER_TOKEN": None, "TOWER_URL": None}
+    auth = ["--url", running.http_url, "--token", running.api_token("admin")]
+    return CliRunner().invoke(main, [*args, *auth], env=env, catch_exceptions=False)
+
+
+def test_the_cli_requests_and_lists(replay_tower: RunningTower, receiver: Receiver) -> None:
+    record = open_silence(replay_tower)
+    first = cli(["replay", record.id, "--key", "SH-7", "--key", "SO-7", "--note", "after the fix"], replay_tower)
+    assert first.exit_code == 0, first.output
+    assert first.output.startswith("requested:\nreplay ") and "sent  source wms" in first.output
+    assert "asks for 2 keys (SH-7, SO-7)" in first.output
+    again = cli(["replay", record.id, "--key", "SO-7", "--key", "SH-7"], replay_tower)
+    assert again.exit_code == 0 and again.output.startswith("already requested")
+    assert len(receiver.calls) == 1
+
+    listed = orjson.loads(cli(["replays", "--json", "--status", "sent"], replay_tower).output)
+    assert listed["total"] == 1 and listed["items"][0]["keys"] == ["SH-7", "SO-7"]
+    assert cli(["replays", "--status", "failed"], replay_tower).output.strip() == "no replay requests match"
+
+    ranged = cli(
+        ["replay", record.id, "--from", "2026-11-02T11:00:00-06:00", "--to", "2026-11-02T18:00:00Z", "--json"],
+        replay_tower,
+    )
+    answer = orjson.loads(ranged.output)
+    assert answer["created"] is True and answer["replay"]["keys"] == []
+    assert (answer["replay"]["from"], answer["replay"]["to"]) == ("2026-11-02T17:00:00Z", "2026-11-02T18:00:00Z")
+
+    refused = cli(["replay", "not-an-exception"], replay_tower)
+    assert (
+        refused.exit_code == 2 and "the tower answered 404: no exception with id 'not-an-exception'" in refused.output
+    )

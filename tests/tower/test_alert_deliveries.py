@@ -1,0 +1,113 @@
+"""The delivery log over HTTP (`GET /api/alerts/deliveries`) and the CLI (`tower alerts deliveries`), and the
+`alerts-send` job's wiring in the tower."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner, Result
+
+from alerting.sender import SlackSender
+from alerting.standin import Fault, SlackStandIn
+from kernel.clock import FixedClock
+from kernel.jobs import SchedulerSettings
+from kernel.store import Store
+from tests.alerting.delivery_support import T0, drain, msg, sender_for, slack_settings
+from tests.factories import make_settings
+from tests.support import RunningTower
+from tower.app import build_tower
+from tower.cli import main
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+@pytest.fixture
+def standin(clock: FixedClock) -> Iterator[SlackStandIn]:
+    with SlackStandIn(clock=clock) as running:
+        yield running
+
+
+@pytest.fixture
+def delivered(store: Store, clock: FixedClock, standin: SlackStandIn) -> SlackSender:
+    """Three messages delivered through a 429 and a 503; one refused for good."""
+    sender = sender_for(store, clock, slack_settings(standin))
+    standin.fail("chat.postMessage", Fault.rate_limited(2), Fault.api_error("is_archived"), Fault.server_error(503))
+    sender.outbox.enqueue(
+        [
+            msg("E1", "#warehouse", exception_id="E1"),
+            msg("E1/t", "#warehouse", action="reply", parent="E1", exception_id="E1"),
+            msg("E2", "#oncall", exception_id="E2"),
+        ]
+    )
+    drain(sender, clock)
+    return sender
+
+
+def test_the_api_shows_every_attempt_newest_first(tower: RunningTower, delivered: SlackSender) -> None:
+    with tower.api("viewer") as http:
+        page = http.get("/api/alerts/deliveries", params={"exception_id": "E1"}).json()
+        everything = http.get("/api/alerts/deliveries").json()
+        one = http.get("/api/alerts/deliveries", params={"limit": 1}).json()
+        assert http.get("/api/alerts/deliveries", params={"limit": 0}).status_code == 422
+    attempts = [(i["key"], i["action"], i["status"], i["http_status"]) for i in reversed(page["items"])]
+    assert attempts == [
+        ("E1", "post", "retry", 429),
+        ("E1", "post", "retry", 503),
+        ("E1", "post", "ok", 200),
+        ("E1/t", "reply", "ok", 200),
+    ]
+    ok = page["items"][1]
+    assert ok["channel"] == "#warehouse" and ok["channel_id"].startswith("C") and ok["ts"] and ok["mode"] == "bot"
+    assert ok["at"].startswith("2026-11-02T16:00:0")
+    assert page["outbox"] == {"pending": 0, "attempting": 0, "sent": 2, "failed": 1, "superseded": 0}
+    assert len(everything["items"]) == 5
+    (failed,) = [i for i in everything["items"] if i["key"] == "E2"]
+    assert (failed["status"], failed["error"], failed["note"]) == ("failed", "is_archived", "Slack refused it")
+    assert len(one["items"]) == 1
+
+
+def run(args: list[str]) -> Result:
+    env = {"TOWER_TOKEN": None, "TOWER_URL": None, "COLUMNS": "200"}
+    return CliRunner().invoke(main, ["alerts", "deliveries", *args], env=env, catch_exceptions=False)
+
+
+def test_the_cli_prints_the_log(tower: RunningTower, delivered: SlackSender) -> None:
+    auth = ["--url", tower.http_url, "--token", tower.api_token("viewer")]
+    table = run(["--exception", "E1", *auth])
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0] == "outbox: 0 pending, 0 attempting, 2 sent, 1 failed, 0 superseded"
+    assert "retry   post #1  #warehouse  E1  HTTP 429" in table.stdout
+    assert "ratelimited; rate limited: retry after 2 s" in table.stdout
+    assert "E2" not in table.stdout
+    as_json = run(["--json", "--limit", "2", *auth])
+    assert as_json.exit_code == 0
+    assert len(orjson.loads(as_json.stdout)["items"]) == 2
+    none = run(["--exception", "nope", *auth])
+    assert "no deliveries for exception nope" in none.stdout
+
+
+def test_the_cli_says_when_the_tower_is_unreachable() -> None:
+    result = CliRunner().invoke(main, ["alerts", "deliveries", "--url", "http://127.0.0.1:9", "--token", "t"])
+    assert result.exit_code == 2 and "cannot reach the tower" in result.output
+
+
+def test_the_send_job_runs_only_when_slack_is_configured(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("TOWER_SLACK_BOT_TOKEN", "TOWER_SLACK_WEBHOOK_URL", "TOWER_SLACK_WEBHOOK_URLS"):
+        monkeypatch.delenv(name, raising=False)
+    off = build_tower(make_settings(tmp_path / "a"), store=store, scheduler=SchedulerSettings(enabled=False))
+    assert off.outbox is not None and off.slack_sender is None and "alerts-send" not in off.jobs
+    monkeypatch.setenv("TOWER_SLACK_BOT_TOKEN", "xoxb-configured")
+    monkeypatch.setenv("TOWER_SLACK_API_URL", "http://127.0.0.1:9/api/")
+    on = build_tower(make_settings(tmp_path / "b"), store=store, scheduler=SchedulerSettings(enabled=False))
+    assert on.slack_sender is not None and on.slack_sender.mode == "bot"
+    job = on.jobs.get("alerts-send")
+    assert job.settings().interval_seconds == 2.0 and "Slack" in job.description

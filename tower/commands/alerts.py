@@ -1,0 +1,79 @@
+"""`tower alerts ...`: alerting through the running tower's API. `deliveries` shows the Slack delivery log;
+other alerting commands (silences) attach to the `alerts` group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import httpx
+import orjson
+from rich.console import Console
+from rich.text import Text
+
+from tower.client import client, resolve_admin_token, tower_url
+
+
+class ApiFailed(click.ClickException):
+    """The tower could not be reached or refused the request."""
+
+    exit_code = 2
+
+
+def get_json(url: str | None, token: str | None, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    """GET an API path; ApiFailed (exit 2) when the tower cannot be reached or does not answer 200."""
+    with client(url, resolve_admin_token(token)) as http:
+        try:
+            response = http.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise ApiFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        detail = body.get("detail") if isinstance(body, dict) else None
+        raise ApiFailed(f"the tower answered {response.status_code}: {detail or response.text[:300]}")
+    return body
+
+
+@click.group()
+def alerts() -> None:
+    """Slack alerting: the delivery log."""
+
+
+@alerts.command("deliveries")
+@click.option("--exception", "exception_id", help="Only the attempts for this exception's messages.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--token", help="API token (TOWER_TOKEN; default: the generated admin token).")
+def deliveries(exception_id: str | None, limit: int, as_json: bool, url: str | None, token: str | None) -> None:
+    """Show the Slack delivery log, newest first: every attempt (ok, retry, failed) and the outbox's counts."""
+    params: dict[str, Any] = {"limit": limit}
+    if exception_id:
+        params["exception_id"] = exception_id
+    page = get_json(url, token, "/api/alerts/deliveries", params)
+    if as_json:
+        click.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
+        return
+    counts: dict[str, int] = page.get("outbox", {})
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(Text("outbox: " + ", ".join(f"{n} {status}" for status, n in counts.items()), style="bold"))
+    items: list[dict[str, Any]] = page.get("items", [])
+    if not items:
+        click.echo("no deliveries" + (f" for exception {exception_id}" if exception_id else " yet"))
+        return
+    styles = {"ok": "green", "retry": "yellow", "failed": "red"}
+    for item in items:
+        head = Text(f"{str(item.get('at', ''))[:19].replace('T', ' ')} UTC  ")
+        head.append(f"{item.get('status', ''):<6}", style=styles.get(str(item.get("status")), ""))
+        head.append(
+            f"  {item.get('action', '')} #{item.get('attempt', 0)}  {item.get('channel', '')}  {item.get('key', '')}"
+        )
+        if item.get("http_status"):
+            head.append(f"  HTTP {item['http_status']}")
+        console.print(head)  # Text: no rich markup in what Slack answered
+        detail = "; ".join(str(item[k]) for k in ("error", "note") if item.get(k))
+        if detail:
+            console.print(Text("    " + detail))

@@ -1,0 +1,64 @@
+"""`tower dashboard`: run the Streamlit dashboard against the running tower's API."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import httpx
+
+from tower.client import tower_url
+
+# The dashboard package sits beside `tower` (in the source tree and when installed). The composition
+# root starts it as its own process and never imports it: the dashboard is a client of the API only.
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+
+
+def streamlit_command(app: Path, host: str, port: int) -> list[str]:
+    """The `streamlit run` command line of the dashboard: headless, no usage statistics, no file watcher."""
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.headless=true",
+        f"--server.address={host}",
+        f"--server.port={port}",
+        "--server.fileWatcherType=none",
+        "--browser.gatherUsageStats=false",
+        "--client.toolbarMode=minimal",
+    ]
+
+
+def dashboard_url(url: str | None) -> str:
+    """The API URL the dashboard uses: --url, TOWER_DASHBOARD_API_URL, TOWER_URL or the local default."""
+    return (url or os.environ.get("TOWER_DASHBOARD_API_URL") or tower_url(None)).rstrip("/")
+
+
+@click.command("dashboard")
+@click.option("--url", help="The tower's URL (TOWER_DASHBOARD_API_URL, TOWER_URL; default http://127.0.0.1:4318).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the dashboard binds.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True, help="Port of the dashboard.")
+def dashboard(url: str | None, host: str, port: int) -> None:
+    """Run the dashboard (Streamlit) against the tower's API.
+
+    Visitors sign in with an API token of any role in the sidebar; TOWER_DASHBOARD_TOKEN signs every
+    visitor in with one token (a single-user setup). The process becomes Streamlit's: Ctrl-C stops it.
+    """
+    api = dashboard_url(url)
+    if not APP.is_file():
+        raise click.ClickException(f"the dashboard is not installed: {APP} is missing")
+    try:
+        reachable = httpx.get(f"{api}/healthz", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        reachable = False
+    if not reachable:
+        click.echo(f"warning: the tower does not answer at {api}; the dashboard will say so until it does", err=True)
+    click.echo(f"dashboard: http://{host}:{port}  (tower API: {api})")
+    sys.stdout.flush()
+    env = {**os.environ, "TOWER_DASHBOARD_API_URL": api}
+    command = streamlit_command(APP, host, port)
+    os.execve(command[0], command, env)

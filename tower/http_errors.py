@@ -1,0 +1,30 @@
+"""Error answers the whole HTTP app shares.
+
+FastAPI's own handler of request validation errors echoes each invalid input, and fails with a
+UnicodeDecodeError (a 500, and a dropped connection) when that input is a body that is not UTF-8
+(any route with a JSON body, sent bytes under another content type). This handler answers the same
+422 `{"detail": [...]}`, with such bytes decoded with replacement characters.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with FastAPI's body shape; undecodable inputs are shown decoded with replacement characters."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = jsonable_encoder(errors, custom_encoder={bytes: _text})
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the app-wide error handlers."""
+    app.add_exception_handler(RequestValidationError, validation_error)

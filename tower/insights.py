@@ -1,0 +1,637 @@
+"""Read models behind the dashboard: the overview, integration health per source, SLA trends and breaches.
+
+Each function is a few set-based, typed-parameter queries over the store; the API routes in
+`tower.routes.overview` only parse parameters and answer these models. Reads of mutable state
+(`exceptions`, `sla_cases`) use FINAL; a query that needs several figures of one table reads it
+once (conditional aggregates), because a FINAL read of millions of cases costs more than the
+arithmetic on it.
+
+Windows are half-open, `since <= t < until`. Health rates use business time (span Timestamp,
+event `time`), like the `source-silence` rule: a backfill arriving now with old times does not
+make a source look busy. Event rates count the records of the window, redeliveries included
+(traffic); spans are counted once each.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, Field
+
+from kernel.model.events import source_covers
+from kernel.store import Store
+
+# How far back `last_seen` of a source looks (a source silent for longer shows no last seen).
+HEALTH_LOOK_BACK = timedelta(days=7)
+# Breach lateness buckets, in hours: [0, 1), [1, 2), ... [48, inf).
+LATE_BUCKETS: tuple[float, ...] = (0, 1, 2, 4, 8, 24, 48)
+ERROR_STATUSES = ["Error", "STATUS_CODE_ERROR"]
+_T6 = "DateTime64(6, 'UTC')"
+_T9 = "DateTime64(9, 'UTC')"
+
+
+def stored(text: str | None) -> datetime | None:
+    """A stored UTC timestamp text as an aware datetime (None stays None)."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 6) if whole else None
+
+
+# The overview -------------------------------------------------------------------------------------
+
+
+class OwnerSeverity(BaseModel):
+    """Active exceptions of one owner and severity."""
+
+    owner: str
+    severity: str
+    open: int
+    acknowledged: int
+
+
+class WindowCompliance(BaseModel):
+    """The cases of a rule started in a window, and the share of decided ones met."""
+
+    cases: int
+    met: int
+    late: int
+    breached: int
+    compliance: float | None = Field(description="met / (met + late + breached); null when no case is decided.")
+
+
+class RuleCompliance(BaseModel):
+    """Compliance of one SLA rule for the cases started today, in the last 7 and the last 30 days (calendar days
+    in the requested time zone, today included)."""
+
+    rule: str
+    today: WindowCompliance
+    last_7_days: WindowCompliance
+    last_30_days: WindowCompliance
+    at_risk: int = Field(description="Pending cases of the rule inside its warning window now.")
+
+
+class AtRiskCase(BaseModel):
+    """A pending case inside its rule's warning window: still on time, not for long."""
+
+    rule: str
+    key: str
+    started_at: datetime
+    due_at: datetime
+    customer_id: str
+    warehouse: str
+
+
+class Change(BaseModel):
+    """One change to an exception (an audit entry) with what it changed."""
+
+    at: datetime
+    exception_id: str
+    action: str = Field(description="opened, acknowledged, assigned, resolved, reopened, note")
+    actor: str
+    detail: str = Field(description="What changed, as JSON text.")
+    rule: str
+    key: str
+    owner: str
+    status: str = Field(description="The exception's status now.")
+
+
+class Changes(BaseModel):
+    """What changed since a moment: counts per action and the latest changes."""
+
+    since: datetime
+    counts: dict[str, int]
+    latest: list[Change]
+
+
+class Overview(BaseModel):
+    """The dashboard's first screen."""
+
+    now: datetime = Field(description="The tower's clock when the overview was read.")
+    today: date = Field(description="Today in the requested time zone: the windows are calendar days there.")
+    today_starts: datetime = Field(description="Start of today in the requested time zone (UTC).")
+    active: int = Field(description="Open and acknowledged exceptions.")
+    open: int
+    acknowledged: int
+    by_owner: list[OwnerSeverity]
+    compliance: list[RuleCompliance]
+    at_risk: int = Field(description="Pending cases inside their warning window, every rule.")
+    at_risk_cases: list[AtRiskCase] = Field(description="The at-risk cases due soonest.")
+    changes: Changes
+
+
+_BY_OWNER = """
+SELECT owner, severity, countIf(status = 'open') AS open, countIf(status = 'acknowledged') AS acknowledged
+FROM exceptions FINAL
+WHERE status != 'resolved'
+GROUP BY owner, severity
+ORDER BY owner, severity
+"""
+
+# Cases per rule, day (in the caller's time zone) and status: one FINAL read of `sla_cases` gives every
+# window's counts, and the (due, key) of each group's at-risk cases due soonest.
+_CASES_BY_DAY = """
+SELECT rule, toString(toDate(started_at, {{tz:String}})) AS day, toString(status) AS status, count() AS n,
+    groupArraySortedIf({top})((due_at, key), status = 'at_risk') AS soonest
+FROM sla_cases FINAL
+WHERE toDate(started_at, {{tz:String}}) >= {{first_day:Date}} OR status = 'at_risk'
+GROUP BY rule, day, status
+"""
+
+_AT_RISK = """
+SELECT rule, key, started_at, due_at, customer_id, toString(warehouse) AS warehouse
+FROM sla_cases FINAL
+WHERE rule IN {rules:Array(String)} AND key IN {keys:Array(String)} AND status = 'at_risk'
+"""
+
+# The active parts of `sla_cases`: their names change with every write (and merge) of the table.
+_CASE_PARTS = """
+SELECT arraySort(groupArray(name)) AS parts
+FROM system.parts
+WHERE database = currentDatabase() AND table = 'sla_cases' AND active
+"""
+
+_CHANGE_COUNTS = f"""
+SELECT toString(action) AS action, count() AS n
+FROM exception_audit
+WHERE at >= {{since:{_T6}}}
+GROUP BY action
+ORDER BY action
+"""
+
+_LATEST_CHANGES = f"""
+SELECT exception_id, at, actor, toString(action) AS action, detail
+FROM exception_audit
+WHERE at >= {{since:{_T6}}}
+ORDER BY at DESC, seq DESC
+LIMIT {{limit:UInt32}}
+"""
+
+_EXCEPTION_HEADS = """
+SELECT id, rule, key, owner, status FROM exceptions FINAL WHERE id IN {ids:Array(String)}
+"""
+
+
+class _CaseDays:
+    """The cases by rule, day and status, reused until `sla_cases` changes.
+
+    Only the SLA engine writes cases, once per evaluation that changes something; between two such
+    writes every reading of the same days is the same. A reading is kept per store, time zone, first
+    day and size, with the names of the table's active parts when it was read: any insert or merge
+    renames parts, and the next reading reads the table again. A store without local parts (a
+    Distributed table on a cluster) is read every time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._readings: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[tuple[str, ...], Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def read(self, store: Store, tz: str, first_day: date, top: int) -> list[dict[str, Any]]:
+        """Cases per (rule, day, status) since `first_day` in `tz`, and every day's at-risk ones."""
+        parts = tuple(store.query(_CASE_PARTS)[0]["parts"])
+        key = (tz, first_day, top)
+        with self._lock:
+            kept = self._readings.get(store, {}).get(key)
+        if parts and kept is not None and kept[0] == parts:
+            rows: list[dict[str, Any]] = kept[1]
+            return rows
+        rows = store.query(_CASES_BY_DAY.format(top=int(top)), {"tz": tz, "first_day": first_day})
+        if parts:
+            with self._lock:
+                readings = self._readings.setdefault(store, {})
+                if len(readings) > 64:
+                    readings.clear()
+                readings[key] = (parts, rows)
+        return rows
+
+
+_case_days = _CaseDays()
+
+
+def _window(rows: Iterable[dict[str, Any]], first: str) -> WindowCompliance:
+    """The counts of `rows` (one rule's) on days from `first` (YYYY-MM-DD) on."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row["day"] >= first:
+            counts[row["status"]] = counts.get(row["status"], 0) + int(row["n"])
+    met, late, breached = counts.get("met", 0), counts.get("late", 0), counts.get("breached", 0)
+    return WindowCompliance(
+        cases=sum(counts.values()), met=met, late=late, breached=breached, compliance=_ratio(met, met + late + breached)
+    )
+
+
+def at_risk_cases(store: Store, soonest: Iterable[tuple[str, str, str]], top: int) -> list[AtRiskCase]:
+    """The `top` at-risk cases of `soonest` ((due text, rule, key)) due first, with their details."""
+    chosen = sorted(soonest)[:top]
+    if not chosen:
+        return []
+    rows = store.query(
+        _AT_RISK, {"rules": sorted({rule for _, rule, _ in chosen}), "keys": sorted({key for _, _, key in chosen})}
+    )
+    wanted = {(rule, key) for _, rule, key in chosen}
+    cases = [
+        AtRiskCase(
+            rule=r["rule"],
+            key=r["key"],
+            started_at=stored(r["started_at"]) or datetime.min.replace(tzinfo=UTC),
+            due_at=stored(r["due_at"]) or datetime.min.replace(tzinfo=UTC),
+            customer_id=r["customer_id"],
+            warehouse=r["warehouse"],
+        )
+        for r in rows
+        if (r["rule"], r["key"]) in wanted
+    ]
+    return sorted(cases, key=lambda c: (c.due_at, c.rule, c.key))
+
+
+def changes_since(store: Store, since: datetime, limit: int = 50) -> Changes:
+    """Changes to exceptions at or after `since`: counts per action and the latest `limit`."""
+    counts = {r["action"]: int(r["n"]) for r in store.query(_CHANGE_COUNTS, {"since": since})}
+    rows = store.query(_LATEST_CHANGES, {"since": since, "limit": limit}) if counts else []
+    ids = sorted({r["exception_id"] for r in rows})
+    heads = {r["id"]: r for r in store.query(_EXCEPTION_HEADS, {"ids": ids})} if ids else {}
+    unknown = {"rule": "", "key": "", "owner": "", "status": ""}
+    latest = [
+        Change(
+            at=stored(r["at"]) or since,
+            exception_id=r["exception_id"],
+            action=r["action"],
+            actor=r["actor"],
+            detail=r["detail"],
+            **{k: heads.get(r["exception_id"], unknown)[k] for k in ("rule", "key", "owner", "status")},
+        )
+        for r in rows
+    ]
+    return Changes(since=since, counts=counts, latest=latest)
+
+
+def overview(
+    store: Store,
+    now: datetime,
+    tz: str,
+    since: datetime,
+    rules: Iterable[str] = (),
+    top: int = 20,
+) -> Overview:
+    """The overview at `now`: active exceptions by owner and severity; compliance per rule of the cases started
+    today, in the last 7 and in the last 30 days (calendar days in `tz`, today included); the `top` at-risk
+    cases due soonest; the changes since `since`.
+
+    Rules named in `rules` without a case are listed with zeros.
+    """
+    by_owner = [
+        OwnerSeverity(
+            owner=r["owner"], severity=r["severity"], open=int(r["open"]), acknowledged=int(r["acknowledged"])
+        )
+        for r in store.query(_BY_OWNER)
+    ]
+    zone = ZoneInfo(tz)
+    today = now.astimezone(zone).date()
+    rows = _case_days.read(store, tz, today - timedelta(days=29), top)
+    by_rule: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_rule.setdefault(row["rule"], []).append(row)
+    for rule in rules:
+        by_rule.setdefault(rule, [])
+    compliance = [
+        RuleCompliance(
+            rule=rule,
+            today=_window(rows_of_rule, today.isoformat()),
+            last_7_days=_window(rows_of_rule, (today - timedelta(days=6)).isoformat()),
+            last_30_days=_window(rows_of_rule, (today - timedelta(days=29)).isoformat()),
+            at_risk=sum(int(r["n"]) for r in rows_of_rule if r["status"] == "at_risk"),
+        )
+        for rule, rows_of_rule in sorted(by_rule.items())
+    ]
+    soonest = [(due, row["rule"], key) for row in rows for due, key in row["soonest"]]
+    opened = sum(o.open for o in by_owner)
+    acknowledged = sum(o.acknowledged for o in by_owner)
+    return Overview(
+        now=now,
+        today=today,
+        today_starts=datetime.combine(today, time(), zone).astimezone(UTC),
+        active=opened + acknowledged,
+        open=opened,
+        acknowledged=acknowledged,
+        by_owner=by_owner,
+        compliance=compliance,
+        at_risk=sum(c.at_risk for c in compliance),
+        at_risk_cases=at_risk_cases(store, soonest, top),
+        changes=changes_since(store, since),
+    )
+
+
+# Integration health -------------------------------------------------------------------------------
+
+
+class SourceHealth(BaseModel):
+    """One source's traffic in the window and when it was last seen."""
+
+    source: str = Field(description="The source path (`wms/dallas`), or the service name of spans without one.")
+    spans: int
+    spans_per_minute: float
+    errors: int
+    error_rate: float | None = Field(description="Error spans over spans; null without spans.")
+    latency_p95_ms: float | None = Field(description="95th percentile span duration; null without spans.")
+    events: int
+    events_per_minute: float
+    last_span: datetime | None
+    last_event: datetime | None
+    last_seen: datetime | None = Field(description=f"Latest span or event, looking back {HEALTH_LOOK_BACK.days} days.")
+    silent_minutes: float | None = Field(description="Minutes since last seen; null when not seen in the look-back.")
+    open_technical: int = Field(description="Active technical exceptions (errors, silence) of this source.")
+
+
+class SourcesHealth(BaseModel):
+    """Integration health per source over a window ending now."""
+
+    since: datetime
+    until: datetime
+    window_minutes: float
+    sources: list[SourceHealth]
+
+
+_SOURCE = "if(ResourceAttributes['tower.source'] != '', ResourceAttributes['tower.source'], toString(ServiceName))"
+
+# The window's spans per source; the map column is read only for the window's granules.
+_SPAN_WINDOW = f"""
+SELECT {_SOURCE} AS source,
+    groupUniqArray(toString(ServiceName)) AS services,
+    uniqExact(TraceId, SpanId) AS spans,
+    uniqExactIf(TraceId, SpanId, StatusCode IN {{errors:Array(String)}}) AS errors,
+    quantile(0.95)(Duration) / 1e6 AS p95_ms,
+    max(Timestamp) AS last
+FROM otel_traces
+WHERE Timestamp >= {{since:{_T9}}} AND Timestamp < {{until:{_T9}}}
+GROUP BY source
+"""
+
+# Last span per service over the look-back (cheap columns only) ...
+_SPAN_LAST = f"""
+SELECT toString(ServiceName) AS service, max(Timestamp) AS last
+FROM otel_traces
+WHERE Timestamp >= {{look_back:{_T9}}} AND Timestamp < {{until:{_T9}}}
+GROUP BY service
+"""
+
+# ... and the source of that span, for the services silent in the window (a few granules each).
+_SPAN_SOURCE = f"""
+SELECT toString(ServiceName) AS service, any({_SOURCE}) AS source
+FROM otel_traces
+WHERE {{pairs}}
+GROUP BY service
+"""
+
+# Events per source in the window (records received, redeliveries included: traffic) and the latest one.
+_EVENT_HEALTH = f"""
+SELECT toString(source) AS source,
+    countIf(time >= {{since:{_T6}}}) AS events,
+    max(time) AS last
+FROM business_events
+WHERE time >= {{look_back:{_T6}}} AND time < {{until:{_T6}}}
+GROUP BY source
+"""
+
+_TECHNICAL_OPEN = """
+SELECT JSONExtractString(context, 'source') AS source, count() AS n
+FROM exceptions FINAL
+WHERE kind = 'technical' AND status != 'resolved'
+GROUP BY source
+"""
+
+
+def _span_sources(store: Store, last: dict[str, str]) -> dict[str, str]:
+    """The source of each service's last span (`last`: service -> its Timestamp text)."""
+    if not last:
+        return {}
+    clauses, params = [], {}
+    for i, (service, at) in enumerate(sorted(last.items())):
+        clauses.append(f"(ServiceName = {{s{i}:String}} AND Timestamp = {{t{i}:{_T9}}})")
+        params[f"s{i}"], params[f"t{i}"] = service, at
+    rows = store.query(_SPAN_SOURCE.replace("{pairs}", " OR ".join(clauses)), params)
+    return {r["service"]: r["source"] for r in rows}
+
+
+def sources_health(store: Store, now: datetime, window: timedelta) -> SourcesHealth:
+    """Per source: spans and events per minute, error rate and p95 latency of its spans in [now - window, now),
+    when it was last seen (looking back HEALTH_LOOK_BACK), and its active technical exceptions.
+
+    A span's source is the ingest token's (`tower.source`), else its service; a service's last span counts
+    for the source of that span.
+    """
+    since = now - window
+    params = {"since": since, "until": now, "look_back": now - HEALTH_LOOK_BACK, "errors": ERROR_STATUSES}
+    spans = {r["source"]: r for r in store.query(_SPAN_WINDOW, params)}
+    active = {service for row in spans.values() for service in row["services"]}
+    silent = {r["service"]: r["last"] for r in store.query(_SPAN_LAST, params) if r["service"] not in active}
+    last_span: dict[str, datetime] = {}
+    for service, source in _span_sources(store, silent).items():
+        at = stored(silent[service][:26])
+        if at is not None and (source not in last_span or at > last_span[source]):
+            last_span[source] = at
+    for source, row in spans.items():
+        at = stored(row["last"][:26])
+        if at is not None and (source not in last_span or at > last_span[source]):
+            last_span[source] = at
+    events = {r["source"]: r for r in store.query(_EVENT_HEALTH, params)}
+    technical = {r["source"]: int(r["n"]) for r in store.query(_TECHNICAL_OPEN) if r["source"]}
+    minutes = window.total_seconds() / 60
+    out: list[SourceHealth] = []
+    for source in sorted(set(last_span) | set(events) | set(technical)):
+        span_row, event_row = spans.get(source, {}), events.get(source, {})
+        n_spans, n_errors = int(span_row.get("spans", 0)), int(span_row.get("errors", 0))
+        n_events = int(event_row.get("events", 0))
+        last_event = stored(event_row.get("last")) if event_row else None
+        seen = [t for t in (last_span.get(source), last_event) if t is not None]
+        last_seen = max(seen) if seen else None
+        out.append(
+            SourceHealth(
+                source=source,
+                spans=n_spans,
+                spans_per_minute=round(n_spans / minutes, 3),
+                errors=n_errors,
+                error_rate=_ratio(n_errors, n_spans),
+                latency_p95_ms=round(float(span_row["p95_ms"]), 3) if n_spans else None,
+                events=n_events,
+                events_per_minute=round(n_events / minutes, 3),
+                last_span=last_span.get(source),
+                last_event=last_event,
+                last_seen=last_seen,
+                silent_minutes=round((now - last_seen).total_seconds() / 60, 1) if last_seen else None,
+                open_technical=sum(n for s, n in technical.items() if source_covers(s, source)),
+            )
+        )
+    return SourcesHealth(since=since, until=now, window_minutes=minutes, sources=out)
+
+
+# SLA trend and breaches -----------------------------------------------------------------------------
+
+
+class TrendDay(BaseModel):
+    """The cases of one rule started on one day (UTC), by status."""
+
+    rule: str
+    day: str = Field(description="YYYY-MM-DD (UTC).")
+    cases: int
+    met: int
+    late: int
+    breached: int
+    pending: int
+    compliance: float | None
+
+
+class SlaTrend(BaseModel):
+    """Compliance per rule and day."""
+
+    since: datetime = Field(serialization_alias="from")
+    until: datetime = Field(serialization_alias="to")
+    days: list[TrendDay]
+
+
+_TREND = f"""
+SELECT rule, toString(toDate(started_at)) AS day, count() AS cases,
+    countIf(status = 'met') AS met, countIf(status = 'late') AS late, countIf(status = 'breached') AS breached,
+    countIf(status IN ('pending', 'at_risk')) AS pending
+FROM sla_cases FINAL
+WHERE started_at >= {{since:{_T6}}} AND started_at < {{until:{_T6}}}
+    AND ({{rule:String}} = '' OR rule = {{rule:String}})
+GROUP BY rule, day
+ORDER BY rule, day
+"""
+
+
+def sla_trend(store: Store, since: datetime, until: datetime, rule: str | None = None) -> SlaTrend:
+    """Per rule (or one rule) and UTC day, the cases started in [since, until) by status."""
+    days = [
+        TrendDay(
+            rule=r["rule"],
+            day=r["day"],
+            cases=int(r["cases"]),
+            met=int(r["met"]),
+            late=int(r["late"]),
+            breached=int(r["breached"]),
+            pending=int(r["pending"]),
+            compliance=_ratio(int(r["met"]), int(r["met"]) + int(r["late"]) + int(r["breached"])),
+        )
+        for r in store.query(_TREND, {"since": since, "until": until, "rule": rule or ""})
+    ]
+    return SlaTrend(since=since, until=until, days=days)
+
+
+class LateBucket(BaseModel):
+    """Breaches that were (or are, still open) between `min_hours` and `max_hours` late."""
+
+    label: str
+    min_hours: float
+    max_hours: float | None
+    breaches: int
+
+
+class BreachGroup(BaseModel):
+    """Breaches of one customer or warehouse."""
+
+    name: str = Field(description="The customer id or warehouse; empty when the cases had none.")
+    breaches: int
+    still_open: int = Field(description="Breached cases whose end has not arrived.")
+    avg_hours_late: float
+    max_hours_late: float
+
+
+class BreachStats(BaseModel):
+    """How late the breaches of a period were, and who they hit most."""
+
+    since: datetime = Field(serialization_alias="from")
+    until: datetime = Field(serialization_alias="to")
+    rule: str | None
+    total: int = Field(description="Late (closed) and breached (still open) cases.")
+    late: int
+    breached: int
+    buckets: list[LateBucket]
+    customers: list[BreachGroup] = Field(description="The customers with the most breaches.")
+    warehouses: list[BreachGroup] = Field(description="The warehouses with the most breaches.")
+
+
+# Every breach counts once in each dimension: its lateness bucket, its customer and its warehouse.
+_BREACHES = f"""
+SELECT dim, value, breaches, still_open, avg_hours, max_hours
+FROM (
+    SELECT d.1 AS dim, d.2 AS value, count() AS breaches, countIf(status = 'breached') AS still_open,
+        avg(hours) AS avg_hours, max(hours) AS max_hours,
+        row_number() OVER (PARTITION BY dim ORDER BY breaches DESC, value) AS rank
+    FROM (
+        SELECT status, hours,
+            [('bucket', toString(arrayCount(edge -> hours >= edge, {{edges:Array(Float64)}}))),
+             ('customer', customer_id), ('warehouse', toString(warehouse))] AS dims
+        FROM (
+            SELECT status, customer_id, warehouse,
+                greatest(dateDiff('second', due_at, if(status = 'late', assumeNotNull(ended_at), {{now:{_T6}}})), 0)
+                    / 3600 AS hours
+            FROM sla_cases FINAL
+            WHERE status IN ('late', 'breached')
+                AND due_at >= {{since:{_T6}}} AND due_at < {{until:{_T6}}}
+                AND ({{rule:String}} = '' OR rule = {{rule:String}})
+        )
+    )
+    ARRAY JOIN dims AS d
+    GROUP BY dim, value
+)
+WHERE dim = 'bucket' OR rank <= {{top:UInt32}}
+ORDER BY dim, breaches DESC, value
+"""
+
+
+def _bucket_label(low: float, high: float | None) -> str:
+    return f"{low:g}-{high:g} h" if high is not None else f"{low:g} h or more"
+
+
+def sla_breaches(
+    store: Store, since: datetime, until: datetime, now: datetime, rule: str | None = None, top: int = 10
+) -> BreachStats:
+    """Breaches whose deadline falls in [since, until) (as the finance report counts them): late cases by how
+    late their end came, breached ones by how late they are at `now`; the `top` customers and warehouses."""
+    rows = store.query(
+        _BREACHES,
+        {"since": since, "until": until, "now": now, "rule": rule or "", "edges": list(LATE_BUCKETS), "top": top},
+    )
+    counts = {int(r["value"]): int(r["breaches"]) for r in rows if r["dim"] == "bucket"}
+    edges: Sequence[float | None] = [*LATE_BUCKETS[1:], None]
+    buckets = [
+        LateBucket(label=_bucket_label(low, high), min_hours=low, max_hours=high, breaches=counts.get(i + 1, 0))
+        for i, (low, high) in enumerate(zip(LATE_BUCKETS, edges, strict=True))
+    ]
+
+    def groups(dim: str) -> list[BreachGroup]:
+        return [
+            BreachGroup(
+                name=r["value"],
+                breaches=int(r["breaches"]),
+                still_open=int(r["still_open"]),
+                avg_hours_late=round(float(r["avg_hours"]), 3),
+                max_hours_late=round(float(r["max_hours"]), 3),
+            )
+            for r in rows
+            if r["dim"] == dim
+        ]
+
+    bucket_rows = [r for r in rows if r["dim"] == "bucket"]
+    breached = sum(int(r["still_open"]) for r in bucket_rows)
+    total = sum(int(r["breaches"]) for r in bucket_rows)
+    return BreachStats(
+        since=since,
+        until=until,
+        rule=rule,
+        total=total,
+        late=total - breached,
+        breached=breached,
+        buckets=buckets,
+        customers=groups("customer"),
+        warehouses=groups("warehouse"),
+    )

@@ -1,0 +1,206 @@
+"""What the dashboard reads besides exceptions: who am I, the overview, facets, source health, SLA trend and breaches.
+
+The routes parse parameters and answer the read models of `tower.insights`; every one is read-only
+(viewer, operator, finance, admin).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from kernel.api_auth import AUTH_RESPONSES, FINANCE_ROLES, OPERATE_ROLES, ReadDep
+from kernel.settings import Role
+from sla_rules.loader import RuleSet
+from sla_rules.model import SlaRule
+from tower import insights
+from tower.routes.deps import ClockDep, StoreDep, invalid, utc
+from tower.routes.models import ValidationErrors
+
+router = APIRouter(prefix="/api", tags=["overview"], responses=AUTH_RESPONSES)
+
+READ_ROLES_TEXT = "Roles: viewer, operator, finance, admin."
+INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ValidationErrors, "description": "A parameter is invalid (`loc` says which)."}
+}
+SEVERITIES = ("critical", "high", "medium", "low")
+
+
+class Identity(BaseModel):
+    """The caller: its role, the id audit trails name it by, and what the role may do."""
+
+    role: Role
+    token_id: str = Field(description="A short hash of the token; audit trails name the caller by it.")
+    may_act: bool = Field(description="May acknowledge, assign, resolve and add notes (operator, admin).")
+    may_report: bool = Field(description="May download finance reports (finance, admin).")
+    now: datetime = Field(description="The tower's clock.")
+
+
+class RuleFacet(BaseModel):
+    """A configured rule, for filters and labels."""
+
+    id: str
+    title: str
+    type: str = Field(description="sla, reconciliation or technical")
+    kind: str
+    owner: str = Field(description="The rule's default owner (the routing file may refine it per case).")
+    severity: str
+    enabled: bool
+
+
+class Facets(BaseModel):
+    """The values the exception filters take: owners, rules, statuses, kinds, severities."""
+
+    owners: list[str]
+    rules: list[RuleFacet]
+    statuses: list[str]
+    kinds: list[str]
+    severities: list[str]
+
+
+def _rules(request: Request) -> RuleSet:
+    rules: RuleSet = request.app.state.tower.rules
+    return rules
+
+
+@router.get(
+    "/whoami",
+    summary="The caller's role and what it may do",
+    description=f"The dashboard signs in with this. {READ_ROLES_TEXT}",
+)
+def whoami(who: ReadDep, clock: ClockDep) -> Identity:
+    return Identity(
+        role=who.role,
+        token_id=who.token_id,
+        may_act=who.role in OPERATE_ROLES,
+        may_report=who.role in FINANCE_ROLES,
+        now=clock.now(),
+    )
+
+
+@router.get(
+    "/facets",
+    summary="Owners, rules and the other values exceptions are filtered by",
+    description=f"From the rule files and the routing file the tower runs with. {READ_ROLES_TEXT}",
+)
+def facets(_: ReadDep, request: Request) -> Facets:
+    ruleset = _rules(request)
+    owners = set(ruleset.routing.owners) | {rule.owner for rule in ruleset.rules} | {"integration"}
+    owners |= {route.owner for route in ruleset.routing.routes}
+    return Facets(
+        owners=sorted(owners),
+        rules=[
+            RuleFacet(
+                id=r.id,
+                title=r.title,
+                type=r.type,
+                kind=r.kind,
+                owner=r.owner,
+                severity=r.severity,
+                enabled=r.enabled,
+            )
+            for r in sorted(ruleset.rules, key=lambda r: r.id)
+        ],
+        statuses=["open", "acknowledged", "resolved"],
+        kinds=["business", "technical"],
+        severities=list(SEVERITIES),
+    )
+
+
+@router.get(
+    "/overview",
+    summary="Active exceptions by owner and severity, SLA compliance, at-risk cases, what changed",
+    description="Compliance per SLA rule for cases started today, in the last 7 and the last 30 days (calendar "
+    "days in `tz`, today included); "
+    "the pending cases inside their warning window, due soonest first; the changes to exceptions since "
+    f"`since` (default: 24 hours ago). {READ_ROLES_TEXT}",
+    responses=INVALID,
+)
+def get_overview(
+    _: ReadDep,
+    request: Request,
+    store: StoreDep,
+    clock: ClockDep,
+    since: Annotated[
+        datetime | None, Query(description="Changes at or after this moment, RFC 3339 (default: 24 hours ago).")
+    ] = None,
+    tz: Annotated[str, Query(description="The IANA time zone `today` starts in.")] = "UTC",
+    top: Annotated[int, Query(ge=1, le=500, description="At-risk cases and latest changes to list.")] = 20,
+) -> insights.Overview:
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name too long for a file name
+        raise invalid(("query", "tz"), f"unknown time zone {tz[:100]!r}") from exc
+    now = clock.now()
+    rules = [r.id for r in _rules(request).enabled if isinstance(r, SlaRule)]
+    changed_since = utc(since) if since else now - timedelta(hours=24)
+    return insights.overview(store, now, zone.key, changed_since, rules=rules, top=top)
+
+
+@router.get(
+    "/sources/health",
+    summary="Integration health per source: spans and events per minute, error rate, p95 latency, last seen",
+    description="Over the last `minutes` (business time: span start, event time). Last seen looks back "
+    f"{insights.HEALTH_LOOK_BACK.days} days. {READ_ROLES_TEXT}",
+    responses=INVALID,
+)
+def sources_health(
+    _: ReadDep,
+    store: StoreDep,
+    clock: ClockDep,
+    minutes: Annotated[float, Query(ge=1, le=24 * 60, description="The window, in minutes (1 to 1440).")] = 15,
+) -> insights.SourcesHealth:
+    return insights.sources_health(store, clock.now(), timedelta(minutes=minutes))
+
+
+@router.get(
+    "/sla/trend",
+    summary="SLA compliance per rule and day",
+    description=f"Cases started on each UTC day of the last `days`, by status. {READ_ROLES_TEXT}",
+    responses=INVALID,
+)
+def sla_trend(
+    _: ReadDep,
+    store: StoreDep,
+    clock: ClockDep,
+    rule: Annotated[str | None, Query(description="One rule; default every rule.")] = None,
+    days: Annotated[int, Query(ge=1, le=366)] = 30,
+) -> insights.SlaTrend:
+    now = clock.now()
+    start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return insights.sla_trend(store, start, now, rule=rule)
+
+
+@router.get(
+    "/sla/breaches",
+    summary="How late SLA breaches were, and the customers and warehouses with the most",
+    description="Breaches whose deadline falls in [from, to), as the finance report counts them: late cases "
+    "(ended after their deadline) by how late the end came, breached ones (no end yet) by how late they are "
+    "now. " + READ_ROLES_TEXT,
+    responses=INVALID,
+)
+def sla_breaches(
+    _: ReadDep,
+    store: StoreDep,
+    clock: ClockDep,
+    rule: Annotated[str | None, Query(description="One rule; default every rule.")] = None,
+    since: Annotated[
+        datetime | None, Query(alias="from", description="Start of the period (default: `to` minus 30 days).")
+    ] = None,
+    until: Annotated[
+        datetime | None, Query(alias="to", description="End of the period, excluded (default: now).")
+    ] = None,
+    top: Annotated[int, Query(ge=1, le=100, description="Customers and warehouses to list.")] = 10,
+) -> insights.BreachStats:
+    now = clock.now()
+    end = utc(until) if until else now
+    if since is None and end - datetime.min.replace(tzinfo=UTC) < timedelta(days=30):  # default start before year 1
+        raise invalid(("query", "to"), "`to` is too early for the default period of 30 days")
+    start = utc(since) if since else end - timedelta(days=30)
+    if start >= end:
+        raise invalid(("query", "from"), "`from` must be before `to`")
+    return insights.sla_breaches(store, start, end, now, rule=rule, top=top)
