@@ -1,4 +1,5 @@
-# Two commands do all set-up: `make run` starts the tower, `make test` runs every check.
+# Two commands do all set-up: `make run` starts the tower and its dashboard (`make run DEMO=1`: with the
+# simulated distributor and a local Slack stand-in), `make test` runs every check.
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 PY := .venv/bin/python
@@ -14,7 +15,7 @@ $(UV):
 	touch $@
 
 run: .venv/.synced
-	.venv/bin/tower serve
+	.venv/bin/tower serve $(if $(DEMO),--demo)
 
 demo: .venv/.synced
 	.venv/bin/tower demo --live

@@ -4,7 +4,9 @@ The job `alerts-dispatch` runs `Dispatcher.run` every 15 s (TOWER_JOB_ALERTS_DIS
 
 1. reads the change feed, `exception_audit` rows with `seq` past the stored cursor (minus a short
    overlap, for changes that became visible late) that are not handled yet (each exception's
-   alert state remembers the last seq it handled), at most `feed_batch` of them;
+   alert state remembers the last seq it handled), at most `feed_batch` of them (a full batch is
+   handled through step 6 and the run goes on with the next, so a burst larger than a batch is not
+   left for later runs);
 2. decides for each newly opened exception whether it is alerted now (alerting/policy.py:
    routing, silences, maintenance windows, root-cause suppression) and looks again at those
    held back before (a silence ended, a window closed, a technical exception resolved);
@@ -113,6 +115,17 @@ class DispatchReport:
         """The report as JSON-ready data (the job's result)."""
         return dict(self.__dict__)
 
+    def add(self, later: DispatchReport) -> None:
+        """Add the report of a later batch of the same run (counts add up; the cursor is the later one's)."""
+        for name, value in later.__dict__.items():
+            if name == "held_back":
+                for decision, count in value.items():
+                    self.held_back[decision] = self.held_back.get(decision, 0) + count
+            elif name == "cursor":
+                self.cursor = value
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
     @property
     def quiet(self) -> bool:
         """True when the run changed nothing."""
@@ -164,9 +177,19 @@ class Dispatcher:
         self._lock = threading.Lock()
 
     def run(self) -> DispatchReport:
-        """One dispatch run at the clock's now (see the module's docstring)."""
+        """One dispatch run at the clock's now (see the module's docstring): batches of at most `feed_batch`
+        changes, each enqueued and saved before the next is read, until a batch is not full (the feed is read)
+        or the cursor stops moving; the report adds them up."""
         with self._lock:
-            return _Run(self).execute()
+            report = _Run(self).execute()
+            batch = report
+            while batch.changes >= self.settings.feed_batch:
+                cursor = batch.cursor
+                batch = _Run(self).execute()
+                report.add(batch)
+                if batch.cursor <= cursor:  # a full batch that moved nothing on: leave the rest to the next run
+                    break
+            return report
 
     def title(self, rule: str) -> str:
         """The rule's title (its id when the rule is unknown)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from alerting.silences import Silence
 from alerting.state import Decision
-from alerting.suppression import RootCauses
+from alerting.suppression import RootCauses, first_per_source
 from alerting.windows import window_for
 from kernel.exceptions import ExceptionRecord
 from kernel.routing import Destination, Routing
@@ -59,11 +59,18 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Conditions:
-    """What holds alerts back at one moment: active silences, open technical exceptions with their sources."""
+    """What holds alerts back at one moment: active silences, open technical exceptions with their sources
+    (oldest first)."""
 
     now: datetime
     silences: Sequence[Silence] = ()
     technical: Sequence[tuple[ExceptionRecord, str]] = ()
+    # the oldest open technical exception of each source: a burst with thousands of them open is decided
+    # against their few sources, not against each of them
+    holders: tuple[tuple[ExceptionRecord, str], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "holders", first_per_source(self.technical))
 
 
 class Policy:
@@ -89,7 +96,7 @@ class Policy:
         window = window_for(self.routing.alerts.windows, values, conditions.now)
         if window is not None:
             return Verdict("window", window.name, destinations)
-        holder = self.root_causes.holder(values, conditions.technical)
+        holder = self.root_causes.holder(values, conditions.holders)
         if holder is not None:
             return Verdict("held", holder.id, destinations, holder)
         return Verdict("posted", "", destinations)

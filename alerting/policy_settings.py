@@ -80,7 +80,12 @@ class AlertingSettings(BaseSettings):
         description="The dispatcher re-reads this much of the change feed before its cursor, for changes that "
         "became visible late; what it already handled is skipped.",
     )
-    feed_batch: int = Field(10_000, ge=100, description="Changes the dispatcher reads per run at most.")
+    feed_batch: int = Field(
+        10_000,
+        ge=100,
+        description="Changes the dispatcher reads and handles at once; a run goes on batch after batch until the "
+        "change feed is read.",
+    )
 
     @field_validator("escalation")
     @classmethod

@@ -7,14 +7,20 @@ returns + files.completeUploadExternal (so `WebClient.files_upload_v2` works), a
 webhooks at `/webhook/<channel>`. Channels are made on first use from their names (`#ops`) and get
 ids (`C0000001`); ts values come from the stand-in's clock.
 
-It records every call (`calls`) and keeps each channel's history with threads and edits
-(`messages(channel)`, `thread(channel, ts)`, and `GET /_standin/messages` as JSON). Faults are
+It records every call (`calls`, each with the time it arrived on the stand-in's clock; `GET /_standin/calls`)
+and keeps each channel's history with threads and edits (`messages(channel)`, `thread(channel, ts)`, and
+`GET /_standin/messages` as JSON). Faults are
 queued per method (`fail("chat.postMessage", Fault.rate_limited(3), Fault.server_error())`): a 429
 with Retry-After, a 5xx, an API error, or a slow answer that outlasts the client's timeout.
 `rate_limit_seconds` makes it answer 429 to a second message in a channel within that time, like
 Slack's one message per second per channel.
 
-Tests, the alerting bench and `tower demo` (without a Slack token) use it; run it alone with
+With an `interactivity_url` and a `signing_secret` it also plays Slack's part when someone clicks a
+button of a message: `click(channel, ts, action_id, user)` (or `POST /_standin/click`) sends the
+`block_actions` payload to the interactivity URL, signed as Slack signs it (`v0=` HMAC-SHA256 of
+`v0:<timestamp>:<body>`), so the Acknowledge / Resolve buttons work without a workspace.
+
+Tests, the alerting bench and `tower serve --demo` (without a Slack token) use it; run it alone with
 `python -m alerting.standin --port 8765`.
 """
 
@@ -27,13 +33,18 @@ import math
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from slack_sdk.signature import SignatureVerifier
 
 from kernel.clock import Clock, SystemClock
 
@@ -86,6 +97,7 @@ class Call:
     headers: dict[str, str]
     status: int = 0
     response: Json = field(default_factory=dict)
+    at: datetime | None = None  # the stand-in's clock when it arrived
 
 
 @dataclass
@@ -114,10 +126,16 @@ class SlackStandIn:
         clock: Clock | None = None,
         token: str | None = None,
         rate_limit_seconds: float | None = None,
+        interactivity_url: str | None = None,
+        signing_secret: str | None = None,
+        click_user: str = "U0STANDIN",
     ) -> None:
         self.clock = clock or SystemClock()
         self.token = token  # when set, Web API calls must carry it
         self.rate_limit_seconds = rate_limit_seconds
+        self.interactivity_url = interactivity_url  # where button clicks go (the tower's /slack/interactions)
+        self.signing_secret = signing_secret  # signs the clicks, as the Slack app's signing secret does
+        self.click_user = click_user  # who clicks when a click names nobody
         self._lock = threading.RLock()
         self._calls: list[Call] = []
         self._faults: dict[str, deque[Fault]] = {}
@@ -231,6 +249,63 @@ class SlackStandIn:
                     for c in self._channels.values()
                 ]
             }
+
+    # -- what a person does in Slack ----------------------------------------------------------------
+
+    def click(self, channel: str, ts: str, action_id: str, user: str | None = None) -> tuple[int, str]:
+        """Click the button `action_id` of message `ts` as Slack user `user` (default `click_user`): the signed
+        `block_actions` request goes to the interactivity URL; its HTTP status and body. KeyError when there is no
+        such message or button; RuntimeError when no interactivity URL or signing secret is set."""
+        if not self.interactivity_url or not self.signing_secret:
+            raise RuntimeError("the stand-in has no interactivity URL or signing secret")
+        user = user or self.click_user
+        with self._lock:
+            found = self._find(channel)
+            message = next((m for m in found.messages if m["ts"] == ts), None)
+            if message is None:
+                message = next((m for r in found.replies.values() for m in r if m["ts"] == ts), None)
+            if message is None:
+                raise KeyError(f"no message {ts} in {channel}")
+            block_id, button = _button(message, action_id)
+            payload = {
+                "type": "block_actions",
+                "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0STANDIN"},
+                "api_app_id": "A0STANDIN",
+                "team": {"id": "T0STANDIN", "domain": "standin"},
+                "container": {"type": "message", "message_ts": ts, "channel_id": found.id, "is_ephemeral": False},
+                "trigger_id": f"{next(self._seq)}.standin",
+                "channel": {"id": found.id, "name": found.name},
+                "message": json.loads(json.dumps(message)),
+                "response_url": f"{self.url}/_standin/response",
+                "actions": [
+                    {
+                        "type": "button",
+                        "action_id": action_id,
+                        "block_id": block_id,
+                        "text": button.get("text", {}),
+                        "value": button.get("value", ""),
+                        "action_ts": self._ts(),
+                    }
+                ],
+            }
+            timestamp = str(int(self.clock.now().timestamp()))
+        body = urlencode({"payload": json.dumps(payload)})
+        signature = SignatureVerifier(self.signing_secret).generate_signature(timestamp=timestamp, body=body) or ""
+        request = urllib.request.Request(
+            self.interactivity_url,
+            data=body.encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Slack-Request-Timestamp": timestamp,
+                "X-Slack-Signature": signature,
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return int(answer.status), answer.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode("utf-8", "replace")
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -424,6 +499,16 @@ _METHODS: dict[str, Callable[[SlackStandIn, Json], Json]] = {
 }
 
 
+def _button(message: Json, action_id: str) -> tuple[str, Json]:
+    """The block id and the button element with `action_id` in a message's actions blocks; KeyError when none."""
+    for block in message.get("blocks") or []:
+        if isinstance(block, dict) and block.get("type") == "actions":
+            for element in block.get("elements") or []:
+                if isinstance(element, dict) and element.get("action_id") == action_id:
+                    return str(block.get("block_id") or ""), element
+    raise KeyError(f"message {message.get('ts')} has no button {action_id!r}")
+
+
 def _json_field(value: Any) -> Any:
     """A field that form bodies carry as JSON text and JSON bodies as a value."""
     if isinstance(value, str) and value[:1] in ("[", "{"):
@@ -447,7 +532,14 @@ def _handler(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
                 self._answer(200, standin.snapshot())
             elif path == "/_standin/calls":
                 calls = [
-                    {"method": c.method, "path": c.path, "body": c.body, "status": c.status} for c in standin.calls
+                    {
+                        "method": c.method,
+                        "path": c.path,
+                        "body": c.body,
+                        "status": c.status,
+                        "at": c.at.isoformat() if c.at else None,
+                    }
+                    for c in standin.calls
                 ]
                 self._answer(200, {"calls": calls})
             else:
@@ -466,6 +558,8 @@ def _handler(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
                 channel = unquote(split.path[len("/webhook/") :])
                 body = self._body(raw, "")
                 self._serve(Call("webhook", split.path, body, headers), lambda: self._webhook(channel, body))
+            elif split.path == "/_standin/click":
+                self._click(self._body(raw, split.query))
             elif split.path.startswith("/upload/"):
                 file_id = split.path[len("/upload/") :]
                 call = Call("upload", split.path, {"file_id": file_id, "bytes": len(raw)}, headers)
@@ -486,6 +580,7 @@ def _handler(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self, call: Call, work: Callable[[], tuple[int, Any, dict[str, str]]]) -> None:
             with standin._lock:
+                call.at = standin.clock.now()
                 standin._calls.append(call)
                 queue = standin._faults.get(call.method)
                 fault = queue.popleft() if queue else None
@@ -520,6 +615,23 @@ def _handler(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
                 return exc.status, {"ok": False, "error": exc.error}, {}
             except _RateLimited as exc:
                 return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(exc.retry_after)}
+
+        def _click(self, body: Json) -> None:
+            try:
+                status, text = standin.click(
+                    str(body.get("channel", "")),
+                    str(body.get("ts", "")),
+                    str(body.get("action_id", "")),
+                    str(body.get("user") or "") or None,
+                )
+            except KeyError as exc:
+                self._answer(404, {"ok": False, "error": str(exc.args[0] if exc.args else exc)})
+            except RuntimeError as exc:
+                self._answer(409, {"ok": False, "error": str(exc)})
+            except OSError as exc:  # the interactivity URL does not answer
+                self._answer(502, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            else:
+                self._answer(200, {"ok": 200 <= status < 300, "status": status, "answer": text})
 
         def _webhook(self, channel: str, body: Json) -> tuple[int, Any, dict[str, str]]:
             try:

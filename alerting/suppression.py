@@ -58,10 +58,22 @@ class RootCauses:
         self, values: Mapping[str, Any], technical: Sequence[tuple[ExceptionRecord, str]]
     ) -> ExceptionRecord | None:
         """The first (oldest) of the open technical exceptions, with their sources, that explains a business
-        exception with these values; None for a technical exception or when none explains it."""
+        exception with these values; None for a technical exception or when none explains it.
+
+        Whether one explains depends on its source only, so pass `first_per_source(technical)` when deciding
+        many exceptions: the answer is the same and the work grows with the sources, not the exceptions."""
         if values.get("kind") != "business":
             return None
         for record, source in technical:
             if self.explains(source, values):
                 return record
         return None
+
+
+def first_per_source(technical: Sequence[tuple[ExceptionRecord, str]]) -> tuple[tuple[ExceptionRecord, str], ...]:
+    """The first technical exception of each source, in the order given (the later ones of a source can never be
+    the first to explain anything)."""
+    first: dict[str, tuple[ExceptionRecord, str]] = {}
+    for record, source in technical:
+        first.setdefault(source, (record, source))
+    return tuple(first.values())

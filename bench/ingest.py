@@ -187,6 +187,7 @@ def tower_server(data_dir: Path) -> Iterator[Server]:
         TOWER_INGEST_TOKENS=orjson.dumps({t: [s] for s, t in tokens.items()}).decode(),
         TOWER_API_TOKENS=orjson.dumps({f"bench-admin-{secrets.token_hex(12)}": "admin"}).decode(),
         TOWER_TELEMETRY_EXPORTER="none",
+        TOWER_DASHBOARD_ENABLED="false",  # the tower alone, no dashboard beside it
     )
     log = data_dir.parent / "tower.log"
     with open(log, "wb") as out:

@@ -8,7 +8,8 @@ orders, against a plain pandas implementation of the same rules over the same da
    (with its ASN) and invoiced, about 5 events an order over 30 days, with realistic faults
    (steps late or never sent) and 0.4% redelivered events.
 2. Times `SlaEngine.evaluate(full=True)` of the four default SLA rules twice: cold (every
-   case is new and written) and warm (every case recomputed, nothing changed to write).
+   case is new and written) and warm (every case recomputed, nothing changed to write), each
+   once no background merge has run for a second (the wait is printed).
 3. Reads the events into a DataFrame once (not timed) and times pandas computing the same
    four rules (statuses per rule), checking both give the same counts per rule and status.
 4. Inserts the next `--new-events` events (the following ~90 minutes of the same business)
@@ -163,6 +164,23 @@ def generate(store: EmbeddedStore, orders: int, first: int, count: int, lo: date
     step_us = timedelta(days=DAYS).total_seconds() * 1e6 / orders
     params = {"start": start, "step_us": step_us, "first": first, "count": count, "lo": lo, "hi": hi, "limit": limit}
     store.command(GENERATE, params)
+
+
+def settle(store: EmbeddedStore, quiet: float = 1.0, limit: float = 600.0) -> float:
+    """Wait until no background merge has run for `quiet` seconds (at most `limit`); the seconds waited.
+
+    Writing the data (and the cases) leaves parts that ClickHouse merges in the background for a while;
+    a run timed meanwhile would share the two cores with those merges."""
+    begun = time.perf_counter()
+    calm_since = begun
+    while time.perf_counter() - begun < limit:
+        now = time.perf_counter()
+        if int(store.query("SELECT count() AS n FROM system.merges")[0]["n"]):
+            calm_since = now
+        elif now - calm_since >= quiet:
+            break
+        time.sleep(0.1)
+    return time.perf_counter() - begun
 
 
 def timed(fn: Callable[[], R]) -> tuple[R, float]:
@@ -337,8 +355,10 @@ def run(workdir: Path, orders: int, new_events: int) -> int:
     engine = SlaEngine(store, ExceptionStore(store, clock), clock, rules, owners, sweep_every=None)
     print(f"rules: {', '.join(r.id for r in rules)}; now = {NOW.isoformat()}")
 
+    print(f"waited {settle(store):.1f} s for the background merges of the data's parts")
     cold, cold_s = timed(lambda: engine.evaluate(full=True))
     show(cold, cold_s, "full evaluation, cold (every case new)")
+    print(f"waited {settle(store):.1f} s for the background merges of the cases' parts")
     warm, warm_s = timed(lambda: engine.evaluate(full=True))
     show(warm, warm_s, "full evaluation, warm (every case recomputed)")
     stored = engine_counts(store)

@@ -116,6 +116,7 @@ def tower_server(data_dir: Path, eval_interval: float) -> Any:
         TOWER_TELEMETRY_EXPORTER="none",
         TOWER_SCHEDULER_ENABLED="true",
         TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS=str(eval_interval),
+        TOWER_DASHBOARD_ENABLED="false",  # the tower alone, no dashboard beside it
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / "tower.log"

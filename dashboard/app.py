@@ -5,7 +5,8 @@ A client of the tower's HTTP API only (TOWER_DASHBOARD_API_URL). Visitors sign i
 data is read. The role of the token decides what the pages offer: every role reads, operators and
 admins act on exceptions, finance and admins download reports.
 
-Pages (URL paths): overview (the default), queue, timeline, sla, reconciliation, reports. Links
+Pages (URL paths): overview (the default), queue, timeline, sla, reconciliation, reports, and slack when a
+local Slack stand-in is configured (TOWER_DASHBOARD_SLACK_STANDIN_URL, set by `tower serve --demo`). Links
 prefill them: `queue?exception=<id>` opens one exception (Slack messages link there),
 `queue?owner=warehouse&rule=ship-cutoff&status=open` filters the queue, `timeline?key=SO-1042`
 shows a key's timeline.
@@ -30,6 +31,8 @@ PAGES = [
     ),
     st.Page("views/reports.py", title="Reports", icon=":material/download:", url_path="reports"),
 ]
+if client.settings().slack_standin_url:
+    PAGES.append(st.Page("views/slack.py", title="Slack (local stand-in)", icon=":material/forum:", url_path="slack"))
 
 
 def sign_in(token: str) -> str | None:

@@ -22,6 +22,11 @@ class DashboardSettings(BaseSettings):
     cache_ttl_seconds: float = Field(10.0, gt=0, description="How long an API answer is reused before asking again.")
     timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one API call.")
     page_size: int = Field(50, ge=10, le=1000, description="Exceptions per page of the queue.")
+    slack_standin_url: str | None = Field(
+        None,
+        description="Address of a local Slack stand-in (alerting/standin.py; `tower serve --demo` sets it): the Slack"
+        " page shows the messages it received. Unset: no Slack page (alerts are read in Slack).",
+    )
     state_dir: Path = Field(
         Path("var/dashboard"), description="Where the dashboard remembers each token's last visit (what changed)."
     )

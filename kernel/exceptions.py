@@ -7,10 +7,10 @@ it, so every path applies the same transitions and leaves the same audit trail.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -28,6 +28,7 @@ COLUMNS = (
     "id, rule, key, kind, owner, severity, status, opened_at, due_at, resolved_at, resolution, "
     "resolution_detail, assignee, context, updated_at, version"
 )
+_COLUMN_NAMES = tuple(COLUMNS.split(", "))
 
 
 class ExceptionNotFound(Exception):
@@ -80,12 +81,12 @@ class ExceptionRecord:
         return cls(**data)
 
     def to_row(self) -> dict[str, Any]:
-        row = {k: getattr(self, k) for k in COLUMNS.split(", ")}
+        row = dict(vars(self))  # the fields, in COLUMNS order
         row["context"] = orjson.dumps(self.context).decode()
         return row
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in COLUMNS.split(", ") if k != "version"}
+        return {k: getattr(self, k) for k in _COLUMN_NAMES if k != "version"}
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,20 @@ class ExceptionStore:
         rows = self.store.query(f"SELECT {COLUMNS} FROM exceptions FINAL WHERE {where}", params)
         return {r["key"]: ExceptionRecord.from_row(r) for r in rows}
 
+    def active_of(self, wanted: Mapping[str, Collection[str]]) -> dict[tuple[str, str], ExceptionRecord]:
+        """Open or acknowledged exceptions of the (rule, key) pairs `wanted` (keys by rule), in one read."""
+        pairs = {(rule, key) for rule, keys in wanted.items() for key in keys}
+        if not pairs:
+            return {}
+        # the keys as one JSON text: an engine run may ask for thousands, and a long array literal costs
+        # far more to encode here and to parse in ClickHouse
+        rows = self.store.query(
+            f"SELECT {COLUMNS} FROM exceptions FINAL WHERE status != 'resolved' AND rule IN {{rules:Array(String)}}"
+            " AND key IN (SELECT arrayJoin(JSONExtract({keys:String}, 'Array(String)')))",
+            {"rules": sorted(wanted), "keys": orjson.dumps(sorted({key for _, key in pairs})).decode()},
+        )
+        return {(r["rule"], r["key"]): ExceptionRecord.from_row(r) for r in rows if (r["rule"], r["key"]) in pairs}
+
     def search(
         self, filters: ExceptionFilter, limit: int = 100, offset: int = 0, order: str = "newest"
     ) -> tuple[list[ExceptionRecord], int]:
@@ -173,70 +188,94 @@ class ExceptionStore:
 
     def open_many(self, found: Sequence[NewException], actor: str = "engine") -> list[ExceptionRecord]:
         """Open an exception for each finding without an active one for its (rule, key)."""
-        if not found:
-            return []
+        return self.open_and_resolve(found, {}, actor)[0]
+
+    def open_and_resolve(
+        self,
+        found: Sequence[NewException],
+        ended: Mapping[tuple[str, str], tuple[str, dict[str, Any]]],
+        actor: str = "engine",
+    ) -> tuple[list[ExceptionRecord], list[ExceptionRecord]]:
+        """Open an exception for each finding without an active one for its (rule, key), then resolve the
+        active exception of each `ended` (rule, key) with its (resolution, details), one opened by this
+        call included. One read of the active exceptions and one write, whatever the number of rules."""
+        if not found and not ended:
+            return [], []
         with self._lock:
-            now = self.clock.now()
-            # per rule, the active exceptions of the findings' keys only
-            keys: dict[str, set[str]] = {}
-            for item in found:
-                keys.setdefault(item.rule, set()).add(item.key)
-            active = {rule: self.active_by_key(rule, wanted) for rule, wanted in keys.items()}
+            now = utc_text(self.clock.now())
+            # the active exceptions of these (rule, key) pairs only, every rule in one read
+            wanted: dict[str, set[str]] = {}
+            for rule, key in [*((item.rule, item.key) for item in found), *ended]:
+                wanted.setdefault(rule, set()).add(key)
+            active = self.active_of(wanted)
             opened: list[ExceptionRecord] = []
-            seen: set[tuple[str, str]] = set()
-            for item in found:
-                if item.key in active[item.rule] or (item.rule, item.key) in seen:
+            ids = _new_ids(len(found))
+            for item, new_id in zip(found, ids, strict=True):
+                if (item.rule, item.key) in active:
                     continue
-                seen.add((item.rule, item.key))
-                opened.append(
-                    ExceptionRecord(
-                        id=str(uuid.uuid4()),
-                        rule=item.rule,
-                        key=item.key,
-                        kind=item.kind,
-                        owner=item.owner,
-                        severity=item.severity,
-                        status="open",
-                        opened_at=utc_text(now),
-                        due_at=utc_text(item.due_at) if item.due_at else None,
-                        resolved_at=None,
-                        resolution="",
-                        resolution_detail="",
-                        assignee="",
-                        context=item.context,
-                        updated_at=utc_text(now),
-                        version=self._version(),
-                    )
+                record = ExceptionRecord(
+                    id=new_id,
+                    rule=item.rule,
+                    key=item.key,
+                    kind=item.kind,
+                    owner=item.owner,
+                    severity=item.severity,
+                    status="open",
+                    opened_at=now,
+                    due_at=utc_text(item.due_at) if item.due_at else None,
+                    resolved_at=None,
+                    resolution="",
+                    resolution_detail="",
+                    assignee="",
+                    context=item.context,
+                    updated_at=now,
+                    version=self._version(),
                 )
-            self._write(opened, [(e.id, actor, "opened", {"owner": e.owner, "due_at": e.due_at}) for e in opened])
-        return opened
+                active[(item.rule, item.key)] = record
+                opened.append(record)
+            audit = [(e.id, actor, "opened", {"owner": e.owner, "due_at": e.due_at}) for e in opened]
+            resolved = self._resolved(
+                [(active[pair], *change) for pair, change in ended.items() if pair in active], now, actor, audit
+            )
+            self._write([*opened, *resolved], audit)
+        return opened, resolved
 
     def resolve_many(
         self, records: Iterable[ExceptionRecord], resolution: str, details: dict[str, dict[str, Any]], actor: str
     ) -> list[ExceptionRecord]:
         """Resolve active exceptions (e.g. `late` when the end event arrives); details by exception id."""
         with self._lock:
-            now = self.clock.now()
-            changed: list[ExceptionRecord] = []
-            for record in records:
-                if record.status == "resolved":
-                    continue
-                detail = details.get(record.id, {})
-                changed.append(
-                    _replace(
-                        record,
-                        status="resolved",
-                        resolved_at=utc_text(now),
-                        resolution=resolution,
-                        resolution_detail=orjson.dumps(detail).decode(),
-                        updated_at=utc_text(now),
-                        version=self._version(),
-                    )
+            audit: list[tuple[str, str, str, dict[str, Any]]] = []
+            items = [(record, resolution, details.get(record.id, {})) for record in records]
+            changed = self._resolved(items, utc_text(self.clock.now()), actor, audit)
+            self._write(changed, audit)
+        return changed
+
+    def _resolved(
+        self,
+        items: Iterable[tuple[ExceptionRecord, str, dict[str, Any]]],
+        now: str,
+        actor: str,
+        audit: list[tuple[str, str, str, dict[str, Any]]],
+    ) -> list[ExceptionRecord]:
+        """The resolved versions of the active exceptions among `items` ((record, resolution, details));
+        their audit entries are appended to `audit`."""
+        changed: list[ExceptionRecord] = []
+        for record, resolution, detail in items:
+            if record.status == "resolved":
+                continue
+            changed.append(
+                _replace(
+                    record,
+                    status="resolved",
+                    resolved_at=now,
+                    resolution=resolution,
+                    resolution_detail=orjson.dumps(detail).decode(),
+                    updated_at=now,
+                    version=self._version(),
                 )
-            self._write(
-                changed,
-                [(e.id, actor, "resolved", {"resolution": resolution, **details.get(e.id, {})}) for e in changed],
             )
+            audit.append((record.id, actor, "resolved", {"resolution": resolution, **detail}))
         return changed
 
     def acknowledge(self, exception_id: str, actor: str) -> ExceptionRecord:
@@ -318,8 +357,20 @@ class ExceptionStore:
             )
 
 
+def _new_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs as text: one read of the system's randomness for all of them
+    (an engine run may open thousands of exceptions at once)."""
+    raw = os.urandom(16 * count)
+    ids = []
+    for i in range(count):
+        h = raw[16 * i : 16 * i + 16].hex()
+        variant = "89ab"[int(h[16], 16) & 3]
+        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
+    return ids
+
+
 def _replace(record: ExceptionRecord, **changes: Any) -> ExceptionRecord:
-    data = {k: getattr(record, k) for k in COLUMNS.split(", ")}
+    data = {k: getattr(record, k) for k in _COLUMN_NAMES}
     data.update(changes)
     return ExceptionRecord(**data)
 

@@ -18,14 +18,13 @@ ClickHouse (and the staging table of pulled sides); only differing and watched p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from kernel.model.events import source_covers
 from kernel.store import Store
 from reconcilers.config import FindingRule, InventoryParams, RuleConfig
-from reconcilers.model import Comparison, Observation, RunContext
+from reconcilers.model import Comparison, Observation, RunContext, gc_paused
 from reconcilers.pull import PullError, PullResult, Staging, pull
 from reconcilers.sql import Binder, T, iso, parse_time, source_condition, watch_condition
 
@@ -61,6 +60,8 @@ class InventoryReconciler:
         self.sides: dict[int, str] = {1: self.params.sources[0], 2: self.params.sources[1]}
         if self.params.oversell is not None:
             self.sides[3] = self.params.oversell.source
+        self._tolerance = float(self.params.tolerance)
+        self._tolerance_text = fmt(self._tolerance)
 
     def phases(self) -> list[str]:
         """Pull each pulled side, then compare."""
@@ -101,19 +102,24 @@ class InventoryReconciler:
 
     # freshness
 
+    def freshness_statement(self, sides: list[str]) -> tuple[str, dict[str, Any]]:
+        """The newest snapshot time of each source of `sides`: answered from the `freshness` projection of
+        business_events (migration 15), a few rows per part, instead of a scan of every event."""
+        bind = Binder()
+        condition = " OR ".join(source_condition(side, bind) for side in sides)
+        sql = (
+            f"SELECT toString(source) AS source, max(time) AS last FROM business_events"
+            f" WHERE type = {bind.bind(SNAPSHOT, 'String')} AND ({condition}) GROUP BY source"
+        )
+        return sql, bind.params
+
     def _freshness(self, pulled: dict[int, PullResult]) -> dict[int, dict[str, datetime]]:
         """Per side, the newest snapshot time of each source that ever sent one (pulled: the newest as_of,
         or the pull time when the query has none)."""
         found: dict[int, dict[str, datetime]] = {number: {} for number in self.sides}
         events = {n: s for n, s in self.sides.items() if n not in pulled}
         if events:
-            bind = Binder()
-            sides = " OR ".join(source_condition(s, bind) for s in events.values())
-            rows = self.store.query(
-                f"SELECT toString(source) AS source, max(time) AS last FROM business_events"
-                f" WHERE type = {bind.bind(SNAPSHOT, 'String')} AND ({sides}) GROUP BY source",
-                bind.params,
-            )
+            rows = self.store.query(*self.freshness_statement(list(events.values())))
             for row in rows:
                 at = parse_time(row["last"])
                 number = next((n for n, s in events.items() if source_covers(s, row["source"])), None)
@@ -193,40 +199,56 @@ class InventoryReconciler:
         sql, params, columns = self.statement(
             run, staging if pulled else None, since, check_sync, bool(check_oversell), sources, fixed
         )
-        groups = self.store.query(sql, params)
-        compared = sum(int(group["compared"]) for group in groups)
-        for comparison in comparisons:
-            comparison.compared = compared if comparison.checked else 0
         by_rule = {c.rule.id: c for c in comparisons}
+        sync = by_rule[self.sync_rule.id] if check_sync else None
+        oversell = by_rule[self.oversell_rule.id] if check_oversell and self.oversell_rule is not None else None
+        with gc_paused():  # thousands of findings, all kept
+            groups = self.store.query(sql, params)
+            compared = sum(int(group["compared"]) for group in groups)
+            for comparison in comparisons:
+                comparison.compared = compared if comparison.checked else 0
+            self._observe(groups, columns, sources, fixed, sync, oversell)
+        return comparisons
+
+    def _observe(
+        self,
+        groups: list[dict[str, Any]],
+        columns: list[str],
+        sources: list[str],
+        fixed: dict[int, str],
+        sync: Comparison | None,
+        oversell: Comparison | None,
+    ) -> None:
+        """Turn the statement's kept pairs into observations of `sync` and `oversell` (None: not checked)."""
         at = {c: i for i, c in enumerate(columns)}
-        per_side = {n: (at[f"has{n}"], at[f"q{n}"], at[f"t{n}"], at[f"src{n}"]) for n in self.sides}
+        names: list[str | None] = [None, *sources]  # a 1-based source index -> its source; 0: none
+        readers = [
+            (n, self.sides[n], at[f"has{n}"], at[f"q{n}"], at[f"t{n}"], at[f"src{n}"], fixed.get(n)) for n in self.sides
+        ]
+        key_at, gk_at, warehouse_at, difference_at = at["key"], at["gk"], at["warehouse"], at["difference"]
+        sync_at, oversell_at = at["sync_differs"], at["oversell_differs"]
         for group in groups:
             for values in group["rows"]:
-                sku, _, location = values[at["gk"]].partition("\0")
+                sku, _, location = values[gk_at].partition("\0")
                 sides: dict[int, dict[str, Any]] = {}
-                for n, (has, quantity, time, source) in per_side.items():
+                for n, name, has, quantity, time, source, known in readers:
                     if values[has]:
-                        index = values[source]
-                        name = fixed[n] if n in fixed else (sources[index - 1] if index else None)
                         sides[n] = {
-                            "name": self.sides[n],
-                            "source": name,
+                            "name": name,
+                            "source": known or names[values[source]],
                             "quantity": float(values[quantity]),
                             "as_of": stamp(values[time]),
                         }
                     else:
-                        sides[n] = {"name": self.sides[n], "source": None, "quantity": None, "as_of": None}
-                route = {"sku": sku, "location": location, "warehouse": values[at["warehouse"]] or ""}
+                        sides[n] = {"name": name, "source": None, "quantity": None, "as_of": None}
+                route = {"sku": sku, "location": location, "warehouse": values[warehouse_at] or ""}
                 if sides[2]["source"]:
                     route["source"] = sides[2]["source"]
-                pair = _Pair(values[at["key"]], sku, location, sides, route, float(values[at["difference"]]))
-                if check_sync:
-                    sync = by_rule[self.sync_rule.id]
-                    sync.observations.append(self._sync(pair, bool(values[at["sync_differs"]])))
-                if check_oversell and self.oversell_rule is not None:
-                    oversell = by_rule[self.oversell_rule.id]
-                    oversell.observations.append(self._oversell(pair, bool(values[at["oversell_differs"]])))
-        return comparisons
+                pair = _Pair(values[key_at], sku, location, sides, route, float(values[difference_at]))
+                if sync is not None:
+                    sync.observations.append(self._sync(pair, bool(values[sync_at])))
+                if oversell is not None:
+                    oversell.observations.append(self._oversell(pair, bool(values[oversell_at])))
 
     def statement(
         self,
@@ -300,7 +322,7 @@ GROUP BY keep
 
     def _sync(self, pair: _Pair, differs: bool) -> Observation:
         left, right = pair.sides[1], pair.sides[2]
-        tolerance = float(self.params.tolerance)
+        tolerance = self._tolerance
         values = {
             "check": "quantity",
             "sku": pair.sku,
@@ -312,7 +334,7 @@ GROUP BY keep
         summary = (
             f"{pair.key}: {left['source'] or left['name']} {fmt(left['quantity'])} vs"
             f" {right['source'] or right['name']} {fmt(right['quantity'])}"
-            f" (difference {fmt(pair.difference)}, tolerance {fmt(tolerance)})"
+            f" (difference {fmt(pair.difference)}, tolerance {self._tolerance_text})"
         )
         return Observation(pair.key, differs, values, pair.route, summary)
 
@@ -337,8 +359,7 @@ GROUP BY keep
         return Observation(pair.key, differs, values, pair.route, summary)
 
 
-@dataclass(frozen=True)
-class _Pair:
+class _Pair(NamedTuple):
     """One (sku, location) as the comparison answered it: each side's values and the routing data."""
 
     key: str

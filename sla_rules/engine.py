@@ -6,10 +6,15 @@ A run:
    share a key column from one scan, and writes a new version to `sla_cases` only for a case
    that is new or whose state changed (status, start, end, deadline, customer, warehouse,
    source), with the status it replaces. No case row passes through Python;
-2. per rule, the transitions written since its last completed run come back (few rows): a case
-   newly breached opens an exception (owner from `owner_for`), a breached case whose end
-   arrived resolves its exception (resolution `late`, with the hours late);
+2. every rule's transitions written since its own last completed run come back in one read (few
+   rows): a case newly breached opens an exception (owner from `owner_for`), a breached case whose
+   end arrived resolves its exception (resolution `late`, with the hours late), every rule's with
+   one read of the active exceptions and one write;
 3. each rule's run is recorded in `sla_runs` (mode, watermark, the `now` used, version, counts).
+
+A run makes few round trips whatever the number of rules: the last runs (with the newest
+received_at), the changed keys of every incremental group, the evaluation, its counts, its
+transitions, the exceptions' read and write, the runs.
 
 Incremental runs (`full=False`) recompute only the keys with events received after the last
 run's watermark, and the pending cases whose warning time or deadline passed since the last
@@ -121,42 +126,39 @@ class SlaEngine:
             report = EvaluationReport(full=full, evaluated_at=now)
             if not self.rules:
                 return report
-            rows = self.store.query(sql.NEWEST_RECEIVED)
+            last, newest = self._last_runs()
+            if newest is None:  # no rule has run yet
+                rows = self.store.query(sql.NEWEST_RECEIVED)
+                newest = parse_time(rows[0]["at"]) if rows else None
             # no event yet: the watermark stays at the epoch, so the next run misses nothing
-            newest = parse_time(rows[0]["at"]) if rows else EPOCH
-            assert newest is not None
-            watermark = min(newest, now) - self.overlap
-            last = self.last_runs()
+            watermark = min(newest or EPOCH, now) - self.overlap
             groups, modes = self._plan(full, now, watermark, last)
             keys = self._narrow(groups, now, modes)
             version = self._version()
             work = [g for g in groups if g.scope != "changed" or g.keys]
             if work:
                 self.store.command(*sql.evaluation(work, now, version))
-            shared_ms = (time.perf_counter() - begun) * 1000 / len(self.rules)
             written = {
                 r["rule"]: (int(r["n"]), int(r["new"])) for r in self.store.query(sql.WRITTEN, {"version": version})
             }
+            # every rule's transitions since its own last completed run, in one read
+            after = {rule.id: last[rule.id].version if rule.id in last else 0 for rule in self.rules}
+            transitions = self.store.query(*sql.transitions(after, version))
+            opened, resolved = self._apply(transitions)
+            # the run's time, split evenly between its rules
+            duration_ms = (time.perf_counter() - begun) * 1000 / len(self.rules)
             run_id = str(uuid.uuid4())
             runs: list[dict[str, Any]] = []
             for rule in self.rules:
-                started = time.perf_counter()
-                before = last.get(rule.id)
                 changed, new = written.get(rule.id, (0, 0))
-                total = self._cases_total(rule, before, new)
+                total = self._cases_total(rule, last.get(rule.id), new)
                 if modes[rule.id] == "full":
                     keys[rule.id] = total
-                transitions = self.store.query(
-                    sql.TRANSITIONS,
-                    {"rule": rule.id, "after_version": before.version if before else 0, "version": version},
-                )
-                opened, resolved = self._apply(rule, transitions)
                 part = RuleReport(
                     cases_changed=changed,
-                    opened=[e.id for e in opened],
-                    resolved=[e.id for e in resolved],
-                    # the shared statement's time split evenly, plus this rule's own follow-up
-                    duration_ms=shared_ms + (time.perf_counter() - started) * 1000,
+                    opened=[e.id for e in opened if e.rule == rule.id],
+                    resolved=[e.id for e in resolved if e.rule == rule.id],
+                    duration_ms=duration_ms,
                     mode=modes[rule.id],
                     keys_evaluated=keys.get(rule.id, 0),
                 )
@@ -186,16 +188,20 @@ class SlaEngine:
 
     def _narrow(self, groups: list[sql.Group], now: datetime, modes: dict[str, str]) -> dict[str, int]:
         """Find the keys of each incremental group (a group with too many goes full); keys per rule."""
+        changed = [group for group in groups if group.scope == "changed"]
+        if not changed:
+            return {}
+        found: dict[int, list[str]] = {}
+        for row in self.store.query(*sql.changed_keys(changed, now, self.max_incremental_keys)):
+            found.setdefault(int(row["g"]), []).append(row["k"])
         keys: dict[str, int] = {}
-        for group in groups:
-            if group.scope != "changed":
-                continue
-            found = self.store.query(*sql.changed_keys(group, now, self.max_incremental_keys))
-            if len(found) > self.max_incremental_keys:
+        for g, group in enumerate(changed):
+            group.keys = found.get(g, [])
+            if len(group.keys) > self.max_incremental_keys:
                 group.scope = "all"  # this much change costs no more evaluated in full
+                group.keys = []
                 modes.update((p.rule.id, "full") for p in group.parts)
                 continue
-            group.keys = [row["k"] for row in found]
             keys.update((p.rule.id, len(group.keys)) for p in group.parts)
         return keys
 
@@ -235,9 +241,15 @@ class SlaEngine:
 
     def last_runs(self) -> dict[str, LastRun]:
         """The last completed run of each rule that has one, by rule id."""
+        return self._last_runs()[0]
+
+    def _last_runs(self) -> tuple[dict[str, LastRun], datetime | None]:
+        """The last runs, and the newest received_at (None when no rule has run: nothing read)."""
         rows = self.store.query(sql.LAST_RUNS, {"rules": [r.id for r in self.rules]})
         found: dict[str, LastRun] = {}
+        newest = EPOCH if rows else None
         for row in rows:
+            newest = parse_time(row["newest"]) or EPOCH  # no event at all: the epoch
             as_of, mark = parse_time(row["as_of"]), parse_time(row["last_watermark"])
             assert as_of is not None and mark is not None
             found[row["rule"]] = LastRun(
@@ -248,7 +260,7 @@ class SlaEngine:
                 last_full=parse_time(row["last_full"]) if int(row["full_runs"]) else None,
                 cases_total=int(row["last_total"]),
             )
-        return found
+        return found, newest
 
     def _mode(self, rule: SlaRule, full: bool, last: LastRun | None, now: datetime) -> str:
         if full or last is None or last.rule_hash != sql.rule_fingerprint(rule):
@@ -257,40 +269,27 @@ class SlaEngine:
             return "full"
         return "incremental"
 
-    def _apply(
-        self, rule: SlaRule, transitions: list[dict[str, Any]]
-    ) -> tuple[list[ExceptionRecord], list[ExceptionRecord]]:
-        """Open an exception per newly breached case, then resolve those of cases no longer breached."""
-        breached = [t for t in transitions if t["status"] == "breached"]
-        opened = self.exceptions.open_many([self._finding(rule, t) for t in breached]) if breached else []
-        ended: dict[str, dict[str, Any]] = {}
-        for t in transitions:  # in version order: the last word on a key wins
+    def _apply(self, transitions: list[dict[str, Any]]) -> tuple[list[ExceptionRecord], list[ExceptionRecord]]:
+        """Open an exception per newly breached case, then resolve those of cases no longer breached;
+        every rule at once (one read of the active exceptions, one write)."""
+        rules = {rule.id: rule for rule in self.rules}
+        found = [self._finding(rules[t["rule"]], t) for t in transitions if t["status"] == "breached"]
+        ended: dict[tuple[str, str], dict[str, Any]] = {}
+        for t in transitions:  # per rule in version order: the last word on a case wins
+            case = (t["rule"], t["key"])
             if t["previous_status"] == "breached" and t["status"] != "breached":
-                ended[t["key"]] = t
+                ended[case] = t
             elif t["status"] == "breached":
-                ended.pop(t["key"], None)
-        if not ended:
-            return opened, []
-        active = self.exceptions.active_by_key(rule.id, ended)
-        resolved: list[ExceptionRecord] = []
-        by_resolution: dict[str, list[ExceptionRecord]] = {}
-        details: dict[str, dict[str, Any]] = {}
-        for key, t in ended.items():
-            record = active.get(key)
-            if record is None:
-                continue
-            # late (or met, when a deadline moved): the end arrived; pending: the deadline moved later
-            resolution = t["status"] if t["ended_at"] else "deadline-moved"
-            by_resolution.setdefault(resolution, []).append(record)
+                ended.pop(case, None)
+        changes: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        for case, t in ended.items():
             ended_at = parse_time(t["ended_at"])
-            if ended_at is not None:
+            if ended_at is None:  # the deadline moved later
+                changes[case] = ("deadline-moved", {"due_at": t["due_at"]})
+            else:  # late (or met, when a deadline moved): the end arrived
                 late = max(0.0, hours_between(t["due_at"], ended_at))
-                details[record.id] = {"hours_late": late, "ended_at": t["ended_at"]}
-            else:
-                details[record.id] = {"due_at": t["due_at"]}
-        for resolution, records in by_resolution.items():
-            resolved += self.exceptions.resolve_many(records, resolution, details, actor="engine")
-        return opened, resolved
+                changes[case] = (t["status"], {"hours_late": late, "ended_at": t["ended_at"]})
+        return self.exceptions.open_and_resolve(found, changes, actor="engine")
 
     def _finding(self, rule: SlaRule, case: dict[str, Any]) -> NewException:
         fields = {"warehouse": case["warehouse"], "customer_id": case["customer_id"], "source": case["source"]}

@@ -3,10 +3,10 @@
 A case is a value of a rule's key (a column of `business_events`). Rules that share a key
 column are computed together, from one scan and one GROUP BY of that column:
 
-1. events -> one row per key: per rule the first start and the first end (`minIfOrNull`) and
-   the first start event's source, customer and warehouse; per key the first non-empty
-   customer and warehouse among all its events (the fallback when the start event has none).
-   "First" orders by time, then by a hash of the event, so every run picks the same event;
+1. events -> one row per key: per rule its first start event (time, source, customer, warehouse,
+   zone field: one string minimum, see `cases`) and its first end; per key the first event with a
+   customer and the first with a warehouse (the fallbacks when the start event has none). "First"
+   orders by time, then by the event's own fields, so every run picks the same event;
 2. per rule, its deadline: `after` adds a duration; `cutoff` works in the zone of the start
    event's `zone_by` field (else the rule's zone) with ClickHouse's time zone functions, so
    days with a daylight saving change are right; `toTimeZone` needs a constant zone, so each
@@ -21,10 +21,12 @@ are column names from the validated rule, checked against a fixed list.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
+
+import orjson
 
 from kernel.model.events import STRING_KEYS
 from sla_rules.model import CORRELATION_KEYS, WEEKDAYS, EventMatch, SlaRule
@@ -36,10 +38,6 @@ _FILTER_COLUMNS = frozenset((*STRING_KEYS, "currency"))
 _KEY_COLUMNS = frozenset(CORRELATION_KEYS)
 _T = "DateTime64(6, 'UTC')"
 _CASE_COLUMNS = "rule, key, started_at, ended_at, due_at, status, customer_id, warehouse, source"
-# Orders events by time, then by a hash of what the engine reads from them, so that of two events
-# at the same instant every run picks the same one. An Int64 (microseconds x 1024 + 10 bits of
-# hash) aggregates far faster than a tuple; it holds any time until the year 2255.
-_TIE_KEY = "toUnixTimestamp64Micro(time) * 1024 + toInt64(cityHash64(type, source, customer_id, warehouse) % 1024)"
 
 
 def _column(name: str, allowed: frozenset[str]) -> str:
@@ -89,6 +87,34 @@ class Binder:
         return f"{{{name}:{type_}}}"
 
 
+Namer = Callable[..., str]
+
+
+def _plain(expression: str, written: Callable[[], str] | None = None) -> str:
+    """The Namer that names nothing: an expression's canonical text."""
+    return expression
+
+
+class Names:
+    """Inline aliases within one SELECT: an expression used several times is written out once, as
+    `(expression AS name)`, and by name elsewhere (ClickHouse resolves an alias wherever it is used
+    in the same SELECT). A much shorter query text is faster to analyse, which matters most to
+    incremental runs, whose work is small."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._names: dict[str, str] = {}
+
+    def __call__(self, expression: str, written: Callable[[], str] | None = None) -> str:
+        """`expression` by name, written out (as `written()`, when given: the same expression with its
+        own repeated parts named) the first time."""
+        name = self._names.get(expression)
+        if name is not None:
+            return name
+        name = self._names[expression] = f"{self.prefix}{len(self._names)}"
+        return f"({written() if written is not None else expression} AS {name})"
+
+
 @dataclass(frozen=True)
 class RulePart:
     """One rule in an evaluation: for incremental runs, where its last run left off."""
@@ -133,7 +159,7 @@ def _match(side: EventMatch, bind: Binder) -> str:
     return "(" + " AND ".join(clauses) + ")"
 
 
-def _cutoff_due(rule: SlaRule, started: str, zone_value: str | None, bind: Binder) -> str:
+def _cutoff_due(rule: SlaRule, started: str, zone_value: str | None, bind: Binder, names: Namer) -> str:
     """The deadline of a cutoff rule for the start time `started`, in the zone `zone_value` maps to."""
     cutoff = rule.deadline.cutoff
     assert cutoff is not None
@@ -152,54 +178,141 @@ def _cutoff_due(rule: SlaRule, started: str, zone_value: str | None, bind: Binde
     def due_in(zone_name: str) -> str:
         zone = bind(zone_name, "String")
         local = f"toTimeZone({started}, {zone})"
-        local_us = (
-            f"(toHour({local}) * 3600000000 + toMinute({local}) * 60000000 + toSecond({local}) * 1000000"
-            f" + toUnixTimestamp64Micro({started}) % 1000000)"
+        weekday, date = f"toDayOfWeek({local})", f"toDate({local})"
+
+        def local_us(part: Callable[[str], str]) -> str:
+            return (
+                f"(toHour({part(local)}) * 3600000000 + toMinute({part(local)}) * 60000000"
+                f" + toSecond({part(local)}) * 1000000 + toUnixTimestamp64Micro({started}) % 1000000)"
+            )
+
+        def day(part: Callable[[str], str]) -> str:
+            """The day the deadline ends on, its parts written by `part`."""
+            return (
+                f"if(has({business}, {part(weekday)}) AND {local_us(part)} < {limit_us}, {part(date)},"
+                f" addDays({part(date)}, arrayElement({next_day}, {part(weekday)})))"
+            )
+
+        def named(expression: str) -> str:
+            if expression == local:
+                return names(local)
+            function = "toDayOfWeek" if expression == weekday else "toDate"  # the local time inside named too
+            return names(expression, lambda: f"{function}({names(local)})")
+
+        def day_named() -> str:
+            return names(day(str), lambda: day(named))
+
+        end_of_day = (
+            f"makeDateTime64(toYear({day_named()}), toMonth({day_named()}), toDayOfMonth({day_named()}),"
+            f" 23, 59, 59, 0, 6, {zone})"
         )
-        weekday = f"toDayOfWeek({local})"
-        day = (
-            f"if(has({business}, {weekday}) AND {local_us} < {limit_us}, toDate({local}),"
-            f" addDays(toDate({local}), arrayElement({next_day}, {weekday})))"
-        )
-        end_of_day = f"makeDateTime64(toYear({day}), toMonth({day}), toDayOfMonth({day}), 23, 59, 59, 0, 6, {zone})"
         return f"toTimeZone({end_of_day}, 'UTC')"
 
     if len(zones) == 1 or zone_value is None:
         return due_in(zones[0])
-    index = (
+    index_text = (
         f"transform({zone_value}, {bind(list(mapping), 'Array(String)')},"
         f" {bind(list(mapping.values()), 'Array(UInt8)')}, toUInt8(0))"
     )
-    branches = ", ".join(f"{index} = {i}, {due_in(zones[i])}" for i in range(1, len(zones)))
+    branches = ", ".join(f"{names(index_text)} = {i}, {due_in(zones[i])}" for i in range(1, len(zones)))
     return f"multiIf({branches}, {due_in(zones[0])})"
 
 
-def changed_keys(group: Group, now: datetime, limit: int) -> tuple[str, dict[str, Any]]:
-    """The keys an incremental run recomputes (at most `limit` + 1 of them): keys with events received
-    since the last run's watermark, and pending cases whose warning time or deadline passed
-    since the last run's now.
+def changed_keys(groups: Sequence[Group], now: datetime, limit: int) -> tuple[str, dict[str, Any]]:
+    """The keys incremental runs recompute, as rows (g: the group's index in `groups`, k: a key), at most
+    `limit` + 1 per group: keys with events received since the last run's watermark, and pending cases
+    whose warning time or deadline passed since the last run's now. Every group in one read.
 
     Reads `sla_cases` without FINAL: an older version selects a key at most once too often, and
     recomputing a key is idempotent.
     """
     bind = Binder()
-    key = _column(group.key, _KEY_COLUMNS)
-    received = min(p.since_received for p in group.parts if p.since_received is not None)
-    selects = [f"SELECT {key} AS k FROM business_events WHERE received_at > {bind(received, _T)} AND {key} != ''"]
     at = bind(now, _T)
-    for part in group.parts:
-        assert part.since_now is not None
-        since = bind(part.since_now, _T)
-        crossed = [f"(due_at <= {at} AND due_at > {since})"]
-        if part.rule.warning is not None:
-            warned = f"due_at - toIntervalMicrosecond({bind(_micros(part.rule.warning), 'Int64')})"
-            crossed.append(f"(status = 'pending' AND {warned} <= {at} AND {warned} > {since})")
+    selects = []
+    timed: list[str] = []  # per rule: its cases whose status changes with time alone
+    group_of: list[str] = []  # per rule: its group's index
+    for g, group in enumerate(groups):
+        key = _column(group.key, _KEY_COLUMNS)
+        received = bind(min(p.since_received for p in group.parts if p.since_received is not None), _T)
         selects.append(
-            f"SELECT key AS k FROM sla_cases WHERE rule = {bind(part.rule.id, 'String')}"
-            f" AND status IN ('pending', 'at_risk') AND ({' OR '.join(crossed)})"
+            f"SELECT {g} AS g, {key} AS k FROM business_events WHERE received_at > {received} AND {key} != ''"
         )
-    sql = f"SELECT DISTINCT k FROM ({' UNION ALL '.join(selects)}) LIMIT {bind(limit + 1, 'UInt64')}"
+        for part in group.parts:
+            assert part.since_now is not None
+            since = bind(part.since_now, _T)
+            crossed = [f"(due_at <= {at} AND due_at > {since})"]
+            if part.rule.warning is not None:
+                warned = f"due_at - toIntervalMicrosecond({bind(_micros(part.rule.warning), 'Int64')})"
+                crossed.append(f"(status = 'pending' AND {warned} <= {at} AND {warned} > {since})")
+            rule = bind(part.rule.id, "String")
+            timed.append(f"(rule = {rule} AND ({' OR '.join(crossed)}))")
+            group_of.append(f"rule = {rule}, {g}")
+    # every rule's pending cases in one pass over the status column
+    selects.append(
+        f"SELECT multiIf({', '.join(group_of)}, 0) AS g, key AS k FROM sla_cases"
+        f" WHERE status IN ('pending', 'at_risk') AND ({' OR '.join(timed)})"
+    )
+    union = " UNION ALL ".join(selects)
+    sql = f"SELECT DISTINCT g, k FROM ({union}) LIMIT {bind(limit + 1, 'UInt64')} BY g"
     return sql, bind.params
+
+
+def _keys(keys: Sequence[str], bind: Binder) -> str:
+    """A set of keys to test a column against with IN: the keys travel as one JSON text (a large array
+    literal costs ClickHouse far more to parse and analyse), and a subquery's set is built once and
+    still selects the primary key's (or a projection's) ranges."""
+    return f"(SELECT arrayJoin(JSONExtract({bind(orjson.dumps(list(keys)).decode(), 'String')}, 'Array(String)')))"
+
+
+def _zone_field(rule: SlaRule, bind: Binder) -> str | None:
+    """The inner column (expression) a cutoff rule's `zone_by` field reads, if any."""
+    cutoff = rule.deadline.cutoff
+    if cutoff is None or cutoff.zone_by is None:
+        return None
+    name = cutoff.zone_by.field
+    if name in ("warehouse", "customer_id"):
+        return name
+    if name in _FILTER_COLUMNS:
+        return f"toString({name})"
+    return f"JSONExtractString(data, {bind(name, 'String')})"
+
+
+class _Event:
+    """The encoding of an event as one string (see `cases`): the expression that builds it and the
+    expressions that read its fields back from an aggregate of such strings."""
+
+    def __init__(self, fields: list[str]) -> None:
+        self.fields = fields  # inner columns, each stored with its length; the customer comes last
+        self.header = 8 + 4 * len(fields)
+
+    def build(self) -> str:
+        lengths = [f"reinterpretAsFixedString(toUInt32(length({f})))" for f in self.fields]
+        return f"concat({_TIME_BYTES}, {', '.join(lengths)}, {', '.join(self.fields)}, customer_id)"
+
+    def time(self, value: str) -> str:
+        """The time of the event `value`, NULL for the empty string (no such event)."""
+        bits = f"bitXor(reinterpretAsUInt64(reverse(substring({value}, 1, 8))), toUInt64(9223372036854775808))"
+        return f"if({value} = '', NULL, fromUnixTimestamp64Micro(reinterpretAsInt64({bits}), 'UTC'))"
+
+    def field(self, value: str, expression: str, names: Namer) -> str:
+        """Field `expression` of the event `value` ('' for the empty string: no such event)."""
+
+        def length(i: int) -> str:  # each call writes (or names) the length once in the text
+            return names(f"reinterpretAsUInt32(substring({value}, {9 + 4 * i}, 4))")
+
+        if expression == "customer_id":
+            offset = " + ".join([str(self.header + 1), *(length(j) for j in range(len(self.fields)))])
+            return f"substring({value}, {offset})"
+        i = self.fields.index(expression)
+        offset = " + ".join([str(self.header + 1), *(length(j) for j in range(i))])
+        return f"substring({value}, {offset}, {length(i)})"
+
+
+# An event's time as 8 bytes whose byte order is time order (big-endian, sign bit flipped).
+_TIME_BYTES = (
+    "reverse(reinterpretAsFixedString(bitXor(reinterpretAsUInt64(toUnixTimestamp64Micro(time)),"
+    " toUInt64(9223372036854775808))))"
+)
 
 
 def cases(
@@ -207,7 +320,17 @@ def cases(
 ) -> str:
     """The SELECT of the group's cases: rule, key, started_at, ended_at, due_at, status, customer_id,
     warehouse, source. Scope `changed` recomputes the group's keys; scope `window` keeps cases
-    started in [since, until) and reads only events before `until`."""
+    started in [since, until) and reads only events before `until`.
+
+    A case takes its source, customer and warehouse (and its cutoff zone) from its first start
+    event. Each event read is encoded as one string: its time in 8 bytes whose byte order is time
+    order, then the lengths and values of source, warehouse and any zone field, then the
+    customer. The smallest such string among a key's start events is its first start event,
+    earliest first and a tie at the same instant broken by the fields themselves (every run picks
+    the same event), and every field comes from that one event: a string minimum aggregates far
+    faster than an argMin of a tuple. The first event with a customer (or warehouse, or zone
+    field) is the fallback when the start event has none.
+    """
     key = _column(group.key, _KEY_COLUMNS)
     flags: dict[str, str] = {}  # expression -> alias: equal filters are computed once
 
@@ -219,58 +342,66 @@ def cases(
     def agg(expression: str) -> str:
         return aggregates.setdefault(expression, f"a{len(aggregates)}")
 
-    extra_columns: dict[str, str] = {}  # inner expression -> alias, for zone_by fields that are not the usual ones
-    cust_any = agg("argMinIf(cust, tk, cust != '')")
-    wh_any = agg("argMinIf(wh, tk, wh != '')")
+    zones = [z for z in dict.fromkeys(_zone_field(p.rule, bind) for p in group.parts) if z is not None]
+    extra_columns = {z: f"x{i}" for i, z in enumerate(z for z in zones if z not in ("warehouse", "customer_id"))}
+    event = _Event(["source", "warehouse", *extra_columns.values()])
+
+    def first_with(column: str) -> str:
+        """The first event whose `column` (an inner column or alias) is set."""
+        return agg(f"minIf(v, {column} != '')")
+
+    def value(first: str, column: str, names: Namer) -> str:
+        """`column` of the first start event `first`, else of the first event that has it."""
+        own, fallback = (
+            names(event.field(e, column, _plain), lambda e=e: event.field(e, column, names))
+            for e in (first, first_with(column))
+        )
+        return f"if({own} != '', {names(event.field(first, column, _plain))}, {fallback})"
+
     at = bind(now, _T)
+    sides = [(flag(_match(p.rule.start, bind)), flag(_match(p.rule.end, bind))) for p in group.parts]
+    # a start side's first event (its time included); an end side's time, read from the first event of
+    # the same side when that side starts another rule, else its own (cheaper) minimum
+    firsts = {start: agg(f"minIf(v, {start})") for start, _ in sides}
+    times: dict[str, str] = {}  # expression -> alias
+
+    def time_of(side: str) -> str:
+        expression = event.time(firsts[side]) if side in firsts else agg(f"minIfOrNull(t, {side})")
+        return times.setdefault(expression, f"s{len(times)}")
+
+    due_names, out_names = Names("d"), Names("o")
     rows: list[str] = []
     per_rule: list[str] = []
-    start_aliases: list[str] = []
-    for i, part in enumerate(group.parts):
+    for i, (part, (start, end)) in enumerate(zip(group.parts, sides, strict=True)):
         rule = part.rule
-        start, end = flag(_match(rule.start, bind)), flag(_match(rule.end, bind))
-        s, e = agg(f"minIfOrNull(t, {start})"), agg(f"minIfOrNull(t, {end})")
-        start_aliases.append(s)
-        # the first start event's source, customer and warehouse: one aggregate state, not three
-        first_start = agg(f"argMinIf((src, cust, wh), tk, {start})")
-        src, cust, wh = (f"{first_start}.{i}" for i in (1, 2, 3))
+        first = firsts[start]
+        s, e = time_of(start), time_of(end)
         started = f"assumeNotNull({s})"
         if rule.deadline.after is not None:
             due = f"{started} + toIntervalMicrosecond({bind(_micros(rule.deadline.after), 'Int64')})"
         else:
-            cutoff = rule.deadline.cutoff
-            zone_value: str | None = None
-            if cutoff is not None and cutoff.zone_by is not None:
-                name = cutoff.zone_by.field
-                if name in ("warehouse", "customer_id"):
-                    column = {"warehouse": "wh", "customer_id": "cust"}[name]
-                elif name in _FILTER_COLUMNS:
-                    column = extra_columns.setdefault(f"toString({name})", f"x{len(extra_columns)}")
-                else:
-                    expression = f"JSONExtractString(data, {bind(name, 'String')})"
-                    column = extra_columns.setdefault(expression, f"x{len(extra_columns)}")
-                first = {"wh": wh, "cust": cust}.get(column) or agg(f"argMinIf({column}, tk, {start})")
-                fallback = agg(f"argMinIf({column}, tk, {column} != '')")
-                zone_value = f"if({first} != '', {first}, {fallback})"
-            due = _cutoff_due(rule, started, zone_value, bind)
+            zone = _zone_field(rule, bind)
+            zone_value = value(first, extra_columns.get(zone, zone), due_names) if zone is not None else None
+            due = _cutoff_due(rule, started, zone_value, bind, due_names)
         status = [f"{e} IS NOT NULL, if(assumeNotNull({e}) <= due_{i}, 'met', 'late')", f"{at} > due_{i}, 'breached'"]
         if rule.warning is not None:
             status.append(f"{at} >= due_{i} - toIntervalMicrosecond({bind(_micros(rule.warning), 'Int64')}), 'at_risk'")
         per_rule.append(f"{due} AS due_{i}")
         rows.append(
             f"({bind(rule.id, 'String')}, {s}, {e}, due_{i}, multiIf({', '.join(status)}, 'pending'),"
-            f" if({cust} != '', {cust}, {cust_any}), toString(if({wh} != '', {wh}, {wh_any})), toString({src}))"
+            f" {value(first, 'customer_id', out_names)}, {value(first, 'warehouse', out_names)},"
+            f" {event.field(first, 'source', out_names)})"
         )
 
     where = [f"{key} != ''"]
     if group.scope == "changed":
-        where.append(f"{key} IN {bind(group.keys, 'Array(String)')}")
+        where.append(f"{key} IN {_keys(group.keys, bind)}")
     elif group.scope == "window":
         assert since is not None and until is not None
         where.append(f"time < {bind(until, _T)}")
     wanted = [*flags.values(), "customer_id != ''", "warehouse != ''", *(f"{a} != ''" for a in extra_columns.values())]
     where.append("(" + " OR ".join(wanted) + ")")
-    starts = " OR ".join(f"{s} IS NOT NULL" for s in dict.fromkeys(start_aliases))
+    starts = " OR ".join(f"{a} != ''" for a in firsts.values())
     inner_columns = ", ".join(
         [f"{expression} AS {alias}" for expression, alias in flags.items()]
         + [f"{expression} AS {alias}" for expression, alias in extra_columns.items()]
@@ -282,18 +413,20 @@ def cases(
 SELECT c.1 AS rule, key, assumeNotNull(c.2) AS started_at, c.3 AS ended_at, c.4 AS due_at, c.5 AS status,
     c.6 AS customer_id, c.7 AS warehouse, c.8 AS source
 FROM (
-    SELECT key, {", ".join(aggregates.values())}, {", ".join(per_rule)}
+    SELECT *, {", ".join(per_rule)}
+    FROM (
+    SELECT key, {", ".join(aggregates.values())}, {", ".join(f"{expr} AS {alias}" for expr, alias in times.items())}
     FROM (
         SELECT k AS key, {", ".join(f"{expression} AS {alias}" for expression, alias in aggregates.items())}
         FROM (
-            SELECT {key} AS k, time AS t, source AS src, customer_id AS cust, warehouse AS wh,
-                {_TIE_KEY} AS tk,
-                {inner_columns}
+            SELECT {key} AS k, time AS t, customer_id, warehouse, {inner_columns},
+                {event.build()} AS v
             FROM business_events
             WHERE {" AND ".join(where)}
         )
         GROUP BY key
         HAVING {starts}
+    )
     )
 )
 ARRAY JOIN [{", ".join(rows)}] AS c
@@ -323,15 +456,20 @@ def evaluation(groups: Sequence[Group], now: datetime, version: int) -> tuple[st
         if group.first:
             branches.append(f"SELECT {_CASE_COLUMNS}, '' AS previous_status FROM ({select})")
             continue
-        stored = f"sla_cases FINAL WHERE rule IN {bind([p.rule.id for p in group.parts], 'Array(String)')}"
+        rules = bind([p.rule.id for p in group.parts], "Array(String)")
+        stored = f"sla_cases FINAL WHERE rule IN {rules}"
         columns = ", ".join(f"c.{name} AS {name}" for name in _CASE_COLUMNS.split(", "))
         if group.scope == "changed":
-            # few keys: one read of their stored versions, joined on (rule, key) and compared by hash
-            stored += f" AND key IN {bind(group.keys, 'Array(String)')}"
+            # few keys: one read of their stored versions (the newest of each, by version: cheaper than
+            # FINAL over the granules they share with other keys), joined on (rule, key), compared by hash
             branches.append(f"""
 SELECT {columns}, p.status AS previous_status
 FROM (SELECT *, {_STATE} AS h FROM ({select})) AS c
-LEFT JOIN (SELECT rule, key, status, state_hash FROM {stored}) AS p ON p.rule = c.rule AND p.key = c.key
+LEFT JOIN (
+    SELECT rule, key, argMax(status, version) AS status, argMax(state_hash, version) AS state_hash
+    FROM sla_cases WHERE rule IN {rules} AND key IN {_keys(group.keys, bind)}
+    GROUP BY rule, key
+) AS p ON p.rule = c.rule AND p.key = c.key
 WHERE p.state_hash != c.h""")
             continue
         branches.append(f"""
@@ -344,8 +482,13 @@ RIGHT JOIN (
 INSERT INTO sla_cases ({_CASE_COLUMNS}, previous_status, state_hash, evaluated_at, version)
 SELECT {_CASE_COLUMNS}, previous_status, {_STATE}, {bind(now, _T)}, {bind(version, "UInt64")}
 FROM ({" UNION ALL ".join(branches)})
-SETTINGS join_use_nulls = 0, optimize_on_insert = 0"""
+SETTINGS join_use_nulls = 0, optimize_on_insert = 0{_FEW_KEYS if all(g.scope == "changed" for g in groups) else ""}"""
     return sql, bind.params
+
+
+# An incremental run groups few keys: a two-level aggregation would split them into 256 small blocks, and
+# the per-block cost of the case expressions (hundreds of functions) would outweigh the work itself.
+_FEW_KEYS = ", group_by_two_level_threshold = 0, group_by_two_level_threshold_bytes = 0"
 
 
 def backtest(rule: SlaRule, since: datetime, until: datetime) -> tuple[str, dict[str, Any]]:
@@ -356,17 +499,25 @@ def backtest(rule: SlaRule, since: datetime, until: datetime) -> tuple[str, dict
     return f"SELECT {columns} FROM ({select}) ORDER BY started_at, key", bind.params
 
 
-# Versions written since the last completed run that open or close an exception: a case newly
-# breached, or a breached case that is no longer (its end arrived). Reading every version since
-# the last completed run also picks up the transitions of a run that stopped half-way.
-TRANSITIONS = """
-SELECT key, status, previous_status, started_at, ended_at, due_at, customer_id, warehouse, source, version
+def transitions(after: Mapping[str, int], version: int) -> tuple[str, dict[str, Any]]:
+    """The versions written since each rule's last completed run (`after`: its version, 0 before its
+    first) that open or close an exception: a case newly breached, or a breached case that is no
+    longer (its end arrived). Reading every version since the last completed run also picks up the
+    transitions of a run that stopped half-way. Every rule in one read; the version index skips the
+    parts older than the oldest of those runs."""
+    bind = Binder()
+    since = " OR ".join(
+        f"(rule = {bind(rule, 'String')} AND version > {bind(last, 'UInt64')})" for rule, last in after.items()
+    )
+    sql = f"""
+SELECT rule, key, status, previous_status, started_at, ended_at, due_at, customer_id, warehouse, source, version
 FROM sla_cases
-WHERE rule = {rule:String} AND version > {after_version:UInt64} AND version <= {version:UInt64}
+WHERE version > {bind(min(after.values()), "UInt64")} AND version <= {bind(version, "UInt64")} AND ({since})
   AND ((status = 'breached' AND previous_status NOT IN ('breached', 'met', 'late'))
        OR (previous_status = 'breached' AND status != 'breached'))
-ORDER BY version, key
-"""
+ORDER BY rule, version, key"""
+    return sql, bind.params
+
 
 # The versions a run wrote, per rule: how many, and how many are new cases (no stored state before).
 WRITTEN = """
@@ -376,14 +527,16 @@ FROM sla_cases WHERE version = {version:UInt64} GROUP BY rule
 
 CASE_COUNT = "SELECT count() AS n FROM sla_cases FINAL WHERE rule = {rule:String}"
 
-LAST_RUNS = """
+# Read in received_at order (the `sla_by_received` projection): the newest row without a scan.
+NEWEST_RECEIVED = "SELECT received_at AS at FROM business_events ORDER BY received_at DESC LIMIT 1"
+
+# Each rule's last completed run, and (on every row, saving a round trip) the newest received_at.
+LAST_RUNS = f"""
 SELECT rule, max(version) AS last_version, argMax(started_at, version) AS as_of,
     argMax(watermark, version) AS last_watermark, argMax(rule_hash, version) AS last_hash,
     argMax(cases_total, version) AS last_total,
-    maxIf(started_at, mode = 'full') AS last_full, countIf(mode = 'full') AS full_runs
-FROM sla_runs WHERE rule IN {rules:Array(String)}
+    maxIf(started_at, mode = 'full') AS last_full, countIf(mode = 'full') AS full_runs,
+    ({NEWEST_RECEIVED}) AS newest
+FROM sla_runs WHERE rule IN {{rules:Array(String)}}
 GROUP BY rule
 """
-
-# Read in received_at order (the `sla_by_received` projection): the newest row without a scan.
-NEWEST_RECEIVED = "SELECT received_at AS at FROM business_events ORDER BY received_at DESC LIMIT 1"

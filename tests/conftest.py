@@ -22,6 +22,7 @@ TABLES = (
     "exception_audit",
     "sla_cases",
     "sla_runs",
+    "sla_case_days",
     "alert_outbox",
     "alert_deliveries",
     "alert_state",

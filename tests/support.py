@@ -104,6 +104,7 @@ class TowerProcess:
             TOWER_INGEST_TOKENS=orjson.dumps(s.ingest.tokens).decode(),
             TOWER_API_TOKENS=orjson.dumps(s.api.tokens).decode(),
             TOWER_SCHEDULER_ENABLED="false",
+            TOWER_DASHBOARD_ENABLED="false",  # tests that want the dashboard start it themselves
         )
         return env
 

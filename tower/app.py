@@ -53,6 +53,7 @@ from sla_rules.loader import ParamsModels, Problem, RuleFileError, RuleSet, load
 from sla_rules.model import ErrorRateRule, ReconciliationRule, SilenceRule, SlaRule
 from sla_rules.service import SlaService
 from sla_rules.technical import TechnicalEngine
+from tower.case_days import CaseDaysRefresh
 from tower.reports.monthly import register_finance_report
 from tower.reports.service import BreachReports
 from tower.reports.settings import ReportSettings
@@ -168,7 +169,8 @@ def build_reconcile(
 
 
 def build_sla(settings: Settings, store: Store, clock: Clock, rules: RuleSet | None = None) -> SlaParts:
-    """The ExceptionStore and the SlaService (SLA engine + technical rules) over `store` on `clock`."""
+    """The ExceptionStore and the SlaService (SLA engine + technical rules, then the overview's reading of the
+    cases) over `store` on `clock`."""
     rules = rules or load_configured_rules(settings)
     exceptions = ExceptionStore(store, clock)
     enabled = rules.enabled
@@ -183,7 +185,8 @@ def build_sla(settings: Settings, store: Store, clock: Clock, rules: RuleSet | N
         seen_within=timedelta(hours=settings.sla.expect_seen_within_hours),
         owner_for=owner_for,
     )
-    return SlaParts(rules, exceptions, SlaService([engine, technical]))
+    # last: the overview's reading of the cases the engine just wrote (tower/case_days.py)
+    return SlaParts(rules, exceptions, SlaService([engine, technical, CaseDaysRefresh(store, clock)]))
 
 
 def register_jobs(jobs: JobRegistry, sla: SlaService) -> None:

@@ -23,8 +23,28 @@ def main() -> None:
     help="What this process runs (TOWER_ROLE, default all): collector = the doors, scheduler = the jobs under"
     " the store's lease, api = the API. Roles other than all need TOWER_STORE_BACKEND=server.",
 )
-def serve(host: str | None, port: int | None, grpc_port: int | None, data_dir: str | None, role: str | None) -> None:
-    """Run the tower: OTLP/HTTP and gRPC, CloudEvents and the API, on the configured store."""
+@click.option(
+    "--dashboard/--no-dashboard",
+    default=None,
+    help="Start the dashboard beside the tower (role all; default TOWER_DASHBOARD_ENABLED, on).",
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Also run the simulated distributor (tower demo --live) against this tower, a local Slack stand-in when"
+    " no Slack token is set, and the jobs more often: exceptions, alerts and reports within two minutes.",
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    grpc_port: int | None,
+    data_dir: str | None,
+    role: str | None,
+    dashboard: bool | None,
+    demo: bool,
+) -> None:
+    """Run the tower: OTLP/HTTP and gRPC, CloudEvents, the API and the scheduled jobs on the configured store, and
+    the dashboard beside it. Ctrl-C stops everything."""
     from pathlib import Path
 
     from tower.server import serve as run
@@ -42,7 +62,7 @@ def serve(host: str | None, port: int | None, grpc_port: int | None, data_dir: s
     from tower.roles import RoleError, RoleSettings
 
     try:
-        run(settings, role or RoleSettings().role)
+        run(settings, role or RoleSettings().role, dashboard=dashboard, demo=demo)
     except RuleFileError as exc:
         raise click.ClickException(f"rule files do not load:\n{exc}") from exc
     except RoleError as exc:

@@ -4,7 +4,8 @@ Each function is a few set-based, typed-parameter queries over the store; the AP
 `tower.routes.overview` only parse parameters and answer these models. Reads of mutable state
 (`exceptions`, `sla_cases`) use FINAL; a query that needs several figures of one table reads it
 once (conditional aggregates), because a FINAL read of millions of cases costs more than the
-arithmetic on it.
+arithmetic on it. The overview's read of `sla_cases` is kept until the cases change, and the SLA
+evaluation makes it again after writing cases (`tower.case_days`).
 
 Windows are half-open, `since <= t < until`. Health rates use business time (span Timestamp,
 event `time`), like the `source-silence` rule: a backfill arriving now with old times does not
@@ -14,8 +15,6 @@ make a source look busy. Event rates count the records of the window, redeliveri
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from kernel.model.events import source_covers
 from kernel.store import Store
+from tower.case_days import MAX_TOP, case_days
 
 # How far back `last_seen` of a source looks (a source silent for longer shows no last seen).
 HEALTH_LOOK_BACK = timedelta(days=7)
@@ -134,29 +134,6 @@ GROUP BY owner, severity
 ORDER BY owner, severity
 """
 
-# Cases per rule, day (in the caller's time zone) and status: one FINAL read of `sla_cases` gives every
-# window's counts, and the (due, key) of each group's at-risk cases due soonest.
-_CASES_BY_DAY = """
-SELECT rule, toString(toDate(started_at, {{tz:String}})) AS day, toString(status) AS status, count() AS n,
-    groupArraySortedIf({top})((due_at, key), status = 'at_risk') AS soonest
-FROM sla_cases FINAL
-WHERE toDate(started_at, {{tz:String}}) >= {{first_day:Date}} OR status = 'at_risk'
-GROUP BY rule, day, status
-"""
-
-_AT_RISK = """
-SELECT rule, key, started_at, due_at, customer_id, toString(warehouse) AS warehouse
-FROM sla_cases FINAL
-WHERE rule IN {rules:Array(String)} AND key IN {keys:Array(String)} AND status = 'at_risk'
-"""
-
-# The active parts of `sla_cases`: their names change with every write (and merge) of the table.
-_CASE_PARTS = """
-SELECT arraySort(groupArray(name)) AS parts
-FROM system.parts
-WHERE database = currentDatabase() AND table = 'sla_cases' AND active
-"""
-
 _CHANGE_COUNTS = f"""
 SELECT toString(action) AS action, count() AS n
 FROM exception_audit
@@ -178,44 +155,6 @@ SELECT id, rule, key, owner, status FROM exceptions FINAL WHERE id IN {ids:Array
 """
 
 
-class _CaseDays:
-    """The cases by rule, day and status, reused until `sla_cases` changes.
-
-    Only the SLA engine writes cases, once per evaluation that changes something; between two such
-    writes every reading of the same days is the same. A reading is kept per store, time zone, first
-    day and size, with the names of the table's active parts when it was read: any insert or merge
-    renames parts, and the next reading reads the table again. A store without local parts (a
-    Distributed table on a cluster) is read every time.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._readings: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[tuple[str, ...], Any]]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def read(self, store: Store, tz: str, first_day: date, top: int) -> list[dict[str, Any]]:
-        """Cases per (rule, day, status) since `first_day` in `tz`, and every day's at-risk ones."""
-        parts = tuple(store.query(_CASE_PARTS)[0]["parts"])
-        key = (tz, first_day, top)
-        with self._lock:
-            kept = self._readings.get(store, {}).get(key)
-        if parts and kept is not None and kept[0] == parts:
-            rows: list[dict[str, Any]] = kept[1]
-            return rows
-        rows = store.query(_CASES_BY_DAY.format(top=int(top)), {"tz": tz, "first_day": first_day})
-        if parts:
-            with self._lock:
-                readings = self._readings.setdefault(store, {})
-                if len(readings) > 64:
-                    readings.clear()
-                readings[key] = (parts, rows)
-        return rows
-
-
-_case_days = _CaseDays()
-
-
 def _window(rows: Iterable[dict[str, Any]], first: str) -> WindowCompliance:
     """The counts of `rows` (one rule's) on days from `first` (YYYY-MM-DD) on."""
     counts: dict[str, int] = {}
@@ -228,28 +167,24 @@ def _window(rows: Iterable[dict[str, Any]], first: str) -> WindowCompliance:
     )
 
 
-def at_risk_cases(store: Store, soonest: Iterable[tuple[str, str, str]], top: int) -> list[AtRiskCase]:
-    """The `top` at-risk cases of `soonest` ((due text, rule, key)) due first, with their details."""
-    chosen = sorted(soonest)[:top]
-    if not chosen:
-        return []
-    rows = store.query(
-        _AT_RISK, {"rules": sorted({rule for _, rule, _ in chosen}), "keys": sorted({key for _, _, key in chosen})}
+def soonest_at_risk(rows: Iterable[dict[str, Any]], top: int) -> list[AtRiskCase]:
+    """The `top` at-risk cases due first in a reading of the cases (`rows`), due soonest first."""
+    soonest = sorted(
+        (due, row["rule"], key, started, customer, warehouse)
+        for row in rows
+        for due, key, started, customer, warehouse in row["soonest"]
     )
-    wanted = {(rule, key) for _, rule, key in chosen}
-    cases = [
+    return [
         AtRiskCase(
-            rule=r["rule"],
-            key=r["key"],
-            started_at=stored(r["started_at"]) or datetime.min.replace(tzinfo=UTC),
-            due_at=stored(r["due_at"]) or datetime.min.replace(tzinfo=UTC),
-            customer_id=r["customer_id"],
-            warehouse=r["warehouse"],
+            rule=rule,
+            key=key,
+            started_at=stored(started) or datetime.min.replace(tzinfo=UTC),
+            due_at=stored(due) or datetime.min.replace(tzinfo=UTC),
+            customer_id=customer,
+            warehouse=warehouse,
         )
-        for r in rows
-        if (r["rule"], r["key"]) in wanted
+        for due, rule, key, started, customer, warehouse in soonest[:top]
     ]
-    return sorted(cases, key=lambda c: (c.due_at, c.rule, c.key))
 
 
 def changes_since(store: Store, since: datetime, limit: int = 50) -> Changes:
@@ -295,7 +230,7 @@ def overview(
     ]
     zone = ZoneInfo(tz)
     today = now.astimezone(zone).date()
-    rows = _case_days.read(store, tz, today - timedelta(days=29), top)
+    rows = case_days.read(store, tz, today - timedelta(days=29))
     by_rule: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_rule.setdefault(row["rule"], []).append(row)
@@ -311,7 +246,6 @@ def overview(
         )
         for rule, rows_of_rule in sorted(by_rule.items())
     ]
-    soonest = [(due, row["rule"], key) for row in rows for due, key in row["soonest"]]
     opened = sum(o.open for o in by_owner)
     acknowledged = sum(o.acknowledged for o in by_owner)
     return Overview(
@@ -324,7 +258,7 @@ def overview(
         by_owner=by_owner,
         compliance=compliance,
         at_risk=sum(c.at_risk for c in compliance),
-        at_risk_cases=at_risk_cases(store, soonest, top),
+        at_risk_cases=soonest_at_risk(rows, min(top, MAX_TOP)),
         changes=changes_since(store, since),
     )
 

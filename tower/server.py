@@ -1,21 +1,59 @@
-"""Run the tower server process: HTTP (OTLP/HTTP, CloudEvents, API) and OTLP/gRPC."""
+"""Run the tower server process: HTTP (OTLP/HTTP, CloudEvents, API) and OTLP/gRPC, and, in role `all`, the
+dashboard beside it.
+
+`tower serve` (role `all`) starts the dashboard (Streamlit) as a child process once the server is up
+(TOWER_DASHBOARD_ENABLED, `--no-dashboard`); `--demo` adds a local Slack stand-in and `tower demo --live`
+(tower/demo_mode.py). Ctrl-C or SIGTERM stops the children first (tower/children.py), then the server
+shuts down gracefully (running jobs finish, queued rows are written, the store closes), and the process
+exits 0.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
+from alerting.settings import SlackSettings
+from kernel.jobs import SchedulerSettings
 from kernel.schema.retention import RetentionSettings, apply_retention
 from kernel.settings import Settings
 from tower.app import build_tower, create_app
-from tower.bootstrap import load_or_create_tokens, tokens_file
-from tower.roles import check_role, plan_for
+from tower.bootstrap import admin_token, load_or_create_tokens, tokens_file
+from tower.children import Child, Children, env_with, is_loopback, loopback
+from tower.dashboard_process import APP, DashboardProcessSettings, streamlit_command
+from tower.demo_mode import (
+    DEMO_JOBS,
+    LocalSlack,
+    apply_defaults,
+    demo_command,
+    demo_environment,
+    manifest_file,
+    ready_file,
+    start_local_slack,
+)
+from tower.roles import RoleError, check_role, plan_for
 from tower.telemetry import setup_telemetry
 
+log = logging.getLogger(__name__)
 
-def banner(settings: Settings, role: str = "all") -> str:
-    """The addresses this process serves (by its role, tower/roles.py) and where its tokens are."""
+READY_WITHIN_SECONDS = 180.0  # the longest `--demo` holds the jobs back for the demo's backfill
+Line = tuple[str, str]  # (label, text) of a banner line
+
+
+def banner(settings: Settings, role: str = "all", services: Sequence[Line] = (), admin: str | None = None) -> str:
+    """The addresses this process serves (by its role, tower/roles.py), the processes it runs beside it
+    (`services`: the dashboard, Slack, the demo) and where its tokens are (with `admin`, the admin token)."""
     c = settings.collector
     base = f"http://{c.host}:{c.http_port}"
     plan = plan_for(role)
@@ -34,29 +72,202 @@ def banner(settings: Settings, role: str = "all") -> str:
         lines.append(f"  API        {base}/api  (OpenAPI: {base}/docs)")
     if plan.jobs and role != "all":
         lines.append(f"  jobs       scheduled here while this process holds the lease (health: {base}/readyz)")
+    lines += [f"  {label:<10} {text}" for label, text in services]
     if role == "all" or settings.store.backend == "embedded":
         lines.append(f"  tokens     {tokens_file(settings)}")
+    if admin:
+        lines.append(f"  admin      {admin}  (API token: sign in to the dashboard, call the API)")
     return "\n".join(lines)
 
 
-def serve(settings: Settings, role: str = "all") -> None:
+def slack_line(local: LocalSlack | None) -> Line:
+    """Where alerts go: the local stand-in, the configured workspace, or nowhere yet (they wait in the outbox)."""
+    if local is not None:
+        url = local.standin.url
+        return ("Slack", f"local stand-in {url}  (messages: {url}/_standin/messages, and the dashboard's Slack page)")
+    mode = SlackSettings().mode
+    if mode == "off":
+        return ("Slack", "not configured: alerts wait in the outbox (TOWER_SLACK_BOT_TOKEN; --demo: a local stand-in)")
+    return ("Slack", f"{'Web API (bot token)' if mode == 'bot' else 'incoming webhook'} (TOWER_SLACK_*)")
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on (host, port) now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def dashboard_child(settings: Settings, ui: DashboardProcessSettings, api_url: str, token: str | None) -> Child:
+    """The dashboard against this tower's API (signed in with `token` unless TOWER_DASHBOARD_TOKEN is set), its
+    output in `<data dir>/dashboard.log`."""
+    env = {"TOWER_DASHBOARD_API_URL": api_url}
+    if token and "TOWER_DASHBOARD_TOKEN" not in os.environ:
+        env["TOWER_DASHBOARD_TOKEN"] = token
+    command = streamlit_command(APP, ui.host, ui.port)
+    return Child("dashboard", command, env_with(env), settings.store.data_dir / "dashboard.log")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping the children before its own graceful shutdown."""
+
+    def __init__(self, config: uvicorn.Config, children: Children) -> None:
+        super().__init__(config)
+        self.children = children
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await asyncio.to_thread(self.children.stop_all)
+        await super().shutdown(sockets)
+
+
+class _Stopped(Exception):
+    """Ctrl-C or SIGTERM, raised once the server finished its graceful shutdown."""
+
+
+@dataclass(frozen=True)
+class _Held:
+    """Jobs held back until the demo's backfill is sent: `release` starts them once `ready` exists (or the demo
+    exited, or READY_WITHIN_SECONDS passed)."""
+
+    demo: Child
+    ready: Path
+    release: Callable[[], None]
+
+
+def _start_when_up(server: _Server, children: Children, pending: Sequence[Child], held: _Held | None) -> None:
+    """Start the children once the server answers (not at all when it stops first), then release held jobs
+    unless the server is stopping by then."""
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.05)
+    for child in pending:
+        if not children.start(child):
+            return
+    if held is None:
+        return
+    deadline = time.monotonic() + READY_WITHIN_SECONDS
+    while not held.ready.exists():
+        if not held.demo.running or time.monotonic() > deadline:
+            log.warning("the demo's backfill did not finish (see %s); starting the jobs anyway", held.demo.log_path)
+            break
+        time.sleep(0.1)
+    children.unless_closed(held.release)
+
+
+def _run(server: _Server) -> None:
+    """Run the server until Ctrl-C / SIGTERM; the signal ends it gracefully and returns normally."""
+    if threading.current_thread() is not threading.main_thread():
+        server.run()
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    # uvicorn handles both signals while it serves and raises them again once it has shut down.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    except _Stopped as stopped:
+        log.info("stopped (%s)", stopped)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = None, demo: bool = False) -> None:
     """Start the tower in `role` (tower/roles.py; RoleError before anything opens when the configuration cannot
-    run it) and block until Ctrl-C / SIGTERM."""
+    run it) and block until Ctrl-C / SIGTERM. Role `all` also runs the dashboard (`dashboard`, default
+    TOWER_DASHBOARD_ENABLED); `demo` adds the local Slack stand-in and `tower demo --live`."""
     plan = check_role(role, settings)
+    if demo and role != "all":
+        raise RoleError(f"--demo runs the whole tower in one process: it needs the role all, not {role}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    generated_admin: str | None = None
     if role == "all":
+        configured = bool(settings.api.tokens)
         load_or_create_tokens(settings)
-    tower = build_tower(settings, role=role)
-    if plan.maintains_schema:
-        apply_retention(tower.store, RetentionSettings())  # TOWER_RETENTION_*: TTLs, only where they differ
-    app = create_app(tower)
-    setup_telemetry(settings.telemetry, app)
-    print(banner(settings, role), flush=True)
-    uvicorn.run(
-        app,
-        host=settings.collector.host,
-        port=settings.collector.http_port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+        if not configured:  # generated into the data directory: a local tower, so the banner shows it
+            generated_admin = admin_token(settings)
+    ui = DashboardProcessSettings()
+    with_dashboard = role == "all" and (ui.enabled if dashboard is None else dashboard)
+    base = f"http://{loopback(settings.collector.host)}:{settings.collector.http_port}"
+    services: list[Line] = []
+    local_slack: LocalSlack | None = None
+    children = Children()
+    pending: list[Child] = []
+    try:
+        if with_dashboard:
+            apply_defaults({"TOWER_SLACK_DASHBOARD_URL": ui.url})  # links in Slack messages
+        if demo:
+            apply_defaults(DEMO_JOBS)
+            local_slack = start_local_slack(settings, f"{base}/slack/interactions")
+            if local_slack is not None:
+                apply_defaults(local_slack.environment(ui.url))
+        # The demo's history arrives in a few seconds; its jobs start once it is all in, so the first evaluation
+        # sees the whole story (as the demo's manifest expects), not half of it.
+        scheduler = SchedulerSettings()
+        hold = demo and scheduler.enabled
+        tower = build_tower(settings, role=role, scheduler=SchedulerSettings(enabled=False) if hold else scheduler)
+        if plan.maintains_schema:
+            apply_retention(tower.store, RetentionSettings())  # TOWER_RETENTION_*: TTLs, only where they differ
+        app = create_app(tower)
+        setup_telemetry(settings.telemetry, app)
+        data_dir = settings.store.data_dir
+        if with_dashboard and not port_free(ui.host, ui.port):
+            services.append(
+                ("dashboard", f"not started: {ui.host}:{ui.port} is in use (TOWER_DASHBOARD_PORT, --no-dashboard)")
+            )
+        elif with_dashboard:
+            # A local demo signs the dashboard in: open it and see, no token to paste.
+            sign_in = generated_admin if demo and is_loopback(ui.host) else None
+            pending.append(dashboard_child(settings, ui, base, sign_in))
+            note = ", signed in as admin" if sign_in and "TOWER_DASHBOARD_TOKEN" not in os.environ else ""
+            services.append(("dashboard", f"{ui.url}  (log: {data_dir / 'dashboard.log'}{note})"))
+        if plan.jobs:
+            services.append(slack_line(local_slack))
+        held: _Held | None = None
+        if demo:
+            ready_file(settings).unlink(missing_ok=True)
+            demo_child = Child(
+                "demo", demo_command(settings, base), env_with(demo_environment(settings)), data_dir / "demo.log"
+            )
+            pending.append(demo_child)
+            services.append(
+                ("demo", f"tower demo --live  (log: {data_dir / 'demo.log'}, faults: {manifest_file(settings)})")
+            )
+            if hold:
+
+                def release() -> None:
+                    tower.scheduler.settings = scheduler
+                    tower.scheduler.start()
+                    log.info("the demo's history is in: jobs started")
+
+                held = _Held(demo_child, ready_file(settings), release)
+        print(banner(settings, role, services, generated_admin), flush=True)
+        print("Ctrl-C stops " + ("everything." if pending else "the tower."), flush=True)
+        config = uvicorn.Config(
+            app,
+            host=settings.collector.host,
+            port=settings.collector.http_port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+        server = _Server(config, children)
+        if pending:
+            threading.Thread(
+                target=_start_when_up,
+                args=(server, children, pending, held),
+                name="start-children",
+                daemon=True,
+            ).start()
+        _run(server)
+    finally:
+        children.stop_all()
+        if local_slack is not None:
+            local_slack.stop()

@@ -514,6 +514,31 @@ SIZE_CODECS = (
     "ALTER TABLE otel_traces MODIFY COLUMN SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(3))",
 )
 
+# The newest event time per (type, system, source), kept as an aggregate projection of business_events: the
+# inventory reconciler's freshness check (`max(time)` of each source's snapshots) reads a few rows per part
+# instead of scanning every event. Parts written before the migration have none until merged; ClickHouse reads
+# those parts from the table.
+EVENT_FRESHNESS = (
+    "ALTER TABLE business_events ADD PROJECTION IF NOT EXISTS freshness"
+    " (SELECT type, system, source, max(time) GROUP BY type, system, source)",
+)
+
+# The overview's readings of sla_cases (tower/case_days.py): cases per rule, day and status in one time zone, as
+# JSON, under the version of sla_cases' content they were read from, so that every process of the tower (and a
+# restarted one) reuses a reading instead of reading millions of cases with FINAL again. A cache: rows expire
+# after a day, and nothing needs a backup.
+SLA_CASE_DAYS = """
+CREATE TABLE IF NOT EXISTS sla_case_days (
+    tz LowCardinality(String),
+    version String,
+    first_day Date,
+    computed_at DateTime64(6, 'UTC'),
+    reading String CODEC(ZSTD(3))
+) ENGINE = MergeTree
+ORDER BY (tz, version)
+TTL toDateTime(computed_at) + INTERVAL 1 DAY
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "otel tables", (OTEL_TRACES, OTEL_LOGS)),
     Migration(2, "business events and dead letters", (BUSINESS_EVENTS, DEAD_LETTERS)),
@@ -533,6 +558,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "report deliveries (monthly finance report)", (REPORT_DELIVERIES,)),
     Migration(13, "scheduler lease", (TOWER_LEASES,)),
     Migration(14, "codecs for sla_cases and the span attribute maps (bench/size.py)", SIZE_CODECS),
+    Migration(15, "business events: newest time per type and source (projection)", EVENT_FRESHNESS),
+    Migration(16, "the overview's readings of sla_cases (tower/case_days.py)", (SLA_CASE_DAYS,)),
 )
 
 _LEDGER = """

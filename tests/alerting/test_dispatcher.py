@@ -23,6 +23,7 @@ from tests.alerting.policy_support import (
     dispatcher,
     messages,
     open_exception,
+    open_many,
     routing_from,
     state_of,
 )
@@ -205,6 +206,54 @@ def test_a_change_that_becomes_visible_late_is_read_within_the_overlap(store: St
     alerts.run()
     assert [m.text for m in messages(alerts.outbox) if m.action == "reply"] == [":memo: bob: seen"]
     assert alerts.run().enqueued == 0  # handled once, though still inside the overlap
+
+
+def test_a_burst_larger_than_a_feed_batch_is_handled_in_one_run(store: Store) -> None:
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    opened = open_many(exceptions, 230, owner="customer_service") + open_many(
+        exceptions, 20, rule="ship-cutoff", owner="warehouse"
+    )  # the warehouse's come last in the feed, in the third batch
+    alerts = dispatcher(store, clock, feed_batch=100)
+
+    report = alerts.run()
+
+    assert (report.changes, report.digests, report.digested, report.updates) == (250, 2, 250, 2)
+    assert (
+        report.cursor
+        == PolicyStore(store).cursor(NAME)
+        == int(store.query("SELECT max(seq) AS s FROM exception_audit")[0]["s"])
+    )
+    states = PolicyStore(store).states(r.id for r in opened)
+    assert len(states) == 250 and {s.decision for s in states.values()} == {"digest"}
+    sent = messages(alerts.outbox)
+    digests = [m for m in sent if m.action == "post"]
+    assert sorted(m.channel for m in digests) == ["#cs-orders", "#ops-warehouse"]
+    updates = [m for m in sent if m.action == "update"]  # the customer service digest, joined twice
+    assert [m.key.rsplit(":", 1)[1] for m in updates] == ["1", "2"] and {m.channel for m in updates} == {"#cs-orders"}
+    assert "*230* exceptions" in block_text(updates[-1])
+    assert alerts.run().changes == 0
+
+
+def test_a_full_batch_that_moves_nothing_on_ends_the_run(store: Store) -> None:
+    clock = FixedClock(T0)
+    alerts = dispatcher(store, clock, feed_batch=100)
+    orphans = [  # audit rows without their exception: read, nothing to say, never recorded as handled
+        {
+            "exception_id": f"gone-{n}",
+            "at": utc_text(T0),
+            "seq": 1_000 + n,
+            "actor": "engine",
+            "action": "opened",
+            "detail": "{}",
+        }
+        for n in range(100)
+    ]
+    store.insert("exception_audit", orphans)
+
+    report = alerts.run()  # the second batch re-reads them within the overlap, and the run stops there
+
+    assert (report.changes, report.enqueued, report.cursor) == (200, 0, 1_099)
 
 
 def test_an_owner_without_a_channel_is_recorded_as_unrouted(store: Store, tmp_path: Path) -> None:

@@ -113,6 +113,21 @@ def test_rate_limit_per_channel(clock: FixedClock) -> None:
         assert [m["text"] for m in standin.messages("#a")] == ["1", "2"]
 
 
+def test_calls_record_when_they_arrived_on_its_clock(clock: FixedClock) -> None:
+    with SlackStandIn(clock=clock, rate_limit_seconds=1.0) as standin:
+        client = web(standin)
+        client.chat_postMessage(channel="#a", text="1")
+        clock.advance(timedelta(seconds=0.5))
+        with pytest.raises(SlackApiError):
+            client.chat_postMessage(channel="#a", text="2")
+        clock.advance(timedelta(seconds=0.5))
+        client.chat_postMessage(channel="#a", text="2")
+        arrived = [T0, T0 + timedelta(seconds=0.5), T0 + timedelta(seconds=1)]
+        assert [(c.at, c.status) for c in standin.calls] == list(zip(arrived, [200, 429, 200], strict=True))
+        listed = httpx.get(f"{standin.url}/_standin/calls").json()["calls"]
+        assert [c["at"] for c in listed] == [c.at.isoformat() for c in standin.calls if c.at is not None]
+
+
 def test_incoming_webhooks(clock: FixedClock) -> None:
     with SlackStandIn(clock=clock, rate_limit_seconds=1.0) as standin:
         hook = WebhookClient(standin.webhook_url("#alerts"), retry_handlers=[])

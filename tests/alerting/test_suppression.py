@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from alerting.policy import Conditions
 from alerting.suppression import RootCauses
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionRecord, ExceptionStore
@@ -155,3 +156,63 @@ def test_technical_exceptions_are_never_held_back(store: Store) -> None:
     silence_of(exceptions, "wms/dallas")
     alerts = dispatcher(store, clock, shipped_routing())
     assert alerts.run().posted == 2
+
+
+def errors_of(exceptions: ExceptionStore, service: str, source: str) -> ExceptionRecord:
+    return open_exception(
+        exceptions,
+        "integration-errors",
+        f"{service}|POST /orders",
+        owner="integration",
+        kind="technical",
+        severity="medium",
+        service=service,
+        span_name="POST /orders",
+        source=source,
+    )
+
+
+def test_the_oldest_technical_exception_of_each_source_holds_back_whatever_many_are_open(store: Store) -> None:
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    middleware: list[ExceptionRecord] = []
+    for n in range(40):  # the middleware's: they explain no cutoff
+        middleware.append(errors_of(exceptions, f"bridge-{n}", "middleware"))
+        clock.advance(timedelta(seconds=1))
+    whole_wms = silence_of(exceptions, "wms")
+    clock.advance(timedelta(minutes=1))
+    dallas = silence_of(exceptions, "wms/dallas")  # younger: the whole WMS explains Dallas first
+    clock.advance(timedelta(minutes=1))
+    cutoff_dal = business(exceptions, "ship-cutoff", "SO-1", warehouse="DAL", source="erp")
+    from_middleware = business(exceptions, "asn-sent", "SH-1", source="middleware/edi")
+    cutoff_other = business(exceptions, "ship-cutoff", "SO-2", warehouse="XYZ", source="erp")
+    alerts = dispatcher(store, clock, shipped_routing(), group_threshold=100)
+
+    report = alerts.run()
+
+    assert report.held_back == {"held": 2}
+    assert (state_of(store, cutoff_dal.id).decision, state_of(store, cutoff_dal.id).reason) == ("held", whole_wms.id)
+    held = state_of(store, from_middleware.id)
+    assert (held.decision, held.reason) == ("held", middleware[0].id)  # the oldest of the forty
+    assert state_of(store, cutoff_other.id).decision == "posted"
+    assert state_of(store, whole_wms.id).held == 1 and state_of(store, middleware[0].id).held == 1
+    assert state_of(store, dallas.id).held == 0 and state_of(store, middleware[1].id).held == 0
+
+
+def test_conditions_decide_against_the_first_technical_exception_of_each_source(store: Store) -> None:
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    first_wms, first_erp, second_wms, dallas, second_erp = (
+        errors_of(exceptions, f"service-{n}", source)
+        for n, source in enumerate(("wms", "erp", "wms", "wms/dallas", "erp"))
+    )
+    technical = [(first_wms, "wms"), (first_erp, "erp"), (second_wms, "wms"), (dallas, "wms/dallas")]
+    technical.append((second_erp, "erp"))
+
+    conditions = Conditions(T0, technical=technical)
+
+    assert conditions.technical == technical  # every one, for the held-back counts
+    assert conditions.holders == ((first_wms, "wms"), (first_erp, "erp"), (dallas, "wms/dallas"))
+    causes = RootCauses(shipped_routing().alerts.root_causes, {})
+    values = {"kind": "business", "warehouse": "DAL", "source": "erp"}
+    assert causes.holder(values, conditions.holders) == causes.holder(values, technical) == first_wms

@@ -14,7 +14,8 @@ from dashboard import client
 from dashboard.client import ApiError, TowerApi, items_of
 from dashboard.visits import LastVisits
 from tests.dashboard.conftest import DemoTower
-from tower.commands.dashboard import APP, dashboard_url, streamlit_command
+from tower.commands.dashboard import dashboard_url
+from tower.dashboard_process import APP, streamlit_command
 
 
 @pytest.fixture

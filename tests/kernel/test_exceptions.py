@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from kernel.exceptions import (
     ExceptionStore,
     InvalidTransition,
     NewException,
+    _new_ids,
 )
 from kernel.store import Store
 
@@ -99,3 +101,51 @@ def test_search_filters_and_pages(store: Store) -> None:
     assert exceptions.search(ExceptionFilter(status="resolved"))[1] == 0
     with pytest.raises(ExceptionNotFound):
         exceptions.get("no-such-id")
+
+
+def test_active_of_reads_only_the_pairs_asked_for(store: Store) -> None:
+    exceptions = ExceptionStore(store, FixedClock(T0))
+    exceptions.open_many([finding("SO-1"), finding("SO-2"), finding("SO-1", rule="ship-cutoff")])
+    found = exceptions.active_of({"order-release": {"SO-1"}, "ship-cutoff": {"SO-1", "SO-2"}})
+    assert set(found) == {("order-release", "SO-1"), ("ship-cutoff", "SO-1")}  # not order-release SO-2
+    assert all(record.rule == rule and record.key == key for (rule, key), record in found.items())
+    assert exceptions.active_of({}) == {} and exceptions.active_of({"order-release": set()}) == {}
+
+
+def test_open_and_resolve_in_one_call_across_rules(store: Store) -> None:
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    (earlier,) = exceptions.open_many([finding("SO-1", rule="ship-cutoff")])
+    clock.advance(timedelta(minutes=5))
+    opened, resolved = exceptions.open_and_resolve(
+        [finding("SO-1"), finding("SO-2"), finding("SO-1", rule="ship-cutoff")],  # ship-cutoff SO-1 is open
+        {
+            ("ship-cutoff", "SO-1"): ("late", {"hours_late": 2.0}),
+            ("order-release", "SO-2"): ("deadline-moved", {"due_at": "2026-11-02 18:00:00.000000"}),
+            ("order-release", "SO-9"): ("late", {}),  # no exception: nothing to resolve
+        },
+    )
+    assert sorted((e.rule, e.key) for e in opened) == [("order-release", "SO-1"), ("order-release", "SO-2")]
+    # the one opened a moment ago by another call, and the one this call opened, are resolved
+    assert sorted((e.rule, e.key, e.resolution) for e in resolved) == [
+        ("order-release", "SO-2", "deadline-moved"),
+        ("ship-cutoff", "SO-1", "late"),
+    ]
+    assert {e.id for e in resolved} == {earlier.id, next(e.id for e in opened if e.key == "SO-2")}
+    assert [e.key for e in exceptions.search(ExceptionFilter(status="active"))[0]] == ["SO-1"]
+    moved = next(e for e in resolved if e.key == "SO-2")
+    assert [a["action"] for a in exceptions.audit(moved.id)] == ["opened", "resolved"]
+    assert exceptions.audit(moved.id)[-1]["detail"] == {
+        "resolution": "deadline-moved",
+        "due_at": "2026-11-02 18:00:00.000000",
+    }
+    assert exceptions.get(earlier.id).resolved_at == "2026-11-02 15:05:00.000000"
+    assert exceptions.open_and_resolve([], {}) == ([], [])
+
+
+def test_new_exception_ids_are_random_uuid4s() -> None:
+    ids = _new_ids(500)
+    assert len(set(ids)) == 500
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text

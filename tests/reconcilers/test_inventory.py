@@ -8,8 +8,10 @@ from datetime import timedelta
 import pytest
 
 from kernel.store import Store
+from reconcilers.inventory import InventoryReconciler
 from reconcilers.loop import ACTOR, RECONCILED
-from tests.reconcilers.factories import NOW, Harness, inventory_rule, snapshot
+from reconcilers.model import RunContext
+from tests.reconcilers.factories import NOW, Harness, inventory_rule, order_flow, snapshot
 
 T = NOW - timedelta(minutes=10)
 
@@ -289,3 +291,85 @@ def test_sources_may_be_paths(store: Store, sources: list[str]) -> None:
     )
     h.run()
     assert set(h.active("inventory-sync")) == {"SKU-1@DAL"}
+
+
+def test_each_finding_names_its_sources_and_shows_quantities_as_a_person_reads_them(store: Store) -> None:
+    config = inventory_rule(tolerance=0.5, oversell={"tolerance": 1})
+    h = Harness(store, config)
+    h.send(
+        snapshot("erp", "SKU-1", "DAL", 10, T, warehouse="DAL"),
+        snapshot("wms/dallas", "SKU-1", "DAL", 7, T - timedelta(minutes=1)),
+        snapshot("ecommerce/shop", "SKU-1", "DAL", 9.5, T),
+        snapshot("erp", "SKU-2", "RNO", 1234567.25, T),
+        snapshot("wms/reno", "SKU-2", "RNO", 1234560.125, T, warehouse="RNO"),
+        snapshot("erp", "SKU-3", "RNO", 4, T),  # the WMS does not report it
+        snapshot("ecommerce", "SKU-4", "RNO", 2, T),  # only the shop sells it
+    )
+    reconciler = InventoryReconciler(store, config)
+    run = RunContext("r-1", NOW, tuple(f.id for f in config.finding_rules()), lambda phase, message: None)
+    sync, oversell, _stale = reconciler.compare(run)
+    assert sync.compared == oversell.compared == 4
+    pairs = {o.key: o for o in sync.observations}
+    assert {k for k, o in pairs.items() if o.differs} == {"SKU-1@DAL", "SKU-2@RNO", "SKU-3@RNO"}
+    assert not pairs["SKU-4@RNO"].differs  # answered for its oversell; book and count both say 0
+    first = pairs["SKU-1@DAL"]
+    assert first.differs and first.route == {
+        "sku": "SKU-1",
+        "location": "DAL",
+        "warehouse": "DAL",
+        "source": "wms/dallas",
+    }
+    assert first.values == {
+        "check": "quantity",
+        "sku": "SKU-1",
+        "location": "DAL",
+        "sides": [
+            {"name": "erp", "source": "erp", "quantity": 10.0, "as_of": "2026-11-02T17:50:00.000000Z"},
+            {"name": "wms", "source": "wms/dallas", "quantity": 7.0, "as_of": "2026-11-02T17:49:00.000000Z"},
+        ],
+        "difference": 3.0,
+        "tolerance": 0.5,
+    }
+    assert first.summary == "SKU-1@DAL: erp 10 vs wms/dallas 7 (difference 3, tolerance 0.5)"
+    assert pairs["SKU-2@RNO"].summary == (
+        "SKU-2@RNO: erp 1.23457e+06 vs wms/reno 1.23456e+06 (difference 7.125, tolerance 0.5)"
+    )
+    assert pairs["SKU-2@RNO"].route["warehouse"] == "RNO"
+    missing = pairs["SKU-3@RNO"]
+    assert missing.values["sides"][1] == {"name": "wms", "source": None, "quantity": None, "as_of": None}
+    assert missing.route == {"sku": "SKU-3", "location": "RNO", "warehouse": ""}
+    assert missing.summary == "SKU-3@RNO: erp 4 vs wms none (difference 4, tolerance 0.5)"
+
+    sold = {o.key: o for o in oversell.observations if o.differs}
+    assert set(sold) == {"SKU-1@DAL", "SKU-4@RNO"}
+    assert sold["SKU-1@DAL"].values["sides"][0]["source"] == "ecommerce/shop"
+    assert sold["SKU-1@DAL"].values["difference"] == 2.5
+    assert sold["SKU-1@DAL"].summary == (
+        "SKU-1@DAL: sellable 9.5 on ecommerce/shop, 7 available in wms/dallas (excess 2.5, tolerance 1)"
+    )
+    assert (
+        sold["SKU-4@RNO"].summary == "SKU-4@RNO: sellable 2 on ecommerce, none available in wms (excess 2, tolerance 1)"
+    )
+
+
+def test_freshness_is_read_from_its_projection_and_agrees_with_a_scan(store: Store) -> None:
+    h = Harness(store, inventory_rule(oversell=None))
+    h.send(
+        snapshot("erp", "SKU-1", "DAL", 5, T - timedelta(hours=3)),
+        snapshot("erp", "SKU-1", "DAL", 6, T),
+        snapshot("wms/dallas", "SKU-1", "DAL", 5, T - timedelta(hours=1)),
+        snapshot("wms/reno", "SKU-2", "RNO", 5, T - timedelta(hours=4)),
+        snapshot("ecommerce", "SKU-1", "DAL", 5, T),  # not a side of this rule
+    )
+    h.send(*order_flow(1, NOW - timedelta(minutes=1)))  # newer events of other types and sources
+    sql, params = InventoryReconciler(store, inventory_rule(oversell=None)).freshness_statement(["erp", "wms"])
+    plan = "\n".join(row["explain"] for row in store.query(f"EXPLAIN {sql}", params))
+    assert "ReadFromMergeTree (freshness)" in plan
+    newest = {row["source"]: row["last"] for row in store.query(sql, params)}
+    assert newest == {
+        "erp": "2026-11-02 17:50:00.000000",
+        "wms/dallas": "2026-11-02 16:50:00.000000",
+        "wms/reno": "2026-11-02 13:50:00.000000",
+    }
+    scanned = store.query(f"{sql} SETTINGS optimize_use_projections = 0", params)
+    assert {row["source"]: row["last"] for row in scanned} == newest

@@ -4,7 +4,7 @@ would have reached."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -193,10 +193,12 @@ def test_a_run_that_stopped_half_way_is_made_good(store: Store, monkeypatch: pyt
     tower.at(T0 + timedelta(minutes=5))
     tower.evaluate()
 
-    def fail(found: Sequence[NewException], actor: str = "engine") -> list[ExceptionRecord]:
+    def fail(
+        found: Sequence[NewException], ended: Mapping[tuple[str, str], tuple[str, dict[str, Any]]], actor: str
+    ) -> tuple[list[ExceptionRecord], list[ExceptionRecord]]:
         raise ConnectionError("store went away")
 
-    monkeypatch.setattr(tower.exceptions, "open_many", fail)
+    monkeypatch.setattr(tower.exceptions, "open_and_resolve", fail)
     tower.at(T0 + timedelta(hours=3))
     with pytest.raises(ConnectionError):
         tower.evaluate()

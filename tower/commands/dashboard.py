@@ -4,33 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 import httpx
 
 from tower.client import tower_url
-
-# The dashboard package sits beside `tower` (in the source tree and when installed). The composition
-# root starts it as its own process and never imports it: the dashboard is a client of the API only.
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-
-
-def streamlit_command(app: Path, host: str, port: int) -> list[str]:
-    """The `streamlit run` command line of the dashboard: headless, no usage statistics, no file watcher."""
-    return [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(app),
-        "--server.headless=true",
-        f"--server.address={host}",
-        f"--server.port={port}",
-        "--server.fileWatcherType=none",
-        "--browser.gatherUsageStats=false",
-        "--client.toolbarMode=minimal",
-    ]
+from tower.dashboard_process import APP, DashboardProcessSettings, streamlit_command
 
 
 def dashboard_url(url: str | None) -> str:
@@ -40,14 +19,20 @@ def dashboard_url(url: str | None) -> str:
 
 @click.command("dashboard")
 @click.option("--url", help="The tower's URL (TOWER_DASHBOARD_API_URL, TOWER_URL; default http://127.0.0.1:4318).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address the dashboard binds.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True, help="Port of the dashboard.")
-def dashboard(url: str | None, host: str, port: int) -> None:
+@click.option("--host", help="Address the dashboard binds (TOWER_DASHBOARD_HOST, default 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="Port of the dashboard (TOWER_DASHBOARD_PORT, default 8501)."
+)
+def dashboard(url: str | None, host: str | None, port: int | None) -> None:
     """Run the dashboard (Streamlit) against the tower's API.
 
     Visitors sign in with an API token of any role in the sidebar; TOWER_DASHBOARD_TOKEN signs every
     visitor in with one token (a single-user setup). The process becomes Streamlit's: Ctrl-C stops it.
+    `tower serve` starts the dashboard by itself; this command runs it alone (another machine, another tower).
     """
+    configured = DashboardProcessSettings()
+    host = host or configured.host
+    port = port or configured.port
     api = dashboard_url(url)
     if not APP.is_file():
         raise click.ClickException(f"the dashboard is not installed: {APP} is missing")

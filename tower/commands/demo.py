@@ -93,6 +93,11 @@ def _parse_faults(values: tuple[str, ...]) -> dict[str, int]:
     help="Where to write the fault manifest (its folder is created).",
 )
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="JSON file of ingest tokens.")
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False),
+    help="Create this file once the backfill is sent (`tower serve --demo` starts its jobs then).",
+)
 def demo(
     url: str | None,
     seed: int,
@@ -105,6 +110,7 @@ def demo(
     faults: tuple[str, ...],
     manifest: str,
     token_file: str | None,
+    ready_file: str | None,
 ) -> None:
     """Run a simulated distributor against the tower.
 
@@ -130,6 +136,9 @@ def demo(
     sender = DemoSender(base, tokens)
     try:
         _backfill(console, scenario, sender)
+        if ready_file:
+            Path(ready_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(ready_file).write_text(iso(scenario.now) + "\n")
         if live:
             _live(console, scenario, sender, clock, duration)
     except DeliveryError as error:

@@ -1,0 +1,263 @@
+"""`tower serve` as one command: the banner names every address and the tokens; the dashboard runs as a child
+and SIGTERM stops it with the server (no process left); `--no-dashboard` and a taken dashboard port start none;
+children stop in reverse order and none starts after the stop; `--demo`'s settings are defaults only and its
+Slack stand-in is used only without a Slack token. The whole `--demo` loop is tests/test_end_to_end.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from kernel.settings import Settings
+from tests.factories import make_settings
+from tests.support import free_port
+from tower.children import Child, Children
+from tower.cli import main
+from tower.dashboard_process import DashboardProcessSettings
+from tower.demo_mode import DEMO_JOBS, DEMO_OPERATOR, DEMO_SLACK_USER, apply_defaults, start_local_slack
+from tower.server import banner
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    """The process does not exist (or is a zombie nobody reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+@contextlib.contextmanager
+def serve(tmp_path: Path, *args: str, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], Path, dict[str, str]]]:
+    """`tower serve ARGS` on free ports and its own data directory, until it answers; killed if still running."""
+    ports = {"http": free_port(), "grpc": free_port(), "dashboard": free_port()}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
+    environment.update(
+        TOWER_STORE_DATA_DIR=str(tmp_path / "data"),
+        TOWER_COLLECTOR_HTTP_PORT=str(ports["http"]),
+        TOWER_COLLECTOR_GRPC_PORT=str(ports["grpc"]),
+        TOWER_DASHBOARD_PORT=str(ports["dashboard"]),
+        TOWER_DASHBOARD_STATE_DIR=str(tmp_path / "dashboard-state"),
+        TOWER_SCHEDULER_ENABLED="false",
+    )
+    environment.update(env)
+    log = tmp_path / "serve.log"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tower", "serve", *args], env=environment, stdout=out, stderr=subprocess.STDOUT
+        )
+    urls = {name: str(port) for name, port in ports.items()} | {"dashboard": environment["TOWER_DASHBOARD_PORT"]}
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{ports['http']}/healthz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        yield proc, log, urls
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def wait_until(condition: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not callable(condition) or not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_serve_runs_the_dashboard_and_sigterm_stops_both(tmp_path: Path) -> None:
+    with serve(tmp_path) as (proc, log, ports):
+        dashboard = f"http://127.0.0.1:{ports['dashboard']}"
+
+        def dashboard_up() -> bool:
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.get(f"{dashboard}/_stcore/health", timeout=2).text == "ok"
+            return False
+
+        wait_until(dashboard_up)
+        text = log.read_text()
+        tokens = json.loads((tmp_path / "data" / "tokens.json").read_text())
+        (admin,) = tokens["api"]
+        assert f"  dashboard  {dashboard}  (log: {tmp_path / 'data' / 'dashboard.log'})" in text
+        assert f"  admin      {admin}  (API token" in text
+        assert "  Slack      not configured: alerts wait in the outbox" in text
+        assert "Ctrl-C stops everything." in text
+        (child,) = children_of(proc.pid)
+        assert "streamlit" in Path(f"/proc/{child}/cmdline").read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert gone(child)
+    assert "dashboard stopped (exit 0)" in log.read_text()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{dashboard}/_stcore/health", timeout=2)
+
+
+@pytest.mark.slow
+def test_no_dashboard_and_a_taken_port_start_none(tmp_path: Path) -> None:
+    with serve(tmp_path / "off", "--no-dashboard") as (proc, log, _):
+        time.sleep(1)
+        assert children_of(proc.pid) == []
+        assert "\n  dashboard  " not in log.read_text()
+        assert "Ctrl-C stops the tower." in log.read_text()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        with serve(tmp_path / "taken", TOWER_DASHBOARD_PORT=port) as (proc, log, _):
+            time.sleep(1)
+            assert children_of(proc.pid) == []
+            assert f"  dashboard  not started: 127.0.0.1:{port} is in use" in log.read_text()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+
+
+def test_demo_needs_the_role_all(tmp_path: Path) -> None:
+    env = {
+        "TOWER_ROLE": "api",
+        "TOWER_STORE_BACKEND": "server",
+        "TOWER_STORE_URL": "http://tower:secret@127.0.0.1:1",
+        "TOWER_API_TOKENS": json.dumps({"a" * 24: "admin"}),
+    }
+    result = CliRunner().invoke(main, ["serve", "--demo", "--data-dir", str(tmp_path)], env=env)
+    assert result.exit_code == 1
+    assert "--demo runs the whole tower in one process: it needs the role all, not api" in result.output
+
+
+def test_the_banner_lists_the_services_and_the_admin_token(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", http_port=4318, grpc_port=4317)
+    text = banner(settings, "all", [("dashboard", "http://127.0.0.1:8501"), ("Slack", "local stand-in")], "tok")
+    lines = text.splitlines()
+    assert lines[0] == "Control tower"
+    assert lines.index("  API        http://127.0.0.1:4318/api  (OpenAPI: http://127.0.0.1:4318/docs)") < lines.index(
+        "  dashboard  http://127.0.0.1:8501"
+    )
+    assert lines[-2:] == [
+        f"  tokens     {tmp_path / 'data' / 'tokens.json'}",
+        "  admin      tok  (API token: sign in to the dashboard, call the API)",
+    ]
+    assert "  admin  " not in banner(settings, "all")  # without a generated token, none is printed
+
+
+def test_children_stop_in_reverse_order_and_none_starts_after(tmp_path: Path) -> None:
+    children = Children()
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    first, second = (
+        Child("first", sleep, os.environ, tmp_path / "1.log"),
+        Child("second", sleep, os.environ, tmp_path / "2.log"),
+    )
+    assert children.start(first) and children.start(second)
+    assert first.running and second.running
+    stopped: list[str] = []
+    for child in (first, second):
+        original = child.stop
+
+        def record(grace_seconds: float = 10.0, child: Child = child, original: object = original) -> int | None:
+            stopped.append(child.name)
+            assert callable(original)
+            code: int | None = original(grace_seconds)
+            return code
+
+        child.stop = record  # type: ignore[method-assign]
+    children.stop_all()
+    assert stopped == ["second", "first"]
+    assert not first.running and not second.running and first.proc is not None and first.proc.returncode == -15
+    late = Child("late", sleep, os.environ, tmp_path / "3.log")
+    assert not children.start(late) and late.proc is None
+    assert not children.unless_closed(lambda: None)
+    children.stop_all()  # idempotent
+
+
+def test_a_child_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
+    stubborn = Child(
+        "stubborn",
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True);"
+            " time.sleep(60)",
+        ],
+        os.environ,
+        tmp_path / "stubborn.log",
+    )
+    stubborn.start()
+    wait_until(lambda: "up" in stubborn.tail(), timeout=30)
+    assert stubborn.stop(grace_seconds=0.5) == -signal.SIGKILL
+
+
+def test_demo_settings_are_defaults_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in DEMO_JOBS:  # unset now, and unset again after the test (what apply_defaults sets included)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TOWER_JOB_RECONCILE_INTERVAL_SECONDS", "120")
+    applied = apply_defaults(DEMO_JOBS)
+    assert "TOWER_JOB_RECONCILE_INTERVAL_SECONDS" not in applied
+    assert os.environ["TOWER_JOB_RECONCILE_INTERVAL_SECONDS"] == "120"
+    assert os.environ["TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS"] == DEMO_JOBS["TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS"]
+
+
+def test_the_local_slack_stand_in_only_without_slack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: Settings = make_settings(tmp_path / "data")
+    for name in (
+        "TOWER_SLACK_BOT_TOKEN",
+        "TOWER_SLACK_WEBHOOK_URL",
+        "TOWER_SLACK_WEBHOOK_URLS",
+        "TOWER_SLACK_SIGNING_SECRET",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    local = start_local_slack(settings, "http://127.0.0.1:1/slack/interactions")
+    assert local is not None
+    try:
+        written = json.loads(local.file.read_text())
+        assert local.file.stat().st_mode & 0o777 == 0o600
+        assert written["url"] == local.standin.url and written["slack_user"] == DEMO_SLACK_USER
+        assert written["signing_secret"] == local.signing_secret and len(written["signing_secret"]) == 32
+        env = local.environment(DashboardProcessSettings().url)
+        assert env["TOWER_SLACK_API_URL"] == local.standin.api_url
+        assert env["TOWER_SLACK_SIGNING_SECRET"] == local.signing_secret
+        assert json.loads(env["TOWER_ALERTING_SLACK_USERS"]) == {DEMO_SLACK_USER: DEMO_OPERATOR}
+        # the stand-in wants the bot token it was given
+        assert httpx.post(
+            f"{local.standin.api_url}auth.test", headers={"Authorization": "Bearer xoxb-other"}
+        ).json() == {
+            "ok": False,
+            "error": "invalid_auth",
+        }
+        mine = httpx.post(f"{local.standin.api_url}auth.test", headers={"Authorization": f"Bearer {local.bot_token}"})
+        assert mine.json()["ok"] is True
+    finally:
+        local.stop()
+
+    monkeypatch.setenv("TOWER_SLACK_BOT_TOKEN", "xoxb-real")
+    assert start_local_slack(settings, "http://127.0.0.1:1/slack/interactions") is None
