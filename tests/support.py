@@ -10,13 +10,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
+import pytest
 import uvicorn
 
 from kernel.clock import Clock
@@ -25,6 +26,8 @@ from kernel.settings import Settings
 from kernel.store import Store
 from tests.factories import api_token, make_settings, token_of
 from tower.app import Tower, build_tower, create_app
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -142,3 +145,20 @@ class TowerProcess:
 
     def api_token(self, role: str = "admin") -> str:
         return api_token(self.settings, role)
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float, log: Path | None = None, interval: float = 0.5
+) -> T:
+    """Poll `probe` every `interval` seconds until it answers something truthy; fail with `what` (and the
+    log's end) after `timeout`. Connection errors and half-written files count as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError, OSError, ValueError):  # not up yet, a file half written
+            found = probe()
+            if found:
+                return found
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}\n{tail}")
+        time.sleep(interval)

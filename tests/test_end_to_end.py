@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -40,7 +40,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from tests.support import free_port
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -64,27 +64,12 @@ LATE_EVENTS: dict[str, tuple[str, str, Callable[[dict[str, str]], dict[str, str]
         lambda r: {"order_id": r["order_id"], "invoice_id": "INV-LATE-" + r["order_id"]},
     ),
 }
-T = TypeVar("T")
 
 
 def tower_command() -> list[str]:
     """`.venv/bin/tower serve --demo`, as the README says (`python -m tower` where the script is missing)."""
     script = Path(sys.executable).parent / "tower"
     return [str(script) if script.exists() else sys.executable, *([] if script.exists() else ["-m", "tower"])]
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, log: Path | None = None) -> T:
-    """Poll `probe` until it answers something truthy; fail with `what` (and the log's end) after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(httpx.TransportError, OSError, ValueError):  # not up yet, a file half written
-            found = probe()
-            if found:
-                return found
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}\n{tail}")
-        time.sleep(0.5)
 
 
 def children_of(pid: int) -> list[int]:

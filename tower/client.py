@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 import httpx
@@ -36,3 +37,42 @@ def resolve_ingest_token(token: str | None, source: str) -> str:
 
 def client(url: str | None, token: str, timeout: float = 60.0) -> httpx.Client:
     return httpx.Client(base_url=tower_url(url), headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+
+
+class ApiFailed(click.ClickException):
+    """The tower could not be reached or refused the request (exit code 2)."""
+
+    exit_code = 2
+
+
+def reasons(answer: Any) -> str:
+    """FastAPI's `detail` (a text, or a list of located validation errors) as readable text."""
+    detail = answer.get("detail") if isinstance(answer, dict) else None
+    if isinstance(detail, list):
+        lines = []
+        for error in detail:
+            if not isinstance(error, dict):
+                continue
+            loc = [str(step) for step in error.get("loc", []) if step not in ("body", "query", "path")]
+            lines.append(f"{'.'.join(loc)}: {error.get('msg', '')}" if loc else str(error.get("msg", "")))
+        return "\n  " + "\n  ".join(lines)
+    return str(detail or "")
+
+
+def api_call(
+    url: str | None, token: str | None, method: str, path: str, *, timeout: float = 60.0, **kwargs: Any
+) -> dict[str, Any]:
+    """One API call with `token` (else the admin token); its JSON object, or ApiFailed on connection errors and
+    on any answer other than 200 with a JSON object, with the tower's reasons."""
+    with client(url, resolve_admin_token(token), timeout=timeout) as http:
+        try:
+            response = http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        raise ApiFailed(f"the tower answered {response.status_code}: {reasons(body) or response.text[:300]}")
+    return body

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from collector.demo.scenario import SERVICES
 from tests.dashboard.conftest import send_demo
-from tests.support import TowerProcess, free_port
+from tests.support import TowerProcess, free_port, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -74,16 +73,13 @@ def running_dashboard(tower_url: str, tmp_path: Path) -> Iterator[str]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
+
+        def up() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"the dashboard exited with {proc.returncode}: {log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/_stcore/health", timeout=2).text == "ok":
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the dashboard did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.25)
+            return httpx.get(f"{base}/_stcore/health", timeout=2).text == "ok"
+
+        wait_for("the dashboard", up, 90, log, interval=0.25)
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)

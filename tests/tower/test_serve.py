@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from kernel.settings import Settings
 from tests.factories import make_settings
-from tests.support import free_port
+from tests.support import free_port, wait_for
 from tower.children import Child, Children
 from tower.cli import main
 from tower.dashboard_process import DashboardProcessSettings
@@ -71,14 +71,12 @@ def serve(tmp_path: Path, *args: str, **env: str) -> Iterator[tuple[subprocess.P
         )
     urls = {name: str(port) for name, port in ports.items()} | {"dashboard": environment["TOWER_DASHBOARD_PORT"]}
     try:
-        deadline = time.monotonic() + 90
-        while True:
+
+        def api_up() -> bool:
             assert proc.poll() is None, log.read_text()[-3000:]
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{ports['http']}/healthz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
+            return httpx.get(f"http://127.0.0.1:{ports['http']}/healthz", timeout=1).status_code == 200
+
+        wait_for("the API", api_up, 90, log, interval=0.1)
         yield proc, log, urls
     finally:
         if proc.poll() is None:
@@ -86,24 +84,14 @@ def serve(tmp_path: Path, *args: str, **env: str) -> Iterator[tuple[subprocess.P
             proc.wait(timeout=30)
 
 
-def wait_until(condition: object, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not callable(condition) or not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_serve_runs_the_dashboard_and_sigterm_stops_both(tmp_path: Path) -> None:
     with serve(tmp_path) as (proc, log, ports):
         dashboard = f"http://127.0.0.1:{ports['dashboard']}"
 
-        def dashboard_up() -> bool:
-            with contextlib.suppress(httpx.TransportError):
-                return httpx.get(f"{dashboard}/_stcore/health", timeout=2).text == "ok"
-            return False
-
-        wait_until(dashboard_up)
+        wait_for(
+            "the dashboard", lambda: httpx.get(f"{dashboard}/_stcore/health", timeout=2).text == "ok", 60, log, 0.2
+        )
         text = log.read_text()
         tokens = json.loads((tmp_path / "data" / "tokens.json").read_text())
         (admin,) = tokens["api"]
@@ -212,7 +200,7 @@ def test_a_child_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
         tmp_path / "stubborn.log",
     )
     stubborn.start()
-    wait_until(lambda: "up" in stubborn.tail(), timeout=30)
+    wait_for("the stubborn child", lambda: "up" in stubborn.tail(), 30, interval=0.2)
     assert stubborn.stop(grace_seconds=0.5) == -signal.SIGKILL
 
 

@@ -6,35 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import httpx
 import orjson
 from rich.console import Console
 from rich.text import Text
 
-from tower.client import client, resolve_admin_token, tower_url
-
-
-class ApiFailed(click.ClickException):
-    """The tower could not be reached or refused the request."""
-
-    exit_code = 2
-
-
-def get_json(url: str | None, token: str | None, path: str, params: dict[str, Any]) -> dict[str, Any]:
-    """GET an API path; ApiFailed (exit 2) when the tower cannot be reached or does not answer 200."""
-    with client(url, resolve_admin_token(token)) as http:
-        try:
-            response = http.get(path, params=params)
-        except httpx.HTTPError as exc:
-            raise ApiFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code != 200 or not isinstance(body, dict):
-        detail = body.get("detail") if isinstance(body, dict) else None
-        raise ApiFailed(f"the tower answered {response.status_code}: {detail or response.text[:300]}")
-    return body
+from tower.client import api_call
 
 
 @click.group()
@@ -53,7 +29,7 @@ def deliveries(exception_id: str | None, limit: int, as_json: bool, url: str | N
     params: dict[str, Any] = {"limit": limit}
     if exception_id:
         params["exception_id"] = exception_id
-    page = get_json(url, token, "/api/alerts/deliveries", params)
+    page = api_call(url, token, "GET", "/api/alerts/deliveries", params=params)
     if as_json:
         click.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
         return

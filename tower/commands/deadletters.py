@@ -6,35 +6,11 @@ import uuid
 from typing import Any
 
 import click
-import httpx
 import orjson
 from rich.console import Console
 from rich.text import Text
 
-from tower.client import client, resolve_admin_token, tower_url
-
-
-class ApiFailed(click.ClickException):
-    """The tower could not be reached or refused the request."""
-
-    exit_code = 2
-
-
-def _call(url: str | None, token: str | None, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    """One API call with the admin token; ApiFailed (exit 2) on connection or HTTP errors."""
-    with client(url, resolve_admin_token(token)) as http:
-        try:
-            response = http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ApiFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if response.status_code != 200 or not isinstance(body, dict):
-        detail = body.get("detail") or body.get("error") if isinstance(body, dict) else None
-        raise ApiFailed(f"the tower answered {response.status_code}: {detail or response.text[:300]}")
-    return body
+from tower.client import api_call as _call
 
 
 def _short(text: str, width: int) -> str:

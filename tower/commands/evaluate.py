@@ -5,33 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import httpx
 import orjson
 
-from tower.client import client, resolve_admin_token, tower_url
-
-
-class EvaluateFailed(click.ClickException):
-    """The tower could not be reached or refused the evaluation."""
-
-    exit_code = 2
+from tower.client import api_call
 
 
 def run_evaluation(url: str | None, token: str | None, full: bool) -> dict[str, Any]:
-    """POST /api/sla/evaluate and return its answer; EvaluateFailed (exit 2) on connection or HTTP errors."""
-    with client(url, resolve_admin_token(token), timeout=600) as http:
-        try:
-            response = http.post("/api/sla/evaluate", params={"full": "true"} if full else None)
-        except httpx.HTTPError as exc:
-            raise EvaluateFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code != 200 or not isinstance(body, dict):
-        detail = body.get("detail") if isinstance(body, dict) else None
-        raise EvaluateFailed(f"the tower answered {response.status_code}: {detail or response.text[:300]}")
-    return body
+    """POST /api/sla/evaluate and return its answer; ApiFailed (exit 2) on connection or HTTP errors."""
+    return api_call(url, token, "POST", "/api/sla/evaluate", timeout=600, params={"full": "true"} if full else None)
 
 
 def render(report: dict[str, Any]) -> list[str]:

@@ -7,38 +7,12 @@ from datetime import datetime
 from typing import Any
 
 import click
-import httpx
 import orjson
 
-from tower.client import client, resolve_admin_token, tower_url
+from tower.client import api_call as _call
 
 # 2026-11-02T17:20:00Z, 2026-11-02T11:20:00-06:00, 2026-11-02T17:20:00 (UTC) or 2026-11-02 (midnight UTC)
 TIME = click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"])
-
-
-class ReplayFailed(click.ClickException):
-    """The tower could not be reached or refused the request."""
-
-    exit_code = 2
-
-
-def _call(url: str | None, token: str | None, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    """One API call; ReplayFailed (exit 2) on connection or HTTP errors, with the tower's reason."""
-    with client(url, resolve_admin_token(token)) as http:
-        try:
-            response = http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ReplayFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code != 200 or not isinstance(body, dict):
-        detail = body.get("detail") if isinstance(body, dict) else None
-        if isinstance(detail, list):  # a 422: one line per problem
-            detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail)
-        raise ReplayFailed(f"the tower answered {response.status_code}: {detail or response.text[:300]}")
-    return body
 
 
 def describe(replay: dict[str, Any]) -> list[str]:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 import orjson
 
 from kernel.settings import SlaSettings
@@ -21,15 +20,9 @@ from sla_rules.loader import (
     read_rule_file,
 )
 from sla_rules.model import ErrorRateRule, ReconciliationRule, Rule, SilenceRule, SlaRule
-from tower.client import client, resolve_admin_token, tower_url
+from tower.client import api_call
 
 FLAGGED = ("breached", "late", "at_risk")
-
-
-class ApiFailed(click.ClickException):
-    """The tower could not be reached or refused the request."""
-
-    exit_code = 2
 
 
 @click.group()
@@ -230,30 +223,7 @@ def _iso(value: str, option: str) -> str:
 def _post(url: str | None, token: str | None, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST JSON to the tower; ApiFailed (exit 2) on connection or HTTP errors, with the tower's reasons."""
     content = orjson.dumps(body, default=str)
-    with client(url, resolve_admin_token(token)) as http:
-        try:
-            response = http.post(path, content=content, headers={"Content-Type": "application/json"})
-        except httpx.HTTPError as exc:
-            raise ApiFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
-    try:
-        answer: Any = response.json()
-    except ValueError:
-        answer = None
-    if response.status_code == 200 and isinstance(answer, dict):
-        return answer
-    raise ApiFailed(f"the tower answered {response.status_code}: {_reasons(answer) or response.text[:300]}")
-
-
-def _reasons(answer: Any) -> str:
-    """FastAPI's `detail` (a text or a list of located errors) as readable text."""
-    detail = answer.get("detail") if isinstance(answer, dict) else None
-    if isinstance(detail, list):
-        lines = []
-        for error in detail:
-            loc = [str(step) for step in error.get("loc", []) if step not in ("body",)]
-            lines.append(f"{'.'.join(loc)}: {error.get('msg', '')}" if loc else str(error.get("msg", "")))
-        return "\n  " + "\n  ".join(lines)
-    return str(detail or "")
+    return api_call(url, token, "POST", path, content=content, headers={"Content-Type": "application/json"})
 
 
 def _case_table(cases: Sequence[dict[str, Any]]) -> str:

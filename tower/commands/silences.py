@@ -13,42 +13,13 @@ import getpass
 from typing import Any
 
 import click
-import httpx
 import orjson
 
 from alerting.silences import parse_duration
 from kernel.routing import ExceptionMatch
-from tower.client import client, resolve_admin_token, tower_url
+from tower.client import api_call as _call
 
 MATCH_FIELDS = tuple(ExceptionMatch.model_fields)
-
-
-class ApiFailed(click.ClickException):
-    """The tower could not be reached or refused the request."""
-
-    exit_code = 2
-
-
-def _call(url: str | None, token: str | None, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    with client(url, resolve_admin_token(token)) as http:
-        try:
-            response = http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ApiFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if response.status_code != 200 or not isinstance(body, dict):
-        detail = body.get("detail") if isinstance(body, dict) else None
-        if isinstance(detail, list):  # FastAPI validation errors
-            detail = "; ".join(
-                f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
-                for d in detail
-                if isinstance(d, dict)
-            )
-        raise ApiFailed(f"the tower answered {response.status_code}: {detail or response.text[:300]}")
-    return body
 
 
 def parse_matchers(pairs: tuple[str, ...]) -> dict[str, list[str]]:
