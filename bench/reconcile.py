@@ -1,12 +1,14 @@
 """Inventory reconciliation benchmark: 1,000,000 (sku, location) pairs on each side with 1% differences,
 compared inside the embedded store, beside a pandas merge of the same data in the same run.
 
-    .venv/bin/python -m bench.reconcile [--pairs N] [--diff-pct P] [--repeat N] [--keep]
+    .venv/bin/python -m bench.reconcile [--pairs N] [--diff-pct P] [--repeat N] [--history N] [--keep]
 
 1. Builds the snapshots inside ClickHouse (INSERT ... SELECT from numbers(), no row through Python)
    in an embedded store in its own temp dir: one ERP and one WMS `inventory.snapshot` per pair,
    an older snapshot (another quantity) of 10% of the pairs on each side, so "latest" matters,
    and 0.2% of the snapshots delivered twice. `--diff-pct` of the pairs (1%) differ by 1-5 units.
+   `--history N` gives every pair N snapshots per side, 4 hours apart, as the reconciler's lookback
+   (7 days) holds them when a source snapshots every 4 hours (N = 42): what a run reads grows with it.
 2. Reads the snapshots into a DataFrame once (not timed), and checks that two straightforward
    pandas versions find the same differing pairs as the store: latest snapshot per (side, sku,
    location) by sort + drop_duplicates, or by groupby + idxmax; then an outer merge of the two
@@ -62,7 +64,9 @@ R = TypeVar("R")
 
 # Pair n: sku n % 50,000 at one of the locations n / 50,000 (20 locations for 1M pairs). The ERP's
 # quantity is a hash of n; the WMS's equals it except for `diff_per_100k` of 100,000 pairs (+/- 1-5).
-# 10% of the pairs also have an older snapshot on each side (another quantity), 0.2% are redelivered.
+# 10% of the pairs also have an older snapshot on each side (another quantity), 0.2% are redelivered. With
+# `history` > 1, every pair has `history` snapshots on each side instead, 4 hours apart (a source that
+# snapshots every 4 hours, kept for the reconciler's lookback), the older ones with another quantity.
 GENERATE = f"""
 INSERT INTO business_events (id, source, system, type, time, subject, sku, location, warehouse, quantity,
     data, door, received_at)
@@ -71,7 +75,8 @@ SELECT
     if(side = 'wms', 'wms/dc', 'erp') AS source,
     side AS system,
     'inventory.snapshot' AS type,
-    {{now:{_T}}} - toIntervalSecond(if(version = 0, 60 + cityHash64(n, side) % 3000, 86400 + n % 3600)) AS time,
+    {{now:{_T}}} - toIntervalSecond(if(version = 0, 60 + cityHash64(n, side) % 3000,
+        if({{history:UInt32}} > 1, version * 14400, 86400) + n % 3600)) AS time,
     concat(sku, '@', location) AS subject,
     sku, location, '' AS warehouse,
     toFloat64(if(version = 1, book + 7,
@@ -87,7 +92,7 @@ FROM (
     FROM numbers({{pairs:UInt64}})
 )
 ARRAY JOIN ['erp', 'wms'] AS side
-ARRAY JOIN if(n % 10 = 0, [0, 1], [0]) AS version
+ARRAY JOIN if({{history:UInt32}} > 1, range({{history:UInt32}}), if(n % 10 = 0, [0, 1], [0])) AS version
 """
 
 # Redeliveries: 0.2% of the snapshots stored a second time (same id, same content).
@@ -160,11 +165,17 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=1_000_000)
     parser.add_argument("--diff-pct", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=3, help="comparison timings; the best is reported")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=1,
+        help="snapshots per pair and side, 4 hours apart (default 1: one, and an older one for 10%% of the pairs)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tower-bench-reconcile-"))
     try:
-        return run(workdir, args.pairs, args.diff_pct, args.repeat)
+        return run(workdir, args.pairs, args.diff_pct, args.repeat, args.history)
     finally:
         if args.keep:
             print(f"kept {workdir}")
@@ -172,11 +183,11 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(workdir: Path, pairs: int, diff_pct: float, repeat: int) -> int:
+def run(workdir: Path, pairs: int, diff_pct: float, repeat: int, history: int = 1) -> int:
     """The benchmark in `workdir` (its own embedded store: chDB allows one data dir per process)."""
     store = EmbeddedStore(workdir / "store")
     migrate(store)
-    params = {"now": NOW, "pairs": pairs, "diff_per_100k": round(diff_pct * 1000)}
+    params = {"now": NOW, "pairs": pairs, "diff_per_100k": round(diff_pct * 1000), "history": history}
     _, build_s = timed(lambda: store.command(GENERATE, params))
     store.command(REDELIVER)
     rows = int(store.query("SELECT count() AS n FROM business_events")[0]["n"])

@@ -88,6 +88,7 @@ class Job:
     function: JobFunction
     settings_model: type[JobSettings]
     description: str = ""
+    after: tuple[str, ...] = ()  # also run right after each run of these jobs (a chain: their output is its input)
 
     def settings(self) -> JobSettings:
         """The job's settings as the environment sets them now."""
@@ -108,14 +109,17 @@ class JobRegistry:
         interval_seconds: float = 60.0,
         enabled: bool = True,
         description: str | None = None,
+        after: tuple[str, ...] = (),
     ) -> Job:
         """Register `function` as `name`; `settings` (a JobSettings subclass with its own env prefix) or the
-        defaults given build its settings model. A name is registered once."""
+        defaults given build its settings model. A name is registered once. `after` names jobs whose runs
+        this one follows at once (besides its own interval): the alert dispatcher after the SLA engine, so
+        that a new exception need not wait for the dispatcher's next turn."""
         if name in self._jobs:
             raise ValueError(f"a job named {name!r} is already registered")
         model = settings or job_settings(name, interval_seconds, enabled)
         doc = description if description is not None else (function.__doc__ or "")
-        job = Job(name, function, model, " ".join(doc.split()))
+        job = Job(name, function, model, " ".join(doc.split()), tuple(after))
         self._jobs[name] = job
         return job
 

@@ -254,12 +254,18 @@ def build_tower(
     slack = SlackSettings()  # TOWER_SLACK_*
     slack_sender = SlackSender(outbox, slack, clock) if slack.enabled else None
     if slack_sender is not None:
-        jobs.add("alerts-send", send_job(slack_sender), settings=AlertsSendSettings)
+        jobs.add("alerts-send", send_job(slack_sender), settings=AlertsSendSettings, after=(DISPATCH_JOB,))
     # Alerts are decided and enqueued even without Slack: enabling it later loses nothing (see docs/alerting.md).
     alerting = AlertingSettings()  # TOWER_ALERTING_*
     titles = {rule.id: rule.title for rule in parts.rules.rules}
     alerts = Dispatcher(store, outbox, parts.rules.routing, alerting, clock, titles, slack.dashboard_url)
-    jobs.add(DISPATCH_JOB, dispatch_job(alerts), interval_seconds=DISPATCH_INTERVAL)
+    # right after the jobs that open and resolve exceptions, besides its own interval
+    jobs.add(
+        DISPATCH_JOB,
+        dispatch_job(alerts),
+        interval_seconds=DISPATCH_INTERVAL,
+        after=("sla-evaluate", "reconcile", "replay-watch"),
+    )
     secret = slack.signing_secret.get_secret_value() if slack.signing_secret else None
     slack_interactions = InteractionHandler(store, parts.exceptions, clock, alerting, secret)
     reports = BreachReports(store, clock, parts.rules, ReportSettings())  # TOWER_REPORTS_*

@@ -172,7 +172,10 @@ def render_jobs(registry: JobRegistry) -> str:
             f"`{env_names(model, name, field)[0]}` ({_cell(default_text(name, field))})"
             for name, field in model.model_fields.items()
         ]
-        out.append(f"| `{job.name}` | {_cell(job.description)} | {'<br>'.join(settings)} |")
+        what = job.description
+        if job.after:
+            what += " Also runs right after each run of " + ", ".join(f"`{name}`" for name in job.after) + "."
+        out.append(f"| `{job.name}` | {_cell(what)} | {'<br>'.join(settings)} |")
     return "\n".join(out) + "\n"
 
 

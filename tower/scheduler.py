@@ -6,6 +6,10 @@ its error is logged and recorded, never raised: a failing job keeps its schedule
 the others. Intervals are wall-clock (APScheduler's own timer); what a job computes takes its
 time from the injected clock in its context. Started and stopped with the Tower.
 
+A job registered `after` others (kernel/jobs.py) is also woken as soon as a run of one of them finishes,
+so a chain (sla-evaluate -> alerts-dispatch -> alerts-send) takes seconds, not the sum of the intervals;
+a job woken while it runs runs once more right after.
+
 With a lease (kernel/lease.py, the server backend), several schedulers may run against one
 database and only the holder runs jobs: the lease is ticked on start and every renew interval
 (its own timer, never gated), each job run first asks `lease.holds()` and is skipped otherwise,
@@ -69,6 +73,8 @@ class Scheduler:
         self._lock = threading.Lock()
         self._ran = threading.Condition(self._lock)
         self._scheduler: Any = None
+        self._active: set[str] = set()  # jobs running now
+        self._woken: set[str] = set()  # jobs woken while running: they run again when they finish
 
     @property
     def running(self) -> bool:
@@ -101,6 +107,7 @@ class Scheduler:
             return JobRun(name, 0, self.clock.now(), 0.0, ok=True, skipped=True)
         with self._lock:
             run = self._runs[name] = self._runs.get(name, 0) + 1
+            self._active.add(name)
         context = JobContext(name, settings, self.clock, run, logging.getLogger(f"tower.jobs.{name}"))
         started_at = self.clock.now()
         began = time.perf_counter()
@@ -115,8 +122,31 @@ class Scheduler:
                 outcome = JobRun(name, run, started_at, _ms(began), ok=True, result=result)
         with self._ran:
             self.last_runs[name] = outcome
+            self._active.discard(name)
+            again = name in self._woken
+            self._woken.discard(name)
             self._ran.notify_all()
+        for follower in [name] * again + self._followers(name):
+            self._wake(follower)
         return outcome
+
+    def _followers(self, name: str) -> list[str]:
+        """The enabled jobs registered to run after `name`."""
+        return [job.name for job, _ in self.enabled_jobs() if name in job.after]
+
+    def _wake(self, name: str) -> None:
+        """Run the scheduled job `name` now (in the scheduler's pool), or once more when it is running."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        with self._lock:
+            if name in self._active:
+                self._woken.add(name)
+                return
+        try:
+            scheduler.modify_job(name, next_run_time=datetime.now(UTC))  # APScheduler's timer: the wall clock
+        except Exception:  # not scheduled (stopping, or disabled since): its own schedule, if any, stands
+            log.debug("cannot wake job %s", name, exc_info=True)
 
     def _lease_holds(self) -> bool:
         assert self.lease is not None

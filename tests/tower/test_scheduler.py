@@ -155,6 +155,76 @@ def test_one_instance_of_a_job_at_a_time() -> None:
     assert most[0] == 1
 
 
+HOUR = 3600.0  # an interval no test waits for: a run within WAIT can only come from a chain
+
+
+def test_a_job_runs_right_after_the_job_it_follows() -> None:
+    registry = JobRegistry()
+    order: list[str] = []
+    registry.add("produce", lambda ctx: order.append("produce"), interval_seconds=HOUR)
+    registry.add("consume", lambda ctx: order.append("consume"), interval_seconds=HOUR, after=("produce",))
+    registry.add("unrelated", lambda ctx: order.append("unrelated"), interval_seconds=HOUR)
+    assert registry.get("consume").after == ("produce",)
+    runner = scheduler(registry, run_on_start=False)
+    runner.start()
+    try:
+        runner.run_job("produce")  # e.g. POST /api/sla/evaluate, or the engine's own interval
+        assert runner.wait_for_runs("consume", 1, WAIT)
+    finally:
+        runner.stop()
+    assert order == ["produce", "consume"]  # nothing else ran: the hour-long intervals never came round
+
+
+def test_a_job_woken_while_it_runs_runs_once_more_after() -> None:
+    registry = JobRegistry()
+    release = threading.Event()
+    started = threading.Event()
+
+    def consume(context: JobContext) -> None:
+        if context.run == 1:
+            started.set()
+            release.wait(WAIT)
+
+    registry.add("produce", lambda ctx: None, interval_seconds=HOUR)
+    registry.add("consume", consume, interval_seconds=HOUR, after=("produce",))
+    runner = scheduler(registry, run_on_start=False)
+    runner.start()
+    try:
+        runner.run_job("produce")
+        assert started.wait(WAIT)  # consume's first run is busy...
+        runner.run_job("produce")  # ...when produce finishes again: what it produced must not wait an hour
+        assert runner.runs("consume") == 1
+        release.set()
+        assert runner.wait_for_runs("consume", 2, WAIT)
+    finally:
+        release.set()
+        runner.stop()
+    assert runner.last_runs["consume"].ok
+
+
+def test_a_follower_runs_only_when_scheduled_and_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = JobRegistry()
+    registry.add("produce", lambda ctx: None, interval_seconds=HOUR)
+    registry.add("consume", lambda ctx: None, interval_seconds=HOUR, after=("produce",))
+    monkeypatch.setenv("TOWER_JOB_CONSUME_ENABLED", "false")
+    runner = scheduler(registry, run_on_start=False)
+    runner.start()
+    try:
+        assert runner.run_job("produce").ok
+        assert not runner.wait_for_runs("consume", 1, FAST * 10)
+    finally:
+        runner.stop()
+    stopped = Scheduler(registry, FixedClock(AT), SchedulerSettings(enabled=False))
+    monkeypatch.delenv("TOWER_JOB_CONSUME_ENABLED")
+    assert stopped.run_job("produce").ok and stopped.runs("consume") == 0  # no background scheduler: no chain
+
+
+def test_the_tower_chains_the_engine_the_dispatcher_and_the_sender(store: EmbeddedStore, tmp_path: Path) -> None:
+    tower = build_tower(make_settings(tmp_path / "data"), store=store, scheduler=SchedulerSettings(enabled=False))
+    assert set(tower.jobs.get("alerts-dispatch").after) == {"sla-evaluate", "reconcile", "replay-watch"}
+    assert all(name in tower.jobs for name in tower.jobs.get("alerts-dispatch").after)
+
+
 def test_the_tower_starts_and_stops_the_sla_job(store: EmbeddedStore, tmp_path: Path) -> None:
     clock = FixedClock(AT)
     settings = make_settings(tmp_path / "data")
