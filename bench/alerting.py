@@ -52,6 +52,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from alerting.dispatcher import INTERVAL_SECONDS as DISPATCH_INTERVAL
+from alerting.dispatcher import NAME as DISPATCH
 from alerting.dispatcher import Dispatcher, DispatchReport
 from alerting.outbox import Outbox
 from alerting.policy_settings import AlertingSettings
@@ -59,13 +60,14 @@ from alerting.sender import METADATA_EVENT, AlertsSendSettings, SlackSender
 from alerting.settings import SlackSettings
 from alerting.standin import Call, SlackStandIn
 from kernel.clock import SystemClock
-from kernel.exceptions import ExceptionStore, NewException
-from kernel.jobs import job_settings
+from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
+from kernel.jobs import JobContext, JobRegistry, SchedulerSettings, job_settings
 from kernel.routing import Routing
 from kernel.schema.migrations import migrate
 from kernel.store.embedded import EmbeddedStore
 from sla_rules.loader import default_routing_file, default_rules_dir, load_routing, load_rules
 from sla_rules.model import Rule
+from tower.scheduler import Scheduler
 
 FIRST_MESSAGE_TARGET_S = 5.0
 MESSAGES_TARGET = 50  # fewer than this many in all
@@ -125,7 +127,7 @@ class Loop:
     lasts is skipped."""
 
     def __init__(self, name: str, work: Callable[[], object], interval: float, delay: float = 0.0) -> None:
-        self.work, self.interval, self.delay = work, interval, delay
+        self.name, self.work, self.interval, self.delay = name, work, interval, delay
         self.runs: list[tuple[float, float]] = []  # (started, seconds), perf_counter
         self.results: list[object] = []
         self.error: BaseException | None = None
@@ -154,6 +156,63 @@ class Loop:
             self.runs.append((started, ended - started))
             while tick <= ended:
                 tick += self.interval
+
+
+@dataclass
+class Loops:
+    """The sender and dispatcher as `Loop`s, or as jobs of the tower's own `Scheduler` (`--scheduler`)."""
+
+    items: list[Loop] = field(default_factory=list)
+    scheduler: Scheduler | None = None
+    recorded: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise a loop's or job's error."""
+        for loop in self.items:
+            if loop.error is not None:
+                raise loop.error
+        if self.scheduler is not None:
+            failed = [f"{run.name}: {run.error}" for run in self.scheduler.last_runs.values() if not run.ok]
+            if failed:
+                raise RuntimeError("; ".join(failed))
+
+    def stop(self) -> None:
+        for loop in self.items:
+            loop.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+    def runs(self, name: str) -> list[tuple[float, float]]:
+        """(started, seconds) on perf_counter of each run of `name`."""
+        if self.scheduler is not None:
+            return list(self.recorded.get(name, []))
+        return list(next(loop.runs for loop in self.items if loop.name == name))
+
+
+def scheduled(burst: Callable[[], None], dispatch: Callable[[], None], send: Callable[[], None], args: Any) -> Loops:
+    """The sender and dispatcher as the tower registers them (`alerts-dispatch` after the job that opens
+    exceptions, `alerts-send` after `alerts-dispatch`), on the tower's Scheduler; the burst is a job run now."""
+    loops = Loops()
+    registry = JobRegistry()
+
+    def recorded(name: str, work: Callable[[], None]) -> Callable[[JobContext], None]:
+        def job(context: JobContext) -> None:
+            begun = time.perf_counter()
+            work()
+            loops.recorded.setdefault(name, []).append((begun, time.perf_counter() - begun))
+
+        return job
+
+    registry.add("alerts-send", recorded("alerts-send", send), interval_seconds=args.send_interval, after=(DISPATCH,))
+    registry.add(DISPATCH, recorded(DISPATCH, dispatch), interval_seconds=args.dispatch_interval, after=("burst",))
+    registry.add("burst", lambda context: burst(), interval_seconds=24 * 3600.0)
+    loops.scheduler = Scheduler(registry, SystemClock(), SchedulerSettings(enabled=True, run_on_start=False))
+    loops.scheduler.start()
+    time.sleep(args.send_interval * 0.37)  # as without the scheduler: the burst lands between two passes
+    outcome = loops.scheduler.run_job("burst")
+    if not outcome.ok:
+        raise RuntimeError(outcome.error)
+    return loops
 
 
 @dataclass
@@ -195,34 +254,43 @@ def run_phase(
     dispatcher = Dispatcher(store, outbox, routing, AlertingSettings(), clock, titles, slack.dashboard_url)
     exceptions = ExceptionStore(store, clock)
 
-    send_loop = Loop("alerts-send", lambda: sender.send_due(args.send_batch), args.send_interval).start()
-    time.sleep(args.send_interval * 0.37)  # the burst lands between two passes, at the same point in every run
     by_rule: dict[str, list[NewException]] = {}
     for item in found:
         by_rule.setdefault(item.rule, []).append(item)
-    started = time.perf_counter()
-    opened_records = [record for batch in by_rule.values() for record in exceptions.open_many(batch)]
-    committed_perf = time.perf_counter()
-    commit_s = committed_perf - started
-    committed = clock.now()
-    opened: dict[str, list[str]] = {owner: [] for owner in owners}
-    for record in opened_records:
-        opened[record.owner].append(record.id)
-    phase = Phase(opened, {r.id: r.key for r in opened_records}, committed, commit_s, committed_perf)
+    phase = Phase({owner: [] for owner in owners}, {}, clock.now(), 0.0)
+    opened_records: list[ExceptionRecord] = []
+
+    def burst() -> None:
+        started = time.perf_counter()
+        opened_records.extend(record for batch in by_rule.values() for record in exceptions.open_many(batch))
+        phase.committed_perf = time.perf_counter()
+        phase.commit_s = phase.committed_perf - started
+        phase.committed = clock.now()
+        for record in opened_records:
+            phase.opened[record.owner].append(record.id)
+            phase.keys[record.id] = record.key
 
     def dispatch() -> None:
         begun = time.perf_counter()
         report = dispatcher.run()
         phase.dispatch.append((time.perf_counter() - begun, report))
 
-    dispatch_loop = Loop("alerts-dispatch", dispatch, args.dispatch_interval, args.dispatch_delay).start()
+    def send() -> None:
+        sender.send_due(args.send_batch)
+
+    if args.scheduler:
+        loops = scheduled(burst, dispatch, send, args)
+    else:
+        send_loop = Loop("alerts-send", send, args.send_interval).start()
+        time.sleep(args.send_interval * 0.37)  # the burst lands between two passes, at the same point in every run
+        burst()
+        loops = Loops([send_loop, Loop("alerts-dispatch", dispatch, args.dispatch_interval, args.dispatch_delay)])
+        loops.items[1].start()
     deadline = time.perf_counter() + args.timeout
     try:
         while time.perf_counter() < deadline:
             time.sleep(0.2)
-            for loop in (send_loop, dispatch_loop):
-                if loop.error is not None:
-                    raise loop.error
+            loops.check()
             if not phase.dispatch:
                 continue
             decided = store.query("SELECT count() AS n FROM alert_state FINAL")[0]["n"]
@@ -233,10 +301,8 @@ def run_phase(
                 phase.drained = True
                 break
     finally:
-        send_loop.stop()
-        dispatch_loop.stop()
-    phase.passes = list(send_loop.runs)
-    phase.dispatch_runs = list(dispatch_loop.runs)
+        loops.stop()
+    phase.passes, phase.dispatch_runs = loops.runs("alerts-send"), loops.runs("alerts-dispatch")
     phase.counts = outbox.counts()
     first_posts = store.query(
         "SELECT max(enqueued_at) AS last FROM alert_outbox FINAL WHERE action = 'post'"
@@ -244,7 +310,7 @@ def run_phase(
     )
     if first_posts and first_posts[0]["last"]:
         enqueued = datetime.fromisoformat(first_posts[0]["last"]).replace(tzinfo=UTC)
-        phase.enqueued_s = (enqueued - committed).total_seconds()
+        phase.enqueued_s = (enqueued - phase.committed).total_seconds()
     phase.calls = standin.calls
     phase.snapshot = standin.snapshot()
     standin.stop()
@@ -395,6 +461,12 @@ def main() -> int:
     parser.add_argument(
         "--dispatch-delay", type=float, default=0.0, help="seconds from the burst to the dispatcher's first run (0)"
     )
+    parser.add_argument(
+        "--scheduler",
+        action="store_true",
+        help="run the dispatcher and sender as the tower does: jobs of its Scheduler, the dispatcher woken by the"
+        " job that opens the burst and the sender by the dispatcher (--dispatch-delay does not apply)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="give up a phase after this many seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
@@ -421,11 +493,16 @@ def run(workdir: Path, owners: list[str], args: argparse.Namespace) -> int:
     titles = {rule_id: rule.title for rule_id, rule in rules.items()}
     channels = {owner: routing.channel_for(owner) or "" for owner in owners}
     alerting, slack = AlertingSettings(), SlackSettings()
+    when = (
+        "woken by the burst's job (the Scheduler's chain; the sender woken by each dispatch),"
+        if args.scheduler
+        else f"{args.dispatch_delay:g} s after the burst,"
+    )
     print(
         f"settings: digest past {alerting.group_threshold} in {alerting.group_window_seconds:g} s; feed batch"
         f" {alerting.feed_batch:,}; channel interval {slack.channel_interval_seconds:g} s; sender pass every"
-        f" {args.send_interval:g} s (at most {args.send_batch} calls); dispatcher {args.dispatch_delay:g} s after"
-        f" the burst, then every {args.dispatch_interval:g} s; stand-in: 429 past 1 message per"
+        f" {args.send_interval:g} s (at most {args.send_batch} calls); dispatcher {when} then every"
+        f" {args.dispatch_interval:g} s; stand-in: 429 past 1 message per"
         f" {args.rate_limit:g} s per channel"
     )
 
