@@ -4,7 +4,8 @@ Each child writes its output to a log file in the data directory (the terminal k
 and log), is watched by a thread that logs an unexpected exit with the end of its log, and is stopped
 with SIGTERM, then SIGKILL after a grace period. `Children` stops them in reverse order of start, once;
 after `stop_all` nothing starts any more, so a child started by a thread that raced the shutdown cannot
-outlive the tower.
+outlive the tower. A `python -m` child runs under `tower.child_guard`, so it also ends when the tower is
+killed without a chance to stop it (SIGKILL, a crash).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from tower.child_guard import guarded
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +28,7 @@ class Child:
 
     def __init__(self, name: str, command: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
         self.name = name
-        self.command = list(command)
+        self.command = guarded(command)  # `python -m ...` children end themselves if the tower is killed
         self.env = dict(env)
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from kernel.settings import Settings
 from tests.factories import make_settings
 from tests.support import free_port, wait_for
+from tower.child_guard import guarded
 from tower.children import Child, Children
 from tower.cli import main
 from tower.dashboard_process import DashboardProcessSettings
@@ -202,6 +203,47 @@ def test_a_child_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     stubborn.start()
     wait_for("the stubborn child", lambda: "up" in stubborn.tail(), 30, interval=0.2)
     assert stubborn.stop(grace_seconds=0.5) == -signal.SIGKILL
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by init, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_python_child_ends_when_the_tower_is_killed(tmp_path: Path) -> None:
+    log_path = tmp_path / "child.log"
+    command = [sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1"]
+    assert guarded(command, 42)[:5] == [sys.executable, "-m", "tower.child_guard", "42", "http.server"]
+    assert guarded(["/bin/true"]) == ["/bin/true"] and guarded(guarded(command, 42), 7) == guarded(command, 42)
+    # a stand-in for the tower: starts the child as `tower serve` does, says its pid, waits to be killed
+    tower = (
+        "import os, sys, time; from pathlib import Path; from tower.children import Child;"
+        f" child = Child('server', {command!r}, os.environ, Path({str(log_path)!r})); child.start();"
+        " print(child.pid, flush=True); time.sleep(120)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", tower], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        wait_for("the child serving", lambda: "Serving HTTP" in log_path.read_text(), 30, interval=0.2)
+        parent.kill()  # SIGKILL: the tower stops nothing
+        parent.wait(10)
+        assert _alive(pid)  # orphaned, still running for now
+        wait_for("the orphaned child to end", lambda: not _alive(pid), 30, interval=0.2)
+    finally:
+        parent.kill()
+        parent.wait(10)
+
+
+def test_the_guard_refuses_a_bad_command_line_and_a_gone_parent() -> None:
+    run = [sys.executable, "-m", "tower.child_guard"]
+    assert subprocess.run([*run, "http.server"], capture_output=True, text=True).returncode == 2
+    # the parent given is not this process's parent: the module never runs (it would serve forever)
+    assert subprocess.run([*run, "1", "http.server", "0"], capture_output=True, timeout=30).returncode == 1
 
 
 def test_demo_settings_are_defaults_only(monkeypatch: pytest.MonkeyPatch) -> None:
