@@ -23,8 +23,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +44,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.tower_process import ROOT, tower_process
+
 PROTOBUF = "application/x-protobuf"
 CE_BATCH = "application/cloudevents-batch+json"
 SYSTEMS = ("erp", "wms", "tms", "edi", "crm", "ecommerce", "middleware")
@@ -145,12 +144,6 @@ def event_payload(events: int, system: str, rng: random.Random, start: datetime)
 # --- the tower under test -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Server:
     """A `tower serve` subprocess on its own data directory."""
@@ -176,44 +169,9 @@ class Server:
 @contextlib.contextmanager
 def tower_server(data_dir: Path) -> Iterator[Server]:
     """Start `tower serve` (HTTP only) and stop it afterwards."""
-    port = _free_port()
     tokens = {system: f"bench-{system}-{secrets.token_hex(12)}" for system in SYSTEMS}
-    env = dict(os.environ)
-    env.update(
-        TOWER_STORE_DATA_DIR=str(data_dir),
-        TOWER_COLLECTOR_HOST="127.0.0.1",
-        TOWER_COLLECTOR_HTTP_PORT=str(port),
-        TOWER_COLLECTOR_GRPC_PORT="0",
-        TOWER_INGEST_TOKENS=orjson.dumps({t: [s] for s, t in tokens.items()}).decode(),
-        TOWER_API_TOKENS=orjson.dumps({f"bench-admin-{secrets.token_hex(12)}": "admin"}).decode(),
-        TOWER_TELEMETRY_EXPORTER="none",
-        TOWER_DASHBOARD_ENABLED="false",  # the tower alone, no dashboard beside it
-    )
-    log = data_dir.parent / "tower.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tower", "serve"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    server = Server(proc, f"http://127.0.0.1:{port}", tokens, log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tower exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tower did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with tower_process(data_dir, tokens, {f"bench-admin-{secrets.token_hex(12)}": "admin"}) as running:
+        yield Server(running.proc, running.url, tokens, running.log)
 
 
 def send_all(

@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,21 +45,15 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.tower_process import tower_process
 from collector.demo.scenario import SERVICES, LiveFeed, ScenarioConfig, build_scenario
 from collector.demo.senders import DemoSender, run_live
 from kernel.clock import SystemClock
 
-ROOT = Path(__file__).resolve().parents[1]
 NORMAL_RATE = 1.0  # `tower demo --rate` default: live orders a minute
 PROBE_SOURCE = "erp"  # never silenced by the demo; the probe's type is one no rule reads
 PROBE_TYPE = "soak.probe"
 MIB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -99,51 +91,14 @@ class Server:
 
 
 @contextlib.contextmanager
-def tower_server(data_dir: Path, eval_interval: float) -> Any:
+def tower_server(data_dir: Path, eval_interval: float) -> Iterator[Server]:
     """Start `tower serve` (HTTP only, scheduler on) and stop it afterwards."""
-    port = _free_port()
     systems = sorted(set(SERVICES.values()) | {PROBE_SOURCE})
     tokens = {system: f"soak-{system}-{secrets.token_hex(12)}" for system in systems}
     api_token = f"soak-viewer-{secrets.token_hex(12)}"
-    env = dict(os.environ)
-    env.update(
-        TOWER_STORE_DATA_DIR=str(data_dir),
-        TOWER_COLLECTOR_HOST="127.0.0.1",
-        TOWER_COLLECTOR_HTTP_PORT=str(port),
-        TOWER_COLLECTOR_GRPC_PORT="0",
-        TOWER_INGEST_TOKENS=orjson.dumps({t: [s] for s, t in tokens.items()}).decode(),
-        TOWER_API_TOKENS=orjson.dumps({api_token: "viewer"}).decode(),
-        TOWER_TELEMETRY_EXPORTER="none",
-        TOWER_SCHEDULER_ENABLED="true",
-        TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS=str(eval_interval),
-        TOWER_DASHBOARD_ENABLED="false",  # the tower alone, no dashboard beside it
-    )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir.parent / "tower.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tower", "serve"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    server = Server(proc, f"http://127.0.0.1:{port}", tokens, api_token, log)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tower exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tower did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    scheduled = {"TOWER_SCHEDULER_ENABLED": "true", "TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS": str(eval_interval)}
+    with tower_process(data_dir, tokens, {api_token: "viewer"}, scheduled, start_timeout=120) as running:
+        yield Server(running.proc, running.url, tokens, api_token, running.log)
 
 
 @dataclass
