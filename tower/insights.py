@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field
 
 from kernel.model.events import source_covers
 from kernel.store import Store
-from tower.case_days import MAX_TOP, case_days
+from tower.case_days import ALWAYS_REFRESHED, MAX_TOP, case_days, window_start
+from tower.case_days import DAYS as CASE_DAYS
 
 # How far back `last_seen` of a source looks (a source silent for longer shows no last seen).
 HEALTH_LOOK_BACK = timedelta(days=7)
@@ -440,6 +441,42 @@ WHERE started_at >= {{since:{_T6}}} AND started_at < {{until:{_T6}}}
 GROUP BY rule, day
 ORDER BY rule, day
 """
+
+
+def sla_trend_days(store: Store, now: datetime, days: int, rule: str | None = None) -> SlaTrend:
+    """Per rule (or one rule), the cases started on each UTC day of the last `days` (today included, whole
+    days) by status. Up to the overview's 30 days this is the kept UTC reading of the cases
+    (`tower.case_days`, which every evaluation that writes cases refreshes): no FINAL read of millions of
+    cases per request. Longer periods read the cases."""
+    today = now.astimezone(UTC).date()
+    first = today - timedelta(days=days - 1)
+    since, until = (datetime.combine(d, time(), UTC) for d in (first, today + timedelta(days=1)))
+    if days > CASE_DAYS:
+        return sla_trend(store, since, until, rule)
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for row in case_days.read(store, ALWAYS_REFRESHED, window_start(now, ALWAYS_REFRESHED)):
+        if not first.isoformat() <= row["day"] <= today.isoformat() or rule not in (None, row["rule"]):
+            continue
+        day = counts.setdefault((row["rule"], row["day"]), dict.fromkeys(("met", "late", "breached", "pending"), 0))
+        status = "pending" if row["status"] == "at_risk" else row["status"]
+        day[status] = day.get(status, 0) + int(row["n"])
+    return SlaTrend(
+        since=since,
+        until=until,
+        days=[
+            TrendDay(
+                rule=rule_id,
+                day=day,
+                cases=sum(n.values()),
+                met=n["met"],
+                late=n["late"],
+                breached=n["breached"],
+                pending=n["pending"],
+                compliance=_ratio(n["met"], n["met"] + n["late"] + n["breached"]),
+            )
+            for (rule_id, day), n in sorted(counts.items())
+        ],
+    )
 
 
 def sla_trend(store: Store, since: datetime, until: datetime, rule: str | None = None) -> SlaTrend:

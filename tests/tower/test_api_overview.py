@@ -16,6 +16,7 @@ from kernel.exceptions import ExceptionStore, NewException
 from kernel.store import Store
 from tests.factories import case_row, event_row, make_event, settings_with_every_role, span_row
 from tests.support import RunningTower, start_in_process
+from tower.case_days import case_days
 
 NOW = datetime(2026, 11, 4, 15, 30, tzinfo=UTC)  # a Wednesday; Chicago is UTC-6
 H = timedelta(hours=1)
@@ -238,8 +239,25 @@ def test_sla_trend_per_rule_and_day(tower_at_now: RunningTower, store: Store) ->
         ("order-release", "2026-11-03", 2, 1, 1, 0, 0, 0.5),
         ("order-release", "2026-11-04", 1, 0, 0, 0, 1, None),
     ]
-    one = get(tower_at_now, "/api/sla/trend", rule="asn-sent", days=60)
+    assert trend["to"] == "2026-11-05T00:00:00Z"  # whole days: today's cases all count
+    # up to 30 days the trend is the kept reading of the cases: asked again, nothing is read again
+    computed = case_days.computed
+    assert get(tower_at_now, "/api/sla/trend", days=7) == trend
+    assert case_days.computed == computed
+    one = get(tower_at_now, "/api/sla/trend", rule="asn-sent", days=60)  # past 30 days: read from the cases
     assert [(d["day"], d["cases"]) for d in one["days"]] == [("2026-09-24", 1), ("2026-11-03", 1)]
+    # both ways count the same: the reading (30 days) and the cases (31) agree on the days they share
+    kept = get(tower_at_now, "/api/sla/trend", days=30)["days"]
+    read = [d for d in get(tower_at_now, "/api/sla/trend", days=31)["days"] if d["day"] >= "2026-10-06"]
+    assert kept == read and len(kept) == 3
+    store.insert("sla_cases", [case_row("asn-sent", "LATER", NOW + H, NOW + 2 * H, "pending")])  # started later today
+    later = {(d["rule"], d["day"]): d["cases"] for d in get(tower_at_now, "/api/sla/trend", days=2)["days"]}
+    assert later == {
+        ("asn-sent", "2026-11-03"): 1,
+        ("asn-sent", "2026-11-04"): 1,
+        ("order-release", "2026-11-03"): 2,
+        ("order-release", "2026-11-04"): 1,
+    }
 
 
 def test_sla_breaches_by_lateness_customer_and_warehouse(tower_at_now: RunningTower, store: Store) -> None:

@@ -160,7 +160,8 @@ def sources_health(
 @router.get(
     "/sla/trend",
     summary="SLA compliance per rule and day",
-    description=f"Cases started on each UTC day of the last `days`, by status. {READ_ROLES_TEXT}",
+    description="Cases started on each UTC day of the last `days` (today included, whole days: `to` is the end"
+    f" of today), by status. {READ_ROLES_TEXT}",
     responses=INVALID,
 )
 def sla_trend(
@@ -170,9 +171,7 @@ def sla_trend(
     rule: Annotated[str | None, Query(description="One rule; default every rule.")] = None,
     days: Annotated[int, Query(ge=1, le=366)] = 30,
 ) -> insights.SlaTrend:
-    now = clock.now()
-    start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return insights.sla_trend(store, start, now, rule=rule)
+    return insights.sla_trend_days(store, clock.now(), days, rule=rule)
 
 
 @router.get(
