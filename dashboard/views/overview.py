@@ -86,6 +86,7 @@ else:
 
 st.header("SLA compliance")
 windows = {"today": "today", "last_7_days": "7 days", "last_30_days": "30 days"}
+WINDOW_COLORS = ("#0d47a1", "#1e88e5", "#90caf9")
 compliance = pd.DataFrame(
     [
         {
@@ -111,7 +112,12 @@ else:
             x=alt.X("rule:N", title=None),
             xOffset=alt.XOffset("window:N", sort=list(windows.values())),
             y=alt.Y("compliance:Q", title="met on time", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("window:N", sort=list(windows.values())),
+            # one hue, darkest for the nearest window: red and green mean bad and good on this page
+            color=alt.Color(
+                "window:N",
+                sort=list(windows.values()),
+                scale=alt.Scale(domain=list(windows.values()), range=list(WINDOW_COLORS)),
+            ),
             tooltip=[
                 "rule:N",
                 "window:N",
