@@ -690,6 +690,12 @@ def send_job(sender: SlackSender) -> JobFunction:
         """Send the alert outbox's due messages to Slack: FIFO per channel, paced, 429 and backoff by the clock."""
         limit = context.settings.batch if isinstance(context.settings, AlertsSendSettings) else 200
         report = sender.send_due(limit)
+        if report.waiting and report.next_due is not None:
+            # the next message comes due before the next pass (a channel's pacing, a short backoff): run then,
+            # so that a channel gets its messages at the pace Slack allows, not one per interval
+            soon = (report.next_due - context.now()).total_seconds()
+            if soon < context.settings.interval_seconds:
+                context.run_again_in(soon)
         if report.sent or report.confirmed or report.failed or report.retried:
             context.log.info(
                 "sent %d, confirmed %d, superseded %d, retrying %d, failed %d, waiting %d",

@@ -56,7 +56,7 @@ from alerting.dispatcher import NAME as DISPATCH
 from alerting.dispatcher import Dispatcher, DispatchReport
 from alerting.outbox import Outbox
 from alerting.policy_settings import AlertingSettings
-from alerting.sender import METADATA_EVENT, AlertsSendSettings, SlackSender
+from alerting.sender import METADATA_EVENT, AlertsSendSettings, SlackSender, send_job
 from alerting.settings import SlackSettings
 from alerting.standin import Call, SlackStandIn
 from kernel.clock import SystemClock
@@ -189,22 +189,35 @@ class Loops:
         return list(next(loop.runs for loop in self.items if loop.name == name))
 
 
-def scheduled(burst: Callable[[], None], dispatch: Callable[[], None], send: Callable[[], None], args: Any) -> Loops:
+def scheduled(burst: Callable[[], None], dispatch: Callable[[], None], sender: SlackSender, args: Any) -> Loops:
     """The sender and dispatcher as the tower registers them (`alerts-dispatch` after the job that opens
-    exceptions, `alerts-send` after `alerts-dispatch`), on the tower's Scheduler; the burst is a job run now."""
+    exceptions, `alerts-send` after `alerts-dispatch`, the real `send_job`, which asks to run again when a
+    channel's next message is due before its next pass), on the tower's Scheduler; the burst is a job run now."""
     loops = Loops()
     registry = JobRegistry()
 
-    def recorded(name: str, work: Callable[[], None]) -> Callable[[JobContext], None]:
+    def recorded(name: str, work: Callable[[JobContext], object]) -> Callable[[JobContext], None]:
         def job(context: JobContext) -> None:
             begun = time.perf_counter()
-            work()
+            work(context)
             loops.recorded.setdefault(name, []).append((begun, time.perf_counter() - begun))
 
         return job
 
-    registry.add("alerts-send", recorded("alerts-send", send), interval_seconds=args.send_interval, after=(DISPATCH,))
-    registry.add(DISPATCH, recorded(DISPATCH, dispatch), interval_seconds=args.dispatch_interval, after=("burst",))
+    send_settings = AlertsSendSettings(interval_seconds=args.send_interval, batch=args.send_batch)
+    send = send_job(sender)
+
+    def send_pass(context: JobContext) -> None:
+        # the job with the bench's --send-interval and --send-batch, its requests passed on to the scheduler
+        inner = JobContext(context.name, send_settings, context.clock, context.run, context.log)
+        send(inner)
+        context.again.extend(inner.again)
+
+    registry.add(
+        "alerts-send", recorded("alerts-send", send_pass), interval_seconds=args.send_interval, after=(DISPATCH,)
+    )
+    dispatch_job = recorded(DISPATCH, lambda context: dispatch())
+    registry.add(DISPATCH, dispatch_job, interval_seconds=args.dispatch_interval, after=("burst",))
     registry.add("burst", lambda context: burst(), interval_seconds=24 * 3600.0)
     loops.scheduler = Scheduler(registry, SystemClock(), SchedulerSettings(enabled=True, run_on_start=False))
     loops.scheduler.start()
@@ -279,7 +292,7 @@ def run_phase(
         sender.send_due(args.send_batch)
 
     if args.scheduler:
-        loops = scheduled(burst, dispatch, send, args)
+        loops = scheduled(burst, dispatch, sender, args)
     else:
         send_loop = Loop("alerts-send", send, args.send_interval).start()
         time.sleep(args.send_interval * 0.37)  # the burst lands between two passes, at the same point in every run

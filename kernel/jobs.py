@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -74,10 +74,16 @@ class JobContext:
     clock: Clock
     run: int  # 1 for the first run in this process
     log: logging.Logger
+    again: list[float] = field(default_factory=list)  # what run_again_in asked for, in seconds
 
     def now(self) -> datetime:
         """The injected clock's now."""
         return self.clock.now()
+
+    def run_again_in(self, seconds: float) -> None:
+        """Ask for the next run in `seconds` when that comes before the next interval (work that becomes due
+        sooner: the Slack sender's next message in a channel). The scheduler running the job honours it."""
+        self.again.append(max(0.0, seconds))
 
 
 @dataclass(frozen=True)

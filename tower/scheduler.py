@@ -8,7 +8,8 @@ time from the injected clock in its context. Started and stopped with the Tower.
 
 A job registered `after` others (kernel/jobs.py) is also woken as soon as a run of one of them finishes,
 so a chain (sla-evaluate -> alerts-dispatch -> alerts-send) takes seconds, not the sum of the intervals;
-a job woken while it runs runs once more right after.
+a job woken while it runs runs once more right after. A run may also ask for its next run sooner than its
+interval (`JobContext.run_again_in`: the sender, when a channel's next message is due in a second).
 
 With a lease (kernel/lease.py, the server backend), several schedulers may run against one
 database and only the holder runs jobs: the lease is ticked on start and every renew interval
@@ -22,7 +23,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -34,6 +35,9 @@ from kernel.lease import LeaseGate
 from tower.telemetry import job_span
 
 log = logging.getLogger(__name__)
+
+# The soonest a job that asked to run again (JobContext.run_again_in) runs: never a busy loop.
+MIN_AGAIN_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -128,23 +132,30 @@ class Scheduler:
             self._ran.notify_all()
         for follower in [name] * again + self._followers(name):
             self._wake(follower)
+        if context.again:
+            self._wake(name, seconds=max(MIN_AGAIN_SECONDS, min(context.again)))
         return outcome
 
     def _followers(self, name: str) -> list[str]:
         """The enabled jobs registered to run after `name`."""
         return [job.name for job, _ in self.enabled_jobs() if name in job.after]
 
-    def _wake(self, name: str) -> None:
-        """Run the scheduled job `name` now (in the scheduler's pool), or once more when it is running."""
+    def _wake(self, name: str, seconds: float = 0.0) -> None:
+        """Run the scheduled job `name` now (in the scheduler's pool), or once more when it is running; with
+        `seconds`, then instead of now, unless its next run comes sooner."""
         scheduler = self._scheduler
         if scheduler is None:
             return
         with self._lock:
-            if name in self._active:
+            if name in self._active and not seconds:
                 self._woken.add(name)
                 return
+        at = datetime.now(UTC) + timedelta(seconds=seconds)  # APScheduler's timer: the wall clock
         try:
-            scheduler.modify_job(name, next_run_time=datetime.now(UTC))  # APScheduler's timer: the wall clock
+            scheduled = scheduler.get_job(name)
+            if scheduled is not None and scheduled.next_run_time is not None and scheduled.next_run_time <= at:
+                return
+            scheduler.modify_job(name, next_run_time=at)
         except Exception:  # not scheduled (stopping, or disabled since): its own schedule, if any, stands
             log.debug("cannot wake job %s", name, exc_info=True)
 

@@ -285,3 +285,20 @@ def test_the_job_runs_one_pass(sender: SlackSender, standin: SlackStandIn, monke
     result = job(context)
     assert (result["sent"], result["waiting"]) == (1, 1)  # batch=1: one call per run
     assert len(standin.calls_to("chat.postMessage")) == 1
+
+
+def test_the_job_asks_to_run_again_when_a_channels_next_message_is_due_before_the_next_pass(
+    sender: SlackSender, standin: SlackStandIn, clock: FixedClock
+) -> None:
+    job = send_job(sender)
+    settings = AlertsSendSettings()  # a pass every 2 s; a channel takes a message a second
+    sender.outbox.enqueue([msg("a", "#one"), msg("b", "#one")])
+    first = JobContext("alerts-send", settings, clock, 1, logging.getLogger("test"))
+    result = job(first)
+    assert (result["sent"], result["waiting"]) == (1, 1)
+    assert len(standin.calls_to("chat.postMessage")) == 1
+    assert first.again == [1.0]  # "b" is due a second after "a": run again then, not in 2 s
+    clock.advance(timedelta(seconds=1))
+    second = JobContext("alerts-send", settings, clock, 2, logging.getLogger("test"))
+    assert job(second)["sent"] == 1 and second.again == []  # nothing left: no early run asked
+    assert len(standin.calls_to("chat.postMessage")) == 2

@@ -219,6 +219,25 @@ def test_a_follower_runs_only_when_scheduled_and_enabled(monkeypatch: pytest.Mon
     assert stopped.run_job("produce").ok and stopped.runs("consume") == 0  # no background scheduler: no chain
 
 
+def test_a_run_may_ask_for_the_next_one_sooner_than_its_interval() -> None:
+    registry = JobRegistry()
+
+    def pacing(context: JobContext) -> None:
+        if context.run == 1:
+            context.run_again_in(0.01)  # e.g. the next message in a channel is due in a moment
+            context.run_again_in(30)  # the soonest request wins
+
+    registry.add("pacing", pacing, interval_seconds=HOUR)
+    runner = scheduler(registry, run_on_start=False)
+    runner.start()
+    try:
+        assert runner.run_job("pacing").ok
+        assert runner.wait_for_runs("pacing", 2, WAIT)  # an hour's interval, yet run again at once
+        assert not runner.wait_for_runs("pacing", 3, FAST * 10)  # the second run asked for nothing
+    finally:
+        runner.stop()
+
+
 def test_the_tower_chains_the_engine_the_dispatcher_and_the_sender(store: EmbeddedStore, tmp_path: Path) -> None:
     tower = build_tower(make_settings(tmp_path / "data"), store=store, scheduler=SchedulerSettings(enabled=False))
     assert set(tower.jobs.get("alerts-dispatch").after) == {"sla-evaluate", "reconcile", "replay-watch"}
