@@ -17,7 +17,10 @@ exceptions and 5,000,000 business events stored.
    - first queue page: GET /api/facets, GET /api/exceptions?status=active&sort=newest&limit=50
      (the queue's default) and ?status=open (the link Slack digests use).
    Prints p50 and p95 of each call and of each page (its calls one after the other, as the
-   dashboard makes them on a cold cache). Target: p95 under 300 ms for each call.
+   dashboard makes them on a cold cache). Target: p95 under 300 ms for each call. Then, figures
+   only, the SLA page's calls (GET /api/sla/trend?days=30, GET /api/sla/breaches) and, beside
+   them, the same trend read from `sla_cases` FINAL (what the route did before it used the kept
+   reading).
 4. The overview right after an evaluation wrote cases: before each run, one more minute of business
    (the events of the following minute of the same orders, from bench/sla.py's generator, and the
    clock moved on a minute) and an incremental evaluation through the tower's SLA service, as the `sla-evaluate` job
@@ -54,6 +57,7 @@ from kernel.jobs import SchedulerSettings
 from kernel.schema.migrations import migrate
 from kernel.settings import ApiSettings, CollectorSettings, Settings, StoreSettings, TelemetrySettings
 from kernel.store.embedded import EmbeddedStore
+from tower import insights
 from tower.app import Tower, build_tower, create_app
 from tower.case_days import READ, case_days, window_start
 
@@ -248,6 +252,13 @@ def measure(
     return times
 
 
+def timed_ms(fn: Callable[[], Any]) -> float:
+    """Milliseconds `fn()` took."""
+    begun = time.perf_counter()
+    fn()
+    return (time.perf_counter() - begun) * 1000
+
+
 def report(page: str, times: dict[str, list[float]], target: bool = True) -> bool:
     """Print p50/p95 of each call and of the page; True when every call's p95 is under the target (`target`
     False: figures only)."""
@@ -308,6 +319,19 @@ def run(workdir: Path, events: int, open_exceptions: int, spans: int, runs: int)
             print(f"\n{runs} runs after one warm-up; target p95 < {TARGET_MS:.0f} ms per call")
             ok = report("overview page", measure(http, overview, runs))
             ok &= report("first queue page", measure(http, queue, runs))
+            # The SLA page: figures only (its calls read weeks of cases; the targets are the overview and queue).
+            sla_page = {
+                "GET /api/sla/trend?days=30": ("/api/sla/trend", {"days": 30}),
+                "GET /api/sla/breaches (the last 30 days)": ("/api/sla/breaches", {}),
+            }
+            report("SLA page, no target: figures only", measure(http, sla_page, runs), target=False)
+            start = datetime.combine(clock.now().date() - timedelta(days=29), datetime.min.time(), UTC)
+            end = start + timedelta(days=30)
+            final = [timed_ms(lambda: insights.sla_trend(store, start, end)) for _ in range(runs)]
+            print(
+                f"  for comparison, the same trend read from sla_cases FINAL (as the route did before it used the"
+                f" kept reading): p50 {statistics.median(final):.1f} ms, p95 {percentile(final, 0.95):.1f} ms"
+            )
             # Before each run, a minute of business and the evaluation the `sla-evaluate` job makes of it.
             business = Business(store, tower, clock, orders)
             after = {
