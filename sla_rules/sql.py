@@ -492,8 +492,8 @@ SETTINGS join_use_nulls = 0, optimize_on_insert = 0{settings}"""
 # events are found through the key projections: checking the bloom filter indexes of every part first
 # costs more (about 15 ms for 8,000 keys) than it saves.
 _FEW_KEYS = ", group_by_two_level_threshold = 0, group_by_two_level_threshold_bytes = 0, use_skip_indexes = 0"
-# A full run writes millions of cases: sorting and compressing them is half its time, and two sinks do it
-# in parallel (bench/sla.py: about 0.2 s less of 4 s on two cores).
+# A full run writes millions of cases: sorting and compressing them is a third of its time, and two sinks do
+# it in parallel (the bench's full INSERT alone, two cores: about 0.2 s less of 3 s; within bench/sla.py's noise).
 _MANY = ", max_insert_threads = 2"
 
 

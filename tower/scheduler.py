@@ -130,7 +130,9 @@ class Scheduler:
             again = name in self._woken
             self._woken.discard(name)
             self._ran.notify_all()
-        for follower in [name] * again + self._followers(name):
+        if again:
+            self._wake(name)
+        for follower in self._followers(name):
             self._wake(follower)
         if context.again:
             self._wake(name, seconds=max(MIN_AGAIN_SECONDS, min(context.again)))
