@@ -33,7 +33,7 @@ from kernel.store import Store
 from reconcilers.config import InvoiceParams, RuleConfig
 from reconcilers.inventory import fmt
 from reconcilers.model import Comparison, Observation, RunContext
-from reconcilers.sql import Binder, T, iso, parse_time, watch_condition
+from reconcilers.sql import Binder, T, iso, materialized_cte, parse_time, watch_condition
 
 CHECKS = ("amount", "currency", "quantity", "not-shipped", "no-order", "not-invoiced")
 
@@ -41,9 +41,11 @@ CHECKS = ("amount", "currency", "quantity", "not-shipped", "no-order", "not-invo
 class InvoiceReconciler:
     """Matches invoices with accepted orders and shipments for one `compare: invoice` rule."""
 
-    def __init__(self, store: Store, config: RuleConfig) -> None:
+    def __init__(self, store: Store, config: RuleConfig, materialize: bool | None = None) -> None:
+        """`materialize`: compute each document set once (None: where the store supports it)."""
         assert isinstance(config.params, InvoiceParams)
         self.store = store
+        self.materialize = materialize
         self.config = config
         self.params: InvoiceParams = config.params
         self.rule = config.finding_rules()[0]
@@ -63,7 +65,13 @@ class InvoiceReconciler:
 
     def statement(self, run: RunContext) -> tuple[str, dict[str, Any]]:
         """The matching statement: invoice rows and never-invoiced order rows that fail a check or are
-        watched (and one more, for the count compared)."""
+        watched (and one more, for the count compared).
+
+        The documents (orders, shipments, invoices, and the orders' shipped and invoiced totals) are each
+        read by several parts of the statement. Where the store supports it they are computed once each
+        (materialized CTEs): a plain CTE is computed again wherever it is read (bench/invoice.py)."""
+        materialize = materialized_cte(self.store) if self.materialize is None else self.materialize
+        once = "MATERIALIZED " if materialize else ""
         bind = Binder()
         p = self.params
         since = bind.bind(run.now - p.lookback, T)
@@ -86,28 +94,28 @@ WITH
         WHERE type IN ('order.accepted', 'shipment.confirmed', 'invoice.posted')
             AND (order_id IN in_window OR (type = 'invoice.posted' AND time >= {since}))
     ),
-    orders AS (
+    orders AS {once}(
         SELECT order_id, argMax(amount, time) AS amount, argMax(currency, time) AS currency,
             argMax(customer_id, time) AS customer_id, argMax(warehouse, time) AS warehouse, max(time) AS accepted_at
         FROM ev WHERE type = 'order.accepted' AND order_id != '' GROUP BY order_id
     ),
-    shipments AS (
+    shipments AS {once}(
         SELECT shipment_id, argMax(order_id, time) AS order_id, argMax(quantity, time) AS quantity,
             argMax(warehouse, time) AS warehouse, min(time) AS shipped_at
         FROM ev WHERE type = 'shipment.confirmed' AND shipment_id != '' GROUP BY shipment_id
     ),
-    invoices AS (
+    invoices AS {once}(
         SELECT invoice_id, argMax(order_id, time) AS order_id, argMax(shipment_id, time) AS shipment_id,
             argMax(amount, time) AS amount, argMax(quantity, time) AS quantity, argMax(currency, time) AS currency,
             argMax(customer_id, time) AS customer_id, max(time) AS posted_at
         FROM ev WHERE type = 'invoice.posted' AND invoice_id != '' GROUP BY invoice_id
     ),
-    order_shipped AS (
+    order_shipped AS {once}(
         SELECT order_id, sum(quantity) AS quantity, count() AS shipments, groupArray(shipment_id) AS shipment_ids,
             min(shipped_at) AS first_shipped, any(warehouse) AS warehouse
         FROM shipments WHERE order_id != '' GROUP BY order_id
     ),
-    order_invoiced AS (
+    order_invoiced AS {once}(
         SELECT order_id, sum(amount) AS amount, sum(quantity) AS quantity, count() AS invoices,
             groupArray(invoice_id) AS invoice_ids
         FROM invoices WHERE order_id != '' GROUP BY order_id
@@ -178,7 +186,7 @@ SELECT * FROM (
     FROM (SELECT * FROM matched UNION ALL SELECT * FROM unbilled)
 )
 WHERE notEmpty(checks) OR watched OR n = 1
-SETTINGS join_use_nulls = 1
+SETTINGS join_use_nulls = 1{", enable_materialized_cte = 1" if materialize else ""}
 """
         return sql, bind.params
 

@@ -3,9 +3,11 @@ code controls (staging table names, parameter names) are written into the text."
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime
 from typing import Any
 
+from kernel.store import Store
 from kernel.store.base import utc_text
 
 T = "DateTime64(6, 'UTC')"
@@ -53,3 +55,17 @@ def watch_condition(key: str, rules: tuple[str, ...], bind: Binder) -> str:
         f"({key} IN (SELECT key FROM recon_state FINAL WHERE rule IN {names} AND differs = 1)"
         f" OR {key} IN (SELECT key FROM exceptions FINAL WHERE rule IN {names} AND status != 'resolved'))"
     )
+
+
+_MATERIALIZED_CTE: weakref.WeakKeyDictionary[Store, bool] = weakref.WeakKeyDictionary()
+
+
+def materialized_cte(store: Store) -> bool:
+    """Whether the store's ClickHouse computes a `WITH name AS MATERIALIZED (...)` CTE once for all its
+    references (setting `enable_materialized_cte`, ClickHouse 26 and the embedded engine). Without it a CTE
+    is inlined: computed again wherever it is read. Asked once per store."""
+    known = _MATERIALIZED_CTE.get(store)
+    if known is None:
+        rows = store.query("SELECT count() AS n FROM system.settings WHERE name = 'enable_materialized_cte'")
+        known = _MATERIALIZED_CTE[store] = bool(rows and int(rows[0]["n"]))
+    return known
