@@ -62,8 +62,8 @@ _MATERIALIZED_CTE: weakref.WeakKeyDictionary[Store, bool] = weakref.WeakKeyDicti
 
 def materialized_cte(store: Store) -> bool:
     """Whether the store's ClickHouse computes a `WITH name AS MATERIALIZED (...)` CTE once for all its
-    references (setting `enable_materialized_cte`, recent ClickHouse releases (26.x) and the embedded engine). Without it a CTE
-    is inlined: computed again wherever it is read. Asked once per store."""
+    references (setting `enable_materialized_cte`: recent ClickHouse releases, 26.x, and the embedded engine).
+    Without it a CTE is inlined: computed again wherever it is read. Asked once per store."""
     known = _MATERIALIZED_CTE.get(store)
     if known is None:
         rows = store.query("SELECT count() AS n FROM system.settings WHERE name = 'enable_materialized_cte'")

@@ -16,7 +16,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from sla_rules.model import ErrorRateRule, ReconciliationRule, Rule, SilenceRule, SlaRule
+from sla_rules.model import ErrorRateRule, JobFailuresRule, ReconciliationRule, Rule, SilenceRule, SlaRule
 from sla_rules.routing import Routing  # re-exported: rules and routing load from one module
 
 __all__ = [
@@ -37,13 +37,14 @@ __all__ = [
 
 RULE_SUFFIXES = (".yaml", ".yml")
 RULE_TYPES = ("sla", "reconciliation", "technical")
-TECHNICAL_CHECKS: dict[str, type[ErrorRateRule] | type[SilenceRule]] = {
+TECHNICAL_CHECKS: dict[str, type[ErrorRateRule] | type[SilenceRule] | type[JobFailuresRule]] = {
     "error-rate": ErrorRateRule,
     "silence": SilenceRule,
+    "job-failures": JobFailuresRule,
 }
 
 Loc = tuple[str | int, ...]
-RuleModel = type[SlaRule] | type[ReconciliationRule] | type[ErrorRateRule] | type[SilenceRule]
+RuleModel = type[SlaRule] | type[ReconciliationRule] | type[ErrorRateRule] | type[SilenceRule] | type[JobFailuresRule]
 
 
 def default_rules_dir() -> Path:

@@ -259,6 +259,12 @@ class SilenceParams(_Strict):
         return parse_duration(value)
 
 
+class JobFailuresParams(_Strict):
+    """tower-jobs: a scheduled job of the tower itself failed `failures` runs in a row."""
+
+    failures: int = Field(3, ge=1, description="Consecutive failed runs of a job before its exception opens.")
+
+
 class ErrorRateRule(_RuleBase):
     """A technical rule on span error rates."""
 
@@ -275,5 +281,13 @@ class SilenceRule(_RuleBase):
     params: SilenceParams = Field(default_factory=SilenceParams)
 
 
-TechnicalRule = Annotated[ErrorRateRule | SilenceRule, Field(discriminator="check")]
-Rule = SlaRule | ReconciliationRule | ErrorRateRule | SilenceRule
+class JobFailuresRule(_RuleBase):
+    """A technical rule on the tower's own scheduled jobs (watched by the scheduler, tower/job_health.py)."""
+
+    type: Literal["technical"] = "technical"
+    check: Literal["job-failures"]
+    params: JobFailuresParams = Field(default_factory=JobFailuresParams)
+
+
+TechnicalRule = Annotated[ErrorRateRule | SilenceRule | JobFailuresRule, Field(discriminator="check")]
+Rule = SlaRule | ReconciliationRule | ErrorRateRule | SilenceRule | JobFailuresRule

@@ -12,7 +12,7 @@ reconcilers' models. The scheduler starts with the Tower and stops before the st
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -50,15 +50,16 @@ from reconcilers.service import ReconcileService
 from reconcilers.settings import ReconcileSettings
 from sla_rules.engine import SlaEngine
 from sla_rules.loader import ParamsModels, Problem, RuleFileError, RuleSet, load_rule_set
-from sla_rules.model import ErrorRateRule, ReconciliationRule, SilenceRule, SlaRule
+from sla_rules.model import ErrorRateRule, JobFailuresRule, ReconciliationRule, SilenceRule, SlaRule
 from sla_rules.service import SlaService
 from sla_rules.technical import TechnicalEngine
 from tower.case_days import CaseDaysRefresh
+from tower.job_health import JobHealth
 from tower.reports.monthly import register_finance_report
 from tower.reports.service import BreachReports
 from tower.reports.settings import ReportSettings
 from tower.roles import plan_for, scheduler_lease
-from tower.scheduler import Scheduler
+from tower.scheduler import JobRun, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,11 @@ def build_tower(
     register_finance_report(jobs, reports, store, uploader)  # the monthly finance-report job
     reconciler = build_reconcile(settings, store, parts.exceptions, clock, parts.rules, reconcile)
     jobs.add("reconcile", reconcile_job(reconciler), settings=ReconcileJobSettings)
+    observers: list[Callable[[JobRun], None]] = [
+        JobHealth(parts.exceptions, rule, parts.rules.routing.owner_for).observe
+        for rule in parts.rules.enabled
+        if isinstance(rule, JobFailuresRule)
+    ]
     return Tower(
         settings=settings,
         store=store,
@@ -289,6 +295,7 @@ def build_tower(
             scheduler,
             lease=scheduler_lease(store, clock, lease_settings),
             lease_interval_seconds=lease_settings.renew_interval_seconds,
+            observers=observers,
         ),
         owns_store=owns_store,
         replay=replay,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,8 +65,11 @@ class Scheduler:
         settings: SchedulerSettings | None = None,
         lease: LeaseGate | None = None,
         lease_interval_seconds: float = 10.0,
+        observers: Sequence[Callable[[JobRun], None]] = (),
     ) -> None:
+        """`observers` see every run's outcome (tower/job_health.py); their errors are logged."""
         self.registry = registry
+        self.observers = tuple(observers)
         self.clock = clock
         self.settings = settings or SchedulerSettings()
         self.lease = lease
@@ -124,6 +128,11 @@ class Scheduler:
                 outcome = JobRun(name, run, started_at, _ms(began), ok=False, error=f"{type(exc).__name__}: {exc}")
             else:
                 outcome = JobRun(name, run, started_at, _ms(began), ok=True, result=result)
+        for observer in self.observers:
+            try:
+                observer(outcome)
+            except Exception:
+                log.exception("observer of job %s (run %d) failed", name, run)
         with self._ran:
             self.last_runs[name] = outcome
             self._active.discard(name)

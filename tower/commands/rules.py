@@ -19,7 +19,7 @@ from sla_rules.loader import (
     load_rule_set,
     read_rule_file,
 )
-from sla_rules.model import ErrorRateRule, ReconciliationRule, Rule, SilenceRule, SlaRule
+from sla_rules.model import ErrorRateRule, JobFailuresRule, ReconciliationRule, Rule, SilenceRule, SlaRule
 from tower.client import api_call
 
 FLAGGED = ("breached", "late", "at_risk")
@@ -128,7 +128,9 @@ def test_command(
 def _rule_table(rules: Sequence[Rule]) -> str:
     rows = [("ID", "TYPE", "OWNER", "KEY", "DEADLINE")]
     for rule in rules:
-        kind = f"technical/{rule.check}" if isinstance(rule, (ErrorRateRule, SilenceRule)) else rule.type
+        kind: str = rule.type
+        if isinstance(rule, (ErrorRateRule, SilenceRule, JobFailuresRule)):
+            kind = f"technical/{rule.check}"
         key = rule.key if isinstance(rule, SlaRule) else "-"
         deadline = _deadline(rule) + ("" if rule.enabled else "  [disabled]")
         rows.append((rule.id, kind, rule.owner, key, deadline))
@@ -154,6 +156,8 @@ def _deadline(rule: Rule) -> str:
     if isinstance(rule, ErrorRateRule):
         p = rule.params
         return f"over {duration(p.window)}: >= {p.min_spans} spans, > {p.error_ratio:.0%} errors"
+    if isinstance(rule, JobFailuresRule):
+        return f"a tower job failing {rule.params.failures} runs in a row"
     sources = ", ".join(rule.params.sources) or "expected sources from settings"
     return f"silent {duration(rule.params.window)} ({sources})"
 
