@@ -12,7 +12,9 @@ channel in enqueue order and sends the head of each channel when it is due; it n
   (remembered across restarts from the delivery log).
 - **Retries.** 429: the message and its channel wait `Retry-After` (not counted as a failure). 5xx,
   connection errors, timeouts: exponential backoff up to `max_attempts`, then `failed`. Other API
-  errors (`channel_not_found`, `invalid_blocks`, ...) fail at once. Every attempt is in the log.
+  errors (`channel_not_found`, `invalid_blocks`, ...) fail at once. Every attempt is in the log. A
+  refused token or scope is retried like a 5xx, and until Slack accepts a call again (or `auth.test`,
+  asked at most once a minute) `alerts-send` fails, so that the `tower-jobs` rule raises it.
 - **Exactly once where Slack allows it.** Before each call the message is recorded `attempting`;
   after it, `sent` (with the ts) or its next state. A post whose call may have been carried out
   without us learning the ts (a timeout, a lost connection, a tower killed mid-call) is *in doubt*.
@@ -73,10 +75,15 @@ CONFIGURATION_ERRORS = frozenset(
         "no_permission",
     }
 )
+REFUSAL_RECHECK = timedelta(minutes=1)  # how often auth.test asks again while Slack refuses the token
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 Kind = Literal["post", "update", "reply"]
+
+
+class SlackRefused(RuntimeError):
+    """Slack refuses the tower's token or its scopes: no alert reaches it until the configuration is fixed."""
 
 
 class DeliveryError(Exception):
@@ -204,6 +211,8 @@ class SlackSender:
         self._channel_ids: dict[str, str] | None = None
         self._pacing_loaded = False
         self._webhooks: dict[str, WebhookClient] = {}
+        self.refused: str | None = None  # Slack's last answer refusing the tower's token or scopes, until a success
+        self._refusal_checked: datetime = _NEVER
 
     # -- one pass -------------------------------------------------------------------------------
 
@@ -216,6 +225,7 @@ class SlackSender:
                 report.waiting = len(entries)
                 return report
             self._load_state()
+            self._recheck_refusal()
             lanes: dict[str, list[OutboxEntry]] = {}
             for entry in entries:
                 lanes.setdefault(entry.message.channel, []).append(entry)
@@ -243,6 +253,29 @@ class SlackSender:
                         report.waiting += len(lane) - index - 1
                         break
             return report
+
+    def _recheck_refusal(self) -> None:
+        """While Slack refuses the token, ask it again (auth.test) at most once per REFUSAL_RECHECK: a token fixed
+        while no message is due (every one backing off, or failed) clears the refusal without waiting for one."""
+        if self.refused is None or self.client is None:
+            return
+        now = self.clock.now()
+        if now - self._refusal_checked < REFUSAL_RECHECK:
+            return
+        self._refusal_checked = now
+        try:
+            response = self.client.auth_test()
+        except SlackApiError as exc:
+            error = str(exc.response.data.get("error", "")) if isinstance(exc.response.data, dict) else ""
+            if error in CONFIGURATION_ERRORS:
+                self.refused = error
+            return
+        except Exception:  # Slack unreachable: nothing learnt about the token
+            log.debug("auth.test failed", exc_info=True)
+            return
+        if response.get("ok"):
+            log.info("Slack accepts the tower's token again (auth.test)")
+            self.refused = None
 
     def _deliver(self, entry: OutboxEntry, known: dict[str, OutboxEntry], report: SendReport) -> OutboxEntry | None:
         """Send one message (or settle it without a call); None when it must wait for its parent."""
@@ -284,6 +317,11 @@ class SlackSender:
         now = self.clock.now()
         channel = entry.message.channel
         self._pace(channel, now + self._interval)
+        if outcome.ok:
+            self.refused = None
+        elif outcome.error in CONFIGURATION_ERRORS:
+            self.refused = outcome.error
+            self._refusal_checked = now
         if outcome.ok:
             sent = self.outbox.record(
                 entry, status="sent", channel_id=outcome.channel_id, ts=outcome.ts, error="", next_at=now
@@ -706,6 +744,10 @@ def send_job(sender: SlackSender) -> JobFunction:
                 report.failed,
                 report.waiting,
             )
+        if sender.refused is not None:
+            # every message waits for the token: fail the job, so that the `tower-jobs` rule raises it
+            waiting = report.waiting + report.retried
+            raise SlackRefused(f"Slack refuses the tower's token ({sender.refused}): {waiting} messages waiting")
         return report.as_dict()
 
     return alerts_send

@@ -124,10 +124,20 @@ class Scheduler:
                 result = job.function(context)
             except Exception as exc:
                 span.record_exception(exc)
-                log.exception("job %s (run %d) failed", name, run)
-                outcome = JobRun(name, run, started_at, _ms(began), ok=False, error=f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                previous = self.last_runs.get(name)
+                if previous is not None and not previous.ok and previous.error == error:
+                    # the same failure as the run before: its traceback is in the log already (the job's
+                    # `tower-jobs` exception, when that rule is on, says it goes on)
+                    log.debug("job %s (run %d) failed again: %s", name, run, error, exc_info=True)
+                else:
+                    log.exception("job %s (run %d) failed", name, run)
+                outcome = JobRun(name, run, started_at, _ms(began), ok=False, error=error)
             else:
                 outcome = JobRun(name, run, started_at, _ms(began), ok=True, result=result)
+                previous = self.last_runs.get(name)
+                if previous is not None and not previous.ok:
+                    log.info("job %s (run %d) succeeded again", name, run)
         for observer in self.observers:
             try:
                 observer(outcome)

@@ -3,14 +3,16 @@ connection errors with backoff, timeouts (posts in doubt), permanent errors. Not
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
-from alerting.sender import SlackSender
+from alerting.sender import AlertsSendSettings, SlackRefused, SlackSender, send_job
 from alerting.standin import Fault, SlackStandIn
 from kernel.clock import FixedClock
+from kernel.jobs import JobContext
 from kernel.store import Store
 from tests.alerting.delivery_support import (
     T0,
@@ -324,3 +326,42 @@ def test_a_token_problem_is_retried_not_failed_at_once(
     drain(sender, clock)
     assert statuses(sender, "a") == [("retry", 200), ("retry", 200), ("ok", 200)]
     assert keys_in(standin, "#ops") == ["a"]
+
+
+def test_a_refused_token_fails_the_job_until_slack_takes_it_again(
+    sender: SlackSender, standin: SlackStandIn, clock: FixedClock
+) -> None:
+    """The messages wait (backing off), and the `alerts-send` job fails while they do, so the `tower-jobs` rule
+    tells the on-call that no alert reaches Slack; the first accepted call ends it."""
+    job = send_job(sender)
+    context = JobContext("alerts-send", AlertsSendSettings(), clock, 1, logging.getLogger("test"))
+    standin.fail("chat.postMessage", Fault.api_error("token_revoked"))
+    sender.outbox.enqueue([msg("a")])
+    with pytest.raises(SlackRefused, match=r"token_revoked\): 1 messages waiting"):
+        job(context)
+    advance(clock, 0.5)  # "a" backs off: a pass without any call still fails
+    with pytest.raises(SlackRefused):
+        job(context)
+    drain(sender, clock)  # the token is taken again: "a" is sent
+    assert sender.refused is None and job(context)["waiting"] == 0
+
+
+def test_a_token_fixed_while_nothing_is_due_is_noticed_by_auth_test(
+    sender: SlackSender, standin: SlackStandIn, clock: FixedClock
+) -> None:
+    standin.fail("chat.postMessage", *[Fault.api_error("invalid_auth")] * 20)
+    sender.outbox.enqueue([msg("a")])
+    drain(sender, clock)  # "a" gives up after its attempts: nothing is due any more
+    assert statuses(sender, "a")[-1][0] == "failed" and sender.refused == "invalid_auth"
+    calls = len(standin.calls_to("chat.postMessage"))
+    standin.fail("auth.test", Fault.api_error("invalid_auth"))
+    advance(clock, 61)
+    sender.send_due()  # a minute after the last refusal: auth.test, refused again
+    assert len(standin.calls_to("auth.test")) == 1 and sender.refused == "invalid_auth"
+    advance(clock, 30)
+    sender.send_due()  # within a minute of that answer: no call
+    assert len(standin.calls_to("auth.test")) == 1
+    advance(clock, 31)
+    sender.send_due()  # the token works again, known without a message to send
+    assert len(standin.calls_to("auth.test")) == 2 and sender.refused is None
+    assert len(standin.calls_to("chat.postMessage")) == calls

@@ -123,3 +123,20 @@ def test_the_tower_watches_its_jobs_with_the_shipped_rule(store: EmbeddedStore, 
     tower = build_tower(make_settings(tmp_path / "data"), store=store, scheduler=SchedulerSettings(enabled=False))
     assert len(tower.scheduler.observers) == 1
     assert "tower-jobs" in {rule.id for rule in tower.rules.enabled}
+
+
+def test_the_same_failure_again_logs_no_second_traceback(
+    store: EmbeddedStore, rules: RuleSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler, job, _, _ = harness(store, rules)
+    with caplog.at_level("INFO", logger="tower.scheduler"):
+        for _ in range(4):
+            scheduler.run_job("erp-pull")
+        job.failing = False
+        scheduler.run_job("erp-pull")
+    records = [r for r in caplog.records if r.name == "tower.scheduler"]
+    logged = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in records]
+    assert logged == [
+        ("ERROR", "job erp-pull (run 1) failed", True),
+        ("INFO", "job erp-pull (run 5) succeeded again", False),
+    ]
