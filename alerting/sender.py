@@ -266,7 +266,7 @@ class SlackSender:
         try:
             response = self.client.auth_test()
         except SlackApiError as exc:
-            error = str(exc.response.data.get("error", "")) if isinstance(exc.response.data, dict) else ""
+            error = api_outcome(exc.response).error
             if error in CONFIGURATION_ERRORS:
                 self.refused = error
             return
@@ -317,12 +317,10 @@ class SlackSender:
         now = self.clock.now()
         channel = entry.message.channel
         self._pace(channel, now + self._interval)
+        if outcome.error in CONFIGURATION_ERRORS:
+            self.refused, self._refusal_checked = outcome.error, now
         if outcome.ok:
             self.refused = None
-        elif outcome.error in CONFIGURATION_ERRORS:
-            self.refused = outcome.error
-            self._refusal_checked = now
-        if outcome.ok:
             sent = self.outbox.record(
                 entry, status="sent", channel_id=outcome.channel_id, ts=outcome.ts, error="", next_at=now
             )

@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -59,6 +57,7 @@ from alerting.policy_settings import AlertingSettings
 from alerting.sender import METADATA_EVENT, AlertsSendSettings, SlackSender, send_job
 from alerting.settings import SlackSettings
 from alerting.standin import Call, SlackStandIn
+from bench.workdir import temp_workdir
 from kernel.clock import SystemClock
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
 from kernel.jobs import JobContext, JobRegistry, SchedulerSettings, job_settings
@@ -487,14 +486,8 @@ def main() -> int:
     unknown = [o for o in owners if o not in RULE_OF]
     if unknown:
         parser.error(f"unknown owners {unknown}; choose from {', '.join(OWNERS)}")
-    workdir = Path(tempfile.mkdtemp(prefix="tower-bench-alerting-"))
-    try:
+    with temp_workdir("tower-bench-alerting-", args.keep) as workdir:
         return run(workdir, owners, args)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(workdir: Path, owners: list[str], args: argparse.Namespace) -> int:

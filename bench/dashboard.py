@@ -37,9 +37,7 @@ from __future__ import annotations
 import argparse
 import math
 import secrets
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +50,7 @@ import httpx
 import uvicorn
 
 from bench.sla import DAYS, DUPLICATE, NOW, generate
+from bench.workdir import temp_workdir
 from kernel.clock import FixedClock
 from kernel.jobs import SchedulerSettings
 from kernel.schema.migrations import migrate
@@ -392,14 +391,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="tower-bench-dashboard-"))
-    try:
+    with temp_workdir("tower-bench-dashboard-", args.keep) as workdir:
         return run(workdir, args.events, args.open, args.spans, args.runs)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,8 @@ import contextlib
 import os
 import random
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +43,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from bench.tower_process import ROOT, tower_process
+from bench.workdir import temp_workdir
 
 PROTOBUF = "application/x-protobuf"
 CE_BATCH = "application/cloudevents-batch+json"
@@ -330,8 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     megabytes = sum(len(b) for b in span_bodies) / 1e6
 
-    workdir = Path(tempfile.mkdtemp(prefix="tower-bench-"))
-    try:
+    with temp_workdir("tower-bench-", args.keep) as workdir:
         data_dir = workdir / "tower"
         with tower_server(data_dir) as server:
             systems_cycle = [("wms", body) for body in span_bodies]
@@ -346,11 +344,6 @@ def main(argv: list[str] | None = None) -> int:
             peak_kib = server.peak_memory_kib()
         stored = stored_spans(data_dir)
         limit_run = measure_limit(span_bodies, workdir)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
     e2e = spans / span_seconds
     limit = limit_run.rows / limit_run.seconds

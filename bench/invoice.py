@@ -19,16 +19,14 @@ ways disagree.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.sla import DUPLICATE, NOW, generate, settle
+from bench.sla import NOW, settle, write_history
+from bench.workdir import temp_workdir
 from kernel.schema.migrations import migrate
 from kernel.store.embedded import EmbeddedStore
 from reconcilers.config import rule_config
@@ -76,14 +74,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds; the best is reported")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="tower-bench-invoice-"))
-    try:
+    with temp_workdir("tower-bench-invoice-", args.keep) as workdir:
         return run(workdir, args.orders, args.repeat)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(workdir: Path, orders: int, repeat: int) -> int:
@@ -91,8 +83,7 @@ def run(workdir: Path, orders: int, repeat: int) -> int:
     store = EmbeddedStore(workdir / "store")
     migrate(store)
     begun = time.perf_counter()
-    generate(store, orders, 0, orders, datetime(1970, 1, 1, tzinfo=UTC), NOW, 2**62)
-    store.command(DUPLICATE, {"hi": NOW})
+    write_history(store, orders)
     store.command(CORRECT, {"hi": NOW})
     rows = store.query("SELECT type, count() AS n FROM business_events GROUP BY type")
     counts = {r["type"]: int(r["n"]) for r in rows}

@@ -38,8 +38,6 @@ code 1 if any disagree.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -50,6 +48,7 @@ from typing import TypeVar
 
 import pandas as pd
 
+from bench.workdir import temp_workdir
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore
 from kernel.schema.migrations import migrate
@@ -183,14 +182,8 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="tower-bench-reconcile-"))
-    try:
+    with temp_workdir("tower-bench-reconcile-", args.keep) as workdir:
         return run(workdir, args.pairs, args.diff_pct, args.repeat, args.history)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(workdir: Path, pairs: int, diff_pct: float, repeat: int, history: int = 1) -> int:

@@ -29,16 +29,14 @@ Prints plain tables (`--markdown` for docs/operations.md). About 6 minutes at th
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bench.sla import DUPLICATE, GENERATE, NOW
+from bench.workdir import temp_workdir
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore, NewException
 from kernel.schema.migrations import migrate
@@ -453,8 +451,7 @@ def main() -> int:
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="tower-bench-size-"))
-    try:
+    with temp_workdir("tower-bench-size-", args.keep) as workdir:
         store = EmbeddedStore(workdir / "store")
         migrate(store)
         print(f"building {args.orders:,} orders, {args.spans_per_event} spans per event, as of {utc_text(NOW)} UTC:")
@@ -465,11 +462,6 @@ def main() -> int:
             codecs(store, args.orders, args.markdown)
         store.close()
         return 0
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ under a tenth of a full evaluation). Exit code 1 if a count differs.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -34,6 +32,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
+from bench.workdir import temp_workdir
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore
 from kernel.schema.migrations import migrate
@@ -164,6 +163,12 @@ def generate(store: EmbeddedStore, orders: int, first: int, count: int, lo: date
     step_us = timedelta(days=DAYS).total_seconds() * 1e6 / orders
     params = {"start": start, "step_us": step_us, "first": first, "count": count, "lo": lo, "hi": hi, "limit": limit}
     store.command(GENERATE, params)
+
+
+def write_history(store: EmbeddedStore, orders: int) -> None:
+    """The whole history up to NOW: every order's events (`generate`), then 0.4% of them redelivered."""
+    generate(store, orders, 0, orders, datetime(1970, 1, 1, tzinfo=UTC), NOW, 2**62)
+    store.command(DUPLICATE, {"hi": NOW})
 
 
 def settle(store: EmbeddedStore, quiet: float = 1.0, limit: float = 600.0) -> float:
@@ -324,23 +329,15 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="tower-bench-sla-"))
-    try:
+    with temp_workdir("tower-bench-sla-", args.keep) as workdir:
         return run(workdir, args.orders, args.new_events)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(workdir: Path, orders: int, new_events: int) -> int:
     """The benchmark in `workdir`; returns the exit code."""
     store = EmbeddedStore(workdir / "store")
     migrate(store)
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    _, seconds = timed(lambda: generate(store, orders, 0, orders, epoch, NOW, 2**62))
-    store.command(DUPLICATE, {"hi": NOW})
+    _, seconds = timed(lambda: write_history(store, orders))
     total = int(store.query("SELECT count() AS n FROM business_events")[0]["n"])
     distinct = int(store.query("SELECT count() AS n FROM business_events FINAL")[0]["n"])
     print(

@@ -29,11 +29,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -46,6 +44,7 @@ import httpx
 import orjson
 
 from bench.tower_process import tower_process
+from bench.workdir import temp_workdir
 from collector.demo.scenario import SERVICES, LiveFeed, ScenarioConfig, build_scenario
 from collector.demo.senders import DemoSender, run_live
 from kernel.clock import SystemClock
@@ -248,63 +247,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (and the server log)")
     args = parser.parse_args(argv)
 
-    workdir = Path(tempfile.mkdtemp(prefix="tower-soak-"))
     samples = Samples()
     clock = SystemClock()
     rate = NORMAL_RATE * args.rate_multiplier
     failed = False
-    try:
-        with tower_server(workdir / "tower", args.eval_interval) as server:
-            began = time.monotonic()
-            sampler = MemorySampler(server, samples)
-            sampler.start()
-            probe = Probe(server)
-            config = ScenarioConfig(
-                seed=args.seed, orders=args.orders, history_hours=args.history_hours, live_rate=rate
-            )
-            scenario = build_scenario(config, clock)
-            sender = DemoSender(server.url, {s: server.ingest_tokens[s] for s in set(SERVICES.values())})
-            print(f"server pid {server.proc.pid} at {server.url}, data in {workdir}", flush=True)
-            backfill_started = time.monotonic()
-            samples.last = (backfill_started, 0, 0)
-            sender.send_all(scenario.deliveries)
-            records = sum(d.size for d in scenario.deliveries)
-            print(
-                f"backfill: {len(scenario.deliveries)} deliveries, {records:,} records"
-                f" ({args.orders} orders over {args.history_hours:g} h) in {time.monotonic() - backfill_started:.1f} s",
-                flush=True,
-            )
-            print(report_line(server, probe, sender, samples, began, "backfill"), flush=True)
+    with (
+        temp_workdir("tower-soak-", args.keep) as workdir,
+        tower_server(workdir / "tower", args.eval_interval) as server,
+    ):
+        began = time.monotonic()
+        sampler = MemorySampler(server, samples)
+        sampler.start()
+        probe = Probe(server)
+        config = ScenarioConfig(seed=args.seed, orders=args.orders, history_hours=args.history_hours, live_rate=rate)
+        scenario = build_scenario(config, clock)
+        sender = DemoSender(server.url, {s: server.ingest_tokens[s] for s in set(SERVICES.values())})
+        print(f"server pid {server.proc.pid} at {server.url}, data in {workdir}", flush=True)
+        backfill_started = time.monotonic()
+        samples.last = (backfill_started, 0, 0)
+        sender.send_all(scenario.deliveries)
+        records = sum(d.size for d in scenario.deliveries)
+        print(
+            f"backfill: {len(scenario.deliveries)} deliveries, {records:,} records"
+            f" ({args.orders} orders over {args.history_hours:g} h) in {time.monotonic() - backfill_started:.1f} s",
+            flush=True,
+        )
+        print(report_line(server, probe, sender, samples, began, "backfill"), flush=True)
 
-            live_started = time.monotonic()
-            stop = threading.Event()
-            feed = LiveFeed(scenario, rate)
-            until = clock.now() + timedelta(minutes=args.minutes)
-            live = threading.Thread(
-                target=run_live, args=(feed, sender, clock), kwargs={"until": until, "stop": stop.is_set}, daemon=True
-            )
-            print(f"live: {rate:g} orders a minute ({args.rate_multiplier:g}x) for {args.minutes:g} min", flush=True)
-            live.start()
-            while True:
-                live.join(timeout=args.interval)
-                if not live.is_alive():
-                    break
-                if server.proc.poll() is not None:
-                    print(f"the server exited with {server.proc.returncode}", flush=True)
-                    failed = True
-                    stop.set()
-                    break
-                print(report_line(server, probe, sender, samples, began, "live"), flush=True)
-            live_ended = time.monotonic()
-            sender.close()
-            print(report_line(server, probe, sender, samples, began, "after"), flush=True)
-            sampler.stopped.set()
-            probe.close()
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        live_started = time.monotonic()
+        stop = threading.Event()
+        feed = LiveFeed(scenario, rate)
+        until = clock.now() + timedelta(minutes=args.minutes)
+        live = threading.Thread(
+            target=run_live, args=(feed, sender, clock), kwargs={"until": until, "stop": stop.is_set}, daemon=True
+        )
+        print(f"live: {rate:g} orders a minute ({args.rate_multiplier:g}x) for {args.minutes:g} min", flush=True)
+        live.start()
+        while True:
+            live.join(timeout=args.interval)
+            if not live.is_alive():
+                break
+            if server.proc.poll() is not None:
+                print(f"the server exited with {server.proc.returncode}", flush=True)
+                failed = True
+                stop.set()
+                break
+            print(report_line(server, probe, sender, samples, began, "live"), flush=True)
+        live_ended = time.monotonic()
+        sender.close()
+        print(report_line(server, probe, sender, samples, began, "after"), flush=True)
+        sampler.stopped.set()
+        probe.close()
 
     stats = sender.stats
     print(

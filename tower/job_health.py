@@ -30,7 +30,7 @@ def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Streak:
     """A job's failed runs in a row: the first, the last and how many."""
 
@@ -56,23 +56,21 @@ class JobHealth:
         if outcome.skipped:
             return
         name = outcome.name
-        with self._lock:
-            if outcome.ok:
-                streak = self._streaks.pop(name, None)
+        if outcome.ok:
+            with self._lock:
+                ended = self._streaks.pop(name, None)
                 first_success = name not in self._seen
                 self._seen.add(name)
-            else:
-                streak = self._streaks.get(name)
-                if streak is None:
-                    streak = self._streaks[name] = _Streak(outcome, outcome)
-                else:
-                    streak.last, streak.count = outcome, streak.count + 1
-                snapshot = _Streak(streak.first, streak.last, streak.count)
-        if outcome.ok:
-            if streak is not None or first_success:
-                self._recover(outcome, streak)
-        elif snapshot.count >= self.rule.params.failures:
-            self._fail(snapshot)
+            if ended is not None or first_success:
+                self._recover(outcome, ended)
+            return
+        with self._lock:
+            before = self._streaks.get(name)
+            streak = self._streaks[name] = (
+                _Streak(outcome, outcome) if before is None else _Streak(before.first, outcome, before.count + 1)
+            )
+        if streak.count >= self.rule.params.failures:
+            self._fail(streak)
 
     def _fail(self, streak: _Streak) -> None:
         """Open the job's exception (nothing when one is active: the store keeps one per key)."""

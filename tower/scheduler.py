@@ -116,6 +116,8 @@ class Scheduler:
         with self._lock:
             run = self._runs[name] = self._runs.get(name, 0) + 1
             self._active.add(name)
+            before = self.last_runs.get(name)
+        failed_with = before.error if before is not None and not before.ok else None  # the last run's failure
         context = JobContext(name, settings, self.clock, run, logging.getLogger(f"tower.jobs.{name}"))
         started_at = self.clock.now()
         began = time.perf_counter()
@@ -125,8 +127,7 @@ class Scheduler:
             except Exception as exc:
                 span.record_exception(exc)
                 error = f"{type(exc).__name__}: {exc}"
-                previous = self.last_runs.get(name)
-                if previous is not None and not previous.ok and previous.error == error:
+                if error == failed_with:
                     # the same failure as the run before: its traceback is in the log already (the job's
                     # `tower-jobs` exception, when that rule is on, says it goes on)
                     log.debug("job %s (run %d) failed again: %s", name, run, error, exc_info=True)
@@ -135,8 +136,7 @@ class Scheduler:
                 outcome = JobRun(name, run, started_at, _ms(began), ok=False, error=error)
             else:
                 outcome = JobRun(name, run, started_at, _ms(began), ok=True, result=result)
-                previous = self.last_runs.get(name)
-                if previous is not None and not previous.ok:
+                if failed_with is not None:
                     log.info("job %s (run %d) succeeded again", name, run)
         for observer in self.observers:
             try:
