@@ -7,11 +7,14 @@ and prints them once.
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from kernel.model.events import SOURCE_SYSTEMS, source_system
 
@@ -39,18 +42,28 @@ class CollectorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOWER_COLLECTOR_")
 
     host: str = Field("127.0.0.1", description="Address the HTTP server (OTLP/HTTP, CloudEvents, API) binds.")
-    http_port: int = Field(4318, description="Port of the HTTP server: /v1/traces, /v1/logs, /v1/events and /api.")
-    grpc_port: int = Field(4317, description="Port of the OTLP/gRPC server; 0 disables it.")
-    max_body_bytes: int = Field(8 * 1024 * 1024, description="Largest request body accepted, as sent (compressed).")
-    max_decompressed_bytes: int = Field(32 * 1024 * 1024, description="Largest body accepted after decompression.")
-    batch_max_rows: int = Field(50_000, description="Rows the writer puts in one insert at most.")
-    batch_max_wait_ms: int = Field(20, description="How long the writer waits to gather a batch once rows arrive.")
-    queue_max_rows: int = Field(
-        400_000, description="Rows waiting for the writer before requests get 503 + Retry-After."
+    http_port: int = Field(
+        4318, ge=0, le=65535, description="Port of the HTTP server: /v1/traces, /v1/logs, /v1/events and /api."
     )
-    retry_after_seconds: int = Field(2, description="Retry-After sent with 429/503 answers.")
-    spool_max_bytes: int = Field(2 * 1024**3, description="Disk the spool may use while the store is unavailable.")
-    drain_interval_seconds: float = Field(1.0, description="How often the spool is retried into the store.")
+    grpc_port: int = Field(4317, ge=0, le=65535, description="Port of the OTLP/gRPC server; 0 disables it.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1, description="Largest request body accepted, as sent (compressed)."
+    )
+    max_decompressed_bytes: int = Field(
+        32 * 1024 * 1024, ge=1, description="Largest body accepted after decompression."
+    )
+    batch_max_rows: int = Field(50_000, ge=1, description="Rows the writer puts in one insert at most.")
+    batch_max_wait_ms: int = Field(
+        20, ge=0, description="How long the writer waits to gather a batch once rows arrive."
+    )
+    queue_max_rows: int = Field(
+        400_000, ge=1, description="Rows waiting for the writer before requests get 503 + Retry-After."
+    )
+    retry_after_seconds: int = Field(2, ge=0, description="Retry-After sent with 429/503 answers.")
+    spool_max_bytes: int = Field(
+        2 * 1024**3, ge=0, description="Disk the spool may use while the store is unavailable."
+    )
+    drain_interval_seconds: float = Field(1.0, gt=0, description="How often the spool is retried into the store.")
     key_aliases: dict[str, list[str]] = Field(
         default_factory=lambda: {
             "order.id": ["order_id", "erp.order.id", "sales_order.id"],
@@ -69,7 +82,8 @@ class IngestSettings(BaseSettings):
 
     tokens: dict[str, list[str]] = Field(
         default_factory=dict,
-        description='JSON map of token to the sources it may send, e.g. {"s3cr3t": ["wms"]}. No default.',
+        description="JSON map of token (at least 16 characters) to the sources it may send,"
+        ' e.g. {"s3cr3t...": ["wms"]}. No default.',
     )
 
     @field_validator("tokens")
@@ -90,8 +104,17 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOWER_API_")
 
     tokens: dict[str, Role] = Field(
-        default_factory=dict, description='JSON map of bearer token to role, e.g. {"t0k3n...": "admin"}. No default.'
+        default_factory=dict,
+        description="JSON map of bearer token (at least 16 characters) to role,"
+        ' e.g. {"t0k3n...": "admin"}. No default.',
     )
+
+    @field_validator("tokens")
+    @classmethod
+    def _long_enough(cls, value: dict[str, Role]) -> dict[str, Role]:
+        if any(len(token) < 16 for token in value):
+            raise ValueError("API tokens must be at least 16 characters")
+        return value
 
 
 class TelemetrySettings(BaseSettings):
@@ -118,7 +141,7 @@ class SlaSettings(BaseSettings):
         description="Sources source-silence watches; empty: every source system seen within expect_seen_within.",
     )
     expect_seen_within_hours: float = Field(
-        168, description="With no expected_sources: watch systems seen this recently."
+        168, gt=0, description="With no expected_sources: watch systems seen this recently."
     )
 
 
@@ -131,3 +154,58 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     telemetry: TelemetrySettings = Field(default_factory=lambda: TelemetrySettings())
     sla: SlaSettings = Field(default_factory=lambda: SlaSettings())
+
+
+# Parts of a variable's name that mark a secret (or a URL that may carry one): its value is never echoed.
+_SECRET_PARTS = ("TOKEN", "SECRET", "PASSWORD", "URL", "KEY")
+
+
+def _settings_models() -> dict[str, type[BaseSettings]]:
+    found: dict[str, type[BaseSettings]] = {}
+    pending: list[type[BaseSettings]] = [BaseSettings]
+    while pending:
+        for model in pending.pop().__subclasses__():
+            found.setdefault(model.__name__, model)
+            pending.append(model)
+    return found
+
+
+def _parses(value: str | None) -> bool:
+    """Whether an environment value is absent or valid JSON (which variable held the unparsable value)."""
+    if value is None:
+        return True
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
+def settings_problems(exc: BaseException) -> list[str] | None:
+    """What is wrong with the environment when a settings model did not load, one line per problem naming the
+    variable (`TOWER_COLLECTOR_HTTP_PORT='abc': Input should be a valid integer, ...`); None when `exc` is not
+    about settings. The values of secrets (tokens, passwords, URLs, keys) are not shown."""
+    if isinstance(exc, SettingsError):  # a value pydantic-settings could not even parse (the JSON of a map, a list)
+        named = re.search(r'field "(\w+)"', str(exc))
+        field = named.group(1) if named else ""
+        candidates = sorted(
+            str(model.model_config.get("env_prefix", "")).upper() + field.upper()
+            for model in _settings_models().values()
+            if field in model.model_fields
+        )
+        candidates = [name for name in candidates if not _parses(os.environ.get(name))] or candidates
+        return [f"{' or '.join(candidates) or 'a TOWER_* variable'}: not valid JSON ({exc})"]
+    if not isinstance(exc, ValidationError):
+        return None
+    model = _settings_models().get(exc.title)
+    if model is None:
+        return None
+    prefix = str(model.model_config.get("env_prefix", "")).upper()
+    lines = []
+    for error in exc.errors():
+        first, *rest = [str(part) for part in error["loc"]] or ["?"]
+        name = prefix + first.upper()
+        where = f" (at {'.'.join(rest)})" if rest else ""
+        shown = "" if any(part in name for part in _SECRET_PARTS) else f"={error.get('input')!r}"
+        lines.append(f"{name}{shown}{where}: {error['msg']}")
+    return lines

@@ -92,12 +92,18 @@ class Tower:
         """Start the writer, the spool drainer, and what the role runs: the OTLP/gRPC server, the scheduled jobs."""
         plan = plan_for(self.role)
         self.pipeline.start()
-        if plan.doors and self.settings.collector.grpc_port:
-            from collector.otlp.grpc_server import start_grpc_server
+        try:
+            if plan.doors and self.settings.collector.grpc_port:
+                from collector.otlp.grpc_server import start_grpc_server
 
-            self.background.append(start_grpc_server(self.ingest, self.settings.collector))
-        if plan.jobs:
-            self.scheduler.start()
+                self.background.append(start_grpc_server(self.ingest, self.settings.collector))
+            if plan.jobs:
+                self.scheduler.start()
+        except BaseException:
+            # a half-started tower (the gRPC port taken) stops what did start and closes the store: a process
+            # that exits with the store's threads still running can crash on the way out
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Stop the jobs (a running one finishes), stop accepting, finish what is queued, close the store."""

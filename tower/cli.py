@@ -7,7 +7,23 @@ import click
 from kernel.settings import Settings
 
 
-@click.group()
+class _Tower(click.Group):
+    """The command group: settings the environment gets wrong end any command with one line per problem, naming
+    the variable, instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from kernel.settings import settings_problems
+
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            problems = settings_problems(exc)
+            if problems is None:
+                raise
+            raise click.ClickException("invalid settings:\n  " + "\n  ".join(problems)) from exc
+
+
+@click.group(cls=_Tower)
 def main() -> None:
     """Control tower for distribution integrations."""
 
@@ -58,14 +74,16 @@ def serve(
         settings.collector.grpc_port = grpc_port
     if data_dir:
         settings.store.data_dir = Path(data_dir)
+    from kernel.store import StoreUnavailable
     from sla_rules.loader import RuleFileError
     from tower.roles import RoleError, RoleSettings
+    from tower.server import StartupError
 
     try:
         run(settings, role or RoleSettings().role, dashboard=dashboard, demo=demo)
     except RuleFileError as exc:
         raise click.ClickException(f"rule files do not load:\n{exc}") from exc
-    except RoleError as exc:
+    except (RoleError, StartupError, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -75,9 +93,12 @@ def migrate() -> None:
     run on every start)."""
     from kernel.schema.migrations import migrate as run
     from kernel.schema.retention import RetentionSettings, apply_retention
-    from kernel.store import open_store
+    from kernel.store import StoreUnavailable, open_store
 
-    store = open_store(Settings().store)
+    try:
+        store = open_store(Settings().store)
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
         applied = run(store)
         changes = apply_retention(store, RetentionSettings())

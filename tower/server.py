@@ -102,6 +102,20 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+class StartupError(RuntimeError):
+    """The tower cannot start as configured (its ports are in use); the message says what to change."""
+
+
+def taken_ports(settings: Settings, role: str) -> list[str]:
+    """The addresses this process would listen on that another process holds now, each with the setting that
+    moves it: checked before anything opens, so a second tower stops with one clear line."""
+    c = settings.collector
+    wanted = [(c.http_port, "HTTP: --port, TOWER_COLLECTOR_HTTP_PORT")]
+    if plan_for(role).doors and c.grpc_port:
+        wanted.append((c.grpc_port, "OTLP/gRPC: --grpc-port, TOWER_COLLECTOR_GRPC_PORT; 0 disables it"))
+    return [f"{c.host}:{port} ({what})" for port, what in wanted if not port_free(c.host, port)]
+
+
 def dashboard_child(settings: Settings, ui: DashboardProcessSettings, api_url: str, token: str | None) -> Child:
     """The dashboard against this tower's API (signed in with `token` unless TOWER_DASHBOARD_TOKEN is set), its
     output in `<data dir>/dashboard.log`."""
@@ -160,7 +174,8 @@ def _start_when_up(server: _Server, children: Children, pending: Sequence[Child]
 
 
 def _run(server: _Server) -> None:
-    """Run the server until Ctrl-C / SIGTERM; the signal ends it gracefully and returns normally."""
+    """Run the server until Ctrl-C / SIGTERM; the signal ends it gracefully and returns normally. A failed start
+    exits 3 (uvicorn), after the tower stopped what it had started."""
     if threading.current_thread() is not threading.main_thread():
         server.run()
         return
@@ -180,12 +195,16 @@ def _run(server: _Server) -> None:
 
 
 def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = None, demo: bool = False) -> None:
-    """Start the tower in `role` (tower/roles.py; RoleError before anything opens when the configuration cannot
-    run it) and block until Ctrl-C / SIGTERM. Role `all` also runs the dashboard (`dashboard`, default
-    TOWER_DASHBOARD_ENABLED); `demo` adds the local Slack stand-in and `tower demo --live`."""
+    """Start the tower in `role` (tower/roles.py; before anything opens, RoleError when the configuration cannot
+    run it, StartupError when its ports are taken) and block until Ctrl-C / SIGTERM. Role `all` also runs the
+    dashboard (`dashboard`, default TOWER_DASHBOARD_ENABLED); `demo` adds the local Slack stand-in and
+    `tower demo --live`."""
     plan = check_role(role, settings)
     if demo and role != "all":
         raise RoleError(f"--demo runs the whole tower in one process: it needs the role all, not {role}")
+    taken = taken_ports(settings, role)
+    if taken:
+        raise StartupError(f"in use by another process (another tower?): {'; '.join(taken)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     generated_admin: str | None = None
     if role == "all":
@@ -213,6 +232,8 @@ def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = Non
         scheduler = SchedulerSettings()
         hold = demo and scheduler.enabled
         tower = build_tower(settings, role=role, scheduler=SchedulerSettings(enabled=False) if hold else scheduler)
+        if plan.jobs:
+            tower.scheduler.enabled_jobs()  # each job's settings read now: a bad one stops the start here, not later
         if plan.maintains_schema:
             apply_retention(tower.store, RetentionSettings())  # TOWER_RETENTION_*: TTLs, only where they differ
         app = create_app(tower)

@@ -10,12 +10,36 @@ directory; tests use the pair to exercise the spool against the real store.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from kernel.store.base import Params, Row, StoreError, StoreUnavailable, decode_rows, encode_rows, param_text
+
+
+def holder_of(data_dir: Path) -> str | None:
+    """Another process holding the data directory, as its `status` file describes it ('PID 123, started at
+    ...'), or None when none does. The engine keeps an exclusive lock on that file while it runs."""
+    status = data_dir / "status"
+    try:
+        with status.open("rb") as file:
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = file.read(4096).decode("utf-8", "replace")
+            else:
+                fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+                return None
+    except OSError:
+        return None
+    fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    pid, started = fields.get("PID", "").strip(), fields.get("Started at", "").strip()
+    if pid == str(os.getpid()):
+        return None  # this process: the engine refuses a second directory itself, with its own message
+    return f"PID {pid or 'unknown'}" + (f", started at {started}" if started else "")
 
 
 class EmbeddedStore:
@@ -33,6 +57,14 @@ class EmbeddedStore:
         self._closed = False
 
     def _open(self, session_type: Any) -> Any:
+        # asked first: the engine's own refusal is an obscure message (and a line on stderr)
+        holder = holder_of(self.data_dir)
+        if holder is not None:
+            raise StoreUnavailable(
+                f"the embedded store at {self.data_dir} is in use by another process ({holder}): it serves one"
+                " process at a time. Stop that process, or use it through its API, or give this one another"
+                " data directory (--data-dir, TOWER_STORE_DATA_DIR)"
+            )
         try:
             return session_type(str(self.data_dir))
         except Exception as exc:  # chDB raises plain RuntimeError for a second data directory

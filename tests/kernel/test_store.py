@@ -1,12 +1,14 @@
-"""The embedded store: typed parameters, inserts, migrations, many threads."""
+"""The embedded store: typed parameters, inserts, migrations, many threads, who holds a data directory (another
+process holding it: tests/tower/test_serve.py)."""
 
 from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 from kernel.schema.migrations import MIGRATIONS, applied_versions, migrate
-from kernel.store.embedded import EmbeddedStore
+from kernel.store.embedded import EmbeddedStore, holder_of
 
 
 def test_parameters_are_bound_not_formatted(store: EmbeddedStore) -> None:
@@ -63,3 +65,14 @@ def test_insert_and_query_many_threads(store: EmbeddedStore) -> None:
         t.join()
     assert errors == []
     assert store.query("SELECT count() AS n FROM dead_letters") == [{"n": 200}]
+
+
+def test_a_directory_this_process_holds_or_nobody_holds_has_no_other_holder(
+    store: EmbeddedStore, tmp_path: Path
+) -> None:
+    status = store.data_dir / "status"
+    assert status.exists() and "PID:" in status.read_text()  # the engine's lock file, held by this process
+    assert holder_of(store.data_dir) is None
+    assert holder_of(tmp_path) is None  # no status file
+    (tmp_path / "status").write_text("PID: 1\nStarted at: 2026-11-27 08:00:00\n")  # left by a stopped process
+    assert holder_of(tmp_path) is None

@@ -132,6 +132,79 @@ def test_no_dashboard_and_a_taken_port_start_none(tmp_path: Path) -> None:
             assert proc.wait(timeout=60) == 0
 
 
+@pytest.mark.slow
+def test_a_second_tower_on_the_same_store_or_ports_stops_with_one_line(tmp_path: Path) -> None:
+    """Beside a running tower: the same data directory (other ports), the same ports (another directory) and
+    `tower migrate` on its store each exit 1 with one line saying what is in use, and open nothing."""
+    with serve(tmp_path / "first", "--no-dashboard") as (proc, log, ports):
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
+        environment["TOWER_SCHEDULER_ENABLED"] = "false"
+        first = tmp_path / "first" / "data"
+
+        def tower(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "tower", *args]
+            return subprocess.run(command, env=environment | env, capture_output=True, text=True, timeout=120)
+
+        other = ["--port", str(free_port()), "--grpc-port", str(free_port())]
+        same_store = tower("serve", "--no-dashboard", "--data-dir", str(first), *other)
+        assert same_store.returncode == 1, same_store.stderr
+        assert same_store.stderr.startswith(
+            f"Error: the embedded store at {first / 'clickhouse'} is in use by another process (PID {proc.pid},"
+        )
+        assert "Traceback" not in same_store.stderr + same_store.stdout
+        assert "Code: 76" not in same_store.stderr  # the engine is not asked: its own refusal is obscure
+
+        migrate = tower("migrate", TOWER_STORE_DATA_DIR=str(first))
+        assert migrate.returncode == 1
+        assert f"is in use by another process (PID {proc.pid}," in migrate.stderr
+
+        second = tmp_path / "second"
+        same_ports = tower(
+            "serve", "--no-dashboard", "--data-dir", str(second), "--port", ports["http"], "--grpc-port", ports["grpc"]
+        )
+        assert same_ports.returncode == 1
+        assert same_ports.stderr == (
+            f"Error: in use by another process (another tower?): 127.0.0.1:{ports['http']} (HTTP: --port,"
+            f" TOWER_COLLECTOR_HTTP_PORT); 127.0.0.1:{ports['grpc']} (OTLP/gRPC: --grpc-port,"
+            " TOWER_COLLECTOR_GRPC_PORT; 0 disables it)\n"
+        )
+        assert not second.exists()  # nothing opened, no tokens generated
+
+        assert httpx.get(f"http://127.0.0.1:{ports['http']}/healthz", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+
+def test_invalid_settings_stop_serve_with_one_line_per_problem(tmp_path: Path) -> None:
+    env = {"TOWER_COLLECTOR_HTTP_PORT": "abc", "TOWER_API_TOKENS": json.dumps({"sh0rt-s3cret": "admin"})}
+    result = CliRunner().invoke(main, ["serve", "--no-dashboard", "--data-dir", str(tmp_path / "data")], env=env)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: invalid settings:\n  TOWER_COLLECTOR_HTTP_PORT='abc': Input should be")
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "data").exists()  # nothing opened
+
+    result = CliRunner().invoke(main, ["serve", "--no-dashboard"], env={"TOWER_API_TOKENS": env["TOWER_API_TOKENS"]})
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: invalid settings:\n  TOWER_API_TOKENS: Value error, API tokens must be at least 16 characters\n"
+    )  # the token itself is not repeated
+
+
+@pytest.mark.slow
+def test_a_job_setting_out_of_range_stops_serve_before_it_serves(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
+    environment["TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS"] = "-1"
+    command = [sys.executable, "-m", "tower", "serve", "--no-dashboard", "--data-dir", str(tmp_path / "data")]
+    command += ["--port", str(free_port()), "--grpc-port", "0"]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.endswith(
+        "Error: invalid settings:\n  TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS='-1': Input should be greater than 0\n"
+    )
+    assert "Control tower" not in result.stdout  # no banner: it never served
+    assert "Traceback" not in result.stderr
+
+
 def test_demo_needs_the_role_all(tmp_path: Path) -> None:
     env = {
         "TOWER_ROLE": "api",
