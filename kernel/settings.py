@@ -34,6 +34,9 @@ class StoreSettings(BaseSettings):
         None, description="ClickHouse server URL, http[s]://user:password@host:8123 (server backend)."
     )
     database: str = Field("tower", description="Database on the ClickHouse server (server backend).")
+    backup_dir: Path | None = Field(
+        None, description="Folder of the embedded store's backups (`tower backup`); default: <data dir>/backups."
+    )
 
 
 class CollectorSettings(BaseSettings):

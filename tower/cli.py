@@ -136,6 +136,11 @@ def _register() -> None:
     from tower.commands import reconcile
 
     main.add_command(reconcile.reconcile)
+    from tower.commands import backup
+
+    main.add_command(backup.backup)
+    main.add_command(backup.backups)
+    main.add_command(backup.restore)
 
 
 _register()

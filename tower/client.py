@@ -59,11 +59,18 @@ def reasons(answer: Any) -> str:
     return str(detail or "")
 
 
-def api_call(
-    url: str | None, token: str | None, method: str, path: str, *, timeout: float = 60.0, **kwargs: Any
-) -> dict[str, Any]:
-    """One API call with `token` (else the admin token); its JSON object, or ApiFailed on connection errors and
-    on any answer other than 200 with a JSON object, with the tower's reasons."""
+def api_json(
+    url: str | None,
+    token: str | None,
+    method: str,
+    path: str,
+    *,
+    timeout: float = 60.0,
+    expect: tuple[int, ...] = (200,),
+    **kwargs: Any,
+) -> Any:
+    """One API call with `token` (else the admin token); its JSON answer, or ApiFailed on connection errors and
+    on any status not in `expect`, with the tower's reasons."""
     with client(url, resolve_admin_token(token), timeout=timeout) as http:
         try:
             response = http.request(method, path, **kwargs)
@@ -73,6 +80,17 @@ def api_call(
         body: Any = response.json()
     except ValueError:
         body = None
-    if response.status_code != 200 or not isinstance(body, dict):
+    if response.status_code not in expect or body is None:
         raise ApiFailed(f"the tower answered {response.status_code}: {reasons(body) or response.text[:300]}")
+    return body
+
+
+def api_call(
+    url: str | None, token: str | None, method: str, path: str, *, timeout: float = 60.0, **kwargs: Any
+) -> dict[str, Any]:
+    """One API call with `token` (else the admin token); its JSON object, or ApiFailed on connection errors and
+    on any answer other than 200 with a JSON object, with the tower's reasons."""
+    body = api_json(url, token, method, path, timeout=timeout, **kwargs)
+    if not isinstance(body, dict):
+        raise ApiFailed(f"the tower answered 200 with {type(body).__name__}, not a JSON object")
     return body

@@ -47,11 +47,14 @@ class EmbeddedStore:
 
     backend = "embedded"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, backup_dir: Path | None = None) -> None:
+        """`backup_dir`: the one folder BACKUP may write to and RESTORE read from (default: `backups` beside
+        `data_dir`; kernel/backups.py)."""
         from chdb.session import Session
 
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
+        self.backup_dir = (backup_dir or data_dir.parent / "backups").absolute()
         self._lock = threading.Lock()
         self._session: Any = self._open(Session)
         self._closed = False
@@ -66,9 +69,29 @@ class EmbeddedStore:
                 " data directory (--data-dir, TOWER_STORE_DATA_DIR)"
             )
         try:
-            return session_type(str(self.data_dir))
+            return session_type(self._connection())
         except Exception as exc:  # chDB raises plain RuntimeError for a second data directory
             raise StoreUnavailable(f"cannot open embedded store at {self.data_dir}: {exc}") from exc
+
+    def _connection(self) -> str:
+        # startup arguments of the engine travel in the connection string: the backups folder is its config
+        return f"file:{self.data_dir.absolute()}?backups.allowed_path={self.backup_dir}"
+
+    def beside(self, sql: str, params: Params | None = None) -> None:
+        """Run one long statement (a BACKUP) on a second connection to the same data directory, outside the
+        store's lock: every other call goes on meanwhile. The engine's ASYNC form is no substitute: the next
+        statement on this connection fails while it runs (same query id)."""
+        from chdb.session import Session
+
+        if self._closed:
+            raise StoreUnavailable("embedded store is closed")
+        session = self._open(Session)
+        try:
+            session.query(sql, "CSV", params=self._params(params))
+        except Exception as exc:
+            raise StoreError(str(exc)) from exc
+        finally:
+            session.close()
 
     def _params(self, params: Params | None) -> dict[str, str] | None:
         if not params:

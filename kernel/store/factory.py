@@ -16,4 +16,4 @@ def open_store(settings: StoreSettings) -> Store:
         return ServerStore(settings.url.get_secret_value(), settings.database)
     from kernel.store.embedded import EmbeddedStore
 
-    return EmbeddedStore(settings.data_dir / "clickhouse")
+    return EmbeddedStore(settings.data_dir / "clickhouse", settings.backup_dir or settings.data_dir / "backups")

@@ -18,6 +18,7 @@ import pytest
 import tests.support
 from alerting.silences import SilenceStore
 from kernel.api_auth import ROLES
+from kernel.backups import Backups
 from kernel.clock import FixedClock, SystemClock
 from kernel.exceptions import ExceptionStore, NewException
 from kernel.routing import ExceptionMatch
@@ -62,6 +63,9 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/silences"): OPERATE,
     ("GET", "/api/silences"): READ,
     ("DELETE", "/api/silences/{silence_id}"): OPERATE,
+    ("POST", "/api/backups"): ADMIN,
+    ("GET", "/api/backups"): ADMIN,
+    ("GET", "/api/backups/{name}"): ADMIN,
 }
 
 # Routes answering a file: path -> the media types their 200 answer documents.
@@ -73,6 +77,7 @@ FILE_ROUTES: dict[str, tuple[str, ...]] = {
 # a replay is only for technical exceptions, so an admitted caller gets 409.
 ADMITTED_STATUS: dict[tuple[str, str], int] = {
     ("POST", "/api/exceptions/{exception_id}/replay"): 409,
+    ("POST", "/api/backups"): 202,  # started, running in the engine's background
 }
 
 RULE = rule_mapping("release-test")
@@ -125,8 +130,10 @@ def test_every_api_route_is_classified(roles_tower: RunningTower) -> None:
     assert ALLOWED.keys() - operations == set(), "these routes are gone; remove them from ALLOWED"
 
 
-def call(http: httpx.Client, method: str, path: str, exception_id: str, silence_id: str = "none") -> httpx.Response:
-    url = path.format(exception_id=exception_id, key="SO-1", silence_id=silence_id)
+def call(
+    http: httpx.Client, method: str, path: str, exception_id: str, silence_id: str = "none", backup: str = "none"
+) -> httpx.Response:
+    url = path.format(exception_id=exception_id, key="SO-1", silence_id=silence_id, name=backup)
     body = BODIES.get((method, path))
     return http.request(method, url, json=body) if body is not None else http.request(method, url)
 
@@ -138,11 +145,12 @@ def test_each_role_against_each_route(roles_tower: RunningTower, store: Store) -
     silence = SilenceStore(store, SystemClock()).create(
         ExceptionMatch(key=["SO-1"]), created_by="test", comment="roles", duration=timedelta(hours=1)
     )
+    backup = Backups(store, SystemClock()).start()
     wrong: list[str] = []
     for (method, path), allowed in sorted(ALLOWED.items()):
         for role in ROLES:
             with roles_tower.api(role) as http:
-                response = call(http, method, path, record.id, silence.id)
+                response = call(http, method, path, record.id, silence.id, backup.name)
             if role in allowed:
                 # the operator acts on the exception first; the admin then finds it acknowledged or resolved
                 ok = response.status_code in (200, ADMITTED_STATUS.get((method, path), 200)) or (
@@ -184,7 +192,8 @@ def test_openapi_documents_every_api_route(roles_tower: RunningTower) -> None:
                 problems.append(f"{name}: no summary")
             if "Roles:" not in operation.get("description", ""):
                 problems.append(f"{name}: the description does not name the roles")
-            success = responses.get("200", {}).get("content", {}).get("application/json", {}).get("schema")
+            answer = responses.get("200") or responses.get("202", {})  # 202: started (a backup)
+            success = answer.get("content", {}).get("application/json", {}).get("schema")
             if path in FILE_ROUTES:  # downloads document their file types instead of JSON
                 content = responses.get("200", {}).get("content", {})
                 success = all(content.get(media, {}).get("schema") for media in FILE_ROUTES[path])

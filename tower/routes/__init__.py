@@ -2,12 +2,13 @@
 
 from fastapi import APIRouter
 
-from tower.routes import alerts_delivery, exceptions, overview, replay, reports, silences, sla, slack, timeline
+from tower.routes import alerts_delivery, backups, exceptions, overview, replay, reports, silences, sla, slack, timeline
 from tower.routes import reconcile as reconcile_routes
 from tower.routes.sla_runs import router as sla_runs_router
 
 router = APIRouter()
 router.include_router(exceptions.router)
+router.include_router(backups.router)
 router.include_router(sla.router)
 router.include_router(sla_runs_router)
 router.include_router(timeline.router)
