@@ -8,6 +8,9 @@ engine may write backups to, set when the store opens). It runs on a second conn
 progress from `system.backups`. A restore (`restore`) needs no running tower: it opens a new, empty data directory
 and runs `RESTORE DATABASE default FROM File(...)` there.
 
+The `store-backup` job (off by default: each backup is a full copy of the store) takes one every interval and keeps
+the newest `keep`.
+
 The server backend's backups are the ClickHouse server's business (its `backups` configuration, or
 clickhouse-backup): `Backups.supported` is False there.
 """
@@ -18,12 +21,17 @@ import logging
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
 from kernel.clock import Clock
+from kernel.jobs import JobContext, JobFunction, JobSettings
 from kernel.store import Store
 
 # The engine's marker of a complete backup, written last.
@@ -192,19 +200,83 @@ class Backups:
         """One backup by name; None when there is none."""
         if not NAME.match(name):
             return None
-        row = self._engine_rows().get(name)
-        if row is None and not (self._folder() / name).is_dir():
+        if not (self._folder() / name).is_dir():  # never taken, or deleted (the engine still remembers it)
             return None
-        return self._backup(name, row)
+        return self._backup(name, self._engine_rows().get(name))
+
+    def wait(self, name: str, timeout: float, poll: float = 0.5) -> Backup:
+        """The backup `name` once it is no longer creating, or as it stands after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.status(name)
+            if found is None:
+                raise BackupError(f"no backup named {name!r}")
+            if found.status != "creating" or time.monotonic() >= deadline:
+                return found
+            time.sleep(poll)
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete the complete backups older than the newest `keep`, and the failed or incomplete ones older than
+        the newest complete one (never one being created); answers the names deleted."""
+        backups = self.list()  # newest first
+        complete = [b for b in backups if b.status == "created"]
+        if not complete:
+            return []
+        newest = complete[0].name
+        doomed = complete[keep:]
+        doomed += [b for b in backups if b.status in ("failed", "incomplete") and b.name < newest]
+        for backup in doomed:
+            shutil.rmtree(backup.path)
+            log.info("backup %s deleted (keeping the newest %d)", backup.path, keep)
+        return sorted(b.name for b in doomed)
 
     def list(self) -> list[Backup]:
-        """Every backup in the folder (and those this process is taking), newest first."""
+        """Every backup in the folder (those this process is taking included), newest first."""
         folder = self._folder()
         rows = self._engine_rows()
-        names = set(rows)
-        if folder.is_dir():
-            names |= {p.name for p in folder.iterdir() if p.is_dir() and NAME.match(p.name)}
+        if not folder.is_dir():
+            return []
+        names = {p.name for p in folder.iterdir() if p.is_dir() and NAME.match(p.name)}  # a start makes its folder
         return [self._backup(name, rows.get(name)) for name in sorted(names, reverse=True)]
+
+
+class StoreBackupSettings(JobSettings):
+    """The `store-backup` job (TOWER_JOB_STORE_BACKUP_*): a backup of the embedded store every interval, keeping the
+    newest `keep`. Off by default: each backup is a full copy of the store, on the same host unless the backups
+    folder (TOWER_STORE_BACKUP_DIR) is a mount of another disk."""
+
+    model_config = SettingsConfigDict(env_prefix="TOWER_JOB_STORE_BACKUP_")
+
+    enabled: bool = Field(False, description="Back up the embedded store on a schedule (`tower backup` does it now).")
+    interval_seconds: float = Field(86400.0, gt=0, description="Seconds between backups (default daily).")
+    keep: int = Field(
+        7, ge=1, description="Complete backups kept; after each new one the older ones beyond it are deleted."
+    )
+    timeout_seconds: float = Field(3600.0, gt=0, description="How long a run waits for its backup to be created.")
+
+
+def backup_job(backups: Backups) -> JobFunction:
+    """The `store-backup` job function over `backups`."""
+
+    def store_backup(context: JobContext) -> dict[str, Any]:
+        """Back up the embedded store, wait for it, then delete the backups beyond the newest `keep`."""
+        settings = context.settings
+        assert isinstance(settings, StoreBackupSettings)
+        started = backups.start()
+        found = backups.wait(started.name, settings.timeout_seconds)
+        if found.status != "created":
+            raise BackupError(f"backup {found.name} {found.status}: {found.error or 'not created in time'}")
+        removed = backups.prune(settings.keep)
+        context.log.info(
+            "backup %s created (%d files, %d bytes); removed %s",
+            found.name,
+            found.files,
+            found.bytes,
+            ", ".join(removed) or "none",
+        )
+        return {"backup": found.name, "files": found.files, "bytes": found.bytes, "removed": removed}
+
+    return store_backup
 
 
 def restore(backup: Path, data_dir: Path) -> dict[str, int]:

@@ -35,6 +35,7 @@ from collector.auth import TokenRegistry
 from collector.pipeline import IngestPipeline
 from collector.service import IngestService
 from collector.spool import Spool
+from kernel.backups import Backups, StoreBackupSettings, backup_job
 from kernel.clock import Clock, SystemClock
 from kernel.exceptions import ExceptionStore
 from kernel.jobs import JobContext, JobRegistry, JobSettings, SchedulerSettings
@@ -280,6 +281,9 @@ def build_tower(
     register_finance_report(jobs, reports, store, uploader)  # the monthly finance-report job
     reconciler = build_reconcile(settings, store, parts.exceptions, clock, parts.rules, reconcile)
     jobs.add("reconcile", reconcile_job(reconciler), settings=ReconcileJobSettings)
+    backups = Backups(store, clock)
+    if backups.supported:  # the embedded store; a server's backups are made on the server
+        jobs.add("store-backup", backup_job(backups), settings=StoreBackupSettings)
     observers: list[Callable[[JobRun], None]] = [
         JobHealth(parts.exceptions, rule, parts.rules.routing.owner_for).observe
         for rule in parts.rules.enabled

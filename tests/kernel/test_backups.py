@@ -1,9 +1,10 @@
 """Online backups of the embedded store and restores into a new data directory (kernel/backups.py), through
-the API and the `tower backup`, `tower backups` and `tower restore` commands. A restore opens another data
-directory, so it runs as a subprocess (one data directory per process)."""
+the API, the `tower backup`, `tower backups` and `tower restore` commands, and the `store-backup` job. A restore
+opens another data directory, so it runs as a subprocess (one data directory per process)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -13,8 +14,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from kernel.backups import MARKER, Backup, Backups
+from kernel.backups import MARKER, Backup, Backups, StoreBackupSettings, backup_job
 from kernel.clock import FixedClock
+from kernel.jobs import JobContext
 from kernel.store.embedded import EmbeddedStore
 from tests.factories import api_token
 from tests.support import RunningTower
@@ -107,3 +109,24 @@ def test_tower_backup_through_the_api_admin_only(tower: RunningTower, store: Emb
     assert "the tower answered 403: role 'viewer' may not do this" in refused.output
     with tower.api("admin") as http:
         assert http.get("/api/backups/20200101T000000Z").status_code == 404
+
+
+def test_the_store_backup_job_keeps_the_newest(store: EmbeddedStore) -> None:
+    store.command(EVENTS, {"first": 0, "n": 1000})
+    clock = FixedClock(datetime(2030, 1, 1, 2, 0, tzinfo=UTC))  # after every other test's backups
+    backups = Backups(store, clock)
+    job = backup_job(backups)
+    settings = StoreBackupSettings(enabled=True, keep=2)
+    assert StoreBackupSettings().enabled is False  # off unless asked: each backup is a full copy
+    left_behind = store.backup_dir / "20291231T000000Z"  # a process stopped while taking it: no marker
+    left_behind.mkdir(parents=True)
+    names = []
+    for day in range(3):
+        clock.set(datetime(2030, 1, 1 + day, 2, 0, tzinfo=UTC))
+        result = job(JobContext("store-backup", settings, clock, day + 1, logging.getLogger("test")))
+        names.append(result["backup"])
+        assert result["files"] > 0 and result["bytes"] > 0
+    assert names == ["20300101T020000Z", "20300102T020000Z", "20300103T020000Z"]
+    assert result["removed"] == ["20300101T020000Z"]
+    assert [b.name for b in backups.list()] == names[:0:-1]  # the newest two; the incomplete one went too
+    assert not left_behind.exists()
