@@ -103,7 +103,8 @@ def port_free(host: str, port: int) -> bool:
 
 
 class StartupError(RuntimeError):
-    """The tower cannot start as configured (its ports are in use); the message says what to change."""
+    """The tower cannot start as configured (its ports are in use, its data directory unusable); the message says
+    what to change."""
 
 
 def taken_ports(settings: Settings, role: str) -> list[str]:
@@ -114,6 +115,17 @@ def taken_ports(settings: Settings, role: str) -> list[str]:
     if plan_for(role).doors and c.grpc_port:
         wanted.append((c.grpc_port, "OTLP/gRPC: --grpc-port, TOWER_COLLECTOR_GRPC_PORT; 0 disables it"))
     return [f"{c.host}:{port} ({what})" for port, what in wanted if not port_free(c.host, port)]
+
+
+def data_dir_problem(data_dir: Path) -> str | None:
+    """Why the data directory (store, spool, generated tokens) cannot be used, or None: it is created if missing."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot use the data directory {data_dir}: {exc.strerror or exc} (--data-dir, TOWER_STORE_DATA_DIR)"
+    if not os.access(data_dir, os.W_OK | os.X_OK):
+        return f"the data directory {data_dir} is not writable (--data-dir, TOWER_STORE_DATA_DIR)"
+    return None
 
 
 def dashboard_child(settings: Settings, ui: DashboardProcessSettings, api_url: str, token: str | None) -> Child:
@@ -196,15 +208,18 @@ def _run(server: _Server) -> None:
 
 def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = None, demo: bool = False) -> None:
     """Start the tower in `role` (tower/roles.py; before anything opens, RoleError when the configuration cannot
-    run it, StartupError when its ports are taken) and block until Ctrl-C / SIGTERM. Role `all` also runs the
-    dashboard (`dashboard`, default TOWER_DASHBOARD_ENABLED); `demo` adds the local Slack stand-in and
-    `tower demo --live`."""
+    run it, StartupError when its ports are taken or its data directory is unusable) and block until Ctrl-C /
+    SIGTERM. Role `all` also runs the dashboard (`dashboard`, default TOWER_DASHBOARD_ENABLED); `demo` adds the
+    local Slack stand-in and `tower demo --live`."""
     plan = check_role(role, settings)
     if demo and role != "all":
         raise RoleError(f"--demo runs the whole tower in one process: it needs the role all, not {role}")
     taken = taken_ports(settings, role)
     if taken:
         raise StartupError(f"in use by another process (another tower?): {'; '.join(taken)}")
+    problem = data_dir_problem(settings.store.data_dir)
+    if problem:
+        raise StartupError(problem)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     generated_admin: str | None = None
     if role == "all":

@@ -205,6 +205,18 @@ def test_a_job_setting_out_of_range_stops_serve_before_it_serves(tmp_path: Path)
     assert "Traceback" not in result.stderr
 
 
+def test_an_unusable_data_directory_stops_serve_with_one_line(tmp_path: Path) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("not a directory")
+    ports = ["--port", str(free_port()), "--grpc-port", "0", "--no-dashboard"]
+    for data_dir, reason in ((taken, "File exists"), (taken / "data", "Not a directory")):
+        result = CliRunner().invoke(main, ["serve", "--data-dir", str(data_dir), *ports])
+        assert result.exit_code == 1
+        assert result.output == (
+            f"Error: cannot use the data directory {data_dir}: {reason} (--data-dir, TOWER_STORE_DATA_DIR)\n"
+        )
+
+
 def test_demo_needs_the_role_all(tmp_path: Path) -> None:
     env = {
         "TOWER_ROLE": "api",
