@@ -69,6 +69,7 @@ class _Run:
     started_at: datetime
     finished_at: datetime | None = None
     error: str = ""
+    thread: threading.Thread | None = None
 
 
 _RUNS: dict[str, _Run] = {}  # by the backup's folder
@@ -131,14 +132,19 @@ class Backups:
     def start(self) -> Backup:
         """Start a backup of the whole database in a thread of its own; answers its first status (creating)."""
         folder = self._folder()
-        folder.mkdir(parents=True, exist_ok=True)
         base = self.clock.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         name, n = base, 1
-        while (folder / name).exists():  # two in one second
-            n += 1
-            name = f"{base}-{n}"
-        path = folder / name
-        path.mkdir()  # claims the name; the engine writes into it
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            while (folder / name).exists():  # two in one second
+                n += 1
+                name = f"{base}-{n}"
+            path = folder / name
+            path.mkdir()  # claims the name; the engine writes into it
+        except OSError as exc:
+            raise BackupError(
+                f"cannot write a backup into {folder}: {exc.strerror or exc} (TOWER_STORE_BACKUP_DIR)"
+            ) from exc
         run = _Run(started_at=self.clock.now().astimezone(UTC))
         with _RUNS_LOCK:
             _RUNS[str(path)] = run
@@ -155,7 +161,8 @@ class Backups:
             finally:
                 run.finished_at = datetime.now(UTC)
 
-        threading.Thread(target=take, name=f"backup-{name}", daemon=True).start()
+        run.thread = threading.Thread(target=take, name=f"backup-{name}", daemon=True)
+        run.thread.start()
         return self._backup(name, None)
 
     def _engine_rows(self) -> dict[str, dict[str, Any]]:
@@ -238,6 +245,18 @@ class Backups:
             return []
         names = {p.name for p in folder.iterdir() if p.is_dir() and NAME.match(p.name)}  # a start makes its folder
         return [self._backup(name, rows.get(name)) for name in sorted(names, reverse=True)]
+
+
+def finish_running(timeout: float) -> list[str]:
+    """Wait up to `timeout` seconds for the backups this process is taking (the tower does before it closes the
+    store); answers the folders of those still running after it."""
+    with _RUNS_LOCK:
+        running = {path: run.thread for path, run in _RUNS.items() if run.thread is not None and run.thread.is_alive()}
+    deadline = time.monotonic() + timeout
+    for path, thread in running.items():
+        log.info("waiting for backup %s to finish before the store closes", path)
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [path for path, thread in running.items() if thread.is_alive()]
 
 
 class StoreBackupSettings(JobSettings):

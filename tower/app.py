@@ -35,7 +35,7 @@ from collector.auth import TokenRegistry
 from collector.pipeline import IngestPipeline
 from collector.service import IngestService
 from collector.spool import Spool
-from kernel.backups import Backups, StoreBackupSettings, backup_job
+from kernel.backups import Backups, StoreBackupSettings, backup_job, finish_running
 from kernel.clock import Clock, SystemClock
 from kernel.exceptions import ExceptionStore
 from kernel.jobs import JobContext, JobRegistry, JobSettings, SchedulerSettings
@@ -63,6 +63,8 @@ from tower.roles import plan_for, scheduler_lease
 from tower.scheduler import JobRun, Scheduler
 
 log = logging.getLogger(__name__)
+
+BACKUP_GRACE_SECONDS = 120.0  # how long a stopping tower waits for a running backup before it closes the store
 
 
 @dataclass
@@ -107,13 +109,17 @@ class Tower:
             raise
 
     def stop(self) -> None:
-        """Stop the jobs (a running one finishes), stop accepting, finish what is queued, close the store."""
+        """Stop the jobs (a running one finishes), stop accepting, finish what is queued, let running backups end,
+        close the store."""
         self.scheduler.stop()
         for server in self.background:
             server.stop(grace=5).wait()
         self.background.clear()
         self.pipeline.stop()
         if self.owns_store:
+            left = finish_running(BACKUP_GRACE_SECONDS)  # a backup reads the store on a connection of its own
+            if left:
+                log.warning("closing the store with backups still running (left incomplete): %s", ", ".join(left))
             self.store.close()
 
 

@@ -12,9 +12,18 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
-from kernel.backups import MARKER, Backup, Backups, StoreBackupSettings, backup_job
+from kernel.backups import (
+    MARKER,
+    Backup,
+    BackupError,
+    Backups,
+    StoreBackupSettings,
+    backup_job,
+    finish_running,
+)
 from kernel.clock import FixedClock
 from kernel.jobs import JobContext
 from kernel.store.embedded import EmbeddedStore
@@ -130,3 +139,21 @@ def test_the_store_backup_job_keeps_the_newest(store: EmbeddedStore) -> None:
     assert result["removed"] == ["20300101T020000Z"]
     assert [b.name for b in backups.list()] == names[:0:-1]  # the newest two; the incomplete one went too
     assert not left_behind.exists()
+
+
+def test_a_backups_folder_that_cannot_be_written_is_named(store: EmbeddedStore, tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    backups = Backups(store, FixedClock(datetime(2026, 11, 27, 9, tzinfo=UTC)))
+    backups.folder = blocked
+    with pytest.raises(BackupError, match=f"cannot write a backup into {blocked}: File exists"):
+        backups.start()
+
+
+def test_a_stopping_tower_waits_for_its_running_backups(store: EmbeddedStore) -> None:
+    store.command(EVENTS, {"first": 0, "n": 100_000})
+    backups = Backups(store, FixedClock(datetime(2026, 11, 27, 10, tzinfo=UTC)))
+    started = backups.start()
+    assert finish_running(60) == []  # what Tower.stop calls before it closes the store
+    done = backups.status(started.name)
+    assert done is not None and done.status == "created"

@@ -13,12 +13,16 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from kernel.api_auth import AUTH_RESPONSES, AdminDep, ApiError
-from kernel.backups import Backup, Backups
+from kernel.backups import Backup, BackupError, Backups
 
 router = APIRouter(prefix="/api/backups", tags=["backups"], responses=AUTH_RESPONSES)
 
 UNSUPPORTED: dict[int | str, dict[str, Any]] = {
-    409: {"model": ApiError, "description": "The tower's store is a ClickHouse server: back it up there."}
+    409: {
+        "model": ApiError,
+        "description": "The tower's store is a ClickHouse server (back it up there), or the backups folder cannot"
+        " be written.",
+    }
 }
 
 
@@ -65,7 +69,10 @@ class BackupOut(BaseModel):
     responses=UNSUPPORTED,
 )
 def start_backup(_: AdminDep, backups: BackupsDep) -> BackupOut:
-    return BackupOut.of(backups.start())
+    try:
+        return BackupOut.of(backups.start())
+    except BackupError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
 
 
 @router.get("", summary="List the store's backups, newest first", description="Roles: admin.", responses=UNSUPPORTED)
