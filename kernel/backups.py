@@ -36,7 +36,7 @@ from kernel.store import Store
 
 # The engine's marker of a complete backup, written last.
 MARKER = ".backup"
-NAME = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
+NAME = re.compile(r"\d{8}T\d{6}Z(-\d+)?")
 # Tables whose rows a restore reports, to check it against what the tower showed.
 COUNTED = ("business_events", "otel_traces", "exceptions", "sla_cases", "recon_runs")
 
@@ -205,7 +205,7 @@ class Backups:
 
     def status(self, name: str) -> Backup | None:
         """One backup by name; None when there is none."""
-        if not NAME.match(name):
+        if not NAME.fullmatch(name):
             return None
         if not (self._folder() / name).is_dir():  # never taken, or deleted (the engine still remembers it)
             return None
@@ -243,7 +243,7 @@ class Backups:
         rows = self._engine_rows()
         if not folder.is_dir():
             return []
-        names = {p.name for p in folder.iterdir() if p.is_dir() and NAME.match(p.name)}  # a start makes its folder
+        names = {p.name for p in folder.iterdir() if p.is_dir() and NAME.fullmatch(p.name)}  # a start makes its folder
         return [self._backup(name, rows.get(name)) for name in sorted(names, reverse=True)]
 
 

@@ -36,7 +36,9 @@ def line(backup: dict[str, Any]) -> str:
 
 @click.command("backup")
 @click.option("--no-wait", is_flag=True, help="Start it and return; follow it with `tower backups`.")
-@click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds to wait for it.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True, help="Seconds to wait for it."
+)
 @click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
 @click.option("--token", help="API token of an admin (TOWER_TOKEN; default: the generated admin token).")
 def backup(no_wait: bool, timeout: float, url: str | None, token: str | None) -> None:
