@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench.sla import NOW, settle, write_history
 from bench.workdir import temp_workdir
-from kernel.backups import Backups
+from kernel.backups import Backups, folder_size
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore
 from kernel.schema.migrations import migrate
@@ -45,10 +45,6 @@ WRITE = (
     " SELECT concat('w-', toString(number + {first:UInt64})), 'erp', 'erp', 'order.accepted', {t:DateTime64(6, 'UTC')},"
     " concat('SO-W', toString(number + {first:UInt64})), {t:DateTime64(6, 'UTC')} FROM numbers(1000)"
 )
-
-
-def folder_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 class Writer:
@@ -82,6 +78,7 @@ class Writer:
 
 
 def counts(store: EmbeddedStore) -> dict[str, int]:
+    """Every table's rows."""
     tables = [r["name"] for r in store.query("SELECT name FROM system.tables WHERE database = 'default' ORDER BY name")]
     return {t: int(store.query(f"SELECT count() AS n FROM {t}")[0]["n"]) for t in tables}
 
@@ -97,7 +94,7 @@ def run(workdir: Path, orders: int) -> int:
     events = int(store.query("SELECT count() AS n FROM business_events")[0]["n"])
     print(f"data: {orders:,} orders, {events:,} events, SLA cases evaluated, in {time.perf_counter() - began:.1f} s")
     settle(store)
-    size = folder_size(store.data_dir)
+    _, size = folder_size(store.data_dir)
     print(f"store: {size / 1e6:,.0f} MB on disk")
 
     backups = Backups(store, clock)
@@ -148,11 +145,10 @@ def run(workdir: Path, orders: int) -> int:
     return 0 if ok else 1
 
 
+# `counts` of another data directory: its own process (one data directory per process)
 _COUNT = (
-    "import json, sys; from pathlib import Path; from kernel.store.embedded import EmbeddedStore;"
-    "s = EmbeddedStore(Path(sys.argv[1]));"
-    "t = [r['name'] for r in s.query(\"SELECT name FROM system.tables WHERE database = 'default'\")];"
-    "print(json.dumps({n: int(s.query(f'SELECT count() AS c FROM {n}')[0]['c']) for n in t}))"
+    "import json, sys; from pathlib import Path; from bench.backup import counts;"
+    " from kernel.store.embedded import EmbeddedStore; print(json.dumps(counts(EmbeddedStore(Path(sys.argv[1])))))"
 )
 
 

@@ -96,7 +96,8 @@ class Backup:
     error: str = ""
 
 
-def _size(folder: Path) -> tuple[int, int]:
+def folder_size(folder: Path) -> tuple[int, int]:
+    """The files under `folder` and their bytes."""
     files = [p for p in folder.rglob("*") if p.is_file()]
     return len(files), sum(p.stat().st_size for p in files)
 
@@ -108,7 +109,7 @@ def _time(text: Any) -> datetime | None:
 
 
 class Backups:
-    """Backups of one embedded store (`store.backup_dir`), named by the clock's time (`20261127T0900Z`)."""
+    """Backups of one embedded store (`store.backup_dir`), named by the clock's time (`20261127T090000Z`)."""
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
@@ -193,7 +194,7 @@ class Backups:
                 bytes=int(row["total_size"]),
                 error=row["error"],
             )
-        files, size = _size(path)
+        files, size = folder_size(path)
         complete = (path / MARKER).exists()
         with _RUNS_LOCK:
             run = _RUNS.get(str(path))
@@ -240,10 +241,10 @@ class Backups:
     def list(self) -> list[Backup]:
         """Every backup in the folder (those this process is taking included), newest first."""
         folder = self._folder()
-        rows = self._engine_rows()
         if not folder.is_dir():
             return []
         names = {p.name for p in folder.iterdir() if p.is_dir() and NAME.fullmatch(p.name)}  # a start makes its folder
+        rows = self._engine_rows()
         return [self._backup(name, rows.get(name)) for name in sorted(names, reverse=True)]
 
 
@@ -314,12 +315,10 @@ def restore(backup: Path, data_dir: Path) -> dict[str, int]:
     try:
         store.command("RESTORE DATABASE default FROM File({path:String})", {"path": str(backup)})
         tables = {r["name"] for r in store.query("SELECT name FROM system.tables WHERE database = 'default'")}
-        return {
-            table: int(store.query(f"SELECT count() AS n FROM {table}")[0]["n"]) for table in COUNTED if table in tables
-        }
+        counts = {t: int(store.query(f"SELECT count() AS n FROM {t}")[0]["n"]) for t in COUNTED if t in tables}
     except Exception:
         store.close()
         shutil.rmtree(target, ignore_errors=True)  # a half-restored store is worse than none
         raise
-    finally:
-        store.close()
+    store.close()
+    return counts

@@ -30,6 +30,14 @@ from tower.app import Tower, build_tower, create_app
 T = TypeVar("T")
 
 
+def run_tower(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m tower ARGS` in a process of its own (another data directory, or one that must exit), with this
+    environment less its TOWER_* variables plus `env`; its output as text."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")} | (env or {})
+    command = [sys.executable, "-m", "tower", *args]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,9 +5,6 @@ opens another data directory, so it runs as a subprocess (one data directory per
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +25,7 @@ from kernel.clock import FixedClock
 from kernel.jobs import JobContext
 from kernel.store.embedded import EmbeddedStore
 from tests.factories import api_token
-from tests.support import RunningTower
+from tests.support import RunningTower, run_tower
 from tower.cli import main
 
 EVENTS = (
@@ -81,9 +78,7 @@ def test_a_restore_gives_back_what_was_backed_up(store: EmbeddedStore, tmp_path:
     assert done.status == "created", done.error
     store.command(EVENTS, {"first": 100_000, "n": 5})  # after the backup: not in it
 
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
-    command = [sys.executable, "-m", "tower", "restore", done.path, "--data-dir", str(tmp_path / "restored")]
-    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+    result = run_tower("restore", done.path, "--data-dir", str(tmp_path / "restored"))
     assert result.returncode == 0, result.stderr
     assert f"restored {done.path} into {tmp_path / 'restored' / 'clickhouse'}" in result.stdout
     rows = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if line.endswith(" rows")}

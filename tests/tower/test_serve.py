@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from kernel.settings import Settings
 from tests.factories import make_settings
-from tests.support import free_port, wait_for
+from tests.support import free_port, run_tower, wait_for
 from tower.child_guard import guarded
 from tower.children import Child, Children
 from tower.cli import main
@@ -137,13 +137,10 @@ def test_a_second_tower_on_the_same_store_or_ports_stops_with_one_line(tmp_path:
     """Beside a running tower: the same data directory (other ports), the same ports (another directory) and
     `tower migrate` on its store each exit 1 with one line saying what is in use, and open nothing."""
     with serve(tmp_path / "first", "--no-dashboard") as (proc, log, ports):
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
-        environment["TOWER_SCHEDULER_ENABLED"] = "false"
         first = tmp_path / "first" / "data"
 
         def tower(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-            command = [sys.executable, "-m", "tower", *args]
-            return subprocess.run(command, env=environment | env, capture_output=True, text=True, timeout=120)
+            return run_tower(*args, env={"TOWER_SCHEDULER_ENABLED": "false", **env})
 
         other = ["--port", str(free_port()), "--grpc-port", str(free_port())]
         same_store = tower("serve", "--no-dashboard", "--data-dir", str(first), *other)
@@ -192,11 +189,8 @@ def test_invalid_settings_stop_serve_with_one_line_per_problem(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_a_job_setting_out_of_range_stops_serve_before_it_serves(tmp_path: Path) -> None:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TOWER_")}
-    environment["TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS"] = "-1"
-    command = [sys.executable, "-m", "tower", "serve", "--no-dashboard", "--data-dir", str(tmp_path / "data")]
-    command += ["--port", str(free_port()), "--grpc-port", "0"]
-    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+    serve_args = ["serve", "--no-dashboard", "--data-dir", str(tmp_path / "data"), "--port", str(free_port())]
+    result = run_tower(*serve_args, "--grpc-port", "0", env={"TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS": "-1"})
     assert result.returncode == 1
     assert result.stderr.endswith(
         "Error: invalid settings:\n  TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS='-1': Input should be greater than 0\n"
