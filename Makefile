@@ -4,7 +4,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 PY := .venv/bin/python
 
-.PHONY: run demo test lint typecheck pytest browser clean
+.PHONY: run demo test lint typecheck pytest test-tools clean
 
 $(UV):
 	python3 -m venv .tools
@@ -29,16 +29,20 @@ lint: .venv/.synced
 typecheck: .venv/.synced
 	.venv/bin/mypy
 
-# The dashboard's browser test drives Debian's headless Chromium; install it when missing and
-# apt-get can (root, Debian). Elsewhere that one test says it is skipped and why.
-browser:
-	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		echo "installing Debian's chromium for the browser test"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
-			|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null); \
-	fi
+# Tests drive two programs from Debian's packages: headless Chromium (the dashboard's browser test) and
+# Prometheus (scraping /metrics, evaluating docs/prometheus/tower-alerts.yml). Install them when missing and
+# apt-get can (root, Debian). Elsewhere those tests say they are skipped and why.
+DEBIAN_TOOLS := chromium prometheus
+test-tools:
+	@for pkg in $(DEBIAN_TOOLS); do \
+		if ! command -v $$pkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian's $$pkg for the tests"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkg >/dev/null 2>&1 \
+				|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$pkg >/dev/null); \
+		fi; \
+	done
 
-pytest: .venv/.synced browser
+pytest: .venv/.synced test-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -20,7 +20,8 @@ exceptions and 5,000,000 business events stored.
    dashboard makes them on a cold cache). Target: p95 under 300 ms for each call. Then, figures
    only, the SLA page's calls (GET /api/sla/trend?days=30, GET /api/sla/breaches) and, beside
    them, the same trend read from `sla_cases` FINAL (what the route did before it used the kept
-   reading).
+   reading); and a Prometheus scrape of GET /metrics with the store's counts read every time
+   (TOWER_METRICS_CACHE_SECONDS=0, the worst case).
 4. The overview right after an evaluation wrote cases: before each run, one more minute of business
    (the events of the following minute of the same orders, from bench/sla.py's generator, and the
    clock moved on a minute) and an incremental evaluation through the tower's SLA service, as the `sla-evaluate` job
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import secrets
 import statistics
 import threading
@@ -291,6 +293,7 @@ def run(workdir: Path, events: int, open_exceptions: int, spans: int, runs: int)
         telemetry=TelemetrySettings(exporter="none"),
     )
     clock = FixedClock(NOW)
+    os.environ["TOWER_METRICS_CACHE_SECONDS"] = "0"  # the scrape below reads the store every time
     with serving(settings, store, clock) as (url, tower):
         top_up(store, open_exceptions)
         since = (NOW - timedelta(hours=24)).isoformat()
@@ -330,6 +333,13 @@ def run(workdir: Path, events: int, open_exceptions: int, spans: int, runs: int)
             print(
                 f"  for comparison, the same trend read from sla_cases FINAL (as the route did before it used the"
                 f" kept reading): p50 {statistics.median(final):.1f} ms, p95 {percentile(final, 0.95):.1f} ms"
+            )
+            # A Prometheus scrape of GET /metrics, reading the store's counts every time (the bench sets
+            # TOWER_METRICS_CACHE_SECONDS=0: the worst case; by default a scrape reuses them for 15 s).
+            report(
+                "Prometheus scrape, no target: figures only",
+                measure(http, {"GET /metrics (the store's counts read every scrape)": ("/metrics", {})}, runs),
+                target=False,
             )
             # Before each run, a minute of business and the evaluation the `sla-evaluate` job makes of it.
             business = Business(store, tower, clock, orders)

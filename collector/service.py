@@ -22,6 +22,7 @@ from collector.deadletters import (
 )
 from collector.pipeline import IngestPipeline, Rows
 from kernel.clock import Clock
+from kernel.metrics import TowerMetrics
 from kernel.model.events import BusinessEvent, validate_event
 
 
@@ -67,8 +68,12 @@ class ReplayReport:
 class IngestService:
     """Validation, authorization and durable hand-off shared by every door."""
 
-    def __init__(self, pipeline: IngestPipeline, tokens: TokenRegistry, clock: Clock) -> None:
+    def __init__(
+        self, pipeline: IngestPipeline, tokens: TokenRegistry, clock: Clock, metrics: TowerMetrics | None = None
+    ) -> None:
+        """`metrics` counts what each hand-off carried (rows per table, records refused per door)."""
         self.pipeline = pipeline
+        self.metrics = metrics
         self.tokens = tokens
         self.clock = clock
         self._replayers: dict[str, Replayer] = {}
@@ -127,6 +132,9 @@ class IngestService:
         if letters:
             tables.setdefault("dead_letters", []).extend(letters)
         self.pipeline.submit(tables)
+        if self.metrics is not None:
+            self.metrics.ingested(tables)
+            self.metrics.refused(door, len(outcome.rejected))
         return outcome
 
     def refuse(self, refusals: list[Refusal], grant: Grant | None, extra: Rows | None = None) -> None:
@@ -138,6 +146,10 @@ class IngestService:
                 dead_letter_row(r, grant.token_id if grant else "", now) for r in refusals
             )
         self.pipeline.submit(tables)
+        if self.metrics is not None:
+            self.metrics.ingested(tables)
+            for door in {r.door for r in refusals}:
+                self.metrics.refused(door, sum(1 for r in refusals if r.door == door))
 
     def list_dead_letters(
         self, status: str | None, door: str | None, limit: int, offset: int

@@ -40,6 +40,7 @@ from kernel.clock import Clock, SystemClock
 from kernel.exceptions import ExceptionStore
 from kernel.jobs import JobContext, JobRegistry, JobSettings, SchedulerSettings
 from kernel.lease import LeaseSettings
+from kernel.metrics import MetricsSettings, TowerMetrics
 from kernel.schema.migrations import migrate
 from kernel.settings import Settings
 from kernel.store import Store, open_store
@@ -56,11 +57,13 @@ from sla_rules.service import SlaService
 from sla_rules.technical import TechnicalEngine
 from tower.case_days import CaseDaysRefresh
 from tower.job_health import JobHealth
+from tower.metrics import PipelineCollector, SchedulerCollector, StoreReadings, install_metrics, job_observer
 from tower.reports.monthly import register_finance_report
 from tower.reports.service import BreachReports
 from tower.reports.settings import ReportSettings
 from tower.roles import plan_for, scheduler_lease
 from tower.scheduler import JobRun, Scheduler
+from tower.telemetry import package_version
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ class Tower:
     slack_interactions: InteractionHandler | None = None  # the Acknowledge / Resolve buttons
     reconcile: ReconcileService | None = None  # the reconciliation rules (job `reconcile`)
     role: str = "all"  # tower/roles.py: which doors, routes and jobs this process runs
+    metrics: TowerMetrics = field(default_factory=TowerMetrics)  # GET /metrics (tower/metrics.py)
+    metrics_settings: MetricsSettings = field(default_factory=MetricsSettings)
 
     def start(self) -> None:
         """Start the writer, the spool drainer, and what the role runs: the OTLP/gRPC server, the scheduled jobs."""
@@ -242,8 +247,9 @@ def build_tower(
     TOWER_RECONCILE_*.
     """
     reconcile = reconcile or ReconcileSettings()
-    plan_for(role)  # an unknown role stops here, before anything opens
+    plan = plan_for(role)  # an unknown role stops here, before anything opens
     lease_settings = LeaseSettings()  # TOWER_LEASE_*
+    metrics_settings = MetricsSettings()  # TOWER_METRICS_*
     rules = load_configured_rules(settings, reconcile)  # before the store opens: a bad rule file stops the start
     owns_store = store is None
     store = store or open_store(settings.store)
@@ -253,7 +259,11 @@ def build_tower(
     clock = clock or SystemClock()
     spool = Spool(settings.store.data_dir / "spool", settings.collector.spool_max_bytes)
     pipeline = IngestPipeline(store, spool, settings.collector)
-    ingest = IngestService(pipeline, TokenRegistry(settings.ingest), clock)
+    metrics = TowerMetrics(role, store.backend, package_version())
+    metrics.register(PipelineCollector(pipeline))
+    if plan.api:  # the store's counts are the same from every process: those serving the API export them
+        metrics.register(StoreReadings(store, metrics_settings.cache_seconds))
+    ingest = IngestService(pipeline, TokenRegistry(settings.ingest), clock, metrics)
     from collector.events_http import register_replayers as register_events
     from collector.otlp.http import register_replayers as register_otlp
 
@@ -291,10 +301,23 @@ def build_tower(
     if backups.supported:  # the embedded store; a server's backups are made on the server
         jobs.add("store-backup", backup_job(backups), settings=StoreBackupSettings)
     observers: list[Callable[[JobRun], None]] = [
-        JobHealth(parts.exceptions, rule, parts.rules.routing.owner_for).observe
-        for rule in parts.rules.enabled
-        if isinstance(rule, JobFailuresRule)
+        job_observer(metrics),
+        *(
+            JobHealth(parts.exceptions, rule, parts.rules.routing.owner_for).observe
+            for rule in parts.rules.enabled
+            if isinstance(rule, JobFailuresRule)
+        ),
     ]
+    runner = Scheduler(
+        jobs,
+        clock,
+        scheduler,
+        lease=scheduler_lease(store, clock, lease_settings),
+        lease_interval_seconds=lease_settings.renew_interval_seconds,
+        observers=observers,
+    )
+    if plan.jobs:
+        metrics.register(SchedulerCollector(runner))
     return Tower(
         settings=settings,
         store=store,
@@ -305,14 +328,7 @@ def build_tower(
         exceptions=parts.exceptions,
         sla=parts.sla,
         jobs=jobs,
-        scheduler=Scheduler(
-            jobs,
-            clock,
-            scheduler,
-            lease=scheduler_lease(store, clock, lease_settings),
-            lease_interval_seconds=lease_settings.renew_interval_seconds,
-            observers=observers,
-        ),
+        scheduler=runner,
         owns_store=owns_store,
         replay=replay,
         outbox=outbox,
@@ -321,6 +337,8 @@ def build_tower(
         slack_interactions=slack_interactions,
         reconcile=reconciler,
         role=role,
+        metrics=metrics,
+        metrics_settings=metrics_settings,
     )
 
 
@@ -347,6 +365,7 @@ def create_app(tower: Tower) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_metrics(app, tower.metrics, tower.metrics_settings)
     app.state.tower = tower
     app.state.ingest = tower.ingest
     app.state.api_tokens = dict(tower.settings.api.tokens)

@@ -63,7 +63,7 @@ def setup_telemetry(
     if exporter is None:
         return None
     provider = TracerProvider(
-        resource=Resource.create({"service.name": settings.service_name, "service.version": _version()})
+        resource=Resource.create({"service.name": settings.service_name, "service.version": package_version()})
     )
     provider.add_span_processor(BatchSpanProcessor(exporter))
     if install_global:
@@ -99,7 +99,8 @@ def job_span(name: str, **attributes: Any) -> Iterator[trace.Span]:
         yield span
 
 
-def _version() -> str:
+def package_version() -> str:
+    """The installed version of the tower's package ("unknown" when run from a tree that is not installed)."""
     try:
         return version("distribution-control-tower")
     except PackageNotFoundError:

@@ -194,7 +194,7 @@ def roles_of(description: str) -> frozenset[str] | None:
 
 def door_of(path: str) -> Door:
     """Which kind of caller a path is for."""
-    if path.startswith("/api/"):
+    if path.startswith("/api/") or path == "/metrics":  # /metrics takes an API token like the API
         return "api"
     if path.startswith("/v1/"):
         return "ingest"

@@ -144,8 +144,16 @@ def test_each_role_serves_and_runs_its_part(
             },
         )
         assert sent.status_code == (200 if plan.doors else 404)
-        listed = http.get("/api/exceptions", headers={"Authorization": f"Bearer {api_token(settings, 'admin')}"})
+        admin = {"Authorization": f"Bearer {api_token(settings, 'admin')}"}
+        listed = http.get("/api/exceptions", headers=admin)
         assert listed.status_code == (200 if plan.api else 404)
+        # every process has its own metrics; only those serving the API read the store's counts
+        metrics = http.get("/metrics", headers=admin)
+        assert metrics.status_code == 200
+        assert f'role="{role}"' in metrics.text
+        assert ("tower_metrics_store_read_ok 1.0" in metrics.text) is plan.api
+        assert ('tower_ingest_rows_total{table="business_events"} 1.0' in metrics.text) is plan.doors
+        assert ("tower_scheduler_running 1.0" in metrics.text) is plan.jobs
     assert not tower.scheduler.running
     stored = store.query("SELECT count() AS n FROM business_events WHERE id = {id:String}", {"id": event["id"]})
     assert int(stored[0]["n"]) == (1 if plan.doors else 0)
