@@ -4,7 +4,8 @@ One `TowerMetrics` per tower process: its own registry (so tests build as many a
 counters and histograms that code paths update (rows handed to the pipeline, records refused,
 HTTP requests, job runs), and the collectors that read a value when scraped (the pipeline's queue
 and spool, the store's exceptions and outbox; tower/metrics.py). Names follow the Prometheus
-conventions: the `tower_` prefix, `_total` on counters, base units (seconds, bytes).
+conventions: the `tower_` prefix, `_total` on counters, base units (seconds, bytes), and no label named `job`
+or `instance` (Prometheus gives those to the scrape target: a job's name is `job_name`).
 
 The metrics are per process: with the roles of docs/scale-out.md, scrape every process.
 """
@@ -100,16 +101,20 @@ class TowerMetrics:
         self.job_runs = Counter(
             "tower_job_runs",
             "Runs of the scheduled jobs, by job and outcome: ok or error.",
-            ["job", "outcome"],
+            ["job_name", "outcome"],
             registry=reg,
         )
         self.job_duration = Histogram(
-            "tower_job_duration_seconds", "Time a job's run took, by job.", ["job"], buckets=JOB_BUCKETS, registry=reg
+            "tower_job_duration_seconds",
+            "Time a job's run took, by job.",
+            ["job_name"],
+            buckets=JOB_BUCKETS,
+            registry=reg,
         )
         self.job_last_success = Gauge(
             "tower_job_last_success_timestamp_seconds",
             "When each job last finished without error (Unix time): alert on time() minus this.",
-            ["job"],
+            ["job_name"],
             registry=reg,
         )
         if process:

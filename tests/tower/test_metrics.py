@@ -182,15 +182,15 @@ def test_job_runs_are_counted_by_outcome_with_their_duration(store: EmbeddedStor
     scheduler.run_job("works")
     scheduler.run_job("fails")
     samples = parse(metrics.render().decode())
-    assert value(samples, "tower_job_runs_total", job="works", outcome="ok") == 2
-    assert value(samples, "tower_job_runs_total", job="fails", outcome="error") == 1
-    assert value(samples, "tower_job_runs_total", job="fails", outcome="ok") == 0
-    assert value(samples, "tower_job_duration_seconds_count", job="works") == 2
-    assert value(samples, "tower_job_duration_seconds_count", job="fails") == 1
+    assert value(samples, "tower_job_runs_total", job_name="works", outcome="ok") == 2
+    assert value(samples, "tower_job_runs_total", job_name="fails", outcome="error") == 1
+    assert value(samples, "tower_job_runs_total", job_name="fails", outcome="ok") == 0
+    assert value(samples, "tower_job_duration_seconds_count", job_name="works") == 2
+    assert value(samples, "tower_job_duration_seconds_count", job_name="fails") == 1
     # the last success is on the tower's clock: the fixed time plus the run's duration
-    last = gauge(samples, "tower_job_last_success_timestamp_seconds", job="works")
+    last = gauge(samples, "tower_job_last_success_timestamp_seconds", job_name="works")
     assert AT.timestamp() <= last < (AT + timedelta(seconds=5)).timestamp()
-    assert ("tower_job_last_success_timestamp_seconds", frozenset({"job": "fails"}.items())) not in samples
+    assert ("tower_job_last_success_timestamp_seconds", frozenset({"job_name": "fails"}.items())) not in samples
 
 
 def test_metrics_take_any_api_token_and_refuse_the_rest(
@@ -256,4 +256,4 @@ def test_a_standby_scheduler_counts_the_runs_it_skips(store: EmbeddedStore) -> N
     samples = parse(metrics.render().decode())
     assert gauge(samples, "tower_scheduler_skipped_runs_total") == 2
     assert gauge(samples, "tower_scheduler_running") == 0  # never started
-    assert value(samples, "tower_job_runs_total", job="works", outcome="ok") == 0  # a skipped run is no run
+    assert value(samples, "tower_job_runs_total", job_name="works", outcome="ok") == 0  # a skipped run is no run

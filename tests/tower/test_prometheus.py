@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import httpx
 import orjson
 import pytest
 
+from kernel.clock import FixedClock
+from kernel.store.embedded import EmbeddedStore
 from tests.factories import make_event
-from tests.support import RunningTower, free_port
+from tests.support import RunningTower, free_port, start_in_process
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -37,14 +40,21 @@ def test_the_shipped_alerting_rules_are_valid() -> None:
 
 
 @pytest.fixture
-def prometheus(tower: RunningTower, tmp_path: Path) -> Iterator[httpx.Client]:
-    """Prometheus scraping `tower` every second as job `control-tower`, with a viewer token, and evaluating the
+def behind(store: EmbeddedStore, tmp_path: Path) -> Iterator[RunningTower]:
+    """A tower whose clock is an hour behind: the job runs it records succeeded an hour ago."""
+    with start_in_process(tmp_path, store, FixedClock(datetime.now(UTC) - timedelta(hours=1))) as running:
+        yield running
+
+
+@pytest.fixture
+def prometheus(behind: RunningTower, tmp_path: Path) -> Iterator[httpx.Client]:
+    """Prometheus scraping `behind` every second as job `control-tower`, with a viewer token, and evaluating the
     shipped rules every second; a client of its HTTP API."""
     assert PROMETHEUS is not None
     token = tmp_path / "tower-token"
-    token.write_text(tower.api_token("viewer"))
+    token.write_text(behind.api_token("viewer"))
     port = free_port()
-    target = tower.http_url.removeprefix("http://")
+    target = behind.http_url.removeprefix("http://")
     config = tmp_path / "prometheus.yml"
     config.write_text(
         f"""
@@ -97,10 +107,12 @@ def query(prometheus: httpx.Client, expression: str) -> list[dict[str, Any]]:
     return result
 
 
-def test_prometheus_scrapes_the_tower_and_evaluates_the_rules(tower: RunningTower, prometheus: httpx.Client) -> None:
+def test_prometheus_scrapes_the_tower_and_evaluates_the_rules(behind: RunningTower, prometheus: httpx.Client) -> None:
+    assert behind.tower is not None
+    assert behind.tower.scheduler.run_job("sla-evaluate").ok  # succeeded an hour ago, on the tower's clock
     good, bad = make_event("order.accepted", 1), make_event("order.accepted", 2)
     del bad["id"]
-    with tower.client("erp") as http:
+    with behind.client("erp") as http:
         assert http.post("/v1/events", content=orjson.dumps([good, bad]), headers=BATCH).status_code == 200
 
     def up() -> list[dict[str, Any]]:
@@ -115,6 +127,9 @@ def test_prometheus_scrapes_the_tower_and_evaluates_the_rules(tower: RunningTowe
     assert float(rows[0]["value"][1]) == 1
     (pending,) = eventually(lambda: query(prometheus, 'tower_dead_letters_pending{door="events"} > 0'))
     assert float(pending["value"][1]) == 1
+    # the tower's labels survive the scrape as they are: none is renamed to exported_* by a clash with the target's
+    (run,) = eventually(lambda: query(prometheus, 'tower_job_runs_total{job_name="sla-evaluate"}'))
+    assert run["metric"]["job"] == "control-tower" and not any(k.startswith("exported_") for k in run["metric"])
 
     def evaluated() -> list[dict[str, Any]]:
         groups = prometheus.get("/api/v1/rules").json()["data"]["groups"]
@@ -124,6 +139,13 @@ def test_prometheus_scrapes_the_tower_and_evaluates_the_rules(tower: RunningTowe
 
     for rule in eventually(evaluated):
         assert rule["health"] == "ok", rule  # every expression evaluates against the tower's real series
-    # nothing is wrong with this tower: no alert fires, though the metrics they read are there
-    firing = [a for a in prometheus.get("/api/v1/alerts").json()["data"]["alerts"] if a["state"] == "firing"]
-    assert firing == []
+
+    def stale() -> list[dict[str, Any]]:
+        alerts = prometheus.get("/api/v1/alerts").json()["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == "TowerSlaEvaluationStale"]
+
+    # the rule's selector finds the job's series: its last success an hour ago makes it pending (it fires after 2 m)
+    (alert,) = eventually(stale)
+    assert alert["state"] == "pending" and "has not succeeded for 1h" in alert["annotations"]["summary"], alert
+    others = [a for a in prometheus.get("/api/v1/alerts").json()["data"]["alerts"] if a != alert]
+    assert [a["labels"]["alertname"] for a in others] == []  # nothing else is wrong with this tower
