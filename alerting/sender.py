@@ -196,14 +196,16 @@ class SlackSender:
         clock: Clock,
         client: WebClient | None = None,
         *,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
+        """`sleep` waits in upload() (tests pass one that moves their clock); by default a wait that `stop()` ends."""
         self.outbox = outbox
         self.settings = settings
         self.clock = clock
         self.mode: Literal["bot", "webhook", "off"] = "bot" if client is not None else settings.mode
         self.client = client if client is not None else (make_client(settings) if self.mode == "bot" else None)
-        self._sleep = sleep  # only upload() waits; send_due never does
+        self._stopping = threading.Event()
+        self._sleep = sleep or self._stopping.wait  # only upload() waits; send_due never does
         self._interval = timedelta(seconds=settings.channel_interval_seconds)
         self._pass_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -578,11 +580,17 @@ class SlackSender:
             return Outcome(False, http_status=status, error=error, transient=True, ambiguous=status == 504)
         return Outcome(False, http_status=status, error=error)
 
+    def stop(self) -> None:
+        """End any wait of upload() at once (it raises DeliveryError): a stopping tower does not wait minutes
+        for a report's backoff."""
+        self._stopping.set()
+
     # -- file uploads -----------------------------------------------------------------------------
 
     def upload(self, channel: str, filename: str, content: bytes, title: str, comment: str = "") -> Posted:
         """Upload a file to a channel with files_upload_v2 (bot mode), waiting for the channel's pace and
-        retrying 429/5xx/connection errors like the outbox does; every attempt is in the delivery log.
+        retrying 429/5xx/connection errors like the outbox does (a refused token fails at once); every attempt
+        is in the delivery log.
 
         Blocks while it waits (it is meant for jobs such as the monthly report). Slack shares the file
         asynchronously, so the returned ts may be empty. Raises DeliveryError when it cannot be delivered.
@@ -598,6 +606,8 @@ class SlackSender:
             wait = (self._allowed(channel) - self.clock.now()).total_seconds()
             if wait > 0:
                 self._sleep(wait)
+            if self._stopping.is_set():
+                raise DeliveryError(f"uploading {filename} to {channel} abandoned: the tower is stopping")
             attempt += 1
             started = time.monotonic()
             try:
@@ -617,6 +627,10 @@ class SlackSender:
                 delay = 0.0
             elif outcome.retry_after is not None:
                 status, delay = "retry", outcome.retry_after
+            elif outcome.error in CONFIGURATION_ERRORS:
+                # the token or its scopes: no retry in this run can succeed (the outbox's messages wait instead;
+                # an upload's job runs again later)
+                status, delay = "failed", 0.0
             elif outcome.transient and errors + 1 < self.settings.max_attempts:
                 errors += 1
                 status, delay = "retry", self.backoff(errors).total_seconds()
@@ -640,6 +654,11 @@ class SlackSender:
             if outcome.ok:
                 return posted
             if status == "failed":
+                if outcome.error in CONFIGURATION_ERRORS:
+                    raise DeliveryError(
+                        f"uploading {filename} to {channel} failed: Slack refuses the tower's token ({outcome.error});"
+                        " check TOWER_SLACK_BOT_TOKEN and its scopes (files:write)"
+                    )
                 raise DeliveryError(f"uploading {filename} to {channel} failed: {outcome.error}")
             self._pace(channel, now + timedelta(seconds=delay))
 

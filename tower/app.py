@@ -116,6 +116,8 @@ class Tower:
     def stop(self) -> None:
         """Stop the jobs (a running one finishes), stop accepting, finish what is queued, let running backups end,
         close the store."""
+        if self.slack_sender is not None:
+            self.slack_sender.stop()  # a report upload waiting out a backoff gives up instead of holding the stop
         self.scheduler.stop()
         for server in self.background:
             server.stop(grace=5).wait()

@@ -4,12 +4,15 @@ and threads, incoming-webhook mode, file uploads and the `alerts-send` job."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from pydantic import SecretStr
 
-from alerting.outbox import Posted
+from alerting.outbox import Outbox, Posted
 from alerting.sender import AlertsSendSettings, DeliveryError, SlackSender, send_job
 from alerting.standin import Fault, SlackStandIn
 from kernel.clock import FixedClock
@@ -261,6 +264,43 @@ def test_upload_failures_raise(store: Store, clock: FixedClock, standin: SlackSt
     webhook_only = sender_for(store, clock, webhook_settings(standin))
     with pytest.raises(DeliveryError, match="bot token"):
         webhook_only.upload("#finance", "r.csv", b"x", "R")
+
+
+def test_an_upload_with_a_refused_token_fails_at_once(store: Store, clock: FixedClock, standin: SlackStandIn) -> None:
+    sender = sender_for(store, clock, slack_settings(standin, bot_token=SecretStr("xoxb-not-the-right-one")))
+    with pytest.raises(DeliveryError, match=r"refuses the tower's token \(invalid_auth\).*TOWER_SLACK_BOT_TOKEN"):
+        sender.upload("#finance", "r.csv", b"x", "R")
+    # no retry within the run (none could succeed): one attempt logged, no backoff waited on the clock
+    assert [(d["status"], d["error"]) for d in sender.outbox.deliveries()] == [("failed", "invalid_auth")]
+    assert clock.now() == T0
+
+
+def test_a_stopping_sender_ends_an_uploads_backoff_at_once(
+    store: Store, clock: FixedClock, standin: SlackStandIn
+) -> None:
+    # the real wait (no injected sleep), a 60 s backoff after a 500: stop() must not wait for it
+    settings = slack_settings(standin, backoff_initial_seconds=60.0)
+    sender = SlackSender(Outbox(store, clock), settings, clock)
+    standin.fail("files.getUploadURLExternal", Fault.server_error(500))
+    failed: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            sender.upload("#finance", "r.csv", b"x", "R")
+        except DeliveryError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not sender.outbox.deliveries() and time.monotonic() < deadline:  # the first attempt failed: it waits
+        time.sleep(0.02)
+    began = time.monotonic()
+    sender.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and time.monotonic() - began < 5
+    assert len(failed) == 1 and "abandoned: the tower is stopping" in str(failed[0])
+    assert [d["status"] for d in sender.outbox.deliveries()] == ["retry"]
 
 
 def test_without_slack_settings_nothing_is_sent(store: Store, clock: FixedClock, standin: SlackStandIn) -> None:
