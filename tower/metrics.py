@@ -177,10 +177,14 @@ class StoreReadings(Collector):
             yield family
 
 
+# Any token is a method to the HTTP parser: others count as `other`, so made-up methods cannot create series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class HttpMetricsMiddleware:
     """Times every HTTP answer and counts it by method, route template and status (ASGI: streamed answers
-    are timed to their last byte). Paths no route matched count as `unmatched`, so a scan of random URLs
-    cannot create series."""
+    are timed to their last byte). Paths no route matched count as `unmatched` and unknown methods as
+    `other`, so a scan of random URLs cannot create series."""
 
     def __init__(self, app: ASGIApp, metrics: TowerMetrics) -> None:
         self.app = app
@@ -203,7 +207,8 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, sending)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.http_answered(scope["method"], route, status, time.perf_counter() - began)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.http_answered(method, route, status, time.perf_counter() - began)
 
 
 def job_observer(metrics: TowerMetrics) -> Callable[[JobRun], None]:

@@ -3,6 +3,7 @@ parser, against a real tower (ingest, HTTP answers, job runs, the store's counts
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import Message, Receive, Scope, Send
 
 import tests.support
 from kernel.api_auth import ROLES
@@ -22,7 +24,7 @@ from kernel.metrics import CONTENT_TYPE, TowerMetrics
 from kernel.store.embedded import EmbeddedStore
 from tests.factories import make_event, settings_with_every_role
 from tests.support import RunningTower, start_in_process
-from tower.metrics import SchedulerCollector, StoreReadings, job_observer
+from tower.metrics import HttpMetricsMiddleware, SchedulerCollector, StoreReadings, job_observer
 from tower.scheduler import Scheduler
 
 BATCH = {"Content-Type": "application/cloudevents-batch+json"}
@@ -72,6 +74,7 @@ def test_ingest_and_http_answers_are_counted(tower: RunningTower) -> None:
     assert answer.json()["accepted"] == 3
     with httpx.Client(base_url=tower.http_url) as http:
         assert http.get("/no/such/path/9f2c").status_code == 404
+        assert http.request("BREW", "/no/such/pot").status_code == 400  # refused by the HTTP server itself
     after = scrape(tower)
 
     def grew(name: str, **labels: str) -> float:
@@ -86,6 +89,7 @@ def test_ingest_and_http_answers_are_counted(tower: RunningTower) -> None:
     # a path no route matches is one series, whatever the path: a scan cannot create series
     assert grew("tower_http_requests_total", method="GET", route="unmatched", status="404") == 1
     assert not any("9f2c" in dict(labels).get("route", "") for _, labels in after)
+    assert not any(dict(labels).get("method") == "BREW" for _, labels in after)
     # the scrape before this one was counted under its own route
     assert value(after, "tower_http_requests_total", method="GET", route="/metrics", status="200") >= 1
     # the writer's own view: every row handed over was stored, nothing waits, nothing spooled
@@ -257,3 +261,25 @@ def test_a_standby_scheduler_counts_the_runs_it_skips(store: EmbeddedStore) -> N
     assert gauge(samples, "tower_scheduler_skipped_runs_total") == 2
     assert gauge(samples, "tower_scheduler_running") == 0  # never started
     assert value(samples, "tower_job_runs_total", job_name="works", outcome="ok") == 0  # a skipped run is no run
+
+
+def test_made_up_methods_are_one_series_whatever_the_server_lets_through() -> None:
+    metrics = TowerMetrics(process=False)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = HttpMetricsMiddleware(app, metrics)
+
+    async def ignore(message: Message) -> None:
+        return None
+
+    async def nothing() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    for method in ("BREW", "WHEN", "GET"):
+        asyncio.run(middleware({"type": "http", "method": method, "path": "/x"}, nothing, ignore))
+    samples = parse(metrics.render().decode())
+    assert value(samples, "tower_http_requests_total", method="other", route="unmatched", status="404") == 2
+    assert value(samples, "tower_http_requests_total", method="GET", route="unmatched", status="404") == 1
