@@ -118,6 +118,8 @@ class Tower:
         close the store."""
         if self.slack_sender is not None:
             self.slack_sender.stop()  # a report upload waiting out a backoff gives up instead of holding the stop
+        if self.replay is not None:
+            self.replay.stop()  # a replay run stops between two webhook calls
         self.scheduler.stop()
         for server in self.background:
             server.stop(grace=5).wait()

@@ -18,14 +18,17 @@ def register_replay_jobs(jobs: JobRegistry, replay: ReplayService) -> None:
 
     def replay_send(context: JobContext) -> dict[str, Any]:
         """Call the webhook of every replay request whose (next) attempt is due; retry 5xx, 408, 429 and
-        connection errors with exponential backoff, mark refused or exhausted requests failed."""
+        connection errors with exponential backoff, mark refused or exhausted requests failed; after a webhook
+        gave no answer, leave its other requests for the next run."""
         summary = replay.send_due()
-        if summary.sent or summary.retrying or summary.failed:
+        if summary.sent or summary.retrying or summary.failed or summary.deferred:
             context.log.info(
-                "replay requests: %d sent, %d to retry, %d failed",
+                "replay requests: %d sent, %d to retry, %d failed, %d left for the next run (no answer from"
+                " their webhook)",
                 len(summary.sent),
                 len(summary.retrying),
                 len(summary.failed),
+                len(summary.deferred),
             )
         return summary.as_dict()
 

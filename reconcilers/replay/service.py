@@ -93,6 +93,7 @@ class RunSummary:
     satisfied: list[str] = field(default_factory=list)
     escalated: list[str] = field(default_factory=list)
     requested: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)  # due, left for the next run (its webhook gave no answer)
 
     def as_dict(self) -> dict[str, list[str]]:
         """The summary as JSON-ready lists."""
@@ -127,6 +128,7 @@ class ReplayService:
         # One lock for asking, sending and watching: the API, the policy and the jobs never send
         # the same request at the same time, and a check-then-insert is never interleaved.
         self._lock = threading.RLock()
+        self._stopping = threading.Event()
 
     # asking ------------------------------------------------------------------------------------------
 
@@ -260,20 +262,38 @@ class ReplayService:
     # sending -----------------------------------------------------------------------------------------
 
     def send_due(self) -> RunSummary:
-        """Send every request whose (next) attempt is due: the `replay-send` job."""
+        """Send every request whose (next) attempt is due: the `replay-send` job.
+
+        A webhook that gave no answer (unreachable, timed out) gets no more requests in the same run: the
+        others stay due for the next run, so a hanging source costs one timeout a run, not one per request.
+        `stop()` ends a run between two requests."""
         summary = RunSummary()
+        silent: set[str] = set()  # webhook URLs that gave no answer in this run
         with self._lock:
             for record in self.requests.due(self.clock.now()):
+                if self._stopping.is_set():
+                    break
                 found = self.settings.webhook_for(record.source)
                 if found is None:
                     self._fail(record, f"no replay webhook is configured for source {record.source!r} any more")
                     summary.failed.append(record.id)
                     continue
+                url = str(found[1].url)
+                if url in silent:
+                    summary.deferred.append(record.id)
+                    continue
                 try:
-                    self._attempt(record, found[1], summary)
+                    saved = self._attempt(record, found[1], summary)
                 except Exception:  # one bad request must not hold back the others; it stays due
                     log.exception("replay %s: the attempt failed unexpectedly", record.id)
+                    continue
+                if saved.responses and saved.responses[-1].get("status") is None:
+                    silent.add(url)
         return summary
+
+    def stop(self) -> None:
+        """End a running `send_due` between two requests (a stopping tower does not wait out every timeout)."""
+        self._stopping.set()
 
     def _attempt(self, record: ReplayRequest, webhook: ReplayWebhook, summary: RunSummary) -> ReplayRequest:
         now = self.clock.now().astimezone(UTC)

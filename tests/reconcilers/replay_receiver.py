@@ -4,6 +4,7 @@ answers from a script (status, body), then 200 with `{"accepted": true}`."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
+        self.delay_seconds = 0.0  # how long each answer takes (a hanging webhook: longer than the timeout)
         self._script: list[tuple[int, bytes, dict[str, str]]] = []
         self._lock = threading.Lock()
         receiver = self
@@ -40,13 +42,17 @@ class Receiver:
                 status, answer, extra = receiver._record(
                     Call(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 )
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(answer)
+                time.sleep(receiver.delay_seconds)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
+                    for name, value in extra.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the caller gave up waiting (its timeout was shorter than `delay_seconds`)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the access log
                 return

@@ -217,6 +217,27 @@ def test_unreachable_is_retried_until_attempts_run_out_and_a_4xx_fails_at_once(
     assert len(receiver.calls) == 1  # a refusal is not retried
 
 
+def test_a_webhook_that_does_not_answer_costs_one_timeout_a_run(
+    store: Store, exceptions: ExceptionStore, clock: FixedClock, receiver: Receiver
+) -> None:
+    receiver.delay_seconds = 3  # it takes the request, never answers in time
+    service = ReplayService(store, exceptions, clock, settings(receiver.url, timeout_seconds=0.3))
+    asked = [service.request(silence(exceptions, f"wms/dc-{n}").id).request for n in range(3)]
+    assert [r.attempts for r in asked] == [1, 1, 1] and len(receiver.calls) == 3  # each asked at once
+    clock.advance(timedelta(seconds=30))  # all three due again
+    run = service.send_due()
+    assert len(receiver.calls) == 4, "one call, not one timeout per due request"
+    assert len(run.retrying) == 1 and len(run.deferred) == 2
+    assert {*run.retrying, *run.deferred} == {r.id for r in asked}
+    left = [service.requests.get(i) for i in run.deferred]
+    assert [(r.attempts, r.status) for r in left if r is not None] == [(1, "requested"), (1, "requested")]
+    second = service.send_due()  # the next run takes the next one (the first waits out its backoff)
+    assert len(receiver.calls) == 5 and len(second.retrying) == 1 and len(second.deferred) == 1
+    assert {*second.retrying, *second.deferred} == set(run.deferred)
+    service.stop()  # a stopping tower: the run ends before the next call
+    assert service.send_due().retrying == [] and len(receiver.calls) == 5
+
+
 # no duplicates ---------------------------------------------------------------------------------------
 
 
