@@ -91,6 +91,7 @@ class InventoryReconciler:
                     run.pull_batch_rows,
                     run.pull_max_rows,
                     lambda message, name=name: run.progress(f"pull {name}", message),
+                    timeout=run.pull_timeout_seconds,
                 )
             run.progress("compare", "freshness and pairs")
             last = self._freshness(pulled)

@@ -81,6 +81,7 @@ class RunContext:
     databases: Mapping[str, str] = field(default_factory=dict)  # pull database name -> SQLAlchemy URL
     pull_batch_rows: int = 50_000
     pull_max_rows: int = 20_000_000
+    pull_timeout_seconds: float = 300.0
 
 
 class Reconciler(Protocol):

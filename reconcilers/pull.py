@@ -10,6 +10,8 @@ reads beside the snapshot events. The staging table is dropped when the run ends
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -72,12 +74,14 @@ def pull(
     batch_rows: int,
     max_rows: int,
     progress: Any = None,
+    timeout: float | None = None,
 ) -> PullResult:
     """Run `params.query` on the database at `url` and write its rows into `staging` as side `side`.
 
     Rows of the same (sku, location) are added up by the comparison (the bins of a location). A
     row without `as_of` counts as counted `now`. PullError names the side, the database and, for a
-    bad row, its number and field; the URL (a secret) never appears in a message.
+    bad row, its number and field; the URL (a secret) never appears in a message. A pull running
+    longer than `timeout` seconds is cancelled (`Watchdog`) and fails.
     """
     import sqlalchemy
     from sqlalchemy.exc import SQLAlchemyError
@@ -90,8 +94,9 @@ def pull(
         engine = sqlalchemy.create_engine(url)
     except (SQLAlchemyError, ValueError, ImportError) as exc:
         raise PullError(f"{where}: cannot use the configured URL: {_clean(exc, secret)}") from exc
+    watchdog = Watchdog(timeout)
     try:
-        with engine.connect() as connection:
+        with engine.connect() as connection, watchdog.watching(connection.connection.driver_connection):
             result = connection.execution_options(stream_results=True).execute(sqlalchemy.text(params.query))
             names = result.keys()  # the result's column names (a RMKeyView, not a dict)
             columns = [str(c).lower() for c in names]
@@ -105,6 +110,8 @@ def pull(
             has_as_of = "as_of" in index
             while True:
                 batch = result.fetchmany(batch_rows)
+                if watchdog.fired:  # a driver that stopped quietly (closed) instead of raising
+                    raise PullError(f"{where}: {watchdog.message()}")
                 if not batch:
                     break
                 rows: list[dict[str, Any]] = []
@@ -122,11 +129,53 @@ def pull(
                 if progress is not None:
                     progress(f"{written:,} rows from {params.database}")
     except SQLAlchemyError as exc:
+        if watchdog.fired:
+            raise PullError(f"{where}: {watchdog.message()}") from exc
         raise PullError(f"{where}: {_clean(exc, secret)}") from exc
     finally:
         with contextlib.suppress(Exception):
             engine.dispose()
     return PullResult(written, newest, has_as_of)
+
+
+class Watchdog:
+    """Cancels a pull's statement when it runs past its timeout: from a timer thread, with the DBAPI
+    connection's own cancel (`interrupt()` for sqlite3, `cancel()` for psycopg and most server drivers), or
+    by closing the connection when it has neither; the blocked call then raises and the pull fails."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.fired = False
+
+    @contextlib.contextmanager
+    def watching(self, dbapi_connection: Any) -> Iterator[None]:
+        """Watch the statements run on `dbapi_connection` while the block runs."""
+        if self.timeout is None:
+            yield
+            return
+        timer = threading.Timer(self.timeout, self._cancel, (dbapi_connection,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _cancel(self, dbapi_connection: Any) -> None:
+        self.fired = True
+        for method in ("interrupt", "cancel", "close"):
+            cancel = getattr(dbapi_connection, method, None)
+            if callable(cancel):
+                with contextlib.suppress(Exception):
+                    cancel()
+                return
+
+    def message(self) -> str:
+        """Why the pull failed."""
+        return (
+            f"did not finish in {self.timeout:g} s and was cancelled (TOWER_RECONCILE_PULL_TIMEOUT_SECONDS); give"
+            " the query an index or the replica a statement timeout"
+        )
 
 
 def _typed(raw: Any, index: dict[str, int], now: datetime, where: str) -> dict[str, Any]:

@@ -125,6 +125,7 @@ class ReconcileService:
                 databases={name: url.get_secret_value() for name, url in self.settings.sources.items()},
                 pull_batch_rows=self.settings.pull_batch_rows,
                 pull_max_rows=self.settings.pull_max_rows,
+                pull_timeout_seconds=self.settings.pull_timeout_seconds,
             )
             comparisons = reconciler.compare(context)
             step("apply", "opening, resolving and reopening exceptions")

@@ -33,6 +33,13 @@ class ReconcileSettings(BaseSettings):
     pull_max_rows: int = Field(
         20_000_000, ge=1, description="A pull returning more rows than this fails the run (a runaway query)."
     )
+    pull_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A pull not finished after this many seconds is cancelled and fails the run (a replica that"
+        " hangs must not stop reconciliation quietly); connecting is bounded by the driver (connect_timeout in"
+        " the URL).",
+    )
 
     @field_validator("sources")
     @classmethod

@@ -4,6 +4,7 @@ snapshot events; failures are recorded runs whose messages never show the URL.""
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,8 +32,10 @@ def pulled_rule(query: str = QUERY, database: str = "wms_replica", **params: obj
     return inventory_rule(oversell=None, pull={"wms": {"database": database, "query": query}}, **params)
 
 
-def settings(**urls: str) -> ReconcileSettings:
-    return ReconcileSettings(sources={name: SecretStr(url) for name, url in urls.items()}, pull_batch_rows=2)
+def settings(timeout: float = 300.0, **urls: str) -> ReconcileSettings:
+    return ReconcileSettings(
+        sources={name: SecretStr(url) for name, url in urls.items()}, pull_batch_rows=2, pull_timeout_seconds=timeout
+    )
 
 
 def test_a_pulled_side_is_compared_with_snapshot_events(store: Store, tmp_path: Path) -> None:
@@ -146,3 +149,26 @@ def test_a_database_missing_from_the_settings_fails_the_run(store: Store) -> Non
     h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
     (record,) = h.service.run()
     assert record.error == "PullError: pull wms: database 'gone' is not in TOWER_RECONCILE_SOURCES"
+
+
+def test_a_pull_that_hangs_is_cancelled_and_fails_the_run(store: Store, tmp_path: Path) -> None:
+    url = wms_database(tmp_path / "wms.db", [("SKU-1", "DAL", 10, None)])
+    # a query that never returns a row: a recursive count that never ends
+    endless = (
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n)"
+        " SELECT 'SKU' AS sku, 'DAL' AS location, x AS quantity FROM n WHERE x < 0"
+    )
+    h = Harness(store, pulled_rule(endless), settings=settings(0.5, wms_replica=url))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    began = time.monotonic()
+    (record,) = h.service.run()
+    assert time.monotonic() - began < 10
+    assert record.status == "error"
+    assert record.error == (
+        "PullError: pull wms from wms_replica: did not finish in 0.5 s and was cancelled"
+        " (TOWER_RECONCILE_PULL_TIMEOUT_SECONDS); give the query an index or the replica a statement timeout"
+    )
+    assert store.query("SELECT count() AS n FROM system.tables WHERE name LIKE 'recon_stage_%'") == [{"n": 0}]
+    # nothing is left holding the database: a query that ends reads it at once
+    again = Harness(store, pulled_rule(), settings=settings(0.5, wms_replica=url))
+    assert again.run().rows_compared == 1
