@@ -72,8 +72,9 @@ class PipelineCollector(Collector):
 
 
 class SchedulerCollector(Collector):
-    """The scheduler, read at every scrape: running or not, and the runs it skipped because another process
-    holds the lease (a standby's count grows while the holder runs the jobs)."""
+    """The scheduler, read at every scrape: running or not, the runs it skipped because another process
+    holds the lease (a standby's count grows while the holder runs the jobs), and how long each running job
+    has been running."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
@@ -87,6 +88,14 @@ class SchedulerCollector(Collector):
             "Job runs this process did not make because another process holds the scheduler lease.",
             self.scheduler.skipped,
         )
+        running = GaugeMetricFamily(
+            "tower_job_running_seconds",
+            "How long each job running now has been running (a hung run never fails: alert on this).",
+            labels=["job_name"],
+        )
+        for name, seconds in sorted(self.scheduler.running_for().items()):
+            running.add_metric([name], seconds)
+        yield running
 
 
 # Each reading: one GROUP BY returning (labels..., n). Active exceptions by who owns them and how bad.

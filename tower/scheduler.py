@@ -82,6 +82,7 @@ class Scheduler:
         self._ran = threading.Condition(self._lock)
         self._scheduler: Any = None
         self._active: set[str] = set()  # jobs running now
+        self._began: dict[str, float] = {}  # when each running job's run began (time.monotonic)
         self._woken: set[str] = set()  # jobs woken while running: they run again when they finish
 
     @property
@@ -116,6 +117,7 @@ class Scheduler:
         with self._lock:
             run = self._runs[name] = self._runs.get(name, 0) + 1
             self._active.add(name)
+            self._began[name] = time.monotonic()
             before = self.last_runs.get(name)
         failed_with = before.error if before is not None and not before.ok else None  # the last run's failure
         context = JobContext(name, settings, self.clock, run, logging.getLogger(f"tower.jobs.{name}"))
@@ -146,6 +148,7 @@ class Scheduler:
         with self._ran:
             self.last_runs[name] = outcome
             self._active.discard(name)
+            self._began.pop(name, None)
             again = name in self._woken
             self._woken.discard(name)
             self._ran.notify_all()
@@ -207,6 +210,12 @@ class Scheduler:
             except Exception as exc:
                 body["lease"] = {"held": False, "error": f"{type(exc).__name__}: {exc}"}
         return body
+
+    def running_for(self) -> dict[str, float]:
+        """Seconds each job running now has been running (a hung job never finishes, so never fails)."""
+        now = time.monotonic()
+        with self._lock:
+            return {name: now - began for name, began in self._began.items()}
 
     def runs(self, name: str) -> int:
         """How many runs of `name` have started in this process."""

@@ -4,6 +4,8 @@ parser, against a real tower (ingest, HTTP answers, job runs, the store's counts
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -283,3 +285,26 @@ def test_made_up_methods_are_one_series_whatever_the_server_lets_through() -> No
     samples = parse(metrics.render().decode())
     assert value(samples, "tower_http_requests_total", method="other", route="unmatched", status="404") == 2
     assert value(samples, "tower_http_requests_total", method="GET", route="unmatched", status="404") == 1
+
+
+def test_a_running_job_shows_how_long_it_has_been_running(store: EmbeddedStore) -> None:
+    release = threading.Event()
+    registry = JobRegistry()
+    registry.add("blocker", lambda ctx: release.wait(30), interval_seconds=60)
+    metrics = TowerMetrics(process=False)
+    scheduler = Scheduler(registry, FixedClock(AT), SchedulerSettings(enabled=False))
+    metrics.register(SchedulerCollector(scheduler))
+    runner = threading.Thread(target=scheduler.run_job, args=("blocker",))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "blocker" not in scheduler.running_for() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        running = gauge(parse(metrics.render().decode()), "tower_job_running_seconds", job_name="blocker")
+        assert 0.2 <= running < 10
+    finally:
+        release.set()
+        runner.join(timeout=10)
+    samples = parse(metrics.render().decode())
+    assert not [k for k in samples if k[0] == "tower_job_running_seconds"]  # finished: no series
