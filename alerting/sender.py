@@ -234,6 +234,9 @@ class SlackSender:
             known = self.outbox.get_many({e.message.parent for e in entries if e.message.parent})
             known.update({e.key: e for e in entries})
             for channel, lane in lanes.items():
+                if self._stopping.is_set():  # a stopping tower: the rest wait in the outbox for the next start
+                    report.waiting += len(lane)
+                    continue
                 newer = superseded(lane)
                 for index, head in enumerate(lane):
                     if head.key in newer:
@@ -581,8 +584,8 @@ class SlackSender:
         return Outcome(False, http_status=status, error=error)
 
     def stop(self) -> None:
-        """End any wait of upload() at once (it raises DeliveryError): a stopping tower does not wait minutes
-        for a report's backoff."""
+        """End any wait of upload() at once (it raises DeliveryError) and a send_due pass at its next channel: a
+        stopping tower does not wait minutes for a report's backoff or a pass of calls timing out."""
         self._stopping.set()
 
     # -- file uploads -----------------------------------------------------------------------------

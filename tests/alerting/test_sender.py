@@ -342,3 +342,12 @@ def test_the_job_asks_to_run_again_when_a_channels_next_message_is_due_before_th
     second = JobContext("alerts-send", settings, clock, 2, logging.getLogger("test"))
     assert job(second)["sent"] == 1 and second.again == []  # nothing left: no early run asked
     assert len(standin.calls_to("chat.postMessage")) == 2
+
+
+def test_a_stopping_sender_sends_nothing_more(sender: SlackSender, standin: SlackStandIn) -> None:
+    sender.outbox.enqueue([msg("a", "#ops"), msg("b", "#oncall")])
+    sender.stop()
+    report = sender.send_due()
+    assert (report.sent, report.waiting, report.calls) == (0, 2, 0)
+    assert standin.calls == []  # not one call to Slack
+    assert {e.key for e in sender.outbox.open_entries()} == {"a", "b"}  # still in the outbox for the next start
