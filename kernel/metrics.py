@@ -98,6 +98,19 @@ class TowerMetrics:
             buckets=HTTP_BUCKETS,
             registry=reg,
         )
+        self.grpc_requests = Counter(
+            "tower_grpc_requests",
+            "OTLP/gRPC calls answered, by method (TraceService/Export, LogsService/Export) and status code.",
+            ["method", "code"],
+            registry=reg,
+        )
+        self.grpc_duration = Histogram(
+            "tower_grpc_request_duration_seconds",
+            "Time to answer an OTLP/gRPC call, by method.",
+            ["method"],
+            buckets=HTTP_BUCKETS,
+            registry=reg,
+        )
         self.job_runs = Counter(
             "tower_job_runs",
             "Runs of the scheduled jobs, by job and outcome: ok or error.",
@@ -146,6 +159,11 @@ class TowerMetrics:
         self.job_duration.labels(job).observe(seconds)
         if ok:
             self.job_last_success.labels(job).set(finished if finished is not None else time.time())
+
+    def grpc_answered(self, method: str, code: str, seconds: float) -> None:
+        """Count one gRPC answer and its duration."""
+        self.grpc_requests.labels(method, code).inc()
+        self.grpc_duration.labels(method).observe(seconds)
 
     def http_answered(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one HTTP answer and its duration."""

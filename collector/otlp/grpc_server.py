@@ -19,6 +19,7 @@ than gRPC's generic deserialization failure. gzip is accepted (gRPC decompresses
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
@@ -40,6 +41,7 @@ from collector.auth import Grant
 from collector.otlp import receiver
 from collector.pipeline import NotStored, Overloaded
 from collector.service import IngestService
+from kernel.metrics import TowerMetrics
 from kernel.settings import CollectorSettings
 
 log = logging.getLogger(__name__)
@@ -140,12 +142,44 @@ def _abort(
     raise AssertionError("grpc context.abort returned")  # abort always raises
 
 
+class _Metrics(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Counts each answered call by method and status code, and times it (the service's TowerMetrics).
+    Only the two Export methods have handlers: a call to any other method is not counted (no new series)."""
+
+    def __init__(self, metrics: TowerMetrics) -> None:
+        self.metrics = metrics
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = str(details.method).rsplit(".", 1)[-1]  # TraceService/Export
+        inner = handler.unary_unary
+
+        def timed(request: Any, context: grpc.ServicerContext) -> Any:
+            began = time.perf_counter()
+            code = "OK"
+            try:
+                return inner(request, context)
+            except BaseException:
+                found = context.code()
+                code = found.name if isinstance(found, grpc.StatusCode) else "UNKNOWN"
+                raise
+            finally:
+                self.metrics.grpc_answered(method, code, time.perf_counter() - began)
+
+        return grpc.unary_unary_rpc_method_handler(
+            timed, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+
 def start_grpc_server(service: IngestService, settings: CollectorSettings) -> grpc.Server:
     """Start the OTLP/gRPC server on settings.host:settings.grpc_port; returns the started grpc.Server."""
     rpc = _Receiver(service, settings)
     limit = settings.max_decompressed_bytes
     server = grpc.server(
         ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="tower-otlp-grpc"),
+        interceptors=[_Metrics(service.metrics)] if service.metrics is not None else None,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),

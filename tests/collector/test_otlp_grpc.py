@@ -195,3 +195,23 @@ def test_a_message_over_the_limit_is_resource_exhausted(store: EmbeddedStore, tm
         rpc: Any = error.value
         assert rpc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert_serving(running)
+
+
+def test_calls_are_counted_by_method_and_code(tower: RunningTower, channel: grpc.Channel) -> None:
+    assert tower.tower is not None
+    metrics = tower.tower.metrics
+
+    def count(method: str, code: str) -> float:
+        return metrics.registry.get_sample_value("tower_grpc_requests_total", {"method": method, "code": code}) or 0.0
+
+    before_ok, before_denied = count("TraceService/Export", "OK"), count("TraceService/Export", "UNAUTHENTICATED")
+    traces(channel).Export(trace_request(make_span()), metadata=metadata(tower), timeout=10)
+    with pytest.raises(grpc.RpcError):
+        traces(channel).Export(trace_request(make_span()), timeout=10)  # no token
+    with pytest.raises(grpc.RpcError):  # a method the tower does not serve: no series for it
+        channel.unary_unary("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")(b"", timeout=10)
+    assert count("TraceService/Export", "OK") - before_ok == 1
+    assert count("TraceService/Export", "UNAUTHENTICATED") - before_denied == 1
+    rendered = metrics.render().decode()
+    assert "MetricsService" not in rendered
+    assert 'tower_grpc_request_duration_seconds_count{method="TraceService/Export"}' in rendered
