@@ -130,7 +130,7 @@ _READS: tuple[tuple[str, str, list[str], str], ...] = (
 
 @dataclass
 class _Reading:
-    at: float = 0.0  # time.monotonic() of the read; 0: never read
+    at: float | None = None  # the cache clock's time of the read; None: never read
     seconds: float = 0.0
     ok: bool = False
     values: dict[str, list[tuple[list[str], float]]] = field(default_factory=dict)
@@ -153,7 +153,7 @@ class StoreReadings(Collector):
         """The cached reading, read again when older than `cache_seconds`."""
         with self._lock:
             now = self.monotonic()
-            if self._reading.at and now - self._reading.at < self.cache_seconds:
+            if self._reading.at is not None and now - self._reading.at < self.cache_seconds:
                 return self._reading
             began = time.perf_counter()
             reading = _Reading(at=now)
