@@ -657,12 +657,13 @@ class SlackSender:
             if outcome.ok:
                 return posted
             if status == "failed":
-                if outcome.error in CONFIGURATION_ERRORS:
-                    raise DeliveryError(
-                        f"uploading {filename} to {channel} failed: Slack refuses the tower's token ({outcome.error});"
-                        " check TOWER_SLACK_BOT_TOKEN and its scopes (files:write)"
+                why = outcome.error
+                if why in CONFIGURATION_ERRORS:
+                    why = (
+                        f"Slack refuses the tower's token ({why}); check TOWER_SLACK_BOT_TOKEN and its scopes"
+                        " (files:write)"
                     )
-                raise DeliveryError(f"uploading {filename} to {channel} failed: {outcome.error}")
+                raise DeliveryError(f"uploading {filename} to {channel} failed: {why}")
             self._pace(channel, now + timedelta(seconds=delay))
 
     # -- state ------------------------------------------------------------------------------------

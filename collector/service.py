@@ -7,6 +7,7 @@ replayer so `tower deadletters replay` can run a refused record through its door
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,8 +149,8 @@ class IngestService:
         self.pipeline.submit(tables)
         if self.metrics is not None:
             self.metrics.ingested(tables)
-            for door in {r.door for r in refusals}:
-                self.metrics.refused(door, sum(1 for r in refusals if r.door == door))
+            for door, refused in Counter(r.door for r in refusals).items():
+                self.metrics.refused(door, refused)
 
     def list_dead_letters(
         self, status: str | None, door: str | None, limit: int, offset: int

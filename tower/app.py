@@ -265,8 +265,6 @@ def build_tower(
     pipeline = IngestPipeline(store, spool, settings.collector)
     metrics = TowerMetrics(role, store.backend, package_version())
     metrics.register(PipelineCollector(pipeline))
-    if plan.api:  # the store's counts are the same from every process: those serving the API export them
-        metrics.register(StoreReadings(store, metrics_settings.cache_seconds))
     ingest = IngestService(pipeline, TokenRegistry(settings.ingest), clock, metrics)
     from collector.events_http import register_replayers as register_events
     from collector.otlp.http import register_replayers as register_otlp
@@ -279,6 +277,8 @@ def build_tower(
     replay = ReplayService(store, parts.exceptions, clock, ReplaySettings())  # TOWER_REPLAY_*
     register_replay_jobs(jobs, replay)
     outbox = Outbox(store, clock)
+    if plan.api:  # the store's counts are the same from every process: those serving the API export them
+        metrics.register(StoreReadings(store, outbox, metrics_settings.cache_seconds))
     slack = SlackSettings()  # TOWER_SLACK_*
     slack_sender = SlackSender(outbox, slack, clock) if slack.enabled else None
     if slack_sender is not None:

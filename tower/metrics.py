@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from alerting.outbox import Outbox
 from collector.pipeline import IngestPipeline
 from kernel.api_auth import AUTH_RESPONSES, READ_ROLES, Principal, require
 from kernel.exceptions import ACTIVE
@@ -108,12 +109,6 @@ _READS: tuple[tuple[str, str, list[str], str], ...] = (
         " WHERE status IN {active:Array(String)} GROUP BY owner, severity, kind, status",
     ),
     (
-        "tower_alert_outbox_messages",
-        "Slack messages in the alert outbox, by status (pending and attempting wait; failed gave up).",
-        ["status"],
-        "SELECT status, count() AS n FROM alert_outbox FINAL GROUP BY status",
-    ),
-    (
         "tower_dead_letters_pending",
         "Refused records not replayed yet, by door.",
         ["door"],
@@ -126,6 +121,15 @@ _READS: tuple[tuple[str, str, list[str], str], ...] = (
         "SELECT status, count() AS n FROM replay_requests FINAL GROUP BY status",
     ),
 )
+
+
+# The outbox counts itself (alerting.outbox.Outbox.counts: every status, 0 included).
+_OUTBOX = (
+    "tower_alert_outbox_messages",
+    "Slack messages in the alert outbox, by status (pending and attempting wait; failed gave up).",
+    ["status"],
+)
+_FAMILIES = [(name, documentation, labels) for name, documentation, labels, _ in _READS] + [_OUTBOX]
 
 
 @dataclass
@@ -141,9 +145,12 @@ class StoreReadings(Collector):
     servers, or a short scrape interval, read the store once per window). A failed read exports
     `tower_metrics_store_read_ok 0` and none of the counts, rather than failing the scrape."""
 
-    def __init__(self, store: Store, cache_seconds: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, store: Store, outbox: Outbox, cache_seconds: float, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         """`monotonic` is the cache's clock (tests pass their own)."""
         self.store = store
+        self.outbox = outbox
         self.cache_seconds = cache_seconds
         self.monotonic = monotonic
         self._lock = threading.Lock()
@@ -161,6 +168,7 @@ class StoreReadings(Collector):
                 for name, _, labels, sql in _READS:
                     rows = self.store.query(sql, {"active": list(ACTIVE)})
                     reading.values[name] = [([str(r[label]) for label in labels], float(r["n"])) for r in rows]
+                reading.values[_OUTBOX[0]] = [([status], float(n)) for status, n in self.outbox.counts().items()]
                 reading.ok = True
             except StoreError as exc:
                 log.warning("metrics: cannot read the store: %s", exc)
@@ -177,7 +185,7 @@ class StoreReadings(Collector):
         yield GaugeMetricFamily(
             "tower_metrics_store_read_seconds", "How long the last read of the store's counts took.", reading.seconds
         )
-        for name, documentation, labels, _ in _READS:
+        for name, documentation, labels in _FAMILIES:
             if name not in reading.values:
                 continue
             family = GaugeMetricFamily(name, documentation, labels=labels)

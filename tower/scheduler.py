@@ -81,8 +81,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._ran = threading.Condition(self._lock)
         self._scheduler: Any = None
-        self._active: set[str] = set()  # jobs running now
-        self._began: dict[str, float] = {}  # when each running job's run began (time.monotonic)
+        self._began: dict[str, float] = {}  # the jobs running now: when each run began (time.monotonic)
         self._woken: set[str] = set()  # jobs woken while running: they run again when they finish
 
     @property
@@ -116,7 +115,6 @@ class Scheduler:
             return JobRun(name, 0, self.clock.now(), 0.0, ok=True, skipped=True)
         with self._lock:
             run = self._runs[name] = self._runs.get(name, 0) + 1
-            self._active.add(name)
             self._began[name] = time.monotonic()
             before = self.last_runs.get(name)
         failed_with = before.error if before is not None and not before.ok else None  # the last run's failure
@@ -147,7 +145,6 @@ class Scheduler:
                 log.exception("observer of job %s (run %d) failed", name, run)
         with self._ran:
             self.last_runs[name] = outcome
-            self._active.discard(name)
             self._began.pop(name, None)
             again = name in self._woken
             self._woken.discard(name)
@@ -171,7 +168,7 @@ class Scheduler:
         if scheduler is None:
             return
         with self._lock:
-            if name in self._active and not seconds:
+            if name in self._began and not seconds:
                 self._woken.add(name)
                 return
         at = datetime.now(UTC) + timedelta(seconds=seconds)  # APScheduler's timer: the wall clock
