@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from collector.auth import Grant, TokenRegistry
@@ -25,6 +26,46 @@ from collector.pipeline import IngestPipeline, Rows
 from kernel.clock import Clock
 from kernel.metrics import TowerMetrics
 from kernel.model.events import BusinessEvent, validate_event
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """How far from the tower's clock a business event's time may be; None (or 0 in the settings) for no limit.
+
+    A time outside it is refused with the setting that moves it: an event stamped 1970 (an unset time) or 2099
+    would otherwise open exceptions due decades ago, or never due."""
+
+    max_age: timedelta | None = None
+    max_ahead: timedelta | None = None
+
+    @classmethod
+    def from_settings(cls, max_age_days: int, max_ahead_minutes: int) -> TimeWindow:
+        return cls(
+            timedelta(days=max_age_days) if max_age_days else None,
+            timedelta(minutes=max_ahead_minutes) if max_ahead_minutes else None,
+        )
+
+    def problem(self, time: datetime, now: datetime) -> str | None:
+        """Why `time` is refused at `now`, or None."""
+        shown = time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        if self.max_age is not None and time < now - self.max_age:
+            days = (now - time).days
+            return (
+                f"time: {shown} is {days:,} days before the tower's clock; events older than "
+                f"{self.max_age.days} days are refused (TOWER_COLLECTOR_EVENT_MAX_AGE_DAYS)"
+            )
+        if self.max_ahead is not None and time > now + self.max_ahead:
+            return (
+                f"time: {shown} is {_span(time - now)} ahead of the tower's clock; events more than "
+                f"{int(self.max_ahead.total_seconds() // 60)} minutes ahead are refused "
+                "(TOWER_COLLECTOR_EVENT_MAX_AHEAD_MINUTES; a sender's clock or time zone?)"
+            )
+        return None
+
+
+def _span(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:,.1f} hours" if hours < 48 else f"{delta.days:,} days"
 
 
 @dataclass(frozen=True)
@@ -70,10 +111,17 @@ class IngestService:
     """Validation, authorization and durable hand-off shared by every door."""
 
     def __init__(
-        self, pipeline: IngestPipeline, tokens: TokenRegistry, clock: Clock, metrics: TowerMetrics | None = None
+        self,
+        pipeline: IngestPipeline,
+        tokens: TokenRegistry,
+        clock: Clock,
+        metrics: TowerMetrics | None = None,
+        window: TimeWindow | None = None,
     ) -> None:
-        """`metrics` counts what each hand-off carried (rows per table, records refused per door)."""
+        """`metrics` counts what each hand-off carried (rows per table, records refused per door); `window` bounds
+        an event's time around the clock (none by default)."""
         self.pipeline = pipeline
+        self.window = window or TimeWindow()
         self.metrics = metrics
         self.tokens = tokens
         self.clock = clock
@@ -84,13 +132,16 @@ class IngestService:
         self._replayers[door] = replayer
 
     def check_event(self, raw: Mapping[str, Any], grant: Grant) -> tuple[BusinessEvent | None, list[str]]:
-        """Validate one structured event and check its source against the token."""
+        """Validate one structured event, check its source against the token and its time against the window."""
         event, problems = validate_event(raw)
-        if event is not None and not grant.allows(event.source):
+        if event is None:
+            return None, problems
+        if not grant.allows(event.source):
             return None, [
                 f"source: {event.source!r} is not allowed for this token (it may send {', '.join(grant.sources)})"
             ]
-        return event, problems
+        late_or_early = self.window.problem(event.time, self.clock.now())
+        return (None, [late_or_early]) if late_or_early else (event, [])
 
     def accept_events(
         self,

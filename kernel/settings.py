@@ -67,6 +67,18 @@ class CollectorSettings(BaseSettings):
         2 * 1024**3, ge=0, description="Disk the spool may use while the store is unavailable."
     )
     drain_interval_seconds: float = Field(1.0, gt=0, description="How often the spool is retried into the store.")
+    event_max_age_days: int = Field(
+        3650,
+        ge=0,
+        description="Business events whose time is more than this many days before the tower's clock are refused "
+        "(an unset or epoch time); 0 accepts any age the store holds (1970 on). Raise it to import older history.",
+    )
+    event_max_ahead_minutes: int = Field(
+        1440,
+        ge=0,
+        description="Business events whose time is more than this many minutes after the tower's clock are "
+        "refused (a sender's clock or time zone gone wrong); 0 accepts any time up to 2262.",
+    )
     key_aliases: dict[str, list[str]] = Field(
         default_factory=lambda: {
             "order.id": ["order_id", "erp.order.id", "sales_order.id"],

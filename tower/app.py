@@ -33,7 +33,7 @@ from alerting.sender import AlertsSendSettings, SlackSender, send_job
 from alerting.settings import SlackSettings
 from collector.auth import TokenRegistry
 from collector.pipeline import IngestPipeline
-from collector.service import IngestService
+from collector.service import IngestService, TimeWindow
 from collector.spool import Spool
 from kernel.backups import Backups, StoreBackupSettings, backup_job, finish_running
 from kernel.clock import Clock, SystemClock
@@ -265,7 +265,8 @@ def build_tower(
     pipeline = IngestPipeline(store, spool, settings.collector)
     metrics = TowerMetrics(role, store.backend, package_version())
     metrics.register(PipelineCollector(pipeline))
-    ingest = IngestService(pipeline, TokenRegistry(settings.ingest), clock, metrics)
+    window = TimeWindow.from_settings(settings.collector.event_max_age_days, settings.collector.event_max_ahead_minutes)
+    ingest = IngestService(pipeline, TokenRegistry(settings.ingest), clock, metrics, window)
     from collector.events_http import register_replayers as register_events
     from collector.otlp.http import register_replayers as register_otlp
 

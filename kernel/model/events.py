@@ -49,7 +49,12 @@ _SOURCE_RE = re.compile("^(" + "|".join(SOURCE_SYSTEMS) + r")(/[A-Za-z0-9._~-]+)
 _TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_ID = 256
+# The times the store holds for every door: spans are nanoseconds since the epoch in DateTime64(9), which ends
+# on 2262-04-11; events share the range so that a time one door takes, the other takes too.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2262, 4, 11, tzinfo=UTC)
 
 
 def source_system(source: str) -> str:
@@ -158,6 +163,10 @@ def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[s
         problems.append("time: required (RFC 3339 with an offset)")
     elif time is None:
         problems.append(f"time: {time_raw!r} is not RFC 3339 with an offset")
+    elif time < EARLIEST_TIME:
+        problems.append(f"time: {time_raw!r} is before 1970-01-01, the earliest time the store holds")
+    elif time >= LATEST_TIME:
+        problems.append(f"time: {time_raw!r} is past 2262-04-11, the latest time the store holds")
     data = raw.get("data", {})
     if isinstance(data, (str, bytes)) and raw.get("datacontenttype", "application/json").endswith("json"):
         try:
@@ -175,6 +184,11 @@ def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[s
     subject = raw.get("subject")
     if subject is not None and not isinstance(subject, str):
         problems.append("subject: must be a string")
+    elif isinstance(subject, str):
+        subject = subject.strip()
+        subject_problem = _key_problem(subject, limit=False)
+        if subject_problem:
+            problems.append(f"subject: {subject_problem}")
     trace_id = span_id = ""
     traceparent = raw.get("traceparent")
     if traceparent is not None:
@@ -204,6 +218,17 @@ def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[s
     )
 
 
+def _key_problem(value: str, limit: bool = True) -> str | None:
+    """Why a business key cannot be stored as given: too long (when `limit`), or a control character (NUL, ESC...)
+    that no system of record puts in a key and that would garble the dashboard, Slack and the report files."""
+    if limit and len(value) > _MAX_ID:
+        return f"longer than {_MAX_ID} characters"
+    found = _CONTROL_RE.search(value)
+    if found:
+        return f"{value!r} contains the control character U+{ord(found.group()):04X}"
+    return None
+
+
 def _check_data(event_type: str, data: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     for key in STRING_KEYS:
@@ -213,8 +238,12 @@ def _check_data(event_type: str, data: dict[str, Any]) -> list[str]:
                 problems.append(f"data.{key}: must be a string")
             elif isinstance(value, int):
                 data[key] = str(value)
-            elif len(value) > _MAX_ID:
-                problems.append(f"data.{key}: longer than {_MAX_ID} characters")
+            else:
+                # fixed-width exports pad keys: 'SO-1   ' from one system is 'SO-1' from another
+                data[key] = value = value.strip()
+                problem = _key_problem(value)
+                if problem:
+                    problems.append(f"data.{key}: {problem}")
     for key in NUMBER_KEYS:
         if key in data and data[key] is not None:
             value = data[key]

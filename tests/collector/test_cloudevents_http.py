@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,13 @@ import orjson
 import pytest
 
 from collector.auth import TokenRegistry
+from collector.otlp.convert import otlp_json
+from collector.service import TimeWindow
 from kernel.api_auth import token_id
+from kernel.clock import FixedClock
 from kernel.settings import IngestSettings
 from kernel.store.embedded import EmbeddedStore
+from tests.collector.test_otlp_helpers import event_log, logs_request, make_log
 from tests.factories import make_event
 from tests.support import RunningTower, start_in_process
 
@@ -380,6 +385,65 @@ def test_replay_after_the_token_may_send_the_source(tower: RunningTower) -> None
     assert sorted(r["id"] for r in rows) == sorted([event["id"], "bin-9"])
     assert {r["door"] for r in rows} == {"events"}
     assert {d["status"] for d in letters(tower)} == {"replayed"}
+
+
+def test_event_times_far_from_the_clock_are_refused_until_the_window_allows_them(
+    store: EmbeddedStore, tmp_path: Path
+) -> None:
+    clock = FixedClock(datetime(2026, 11, 27, 12, 0, tzinfo=UTC))
+    batch = [
+        make_event("order.accepted", 1, id="epoch", time="1970-01-01T00:00:00Z"),  # an unset time
+        make_event("order.accepted", 2, id="ahead", time="2026-11-28T12:00:01Z"),  # a day and a second ahead
+        make_event("order.accepted", 3, id="edge", time="2026-11-28T12:00:00Z"),  # a day ahead: taken
+        make_event("order.accepted", 4, id="year-1", time="0001-01-01T00:00:00Z"),  # nothing the store holds
+    ]
+    # an OTLP log record that is an event, stamped one nanosecond after the epoch
+    log = event_log("order.released", "log-epoch", {"order_id": "SO-1", "warehouse": "DAL"})
+    log.time_unix_nano = log.observed_time_unix_nano = 1
+    plain = make_log(body="a plain log line, no event: any time is taken", time=1)
+    with start_in_process(tmp_path, store, clock=clock) as running:
+        assert running.tower is not None
+        with running.client("erp") as http:
+            answer = http.post("/v1/events", content=orjson.dumps(batch), headers=BATCH).json()
+            logs = http.post(
+                "/v1/logs",
+                content=otlp_json(logs_request(log, plain)).encode(),
+                headers={"Content-Type": "application/json"},
+            ).json()
+        assert answer["accepted"] == 1
+        errors = {r["id"]: r["errors"] for r in answer["rejected"]}
+        assert errors == {
+            "epoch": [
+                "time: 1970-01-01T00:00:00Z is 20,784 days before the tower's clock; events older than 3650 days are "
+                "refused (TOWER_COLLECTOR_EVENT_MAX_AGE_DAYS)"
+            ],
+            "ahead": [
+                "time: 2026-11-28T12:00:01Z is 24.0 hours ahead of the tower's clock; events more than 1440 minutes "
+                "ahead are refused (TOWER_COLLECTOR_EVENT_MAX_AHEAD_MINUTES; a sender's clock or time zone?)"
+            ],
+            "year-1": ["time: '0001-01-01T00:00:00Z' is before 1970-01-01, the earliest time the store holds"],
+        }
+        assert int(logs["partialSuccess"]["rejectedLogRecords"]) == 1
+        assert "TOWER_COLLECTOR_EVENT_MAX_AGE_DAYS" in logs["partialSuccess"]["errorMessage"]
+        assert [e["id"] for e in events(running)] == ["edge"]
+        assert len(letters(running)) == 4
+
+        # the operator loading old history turns the limits off (TOWER_COLLECTOR_EVENT_MAX_AGE_DAYS=0 ...)
+        running.tower.ingest.window = TimeWindow.from_settings(0, 0)
+        with running.api() as api:
+            replayed = [
+                api.post("/api/deadletters/replay", json={"door": door}).json() for door in ("events", "otlp_logs")
+            ]
+    assert [r["replayed"] for r in replayed] == [2, 1]
+    [still] = replayed[0]["still_failing"]
+    assert "is before 1970-01-01" in still["errors"][0]
+    stored = {e["id"]: e["time"] for e in events(running)}
+    assert stored == {
+        "epoch": "1970-01-01 00:00:00.000000",
+        "log-epoch": "1970-01-01 00:00:00.000000",
+        "edge": "2026-11-28 12:00:00.000000",
+        "ahead": "2026-11-28 12:00:01.000000",
+    }
 
 
 def test_openapi_documents_the_contract(tower: RunningTower) -> None:

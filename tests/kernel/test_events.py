@@ -36,18 +36,54 @@ def test_valid_event_becomes_a_row() -> None:
         ({"time": ...}, "time: required"),
         ({"time": "2026-03-08T08:30:00"}, "is not RFC 3339 with an offset"),
         ({"time": "yesterday"}, "is not RFC 3339 with an offset"),
+        # year 1 was stored as 2001 before the range was checked ('1-01-01' read as a two-digit year)
+        ({"time": "0001-01-01T00:00:00Z"}, "time: '0001-01-01T00:00:00Z' is before 1970-01-01, the earliest time"),
+        ({"time": "1969-12-31T23:59:59.999999Z"}, "is before 1970-01-01"),
+        ({"time": "1970-01-01T00:30:00+01:00"}, "is before 1970-01-01"),
+        ({"time": "2262-04-11T00:00:00Z"}, "is past 2262-04-11, the latest time the store holds"),
+        ({"time": "9999-12-31T23:59:59-14:00"}, "is past 2262-04-11"),
         ({"data": [1, 2]}, "data: must be a JSON object"),
         ({"data": {"amount": "12,5"}}, "data.amount: '12,5' is not a number"),
         ({"data": {"currency": "dollars"}}, "data.currency: 'dollars' is not an ISO 4217 code"),
         ({"data": {"order_id": None}}, "data.order_id: required for order.accepted"),
         ({"data": {"order_id": {"nested": 1}}}, "data.order_id: must be a string"),
         ({"traceparent": "00-xyz-01"}, "traceparent: '00-xyz-01' is not a W3C traceparent"),
+        ({"data": {"order_id": "SO-\x005"}}, "data.order_id: 'SO-\\x005' contains the control character U+0000"),
+        (
+            {"data": {"customer_id": "C-\x1b[31m"}},
+            "data.customer_id: 'C-\\x1b[31m' contains the control character U+001B",
+        ),
+        ({"data": {"order_id": " \t "}}, "data.order_id: required for order.accepted"),
+        ({"subject": "SO-1\x7f"}, "subject: 'SO-1\\x7f' contains the control character U+007F"),
     ],
 )
 def test_each_problem_is_named(change: dict[str, Any], expected: str) -> None:
     event, problems = validate_event(make_event("order.accepted", **change))
     assert event is None
     assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("time", ["1970-01-01T00:00:00Z", "1970-01-01T01:00:00+01:00", "2262-04-10T23:59:59Z"])
+def test_the_ends_of_the_stored_range_are_accepted(time: str) -> None:
+    event, problems = validate_event(make_event("order.accepted", time=time))
+    assert problems == [] and event is not None
+
+
+def test_keys_padded_with_whitespace_are_trimmed() -> None:
+    raw = make_event("shipment.confirmed", 8, subject=" SH-8 ", data={"order_id": "SO-8   ", "warehouse": "\tDAL "})
+    event, problems = validate_event(raw)
+    assert problems == [] and event is not None
+    row = event.to_row("events", datetime(2026, 11, 2, tzinfo=UTC))
+    assert (row["subject"], row["order_id"], row["warehouse"], row["shipment_id"]) == ("SH-8", "SO-8", "DAL", "SH-8")
+    assert (event.data["order_id"], event.data["warehouse"]) == ("SO-8", "DAL")
+    assert raw["data"]["order_id"] == "SO-8   "  # the sender's mapping is not changed
+
+
+def test_unicode_keys_are_kept_as_sent() -> None:
+    event, problems = validate_event(
+        make_event("order.accepted", data={"order_id": "SO-\u00e9-1", "customer_id": "Ｃ-1"})
+    )
+    assert problems == [] and event is not None and event.data["order_id"] == "SO-\u00e9-1"
 
 
 def test_all_problems_are_reported_at_once() -> None:

@@ -134,7 +134,7 @@ def test_each_role_serves_and_runs_its_part(
             assert ready["scheduler"]["lease"]["held"] is True
         else:
             assert "scheduler" not in ready
-        event = make_event("order.accepted")
+        event = make_event("order.accepted", 1)  # BASE_TIME + 1 minute: inside the window around AT
         sent = http.post(
             "/v1/events",
             json=event,
