@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
@@ -69,6 +70,9 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("exposure", "Exposure (est.)", "money"),
     ("currency", "Currency", "text"),
 )
+# A text cell starting with one of these opens as a formula in a spreadsheet (CSV injection, OWASP): keys, customers
+# and notes come from the integrations and from people, never from the tower.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _WIDTHS = {"text": 16, "time": 20, "month": 10, "hours": 11, "money": 14, "bool": 7, "count": 10}
 _FORMATS = {"time": DATE_FORMAT, "month": MONTH_FORMAT, "hours": HOURS_FORMAT, "money": MONEY_FORMAT}
 
@@ -181,6 +185,8 @@ def breach_values(breach: Breach) -> dict[str, Any]:
 def _csv_value(value: Any, zone: ZoneInfo) -> Any:
     if value is None:
         return ""
+    if isinstance(value, str):
+        return "'" + value if value.startswith(_FORMULA_START) else value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
@@ -250,6 +256,16 @@ def _cells(
         value = values[name]
         if value is None or value == "":
             cells.append(None)
+            continue
+        if isinstance(value, str):
+            # control characters (a worksheet cannot hold them, and openpyxl refuses them, failing the whole report)
+            # become U+FFFD; a string openpyxl would write as a formula (a leading "=") is made a string cell
+            value = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+            if value.startswith("="):
+                text = WriteOnlyCell(sheet, value=value)
+                text.data_type = "s"
+                value = text
+            cells.append(value)
             continue
         if isinstance(value, datetime):
             value = value.astimezone(zone).replace(tzinfo=None, microsecond=0)  # Excel has no time zones
