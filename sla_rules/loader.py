@@ -16,7 +16,15 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from sla_rules.model import ErrorRateRule, JobFailuresRule, ReconciliationRule, Rule, SilenceRule, SlaRule
+from sla_rules.model import (
+    ErrorRateRule,
+    JobFailuresRule,
+    ReconciliationRule,
+    RefusalsRule,
+    Rule,
+    SilenceRule,
+    SlaRule,
+)
 from sla_rules.routing import Routing  # re-exported: rules and routing load from one module
 
 __all__ = [
@@ -37,14 +45,16 @@ __all__ = [
 
 RULE_SUFFIXES = (".yaml", ".yml")
 RULE_TYPES = ("sla", "reconciliation", "technical")
-TECHNICAL_CHECKS: dict[str, type[ErrorRateRule] | type[SilenceRule] | type[JobFailuresRule]] = {
+TechnicalModel = type[ErrorRateRule] | type[SilenceRule] | type[RefusalsRule] | type[JobFailuresRule]
+TECHNICAL_CHECKS: dict[str, TechnicalModel] = {
     "error-rate": ErrorRateRule,
     "silence": SilenceRule,
+    "refusals": RefusalsRule,
     "job-failures": JobFailuresRule,
 }
 
 Loc = tuple[str | int, ...]
-RuleModel = type[SlaRule] | type[ReconciliationRule] | type[ErrorRateRule] | type[SilenceRule] | type[JobFailuresRule]
+RuleModel = type[SlaRule] | type[ReconciliationRule] | TechnicalModel
 
 
 def default_rules_dir() -> Path:

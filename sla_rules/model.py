@@ -259,6 +259,18 @@ class SilenceParams(_Strict):
         return parse_duration(value)
 
 
+class RefusalsParams(_Strict):
+    """ingest-refusals: records of a source refused into dead letters, at least `min_records` within `window`."""
+
+    window: Duration = timedelta(minutes=15)
+    min_records: int = Field(1, ge=1, description="Refused records within the window that open the exception.")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
 class JobFailuresParams(_Strict):
     """tower-jobs: a scheduled job of the tower itself failed `failures` runs in a row."""
 
@@ -281,6 +293,14 @@ class SilenceRule(_RuleBase):
     params: SilenceParams = Field(default_factory=SilenceParams)
 
 
+class RefusalsRule(_RuleBase):
+    """A technical rule on records the doors refused (dead letters)."""
+
+    type: Literal["technical"] = "technical"
+    check: Literal["refusals"]
+    params: RefusalsParams = Field(default_factory=RefusalsParams)
+
+
 class JobFailuresRule(_RuleBase):
     """A technical rule on the tower's own scheduled jobs (watched by the scheduler, tower/job_health.py)."""
 
@@ -289,5 +309,5 @@ class JobFailuresRule(_RuleBase):
     params: JobFailuresParams = Field(default_factory=JobFailuresParams)
 
 
-TechnicalRule = Annotated[ErrorRateRule | SilenceRule | JobFailuresRule, Field(discriminator="check")]
-Rule = SlaRule | ReconciliationRule | ErrorRateRule | SilenceRule | JobFailuresRule
+TechnicalRule = Annotated[ErrorRateRule | SilenceRule | RefusalsRule | JobFailuresRule, Field(discriminator="check")]
+Rule = SlaRule | ReconciliationRule | ErrorRateRule | SilenceRule | RefusalsRule | JobFailuresRule

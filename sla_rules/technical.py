@@ -1,4 +1,5 @@
-"""Technical rules, from spans and arrivals: `integration-errors` (error rates) and `source-silence`.
+"""Technical rules, from spans, arrivals and refusals: `integration-errors` (error rates), `source-silence` and
+`ingest-refusals`.
 
 Each rule is one set-based query in ClickHouse over a window ending at the injected clock's now;
 what it finds opens an exception per key (owner `integration` by default, kind `technical`), and
@@ -19,6 +20,10 @@ full one (the `full` flag of the Evaluator protocol changes nothing here).
   `expected_sources`, else every source system seen within `seen_within`. A source whose
   exception is still active stays watched even after it drops out of that list, so a long silence
   is never taken for a recovery. Key: the expected source (a system, e.g. `tms`).
+- ingest-refusals: records refused into dead letters (by arrival time: a refusal is news whatever the record's
+  own time) within `window`, at least `min_records` of them, grouped by the source they claimed (`token <id>`
+  when the record could not be read far enough to claim one). Counted by dead letter id without FINAL: a replay
+  writes a new version of a letter with the same id and arrival time, so it counts once. Key: that source.
 """
 
 from __future__ import annotations
@@ -35,13 +40,14 @@ from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
 from kernel.model.events import source_covers, source_system
 from kernel.store import Store
 from kernel.store.base import utc_text
-from sla_rules.model import ErrorRateRule, Rule, SilenceRule
+from sla_rules.model import ErrorRateRule, RefusalsRule, Rule, SilenceRule
 from sla_rules.report import EvaluationReport, RuleReport
 
 OwnerFor = Callable[[Rule, Mapping[str, str]], str]
 RECOVERED = "recovered"
 # The OpenTelemetry exporter writes `Error`; older exporter versions wrote the enum name.
 ERROR_STATUSES = ["Error", "STATUS_CODE_ERROR"]
+REASON_CHARS = 300  # of each example reason kept in a refusal exception's context
 
 _ERROR_RATES = """
 SELECT service, span_name, source, spans, errors,
@@ -75,6 +81,54 @@ FROM (
 WHERE source != ''
 GROUP BY source
 """
+
+# A record that claimed no source (a body that could not be read) counts for its token's source when the token has
+# exactly one, else for `token <id>`.
+_KEY = (
+    "if(source = '', transform(token_id, {token_ids:Array(String)}, {token_sources:Array(String)}, "
+    "concat('token ', token_id)), source)"
+)
+_REFUSALS = f"""
+SELECT {_KEY} AS key,
+       uniqExact(id) AS refused,
+       min(received_at) AS first_at,
+       max(received_at) AS last_at,
+       arraySort(groupUniqArray(door)) AS doors,
+       arraySort(groupUniqArray(3)(reason)) AS reasons
+FROM dead_letters
+WHERE received_at >= {{since:DateTime64(6, 'UTC')}} AND received_at <= {{until:DateTime64(6, 'UTC')}}
+GROUP BY key
+HAVING refused >= {{min_records:UInt64}} OR key IN {{watched:Array(String)}}
+ORDER BY key
+"""
+
+# How many of each key's letters still wait (any age): read only when an exception opens or resolves.
+_PENDING = f"""
+SELECT key, count() AS pending
+FROM (
+    SELECT {_KEY} AS key, status
+    FROM dead_letters FINAL
+)
+WHERE status = 'pending' AND key IN {{keys:Array(String)}}
+GROUP BY key
+"""
+
+
+@dataclass(frozen=True)
+class Refusals:
+    """The records of one source refused into dead letters within the window."""
+
+    key: str  # the source they claimed, or `token <id>`
+    refused: int
+    first_at: datetime
+    last_at: datetime
+    doors: list[str]
+    reasons: list[str]  # up to 3 distinct examples
+
+    @property
+    def source(self) -> str:
+        """The source, or '' when the records named none."""
+        return "" if self.key.startswith("token ") else self.key
 
 
 @dataclass(frozen=True)
@@ -110,19 +164,23 @@ class Silence:
 
 
 class TechnicalEngine:
-    """Evaluates the technical rules (ErrorRateRule, SilenceRule) into exceptions; an Evaluator."""
+    """Evaluates the technical rules (ErrorRateRule, SilenceRule, RefusalsRule) into exceptions; an Evaluator."""
 
     def __init__(
         self,
         store: Store,
         exceptions: ExceptionStore,
         clock: Clock,
-        rules: Sequence[ErrorRateRule | SilenceRule],
+        rules: Sequence[ErrorRateRule | SilenceRule | RefusalsRule],
         expected_sources: Sequence[str] = (),
         seen_within: timedelta = timedelta(hours=168),
         owner_for: OwnerFor | None = None,
+        token_sources: Mapping[str, str] | None = None,
     ) -> None:
+        """`token_sources`: ingest token id -> the one source that token sends for (tokens granted several sources
+        are left out): whose records they were when a refused record claimed no source."""
         self.store = store
+        self.token_sources = dict(token_sources or {})
         self.exceptions = exceptions
         self.clock = clock
         self.rules = [r for r in rules if r.enabled]
@@ -141,6 +199,8 @@ class TechnicalEngine:
                 began = time.perf_counter()
                 if isinstance(rule, ErrorRateRule):
                     opened, resolved, changed = self._error_rate(rule, now)
+                elif isinstance(rule, RefusalsRule):
+                    opened, resolved, changed = self._refusals(rule, now)
                 else:
                     opened, resolved, changed = self._silence(rule, now)
                 rules[rule.id] = RuleReport(
@@ -276,6 +336,91 @@ class TechnicalEngine:
         opened = self.exceptions.open_many(found)
         resolved = self.exceptions.resolve_many(recovered, RECOVERED, details, actor="engine")
         return opened, resolved, len(opened) + len(resolved)
+
+    # ingest-refusals ---------------------------------------------------------------------------------
+
+    def refusals(self, rule: RefusalsRule, now: datetime, watched: Sequence[str] = ()) -> list[Refusals]:
+        """Sources with at least `min_records` refused within the window ending at `now`, plus the `watched`
+        keys that had any."""
+        rows = self.store.query(
+            _REFUSALS,
+            {
+                "since": now - rule.params.window,
+                "until": now,
+                "min_records": rule.params.min_records,
+                "watched": list(watched),
+                **self._tokens(),
+            },
+        )
+        return [
+            Refusals(
+                str(r["key"]),
+                int(r["refused"]),
+                _parse_utc(r["first_at"]),
+                _parse_utc(r["last_at"]),
+                list(r["doors"]),
+                [reason[:REASON_CHARS] for reason in r["reasons"]],
+            )
+            for r in rows
+        ]
+
+    def pending_letters(self, keys: Sequence[str]) -> dict[str, int]:
+        """Per key (a source or `token <id>`), its dead letters still pending, of any age."""
+        if not keys:
+            return {}
+        rows = self.store.query(_PENDING, {"keys": list(keys), **self._tokens()})
+        return {str(r["key"]): int(r["pending"]) for r in rows}
+
+    def _tokens(self) -> dict[str, list[str]]:
+        return {"token_ids": list(self.token_sources), "token_sources": list(self.token_sources.values())}
+
+    def _refusals(self, rule: RefusalsRule, now: datetime) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
+        active = self.exceptions.active_by_key(rule.id)
+        found = {r.key: r for r in self.refusals(rule, now, sorted(active))}
+        window = _duration_text(rule.params.window)
+        new = [r for key, r in found.items() if r.refused >= rule.params.min_records and key not in active]
+        recovered = [
+            record for key, record in active.items() if key not in found or found[key].refused < rule.params.min_records
+        ]
+        pending = self.pending_letters([r.key for r in new] + [record.key for record in recovered])
+        opened = self.exceptions.open_many(
+            [
+                NewException(
+                    rule=rule.id,
+                    key=r.key,
+                    kind=rule.kind,
+                    owner=self.owner_for(rule, {"source": r.source}),
+                    severity=rule.severity,
+                    # no context `source`: that would make it a root cause holding back the source's business
+                    # alerts (alerting/suppression.py) for one bad record; the key names the source
+                    context={
+                        "refused": r.refused,
+                        "window": window,
+                        "doors": r.doors,
+                        "reasons": r.reasons,
+                        "since": _iso(r.first_at),
+                        "last_refused": _iso(r.last_at),
+                        "pending": pending.get(r.key, 0),
+                        "summary": f"{_records(r.refused)} refused in {window}: {r.reasons[0] if r.reasons else ''}",
+                    },
+                )
+                for r in new
+            ]
+        )
+        details = {
+            record.id: {
+                "refused": found[record.key].refused if record.key in found else 0,
+                "window": window,
+                "pending": pending.get(record.key, 0),
+            }
+            for record in recovered
+        }
+        resolved = self.exceptions.resolve_many(recovered, RECOVERED, details, actor="engine")
+        return opened, resolved, len(opened) + len(resolved)
+
+
+def _records(n: int) -> str:
+    return f"{n} record" if n == 1 else f"{n} records"
 
 
 def _parse_utc(text: str) -> datetime:

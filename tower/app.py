@@ -35,6 +35,7 @@ from collector.auth import TokenRegistry
 from collector.pipeline import IngestPipeline
 from collector.service import IngestService, TimeWindow
 from collector.spool import Spool
+from kernel.api_auth import token_id
 from kernel.backups import Backups, StoreBackupSettings, backup_job, finish_running
 from kernel.clock import Clock, SystemClock
 from kernel.exceptions import ExceptionStore
@@ -52,7 +53,7 @@ from reconcilers.service import ReconcileService
 from reconcilers.settings import ReconcileSettings
 from sla_rules.engine import SlaEngine
 from sla_rules.loader import ParamsModels, Problem, RuleFileError, RuleSet, load_rule_set
-from sla_rules.model import ErrorRateRule, JobFailuresRule, ReconciliationRule, SilenceRule, SlaRule
+from sla_rules.model import ErrorRateRule, JobFailuresRule, ReconciliationRule, RefusalsRule, SilenceRule, SlaRule
 from sla_rules.service import SlaService
 from sla_rules.technical import TechnicalEngine
 from tower.case_days import CaseDaysRefresh
@@ -203,10 +204,11 @@ def build_sla(settings: Settings, store: Store, clock: Clock, rules: RuleSet | N
         store,
         exceptions,
         clock,
-        [r for r in enabled if isinstance(r, (ErrorRateRule, SilenceRule))],
+        [r for r in enabled if isinstance(r, (ErrorRateRule, SilenceRule, RefusalsRule))],
         expected_sources=settings.sla.expected_sources,
         seen_within=timedelta(hours=settings.sla.expect_seen_within_hours),
         owner_for=owner_for,
+        token_sources={token_id(t): s[0] for t, s in settings.ingest.tokens.items() if len(s) == 1},
     )
     # last: the overview's reading of the cases the engine just wrote (tower/case_days.py)
     return SlaParts(rules, exceptions, SlaService([engine, technical, CaseDaysRefresh(store, clock)]))

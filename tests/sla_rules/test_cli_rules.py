@@ -48,7 +48,9 @@ def test_check_the_shipped_rules_lists_each_rule() -> None:
     assert "compare inventory: sources erp,wms, tolerance 0, stale_after 2h" in rows["inventory-sync"]
     jobs = r"tower-jobs +technical/job-failures +integration +- +a tower job failing 3 runs in a row"
     assert re.search(jobs, rows["tower-jobs"])
-    assert lines[-1].startswith("9 rules (9 enabled) in ") and "1 route, 5 owners declared" in lines[-1]
+    refusals = r"ingest-refusals +technical/refusals +integration +- +over 15m: >= 1 records refused"
+    assert re.search(refusals, rows["ingest-refusals"])
+    assert lines[-1].startswith("10 rules (10 enabled) in ") and "1 route, 5 owners declared" in lines[-1]
 
 
 def test_check_a_folder_with_problems_exits_1_with_one_line_each(tmp_path: Path) -> None:

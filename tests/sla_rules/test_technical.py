@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from alerting.suppression import RootCauses
+from collector.deadletters import REPLAYED, Refusal, dead_letter_row, status_row
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionFilter, ExceptionRecord, ExceptionStore
 from kernel.store import Store
+from reconcilers.replay.service import exception_source
 from sla_rules.loader import default_rules_dir, load_rules
-from sla_rules.model import ErrorRateParams, ErrorRateRule, SilenceParams, SilenceRule
+from sla_rules.model import ErrorRateParams, ErrorRateRule, RefusalsParams, RefusalsRule, SilenceParams, SilenceRule
 from sla_rules.technical import TechnicalEngine
 from tests.factories import event_row, make_event, span_row
+from tests.support import start_in_process
 
 NOW = datetime(2026, 11, 4, 15, 30, tzinfo=UTC)
 ERRORS = ErrorRateRule(
@@ -315,3 +320,139 @@ def test_the_shipped_rules_say_what_design_says() -> None:
     assert errors.params == ErrorRateParams(window=timedelta(minutes=15), min_spans=20, error_ratio=0.05)
     assert silence.params.window == timedelta(minutes=30) and silence.params.sources == []
     assert errors.owner == silence.owner == "integration"
+
+
+# --- ingest-refusals -----------------------------------------------------------------------------
+
+REFUSALS = RefusalsRule(
+    id="ingest-refusals",
+    title="Records refused into dead letters",
+    kind="technical",
+    owner="integration",
+    severity="high",
+    check="refusals",
+    params=RefusalsParams(window=timedelta(minutes=15), min_records=1),
+)
+
+
+def refused(
+    store: Store, source: str, at: datetime, count: int = 1, reason: str = "time: 'x' is not RFC 3339", **more: Any
+) -> list[dict[str, Any]]:
+    """`count` dead letters of records claiming `source`, received at `at`."""
+    rows = [
+        dead_letter_row(
+            Refusal(door=more.get("door", "events"), reason=reason, raw=f'{{"n": {n}}}', source=source),
+            more.get("token_id", "tok-" + (source or "none")),
+            at,
+        )
+        for n in range(count)
+    ]
+    store.insert("dead_letters", rows)
+    return rows
+
+
+def test_refused_records_open_one_exception_per_source_naming_what_and_why(store: Store) -> None:
+    t = Tower(store, rules=[REFUSALS])
+    refused(store, "wms/dallas", NOW - timedelta(minutes=10), 3, reason="data.order_id: required for asn.sent")
+    refused(
+        store,
+        "wms/dallas",
+        NOW - timedelta(minutes=2),
+        2,
+        reason="time: '2026-11-04' is not RFC 3339",
+        door="otlp_logs",
+    )
+    refused(store, "erp", NOW - timedelta(minutes=16))  # before the window: not counted
+    opened, resolved = t.evaluate()
+    assert len(opened) == 1 and resolved == []
+    [record] = t.active("ingest-refusals").values()
+    assert (record.key, record.owner, record.kind, record.severity) == (
+        "wms/dallas",
+        "integration",
+        "technical",
+        "high",
+    )
+    context = record.context
+    assert (context["refused"], context["window"], context["pending"]) == (5, "15m", 5)
+    assert RootCauses([], {}).source_of(record) is None  # holds back none of the source's business alerts
+    assert exception_source(record) == "wms/dallas"  # a replay of its dead letters can be asked from it
+    assert context["doors"] == ["events", "otlp_logs"]
+    assert context["reasons"] == ["data.order_id: required for asn.sent", "time: '2026-11-04' is not RFC 3339"]
+    assert (context["since"], context["last_refused"]) == ("2026-11-04T15:20:00.000000Z", "2026-11-04T15:28:00.000000Z")
+    assert context["summary"].startswith("5 records refused in 15m: ")
+    # more refusals, and evaluating again: still the one exception
+    refused(store, "wms/dallas", NOW + timedelta(minutes=1))
+    t.clock.advance(timedelta(minutes=1))
+    assert t.evaluate() == ([], [])
+    assert len(t.all("ingest-refusals")) == 1
+
+
+def test_a_record_that_claimed_no_source_counts_for_its_tokens_one_source_else_for_the_token(store: Store) -> None:
+    t = Tower(store, rules=[REFUSALS], token_sources={"a1b2c3d4e5f6": "tms"})
+    refused(store, "", NOW - timedelta(minutes=1), token_id="272ef10c5773", reason="body is not valid JSON")
+    refused(store, "", NOW - timedelta(minutes=1), token_id="a1b2c3d4e5f6", reason="body is not valid JSON")
+    refused(store, "tms", NOW - timedelta(minutes=1), token_id="a1b2c3d4e5f6", reason="data.shipment_id: required")
+    t.evaluate()
+    active = t.active("ingest-refusals")
+    assert sorted(active) == ["tms", "token 272ef10c5773"]
+    assert active["tms"].context["refused"] == 2 and active["tms"].context["pending"] == 2
+    assert active["tms"].context["summary"].startswith("2 records refused in 15m: ")
+    assert exception_source(active["token 272ef10c5773"]) is None
+    assert active["token 272ef10c5773"].context["summary"] == "1 record refused in 15m: body is not valid JSON"
+
+
+@pytest.mark.parametrize(("count", "flagged"), [(2, False), (3, True)])
+def test_min_records(store: Store, count: int, flagged: bool) -> None:
+    rule = REFUSALS.model_copy(update={"params": RefusalsParams(window=timedelta(minutes=15), min_records=3)})
+    t = Tower(store, rules=[rule])
+    refused(store, "tms", NOW - timedelta(minutes=5), count)
+    t.evaluate()
+    assert bool(t.active("ingest-refusals")) is flagged
+
+
+def test_a_replayed_letter_counts_once_and_a_quiet_window_resolves_with_what_still_waits(store: Store) -> None:
+    t = Tower(store, rules=[REFUSALS])
+    letters = refused(store, "edi", NOW - timedelta(minutes=5), 4)
+    t.evaluate()
+    # two of the four are replayed after the fix: new versions of the same letters
+    store.insert("dead_letters", [status_row(letter, REPLAYED, "replayed", NOW) for letter in letters[:2]])
+    t.clock.advance(timedelta(minutes=1))
+    assert t.evaluate() == ([], [])
+    [record] = t.active("ingest-refusals").values()
+    assert t.engine.refusals(REFUSALS, t.clock.now())[0].refused == 4  # not 6
+    # a whole window without a refusal: recovered, saying two records still wait for a replay
+    t.clock.advance(timedelta(minutes=10))
+    opened, resolved = t.evaluate()
+    assert opened == [] and resolved == [record.id]
+    [done] = t.all("ingest-refusals")
+    assert (done.status, done.resolution) == ("resolved", "recovered")
+    audit = t.exceptions.audit(done.id)
+    assert audit[-1]["action"] == "resolved" and audit[-1]["detail"]["pending"] == 2, audit[-1]
+    assert (audit[-1]["detail"]["refused"], audit[-1]["detail"]["window"]) == (0, "15m")
+    # refusals again: a new exception
+    refused(store, "edi", t.clock.now())
+    opened, _ = t.evaluate()
+    assert len(opened) == 1 and len(t.all("ingest-refusals")) == 2
+
+
+def test_the_doors_refusals_open_the_shipped_rule(store: Store, tmp_path: Path) -> None:
+    with start_in_process(tmp_path, store, clock=FixedClock(NOW)) as running:
+        assert running.tower is not None
+        structured = {"Content-Type": "application/cloudevents+json"}
+        with running.client("wms") as http:
+            bad = make_event("shipment.confirmed", 1, time="2026-11-04T09:00:00")  # no offset
+            assert http.post("/v1/events", json=bad, headers=structured).status_code == 400
+            # a body that names no source counts for the wms token's one source
+            assert http.post("/v1/events", content=b"not json", headers=structured).status_code == 400
+        report = running.tower.sla.evaluate(full=False)
+    assert report.errors == {}
+    [record] = ExceptionStore(store, FixedClock(NOW)).active_by_key("ingest-refusals").values()
+    assert (record.key, record.owner, record.context["refused"]) == ("wms", "integration", 2)
+    assert [r.split(":")[0] for r in record.context["reasons"]] == ["body is not valid JSON", "time"]
+
+
+def test_the_shipped_refusals_rule() -> None:
+    rule = {r.id: r for r in load_rules(default_rules_dir())}["ingest-refusals"]
+    assert isinstance(rule, RefusalsRule) and rule.enabled
+    assert rule.params == RefusalsParams(window=timedelta(minutes=15), min_records=1)
+    assert (rule.owner, rule.kind, rule.severity) == ("integration", "technical", "high")

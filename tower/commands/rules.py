@@ -19,7 +19,15 @@ from sla_rules.loader import (
     load_rule_set,
     read_rule_file,
 )
-from sla_rules.model import ErrorRateRule, JobFailuresRule, ReconciliationRule, Rule, SilenceRule, SlaRule
+from sla_rules.model import (
+    ErrorRateRule,
+    JobFailuresRule,
+    ReconciliationRule,
+    RefusalsRule,
+    Rule,
+    SilenceRule,
+    SlaRule,
+)
 from tower.client import api_call
 
 FLAGGED = ("breached", "late", "at_risk")
@@ -129,7 +137,7 @@ def _rule_table(rules: Sequence[Rule]) -> str:
     rows = [("ID", "TYPE", "OWNER", "KEY", "DEADLINE")]
     for rule in rules:
         kind: str = rule.type
-        if isinstance(rule, (ErrorRateRule, SilenceRule, JobFailuresRule)):
+        if isinstance(rule, (ErrorRateRule, SilenceRule, RefusalsRule, JobFailuresRule)):
             kind = f"technical/{rule.check}"
         key = rule.key if isinstance(rule, SlaRule) else "-"
         deadline = _deadline(rule) + ("" if rule.enabled else "  [disabled]")
@@ -158,6 +166,8 @@ def _deadline(rule: Rule) -> str:
         return f"over {duration(p.window)}: >= {p.min_spans} spans, > {p.error_ratio:.0%} errors"
     if isinstance(rule, JobFailuresRule):
         return f"a tower job failing {rule.params.failures} runs in a row"
+    if isinstance(rule, RefusalsRule):
+        return f"over {duration(rule.params.window)}: >= {rule.params.min_records} records refused"
     sources = ", ".join(rule.params.sources) or "expected sources from settings"
     return f"silent {duration(rule.params.window)} ({sources})"
 
