@@ -12,6 +12,8 @@ from kernel.store.base import utc_text
 
 PENDING = "pending"
 REPLAYED = "replayed"
+DISCARDED = "discarded"  # given up on by an admin, with a note saying why (it stays listed until retention)
+STATUSES = (PENDING, REPLAYED, DISCARDED)
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,20 @@ def dead_letter_row(refusal: Refusal, token_id: str, at: datetime) -> dict[str, 
 
 
 def list_dead_letters(
-    store: Store, status: str | None = None, door: str | None = None, limit: int = 100, offset: int = 0
+    store: Store,
+    status: str | None = None,
+    door: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    source: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Dead letters, newest first, with the total that match."""
-    where = "WHERE ({status:String} = '' OR status = {status:String}) AND ({door:String} = '' OR door = {door:String})"
-    params = {"status": status or "", "door": door or "", "limit": limit, "offset": offset}
+    """Dead letters, newest first, with the total that match; `source` matches the source and its paths (`wms`
+    finds `wms/dallas`)."""
+    where = (
+        "WHERE ({status:String} = '' OR status = {status:String}) AND ({door:String} = '' OR door = {door:String})"
+        " AND ({source:String} = '' OR source = {source:String} OR startsWith(source, concat({source:String}, '/')))"
+    )
+    params = {"status": status or "", "door": door or "", "source": source or "", "limit": limit, "offset": offset}
     rows = store.query(
         "SELECT toString(id) AS id, received_at, door, source, token_id, reason, raw, content_type, status, status_at,"
         " status_note, version FROM dead_letters FINAL " + where + " ORDER BY received_at DESC, id"

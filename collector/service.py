@@ -15,6 +15,8 @@ from typing import Any
 
 from collector.auth import Grant, TokenRegistry
 from collector.deadletters import (
+    DISCARDED,
+    PENDING,
     REPLAYED,
     Refusal,
     dead_letter_row,
@@ -97,6 +99,15 @@ class Replay:
 
 
 Replayer = Callable[[str, str, Grant], Replay]
+
+
+@dataclass
+class DiscardReport:
+    """Result of discarding dead letters: how many, and those named that were not pending (with their status, or
+    `unknown`)."""
+
+    discarded: int = 0
+    not_pending: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -204,15 +215,33 @@ class IngestService:
                 self.metrics.refused(door, refused)
 
     def list_dead_letters(
-        self, status: str | None, door: str | None, limit: int, offset: int
+        self, status: str | None, door: str | None, limit: int, offset: int, source: str | None = None
     ) -> tuple[list[dict[str, Any]], int]:
-        return list_dead_letters(self.pipeline.store, status, door, limit, offset)
+        return list_dead_letters(self.pipeline.store, status, door, limit, offset, source)
+
+    def discard(self, ids: list[str], note: str, actor: str) -> DiscardReport:
+        """Give up on the pending dead letters named: each keeps its record, marked `discarded` with who and why.
+        Replayed, already discarded and unknown ids are listed, not changed."""
+        letters = {d["id"]: d for d in get_dead_letters(self.pipeline.store, ids)}
+        report = DiscardReport()
+        now = self.clock.now()
+        rows = []
+        for ident in dict.fromkeys(ids):
+            letter = letters.get(ident)
+            if letter is None or letter["status"] != PENDING:
+                report.not_pending.append({"id": ident, "status": letter["status"] if letter else "unknown"})
+                continue
+            rows.append(status_row(letter, DISCARDED, f"discarded by {actor}: {note}", now))
+        if rows:
+            self.pipeline.submit({"dead_letters": rows})
+            report.discarded = len(rows)
+        return report
 
     def replay(self, ids: list[str] | None = None, door: str | None = None, limit: int = 10_000) -> ReplayReport:
         """Run pending dead letters (all, or those named) through their door again."""
         store = self.pipeline.store
         if ids:
-            letters = [d for d in get_dead_letters(store, ids) if d["status"] != REPLAYED]
+            letters = [d for d in get_dead_letters(store, ids) if d["status"] == PENDING]  # not replayed, not discarded
         else:
             letters, _ = list_dead_letters(store, "pending", door, limit, 0)
         report = ReplayReport()

@@ -5,11 +5,12 @@ A client of the tower's HTTP API only (TOWER_DASHBOARD_API_URL). Visitors sign i
 data is read. The role of the token decides what the pages offer: every role reads, operators and
 admins act on exceptions, finance and admins download reports.
 
-Pages (URL paths): overview (the default), queue, timeline, sla, reconciliation, reports, and slack when a
+Pages (URL paths): overview (the default), queue, timeline, sla, reconciliation, reports, deadletters (admins), and
+slack when a
 local Slack stand-in is configured (TOWER_DASHBOARD_SLACK_STANDIN_URL, set by `tower serve --demo`). Links
 prefill them: `queue?exception=<id>` opens one exception (Slack messages link there),
 `queue?owner=warehouse&rule=ship-cutoff&status=open` filters the queue, `timeline?key=SO-1042`
-shows a key's timeline.
+shows a key's timeline, `deadletters?source=wms` a source's refused records.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ PAGES = [
         "views/reconciliation.py", title="Reconciliation", icon=":material/compare_arrows:", url_path="reconciliation"
     ),
     st.Page("views/reports.py", title="Reports", icon=":material/download:", url_path="reports"),
+    st.Page("views/deadletters.py", title="Dead letters", icon=":material/report:", url_path="deadletters"),
 ]
 if client.settings().slack_standin_url:
     PAGES.append(st.Page("views/slack.py", title="Slack (local stand-in)", icon=":material/forum:", url_path="slack"))

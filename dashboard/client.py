@@ -231,6 +231,12 @@ class TowerApi:
         body = self.optional("/api/reconcile/findings", rule=rule, limit=limit)
         return None if body is None else items_of(body, "findings")
 
+    def dead_letters(
+        self, status: str | None = None, door: str | None = None, source: str | None = None, limit: int = 200
+    ) -> dict[str, Any]:
+        """Dead letters, newest first, and the total that match (admin tokens only)."""
+        return dict(self.get("/api/deadletters", status=status, door=door, source=source, limit=limit))
+
     def report(self, since: date, until: date, fmt: str) -> bytes:
         """The SLA breach report of [since, until) as CSV or XLSX bytes (never cached)."""
         params = _params({"from": since.isoformat(), "to": until.isoformat(), "format": fmt})
@@ -256,6 +262,14 @@ class TowerApi:
     def add_note(self, exception_id: str, text: str) -> dict[str, Any]:
         """Add a note to the audit trail."""
         return dict(self.post(f"/api/exceptions/{exception_id}/notes", {"text": text}))
+
+    def replay_dead_letters(self, ids: list[str]) -> dict[str, Any]:
+        """Run the pending dead letters named through their door again: `replayed`, `still_failing`."""
+        return dict(self.post("/api/deadletters/replay", {"ids": ids}))
+
+    def discard_dead_letters(self, ids: list[str], note: str) -> dict[str, Any]:
+        """Give up on the pending dead letters named, saying why: `discarded`, `not_pending`."""
+        return dict(self.post("/api/deadletters/discard", {"ids": ids, "note": note}))
 
 
 def session_api() -> TowerApi | None:

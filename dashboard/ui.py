@@ -252,6 +252,13 @@ def evidence_section(api: TowerApi, detail: Mapping[str, Any]) -> None:
     if detail.get("resolution_detail"):
         st.markdown("**Resolution**")
         st.json(detail["resolution_detail"])
+    if detail["rule"] == "ingest-refusals":
+        source = "" if str(detail["key"]).startswith("token ") else str(detail["key"])
+        st.page_link(
+            "views/deadletters.py",
+            label="See the refused records (dead letters), replay or discard them",
+            query_params={"source": source} if source else {},
+        )
     if not _may_be_reconciliation(api, detail["rule"]):
         return
     try:

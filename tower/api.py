@@ -1,4 +1,4 @@
-"""The tower's HTTP API routes that belong to no door: dead letters for now."""
+"""The tower's HTTP API routes that belong to no door: dead letters (list, replay, discard)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from collector.http_deps import IngestDep
 from kernel.api_auth import AUTH_RESPONSES, AdminDep
@@ -28,6 +28,27 @@ class ReplayRequest(BaseModel):
     door: str | None = None
 
 
+class DiscardRequest(BaseModel):
+    """The pending dead letters to give up on, and why (kept with each)."""
+
+    ids: list[UUID] = Field(min_length=1, max_length=1000)
+    note: str = Field(min_length=1, max_length=1000, description="Why they are given up on (kept with each letter).")
+
+    @field_validator("note")
+    @classmethod
+    def _said(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("say why the records are given up on")
+        return value.strip()
+
+
+class DiscardResult(BaseModel):
+    """How many were discarded; those named that were not pending, with their status (or `unknown`)."""
+
+    discarded: int
+    not_pending: list[dict[str, str]]
+
+
 class ReplayResult(BaseModel):
     """How many were replayed, and those that still fail with their reasons."""
 
@@ -39,12 +60,13 @@ class ReplayResult(BaseModel):
 def list_dead_letters(
     _: AdminDep,
     ingest: IngestDep,
-    status: Annotated[str | None, Query(pattern="^(pending|replayed)$")] = None,
+    status: Annotated[str | None, Query(pattern="^(pending|replayed|discarded)$")] = None,
     door: str | None = None,
+    source: Annotated[str | None, Query(description="A source; its paths match too (wms finds wms/dallas).")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DeadLetterPage:
-    items, total = ingest.list_dead_letters(status, door, limit, offset)
+    items, total = ingest.list_dead_letters(status, door, limit, offset, source)
     return DeadLetterPage(items=items, total=total)
 
 
@@ -55,3 +77,14 @@ def replay_dead_letters(_: AdminDep, ingest: IngestDep, body: ReplayRequest) -> 
     ids = [str(i) for i in body.ids] if body.ids is not None else None
     report = ingest.replay(ids=ids, door=body.door)
     return ReplayResult(replayed=report.replayed, still_failing=report.still_failing)
+
+
+@router.post(
+    "/deadletters/discard",
+    summary="Give up on pending dead letters, saying why",
+    description="Roles: admin. Each letter is kept, marked `discarded` with the caller's token id and the note; "
+    "replayed, already discarded and unknown ids are listed in `not_pending` and not changed.",
+)
+def discard_dead_letters(principal: AdminDep, ingest: IngestDep, body: DiscardRequest) -> DiscardResult:
+    report = ingest.discard([str(i) for i in body.ids], body.note, principal.token_id)
+    return DiscardResult(discarded=report.discarded, not_pending=report.not_pending)

@@ -387,6 +387,36 @@ def test_replay_after_the_token_may_send_the_source(tower: RunningTower) -> None
     assert {d["status"] for d in letters(tower)} == {"replayed"}
 
 
+def test_discarded_letters_keep_who_and_why_and_are_never_replayed(tower: RunningTower) -> None:
+    assert tower.tower is not None
+    sent = [make_event("order.accepted", n, source="erp") for n in (1, 2, 3)]
+    with tower.client("wms") as wms:  # the wms token may not send erp: three dead letters
+        assert wms.post("/v1/events", content=orjson.dumps(sent), headers=BATCH).status_code == 400
+    with tower.api() as api:
+        ids = sorted(d["id"] for d in api.get("/api/deadletters", params={"status": "pending"}).json()["items"])
+        assert len(ids) == 3
+        unknown = "00000000-0000-0000-0000-000000000001"
+        blank = api.post("/api/deadletters/discard", json={"ids": ids[:1], "note": "   "})
+        assert blank.status_code == 422 and "say why" in blank.text
+        answer = api.post("/api/deadletters/discard", json={"ids": [*ids[:2], unknown], "note": " test data "})
+        assert answer.json() == {"discarded": 2, "not_pending": [{"id": unknown, "status": "unknown"}]}
+        discarded = api.get("/api/deadletters", params={"status": "discarded", "source": "erp"}).json()
+        assert discarded["total"] == 2 and sorted(d["id"] for d in discarded["items"]) == ids[:2]
+        admin_id = token_id(tower.api_token("admin"))
+        assert {d["status_note"] for d in discarded["items"]} == {f"discarded by {admin_id}: test data"}
+        assert api.get("/api/deadletters", params={"source": "wms"}).json()["total"] == 0  # they claimed erp
+        # the fix: the wms token may now send erp; a replay of all three takes only the pending one
+        tokens = {t: (s + ["erp"] if s == ["wms"] else s) for t, s in tower.settings.ingest.tokens.items()}
+        tower.tower.ingest.tokens = TokenRegistry(IngestSettings(tokens=tokens))
+        assert api.post("/api/deadletters/replay", json={"ids": ids}).json() == {"replayed": 1, "still_failing": []}
+        assert api.post("/api/deadletters/replay", json={"door": "events"}).json()["replayed"] == 0
+        again = api.post("/api/deadletters/discard", json={"ids": ids, "note": "again"}).json()
+    assert again["discarded"] == 0
+    assert sorted(d["status"] for d in again["not_pending"]) == ["discarded", "discarded", "replayed"]
+    [kept] = [orjson.loads(r["raw"])["id"] for r in letters(tower) if r["id"] == ids[2]]
+    assert [e["id"] for e in events(tower)] == [kept]  # only the letter left pending was stored
+
+
 def test_event_times_far_from_the_clock_are_refused_until_the_window_allows_them(
     store: EmbeddedStore, tmp_path: Path
 ) -> None:

@@ -425,3 +425,76 @@ def test_reports_offer_downloads_to_finance_only(dashboard: Dashboard, demo_towe
     shown = {m.label: m.value for m in at.metric}["Breaches in the period"]
     assert int(shown) >= every["total"] > 0  # the period runs to the end of its last day
     assert labels(at.download_button) == ["Download CSV", "Download XLSX"]
+
+
+# Dead letters ---------------------------------------------------------------------------------------------
+
+
+def test_dead_letters_are_for_admins_who_discard_with_a_note_or_replay(
+    dashboard: Dashboard, demo_tower: DemoTower
+) -> None:
+    refused = [f"dl-page-{n}" for n in (1, 2)]
+    batch = [
+        {"specversion": "1.0", "id": ident, "source": "erp", "type": "order.released", "time": "2026-11-04T12:00:00Z",
+         "data": {"order_id": "SO-DL"}}
+        for ident in refused
+    ]  # fmt: skip
+    with demo_tower.running.client("wms") as wms:  # the wms token may not send erp
+        answer = wms.post("/v1/events", json=batch, headers={"Content-Type": "application/cloudevents-batch+json"})
+    assert answer.status_code == 400
+
+    viewer = open_page(dashboard("viewer"), "views/deadletters.py")
+    no_errors(viewer)
+    assert any("Only an admin token may read dead letters" in i.value for i in viewer.info) and not viewer.dataframe
+
+    at = open_page(dashboard("admin"), "views/deadletters.py", source="erp")
+    no_errors(at)
+    assert text_input(at, "Source").value == "erp"
+    shown = frame(at)
+    assert set(shown["source"]) == {"erp"} and set(shown["status"]) == {"pending"}
+    letters = {d["raw"]: d["id"] for d in api_get(demo_tower, "/api/deadletters", source="erp")["items"]}
+    ids = {ident: next(i for raw, i in letters.items() if ident in raw) for ident in refused}
+    assert set(ids.values()) <= set(shown["id"])
+    chooser = next(m for m in at.multiselect if m.label == "Dead letters")
+
+    chooser.set_value([ids["dl-page-1"]]).run()
+    assert any("dl-page-1" in c.value for c in at.code)  # the raw record
+    button(at, "Discard 1 pending").click().run()
+    assert any("Say why the records are given up on" in w.value for w in at.warning)
+    assert api_get(demo_tower, "/api/deadletters", status="discarded", source="erp")["total"] == 0
+    text_input(at, "Why discard them").input("sent twice by the test harness").run()
+    button(at, "Discard 1 pending").click().run()
+    no_errors(at)
+    assert [s.value for s in at.success] == ["Discarded 1."]
+    [gone] = api_get(demo_tower, "/api/deadletters", status="discarded", source="erp")["items"]
+    assert gone["id"] == ids["dl-page-1"] and gone["status_note"].endswith(": sent twice by the test harness")
+
+    next(m for m in at.multiselect if m.label == "Dead letters").set_value([ids["dl-page-2"]]).run()
+    button(at, "Replay 1 pending").click().run()
+    no_errors(at)
+    [message] = [s.value for s in at.success]
+    assert message.startswith("Replayed 0. 1 still failing") and "is not allowed for this token" in message
+    # a discarded letter offers neither action
+    selectbox(at, "Status").select("discarded").run()
+    next(m for m in at.multiselect if m.label == "Dead letters").set_value([ids["dl-page-1"]]).run()
+    assert not {"Replay 1 pending", "Discard 1 pending"} & set(labels(at.button))
+
+
+def test_a_refusals_exception_links_to_its_sources_dead_letters(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    assert demo_tower.running.tower is not None
+    [record] = ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now)).open_many(
+        [
+            NewException(
+                rule="ingest-refusals",
+                key="edi",
+                kind="technical",
+                owner="integration",
+                severity="high",
+                context={"refused": 3, "window": "15m", "reasons": ["data.shipment_id: required for asn.sent"]},
+            )
+        ]
+    )
+    at = open_page(dashboard("admin"), "views/queue.py", exception=record.id)
+    no_errors(at)
+    [link] = [link for link in at.page_link if link.value.startswith("See the refused records")]
+    assert parse_qs(link.proto.query_string) == {"source": ["edi"]}

@@ -87,3 +87,22 @@ def test_replay_usage_and_auth_errors(tower: RunningTower) -> None:
     assert viewer.exit_code == 2 and "403" in viewer.output
     down = run(["list", "--url", f"http://127.0.0.1:{free_port()}", "--token", "t" * 20])
     assert down.exit_code == 2 and "cannot reach the tower" in down.output
+
+
+def test_discard_with_a_note_then_list_them(tower: RunningTower) -> None:
+    refuse_two(tower)
+    auth = ["--url", tower.http_url, "--token", tower.api_token()]
+    items = orjson.loads(run(["list", "--json", *auth]).stdout)["items"]
+    by_source = {item["source"]: item["id"] for item in items}
+    assert run(["discard", by_source["wms"], *auth]).exit_code == 2  # --note is required
+    assert run(["discard", by_source["wms"], "--note", "  ", *auth]).exit_code == 2
+    assert run(["discard", "not-a-uuid", "--note", "x", *auth]).exit_code == 2
+    done = run(["discard", by_source["wms"], "--note", "no id: the sender resends it with one", *auth])
+    assert done.exit_code == 0 and done.stdout.strip() == "discarded: 1"
+    again = run(["discard", by_source["wms"], by_source["erp"], "--note", "again", *auth])
+    assert again.exit_code == 1
+    assert "discarded: 1" in again.stdout and f"{by_source['wms']}: discarded" in again.stdout
+    listed = run(["list", "--status", "discarded", "--source", "wms", *auth])
+    assert "dead letters: 1 of 1" in listed.stdout
+    assert "note:   discarded by " in listed.stdout and ": no id: the sender resends it with one" in listed.stdout
+    assert run(["list", "--status", "pending", *auth]).stdout.strip() == "no dead letters match"

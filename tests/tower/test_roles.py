@@ -49,6 +49,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/sla/backtest"): OPERATE,
     ("GET", "/api/deadletters"): ADMIN,
     ("POST", "/api/deadletters/replay"): ADMIN,
+    ("POST", "/api/deadletters/discard"): ADMIN,
     ("GET", "/api/alerts/deliveries"): READ,
     ("GET", "/api/whoami"): READ,
     ("GET", "/api/facets"): READ,
@@ -89,6 +90,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/exceptions/{exception_id}/notes"): {"text": "looking"},
     ("POST", "/api/sla/backtest"): {"rule": RULE, "from": "2026-11-01T00:00:00Z", "to": "2026-11-08T00:00:00Z"},
     ("POST", "/api/deadletters/replay"): {"ids": []},
+    ("POST", "/api/deadletters/discard"): {"ids": ["00000000-0000-0000-0000-000000000001"], "note": "roles test"},
     ("POST", "/api/silences"): {"matchers": {"key": "SO-1"}, "duration": "1h", "comment": "roles test"},
 }
 

@@ -1,4 +1,4 @@
-"""`tower deadletters list|replay`: refused records, through the running tower's API (admin token)."""
+"""`tower deadletters list|replay|discard`: refused records, through the running tower's API (admin token)."""
 
 from __future__ import annotations
 
@@ -20,32 +20,40 @@ def _short(text: str, width: int) -> str:
 
 @click.group()
 def deadletters() -> None:
-    """List and replay dead letters (records the tower refused, with their reasons)."""
+    """List, replay and discard dead letters (records the tower refused, with their reasons)."""
 
 
 @deadletters.command("list")
-@click.option("--status", type=click.Choice(["pending", "replayed"]), help="Only dead letters with this status.")
-@click.option("--door", help="Only those of this door (events, otlp-traces, otlp-logs, ...).")
+@click.option(
+    "--status", type=click.Choice(["pending", "replayed", "discarded"]), help="Only dead letters with this status."
+)
+@click.option("--door", help="Only those of this door (events, otlp_traces, otlp_logs, ...).")
+@click.option("--source", help="Only those claiming this source or one of its paths (wms: wms/dallas too).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the dead letters as JSON (with the raw records).")
 @click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
 @click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
 def list_command(
-    status: str | None, door: str | None, limit: int, as_json: bool, url: str | None, token: str | None
+    status: str | None,
+    door: str | None,
+    source: str | None,
+    limit: int,
+    as_json: bool,
+    url: str | None,
+    token: str | None,
 ) -> None:
     """List dead letters, newest first."""
     params: dict[str, Any] = {"limit": limit}
-    if status:
-        params["status"] = status
-    if door:
-        params["door"] = door
+    for name, value in (("status", status), ("door", door), ("source", source)):
+        if value:
+            params[name] = value
     page = _call(url, token, "GET", "/api/deadletters", params=params)
     items: list[dict[str, Any]] = page.get("items", [])
     if as_json:
         click.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
         return
     if not items:
-        click.echo("no dead letters" + (" match" if status or door else ""))
+        click.echo("no dead letters" + (" match" if status or door or source else ""))
         return
     # One block per letter, not a table: ids must stay whole (they are what `replay` takes) and
     # a table of seven columns is unreadable in an 80-column terminal.
@@ -58,6 +66,8 @@ def list_command(
         )
         console.print(Text(head, style="bold"))  # Text: no rich markup in what senders wrote
         console.print(Text("  reason: " + _short(str(item.get("reason", "")), 300)))
+        if item.get("status") == "discarded":
+            console.print(Text("  note:   " + _short(str(item.get("status_note", "")), 300)))
         console.print(Text("  raw:    " + _short(str(item.get("raw", "")), 200)))
 
 
@@ -95,4 +105,33 @@ def replay_command(
         click.echo(f"still failing: {len(failing)}")
         for item in failing:
             click.echo(f"  {item.get('id')}: {'; '.join(str(e) for e in item.get('errors', []))}")
+        click.get_current_context().exit(1)
+
+
+@deadletters.command("discard")
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--note", required=True, help="Why they are given up on; kept with each dead letter.")
+@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
+def discard_command(ids: tuple[str, ...], note: str, url: str | None, token: str | None) -> None:
+    """Give up on pending dead letters (test data, a record no fix will make valid), saying why.
+
+    Each stays listed (status `discarded`, with who and the note) until retention removes it, and is never
+    replayed. Exit code 0 when every one named was discarded, 1 when some were not pending, 2 on usage or
+    connection errors.
+    """
+    for ident in ids:
+        try:
+            uuid.UUID(ident)
+        except ValueError as exc:
+            raise click.UsageError(f"{ident!r} is not a dead letter id (a UUID)") from exc
+    if not note.strip():
+        raise click.UsageError("--note: say why the records are given up on")
+    result = _call(url, token, "POST", "/api/deadletters/discard", json={"ids": list(ids), "note": note})
+    click.echo(f"discarded: {int(result.get('discarded', 0))}")
+    skipped: list[dict[str, Any]] = result.get("not_pending", [])
+    if skipped:
+        click.echo(f"not pending: {len(skipped)}")
+        for item in skipped:
+            click.echo(f"  {item.get('id')}: {item.get('status')}")
         click.get_current_context().exit(1)

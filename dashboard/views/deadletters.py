@@ -1,0 +1,120 @@
+"""Dead letters (`deadletters?source=wms`): the records the doors refused, with why; replay the chosen ones after a
+fix, or discard those no fix will make valid, saying why. Admin tokens only, as in the API: they hold the raw
+records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from dashboard import ui
+from dashboard.client import ApiError
+
+LIMIT = 200
+STATUSES = ["pending", "replayed", "discarded", "any"]
+DOORS = ["any", "events", "otlp_traces", "otlp_logs"]
+COLUMNS = {
+    "received_at": "received (UTC)",
+    "source": "source",
+    "door": "door",
+    "status": "status",
+    "reason": "reason",
+    "status_note": "note",
+    "id": "id",
+}
+
+api, identity = ui.signed_in()
+st.title("Dead letters")
+st.caption(
+    "Records the doors refused, each with its reason and raw form. Replay them once the cause is fixed (they run "
+    "through their door again, with the current grant of the token that sent them), or discard those no fix will "
+    "make valid, saying why."
+)
+if identity.get("role") != "admin":
+    st.info("Only an admin token may read dead letters: they hold the records as sent.")
+    st.stop()
+ui.show_flash()
+
+url_source = st.query_params.get("source", "")
+if url_source != st.session_state.get("dl_url_source"):
+    st.session_state["dl_url_source"] = url_source
+    st.session_state["dl_source"] = url_source
+left, middle, right = st.columns(3)
+status = left.selectbox("Status", STATUSES, key="dl_status")
+door = middle.selectbox("Door", DOORS, key="dl_door")
+source = right.text_input("Source", key="dl_source", placeholder="e.g. wms (wms/dallas too)").strip()
+
+page = ui.fetch(
+    api.dead_letters,
+    status=None if status == "any" else status,
+    door=None if door == "any" else door,
+    source=source or None,
+    limit=LIMIT,
+)
+if page is None:
+    st.stop()
+items: list[dict[str, Any]] = page["items"]
+if not items:
+    st.info("No dead letters" + (" match." if status != "any" or door != "any" or source else "."))
+    st.stop()
+shown = f"The {len(items)} newest of {page['total']:,}." if page["total"] > len(items) else f"{page['total']:,}."
+st.caption(shown)
+st.dataframe(ui.known_columns(items, COLUMNS), hide_index=True, width="stretch")
+
+by_id = {str(item["id"]): item for item in items}
+
+
+def label(ident: str) -> str:
+    item = by_id[ident]
+    reason = " ".join(str(item.get("reason", "")).split())
+    reason = reason if len(reason) <= 80 else reason[:79] + "…"
+    return f"{str(item.get('received_at', ''))[:19]} · {item.get('source') or '?'} · {item.get('status')} · {reason}"
+
+
+chosen: list[str] = st.multiselect("Dead letters", list(by_id), format_func=label, key="dl_chosen")
+for ident in chosen[:5]:
+    with st.expander(f"Raw record {ident}", expanded=len(chosen) == 1):
+        item = by_id[ident]
+        st.caption(f"content type {item.get('content_type')} · token {item.get('token_id')}")
+        st.code(str(item.get("raw", "")), language="json", wrap_lines=True)
+        st.markdown("**Reason**")
+        st.text(str(item.get("reason", "")))
+if len(chosen) > 5:
+    st.caption(f"The raw form of the first 5 of {len(chosen)} chosen.")
+pending = [ident for ident in chosen if by_id[ident].get("status") == "pending"]
+if chosen and not pending:
+    st.caption("None of the chosen dead letters is pending: there is nothing to replay or discard.")
+if not pending:
+    st.stop()
+
+replay_column, discard_column = st.columns(2)
+with replay_column:
+    if st.button(f"Replay {len(pending)} pending", type="primary", key="dl_replay"):
+        try:
+            result = api.replay_dead_letters(pending)
+        except ApiError as exc:
+            st.warning(f"Replay: {exc.message}")
+        else:
+            failing = result.get("still_failing", [])
+            message = f"Replayed {result.get('replayed', 0)}."
+            if failing:
+                first = "; ".join(str(e) for e in failing[0].get("errors", []))
+                message += f" {len(failing)} still failing (they stay pending with the new reason), e.g.: {first}"
+            ui.flash(message)
+            st.session_state.pop("dl_chosen", None)
+            st.rerun()
+with discard_column:
+    note = st.text_input("Why discard them", key="dl_note", placeholder="e.g. test records from the WMS sandbox")
+    if st.button(f"Discard {len(pending)} pending", key="dl_discard"):
+        if not note.strip():
+            st.warning("Say why the records are given up on: the note is kept with each of them.")
+        else:
+            try:
+                result = api.discard_dead_letters(pending, note.strip())
+            except ApiError as exc:
+                st.warning(f"Discard: {exc.message}")
+            else:
+                ui.flash(f"Discarded {result.get('discarded', 0)}.")
+                st.session_state.pop("dl_chosen", None)
+                st.rerun()
