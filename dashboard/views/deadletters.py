@@ -58,8 +58,12 @@ items: list[dict[str, Any]] = page["items"]
 if not items:
     st.info("No dead letters" + (" match." if status != "any" or door != "any" or source else "."))
     st.stop()
-shown = f"The {len(items)} newest of {page['total']:,}." if page["total"] > len(items) else f"{page['total']:,}."
-st.caption(shown)
+total = int(page["total"])
+st.caption(
+    f"The {len(items)} newest of {total:,} dead letters."
+    if total > len(items)
+    else f"{total:,} dead letter{'' if total == 1 else 's'}."
+)
 st.dataframe(ui.known_columns(items, COLUMNS), hide_index=True, width="stretch")
 
 by_id = {str(item["id"]): item for item in items}

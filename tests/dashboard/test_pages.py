@@ -452,6 +452,8 @@ def test_dead_letters_are_for_admins_who_discard_with_a_note_or_replay(
     assert text_input(at, "Source").value == "erp"
     shown = frame(at)
     assert set(shown["source"]) == {"erp"} and set(shown["status"]) == {"pending"}
+    pending = api_get(demo_tower, "/api/deadletters", source="erp", status="pending")["total"]
+    assert pending >= 2 and any(c.value == f"{pending} dead letters." for c in at.caption)
     letters = {d["raw"]: d["id"] for d in api_get(demo_tower, "/api/deadletters", source="erp")["items"]}
     ids = {ident: next(i for raw, i in letters.items() if ident in raw) for ident in refused}
     assert set(ids.values()) <= set(shown["id"])
