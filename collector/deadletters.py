@@ -13,7 +13,6 @@ from kernel.store.base import utc_text
 PENDING = "pending"
 REPLAYED = "replayed"
 DISCARDED = "discarded"  # given up on by an admin, with a note saying why (it stays listed until retention)
-STATUSES = (PENDING, REPLAYED, DISCARDED)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ full one (the `full` flag of the Evaluator protocol changes nothing here).
   exception is still active stays watched even after it drops out of that list, so a long silence
   is never taken for a recovery. Key: the expected source (a system, e.g. `tms`).
 - ingest-refusals: records refused into dead letters (by arrival time: a refusal is news whatever the record's
-  own time) within `window`, at least `min_records` of them, grouped by the source they claimed (`token <id>`
-  when the record could not be read far enough to claim one). Counted by dead letter id without FINAL: a replay
+  own time) within `window`, at least `min_records` of them, grouped by the source they claimed (a record read
+  too little to claim one counts for its token's source when the token has one, else as `token <id>`). Counted
+  by dead letter id without FINAL: a replay
   writes a new version of a letter with the same id and arrival time, so it counts once. Key: that source.
 """
 
@@ -118,7 +119,7 @@ GROUP BY key
 class Refusals:
     """The records of one source refused into dead letters within the window."""
 
-    key: str  # the source they claimed, or `token <id>`
+    key: str  # the source they claimed (or their token's one source), else `token <id>`
     refused: int
     first_at: datetime
     last_at: datetime
