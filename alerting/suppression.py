@@ -6,7 +6,9 @@ The source a technical exception is for:
 - `integration-errors` exceptions carry the `tower.source` of their spans (the source of the ingest
   token that sent them) in context `source`. When that is empty, `AlertingSettings.service_sources`
   maps the span's service name to a source, and otherwise a service named like a source system
-  (`wms`, `wms/dallas`) is that source. A technical exception with no source holds nothing back.
+  (`wms`, `wms/dallas`) is that source. A technical exception with no source holds nothing back, nor does one
+  whose context says `root_cause: false` (`ingest-refusals`: a source's refused records do not explain its
+  business exceptions, and one bad record must not delay them).
 
 It explains a business exception when its source covers the business exception's own context
 `source` (`wms` covers `wms/dallas`), or when a `root_causes` entry of the routing file whose
@@ -37,7 +39,10 @@ class RootCauses:
         self.service_sources = dict(service_sources)
 
     def source_of(self, technical: ExceptionRecord) -> str | None:
-        """The source a technical exception is for (see the module's docstring), None when unknown."""
+        """The source a technical exception is for (see the module's docstring), None when unknown or when it
+        is no root cause."""
+        if technical.context.get("root_cause") is False:
+            return None
         source = str(technical.context.get("source") or "")
         if _is_source(source):
             return source

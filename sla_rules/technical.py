@@ -392,9 +392,11 @@ class TechnicalEngine:
                     kind=rule.kind,
                     owner=self.owner_for(rule, {"source": r.source}),
                     severity=rule.severity,
-                    # no context `source`: that would make it a root cause holding back the source's business
-                    # alerts (alerting/suppression.py) for one bad record; the key names the source
                     context={
+                        "source": r.source,
+                        # a root cause would hold back the source's business alerts (alerting/suppression.py):
+                        # one bad record must not delay them
+                        "root_cause": False,
                         "refused": r.refused,
                         "window": window,
                         "doors": r.doors,

@@ -3,6 +3,7 @@ explains are held back; its alert says how many; those still open when it resolv
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,9 @@ def test_integration_errors_find_their_source(store: Store, tmp_path: Path) -> N
     )
     causes = RootCauses([], {"wms-bridge": "wms/reno"})
     assert [causes.source_of(r) for r in (tagged, mapped, named, unknown)] == ["wms/dallas", "wms/reno", "wms", None]
+    # an exception that says it is no root cause (ingest-refusals) holds nothing back, whatever its source
+    refusals = dataclasses.replace(tagged, rule="ingest-refusals", context={"source": "wms", "root_cause": False})
+    assert causes.source_of(refusals) is None
 
     routing = routing_from(
         tmp_path,

@@ -21,6 +21,7 @@ from sla_rules.model import ErrorRateParams, ErrorRateRule, RefusalsParams, Refu
 from sla_rules.technical import TechnicalEngine
 from tests.factories import event_row, make_event, span_row
 from tests.support import start_in_process
+from tower.insights import sources_health
 
 NOW = datetime(2026, 11, 4, 15, 30, tzinfo=UTC)
 ERRORS = ErrorRateRule(
@@ -373,7 +374,7 @@ def test_refused_records_open_one_exception_per_source_naming_what_and_why(store
         "high",
     )
     context = record.context
-    assert (context["refused"], context["window"], context["pending"]) == (5, "15m", 5)
+    assert (context["source"], context["refused"], context["window"], context["pending"]) == ("wms/dallas", 5, "15m", 5)
     assert RootCauses([], {}).source_of(record) is None  # holds back none of the source's business alerts
     assert exception_source(record) == "wms/dallas"  # a replay of its dead letters can be asked from it
     assert context["doors"] == ["events", "otlp_logs"]
@@ -449,6 +450,9 @@ def test_the_doors_refusals_open_the_shipped_rule(store: Store, tmp_path: Path) 
     [record] = ExceptionStore(store, FixedClock(NOW)).active_by_key("ingest-refusals").values()
     assert (record.key, record.owner, record.context["refused"]) == ("wms", "integration", 2)
     assert [r.split(":")[0] for r in record.context["reasons"]] == ["body is not valid JSON", "time"]
+    # the overview's integration health counts it for its source
+    [wms] = [s for s in sources_health(store, NOW, timedelta(minutes=15)).sources if s.source == "wms"]
+    assert wms.open_technical == 1
 
 
 def test_the_shipped_refusals_rule() -> None:
