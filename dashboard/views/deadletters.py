@@ -70,10 +70,12 @@ by_id = {str(item["id"]): item for item in items}
 
 
 def label(ident: str) -> str:
+    # the id first: the widget keeps the chosen labels, and two records of one batch refused for one reason differ
+    # in nothing else
     item = by_id[ident]
     reason = " ".join(str(item.get("reason", "")).split())
-    reason = reason if len(reason) <= 80 else reason[:79] + "…"
-    return f"{str(item.get('received_at', ''))[:19]} · {item.get('source') or '?'} · {item.get('status')} · {reason}"
+    reason = reason if len(reason) <= 70 else reason[:69] + "…"
+    return f"{ident} · {item.get('source') or '?'} · {item.get('status')} · {reason}"
 
 
 chosen: list[str] = st.multiselect("Dead letters", list(by_id), format_func=label, key="dl_chosen")
