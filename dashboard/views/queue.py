@@ -8,6 +8,7 @@ colleague's link opens the same view; the page writes its filters back to the UR
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import streamlit as st
@@ -152,6 +153,10 @@ st.dataframe(
 )
 
 labels = {e["id"]: f"{e['rule']} · {e['key']} · {e['status']} · opened {ui.when(e['opened_at'])}" for e in items}
+# The widget keeps the chosen label: two exceptions of one (rule, key) opened in the same minute (one resolved,
+# then opened again) would share it, so those carry the start of their id.
+repeated = Counter(labels.values())
+labels = {ident: f"{text} · {ident[:8]}" if repeated[text] > 1 else text for ident, text in labels.items()}
 wanted = st.session_state["q_exception"]
 options = [ANY, *labels, *([wanted] if wanted and wanted not in labels else [])]
 selected = st.selectbox(

@@ -219,6 +219,25 @@ def test_queue_pages_on_the_server(dashboard: Dashboard, demo_tower: DemoTower, 
     assert at.number_input[0].value == 1 and len(exception_table(at)) == 10
 
 
+def test_two_exceptions_of_one_key_opened_in_one_minute_are_told_apart(
+    dashboard: Dashboard, demo_tower: DemoTower
+) -> None:
+    assert demo_tower.running.tower is not None
+    exceptions = ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now))
+    flapped = []
+    for _ in range(2):  # opened and resolved twice within the same minute
+        [record] = exceptions.open_many([NewException("flap-test", "FL-1", "technical", "integration", "low")])
+        exceptions.resolve_many([record], "recovered", {}, actor="engine")
+        flapped.append(record.id)
+    at = open_page(dashboard("viewer"), "views/queue.py", rule="flap-test", status="resolved")
+    no_errors(at)
+    options = [o for o in selectbox(at, "Exception").options if o.startswith("flap-test · FL-1")]
+    assert len(options) == 2 and len(set(options)) == 2
+    assert {o.rsplit(" · ", 1)[1] for o in options} == {ident[:8] for ident in flapped}
+    selectbox(at, "Exception").select(flapped[1]).run()
+    assert selectbox(at, "Exception").value == flapped[1]
+
+
 def test_a_link_opens_one_exception_with_its_timeline_audit_and_evidence(
     dashboard: Dashboard, demo_tower: DemoTower
 ) -> None:
