@@ -282,7 +282,10 @@ class SourceHealth(BaseModel):
     last_event: datetime | None
     last_seen: datetime | None = Field(description=f"Latest span or event, looking back {HEALTH_LOOK_BACK.days} days.")
     silent_minutes: float | None = Field(description="Minutes since last seen; null when not seen in the look-back.")
-    open_technical: int = Field(description="Active technical exceptions (errors, silence) of this source.")
+    open_technical: int = Field(description="Active technical exceptions (errors, silence, refusals) of this source.")
+    refused: int = Field(
+        0, description="Records claiming this source refused into dead letters in the window (by arrival time)."
+    )
 
 
 class SourcesHealth(BaseModel):
@@ -335,6 +338,14 @@ WHERE time >= {{look_back:{_T6}}} AND time < {{until:{_T6}}}
 GROUP BY source
 """
 
+# by arrival: a refusal is news whatever time the record carried; one row per dead letter id (a replay adds versions)
+_REFUSED = f"""
+SELECT source, uniqExact(id) AS refused
+FROM dead_letters
+WHERE received_at >= {{since:{_T6}}} AND received_at <= {{until:{_T6}}} AND source != ''
+GROUP BY source
+"""
+
 _TECHNICAL_OPEN = """
 SELECT JSONExtractString(context, 'source') AS source, count() AS n
 FROM exceptions FINAL
@@ -357,7 +368,8 @@ def _span_sources(store: Store, last: dict[str, str]) -> dict[str, str]:
 
 def sources_health(store: Store, now: datetime, window: timedelta) -> SourcesHealth:
     """Per source: spans and events per minute, error rate and p95 latency of its spans in [now - window, now),
-    when it was last seen (looking back HEALTH_LOOK_BACK), and its active technical exceptions.
+    when it was last seen (looking back HEALTH_LOOK_BACK), its active technical exceptions and the records claiming
+    it that the doors refused in the window.
 
     A span's source is the ingest token's (`tower.source`), else its service; a service's last span counts
     for the source of that span.
@@ -378,9 +390,11 @@ def sources_health(store: Store, now: datetime, window: timedelta) -> SourcesHea
             last_span[source] = at
     events = {r["source"]: r for r in store.query(_EVENT_HEALTH, params)}
     technical = {r["source"]: int(r["n"]) for r in store.query(_TECHNICAL_OPEN) if r["source"]}
+    refused = {r["source"]: int(r["refused"]) for r in store.query(_REFUSED, params)}
     minutes = window.total_seconds() / 60
     out: list[SourceHealth] = []
-    for source in sorted(set(last_span) | set(events) | set(technical)):
+    # a source whose every record is refused has sent nothing stored, and is listed for its refusals
+    for source in sorted(set(last_span) | set(events) | set(technical) | set(refused)):
         span_row, event_row = spans.get(source, {}), events.get(source, {})
         n_spans, n_errors = int(span_row.get("spans", 0)), int(span_row.get("errors", 0))
         n_events = int(event_row.get("events", 0))
@@ -402,6 +416,7 @@ def sources_health(store: Store, now: datetime, window: timedelta) -> SourcesHea
                 last_seen=last_seen,
                 silent_minutes=round((now - last_seen).total_seconds() / 60, 1) if last_seen else None,
                 open_technical=sum(n for s, n in technical.items() if source_covers(s, source)),
+                refused=refused.get(source, 0),
             )
         )
     return SourcesHealth(since=since, until=now, window_minutes=minutes, sources=out)

@@ -187,6 +187,8 @@ if health is not None:
         def state(row: dict[str, Any]) -> str:
             if row["open_technical"]:
                 return "technical exception open"
+            if row.get("refused"):
+                return "records refused"
             if row["silent_minutes"] is None or row["silent_minutes"] >= SILENT_AFTER_MINUTES:
                 return "silent"
             if (row["error_rate"] or 0) > ERROR_RATE_ALERT:
@@ -213,12 +215,16 @@ if health is not None:
                     "events_per_minute": "events / min",
                     "last seen": "last seen",
                     "open_technical": "technical exceptions",
+                    "refused": "refused",
                 },
             ),
             hide_index=True,
             width="stretch",
         )
-        st.caption(f"Rates over the last {health['window_minutes']:g} minutes of business time.")
+        st.caption(
+            f"Rates over the last {health['window_minutes']:g} minutes of business time; refused: records claiming "
+            "the source that the doors refused in the same minutes (dead letters)."
+        )
 
 # What changed ---------------------------------------------------------------------------------------------
 

@@ -125,6 +125,7 @@ def test_overview_shows_what_the_api_answers(dashboard: Dashboard, demo_tower: D
     health = api_get(demo_tower, "/api/sources/health")
     table = next(d.value for d in at.dataframe if "spans / min" in d.value.columns)
     assert list(table["source"]) == [s["source"] for s in health["sources"]]
+    assert list(table["refused"]) == [s["refused"] for s in health["sources"]]
     assert "technical exception open" in set(table["state"])  # the demo's silent source and error burst
 
 

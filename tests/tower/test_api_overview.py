@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import tests.support
+from collector.deadletters import REPLAYED, Refusal, dead_letter_row, status_row
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore, NewException
 from kernel.store import Store
@@ -197,11 +198,19 @@ def test_sources_health_per_source(tower_at_now: RunningTower, store: Store) -> 
     open_at(
         store, NOW, NewException("source-silence", "tms", "technical", "integration", "high", context={"source": "tms"})
     )
+    refusals = [Refusal("events", "time: not RFC 3339", f'{{"n": {n}}}', source="crm") for n in range(3)]
+    letters = [dead_letter_row(r, "tok", NOW - timedelta(minutes=2)) for r in refusals]
+    letters.append(status_row(letters[0], REPLAYED, "replayed", NOW))  # a second version of one: counted once
+    letters.append(dead_letter_row(Refusal("events", "old", "{}", source="crm"), "tok", NOW - timedelta(minutes=20)))
+    store.insert("dead_letters", letters)
 
     health = get(tower_at_now, "/api/sources/health")
     assert health["window_minutes"] == 15
     rows = {r["source"]: r for r in health["sources"]}
-    assert set(rows) == {"wms/dallas", "own-exporter", "erp", "tms"}
+    assert set(rows) == {"wms/dallas", "own-exporter", "erp", "tms", "crm"}
+    crm = rows["crm"]  # every record refused: listed for its refusals alone
+    assert (crm["refused"], crm["events"], crm["spans"], crm["last_seen"]) == (3, 0, 0, None)
+    assert rows["erp"]["refused"] == 0
     wms = rows["wms/dallas"]
     assert (wms["spans"], wms["errors"], wms["error_rate"], wms["events"]) == (10, 2, 0.2, 0)
     assert wms["spans_per_minute"] == round(10 / 15, 3)
