@@ -237,13 +237,15 @@ class IngestService:
             report.discarded = len(rows)
         return report
 
-    def replay(self, ids: list[str] | None = None, door: str | None = None, limit: int = 10_000) -> ReplayReport:
-        """Run pending dead letters (all, or those named) through their door again."""
+    def replay(
+        self, ids: list[str] | None = None, door: str | None = None, limit: int = 10_000, source: str | None = None
+    ) -> ReplayReport:
+        """Run pending dead letters (those named, else all of a door and/or source) through their door again."""
         store = self.pipeline.store
         if ids:
             letters = [d for d in get_dead_letters(store, ids) if d["status"] == PENDING]  # not replayed, not discarded
         else:
-            letters, _ = list_dead_letters(store, "pending", door, limit, 0)
+            letters, _ = list_dead_letters(store, "pending", door, limit, 0, source)
         report = ReplayReport()
         now = self.clock.now()
         for letter in letters:

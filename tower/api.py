@@ -22,10 +22,11 @@ class DeadLetterPage(BaseModel):
 
 
 class ReplayRequest(BaseModel):
-    """Which dead letters to replay: the ids given, or every pending one (of a door)."""
+    """Which dead letters to replay: the ids given, or every pending one (of a door, of a source and its paths)."""
 
     ids: list[UUID] | None = None  # dead letter ids are UUIDs: another text is a 422, not a store error
     door: str | None = None
+    source: str | None = None
 
 
 class DiscardRequest(BaseModel):
@@ -75,7 +76,7 @@ def list_dead_letters(
 )
 def replay_dead_letters(_: AdminDep, ingest: IngestDep, body: ReplayRequest) -> ReplayResult:
     ids = [str(i) for i in body.ids] if body.ids is not None else None
-    report = ingest.replay(ids=ids, door=body.door)
+    report = ingest.replay(ids=ids, door=body.door, source=body.source)
     return ReplayResult(replayed=report.replayed, still_failing=report.still_failing)
 
 

@@ -106,3 +106,19 @@ def test_discard_with_a_note_then_list_them(tower: RunningTower) -> None:
     assert "dead letters: 1 of 1" in listed.stdout
     assert "note:   discarded by " in listed.stdout and ": no id: the sender resends it with one" in listed.stdout
     assert run(["list", "--status", "pending", *auth]).stdout.strip() == "no dead letters match"
+
+
+def test_replay_by_source_takes_only_that_sources_pending_letters(tower: RunningTower) -> None:
+    assert tower.tower is not None
+    foreign, _ = refuse_two(tower)  # one claiming erp, one claiming wms (no id: it can never replay)
+    auth = ["--url", tower.http_url, "--token", tower.api_token()]
+    tokens = {t: (s + ["erp"] if s == ["wms"] else s) for t, s in tower.settings.ingest.tokens.items()}
+    tower.tower.ingest.tokens = TokenRegistry(IngestSettings(tokens=tokens))
+    assert run(["replay", "--source", "erp", "00000000-0000-0000-0000-000000000001", *auth]).exit_code == 2
+    wms = run(["replay", "--source", "wms", *auth])
+    assert wms.exit_code == 1 and "replayed: 0" in wms.stdout and "id: required" in wms.stdout
+    erp = run(["replay", "--source", "erp", *auth])
+    assert erp.exit_code == 0 and erp.stdout.strip() == "replayed: 1"
+    assert tower.tower.store.query("SELECT id FROM business_events FINAL") == [{"id": foreign["id"]}]
+    statuses = orjson.loads(run(["list", "--json", *auth]).stdout)["items"]
+    assert {i["source"]: i["status"] for i in statuses} == {"erp": "replayed", "wms": "pending"}

@@ -74,27 +74,30 @@ def list_command(
 @deadletters.command("replay")
 @click.argument("ids", nargs=-1)
 @click.option("--door", help="Replay every pending dead letter of this door.")
-@click.option("--all", "replay_all", is_flag=True, help="Replay every pending dead letter (of --door, if given).")
+@click.option("--source", help="Replay every pending dead letter claiming this source or one of its paths.")
+@click.option(
+    "--all", "replay_all", is_flag=True, help="Replay every pending dead letter (of --door / --source, if given)."
+)
 @click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
 @click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
 def replay_command(
-    ids: tuple[str, ...], door: str | None, replay_all: bool, url: str | None, token: str | None
+    ids: tuple[str, ...], door: str | None, source: str | None, replay_all: bool, url: str | None, token: str | None
 ) -> None:
-    """Replay dead letters through their door after a fix: the IDS given, or --all / --door.
+    """Replay dead letters through their door after a fix: the IDS given, or --all / --door / --source.
 
     Exit code 0 when every one was replayed, 1 when some still fail (they stay pending with the new
     reason), 2 on usage or connection errors.
     """
-    if ids and (replay_all or door):
-        raise click.UsageError("give dead letter ids, or --all / --door, not both")
-    if not ids and not (replay_all or door):
-        raise click.UsageError("name the dead letters to replay, or pass --all (optionally with --door)")
+    if ids and (replay_all or door or source):
+        raise click.UsageError("give dead letter ids, or --all / --door / --source, not both")
+    if not ids and not (replay_all or door or source):
+        raise click.UsageError("name the dead letters to replay, or pass --all (optionally with --door / --source)")
     for ident in ids:
         try:
             uuid.UUID(ident)
         except ValueError as exc:
             raise click.UsageError(f"{ident!r} is not a dead letter id (a UUID)") from exc
-    body: dict[str, Any] = {"ids": list(ids)} if ids else {"door": door}
+    body: dict[str, Any] = {"ids": list(ids)} if ids else {"door": door, "source": source}
     result = _call(url, token, "POST", "/api/deadletters/replay", json=body)
     failing: list[dict[str, Any]] = result.get("still_failing", [])
     replayed = int(result.get("replayed", 0))
