@@ -10,6 +10,10 @@ from typing import Any
 from kernel.store import Store
 from kernel.store.base import utc_text
 
+# A listing carries this much of each raw record: a body refused whole can be 32 MiB (the inflation limit), and a
+# page of 200 of them must not be gigabytes. The whole record: get_dead_letters, GET /api/deadletters/{id}.
+RAW_PREVIEW_CHARS = 4000
+
 PENDING = "pending"
 REPLAYED = "replayed"
 DISCARDED = "discarded"  # given up on by an admin, with a note saying why (it stays listed until retention)
@@ -51,20 +55,26 @@ def list_dead_letters(
     limit: int = 100,
     offset: int = 0,
     source: str | None = None,
+    whole: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     """Dead letters, newest first, with the total that match; `source` matches the source and its paths (`wms`
-    finds `wms/dallas`)."""
+    finds `wms/dallas`). Each `raw` is cut to RAW_PREVIEW_CHARS characters unless `whole` (a replay needs it
+    whole); `raw_bytes` is its whole size and `raw_truncated` says whether it was cut."""
     where = (
         "WHERE ({status:String} = '' OR status = {status:String}) AND ({door:String} = '' OR door = {door:String})"
         " AND ({source:String} = '' OR source = {source:String} OR startsWith(source, concat({source:String}, '/')))"
     )
     params = {"status": status or "", "door": door or "", "source": source or "", "limit": limit, "offset": offset}
+    raw = "raw" if whole else "substringUTF8(raw, 1, {preview:UInt32}) AS raw"
     rows = store.query(
-        "SELECT toString(id) AS id, received_at, door, source, token_id, reason, raw, content_type, status, status_at,"
-        " status_note, version FROM dead_letters FINAL " + where + " ORDER BY received_at DESC, id"
-        " LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
-        params,
+        f"SELECT toString(id) AS id, received_at, door, source, token_id, reason, {raw}, length(dead_letters.raw)"
+        " AS raw_bytes, content_type, status, status_at, status_note, version FROM dead_letters FINAL "
+        + where
+        + " ORDER BY received_at DESC, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
+        {**params, "preview": RAW_PREVIEW_CHARS},
     )
+    for row in rows:
+        row["raw_truncated"] = len(row["raw"].encode()) < int(row["raw_bytes"])
     total = store.query("SELECT count() AS n FROM dead_letters FINAL " + where, params)[0]["n"]
     return rows, int(total)
 
@@ -80,8 +90,27 @@ def get_dead_letters(store: Store, ids: list[str]) -> list[dict[str, Any]]:
     )
 
 
+COLUMNS = (
+    "id",
+    "received_at",
+    "door",
+    "source",
+    "token_id",
+    "reason",
+    "raw",
+    "content_type",
+    "status",
+    "status_at",
+    "status_note",
+    "version",
+)
+
+
 def status_row(letter: dict[str, Any], status: str, note: str, at: datetime) -> dict[str, Any]:
-    """A new version of a dead letter with another status (ReplacingMergeTree keeps the latest)."""
-    row = dict(letter)
+    """A new version of a dead letter with another status (ReplacingMergeTree keeps the latest); `letter` must carry
+    its whole raw record (a listing's preview would cut it short for good)."""
+    if letter.get("raw_truncated"):
+        raise ValueError(f"dead letter {letter['id']}: its raw record was read cut short; read it whole first")
+    row = {name: letter[name] for name in COLUMNS}
     row.update(status=status, status_at=utc_text(at), status_note=note[:4000], version=int(letter["version"]) + 1)
     return row

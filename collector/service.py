@@ -217,7 +217,13 @@ class IngestService:
     def list_dead_letters(
         self, status: str | None, door: str | None, limit: int, offset: int, source: str | None = None
     ) -> tuple[list[dict[str, Any]], int]:
+        """A page of dead letters, each raw record cut to a preview (collector.deadletters.RAW_PREVIEW_CHARS)."""
         return list_dead_letters(self.pipeline.store, status, door, limit, offset, source)
+
+    def dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        """One dead letter with its whole raw record, or None."""
+        found = get_dead_letters(self.pipeline.store, [letter_id])
+        return found[0] if found else None
 
     def discard(self, ids: list[str], note: str, actor: str) -> DiscardReport:
         """Give up on the pending dead letters named: each keeps its record, marked `discarded` with who and why.
@@ -245,7 +251,7 @@ class IngestService:
         if ids:
             letters = [d for d in get_dead_letters(store, ids) if d["status"] == PENDING]  # not replayed, not discarded
         else:
-            letters, _ = list_dead_letters(store, "pending", door, limit, 0, source)
+            letters, _ = list_dead_letters(store, "pending", door, limit, 0, source, whole=True)
         report = ReplayReport()
         now = self.clock.now()
         for letter in letters:

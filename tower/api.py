@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field, field_validator
 
 from collector.http_deps import IngestDep
@@ -69,6 +69,19 @@ def list_dead_letters(
 ) -> DeadLetterPage:
     items, total = ingest.list_dead_letters(status, door, limit, offset, source)
     return DeadLetterPage(items=items, total=total)
+
+
+@router.get(
+    "/deadletters/{letter_id}",
+    summary="One dead letter with its whole raw record",
+    description="Roles: admin. The list cuts each raw record to a preview (`raw_truncated`); this answers it whole.",
+    responses={404: {"description": "No dead letter has this id."}},
+)
+def get_dead_letter(_: AdminDep, ingest: IngestDep, letter_id: UUID) -> dict[str, Any]:
+    found = ingest.dead_letter(str(letter_id))
+    if found is None:
+        raise HTTPException(404, f"no dead letter {letter_id}")
+    return found
 
 
 @router.post(

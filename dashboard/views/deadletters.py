@@ -84,6 +84,11 @@ for ident in chosen[:5]:
         item = by_id[ident]
         st.caption(f"content type {item.get('content_type')} · token {item.get('token_id')}")
         st.code(str(item.get("raw", "")), language="json", wrap_lines=True)
+        if item.get("raw_truncated"):
+            st.caption(
+                f"The first {len(str(item.get('raw', ''))):,} characters of {int(item.get('raw_bytes', 0)):,} bytes. "
+                f"The whole record: `tower deadletters show {ident}` or `GET /api/deadletters/{ident}`."
+            )
         st.markdown("**Reason**")
         st.text(str(item.get("reason", "")))
 if len(chosen) > 5:

@@ -387,6 +387,31 @@ def test_replay_after_the_token_may_send_the_source(tower: RunningTower) -> None
     assert {d["status"] for d in letters(tower)} == {"replayed"}
 
 
+def test_a_listing_cuts_big_raw_records_and_one_letter_comes_whole(tower: RunningTower) -> None:
+    body = b"{" + b'"\xc3\xa9' * 5_000  # 10,001 bytes of broken JSON, two-byte characters included
+    with tower.client("erp") as http:
+        assert http.post("/v1/events", content=body, headers=STRUCTURED).status_code == 400
+    with tower.api() as api:
+        [item] = api.get("/api/deadletters").json()["items"]
+        assert (item["raw_bytes"], item["raw_truncated"], len(item["raw"])) == (len(body), True, 4000)
+        assert body.decode().startswith(item["raw"])
+        whole = api.get(f"/api/deadletters/{item['id']}").json()
+        assert whole["raw"] == body.decode() and whole["status"] == "pending"
+        # a replay that still fails writes a new version: the record stays whole
+        assert api.post("/api/deadletters/replay", json={"door": "events"}).json()["replayed"] == 0
+        again = api.get(f"/api/deadletters/{item['id']}").json()
+        assert again["raw"] == body.decode() and again["status_note"].startswith("replay failed")
+        missing = api.get("/api/deadletters/00000000-0000-0000-0000-000000000001")
+        assert missing.status_code == 404 and "no dead letter" in missing.json()["detail"]
+        assert api.get("/api/deadletters/not-a-uuid").status_code == 422
+    small = make_event("order.accepted", source="erp")
+    with tower.client("wms") as http:
+        http.post("/v1/events", content=orjson.dumps(small), headers=STRUCTURED)
+    with tower.api() as api:
+        short = api.get("/api/deadletters", params={"source": "erp", "status": "pending"}).json()["items"]
+    assert any(i["raw_truncated"] is False and orjson.loads(i["raw"]) == small for i in short)
+
+
 def test_discarded_letters_keep_who_and_why_and_are_never_replayed(tower: RunningTower) -> None:
     assert tower.tower is not None
     sent = [make_event("order.accepted", n, source="erp") for n in (1, 2, 3)]

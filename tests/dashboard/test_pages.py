@@ -523,3 +523,21 @@ def test_a_refusals_exception_links_to_its_sources_dead_letters(dashboard: Dashb
     no_errors(at)
     [link] = [link for link in at.page_link if link.value.startswith("See the refused records")]
     assert parse_qs(link.proto.query_string) == {"source": ["edi"]}
+
+
+def test_a_big_refused_body_is_previewed_with_the_way_to_its_whole(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    body = "{" + "y" * 6_000  # not JSON: dead-lettered whole, with no source claimed
+    with demo_tower.running.client("tms") as tms:
+        answer = tms.post("/v1/events", content=body.encode(), headers={"Content-Type": "application/cloudevents+json"})
+    assert answer.status_code == 400
+    [letter] = [i for i in api_get(demo_tower, "/api/deadletters", limit=1000)["items"] if i["raw"].startswith("{yyy")]
+    at = open_page(dashboard("admin"), "views/deadletters.py")
+    no_errors(at)
+    next(m for m in at.multiselect if m.label == "Dead letters").set_value([letter["id"]]).run()
+    [raw] = [c.value for c in at.code]
+    assert raw == body[:4000]
+    assert any(
+        c.value.startswith("The first 4,000 characters of 6,001 bytes.")
+        and f"tower deadletters show {letter['id']}" in c.value
+        for c in at.caption
+    )

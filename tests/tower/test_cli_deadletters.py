@@ -122,3 +122,19 @@ def test_replay_by_source_takes_only_that_sources_pending_letters(tower: Running
     assert tower.tower.store.query("SELECT id FROM business_events FINAL") == [{"id": foreign["id"]}]
     statuses = orjson.loads(run(["list", "--json", *auth]).stdout)["items"]
     assert {i["source"]: i["status"] for i in statuses} == {"erp": "replayed", "wms": "pending"}
+
+
+def test_show_prints_a_raw_record_whole(tower: RunningTower) -> None:
+    body = "{" + "x" * 9_000  # longer than a listing's preview
+    with tower.client("erp") as http:
+        assert http.post("/v1/events", content=body.encode(), headers=STRUCTURED).status_code == 400
+    auth = ["--url", tower.http_url, "--token", tower.api_token()]
+    [item] = orjson.loads(run(["list", "--json", *auth]).stdout)["items"]
+    assert item["raw_truncated"] is True
+    shown = run(["show", item["id"], *auth])
+    assert shown.exit_code == 0 and shown.stdout == body + "\n"
+    letter = orjson.loads(run(["show", item["id"], "--json", *auth]).stdout)
+    assert (letter["raw"], letter["door"], letter["status"]) == (body, "events", "pending")
+    assert run(["show", "not-a-uuid", *auth]).exit_code == 2
+    missing = run(["show", "00000000-0000-0000-0000-000000000001", *auth])
+    assert missing.exit_code == 2 and "404" in missing.output

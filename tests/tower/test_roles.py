@@ -17,6 +17,7 @@ import pytest
 
 import tests.support
 from alerting.silences import SilenceStore
+from collector.deadletters import Refusal, dead_letter_row
 from kernel.api_auth import ROLES
 from kernel.backups import Backups
 from kernel.clock import FixedClock, SystemClock
@@ -50,6 +51,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/deadletters"): ADMIN,
     ("POST", "/api/deadletters/replay"): ADMIN,
     ("POST", "/api/deadletters/discard"): ADMIN,
+    ("GET", "/api/deadletters/{letter_id}"): ADMIN,
     ("GET", "/api/alerts/deliveries"): READ,
     ("GET", "/api/whoami"): READ,
     ("GET", "/api/facets"): READ,
@@ -133,9 +135,15 @@ def test_every_api_route_is_classified(roles_tower: RunningTower) -> None:
 
 
 def call(
-    http: httpx.Client, method: str, path: str, exception_id: str, silence_id: str = "none", backup: str = "none"
+    http: httpx.Client,
+    method: str,
+    path: str,
+    exception_id: str,
+    silence_id: str = "none",
+    backup: str = "none",
+    letter_id: str = "00000000-0000-0000-0000-000000000001",
 ) -> httpx.Response:
-    url = path.format(exception_id=exception_id, key="SO-1", silence_id=silence_id, name=backup)
+    url = path.format(exception_id=exception_id, key="SO-1", silence_id=silence_id, name=backup, letter_id=letter_id)
     body = BODIES.get((method, path))
     return http.request(method, url, json=body) if body is not None else http.request(method, url)
 
@@ -148,11 +156,13 @@ def test_each_role_against_each_route(roles_tower: RunningTower, store: Store) -
         ExceptionMatch(key=["SO-1"]), created_by="test", comment="roles", duration=timedelta(hours=1)
     )
     backup = Backups(store, SystemClock()).start()
+    letter = dead_letter_row(Refusal("events", "roles test", "{}", source="erp"), "tok", datetime.now(UTC))
+    store.insert("dead_letters", [letter])
     wrong: list[str] = []
     for (method, path), allowed in sorted(ALLOWED.items()):
         for role in ROLES:
             with roles_tower.api(role) as http:
-                response = call(http, method, path, record.id, silence.id, backup.name)
+                response = call(http, method, path, record.id, silence.id, backup.name, letter["id"])
             if role in allowed:
                 # the operator acts on the exception first; the admin then finds it acknowledged or resolved
                 ok = response.status_code in (200, ADMITTED_STATUS.get((method, path), 200)) or (

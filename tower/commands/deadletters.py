@@ -1,4 +1,4 @@
-"""`tower deadletters list|replay|discard`: refused records, through the running tower's API (admin token)."""
+"""`tower deadletters list|show|replay|discard`: refused records, through the running tower's API (admin token)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,24 @@ def list_command(
         if item.get("status") == "discarded":
             console.print(Text("  note:   " + _short(str(item.get("status_note", "")), 300)))
         console.print(Text("  raw:    " + _short(str(item.get("raw", "")), 200)))
+
+
+@deadletters.command("show")
+@click.argument("letter_id")
+@click.option("--json", "as_json", is_flag=True, help="The whole dead letter as JSON, not only its raw record.")
+@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
+def show_command(letter_id: str, as_json: bool, url: str | None, token: str | None) -> None:
+    """Print one dead letter's raw record whole, as it was sent (a listing shows the first 4,000 characters)."""
+    try:
+        uuid.UUID(letter_id)
+    except ValueError as exc:
+        raise click.UsageError(f"{letter_id!r} is not a dead letter id (a UUID)") from exc
+    letter = _call(url, token, "GET", f"/api/deadletters/{letter_id}")
+    if as_json:
+        click.echo(orjson.dumps(letter, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(str(letter.get("raw", "")))
 
 
 @deadletters.command("replay")
