@@ -64,7 +64,8 @@ WHERE (source = {{source:String}} OR startsWith(source, {{prefix:String}}))
 # The event id is read inside ClickHouse: a raw record refused whole can be 32 MiB, and 200 of them must not travel.
 # '' when the raw text is no JSON object with a string `id` (a whole refused body, an OTLP request).
 _DEAD_LETTERS = """
-SELECT toString(id) AS id, received_at, door, reason, JSONExtractString(raw, 'id') AS event_id
+SELECT toString(id) AS id, received_at, door, reason,
+       if(JSONType(raw, 'id') = 'String', JSONExtractString(raw, 'id'), '') AS event_id
 FROM dead_letters FINAL
 WHERE status = 'pending' AND (source = {source:String} OR startsWith(source, {prefix:String}))
   AND received_at >= {since:DateTime64(6, 'UTC')} AND received_at < {until:DateTime64(6, 'UTC')}

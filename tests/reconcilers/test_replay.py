@@ -379,17 +379,22 @@ def test_dead_letters_of_the_source_say_what_to_resend(
         door="events", reason="data.quantity: not a number", raw=orjson.dumps(lost).decode(), source="wms"
     )
     garbled = Refusal(door="events", reason="not JSON", raw="{not json", source="wms/dallas")
+    numbered = Refusal(door="events", reason="id: required", raw='{"id": 5, "type": "x"}', source="wms")  # no string id
     elsewhere = Refusal(
         door="events", reason="x", raw=orjson.dumps(make_event("order.accepted", 8)).decode(), source="erp"
     )
     at = datetime(2026, 11, 2, 17, 40, tzinfo=UTC)
-    store.insert("dead_letters", [dead_letter_row(r, "token", at) for r in (refused, garbled, elsewhere)])
+    store.insert("dead_letters", [dead_letter_row(r, "token", at) for r in (refused, garbled, numbered, elsewhere)])
     record = silence(exceptions)
     request = service.request(record.id).request
     assert request.keys == [lost["id"]]
     body = receiver.calls[0].json()
     assert body["keys"] == [lost["id"]]
-    assert sorted(d["reason"] for d in body["dead_letters"]) == ["data.quantity: not a number", "not JSON"]
+    assert sorted(d["reason"] for d in body["dead_letters"]) == [
+        "data.quantity: not a number",
+        "id: required",
+        "not JSON",
+    ]
 
     clock.advance(timedelta(minutes=3))
     store.insert("business_events", [event_row(lost, clock.now())])
