@@ -55,19 +55,18 @@ def list_dead_letters(
     limit: int = 100,
     offset: int = 0,
     source: str | None = None,
-    whole: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
     """Dead letters, newest first, with the total that match; `source` matches the source and its paths (`wms`
-    finds `wms/dallas`). Each `raw` is cut to RAW_PREVIEW_CHARS characters unless `whole` (a replay needs it
-    whole); `raw_bytes` is its whole size and `raw_truncated` says whether it was cut."""
+    finds `wms/dallas`). Each `raw` is cut to RAW_PREVIEW_CHARS characters (get_dead_letters reads them whole);
+    `raw_bytes` is its whole size and `raw_truncated` says whether it was cut."""
     where = (
         "WHERE ({status:String} = '' OR status = {status:String}) AND ({door:String} = '' OR door = {door:String})"
         " AND ({source:String} = '' OR source = {source:String} OR startsWith(source, concat({source:String}, '/')))"
     )
     params = {"status": status or "", "door": door or "", "source": source or "", "limit": limit, "offset": offset}
-    raw = "raw" if whole else "substringUTF8(raw, 1, {preview:UInt32}) AS raw"
     rows = store.query(
-        f"SELECT toString(id) AS id, received_at, door, source, token_id, reason, {raw}, length(dead_letters.raw)"
+        "SELECT toString(id) AS id, received_at, door, source, token_id, reason, substringUTF8(raw, 1,"
+        " {preview:UInt32}) AS raw, length(dead_letters.raw)"
         " AS raw_bytes, content_type, status, status_at, status_note, version FROM dead_letters FINAL "
         + where
         + " ORDER BY received_at DESC, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}",

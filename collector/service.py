@@ -118,6 +118,9 @@ class ReplayReport:
     still_failing: list[dict[str, Any]] = field(default_factory=list)
 
 
+REPLAY_CHUNK = 20  # dead letters read whole at a time by a replay
+
+
 class IngestService:
     """Validation, authorization and durable hand-off shared by every door."""
 
@@ -246,31 +249,39 @@ class IngestService:
     def replay(
         self, ids: list[str] | None = None, door: str | None = None, limit: int = 10_000, source: str | None = None
     ) -> ReplayReport:
-        """Run pending dead letters (those named, else all of a door and/or source) through their door again."""
+        """Run pending dead letters (those named, else all of a door and/or source) through their door again;
+        an empty list names none.
+
+        The letters are read whole REPLAY_CHUNK at a time: a raw record refused whole can be 32 MiB."""
         store = self.pipeline.store
-        if ids:
-            letters = [d for d in get_dead_letters(store, ids) if d["status"] == PENDING]  # not replayed, not discarded
-        else:
-            letters, _ = list_dead_letters(store, "pending", door, limit, 0, source, whole=True)
+        if ids is None:
+            listed, _ = list_dead_letters(store, "pending", door, limit, 0, source)
+            ids = [str(d["id"]) for d in listed]
         report = ReplayReport()
         now = self.clock.now()
-        for letter in letters:
-            grant = self.tokens.by_id(letter["token_id"])
-            replayer = self._replayers.get(letter["door"])
-            if grant is None:
-                problems = [f"the token that sent it ({letter['token_id']}) is no longer configured"]
-                tables: Rows = {}
-            elif replayer is None:
-                problems = [f"no replayer for door {letter['door']!r}"]
-                tables = {}
-            else:
-                result = replayer(letter["raw"], letter["content_type"], grant)
-                problems, tables = result.problems, result.tables
-            if problems:
-                report.still_failing.append({"id": letter["id"], "errors": problems})
-                tables = {"dead_letters": [status_row(letter, "pending", "replay failed: " + "; ".join(problems), now)]}
-            else:
-                report.replayed += 1
-                tables.setdefault("dead_letters", []).append(status_row(letter, REPLAYED, "replayed", now))
-            self.pipeline.submit(tables)
+        for start in range(0, len(ids), REPLAY_CHUNK):
+            for letter in get_dead_letters(store, ids[start : start + REPLAY_CHUNK]):
+                if letter["status"] == PENDING:  # not replayed, not discarded
+                    self._replay_one(letter, report, now)
         return report
+
+    def _replay_one(self, letter: dict[str, Any], report: ReplayReport, now: datetime) -> None:
+        """Run one whole dead letter through its door; store what it gives, or keep it pending with the new reason."""
+        grant = self.tokens.by_id(letter["token_id"])
+        replayer = self._replayers.get(letter["door"])
+        if grant is None:
+            problems = [f"the token that sent it ({letter['token_id']}) is no longer configured"]
+            tables: Rows = {}
+        elif replayer is None:
+            problems = [f"no replayer for door {letter['door']!r}"]
+            tables = {}
+        else:
+            result = replayer(letter["raw"], letter["content_type"], grant)
+            problems, tables = result.problems, result.tables
+        if problems:
+            report.still_failing.append({"id": letter["id"], "errors": problems})
+            tables = {"dead_letters": [status_row(letter, "pending", "replay failed: " + "; ".join(problems), now)]}
+        else:
+            report.replayed += 1
+            tables.setdefault("dead_letters", []).append(status_row(letter, REPLAYED, "replayed", now))
+        self.pipeline.submit(tables)

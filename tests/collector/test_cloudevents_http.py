@@ -507,3 +507,16 @@ def test_openapi_documents_the_contract(tower: RunningTower) -> None:
     assert "rejected" in route["description"] and "Retry-After" in route["description"]
     assert set(route["responses"]) >= {"200", "400", "401", "413", "415", "503"}
     assert "application/cloudevents-batch+json" in route["requestBody"]["content"]
+
+
+def test_a_replay_naming_no_letter_replays_none(tower: RunningTower) -> None:
+    assert tower.tower is not None
+    with tower.client("wms") as http:  # refused: the wms token may not send erp
+        http.post("/v1/events", content=orjson.dumps(make_event("order.accepted", source="erp")), headers=STRUCTURED)
+    tokens = {t: (s + ["erp"] if s == ["wms"] else s) for t, s in tower.settings.ingest.tokens.items()}
+    tower.tower.ingest.tokens = TokenRegistry(IngestSettings(tokens=tokens))
+    with tower.api() as api:
+        # an empty selection (a page with nothing chosen) used to replay every pending letter
+        assert api.post("/api/deadletters/replay", json={"ids": []}).json() == {"replayed": 0, "still_failing": []}
+        assert [d["status"] for d in letters(tower)] == ["pending"]
+        assert api.post("/api/deadletters/replay", json={}).json()["replayed"] == 1
