@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from kernel.store import Store
@@ -28,6 +32,50 @@ class Refusal:
     raw: str
     source: str = ""
     content_type: str = "application/json"
+
+
+class RecentRefusals:
+    """The refused records stored lately, by token, door and content (a 16-byte hash, at most `max_entries`).
+
+    A sender stuck in a retry loop sends the same bad batch again and again; each copy would be another dead letter
+    (a body refused whole can be 32 MiB: a disk filled in hours). One identical to a letter stored from the same
+    token and door within `window` is answered as before and counted, but not stored again: its first copy is
+    there. Nothing is marked stored until its submit succeeded, so a refusal the store could not take is stored
+    by the retry."""
+
+    def __init__(self, window: timedelta, max_entries: int = 100_000) -> None:
+        self.window = window
+        self.max_entries = max_entries
+        self._stored: OrderedDict[bytes, datetime] = OrderedDict()  # oldest first
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(token_id: str, door: str, raw: str) -> bytes:
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{token_id}\0{door}\0".encode())
+        digest.update(raw.encode(errors="surrogatepass"))
+        return digest.digest()
+
+    def stored_lately(self, key: bytes, now: datetime) -> bool:
+        """Whether an identical refusal was stored within the window before `now`."""
+        if self.window <= timedelta(0):
+            return False
+        with self._lock:
+            at = self._stored.get(key)
+            return at is not None and now - at < self.window
+
+    def remember(self, keys: Sequence[bytes], now: datetime) -> None:
+        """`keys` were stored at `now`; forget what the window or the size limit lets go."""
+        if self.window <= timedelta(0):
+            return
+        with self._lock:
+            for key in keys:
+                self._stored[key] = now
+                self._stored.move_to_end(key)
+            while self._stored and (
+                len(self._stored) > self.max_entries or now - next(iter(self._stored.values())) >= self.window
+            ):
+                self._stored.popitem(last=False)
 
 
 def dead_letter_row(refusal: Refusal, token_id: str, at: datetime) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from collector.deadletters import (
     DISCARDED,
     PENDING,
     REPLAYED,
+    RecentRefusals,
     Refusal,
     dead_letter_row,
     get_dead_letters,
@@ -131,11 +132,14 @@ class IngestService:
         clock: Clock,
         metrics: TowerMetrics | None = None,
         window: TimeWindow | None = None,
+        repeats: RecentRefusals | None = None,
     ) -> None:
         """`metrics` counts what each hand-off carried (rows per table, records refused per door); `window` bounds
-        an event's time around the clock (none by default)."""
+        an event's time around the clock (none by default); `repeats` keeps a refusal sent again within its window
+        from being stored twice (every refusal is stored by default)."""
         self.pipeline = pipeline
         self.window = window or TimeWindow()
+        self.repeats = repeats or RecentRefusals(timedelta(0))
         self.metrics = metrics
         self.tokens = tokens
         self.clock = clock
@@ -195,23 +199,38 @@ class IngestService:
         tables: Rows = dict(extra or {})
         if rows:
             tables.setdefault("business_events", []).extend(rows)
+        letters, keys = self._new_letters(letters, now)
         if letters:
             tables.setdefault("dead_letters", []).extend(letters)
         self.pipeline.submit(tables)
+        self.repeats.remember(keys, now)
         if self.metrics is not None:
             self.metrics.ingested(tables)
             self.metrics.refused(door, len(outcome.rejected))
         return outcome
 
+    def _new_letters(self, letters: list[dict[str, Any]], now: datetime) -> tuple[list[dict[str, Any]], list[bytes]]:
+        """The dead letters not stored lately (RecentRefusals), with their keys to remember once they are."""
+        kept: list[dict[str, Any]] = []
+        keys: list[bytes] = []
+        for letter in letters:
+            key = self.repeats.key(letter["token_id"], letter["door"], letter["raw"])
+            if not self.repeats.stored_lately(key, now) and key not in keys:
+                kept.append(letter)
+                keys.append(key)
+        return kept, keys
+
     def refuse(self, refusals: list[Refusal], grant: Grant | None, extra: Rows | None = None) -> None:
         """Dead-letter refused records (and store `extra` rows) durably."""
         now = self.clock.now()
         tables: Rows = dict(extra or {})
-        if refusals:
-            tables.setdefault("dead_letters", []).extend(
-                dead_letter_row(r, grant.token_id if grant else "", now) for r in refusals
-            )
+        letters, keys = self._new_letters(
+            [dead_letter_row(r, grant.token_id if grant else "", now) for r in refusals], now
+        )
+        if letters:
+            tables.setdefault("dead_letters", []).extend(letters)
         self.pipeline.submit(tables)
+        self.repeats.remember(keys, now)
         if self.metrics is not None:
             self.metrics.ingested(tables)
             for door, refused in Counter(r.door for r in refusals).items():

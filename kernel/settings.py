@@ -79,6 +79,13 @@ class CollectorSettings(BaseSettings):
         description="Business events whose time is more than this many minutes after the tower's clock are "
         "refused (a sender's clock or time zone gone wrong); 0 accepts any time up to 2262.",
     )
+    dead_letter_repeat_seconds: float = Field(
+        600,
+        ge=0,
+        description="A refused record identical to one stored from the same token and door within this many "
+        "seconds is answered and counted the same but not stored again (a sender retrying a bad batch); 0 stores "
+        "every copy.",
+    )
     key_aliases: dict[str, list[str]] = Field(
         default_factory=lambda: {
             "order.id": ["order_id", "erp.order.id", "sales_order.id"],

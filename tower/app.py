@@ -32,6 +32,7 @@ from alerting.policy_settings import AlertingSettings
 from alerting.sender import AlertsSendSettings, SlackSender, send_job
 from alerting.settings import SlackSettings
 from collector.auth import TokenRegistry
+from collector.deadletters import RecentRefusals
 from collector.pipeline import IngestPipeline
 from collector.service import IngestService, TimeWindow
 from collector.spool import Spool
@@ -268,7 +269,8 @@ def build_tower(
     metrics = TowerMetrics(role, store.backend, package_version())
     metrics.register(PipelineCollector(pipeline))
     window = TimeWindow.from_settings(settings.collector.event_max_age_days, settings.collector.event_max_ahead_minutes)
-    ingest = IngestService(pipeline, TokenRegistry(settings.ingest), clock, metrics, window)
+    repeats = RecentRefusals(timedelta(seconds=settings.collector.dead_letter_repeat_seconds))
+    ingest = IngestService(pipeline, TokenRegistry(settings.ingest), clock, metrics, window, repeats)
     from collector.events_http import register_replayers as register_events
     from collector.otlp.http import register_replayers as register_otlp
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -520,3 +520,26 @@ def test_a_replay_naming_no_letter_replays_none(tower: RunningTower) -> None:
         assert api.post("/api/deadletters/replay", json={"ids": []}).json() == {"replayed": 0, "still_failing": []}
         assert [d["status"] for d in letters(tower)] == ["pending"]
         assert api.post("/api/deadletters/replay", json={}).json()["replayed"] == 1
+
+
+def test_a_sender_retrying_a_refused_body_fills_no_disk(store: EmbeddedStore, tmp_path: Path) -> None:
+    clock = FixedClock(datetime(2026, 11, 27, 12, 0, tzinfo=UTC))
+    bad = make_event("order.accepted", 1, time="2026-11-27T06:00:00")  # no offset
+    with start_in_process(tmp_path, store, clock=clock) as running, running.client("erp") as http:
+        answers = [http.post("/v1/events", content=b"{" + b"z" * 100_000, headers=STRUCTURED) for _ in range(5)]
+        answers += [http.post("/v1/events", content=orjson.dumps([bad, bad]), headers=BATCH) for _ in range(3)]
+        assert {a.status_code for a in answers} == {400}
+        assert [len(a.json().get("rejected", [])) for a in answers[5:]] == [2, 2, 2]  # each copy still answered
+        assert sorted(d["reason"][:20] for d in letters(running)) == ["body is not valid JS", "time: '2026-11-27T06"]
+        clock.advance(timedelta(minutes=10))  # TOWER_COLLECTOR_DEAD_LETTER_REPEAT_SECONDS (600) later
+        http.post("/v1/events", content=orjson.dumps(bad), headers=STRUCTURED)
+        assert len(letters(running)) == 3
+    # with the setting at 0, every copy is stored
+    store.command("TRUNCATE TABLE dead_letters")
+    with (
+        start_in_process(tmp_path / "every", store, clock=clock, dead_letter_repeat_seconds=0) as running,
+        running.client("erp") as http,
+    ):
+        for _ in range(3):
+            http.post("/v1/events", content=orjson.dumps(bad), headers=STRUCTURED)
+        assert len(letters(running)) == 3

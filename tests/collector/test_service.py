@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from collector.deadletters import RecentRefusals
 from collector.service import TimeWindow
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -57,3 +58,36 @@ def test_zero_in_the_settings_turns_each_limit_off() -> None:
     assert open_ended.problem(datetime(2262, 4, 10, tzinfo=UTC), NOW) is None
     assert TimeWindow.from_settings(0, 60).problem(NOW + timedelta(minutes=61), NOW) is not None
     assert TimeWindow.from_settings(1, 0).problem(NOW - timedelta(days=2), NOW) is not None
+
+
+# --- RecentRefusals: a refusal sent again is stored once per window ---------------------------------------
+
+
+def test_a_refusal_is_stored_lately_for_the_window_only() -> None:
+    recent = RecentRefusals(timedelta(minutes=10))
+    key = recent.key("tok", "events", "{broken")
+    assert not recent.stored_lately(key, NOW)
+    recent.remember([key], NOW)
+    assert recent.stored_lately(key, NOW + timedelta(minutes=9, seconds=59))
+    assert not recent.stored_lately(key, NOW + timedelta(minutes=10))
+    # the same bytes from another token or door are another refusal
+    assert not recent.stored_lately(recent.key("other", "events", "{broken"), NOW)
+    assert not recent.stored_lately(recent.key("tok", "otlp_logs", "{broken"), NOW)
+
+
+def test_old_and_surplus_entries_are_let_go() -> None:
+    recent = RecentRefusals(timedelta(minutes=10), max_entries=3)
+    keys = [recent.key("tok", "events", str(n)) for n in range(5)]
+    recent.remember(keys[:2], NOW)
+    recent.remember(keys[2:], NOW + timedelta(minutes=1))
+    assert [recent.stored_lately(k, NOW + timedelta(minutes=1)) for k in keys] == [False, False, True, True, True]
+    recent.remember([], NOW + timedelta(minutes=11))  # the rest expire
+    assert not any(recent.stored_lately(k, NOW + timedelta(minutes=11)) for k in keys)
+    assert len(recent._stored) == 0
+
+
+def test_a_zero_window_stores_every_copy() -> None:
+    recent = RecentRefusals(timedelta(0))
+    key = recent.key("tok", "events", "{broken")
+    recent.remember([key], NOW)
+    assert not recent.stored_lately(key, NOW)
