@@ -161,6 +161,11 @@ def exception_blocks(record: ExceptionRecord, view: AlertView) -> list[Block]:
     late = _lateness(record, view.now)
     if late is not None:
         fields.append(_field(*late))
+    reasons = context.get("reasons")
+    if isinstance(reasons, list) and reasons:  # why records were refused (ingest-refusals): what the on-call fixes
+        fields.append(
+            _field("Reason" if len(reasons) == 1 else f"Reasons (first of {len(reasons)})", _cut(str(reasons[0]), 300))
+        )
     fields.append(_field("Owner", record.owner))
     fields.append(_field("Severity", record.severity))
     fields.append(_field("Status", _status(record)))

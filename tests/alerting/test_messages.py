@@ -179,6 +179,7 @@ def test_technical_exceptions_say_how_long_silent_or_how_many_errors() -> None:
     )
     blocks = valid(exception_blocks(refusals, view(title="Records refused into dead letters")))
     assert "*Source*\nwms/dallas" in texts(blocks) and "*Refused*\n12 records in 15m" in texts(blocks)
+    assert "*Reason*\ntime: '2026-11-02T09:00:00' is not RFC 3339" in texts(blocks)
 
 
 def test_text_is_escaped_and_cut_to_slacks_limits() -> None:
