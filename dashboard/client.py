@@ -232,10 +232,15 @@ class TowerApi:
         return None if body is None else items_of(body, "findings")
 
     def dead_letters(
-        self, status: str | None = None, door: str | None = None, source: str | None = None, limit: int = 200
+        self,
+        status: str | None = None,
+        door: str | None = None,
+        source: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
     ) -> dict[str, Any]:
-        """Dead letters, newest first, and the total that match (admin tokens only)."""
-        return dict(self.get("/api/deadletters", status=status, door=door, source=source, limit=limit))
+        """A page of dead letters, newest first, and the total that match (admin tokens only)."""
+        return dict(self.get("/api/deadletters", status=status, door=door, source=source, limit=limit, offset=offset))
 
     def report(self, since: date, until: date, fmt: str) -> bytes:
         """The SLA breach report of [since, until) as CSV or XLSX bytes (never cached)."""

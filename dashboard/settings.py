@@ -21,7 +21,9 @@ class DashboardSettings(BaseSettings):
     )
     cache_ttl_seconds: float = Field(10.0, gt=0, description="How long an API answer is reused before asking again.")
     timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one API call.")
-    page_size: int = Field(50, ge=10, le=1000, description="Exceptions per page of the queue.")
+    page_size: int = Field(
+        50, ge=10, le=1000, description="Rows per page of the exception queue and of the dead letters."
+    )
     slack_standin_url: str | None = Field(
         None,
         description="Address of a local Slack stand-in (alerting/standin.py; `tower serve --demo` sets it): the Slack"

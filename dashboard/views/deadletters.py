@@ -4,14 +4,14 @@ records."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import streamlit as st
 
 from dashboard import ui
-from dashboard.client import ApiError
+from dashboard.client import ApiError, settings
 
-LIMIT = 200
 STATUSES = ["pending", "replayed", "discarded", "any"]
 DOORS = ["any", "events", "otlp_traces", "otlp_logs"]
 COLUMNS = {
@@ -25,6 +25,7 @@ COLUMNS = {
 }
 
 api, identity = ui.signed_in()
+page_size = settings().page_size  # TOWER_DASHBOARD_PAGE_SIZE, as in the queue
 st.title("Dead letters")
 st.caption(
     "Records the doors refused, each with its reason and raw form. Replay them once the cause is fixed (they run "
@@ -45,25 +46,33 @@ status = left.selectbox("Status", STATUSES, key="dl_status")
 door = middle.selectbox("Door", DOORS, key="dl_door")
 source = right.text_input("Source", key="dl_source", placeholder="e.g. wms (wms/dallas too)").strip()
 
-page = ui.fetch(
-    api.dead_letters,
-    status=None if status == "any" else status,
-    door=None if door == "any" else door,
-    source=source or None,
-    limit=LIMIT,
-)
+filters = {
+    "status": None if status == "any" else status,
+    "door": None if door == "any" else door,
+    "source": source or None,
+}
+if filters != st.session_state.get("dl_filters"):  # new filters start again on the first page
+    st.session_state["dl_filters"] = filters
+    st.session_state["dl_page"] = 1
+page_number = int(st.session_state.get("dl_page", 1))
+page = ui.fetch(api.dead_letters, **filters, limit=page_size, offset=(page_number - 1) * page_size)
 if page is None:
     st.stop()
 items: list[dict[str, Any]] = page["items"]
-if not items:
-    st.info("No dead letters" + (" match." if status != "any" or door != "any" or source else "."))
-    st.stop()
 total = int(page["total"])
-st.caption(
-    f"The {len(items)} newest of {total:,} dead letters."
-    if total > len(items)
-    else f"{total:,} dead letter{'' if total == 1 else 's'}."
-)
+if not items:
+    if total:  # past the last page (letters went away since): back to the first
+        st.session_state["dl_page"] = 1
+        st.rerun()
+    st.info("No dead letters" + (" match." if any(filters.values()) else "."))
+    st.stop()
+pages = max(1, math.ceil(total / page_size))
+if pages > 1:
+    first = (page_number - 1) * page_size + 1
+    st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key="dl_page")
+    st.caption(f"Dead letters {first:,}–{first + len(items) - 1:,} of {total:,}, newest first.")
+else:
+    st.caption(f"{total:,} dead letter{'' if total == 1 else 's'}.")
 st.dataframe(ui.known_columns(items, COLUMNS), hide_index=True, width="stretch")
 
 by_id = {str(item["id"]): item for item in items}
@@ -110,8 +119,8 @@ with replay_column:
             failing = result.get("still_failing", [])
             message = f"Replayed {result.get('replayed', 0)}."
             if failing:
-                first = "; ".join(str(e) for e in failing[0].get("errors", []))
-                message += f" {len(failing)} still failing (they stay pending with the new reason), e.g.: {first}"
+                example = "; ".join(str(e) for e in failing[0].get("errors", []))
+                message += f" {len(failing)} still failing (they stay pending with the new reason), e.g.: {example}"
             ui.flash(message)
             st.session_state.pop("dl_chosen", None)
             st.rerun()

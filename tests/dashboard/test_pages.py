@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore, NewException
 from tests.dashboard.conftest import DemoTower, no_errors, open_page
+from tests.factories import make_event
 
 Dashboard = Callable[..., AppTest]
 
@@ -541,3 +542,22 @@ def test_a_big_refused_body_is_previewed_with_the_way_to_its_whole(dashboard: Da
         and f"tower deadletters show {letter['id']}" in c.value
         for c in at.caption
     )
+
+
+def test_dead_letters_page_through_on_the_server(dashboard: Dashboard, demo_tower: DemoTower, monkeypatch: Any) -> None:
+    refused = [make_event("order.accepted", n, source="crm") for n in range(12)]  # the edi token may not send crm
+    with demo_tower.running.client("edi") as edi:
+        answer = edi.post("/v1/events", json=refused, headers={"Content-Type": "application/cloudevents-batch+json"})
+    assert answer.status_code == 400 and len(answer.json()["rejected"]) == 12
+    monkeypatch.setenv("TOWER_DASHBOARD_PAGE_SIZE", "10")
+    at = open_page(dashboard("admin"), "views/deadletters.py", source="crm")
+    no_errors(at)
+    total = api_get(demo_tower, "/api/deadletters", source="crm")["total"]
+    assert total >= 12 and len(frame(at)) == 10
+    assert any(c.value == f"Dead letters 1–10 of {total:,}, newest first." for c in at.caption)
+    at.number_input[0].set_value(2).run()
+    second = api_get(demo_tower, "/api/deadletters", source="crm", limit=10, offset=10)["items"]
+    assert list(frame(at)["id"]) == [d["id"] for d in second]
+    # a new filter starts again on the first page
+    selectbox(at, "Status").select("any").run()
+    assert at.number_input[0].value == 1
