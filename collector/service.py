@@ -7,6 +7,7 @@ replayer so `tower deadletters replay` can run a refused record through its door
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -144,6 +145,9 @@ class IngestService:
         self.tokens = tokens
         self.clock = clock
         self._replayers: dict[str, Replayer] = {}
+        # a replay and a discard of one letter at once would each write its next version (the letter could end
+        # discarded with its event stored): one at a time in this process (two API replicas can still race)
+        self._letters_lock = threading.Lock()
 
     def register_replayer(self, door: str, replayer: Replayer) -> None:
         """Let dead letters from `door` be replayed through `replayer`."""
@@ -250,6 +254,10 @@ class IngestService:
     def discard(self, ids: list[str], note: str, actor: str) -> DiscardReport:
         """Give up on the pending dead letters named: each keeps its record, marked `discarded` with who and why.
         Replayed, already discarded and unknown ids are listed, not changed."""
+        with self._letters_lock:
+            return self._discard(ids, note, actor)
+
+    def _discard(self, ids: list[str], note: str, actor: str) -> DiscardReport:
         letters = {d["id"]: d for d in get_dead_letters(self.pipeline.store, ids)}
         report = DiscardReport()
         now = self.clock.now()
@@ -272,6 +280,10 @@ class IngestService:
         an empty list names none.
 
         The letters are read whole REPLAY_CHUNK at a time: a raw record refused whole can be 32 MiB."""
+        with self._letters_lock:
+            return self._replay(ids, door, limit, source)
+
+    def _replay(self, ids: list[str] | None, door: str | None, limit: int, source: str | None) -> ReplayReport:
         store = self.pipeline.store
         if ids is None:
             listed, _ = list_dead_letters(store, "pending", door, limit, 0, source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ import httpx
 import orjson
 import pytest
 
-from collector.auth import TokenRegistry
+from collector.auth import Grant, TokenRegistry
+from collector.deadletters import Refusal, dead_letter_row
 from collector.otlp.convert import otlp_json
-from collector.service import TimeWindow
+from collector.service import DiscardReport, Replay, TimeWindow
 from kernel.api_auth import token_id
 from kernel.clock import FixedClock
 from kernel.settings import IngestSettings
@@ -23,6 +25,7 @@ from tests.factories import make_event
 from tests.support import RunningTower, start_in_process
 
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}
+BASE = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
 BATCH = {"Content-Type": "application/cloudevents-batch+json"}
 NDJSON = {"Content-Type": "application/x-ndjson"}
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -543,3 +546,33 @@ def test_a_sender_retrying_a_refused_body_fills_no_disk(store: EmbeddedStore, tm
         for _ in range(3):
             http.post("/v1/events", content=orjson.dumps(bad), headers=STRUCTURED)
         assert len(letters(running)) == 3
+
+
+def test_a_discard_waits_for_a_replay_of_the_same_letter(tower: RunningTower) -> None:
+    assert tower.tower is not None
+    ingest = tower.tower.ingest
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(raw: str, content_type: str, grant: Grant) -> Replay:
+        entered.set()
+        release.wait(10)
+        return Replay({}, [])  # replayed: nothing to store
+
+    ingest.register_replayer("slow-door", slow)
+    letter = dead_letter_row(Refusal("slow-door", "test", "{}", source="erp"), token_id(tower.token("erp")), BASE)
+    tower.tower.store.insert("dead_letters", [letter])
+    replaying = threading.Thread(target=ingest.replay, kwargs={"ids": [letter["id"]]})
+    replaying.start()
+    assert entered.wait(10)
+    discarded: list[DiscardReport] = []
+    discarding = threading.Thread(target=lambda: discarded.append(ingest.discard([letter["id"]], "give up", "t")))
+    discarding.start()
+    discarding.join(0.5)
+    assert discarding.is_alive(), "the discard went ahead while the replay of the same letter ran"
+    release.set()
+    replaying.join(10)
+    discarding.join(10)
+    [report] = discarded
+    assert (report.discarded, report.not_pending) == (0, [{"id": letter["id"], "status": "replayed"}])
+    [row] = letters(tower)
+    assert row["status"] == "replayed"
