@@ -18,6 +18,23 @@ from kernel.store.base import utc_text
 # page of 200 of them must not be gigabytes. The whole record: get_dead_letters, GET /api/deadletters/{id}.
 RAW_PREVIEW_CHARS = 4000
 
+COLUMNS = (
+    "id",
+    "received_at",
+    "door",
+    "source",
+    "token_id",
+    "reason",
+    "raw",
+    "content_type",
+    "status",
+    "status_at",
+    "status_note",
+    "version",
+)
+# every column, the id as text: what get_dead_letters reads and a new version writes
+_SELECT = ", ".join("toString(id) AS id" if name == "id" else name for name in COLUMNS)
+
 PENDING = "pending"
 REPLAYED = "replayed"
 DISCARDED = "discarded"  # given up on by an admin, with a note saying why (it stays listed until retention)
@@ -49,6 +66,11 @@ class RecentRefusals:
         self._stored: OrderedDict[bytes, datetime] = OrderedDict()  # oldest first
         self._lock = threading.Lock()
 
+    @property
+    def enabled(self) -> bool:
+        """A window of 0 stores every copy."""
+        return self.window > timedelta(0)
+
     @staticmethod
     def key(token_id: str, door: str, raw: str) -> bytes:
         digest = hashlib.blake2b(digest_size=16)
@@ -58,7 +80,7 @@ class RecentRefusals:
 
     def stored_lately(self, key: bytes, now: datetime) -> bool:
         """Whether an identical refusal was stored within the window before `now`."""
-        if self.window <= timedelta(0):
+        if not self.enabled:
             return False
         with self._lock:
             at = self._stored.get(key)
@@ -66,7 +88,7 @@ class RecentRefusals:
 
     def remember(self, keys: Sequence[bytes], now: datetime) -> None:
         """`keys` were stored at `now`; forget what the window or the size limit lets go."""
-        if self.window <= timedelta(0):
+        if not self.enabled:
             return
         with self._lock:
             for key in keys:
@@ -131,26 +153,9 @@ def get_dead_letters(store: Store, ids: list[str]) -> list[dict[str, Any]]:
     if not ids:
         return []
     return store.query(
-        "SELECT toString(id) AS id, received_at, door, source, token_id, reason, raw, content_type, status, status_at,"
-        " status_note, version FROM dead_letters FINAL WHERE dead_letters.id IN {ids:Array(UUID)} ORDER BY received_at",
+        f"SELECT {_SELECT} FROM dead_letters FINAL WHERE dead_letters.id IN {{ids:Array(UUID)}} ORDER BY received_at",
         {"ids": ids},
     )
-
-
-COLUMNS = (
-    "id",
-    "received_at",
-    "door",
-    "source",
-    "token_id",
-    "reason",
-    "raw",
-    "content_type",
-    "status",
-    "status_at",
-    "status_note",
-    "version",
-)
 
 
 def status_row(letter: dict[str, Any], status: str, note: str, at: datetime) -> dict[str, Any]:

@@ -214,15 +214,18 @@ class IngestService:
         return outcome
 
     def _new_letters(self, letters: list[dict[str, Any]], now: datetime) -> tuple[list[dict[str, Any]], list[bytes]]:
-        """The dead letters not stored lately (RecentRefusals), with their keys to remember once they are."""
+        """The dead letters not stored lately (RecentRefusals), copies within the request once, with their keys to
+        remember once they are stored; every letter when the repeat window is 0."""
+        if not self.repeats.enabled:
+            return letters, []
         kept: list[dict[str, Any]] = []
-        keys: list[bytes] = []
+        keys: dict[bytes, None] = {}  # in order, and a set for the copies of one request
         for letter in letters:
             key = self.repeats.key(letter["token_id"], letter["door"], letter["raw"])
-            if not self.repeats.stored_lately(key, now) and key not in keys:
+            if key not in keys and not self.repeats.stored_lately(key, now):
                 kept.append(letter)
-                keys.append(key)
-        return kept, keys
+                keys[key] = None
+        return kept, list(keys)
 
     def refuse(self, refusals: list[Refusal], grant: Grant | None, extra: Rows | None = None) -> None:
         """Dead-letter refused records (and store `extra` rows) durably."""

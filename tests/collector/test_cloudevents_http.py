@@ -545,7 +545,8 @@ def test_a_sender_retrying_a_refused_body_fills_no_disk(store: EmbeddedStore, tm
     ):
         for _ in range(3):
             http.post("/v1/events", content=orjson.dumps(bad), headers=STRUCTURED)
-        assert len(letters(running)) == 3
+        http.post("/v1/events", content=orjson.dumps([bad, bad]), headers=BATCH)  # copies within one request too
+        assert len(letters(running)) == 5
 
 
 def test_a_discard_waits_for_a_replay_of_the_same_letter(tower: RunningTower) -> None:
