@@ -223,6 +223,8 @@ def _key_problem(value: str, limit: bool = True) -> str | None:
     that no system of record puts in a key and that would garble the dashboard, Slack and the report files."""
     if limit and len(value) > _MAX_ID:
         return f"longer than {_MAX_ID} characters"
+    if value.isascii() and value.isprintable():  # the usual key, checked in C: no control character
+        return None
     found = _CONTROL_RE.search(value)
     if found:
         return f"{value!r} contains the control character U+{ord(found.group()):04X}"
