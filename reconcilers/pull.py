@@ -13,10 +13,11 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from kernel.model.events import EARLIEST_TIME, LATEST_TIME, key_problem, number_problem
 from kernel.store import Store
 from kernel.store.base import utc_text
 from reconcilers.config import PullParams
@@ -184,6 +185,9 @@ def _typed(raw: Any, index: dict[str, int], now: datetime, where: str) -> dict[s
     quantity = raw[index["quantity"]]
     if isinstance(quantity, bool) or not isinstance(quantity, (int, float, Decimal)):
         raise PullError(f"{where}: quantity {quantity!r} is not a number")
+    problem = number_problem(quantity)  # NaN would compare equal to anything, silently; infinity is no count
+    if problem:
+        raise PullError(f"{where}: quantity {problem}")
     at = now
     if "as_of" in index and raw[index["as_of"]] is not None:
         at = _time(raw[index["as_of"]], f"{where}: as_of")
@@ -196,18 +200,30 @@ def _text(value: Any, where: str, allow_empty: bool = False) -> str:
     text = str(value).strip()
     if not text and not allow_empty:
         raise PullError(f"{where} is empty")
+    problem = key_problem(text)  # the same keys as snapshot events take, so the sides can join
+    if problem:
+        raise PullError(f"{where} {problem}")
     return text
 
 
 def _time(value: Any, where: str) -> datetime:
+    shown = value
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError as exc:
             raise PullError(f"{where} {value!r} is not a timestamp") from exc
+    if isinstance(value, date) and not isinstance(value, datetime):  # a DATE column: counted that day, 00:00 UTC
+        value = datetime(value.year, value.month, value.day)
     if not isinstance(value, datetime):
         raise PullError(f"{where} {value!r} is not a timestamp")
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        at = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset
+        at = EARLIEST_TIME - timedelta(days=1)
+    if not EARLIEST_TIME <= at < LATEST_TIME:  # the times the store holds (DateTime64 cannot keep year 1)
+        raise PullError(f"{where} {shown!r} is outside 1970-01-01..2262-04-11, the times the store holds")
+    return at
 
 
 def _password(url: str) -> str | None:

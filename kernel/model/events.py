@@ -186,7 +186,7 @@ def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[s
         problems.append("subject: must be a string")
     elif isinstance(subject, str):
         subject = subject.strip()
-        subject_problem = _key_problem(subject, limit=False)
+        subject_problem = key_problem(subject, limit=False)
         if subject_problem:
             problems.append(f"subject: {subject_problem}")
     trace_id = span_id = ""
@@ -218,7 +218,7 @@ def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[s
     )
 
 
-def _key_problem(value: str, limit: bool = True) -> str | None:
+def key_problem(value: str, limit: bool = True) -> str | None:
     """Why a business key cannot be stored as given: too long (when `limit`), or a control character (NUL, ESC...)
     that no system of record puts in a key and that would garble the dashboard, Slack and the report files."""
     if limit and len(value) > _MAX_ID:
@@ -228,6 +228,18 @@ def _key_problem(value: str, limit: bool = True) -> str | None:
     found = _CONTROL_RE.search(value)
     if found:
         return f"{value!r} contains the control character U+{ord(found.group()):04X}"
+    return None
+
+
+def number_problem(value: Any) -> str | None:
+    """Why a quantity or amount cannot be stored: not a number, not finite, or 10^14 or more in size (beyond
+    what a Float64 quantity holds to the unit and far beyond any real stock or invoice)."""
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return f"{value!r} is not a number"
+    if not number.is_finite() or abs(number) >= Decimal(10) ** 14:
+        return f"{value!r} is out of range"
     return None
 
 
@@ -243,7 +255,7 @@ def _check_data(event_type: str, data: dict[str, Any]) -> list[str]:
             else:
                 # fixed-width exports pad keys: 'SO-1   ' from one system is 'SO-1' from another
                 data[key] = value = value.strip()
-                problem = _key_problem(value)
+                problem = key_problem(value)
                 if problem:
                     problems.append(f"data.{key}: {problem}")
     for key in NUMBER_KEYS:
@@ -252,13 +264,9 @@ def _check_data(event_type: str, data: dict[str, Any]) -> list[str]:
             if isinstance(value, bool):
                 problems.append(f"data.{key}: must be a number")
                 continue
-            try:
-                number = Decimal(str(value))
-            except InvalidOperation:
-                problems.append(f"data.{key}: {value!r} is not a number")
-                continue
-            if not number.is_finite() or abs(number) >= Decimal(10) ** 14:
-                problems.append(f"data.{key}: {value!r} is out of range")
+            problem = number_problem(value)
+            if problem:
+                problems.append(f"data.{key}: {problem}")
     currency = data.get("currency")
     if currency is not None and not (isinstance(currency, str) and _CURRENCY_RE.match(currency)):
         problems.append(f"data.currency: {currency!r} is not an ISO 4217 code")

@@ -113,12 +113,42 @@ def test_a_pull_returning_nothing_leaves_the_pairs_unchecked(store: Store, tmp_p
             "pull wms from wms_replica: row 1: as_of 'yesterday' is not a timestamp",
         ),
         (
+            [("SKU-1", "DAL", 1, None), ("SKU-2", "DAL", float("inf"), None)],
+            QUERY,
+            "pull wms from wms_replica: row 2: quantity inf is out of range",
+        ),
+        (
+            [("SKU-1", "DAL", 1e14, None)],
+            QUERY,
+            "pull wms from wms_replica: row 1: quantity 100000000000000.0 is out of range",
+        ),
+        (
+            [("SKU\x001", "DAL", 1, None)],
+            QUERY,
+            "pull wms from wms_replica: row 1: sku 'SKU\\x001' contains the control character U+0000",
+        ),
+        (
+            [("SKU-1", "DAL", 1, "0001-01-01 00:00:00")],
+            QUERY,
+            "pull wms from wms_replica: row 1: as_of '0001-01-01 00:00:00' is outside 1970-01-01..2262-04-11,"
+            " the times the store holds",
+        ),
+        (
             [],
             "SELECT * FROM no_such_table",
             "pull wms from wms_replica: OperationalError: no such table: no_such_table",
         ),
     ],
-    ids=["missing column", "bad quantity", "bad as_of", "bad query"],
+    ids=[
+        "missing column",
+        "bad quantity",
+        "bad as_of",
+        "infinite",
+        "too big",
+        "control character",
+        "year 1",
+        "bad query",
+    ],
 )
 def test_a_failing_pull_is_a_failed_run_with_its_reason(
     store: Store, tmp_path: Path, rows: list[tuple[str, str, float, str | None]], query: str, error: str
