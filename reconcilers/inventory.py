@@ -11,8 +11,9 @@ WMS, and sides that went quiet. One rule (`inventory-sync` by default) opens thr
   sellable side excepted: an eCommerce that never sent leaves oversell unchecked, nothing more).
 
 "Latest" is the snapshot with the newest event time per (source side, sku, location) among those
-of the last `lookback`; a redelivered snapshot carries the same time and quantity, so no
-de-duplication pass is needed. Every pair is compared in one GROUP BY over both sides inside
+of the last `lookback`, and of two with the same time the later received (a corrected count re-sent for
+the same instant; `reconcilers.sql.newest`); a redelivered snapshot carries the same time and quantity,
+so no de-duplication pass is needed. Every pair is compared in one GROUP BY over both sides inside
 ClickHouse (and the staging table of pulled sides); only differing and watched pairs come back.
 """
 
@@ -26,7 +27,7 @@ from kernel.store import Store
 from reconcilers.config import FindingRule, InventoryParams, RuleConfig
 from reconcilers.model import Comparison, Observation, RunContext, gc_paused
 from reconcilers.pull import PullError, PullResult, Staging, pull
-from reconcilers.sql import Binder, T, iso, parse_time, source_condition, watch_condition
+from reconcilers.sql import Binder, T, iso, newest, parse_time, source_condition, watch_condition
 
 SNAPSHOT = "inventory.snapshot"
 
@@ -275,22 +276,24 @@ class InventoryReconciler:
         known = bind.bind(sources, "Array(String)")
         source_index = f"indexOf({known}, source)" if len(fixed) < len(self.sides) else "0"
         parts = [
-            f"SELECT sku AS s, location AS l, assumeNotNull(quantity) AS quantity, time, {source_index} AS si,"
-            f" warehouse AS w, {side} AS side FROM business_events WHERE type = {bind.bind(SNAPSHOT, 'String')}"
+            f"SELECT sku AS s, location AS l, assumeNotNull(quantity) AS quantity, time,"
+            f" {newest('time', 'received_at')} AS v, {source_index} AS si, warehouse AS w, {side} AS side"
+            f" FROM business_events WHERE type = {bind.bind(SNAPSHOT, 'String')}"
             f" AND quantity IS NOT NULL AND sku != '' AND time >= {bind.bind(since, T)}"
         ]
         if staging is not None:
             parts.append(
                 f"SELECT sku AS s, location AS l, sum(quantity) AS quantity, max(as_of) AS time,"
-                f" indexOf({known}, any(source)) AS si, '' AS w, side FROM {staging.name} GROUP BY side, sku, location"
+                f" {newest('max(as_of)', 'max(as_of)')} AS v, indexOf({known}, any(source)) AS si, '' AS w, side"
+                f" FROM {staging.name} GROUP BY side, sku, location"
             )
         # Per side its latest quantity, time and source. A side without a snapshot of the pair has the epoch as
         # its time. One string key (sku NUL location, split again in Python) groups faster than the pair of
         # columns and spares copying them into the aggregation; numbers (source indexes) aggregate faster than
         # strings; grouping the result by `keep` counts every pair compared while only the kept ones come back.
         latest = ", ".join(
-            f"argMaxIf(quantity, time, side = {n}) AS q{n}, maxIf(time, side = {n}) AS t{n},"
-            + (" toUInt64(0)" if n in fixed else f" argMaxIf(si, time, side = {n})")
+            f"argMaxIf(quantity, v, side = {n}) AS q{n}, maxIf(time, side = {n}) AS t{n},"
+            + (" toUInt64(0)" if n in fixed else f" argMaxIf(si, v, side = {n})")
             + f" AS src{n}"
             for n in self.sides
         )
@@ -311,7 +314,7 @@ FROM (
             AS oversell_differs,
         sync_differs OR oversell_differs OR {watch} AS keep
     FROM (
-        SELECT concat(s, char(0), l) AS gk, {latest}, toString(argMaxIf(w, time, w != '')) AS warehouse
+        SELECT concat(s, char(0), l) AS gk, {latest}, toString(argMaxIf(w, v, w != '')) AS warehouse
         FROM ({" UNION ALL ".join(parts)})
         WHERE side != 0
         GROUP BY gk

@@ -33,7 +33,7 @@ from kernel.store import Store
 from reconcilers.config import InvoiceParams, RuleConfig
 from reconcilers.inventory import fmt
 from reconcilers.model import Comparison, Observation, RunContext
-from reconcilers.sql import Binder, T, iso, materialized_cte, parse_time, watch_condition
+from reconcilers.sql import Binder, T, iso, materialized_cte, newest, parse_time, watch_condition
 
 CHECKS = ("amount", "currency", "quantity", "not-shipped", "no-order", "not-invoiced")
 
@@ -89,25 +89,25 @@ WITH
     ),
     ev AS (
         SELECT type, order_id, shipment_id, invoice_id, amount, quantity, toString(currency) AS currency,
-            customer_id, toString(warehouse) AS warehouse, time
+            customer_id, toString(warehouse) AS warehouse, time, {newest("time", "received_at")} AS v
         FROM business_events
         WHERE type IN ('order.accepted', 'shipment.confirmed', 'invoice.posted')
             AND (order_id IN in_window OR (type = 'invoice.posted' AND time >= {since}))
     ),
     orders AS {once}(
-        SELECT order_id, argMax(amount, time) AS amount, argMax(currency, time) AS currency,
-            argMax(customer_id, time) AS customer_id, argMax(warehouse, time) AS warehouse, max(time) AS accepted_at
+        SELECT order_id, argMax(amount, v) AS amount, argMax(currency, v) AS currency,
+            argMax(customer_id, v) AS customer_id, argMax(warehouse, v) AS warehouse, max(time) AS accepted_at
         FROM ev WHERE type = 'order.accepted' AND order_id != '' GROUP BY order_id
     ),
     shipments AS {once}(
-        SELECT shipment_id, argMax(order_id, time) AS order_id, argMax(quantity, time) AS quantity,
-            argMax(warehouse, time) AS warehouse, min(time) AS shipped_at
+        SELECT shipment_id, argMax(order_id, v) AS order_id, argMax(quantity, v) AS quantity,
+            argMax(warehouse, v) AS warehouse, min(time) AS shipped_at
         FROM ev WHERE type = 'shipment.confirmed' AND shipment_id != '' GROUP BY shipment_id
     ),
     invoices AS {once}(
-        SELECT invoice_id, argMax(order_id, time) AS order_id, argMax(shipment_id, time) AS shipment_id,
-            argMax(amount, time) AS amount, argMax(quantity, time) AS quantity, argMax(currency, time) AS currency,
-            argMax(customer_id, time) AS customer_id, max(time) AS posted_at
+        SELECT invoice_id, argMax(order_id, v) AS order_id, argMax(shipment_id, v) AS shipment_id,
+            argMax(amount, v) AS amount, argMax(quantity, v) AS quantity, argMax(currency, v) AS currency,
+            argMax(customer_id, v) AS customer_id, max(time) AS posted_at
         FROM ev WHERE type = 'invoice.posted' AND invoice_id != '' GROUP BY invoice_id
     ),
     order_shipped AS {once}(

@@ -373,3 +373,27 @@ def test_freshness_is_read_from_its_projection_and_agrees_with_a_scan(store: Sto
     }
     scanned = store.query(f"{sql} SETTINGS optimize_use_projections = 0", params)
     assert {row["source"]: row["last"] for row in scanned} == newest
+
+
+@pytest.mark.parametrize(("first", "corrected", "finding"), [(7, 5, None), (5, 7, 7)], ids=["agrees", "differs"])
+def test_a_count_re_sent_for_the_same_instant_replaces_the_first_however_the_store_merges(
+    store: Store, first: float, corrected: float, finding: float | None
+) -> None:
+    """A WMS re-exports a corrected count with the same time under a new id: the later arrival is the count,
+    before and after the store merges its parts (which orders rows by id: here the other way round)."""
+    h = Harness(store, inventory_rule(oversell=None))
+    h.send(snapshot("erp", "SKU-1", "DAL", 5, T))
+    h.send({**snapshot("wms/dallas", "SKU-1", "DAL", first, T), "id": "z-first-count"})
+    h.later()
+    h.send({**snapshot("wms/dallas", "SKU-1", "DAL", corrected, T), "id": "a-corrected-count"})
+    for merge in (False, True):
+        if merge:
+            store.command("OPTIMIZE TABLE business_events FINAL")
+        h.later()
+        h.run()
+        active = h.active("inventory-sync")
+        if finding is None:
+            assert active == {} and h.all("inventory-sync") == [], merge
+        else:
+            assert [side["quantity"] for side in active["SKU-1@DAL"].context["sides"]] == [5, finding], merge
+            assert len(h.all("inventory-sync")) == 1

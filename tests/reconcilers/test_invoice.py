@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from kernel.store import Store
 from reconcilers.invoice import InvoiceReconciler
 from reconcilers.loop import RECONCILED
@@ -259,3 +261,25 @@ def test_documents_computed_once_or_again_find_the_same(store: Store) -> None:
         "IN-5": ["not-shipped", "no-order"],
         "IN-6": ["amount"],
     }
+
+
+@pytest.mark.parametrize("ids", [("z-accepted", "a-amended"), ("a-accepted", "z-amended")])
+def test_an_order_amended_with_the_same_time_is_matched_as_amended_however_the_store_merges(
+    store: Store, ids: tuple[str, str]
+) -> None:
+    """The ERP re-sends an order it amended (120.00 EUR instead of 100.00 USD) with the acceptance's time under
+    a new id: the later arrival is the order, before and after the store merges its parts (which order rows
+    by id)."""
+    h = harness(store)
+    flow = order_flow(1, DAY_AGO, amount=120.0, invoiced_amount=120.0, currency="EUR")
+    accepted, rest = flow[0], flow[1:]
+    h.send({**accepted, "id": ids[0], "data": {**accepted["data"], "amount": 100.0, "currency": "USD"}})
+    h.later()
+    h.send({**accepted, "id": ids[1], "data": {**accepted["data"], "currency": "EUR"}}, *rest)
+    for merge in (False, True):
+        if merge:
+            store.command("OPTIMIZE TABLE business_events FINAL")
+        h.later()
+        run = h.run()
+        assert [e.context["summary"] for e in h.all("invoice-match")] == [], merge
+        assert run.findings == 0
