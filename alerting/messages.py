@@ -107,6 +107,9 @@ def _lateness(record: ExceptionRecord, now: datetime) -> tuple[str, str] | None:
         ratio = float(context.get("ratio") or 0)
         window = context.get("window") or ""
         return "Errors", f"{context.get('errors')} of {context.get('spans')} spans ({ratio:.0%}) in {window}".strip()
+    if record.rule == "slack-delivery" or ("failed" in context and "channel" in context):
+        n = context.get("failed")
+        return "Failed", f"{n} message{'' if n == 1 else 's'} to {context.get('channel')}"
     if record.rule == "ingest-refusals" or ("refused" in context and "reasons" in context):
         n = context.get("refused")
         return "Refused", f"{n} record{'' if n == 1 else 's'} in {context.get('window') or ''}".strip()

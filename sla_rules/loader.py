@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from sla_rules.model import (
+    DeliveriesRule,
     ErrorRateRule,
     JobFailuresRule,
     ReconciliationRule,
@@ -45,11 +46,14 @@ __all__ = [
 
 RULE_SUFFIXES = (".yaml", ".yml")
 RULE_TYPES = ("sla", "reconciliation", "technical")
-TechnicalModel = type[ErrorRateRule] | type[SilenceRule] | type[RefusalsRule] | type[JobFailuresRule]
+TechnicalModel = (
+    type[ErrorRateRule] | type[SilenceRule] | type[RefusalsRule] | type[DeliveriesRule] | type[JobFailuresRule]
+)
 TECHNICAL_CHECKS: dict[str, TechnicalModel] = {
     "error-rate": ErrorRateRule,
     "silence": SilenceRule,
     "refusals": RefusalsRule,
+    "deliveries": DeliveriesRule,
     "job-failures": JobFailuresRule,
 }
 

@@ -271,6 +271,21 @@ class RefusalsParams(_Strict):
         return parse_duration(value)
 
 
+class DeliveriesParams(_Strict):
+    """slack-delivery: Slack messages to a channel that failed (no more attempts) since a message last reached it,
+    at least `min_messages` of them, the last within `window`."""
+
+    window: Duration = timedelta(hours=1)
+    min_messages: int = Field(
+        1, ge=1, description="Failed messages since the channel last took one that open the exception."
+    )
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
 class JobFailuresParams(_Strict):
     """tower-jobs: a scheduled job of the tower itself failed `failures` runs in a row."""
 
@@ -301,6 +316,14 @@ class RefusalsRule(_RuleBase):
     params: RefusalsParams = Field(default_factory=RefusalsParams)
 
 
+class DeliveriesRule(_RuleBase):
+    """A technical rule on Slack messages the tower could not deliver (the delivery log)."""
+
+    type: Literal["technical"] = "technical"
+    check: Literal["deliveries"]
+    params: DeliveriesParams = Field(default_factory=DeliveriesParams)
+
+
 class JobFailuresRule(_RuleBase):
     """A technical rule on the tower's own scheduled jobs (watched by the scheduler, tower/job_health.py)."""
 
@@ -309,5 +332,7 @@ class JobFailuresRule(_RuleBase):
     params: JobFailuresParams = Field(default_factory=JobFailuresParams)
 
 
-TechnicalRule = Annotated[ErrorRateRule | SilenceRule | RefusalsRule | JobFailuresRule, Field(discriminator="check")]
-Rule = SlaRule | ReconciliationRule | ErrorRateRule | SilenceRule | RefusalsRule | JobFailuresRule
+TechnicalRule = Annotated[
+    ErrorRateRule | SilenceRule | RefusalsRule | DeliveriesRule | JobFailuresRule, Field(discriminator="check")
+]
+Rule = SlaRule | ReconciliationRule | ErrorRateRule | SilenceRule | RefusalsRule | DeliveriesRule | JobFailuresRule

@@ -1,5 +1,5 @@
-"""Technical rules, from spans, arrivals and refusals: `integration-errors` (error rates), `source-silence` and
-`ingest-refusals`.
+"""Technical rules, from spans, arrivals, refusals and the alert delivery log: `integration-errors` (error rates),
+`source-silence`, `ingest-refusals` and `slack-delivery`.
 
 Each rule is one set-based query in ClickHouse over a window ending at the injected clock's now;
 what it finds opens an exception per key (owner `integration` by default, kind `technical`), and
@@ -25,6 +25,11 @@ full one (the `full` flag of the Evaluator protocol changes nothing here).
   too little to claim one counts for its token's source when the token has one, else as `token <id>`). Counted
   by dead letter id without FINAL: a replay
   writes a new version of a letter with the same id and arrival time, so it counts once. Key: that source.
+- slack-delivery: Slack messages (posts, updates, replies, uploads) recorded `failed` in the delivery log (no more
+  attempts: `channel_not_found`, `not_in_channel`, attempts used up...) since a message last reached the channel,
+  at least `min_messages` of them, the last within `window`. Key: the channel as routed (`#ops-warehouse`). It
+  resolves `recovered` once a message reaches the channel after its last failure, not after a quiet window: a
+  channel nothing was sent to since is not known to work. The failed messages are not sent again.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
 from kernel.model.events import source_covers, source_system
 from kernel.store import Store
 from kernel.store.base import utc_text
-from sla_rules.model import ErrorRateRule, RefusalsRule, Rule, SilenceRule
+from sla_rules.model import DeliveriesRule, ErrorRateRule, RefusalsRule, Rule, SilenceRule
 from sla_rules.report import EvaluationReport, RuleReport
 
 OwnerFor = Callable[[Rule, Mapping[str, str]], str]
@@ -115,6 +120,52 @@ GROUP BY key
 """
 
 
+# Per channel, messages failed since the channel last took one (both within the window).
+_DELIVERIES = """
+SELECT f.channel AS channel,
+       uniqExact(f.key) AS failed,
+       min(f.at) AS first_at,
+       max(f.at) AS last_at,
+       arraySort(groupUniqArray(3)(f.error)) AS reasons,
+       arraySort(groupUniqArray(5)(f.exception_id)) AS exceptions
+FROM (
+    SELECT channel, key, at, error, exception_id
+    FROM alert_deliveries
+    WHERE status = 'failed' AND at >= {since:DateTime64(6, 'UTC')} AND at <= {until:DateTime64(6, 'UTC')}
+) AS f
+LEFT JOIN (
+    SELECT channel, max(at) AS last_ok
+    FROM alert_deliveries
+    WHERE status = 'ok' AND at >= {since:DateTime64(6, 'UTC')} AND at <= {until:DateTime64(6, 'UTC')}
+    GROUP BY channel
+) AS ok ON ok.channel = f.channel
+WHERE f.at > ok.last_ok
+GROUP BY channel
+HAVING failed >= {min_messages:UInt64}
+ORDER BY channel
+"""
+
+# For channels with an active exception: the last message that reached each, and the last that failed.
+_DELIVERED = """
+SELECT channel, maxIf(at, status = 'ok') AS last_ok, maxIf(at, status = 'failed') AS last_failed
+FROM alert_deliveries
+WHERE channel IN {channels:Array(String)} AND at >= {since:DateTime64(6, 'UTC')} AND at <= {until:DateTime64(6, 'UTC')}
+GROUP BY channel
+"""
+
+
+@dataclass(frozen=True)
+class FailedDeliveries:
+    """The messages to one Slack channel that failed since it last took one."""
+
+    channel: str
+    failed: int
+    first_at: datetime
+    last_at: datetime
+    reasons: list[str]  # up to 3 distinct errors
+    exceptions: list[str]  # up to 5 of the exceptions whose messages failed
+
+
 @dataclass(frozen=True)
 class Refusals:
     """The records of one source refused into dead letters within the window."""
@@ -165,14 +216,15 @@ class Silence:
 
 
 class TechnicalEngine:
-    """Evaluates the technical rules (ErrorRateRule, SilenceRule, RefusalsRule) into exceptions; an Evaluator."""
+    """Evaluates the technical rules (ErrorRateRule, SilenceRule, RefusalsRule, DeliveriesRule) into exceptions; an
+    Evaluator."""
 
     def __init__(
         self,
         store: Store,
         exceptions: ExceptionStore,
         clock: Clock,
-        rules: Sequence[ErrorRateRule | SilenceRule | RefusalsRule],
+        rules: Sequence[ErrorRateRule | SilenceRule | RefusalsRule | DeliveriesRule],
         expected_sources: Sequence[str] = (),
         seen_within: timedelta = timedelta(hours=168),
         owner_for: OwnerFor | None = None,
@@ -202,6 +254,8 @@ class TechnicalEngine:
                     opened, resolved, changed = self._error_rate(rule, now)
                 elif isinstance(rule, RefusalsRule):
                     opened, resolved, changed = self._refusals(rule, now)
+                elif isinstance(rule, DeliveriesRule):
+                    opened, resolved, changed = self._deliveries(rule, now)
                 else:
                     opened, resolved, changed = self._silence(rule, now)
                 rules[rule.id] = RuleReport(
@@ -420,6 +474,75 @@ class TechnicalEngine:
         }
         resolved = self.exceptions.resolve_many(recovered, RECOVERED, details, actor="engine")
         return opened, resolved, len(opened) + len(resolved)
+
+    # slack-delivery ----------------------------------------------------------------------------------
+
+    def failed_deliveries(self, rule: DeliveriesRule, now: datetime) -> list[FailedDeliveries]:
+        """Channels with at least `min_messages` messages failed since the channel last took one, within the window
+        ending at `now`."""
+        params = {"since": now - rule.params.window, "until": now, "min_messages": rule.params.min_messages}
+        return [
+            FailedDeliveries(
+                str(r["channel"]),
+                int(r["failed"]),
+                _parse_utc(r["first_at"]),
+                _parse_utc(r["last_at"]),
+                [reason[:REASON_CHARS] for reason in r["reasons"]],
+                list(r["exceptions"]),
+            )
+            for r in self.store.query(_DELIVERIES, params)
+        ]
+
+    def _deliveries(
+        self, rule: DeliveriesRule, now: datetime
+    ) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
+        active = self.exceptions.active_by_key(rule.id)
+        window = _duration_text(rule.params.window)
+        new = [f for f in self.failed_deliveries(rule, now) if f.channel not in active]
+        opened = self.exceptions.open_many(
+            [
+                NewException(
+                    rule=rule.id,
+                    key=f.channel,
+                    kind=rule.kind,
+                    owner=self.owner_for(rule, {}),
+                    severity=rule.severity,
+                    context={
+                        "channel": f.channel,
+                        "root_cause": False,
+                        "failed": f.failed,
+                        "window": window,
+                        "reasons": f.reasons,
+                        "exceptions": f.exceptions,
+                        "since": _iso(f.first_at),
+                        "last_failed": _iso(f.last_at),
+                        "summary": f"{_messages(f.failed)} to {f.channel} failed: {f.reasons[0] if f.reasons else ''}",
+                    },
+                )
+                for f in new
+            ]
+        )
+        recovered: list[ExceptionRecord] = []
+        details: dict[str, dict[str, Any]] = {}
+        if active:
+            since = min(_parse_utc(record.opened_at) for record in active.values()) - rule.params.window
+            rows = self.store.query(_DELIVERED, {"channels": sorted(active), "since": since, "until": now})
+            for row in rows:
+                record = active.get(str(row["channel"]))
+                last_ok, last_failed = str(row["last_ok"]), str(row["last_failed"])
+                # the epoch: none of that status; the text of these timestamps sorts as they do
+                if record is not None and not last_ok.startswith("1970-01-01") and last_ok > last_failed:
+                    recovered.append(record)
+                    details[record.id] = {
+                        "delivered_at": _iso(_parse_utc(last_ok)),
+                        "note": "the failed messages were not sent again; their exceptions are on the dashboard",
+                    }
+        resolved = self.exceptions.resolve_many(recovered, RECOVERED, details, actor="engine")
+        return opened, resolved, len(opened) + len(resolved)
+
+
+def _messages(n: int) -> str:
+    return f"{n} Slack message" if n == 1 else f"{n} Slack messages"
 
 
 def _records(n: int) -> str:

@@ -54,7 +54,15 @@ from reconcilers.service import ReconcileService
 from reconcilers.settings import ReconcileSettings
 from sla_rules.engine import SlaEngine
 from sla_rules.loader import ParamsModels, Problem, RuleFileError, RuleSet, load_rule_set
-from sla_rules.model import ErrorRateRule, JobFailuresRule, ReconciliationRule, RefusalsRule, SilenceRule, SlaRule
+from sla_rules.model import (
+    DeliveriesRule,
+    ErrorRateRule,
+    JobFailuresRule,
+    ReconciliationRule,
+    RefusalsRule,
+    SilenceRule,
+    SlaRule,
+)
 from sla_rules.service import SlaService
 from sla_rules.technical import TechnicalEngine
 from tower.case_days import CaseDaysRefresh
@@ -205,7 +213,7 @@ def build_sla(settings: Settings, store: Store, clock: Clock, rules: RuleSet | N
         store,
         exceptions,
         clock,
-        [r for r in enabled if isinstance(r, (ErrorRateRule, SilenceRule, RefusalsRule))],
+        [r for r in enabled if isinstance(r, (ErrorRateRule, SilenceRule, RefusalsRule, DeliveriesRule))],
         expected_sources=settings.sla.expected_sources,
         seen_within=timedelta(hours=settings.sla.expect_seen_within_hours),
         owner_for=owner_for,

@@ -180,6 +180,16 @@ def test_technical_exceptions_say_how_long_silent_or_how_many_errors() -> None:
     blocks = valid(exception_blocks(refusals, view(title="Records refused into dead letters")))
     assert "*Source*\nwms/dallas" in texts(blocks) and "*Refused*\n12 records in 15m" in texts(blocks)
     assert "*Reason*\ntime: '2026-11-02T09:00:00' is not RFC 3339" in texts(blocks)
+    deliveries = record(
+        rule="slack-delivery",
+        key="#ops-warehouse",
+        kind="technical",
+        owner="integration",
+        due_at=None,
+        context={"channel": "#ops-warehouse", "root_cause": False, "failed": 3, "reasons": ["not_in_channel"]},
+    )
+    blocks = valid(exception_blocks(deliveries, view(title="Slack messages not delivered")))
+    assert "*Failed*\n3 messages to #ops-warehouse" in texts(blocks) and "*Reason*\nnot_in_channel" in texts(blocks)
 
 
 def test_text_is_escaped_and_cut_to_slacks_limits() -> None:

@@ -50,7 +50,9 @@ def test_check_the_shipped_rules_lists_each_rule() -> None:
     assert re.search(jobs, rows["tower-jobs"])
     refusals = r"ingest-refusals +technical/refusals +integration +- +over 15m: >= 1 records refused"
     assert re.search(refusals, rows["ingest-refusals"])
-    assert lines[-1].startswith("10 rules (10 enabled) in ") and "1 route, 5 owners declared" in lines[-1]
+    delivery = r"slack-delivery +technical/deliveries +integration +- +>= 1 Slack messages failed since a channel"
+    assert re.search(delivery, rows["slack-delivery"])
+    assert lines[-1].startswith("11 rules (11 enabled) in ") and "1 route, 5 owners declared" in lines[-1]
 
 
 def test_check_a_folder_with_problems_exits_1_with_one_line_each(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from sla_rules.loader import (
     read_rule_file,
 )
 from sla_rules.model import (
+    DeliveriesRule,
     ErrorRateRule,
     JobFailuresRule,
     ReconciliationRule,
@@ -137,7 +138,7 @@ def _rule_table(rules: Sequence[Rule]) -> str:
     rows = [("ID", "TYPE", "OWNER", "KEY", "DEADLINE")]
     for rule in rules:
         kind: str = rule.type
-        if isinstance(rule, (ErrorRateRule, SilenceRule, RefusalsRule, JobFailuresRule)):
+        if isinstance(rule, (ErrorRateRule, SilenceRule, RefusalsRule, DeliveriesRule, JobFailuresRule)):
             kind = f"technical/{rule.check}"
         key = rule.key if isinstance(rule, SlaRule) else "-"
         deadline = _deadline(rule) + ("" if rule.enabled else "  [disabled]")
@@ -168,6 +169,12 @@ def _deadline(rule: Rule) -> str:
         return f"a tower job failing {rule.params.failures} runs in a row"
     if isinstance(rule, RefusalsRule):
         return f"over {duration(rule.params.window)}: >= {rule.params.min_records} records refused"
+    if isinstance(rule, DeliveriesRule):
+        delivery = rule.params
+        return (
+            f">= {delivery.min_messages} Slack messages failed since a channel took one,"
+            f" within {duration(delivery.window)}"
+        )
     sources = ", ".join(rule.params.sources) or "expected sources from settings"
     return f"silent {duration(rule.params.window)} ({sources})"
 
