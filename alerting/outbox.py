@@ -242,6 +242,36 @@ class Outbox:
         )
         return [_entry(r) for r in rows]
 
+    def requeue_failed(self, channel: str, since: datetime) -> tuple[list[OutboxEntry], int]:
+        """Send again the messages to `channel` enqueued since `since` that failed (a channel fixed after its
+        messages failed: `slack-delivery`): each back to `pending` with its attempts reset, in its first place
+        in the channel's order, so a post goes before the updates and replies behind it. A failed post one of
+        whose updates was delivered as a new message is left failed (that message carried newer content).
+        Returns the requeued entries and how many were left."""
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM alert_outbox FINAL WHERE status = 'failed' AND channel = {{channel:String}}"
+            " AND enqueued_at >= {since:DateTime64(6, 'UTC')} ORDER BY seq",
+            {"channel": channel, "since": since},
+        )
+        failed = [_entry(r) for r in rows]
+        replaced: set[str] = set()
+        posts = [e.key for e in failed if e.message.action == "post"]
+        if posts:
+            replaced = {
+                str(r["parent"])
+                for r in self.store.query(
+                    "SELECT parent FROM alert_outbox FINAL WHERE parent IN {posts:Array(String)} AND status = 'sent'",
+                    {"posts": posts},
+                )
+            }
+        now = self.clock.now()
+        requeued = [
+            self.record(entry, status="pending", attempts=0, errors=0, next_at=now, error="")
+            for entry in failed
+            if entry.key not in replaced
+        ]
+        return requeued, len(failed) - len(requeued)
+
     def record(self, entry: OutboxEntry, **changes: Any) -> OutboxEntry:
         """Write a new state of `entry` (a new version row) and return it."""
         updated = replace(entry, **changes, updated_at=self.clock.now(), version=versions.next())

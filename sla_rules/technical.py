@@ -29,7 +29,8 @@ full one (the `full` flag of the Evaluator protocol changes nothing here).
   attempts: `channel_not_found`, `not_in_channel`, attempts used up...) since a message last reached the channel,
   at least `min_messages` of them, the last within `window`. Key: the channel as routed (`#ops-warehouse`). It
   resolves `recovered` once a message reaches the channel after its last failure, not after a quiet window: a
-  channel nothing was sent to since is not known to work. The failed messages are not sent again.
+  channel nothing was sent to since is not known to work. Its failed messages are sent again when someone asks
+  (`tower alerts resend CHANNEL`, alerting/outbox.py `requeue_failed`).
 """
 
 from __future__ import annotations
@@ -535,7 +536,7 @@ class TechnicalEngine:
                     recovered.append(record)
                     details[record.id] = {
                         "delivered_at": _iso(_parse_utc(last_ok)),
-                        "note": "the failed messages were not sent again; their exceptions are on the dashboard",
+                        "note": "failed messages are sent again only when asked: tower alerts resend CHANNEL",
                     }
         resolved = self.exceptions.resolve_many(recovered, RECOVERED, details, actor="engine")
         return opened, resolved, len(opened) + len(resolved)

@@ -102,7 +102,7 @@ def test_a_channel_refusing_every_message_is_an_exception_until_one_reaches_it(
     [done] = t.all()
     assert (done.status, done.resolution) == ("resolved", RECOVERED)
     detail = t.exceptions.audit(done.id)[-1]["detail"]
-    assert detail["delivered_at"].startswith(clock.now().date().isoformat()) and "not sent again" in detail["note"]
+    assert detail["delivered_at"].startswith(clock.now().date().isoformat()) and "tower alerts resend" in detail["note"]
     assert t.evaluate() == ([], [])  # the failures still in the window came before the channel took a message
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -17,7 +18,7 @@ from kernel.jobs import SchedulerSettings
 from kernel.store import Store
 from tests.alerting.delivery_support import T0, drain, msg, sender_for, slack_settings
 from tests.factories import make_settings
-from tests.support import RunningTower
+from tests.support import RunningTower, start_in_process
 from tower.app import build_tower
 from tower.cli import main
 
@@ -111,3 +112,69 @@ def test_the_send_job_runs_only_when_slack_is_configured(
     assert on.slack_sender is not None and on.slack_sender.mode == "bot"
     job = on.jobs.get("alerts-send")
     assert job.settings().interval_seconds == 2.0 and "Slack" in job.description
+
+
+@pytest.fixture
+def fixed_tower(store: Store, tmp_path: Path, clock: FixedClock) -> Iterator[RunningTower]:
+    """A tower on the senders' fixed clock (a message sent again is due at the tower's now)."""
+    with start_in_process(tmp_path, store, clock=clock) as running:
+        yield running
+
+
+def test_a_fixed_channels_failed_messages_are_sent_again_in_their_order(
+    fixed_tower: RunningTower, store: Store, clock: FixedClock, standin: SlackStandIn
+) -> None:
+    tower = fixed_tower
+    sender = sender_for(store, clock, slack_settings(standin))
+    # the bot is not in #warehouse: the post, its reply and its update all fail (a reply or update whose post
+    # failed is posted as a new message, which fails too)
+    standin.fail("chat.postMessage", *[Fault.api_error("not_in_channel")] * 3)
+    sender.outbox.enqueue(
+        [
+            msg("E1", "#warehouse", exception_id="E1"),
+            msg("E1/t", "#warehouse", action="reply", parent="E1", exception_id="E1"),
+            msg("E1/u", "#warehouse", action="update", parent="E1", text="acknowledged by ann", exception_id="E1"),
+        ]
+    )
+    drain(sender, clock)
+    standin.fail("chat.postMessage", Fault.api_error("channel_not_found"))
+    sender.outbox.enqueue([msg("E2", "#oncall", exception_id="E2")])  # another channel's failure stays as it is
+    drain(sender, clock)
+    assert sender.outbox.counts()["failed"] == 4
+    assert "warehouse" not in [c["name"] for c in standin.snapshot()["channels"]]  # nothing reached it
+    since = (T0 - timedelta(hours=1)).isoformat()
+    with tower.api("viewer") as http:
+        assert http.post("/api/alerts/resend", json={"channel": "#warehouse", "since": since}).status_code == 403
+    with tower.api("admin") as http:
+        answer = http.post("/api/alerts/resend", json={"channel": "#warehouse", "since": since}).json()
+        assert http.post("/api/alerts/resend", json={"channel": ""}).status_code == 422
+    assert answer == {"requeued": 3, "keys": ["E1", "E1/t", "E1/u"], "left_failed": 0}
+    drain(sender, clock)  # the bot was invited meanwhile
+    [post] = standin.messages("#warehouse")
+    assert post["text"] == "acknowledged by ann"
+    assert [m["text"] for m in standin.thread("#warehouse", post["ts"])] == ["alert E1/t"]
+    assert sender.outbox.counts() == {"pending": 0, "attempting": 0, "sent": 3, "failed": 1, "superseded": 0}
+    with tower.api("admin") as http:  # nothing failed is left: nothing to send again
+        assert http.post("/api/alerts/resend", json={"channel": "#warehouse", "since": since}).json()["requeued"] == 0
+
+
+def test_a_failed_post_whose_update_was_delivered_is_left_failed(
+    fixed_tower: RunningTower, store: Store, clock: FixedClock, standin: SlackStandIn
+) -> None:
+    tower = fixed_tower
+    sender = sender_for(store, clock, slack_settings(standin))
+    standin.fail("chat.postMessage", Fault.api_error("invalid_blocks"))
+    sender.outbox.enqueue([msg("E1", "#warehouse"), msg("E1/u", "#warehouse", action="update", parent="E1")])
+    drain(sender, clock)  # the update went out as a new message, with the newer content
+    result = CliRunner().invoke(
+        main,
+        ["alerts", "resend", "#warehouse", "--within", "3650d", "--url", tower.http_url],
+        env={"TOWER_TOKEN": tower.api_token("admin"), "TOWER_URL": None},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "0 failed messages to #warehouse queued again; alerts-send delivers them in order",
+        "1 failed posts left: an update of each was already delivered as a new message",
+    ]
+    bad = CliRunner().invoke(main, ["alerts", "resend", "#warehouse", "--within", "soon", "--url", tower.http_url])
+    assert bad.exit_code == 2 and "--within" in bad.output

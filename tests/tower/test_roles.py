@@ -53,6 +53,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/deadletters/discard"): ADMIN,
     ("GET", "/api/deadletters/{letter_id}"): ADMIN,
     ("GET", "/api/alerts/deliveries"): READ,
+    ("POST", "/api/alerts/resend"): OPERATE,
     ("GET", "/api/whoami"): READ,
     ("GET", "/api/facets"): READ,
     ("GET", "/api/overview"): READ,
@@ -94,6 +95,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/deadletters/replay"): {"ids": []},
     ("POST", "/api/deadletters/discard"): {"ids": ["00000000-0000-0000-0000-000000000001"], "note": "roles test"},
     ("POST", "/api/silences"): {"matchers": {"key": "SO-1"}, "duration": "1h", "comment": "roles test"},
+    ("POST", "/api/alerts/resend"): {"channel": "#ops-warehouse"},
 }
 
 

@@ -3,6 +3,7 @@ other alerting commands (silences) attach to the `alerts` group."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -10,6 +11,7 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
+from sla_rules.model import parse_duration
 from tower.client import api_call
 
 
@@ -53,3 +55,29 @@ def deliveries(exception_id: str | None, limit: int, as_json: bool, url: str | N
         detail = "; ".join(str(item[k]) for k in ("error", "note") if item.get(k))
         if detail:
             console.print(Text("    " + detail))
+
+
+@alerts.command("resend")
+@click.argument("channel")
+@click.option(
+    "--within",
+    default="24h",
+    show_default=True,
+    help="Only messages enqueued within this long before now (90m, 24h, 7d).",
+)
+@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--token", help="API token (TOWER_TOKEN; default: the generated admin token).")
+def resend(channel: str, within: str, url: str | None, token: str | None) -> None:
+    """Send CHANNEL's failed messages again, oldest first, once the channel is fixed (created, the bot invited):
+    what a `slack-delivery` exception names. Operator or admin token."""
+    try:
+        span = parse_duration(within)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--within") from exc
+    since = datetime.now(UTC) - span
+    answer = api_call(url, token, "POST", "/api/alerts/resend", json={"channel": channel, "since": since.isoformat()})
+    click.echo(f"{answer['requeued']} failed messages to {channel} queued again; alerts-send delivers them in order")
+    if answer.get("left_failed"):
+        click.echo(
+            f"{answer['left_failed']} failed posts left: an update of each was already delivered as a new message"
+        )

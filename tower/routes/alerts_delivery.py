@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from alerting.outbox import Outbox
-from kernel.api_auth import AUTH_RESPONSES, ReadDep
+from kernel.api_auth import AUTH_RESPONSES, OperateDep, ReadDep
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], responses=AUTH_RESPONSES)
 
@@ -67,3 +70,41 @@ def list_deliveries(
 ) -> DeliveryPage:
     items = [DeliveryOut(**row) for row in outbox.deliveries(exception_id, limit)]
     return DeliveryPage(items=items, outbox=outbox.counts())
+
+
+class ResendIn(BaseModel):
+    """Which failed messages to send again."""
+
+    channel: str = Field(min_length=1, description="The channel as alerts name it (`#ops-warehouse` or an id).")
+    since: AwareDatetime | None = Field(
+        None, description="Only messages enqueued since then (default: the last 24 hours of the tower's clock)."
+    )
+
+
+class ResendOut(BaseModel):
+    """What was queued again."""
+
+    requeued: int = Field(description="Messages back in the outbox, sent in their first order by `alerts-send`.")
+    keys: list[str] = Field(description="Their outbox keys.")
+    left_failed: int = Field(
+        description="Failed posts left as they are: an update of each was already delivered as a new message."
+    )
+
+
+@router.post(
+    "/resend",
+    summary="Send a channel's failed messages again",
+    description="After fixing a channel whose messages failed (created it, invited the bot: the `slack-delivery` "
+    "exception), put its failed messages back in the outbox, oldest first. Roles: operator, admin.",
+)
+def resend(principal: OperateDep, outbox: OutboxDep, request: Request, body: ResendIn) -> ResendOut:
+    since = body.since or request.app.state.tower.clock.now() - timedelta(hours=24)
+    requeued, left = outbox.requeue_failed(body.channel, since)
+    logger.info(
+        "%d failed Slack messages to %s queued again by token %s (%s)",
+        len(requeued),
+        body.channel,
+        principal.token_id,
+        principal.role,
+    )
+    return ResendOut(requeued=len(requeued), keys=[e.key for e in requeued], left_failed=left)
