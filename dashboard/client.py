@@ -272,6 +272,10 @@ class TowerApi:
         """Run the pending dead letters named through their door again: `replayed`, `still_failing`."""
         return dict(self.post("/api/deadletters/replay", {"ids": ids}))
 
+    def resend_failed(self, channel: str) -> dict[str, Any]:
+        """Put a channel's failed Slack messages of the last 24 hours back in the outbox: `requeued`, `left_failed`."""
+        return dict(self.post("/api/alerts/resend", {"channel": channel}))
+
     def discard_dead_letters(self, ids: list[str], note: str) -> dict[str, Any]:
         """Give up on the pending dead letters named, saying why: `discarded`, `not_pending`."""
         return dict(self.post("/api/deadletters/discard", {"ids": ids, "note": note}))

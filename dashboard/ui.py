@@ -356,6 +356,17 @@ def actions_section(api: TowerApi, identity: Mapping[str, Any], detail: Mapping[
                 act("Add note", lambda: api.add_note(exception_id, note), "Note added.")
             else:
                 st.warning("Write the note first.")
+    if detail["rule"] == "slack-delivery":
+        channel = str(detail["key"])
+        st.caption(f"Once {channel} is fixed (it exists, the bot is in it), send the alerts it missed again.")
+        if st.button(f"Send {channel}'s failed messages again", key=f"resend-{exception_id}"):
+            try:
+                answer = api.resend_failed(channel)
+            except ApiError as exc:
+                st.warning(f"Send again: {exc.message}")
+            else:
+                flash(f"{answer['requeued']} failed messages to {channel} queued again; alerts-send delivers them.")
+                st.rerun()
 
 
 def exception_panel(api: TowerApi, identity: Mapping[str, Any], exception_id: str) -> None:

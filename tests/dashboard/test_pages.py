@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 import pandas as pd
 from streamlit.testing.v1 import AppTest
 
+from alerting.outbox import OutboundMessage, Outbox
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore, NewException
 from tests.dashboard.conftest import DemoTower, no_errors, open_page
@@ -561,3 +562,36 @@ def test_dead_letters_page_through_on_the_server(dashboard: Dashboard, demo_towe
     # a new filter starts again on the first page
     selectbox(at, "Status").select("any").run()
     assert at.number_input[0].value == 1
+
+
+def test_a_slack_delivery_exception_sends_its_channels_failed_messages_again(
+    dashboard: Dashboard, demo_tower: DemoTower
+) -> None:
+    assert demo_tower.running.tower is not None
+    store, clock = demo_tower.running.tower.store, FixedClock(demo_tower.now)
+    outbox = Outbox(store, clock)
+    outbox.enqueue([OutboundMessage(key="page-test:post", channel="C0GONE0PAGE", text="late release SO-1")])
+    [entry] = outbox.get_many(["page-test:post"]).values()
+    outbox.record(entry, status="failed", error="channel_not_found")
+    [record] = ExceptionStore(store, clock).open_many(
+        [
+            NewException(
+                rule="slack-delivery",
+                key="C0GONE0PAGE",
+                kind="technical",
+                owner="integration",
+                severity="high",
+                context={"channel": "C0GONE0PAGE", "failed": 1, "reasons": ["channel_not_found"]},
+            )
+        ]
+    )
+    at = open_page(dashboard("admin"), "views/queue.py", exception=record.id)
+    no_errors(at)
+    button(at, "Send C0GONE0PAGE's failed messages again").click().run()
+    no_errors(at)
+    assert [s.value for s in at.success] == [
+        "1 failed messages to C0GONE0PAGE queued again; alerts-send delivers them."
+    ]
+    assert outbox.get_many(["page-test:post"])["page-test:post"].status == "pending"
+    viewer = open_page(dashboard("viewer"), "views/queue.py", exception=record.id)
+    assert "Send C0GONE0PAGE's failed messages again" not in labels(viewer.button)
