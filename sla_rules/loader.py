@@ -396,13 +396,24 @@ _NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 
 class _Loader(yaml.SafeLoader):
-    """safe_load, except that base-60 numbers (`14:00`, `1:30:00`) stay text."""
+    """safe_load, except that base-60 numbers (`14:00`, `1:30:00`) stay text, and so does a date that is not one
+    (`2026-11-31`): safe_load raises a bare ValueError for it, with no line; as text, the field that wants a date
+    reports it with its line."""
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
         if kind is yaml.ScalarNode and implicit[0] and tag in _NUMBERS and ":" in value:
             return _STR
         return tag
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, OverflowError):
+            return str(node.value)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 
 
 def _read_yaml(path: Path, shown: str, problems: list[Problem]) -> tuple[yaml.Node | None, Any] | None:

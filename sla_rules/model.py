@@ -109,7 +109,17 @@ class Cutoff(_Strict):
     time: dt.time = Field(description="Local cutoff time, e.g. '14:00'.")
     timezone: str = Field("America/Chicago", description="IANA time zone when no zone_by value applies.")
     business_days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]), min_length=1)
+    holidays: list[dt.date] = Field(
+        default_factory=list,
+        description="Local dates that are not business days (public holidays, a closed warehouse), e.g. "
+        "[2026-11-26, 2026-12-25]: a start on one counts as after the cutoff, and no deadline ends on one.",
+    )
     zone_by: ZoneBy | None = None
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: list[dt.date]) -> list[dt.date]:
+        return sorted(set(value))
 
     @field_validator("time", mode="before")
     @classmethod

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -66,6 +66,35 @@ def next_business_day_offsets(business_days: Sequence[str]) -> list[int]:
             step += 1
         offsets.append(step)
     return offsets
+
+
+def holiday_overrides(
+    business_days: Sequence[str], holidays: Sequence[date]
+) -> tuple[tuple[list[date], list[date]], tuple[list[date], list[date]]]:
+    """Where holidays change a cutoff's deadline day, as (start dates, due dates) pairs: for a start before the
+    cutoff time on a business weekday (due that day, unless the day is a holiday), and for a start after it or on
+    another day (due the next business weekday, unless that is a holiday). Dates are local; only the days whose
+    answer the weekdays alone get wrong are listed, so the SQL looks up a handful of dates."""
+    weekdays = {WEEKDAYS.index(d) for d in business_days}
+    closed = set(holidays)
+
+    def next_open(day: date) -> date:
+        day += timedelta(days=1)
+        while day.weekday() not in weekdays or day in closed:
+            day += timedelta(days=1)
+        return day
+
+    offsets = next_business_day_offsets(business_days)
+    before: dict[date, date] = {}
+    after: dict[date, date] = {}
+    for holiday in sorted(closed):
+        if holiday.weekday() in weekdays:
+            before[holiday] = next_open(holiday)
+        for back in range(15):  # a weekday answer lands at most 7 days on
+            start = holiday - timedelta(days=back)
+            if start + timedelta(days=offsets[start.weekday()]) != next_open(start):
+                after[start] = next_open(start)
+    return (list(before), list(before.values())), (sorted(after), [after[d] for d in sorted(after)])
 
 
 class Binder:
@@ -174,6 +203,13 @@ def _cutoff_due(rule: SlaRule, started: str, zone_value: str | None, bind: Binde
     limit_us = bind(((limit.hour * 60 + limit.minute) * 60 + limit.second) * 1_000_000 + limit.microsecond, "UInt64")
     business = bind(sorted(WEEKDAYS.index(d) + 1 for d in cutoff.business_days), "Array(UInt8)")
     next_day = bind(next_business_day_offsets(cutoff.business_days), "Array(UInt8)")
+    holidays: tuple[tuple[str, str], tuple[str, str]] | None = None
+    if cutoff.holidays:
+        (starts_b, dues_b), (starts_a, dues_a) = holiday_overrides(cutoff.business_days, cutoff.holidays)
+        holidays = (
+            (bind(starts_b, "Array(Date)"), bind(dues_b, "Array(Date)")),
+            (bind(starts_a, "Array(Date)"), bind(dues_a, "Array(Date)")),
+        )
 
     def due_in(zone_name: str) -> str:
         zone = bind(zone_name, "String")
@@ -188,10 +224,12 @@ def _cutoff_due(rule: SlaRule, started: str, zone_value: str | None, bind: Binde
 
         def day(part: Callable[[str], str]) -> str:
             """The day the deadline ends on, its parts written by `part`."""
-            return (
-                f"if(has({business}, {part(weekday)}) AND {local_us(part)} < {limit_us}, {part(date)},"
-                f" addDays({part(date)}, arrayElement({next_day}, {part(weekday)})))"
-            )
+            same_day, next_day_of = part(date), f"addDays({part(date)}, arrayElement({next_day}, {part(weekday)}))"
+            if holidays is not None:  # the few start days whose deadline a holiday moves
+                (starts_b, dues_b), (starts_a, dues_a) = holidays
+                same_day = f"transform({same_day}, {starts_b}, {dues_b}, {same_day})"
+                next_day_of = f"transform({part(date)}, {starts_a}, {dues_a}, {next_day_of})"
+            return f"if(has({business}, {part(weekday)}) AND {local_us(part)} < {limit_us}, {same_day}, {next_day_of})"
 
         def named(expression: str) -> str:
             if expression == local:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from kernel.store import Store
 from sla_rules.model import Cutoff, Deadline, SlaRule
-from sla_rules.sql import next_business_day_offsets
+from sla_rules.sql import holiday_overrides, next_business_day_offsets
 from tests.sla_rules.test_engine import RULES, Harness, event, utc
 
 SHIP = RULES["ship-cutoff"]
@@ -22,15 +22,19 @@ def local(zone: str, year: int, month: int, day: int, hour: int, minute: int, se
 
 
 def expected_due(
-    released: datetime, zone: str, cutoff: time = time(14), business: tuple[int, ...] = (0, 1, 2, 3, 4)
+    released: datetime,
+    zone: str,
+    cutoff: time = time(14),
+    business: tuple[int, ...] = (0, 1, 2, 3, 4),
+    holidays: frozenset[date] = frozenset(),
 ) -> datetime:
     """The deadline, computed independently with zoneinfo."""
     tz = ZoneInfo(zone)
     at = released.astimezone(tz)
     day: date = at.date()
-    if not (at.weekday() in business and at.time() < cutoff):
+    if not (at.weekday() in business and day not in holidays and at.time() < cutoff):
         day += timedelta(days=1)
-        while day.weekday() not in business:
+        while day.weekday() not in business or day in holidays:
             day += timedelta(days=1)
     return datetime.combine(day, time(23, 59, 59), tzinfo=tz).astimezone(UTC)
 
@@ -238,3 +242,72 @@ def test_the_zone_field_may_be_any_data_field(store: Store) -> None:
         ("by-location", "SO-1"): wednesday,  # a column of business_events
         ("by-location", "SO-2"): thursday,
     }
+
+
+# Thanksgiving 2026 and the Friday after, Christmas Eve and Christmas Day, New Year's Day 2027 (a Friday).
+HOLIDAYS = [date(2026, 11, 26), date(2026, 11, 27), date(2026, 12, 24), date(2026, 12, 25), date(2027, 1, 1)]
+
+
+def with_holidays(holidays: list[date]) -> SlaRule:
+    """The shipped ship-cutoff rule with `holidays`, validated as a rule file's would be."""
+    cutoff = SHIP.deadline.cutoff
+    assert cutoff is not None
+    deadline = {"cutoff": {**cutoff.model_dump(), "holidays": holidays}}
+    return SlaRule.model_validate({**SHIP.model_dump(), "deadline": deadline})
+
+
+def test_no_deadline_ends_on_a_holiday(store: Store) -> None:
+    rule = with_holidays([HOLIDAYS[1], HOLIDAYS[0], HOLIDAYS[1]])
+    assert rule.deadline.cutoff is not None and rule.deadline.cutoff.holidays == HOLIDAYS[:2]  # sorted, once
+    tower = Harness(store, rules=[rule])
+    chicago = "America/Chicago"
+    releases = {
+        1: local(chicago, 2026, 11, 25, 13, 59),  # Wednesday before the cutoff: that day
+        2: local(chicago, 2026, 11, 25, 14, 1),  # Wednesday after: not Thursday or Friday, Monday
+        3: local(chicago, 2026, 11, 26, 9, 0),  # Thanksgiving morning: Monday
+        4: local(chicago, 2026, 11, 27, 13, 0),  # Friday before the cutoff, a holiday: Monday
+        5: local(chicago, 2026, 11, 28, 10, 0),  # Saturday: Monday, as ever
+        6: local("America/New_York", 2026, 11, 25, 15, 0),  # Atlanta after its cutoff: Monday, Atlanta time
+    }
+    for n, at in releases.items():
+        tower.send(event("order.released", n, at, warehouse="ATL" if n == 6 else "DAL"))
+    tower.at(local(chicago, 2026, 11, 27, 12, 0))
+    tower.evaluate()
+    monday = local(chicago, 2026, 11, 30, 23, 59, 59)
+    assert due_of(tower, "SO-1") == local(chicago, 2026, 11, 25, 23, 59, 59)
+    assert [due_of(tower, f"SO-{n}") for n in (2, 3, 4, 5)] == [monday] * 4
+    assert due_of(tower, "SO-6") == local("America/New_York", 2026, 11, 30, 23, 59, 59)
+    # the day after Thanksgiving at noon: only the Wednesday-morning order is late
+    assert tower.statuses("ship-cutoff") == {"SO-1": "breached", **{f"SO-{n}": "pending" for n in range(2, 7)}}
+
+
+def test_holiday_deadlines_match_an_independent_computation(store: Store) -> None:
+    """Releases every 53 minutes from mid-November 2026 to mid-January 2027, in every warehouse."""
+    tower = Harness(store, rules=[with_holidays(HOLIDAYS)])
+    warehouses = ["DAL", "ATL", "RNO", ""]
+    releases: dict[int, tuple[datetime, str]] = {}
+    at, n = datetime(2026, 11, 15, tzinfo=UTC), 0
+    while at < datetime(2027, 1, 15, tzinfo=UTC):
+        n += 1
+        releases[n] = (at, warehouses[n % len(warehouses)])
+        at += timedelta(minutes=53)
+    tower.send(*(event("order.released", k, at, warehouse=w) for k, (at, w) in releases.items()))
+    tower.at(datetime(2027, 2, 1, tzinfo=UTC))
+    tower.evaluate()
+    rows = store.query("SELECT key, due_at FROM sla_cases FINAL WHERE rule = 'ship-cutoff'")
+    found = {r["key"]: utc(r["due_at"]) for r in rows}
+    assert len(found) == len(releases) > 1500
+    for k, (at, warehouse) in releases.items():
+        zone = ZONES.get(warehouse, "America/Chicago")
+        assert found[f"SO-{k}"] == expected_due(at, zone, holidays=frozenset(HOLIDAYS)), (k, at, warehouse)
+
+
+def test_holiday_overrides_list_only_the_days_holidays_move() -> None:
+    weekdays = ["mon", "tue", "wed", "thu", "fri"]
+    before, after = holiday_overrides(weekdays, [date(2026, 11, 26), date(2026, 11, 27), date(2026, 11, 29)])
+    monday = date(2026, 11, 30)
+    # started before the cutoff on a holiday weekday: due the next open day (a Sunday holiday changes nothing)
+    assert before == ([date(2026, 11, 26), date(2026, 11, 27)], [monday, monday])
+    # started after the cutoff: Wednesday's and Thursday's next weekday is a holiday; Friday's is Monday anyway
+    assert after == ([date(2026, 11, 25), date(2026, 11, 26)], [monday, monday])
+    assert holiday_overrides(weekdays, []) == (([], []), ([], []))

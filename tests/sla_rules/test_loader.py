@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from datetime import time, timedelta
+from datetime import date, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -154,6 +154,22 @@ def test_unquoted_cutoff_time_is_a_time_not_a_base_60_number(tmp_path: Path) -> 
     assert read_rule_file(tmp_path / "r.yaml")[0].data["deadline"]["cutoff"]["time"] == "14:00"
 
 
+def test_holidays_are_yaml_dates(tmp_path: Path) -> None:
+    text = ORDER_RELEASE.replace(
+        "  after: 2h\n", "  cutoff:\n    time: '14:00'\n    holidays: [2026-12-25, '2026-11-26']\n"
+    ).replace("warning: 30m\n", "")
+    (rule,) = load_rules(Path(write(tmp_path, "r.yaml", text)).parent)
+    assert isinstance(rule, SlaRule) and rule.deadline.cutoff is not None
+    assert rule.deadline.cutoff.holidays == [date(2026, 11, 26), date(2026, 12, 25)]
+
+
+def test_text_that_looks_like_a_date_but_is_none_stays_text(tmp_path: Path) -> None:
+    """safe_load raised a bare ValueError (no file, no line) for `2026-02-30`: a start-up traceback."""
+    write(tmp_path, "r.yaml", ORDER_RELEASE.replace("title: Order released within 2 hours", "title: 2026-02-30"))
+    (rule,) = load_rules(tmp_path)
+    assert rule.title == "2026-02-30"
+
+
 def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
     write(tmp_path, "r.yaml", ORDER_RELEASE.replace("[order.accepted]", "order.accepted"))
     (rule,) = load_rules(tmp_path)
@@ -203,6 +219,11 @@ def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
             "r.yaml:17: deadline.cutoff.zone_by.zones.RNO: unknown time zone 'America/Reno'",
         ),
         (12, "  cutoff: {time: 1400}", "r.yaml:12: deadline.cutoff.time: write the time as text 'HH:MM'"),
+        (
+            12,
+            "  cutoff:\n    time: '14:00'\n    holidays: [2026-11-26, 2026-11-31]",
+            "r.yaml:14: deadline.cutoff.holidays[1]:",
+        ),
     ],
 )
 def test_a_problem_names_file_line_and_field(tmp_path: Path, line: int, replacement: str, expected: str) -> None:

@@ -158,6 +158,8 @@ def _deadline(rule: Rule) -> str:
             text = f"cutoff {cutoff.time:%H:%M} {_days(cutoff.business_days)} {cutoff.timezone}"
             if cutoff.zone_by is not None:
                 text += f", zone by {cutoff.zone_by.field} ({len(cutoff.zone_by.zones)} zones)"
+            if cutoff.holidays:
+                text += f", {len(cutoff.holidays)} holidays ({cutoff.holidays[0]}..{cutoff.holidays[-1]})"
         return text + (f", warning {duration(rule.warning)}" if rule.warning is not None else "")
     if isinstance(rule, ReconciliationRule):
         params = ", ".join(f"{name} {_param(value)}" for name, value in rule.params.items())
