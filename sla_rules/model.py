@@ -119,6 +119,10 @@ class Cutoff(_Strict):
     @field_validator("holidays")
     @classmethod
     def _holidays(cls, value: list[dt.date]) -> list[dt.date]:
+        for day in value:
+            # the days a deadline can fall on (ClickHouse's Date), with room to look a few weeks either way
+            if not dt.date(1970, 2, 1) <= day <= dt.date(2149, 5, 1):
+                raise ValueError(f"{day} is outside 1970-02-01..2149-05-01")
         return sorted(set(value))
 
     @field_validator("time", mode="before")

@@ -224,6 +224,11 @@ def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
             "  cutoff:\n    time: '14:00'\n    holidays: [2026-11-26, 2026-11-31]",
             "r.yaml:14: deadline.cutoff.holidays[1]:",
         ),
+        (
+            12,
+            "  cutoff:\n    time: '14:00'\n    holidays: [0001-01-01]",
+            "r.yaml:14: deadline.cutoff.holidays: 0001-01-01 is outside 1970-02-01..2149-05-01",
+        ),
     ],
 )
 def test_a_problem_names_file_line_and_field(tmp_path: Path, line: int, replacement: str, expected: str) -> None:
