@@ -266,10 +266,21 @@ class Outbox:
             }
         now = self.clock.now()
         requeued = [
-            self.record(entry, status="pending", attempts=0, errors=0, next_at=now, error="")
+            replace(
+                entry,
+                status="pending",
+                attempts=0,
+                errors=0,
+                next_at=now,
+                error="",
+                updated_at=now,
+                version=versions.next(),
+            )
             for entry in failed
             if entry.key not in replaced
         ]
+        if requeued:  # one insert, however many: a channel broken for a day may hold thousands
+            self.store.insert("alert_outbox", [_row(entry) for entry in requeued])
         return requeued, len(failed) - len(requeued)
 
     def record(self, entry: OutboxEntry, **changes: Any) -> OutboxEntry:
