@@ -197,6 +197,11 @@ def exception_blocks(record: ExceptionRecord, view: AlertView) -> list[Block]:
         )
     if view.note:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(view.note, _TEXT_MAX)}})
+    next_step = context.get("next_step")
+    if next_step and not resolved:  # what the on-call does about it, as the rule that found it says
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": _cut(f"Next: {escape(str(next_step))}", _TEXT_MAX)}}
+        )
     links = view.links
     blocks.append(
         {

@@ -460,6 +460,13 @@ class TechnicalEngine:
                         "last_refused": _iso(r.last_at),
                         "pending": pending.get(r.key, 0),
                         "summary": f"{_records(r.refused)} refused in {window}: {r.reasons[0] if r.reasons else ''}",
+                        "next_step": "fix what the reasons name at the sender (or the token), then replay: "
+                        + (
+                            f"`tower deadletters replay --source {r.source}`"
+                            if r.source
+                            else "`tower deadletters list`, then `tower deadletters replay IDS`"
+                        )
+                        + " (or discard what no fix will make valid)",
                     },
                 )
                 for r in new
@@ -518,6 +525,9 @@ class TechnicalEngine:
                         "since": _iso(f.first_at),
                         "last_failed": _iso(f.last_at),
                         "summary": f"{_messages(f.failed)} to {f.channel} failed: {f.reasons[0] if f.reasons else ''}",
+                        "next_step": f"make {f.channel} exist and invite the tower's bot to it (or route its owner"
+                        f" elsewhere), then send the missed alerts again: `tower alerts resend {f.channel}` or the"
+                        " button on this exception's dashboard page",
                     },
                 )
                 for f in new

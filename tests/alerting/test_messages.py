@@ -3,6 +3,7 @@ passes slack-sdk's own Block Kit validation (lengths, element shapes)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -186,10 +187,19 @@ def test_technical_exceptions_say_how_long_silent_or_how_many_errors() -> None:
         kind="technical",
         owner="integration",
         due_at=None,
-        context={"channel": "#ops-warehouse", "root_cause": False, "failed": 3, "reasons": ["not_in_channel"]},
+        context={
+            "channel": "#ops-warehouse",
+            "root_cause": False,
+            "failed": 3,
+            "reasons": ["not_in_channel"],
+            "next_step": "invite the bot, then `tower alerts resend #ops-warehouse`",
+        },
     )
     blocks = valid(exception_blocks(deliveries, view(title="Slack messages not delivered")))
     assert "*Failed*\n3 messages to #ops-warehouse" in texts(blocks) and "*Reason*\nnot_in_channel" in texts(blocks)
+    assert "Next: invite the bot, then `tower alerts resend #ops-warehouse`" in texts(blocks)
+    done = dataclasses.replace(deliveries, status="resolved", resolved_at="2026-11-02 17:00:00.000000")
+    assert "Next:" not in texts(valid(exception_blocks(done, view(title="Slack messages not delivered"))))
 
 
 def test_text_is_escaped_and_cut_to_slacks_limits() -> None:

@@ -381,6 +381,7 @@ def test_refused_records_open_one_exception_per_source_naming_what_and_why(store
     assert context["reasons"] == ["data.order_id: required for asn.sent", "time: '2026-11-04' is not RFC 3339"]
     assert (context["since"], context["last_refused"]) == ("2026-11-04T15:20:00.000000Z", "2026-11-04T15:28:00.000000Z")
     assert context["summary"].startswith("5 records refused in 15m: ")
+    assert "`tower deadletters replay --source wms/dallas`" in context["next_step"]
     # more refusals, and evaluating again: still the one exception
     refused(store, "wms/dallas", NOW + timedelta(minutes=1))
     t.clock.advance(timedelta(minutes=1))
@@ -400,6 +401,7 @@ def test_a_record_that_claimed_no_source_counts_for_its_tokens_one_source_else_f
     assert active["tms"].context["summary"].startswith("2 records refused in 15m: ")
     assert exception_source(active["token 272ef10c5773"]) is None
     assert active["token 272ef10c5773"].context["summary"] == "1 record refused in 15m: body is not valid JSON"
+    assert "`tower deadletters list`" in active["token 272ef10c5773"].context["next_step"]
 
 
 @pytest.mark.parametrize(("count", "flagged"), [(2, False), (3, True)])

@@ -91,6 +91,8 @@ def test_a_channel_refusing_every_message_is_an_exception_until_one_reaches_it(
     )
     assert context["root_cause"] is False and context["window"] == "1h"
     assert context["summary"] == "2 Slack messages to #ops-warehouse failed: not_in_channel"
+    assert "invite the tower's bot" in context["next_step"]
+    assert "`tower alerts resend #ops-warehouse`" in context["next_step"]
     # evaluating again opens nothing; a quiet hour and more does not resolve it: nothing proves the channel works
     assert t.evaluate() == ([], [])
     clock.advance(timedelta(hours=3))
