@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -250,6 +250,23 @@ class ExceptionStore:
             changed = self._resolved(items, utc_text(self.clock.now()), actor, audit)
             self._write(changed, audit)
         return changed
+
+    def resolve_matching(
+        self, filters: ExceptionFilter, actor: str, resolution: str, note: str, limit: int, dry_run: bool = False
+    ) -> tuple[list[ExceptionRecord], int]:
+        """Resolve by a person every active exception `filters` match, oldest first, at most `limit` (an incident's
+        worth: the breaches an ERP outage caused, the exceptions of a rule switched off). Returns those resolved
+        (or, with `dry_run`, those that would be) and how many matched in all."""
+        wanted = replace(filters, status=filters.status if filters.status in ("open", "acknowledged") else "active")
+        with self._lock:  # read and write under the lock: a person's resolution meanwhile is not overwritten
+            found, total = self.search(wanted, limit=limit, order="oldest")
+            if dry_run:
+                return found, total
+            audit: list[tuple[str, str, str, dict[str, Any]]] = []
+            detail = {"note": note, "by": actor}
+            changed = self._resolved(((r, resolution, detail) for r in found), utc_text(self.clock.now()), actor, audit)
+            self._write(changed, audit)
+        return changed, total
 
     def _resolved(
         self,

@@ -130,6 +130,9 @@ def _register() -> None:
     from tower.commands import silences
 
     main.add_command(silences.silences)
+    from tower.commands import exceptions
+
+    main.add_command(exceptions.exceptions)
     from tower.commands import dashboard
 
     main.add_command(dashboard.dashboard)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, status
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransition
@@ -64,6 +64,39 @@ class NoteBody(BaseModel):
     """A note for the audit trail."""
 
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+
+
+class BulkResolveBody(BaseModel):
+    """Which active exceptions to resolve at once, and why: an incident's breaches, a rule switched off."""
+
+    rule: str | None = None
+    owner: str | None = None
+    kind: Literal["business", "technical"] | None = None
+    key: str | None = None
+    customer: str | None = Field(None, description="The customer id in the exception's context.")
+    warehouse: str | None = Field(None, description="The warehouse in the exception's context.")
+    status: Literal["open", "acknowledged", "active"] = Field("active", description="`active`: open or acknowledged.")
+    resolution: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")] = "fixed"
+    note: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)] = Field(
+        description="Why, for every exception's audit trail (e.g. `ERP outage INC-123, releases held by the ERP`)."
+    )
+    dry_run: bool = Field(False, description="Only count and list what would be resolved.")
+    max: int = Field(10_000, ge=1, le=100_000, description="At most this many, oldest first.")
+
+    @model_validator(mode="after")
+    def _narrowed(self) -> BulkResolveBody:
+        if not any((self.rule, self.owner, self.kind, self.key, self.customer, self.warehouse)):
+            raise ValueError("name at least one of rule, owner, kind, key, customer, warehouse: not every exception")
+        return self
+
+
+class BulkResolveOut(BaseModel):
+    """What a bulk resolution did (or would do)."""
+
+    matched: int = Field(description="Active exceptions the filters match.")
+    resolved: int = Field(description="Resolved now (0 on a dry run); `matched` - `resolved` are left when over max.")
+    ids: list[str] = Field(description="The exceptions resolved (on a dry run: that would be), oldest first.")
+    dry_run: bool
 
 
 @contextmanager
@@ -180,6 +213,30 @@ def resolve(
         return ExceptionOut.of(
             exceptions.resolve(exception_id, actor=who.token_id, resolution=body.resolution, note=body.note)
         )
+
+
+@router.post(
+    "/resolve",
+    summary="Resolve every active exception the filters match",
+    description="An incident's worth at once, each with the note in its audit trail, as a person's resolution "
+    "(a reconciler reopens one still wrong, once). At least one filter; `dry_run` only counts. Roles: operator, admin.",
+)
+def resolve_matching(body: BulkResolveBody, who: OperateDep, exceptions: ExceptionsDep) -> BulkResolveOut:
+    filters = ExceptionFilter(
+        status=body.status,
+        owner=body.owner,
+        rule=body.rule,
+        kind=body.kind,
+        key=body.key,
+        customer=body.customer,
+        warehouse=body.warehouse,
+    )
+    done, matched = exceptions.resolve_matching(
+        filters, who.token_id, body.resolution, body.note, body.max, dry_run=body.dry_run
+    )
+    return BulkResolveOut(
+        matched=matched, resolved=0 if body.dry_run else len(done), ids=[r.id for r in done], dry_run=body.dry_run
+    )
 
 
 @router.post(
