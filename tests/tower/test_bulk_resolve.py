@@ -43,10 +43,16 @@ def test_every_matching_active_exception_is_resolved_with_the_note(tower: Runnin
     assert [exceptions.get(r.id).status for r in (cut3, errors)] == ["open", "open"]
 
 
-def test_at_most_max_oldest_first(tower: RunningTower, store: Store) -> None:
+def test_at_most_max_oldest_first_and_by_age(tower: RunningTower, store: Store) -> None:
     records = seed(store)
     with tower.api("admin") as http:
+        old = http.post("/api/exceptions/resolve", json={"kind": "business", "note": NOTE, "min_age_hours": 1e5})
+        day = http.post(
+            "/api/exceptions/resolve", json={"kind": "business", "note": NOTE, "min_age_hours": 24, "dry_run": True}
+        )
         answer = http.post("/api/exceptions/resolve", json={"kind": "business", "note": NOTE, "max": 3}).json()
+    assert old.json()["matched"] == 0  # none opened 100,000 hours ago
+    assert day.json()["matched"] == 4  # opened on 2 November, the tower's clock is today's
     assert answer["matched"] == 4 and answer["ids"] == [r.id for r in records[:3]]
 
 

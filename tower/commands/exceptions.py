@@ -28,6 +28,9 @@ def exceptions() -> None:
     show_default=True,
     help="active: open or acknowledged.",
 )
+@click.option(
+    "--older-than", "min_age_hours", type=click.FloatRange(0), help="Only those opened this many hours ago or more."
+)
 @click.option("--resolution", default="fixed", show_default=True, help="A short word: fixed, false_positive, ...")
 @click.option("--note", required=True, help="Why, written into each exception's audit trail.")
 @click.option("--max", "limit", type=click.IntRange(1, 100_000), default=10_000, show_default=True)
@@ -42,6 +45,7 @@ def resolve(
     customer: str | None,
     warehouse: str | None,
     status: str,
+    min_age_hours: float | None,
     resolution: str,
     note: str,
     limit: int,
@@ -57,6 +61,8 @@ def resolve(
     if not chosen:
         raise click.UsageError("name at least one of --rule, --owner, --kind, --key, --customer, --warehouse")
     body: dict[str, Any] = {**chosen, "status": status, "resolution": resolution, "note": note, "max": limit}
+    if min_age_hours is not None:
+        body["min_age_hours"] = min_age_hours
     answer = api_call(url, token, "POST", "/api/exceptions/resolve", json={**body, "dry_run": not yes})
     what = ", ".join(f"{name} {value}" for name, value in chosen.items())
     matched = int(answer["matched"])

@@ -76,6 +76,9 @@ class BulkResolveBody(BaseModel):
     customer: str | None = Field(None, description="The customer id in the exception's context.")
     warehouse: str | None = Field(None, description="The warehouse in the exception's context.")
     status: Literal["open", "acknowledged", "active"] = Field("active", description="`active`: open or acknowledged.")
+    min_age_hours: float | None = Field(
+        None, ge=0, le=MAX_AGE_HOURS, description="Only those opened at least this many hours ago (the tower's clock)."
+    )
     resolution: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")] = "fixed"
     note: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)] = Field(
         description="Why, for every exception's audit trail (e.g. `ERP outage INC-123, releases held by the ERP`)."
@@ -221,8 +224,12 @@ def resolve(
     description="An incident's worth at once, each with the note in its audit trail, as a person's resolution "
     "(a reconciler reopens one still wrong, once). At least one filter; `dry_run` only counts. Roles: operator, admin.",
 )
-def resolve_matching(body: BulkResolveBody, who: OperateDep, exceptions: ExceptionsDep) -> BulkResolveOut:
+def resolve_matching(
+    body: BulkResolveBody, who: OperateDep, exceptions: ExceptionsDep, clock: ClockDep
+) -> BulkResolveOut:
+    aged = body.min_age_hours
     filters = ExceptionFilter(
+        opened_before=clock.now() - timedelta(hours=aged) if aged is not None else None,
         status=body.status,
         owner=body.owner,
         rule=body.rule,
