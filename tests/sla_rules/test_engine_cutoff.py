@@ -146,26 +146,37 @@ def test_the_zone_comes_from_the_warehouse(store: Store) -> None:
     assert due_of(tower, "SO-5") == local("America/New_York", 2026, 11, 5, 23, 59, 59)
 
 
-def test_deadlines_match_an_independent_computation(store: Store) -> None:
-    """Releases every 97 minutes through both 2026 US daylight saving changes, in every warehouse."""
-    tower = Harness(store, rules=[SHIP])
-    warehouses = ["DAL", "ATL", "RNO", "", "XYZ"]
+def releases_every(
+    step: timedelta, spans: list[tuple[datetime, datetime]], warehouses: list[str]
+) -> dict[int, tuple[datetime, str]]:
+    """Order number -> (release time, warehouse): one release every `step` through each span, warehouses in turn."""
     releases: dict[int, tuple[datetime, str]] = {}
-    n = 0
-    for first, last in (
-        (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 12, tzinfo=UTC)),
-        (datetime(2026, 10, 27, tzinfo=UTC), datetime(2026, 11, 6, tzinfo=UTC)),
-    ):
+    for first, last in spans:
         at = first
         while at < last:
-            n += 1
+            n = len(releases) + 1
             releases[n] = (at, warehouses[n % len(warehouses)])
-            at += timedelta(minutes=97)
+            at += step
+    return releases
+
+
+def due_dates(tower: Harness, releases: dict[int, tuple[datetime, str]], now: datetime) -> dict[str, datetime | None]:
+    """Release them all, evaluate at `now`: each case's deadline by key."""
     tower.send(*(event("order.released", k, at, warehouse=w) for k, (at, w) in releases.items()))
-    tower.at(datetime(2026, 12, 1, tzinfo=UTC))
+    tower.at(now)
     tower.evaluate()
-    rows = store.query("SELECT key, due_at FROM sla_cases FINAL WHERE rule = 'ship-cutoff'")
-    found = {r["key"]: utc(r["due_at"]) for r in rows}
+    rows = tower.store.query("SELECT key, due_at FROM sla_cases FINAL WHERE rule = 'ship-cutoff'")
+    return {r["key"]: utc(r["due_at"]) for r in rows}
+
+
+def test_deadlines_match_an_independent_computation(store: Store) -> None:
+    """Releases every 97 minutes through both 2026 US daylight saving changes, in every warehouse."""
+    spans = [
+        (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 12, tzinfo=UTC)),
+        (datetime(2026, 10, 27, tzinfo=UTC), datetime(2026, 11, 6, tzinfo=UTC)),
+    ]
+    releases = releases_every(timedelta(minutes=97), spans, ["DAL", "ATL", "RNO", "", "XYZ"])
+    found = due_dates(Harness(store, rules=[SHIP]), releases, datetime(2026, 12, 1, tzinfo=UTC))
     assert len(found) == len(releases) > 300
     for k, (at, warehouse) in releases.items():
         assert found[f"SO-{k}"] == expected_due(at, ZONES.get(warehouse, "America/Chicago")), (k, at, warehouse)
@@ -283,19 +294,10 @@ def test_no_deadline_ends_on_a_holiday(store: Store) -> None:
 
 def test_holiday_deadlines_match_an_independent_computation(store: Store) -> None:
     """Releases every 53 minutes from mid-November 2026 to mid-January 2027, in every warehouse."""
+    spans = [(datetime(2026, 11, 15, tzinfo=UTC), datetime(2027, 1, 15, tzinfo=UTC))]
+    releases = releases_every(timedelta(minutes=53), spans, ["DAL", "ATL", "RNO", ""])
     tower = Harness(store, rules=[with_holidays(HOLIDAYS)])
-    warehouses = ["DAL", "ATL", "RNO", ""]
-    releases: dict[int, tuple[datetime, str]] = {}
-    at, n = datetime(2026, 11, 15, tzinfo=UTC), 0
-    while at < datetime(2027, 1, 15, tzinfo=UTC):
-        n += 1
-        releases[n] = (at, warehouses[n % len(warehouses)])
-        at += timedelta(minutes=53)
-    tower.send(*(event("order.released", k, at, warehouse=w) for k, (at, w) in releases.items()))
-    tower.at(datetime(2027, 2, 1, tzinfo=UTC))
-    tower.evaluate()
-    rows = store.query("SELECT key, due_at FROM sla_cases FINAL WHERE rule = 'ship-cutoff'")
-    found = {r["key"]: utc(r["due_at"]) for r in rows}
+    found = due_dates(tower, releases, datetime(2027, 2, 1, tzinfo=UTC))
     assert len(found) == len(releases) > 1500
     for k, (at, warehouse) in releases.items():
         zone = ZONES.get(warehouse, "America/Chicago")
