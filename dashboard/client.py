@@ -272,6 +272,12 @@ class TowerApi:
         """Run the pending dead letters named through their door again: `replayed`, `still_failing`."""
         return dict(self.post("/api/deadletters/replay", {"ids": ids}))
 
+    def resolve_matching(self, filters: Mapping[str, Any], resolution: str, note: str) -> dict[str, Any]:
+        """Resolve every active exception the filters match (`rule`, `owner`, `kind`, `customer`, `warehouse`,
+        `status`, `min_age_hours`): `matched`, `resolved`."""
+        body = {k: v for k, v in filters.items() if v not in ("", None)}
+        return dict(self.post("/api/exceptions/resolve", {**body, "resolution": resolution, "note": note}))
+
     def resend_failed(self, channel: str) -> dict[str, Any]:
         """Put a channel's failed Slack messages of the last 24 hours back in the outbox: `requeued`, `left_failed`."""
         return dict(self.post("/api/alerts/resend", {"channel": channel}))

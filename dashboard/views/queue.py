@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import ui
-from dashboard.client import settings
+from dashboard.client import ApiError, settings
 
 ANY = ""
 STATUSES = {
@@ -151,6 +151,28 @@ st.dataframe(
     hide_index=True,
     width="stretch",
 )
+
+# Resolving every match at once (an incident's breaches, a rule switched off): only the active ones, and only with
+# a filter that narrows the queue (the API refuses to resolve everything).
+narrowed = {name: filters[name] for name in ("owner", "rule", "kind", "customer", "warehouse") if filters[name]}
+if identity.get("may_act") and narrowed and status in ("active", "open", "acknowledged") and total:
+    with st.expander(f"Resolve all {total:,} matching"):
+        bulk_resolution = st.selectbox("Resolution for all", ui.RESOLUTIONS, key="q_bulk_resolution")
+        bulk_note = st.text_input("Why (written into each one's audit trail)", key="q_bulk_note").strip()
+        if st.button(f"Resolve {total:,}", key="q_bulk_resolve"):
+            if not bulk_note:
+                st.warning("Say why first: the note goes into every exception's audit trail.")
+            else:
+                chosen = {**narrowed, "status": status}
+                if age:
+                    chosen["min_age_hours"] = float(age)
+                try:
+                    answer = api.resolve_matching(chosen, bulk_resolution, bulk_note)
+                except ApiError as exc:
+                    st.warning(f"Resolve all: {exc.message}")
+                else:
+                    ui.flash(f"Resolved {answer['resolved']:,} of {answer['matched']:,} ({bulk_resolution}).")
+                    st.rerun()
 
 labels = {e["id"]: f"{e['rule']} · {e['key']} · {e['status']} · opened {ui.when(e['opened_at'])}" for e in items}
 # The widget keeps the chosen label: two exceptions of one (rule, key) opened in the same minute (one resolved,

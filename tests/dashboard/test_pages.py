@@ -595,3 +595,28 @@ def test_a_slack_delivery_exception_sends_its_channels_failed_messages_again(
     assert outbox.get_many(["page-test:post"])["page-test:post"].status == "pending"
     viewer = open_page(dashboard("viewer"), "views/queue.py", exception=record.id)
     assert "Send C0GONE0PAGE's failed messages again" not in labels(viewer.button)
+
+
+def test_an_operator_resolves_every_exception_the_filters_match(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    assert demo_tower.running.tower is not None
+    ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now)).open_many(
+        [NewException("bulk-test", f"BK-{i:02d}", "business", "warehouse", "low") for i in range(3)]
+    )
+    viewer = open_page(dashboard("viewer"), "views/queue.py", rule="bulk-test")
+    assert not any(e.label.startswith("Resolve all") for e in viewer.expander)  # viewers may not act
+    unfiltered = open_page(dashboard("operator"), "views/queue.py")
+    assert not any(e.label.startswith("Resolve all") for e in unfiltered.expander)  # never everything at once
+    at = open_page(dashboard("operator"), "views/queue.py", rule="bulk-test")
+    no_errors(at)
+    [expander] = [e for e in at.expander if e.label.startswith("Resolve all")]
+    assert expander.label == "Resolve all 3 matching"
+    button(at, "Resolve 3").click().run()
+    assert any("Say why first" in w.value for w in at.warning)
+    text_input(at, "Why (written into each one's audit trail)").input("test data loaded by mistake").run()
+    selectbox(at, "Resolution for all").select("false_positive").run()
+    button(at, "Resolve 3").click().run()
+    no_errors(at)
+    assert [s.value for s in at.success] == ["Resolved 3 of 3 (false_positive)."]
+    gone = api_get(demo_tower, "/api/exceptions", status="resolved", rule="bulk-test")["items"]
+    assert sorted(e["key"] for e in gone) == ["BK-00", "BK-01", "BK-02"]
+    assert {e["resolution"] for e in gone} == {"false_positive"}
