@@ -106,6 +106,15 @@ class Tower:
     metrics: TowerMetrics = field(default_factory=TowerMetrics)  # GET /metrics (tower/metrics.py)
     metrics_settings: MetricsSettings = field(default_factory=MetricsSettings)
 
+    @property
+    def evaluated_rules(self) -> frozenset[str]:
+        """The rule ids something evaluates: every enabled rule, and the finding rules of the reconciliation rules.
+        An active exception under any other id (a rule switched off, renamed or removed) resolves only by hand."""
+        ids = {rule.id for rule in self.rules.enabled}
+        if self.reconcile is not None:
+            ids |= {finding.id for finding in self.reconcile.finding_rules()}
+        return frozenset(ids)
+
     def start(self) -> None:
         """Start the writer, the spool drainer, and what the role runs: the OTLP/gRPC server, the scheduled jobs."""
         plan = plan_for(self.role)

@@ -111,6 +111,22 @@ class Changes(BaseModel):
     latest: list[Change]
 
 
+class RuleActive(BaseModel):
+    """How many active exceptions one rule has."""
+
+    rule: str
+    active: int
+
+
+_UNEVALUATED = """
+SELECT toString(rule) AS rule, count() AS active
+FROM exceptions FINAL
+WHERE status != 'resolved' AND rule NOT IN {evaluated:Array(String)}
+GROUP BY rule
+ORDER BY rule
+"""
+
+
 class Overview(BaseModel):
     """The dashboard's first screen."""
 
@@ -125,6 +141,11 @@ class Overview(BaseModel):
     at_risk: int = Field(description="Pending cases inside their warning window, every rule.")
     at_risk_cases: list[AtRiskCase] = Field(description="The at-risk cases due soonest.")
     changes: Changes
+    unevaluated: list[RuleActive] = Field(
+        default_factory=list,
+        description="Active exceptions of rules nothing evaluates any more (switched off, renamed or removed), per "
+        "rule: they resolve only by hand.",
+    )
 
 
 _BY_OWNER = """
@@ -216,10 +237,12 @@ def overview(
     since: datetime,
     rules: Iterable[str] = (),
     top: int = 20,
+    evaluated: Iterable[str] | None = None,
 ) -> Overview:
     """The overview at `now`: active exceptions by owner and severity; compliance per rule of the cases started
     today, in the last 7 and in the last 30 days (calendar days in `tz`, today included); the `top` at-risk
-    cases due soonest; the changes since `since`.
+    cases due soonest; the changes since `since`; with `evaluated` (the rule ids something evaluates), the active
+    exceptions of every other rule.
 
     Rules named in `rules` without a case are listed with zeros.
     """
@@ -261,6 +284,12 @@ def overview(
         at_risk=sum(c.at_risk for c in compliance),
         at_risk_cases=soonest_at_risk(rows, min(top, MAX_TOP)),
         changes=changes_since(store, since),
+        unevaluated=[]
+        if evaluated is None
+        else [
+            RuleActive(rule=r["rule"], active=int(r["active"]))
+            for r in store.query(_UNEVALUATED, {"evaluated": sorted(evaluated)})
+        ],
     )
 
 

@@ -45,6 +45,16 @@ cols[2].metric("Acknowledged", f"{data['acknowledged']:,}")
 cols[3].metric("At risk", f"{data['at_risk']:,}", help="Pending SLA cases inside their warning window.")
 cols[4].metric("Changes", f"{sum(changes['counts'].values()):,}", help=f"Since {ui.when(changes['since'])}.")
 st.caption(f"As of {ui.when(data['now'])} (the tower's clock). Times are UTC.")
+unevaluated: list[dict[str, Any]] = data.get("unevaluated") or []
+if unevaluated:
+    listed = ", ".join(f"{r['rule']} ({r['active']:,})" for r in unevaluated)
+    st.warning(
+        f"{sum(r['active'] for r in unevaluated):,} active exceptions belong to rules nothing evaluates any more"
+        f" (switched off, renamed or removed): {listed}. They will not resolve by themselves: enable the rule"
+        " again, or resolve them from the exception queue (Resolve all, with the rule chosen)."
+    )
+    for r in unevaluated:
+        st.page_link("views/queue.py", label=f"{r['rule']} in the queue", query_params={"rule": r["rule"]})
 
 # Exceptions by owner and severity ------------------------------------------------------------------------
 

@@ -620,3 +620,16 @@ def test_an_operator_resolves_every_exception_the_filters_match(dashboard: Dashb
     gone = api_get(demo_tower, "/api/exceptions", status="resolved", rule="bulk-test")["items"]
     assert sorted(e["key"] for e in gone) == ["BK-00", "BK-01", "BK-02"]
     assert {e["resolution"] for e in gone} == {"false_positive"}
+
+
+def test_the_overview_warns_of_exceptions_no_rule_evaluates(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    assert demo_tower.running.tower is not None
+    ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now)).open_many(
+        [NewException("switched-off-test", f"SW-{i}", "business", "warehouse", "low") for i in range(2)]
+    )
+    at = open_page(dashboard("viewer"), "views/overview.py")
+    no_errors(at)
+    [warning] = [w.value for w in at.warning if "nothing evaluates" in w.value]
+    assert "switched-off-test (2)" in warning and "Resolve all" in warning
+    [link] = [link for link in at.page_link if link.value == "switched-off-test in the queue"]
+    assert parse_qs(link.proto.query_string) == {"rule": ["switched-off-test"]}

@@ -337,3 +337,22 @@ def test_exception_list_age_filters_and_sorts(tower_at_now: RunningTower, store:
     assert ids(status="active") == [new, mid]
     with tower_at_now.api("viewer") as http:
         assert http.get("/api/exceptions", params={"sort": "random"}).status_code == 422
+
+
+def test_active_exceptions_of_rules_nothing_evaluates_are_listed(tower_at_now: RunningTower, store: Store) -> None:
+    resolved_retired = NewException("retired-rule", "SO-9", "business", "warehouse", "high")
+    ids = open_at(
+        store,
+        NOW - H,
+        exc("SO-1"),  # ship-cutoff: evaluated
+        NewException("inventory-oversell", "SKU-1@DAL", "business", "warehouse", "medium"),  # a finding rule
+        NewException("tower-jobs", "reconcile", "technical", "integration", "high"),  # the scheduler's own
+        NewException("retired-rule", "SO-2", "business", "warehouse", "high"),  # switched off or removed
+        NewException("retired-rule", "SO-3", "business", "warehouse", "high"),
+        NewException("order-relase", "SO-4", "business", "customer_service", "medium"),  # a renamed rule's
+        resolved_retired,
+    )
+    ExceptionStore(store, FixedClock(NOW)).resolve(ids[-1], actor="ann")
+    overview = get(tower_at_now, "/api/overview")
+    assert overview["unevaluated"] == [{"rule": "order-relase", "active": 1}, {"rule": "retired-rule", "active": 2}]
+    assert overview["active"] == 6

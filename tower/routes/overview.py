@@ -117,7 +117,8 @@ def facets(_: ReadDep, request: Request) -> Facets:
     description="Compliance per SLA rule for cases started today, in the last 7 and the last 30 days (calendar "
     "days in `tz`, today included); "
     "the pending cases inside their warning window, due soonest first; the changes to exceptions since "
-    f"`since` (default: 24 hours ago). {READ_ROLES_TEXT}",
+    "`since` (default: 24 hours ago); the active exceptions of rules nothing evaluates any more (`unevaluated`). "
+    f"{READ_ROLES_TEXT}",
     responses=INVALID,
 )
 def get_overview(
@@ -138,7 +139,8 @@ def get_overview(
     now = clock.now()
     rules = [r.id for r in _rules(request).enabled if isinstance(r, SlaRule)]
     changed_since = utc(since) if since else now - timedelta(hours=24)
-    return insights.overview(store, now, zone.key, changed_since, rules=rules, top=top)
+    tower = request.app.state.tower
+    return insights.overview(store, now, zone.key, changed_since, rules=rules, top=top, evaluated=tower.evaluated_rules)
 
 
 @router.get(
