@@ -55,6 +55,16 @@ def test_check_the_shipped_rules_lists_each_rule() -> None:
     assert lines[-1].startswith("11 rules (11 enabled) in ") and "1 route, 5 owners declared" in lines[-1]
 
 
+def test_check_shows_a_cutoffs_holidays(tmp_path: Path) -> None:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    shipped = (SHIPPED / "rules" / "ship-cutoff.yaml").read_text()
+    (folder / "ship-cutoff.yaml").write_text(shipped.replace("holidays: []", "holidays: [2026-12-25, 2026-11-26]"))
+    result = run(["check", str(folder)])  # the shipped routing file names ship-cutoff: it is here
+    assert result.exit_code == 0, result.output
+    assert "zone by warehouse (3 zones), 2 holidays (2026-11-26..2026-12-25), warning 2h" in result.output
+
+
 def test_check_a_folder_with_problems_exits_1_with_one_line_each(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(
         (SHIPPED / "rules" / "ship-cutoff.yaml")
