@@ -351,6 +351,15 @@ class Routing(_Strict):
             out.setdefault(target.channel, target)
         return list(out.values())
 
+    def owners_without_channel(self) -> list[str]:
+        """Declared owners whose alerts reach no channel unless an alerts route that tests more than the owner sends
+        them somewhere: the dispatcher records those alerts `unrouted` and posts nothing."""
+        return [
+            owner
+            for owner in sorted(self.owners)
+            if all(d.channel is None for d in self.destinations({"owner": owner}))
+        ]
+
     def _targets(self, target: AlertTarget | AlertRoute, inherited: list[Destination], owner: str) -> list[Destination]:
         """The destinations a route's target names (the inherited ones when it names none)."""
         if target.channel is None and target.owner is None:

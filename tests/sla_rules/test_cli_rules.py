@@ -53,6 +53,19 @@ def test_check_the_shipped_rules_lists_each_rule() -> None:
     delivery = r"slack-delivery +technical/deliveries +integration +- +>= 1 Slack messages failed since a channel"
     assert re.search(delivery, rows["slack-delivery"])
     assert lines[-1].startswith("11 rules (11 enabled) in ") and "1 route, 5 owners declared" in lines[-1]
+    assert "warning: owner" not in result.output  # every shipped owner has a channel
+
+
+def test_check_warns_of_an_owner_whose_alerts_go_nowhere(tmp_path: Path) -> None:
+    routing = tmp_path / "routing.yaml"
+    shipped = (SHIPPED / "routing.yaml").read_text()
+    routing.write_text(shipped.replace('    channel: "#ops-transport"\n', ""))
+    result = run(["check", "--routing", str(routing)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == (
+        "warning: owner 'transportation' has no Slack channel and no alerts route gives it one: its alerts are not"
+        " posted (recorded `unrouted`; they are on the dashboard)"
+    )
 
 
 def test_check_shows_a_cutoffs_holidays(tmp_path: Path) -> None:

@@ -134,6 +134,36 @@ def test_owners_declare_channels(tmp_path: Path) -> None:
     )
     assert routing.channel_for("warehouse") == "#ops-warehouse"
     assert routing.channel_for("integration") is None and routing.channel_for("nobody") is None
+    assert routing.owners_without_channel() == ["integration"]  # its alerts would be recorded unrouted
+
+
+def test_an_alerts_route_or_default_gives_owners_a_channel(tmp_path: Path) -> None:
+    by_route = routing_from(
+        tmp_path,
+        """        owners:
+          warehouse: {channel: "#ops-warehouse"}
+          integration:
+        alerts:
+          routes:
+            - match: {owner: integration}
+              channel: "#oncall"
+        """,
+    )
+    assert by_route.owners_without_channel() == []
+    by_default = routing_from(
+        tmp_path,
+        """        owners:
+          warehouse:
+          integration:
+        alerts:
+          default: {channel: "#alerts"}
+        """,
+    )
+    assert by_default.owners_without_channel() == []
+    assert routing_from(tmp_path, "owners:\n  integration:\n  warehouse:\n").owners_without_channel() == [
+        "integration",
+        "warehouse",
+    ]
 
 
 def test_routing_problems_name_line_and_field(tmp_path: Path) -> None:

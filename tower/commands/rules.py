@@ -74,6 +74,11 @@ def check_command(folder: Path | None, routing_file: Path | None) -> None:
         f"routing {_shown(routing_path)}: {routes} route{'s' if routes != 1 else ''}, "
         f"{owners} owner{'s' if owners != 1 else ''} declared"
     )
+    for owner in loaded.routing.owners_without_channel():
+        click.echo(
+            f"warning: owner {owner!r} has no Slack channel and no alerts route gives it one: its alerts are not"
+            " posted (recorded `unrouted`; they are on the dashboard)"
+        )
 
 
 @rules.command("test")
