@@ -182,9 +182,12 @@ class InventoryReconciler:
         }
         check_sync = present[1] and present[2]
         check_oversell = self.oversell_rule is not None and present.get(3, False) and present[2]
-        comparisons = [Comparison(self.sync_rule, checked=check_sync)]
+        lookback = self.params.lookback
+        span = f"{lookback.days}d" if not lookback.seconds else f"{lookback.total_seconds() / 3600:g}h"
+        unseen = f"neither side has reported it in the last {span}: the difference can no longer be checked"
+        comparisons = [Comparison(self.sync_rule, checked=check_sync, unseen=unseen)]
         if self.oversell_rule is not None:
-            comparisons.append(Comparison(self.oversell_rule, checked=check_oversell))
+            comparisons.append(Comparison(self.oversell_rule, checked=check_oversell, unseen=unseen))
         missing = [self.sides[n] for n, ok in present.items() if not ok]
         for comparison in comparisons:
             if not comparison.checked:

@@ -14,8 +14,10 @@ Per finding rule, each run:
 4. records each differing key's episode in `recon_state` (key, since, the values seen), and the
    end of episodes whose keys now agree.
 
-Keys the run did not see (e.g. a pair outside the lookback) are left as they are. A comparison
-that could not run (`checked=False`) changes nothing.
+Keys the run did not see (e.g. a pair outside the lookback) are left as they are, unless the comparison says why
+they cannot be checked any more (`Comparison.unseen`: inventory pairs neither side reports within the lookback):
+their exceptions resolve `unreported` and their episodes end. A comparison that could not run (`checked=False`)
+changes nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from reconcilers.sql import parse_time
 
 ACTOR = "reconciler"
 RECONCILED = "reconciled"
+UNREPORTED = "unreported"
 
 OwnerFor = Callable[[FindingRule, Mapping[str, str]], str]
 """The owner of a finding: (finding rule, routing data such as warehouse, source, customer_id) -> owner."""
@@ -152,6 +155,13 @@ class Loop:
         agreeing = [record for key, record in active.items() if key in seen and not seen[key].differs]
         details = {r.id: self._evidence(seen[r.key], run_id) for r in agreeing}
         outcome.resolved = [r.id for r in self.exceptions.resolve_many(agreeing, RECONCILED, details, actor=ACTOR)]
+        gone: list[str] = []
+        if comparison.unseen:  # keys the run saw nothing of (a SKU no longer stocked at a location)
+            unseen = [record for key, record in active.items() if key not in seen]
+            why = {r.id: {"run_id": run_id, "summary": f"{r.key}: {comparison.unseen}"} for r in unseen}
+            done = self.exceptions.resolve_many(unseen, UNREPORTED, why, actor=ACTOR)
+            outcome.resolved += [r.id for r in done]
+            gone = [key for key in episodes if key not in seen]
 
         differing = [o for o in comparison.observations if o.differs]
         candidates = [o for o in differing if o.key not in active]
@@ -173,6 +183,8 @@ class Loop:
 
         rows = [(o.key, True, episodes.get(o.key, now), o) for o in differing]
         rows += [(key, False, now, seen[key]) for key in episodes if key in seen and not seen[key].differs]
+        # the episode of a key no longer reported ends: should it come back differing, that is a new exception
+        rows += [(key, False, now, Observation(key, False, {}, {}, f"{key}: {comparison.unseen}")) for key in gone]
         self.state.write(rule.id, rows, now, run_id)
         return outcome
 

@@ -39,6 +39,9 @@ class Comparison:
     compared: int = 0
     observations: list[Observation] = field(default_factory=list)
     note: str = ""
+    # Why an active exception whose key the run did not see at all resolves (`unreported`): inventory pairs neither
+    # side reports any more. Empty: such exceptions stay as they are (an invoice outside the lookback is still wrong).
+    unseen: str = ""
 
     @property
     def differing(self) -> list[Observation]:

@@ -397,3 +397,49 @@ def test_a_count_re_sent_for_the_same_instant_replaces_the_first_however_the_sto
         else:
             assert [side["quantity"] for side in active["SKU-1@DAL"].context["sides"]] == [5, finding], merge
             assert len(h.all("inventory-sync")) == 1
+
+
+def test_a_pair_neither_side_reports_any_more_resolves_unreported(store: Store) -> None:
+    """A SKU no longer stocked at a location: both systems stop sending its snapshots while they go on with the
+    others. After the lookback the difference cannot be checked; the finding closes as `unreported`."""
+    h = Harness(store, inventory_rule(oversell=None, lookback="1d"))
+    h.send(
+        snapshot("erp", "SKU-1", "DAL", 10, T),
+        snapshot("wms", "SKU-1", "DAL", 9, T),  # differs: a finding
+        snapshot("erp", "SKU-2", "DAL", 5, T),
+        snapshot("wms", "SKU-2", "DAL", 5, T),
+    )
+    h.run()
+    (finding,) = h.active("inventory-sync").values()
+    at = h.later(timedelta(hours=23))
+    h.send(snapshot("erp", "SKU-2", "DAL", 5, at), snapshot("wms", "SKU-2", "DAL", 5, at))
+    run = h.run()  # SKU-1's snapshots are still in the lookback: still differs
+    assert run.resolved == 0 and set(h.active("inventory-sync")) == {"SKU-1@DAL"}
+    at = h.later(timedelta(hours=2))
+    h.send(snapshot("erp", "SKU-2", "DAL", 5, at), snapshot("wms", "SKU-2", "DAL", 5, at))
+    run = h.run()
+    assert run.resolved == 1 and h.active("inventory-sync") == {}
+    [done] = h.all("inventory-sync")
+    assert (done.id, done.status, done.resolution) == (finding.id, "resolved", "unreported")
+    detail = h.exceptions.audit(done.id)[-1]["detail"]
+    assert detail["summary"] == (
+        "SKU-1@DAL: neither side has reported it in the last 1d: the difference can no longer be checked"
+    )
+    # it comes back, differing: a new exception (the old episode ended), not a reopened one
+    at = h.later()
+    h.send(snapshot("erp", "SKU-1", "DAL", 3, at), snapshot("wms", "SKU-1", "DAL", 4, at))
+    run = h.run()
+    assert (run.opened, run.reopened) == (1, 0) and len(h.all("inventory-sync")) == 2
+
+
+def test_a_finding_stays_open_while_a_whole_side_is_silent(store: Store) -> None:
+    """The WMS stops sending anything: that is inventory-stale's business, and the pairs are not checked, so
+    nothing is resolved for want of data."""
+    h = Harness(store, inventory_rule(oversell=None, lookback="1d"))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T), snapshot("wms", "SKU-1", "DAL", 9, T))
+    h.run()
+    at = h.later(timedelta(days=2))
+    h.send(snapshot("erp", "SKU-2", "DAL", 5, at))  # the ERP goes on; the WMS sent nothing in the lookback
+    run = h.run()
+    assert run.resolved == 0 and set(h.active("inventory-sync")) == {"SKU-1@DAL"}
+    assert "inventory-stale" in run.details["rules"] and h.active("inventory-stale")
