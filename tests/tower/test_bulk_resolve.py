@@ -67,5 +67,9 @@ def test_the_cli_counts_first_and_resolves_with_yes(tower: RunningTower, store: 
     )
     done = CliRunner().invoke(main, [*args, "--yes"], env=env)
     assert done.output == "resolved 2 of 2 active exceptions (rule ship-cutoff, warehouse RNO) as fixed\n"
+    aged = CliRunner().invoke(
+        main, ["exceptions", "resolve", "--kind", "technical", "--older-than", "2", "--note", NOTE], env=env
+    )
+    assert aged.output.startswith("1 active exceptions match (kind technical, opened 2 h ago or more);")
     unfiltered = CliRunner().invoke(main, ["exceptions", "resolve", "--note", NOTE], env=env)
     assert unfiltered.exit_code == 2 and "name at least one of --rule" in unfiltered.output

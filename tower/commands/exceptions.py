@@ -65,6 +65,8 @@ def resolve(
         body["min_age_hours"] = min_age_hours
     answer = api_call(url, token, "POST", "/api/exceptions/resolve", json={**body, "dry_run": not yes})
     what = ", ".join(f"{name} {value}" for name, value in chosen.items())
+    if min_age_hours is not None:
+        what += f", opened {min_age_hours:g} h ago or more"
     matched = int(answer["matched"])
     if not yes:
         click.echo(f"{matched} {status} exceptions match ({what}); pass --yes to resolve them ({resolution})")
