@@ -34,6 +34,10 @@ COLUMNS = (
 )
 # every column, the id as text: what get_dead_letters reads and a new version writes
 _SELECT = ", ".join("toString(id) AS id" if name == "id" else name for name in COLUMNS)
+# a listing's: the raw record cut to a preview, and its whole size
+_LISTED = _SELECT.replace(
+    "raw,", "substringUTF8(raw, 1, {preview:UInt32}) AS raw, length(dead_letters.raw) AS raw_bytes,", 1
+)
 
 PENDING = "pending"
 REPLAYED = "replayed"
@@ -135,11 +139,8 @@ def list_dead_letters(
     )
     params = {"status": status or "", "door": door or "", "source": source or "", "limit": limit, "offset": offset}
     rows = store.query(
-        "SELECT toString(id) AS id, received_at, door, source, token_id, reason, substringUTF8(raw, 1,"
-        " {preview:UInt32}) AS raw, length(dead_letters.raw)"
-        " AS raw_bytes, content_type, status, status_at, status_note, version FROM dead_letters FINAL "
-        + where
-        + " ORDER BY received_at DESC, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
+        f"SELECT {_LISTED} FROM dead_letters FINAL {where}"
+        " ORDER BY received_at DESC, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
         {**params, "preview": RAW_PREVIEW_CHARS},
     )
     for row in rows:

@@ -245,11 +245,7 @@ class ExceptionStore:
     ) -> list[ExceptionRecord]:
         """Resolve active exceptions (e.g. `late` when the end event arrives); details by exception id."""
         with self._lock:
-            audit: list[tuple[str, str, str, dict[str, Any]]] = []
-            items = [(record, resolution, details.get(record.id, {})) for record in records]
-            changed = self._resolved(items, utc_text(self.clock.now()), actor, audit)
-            self._write(changed, audit)
-        return changed
+            return self._resolve(((r, resolution, details.get(r.id, {})) for r in records), actor)
 
     def resolve_matching(
         self, filters: ExceptionFilter, actor: str, resolution: str, note: str, limit: int, dry_run: bool = False
@@ -262,11 +258,18 @@ class ExceptionStore:
             found, total = self.search(wanted, limit=limit, order="oldest")
             if dry_run:
                 return found, total
-            audit: list[tuple[str, str, str, dict[str, Any]]] = []
             detail = {"note": note, "by": actor}
-            changed = self._resolved(((r, resolution, detail) for r in found), utc_text(self.clock.now()), actor, audit)
-            self._write(changed, audit)
-        return changed, total
+            return self._resolve(((r, resolution, detail) for r in found), actor), total
+
+    def _resolve(
+        self, items: Iterable[tuple[ExceptionRecord, str, dict[str, Any]]], actor: str
+    ) -> list[ExceptionRecord]:
+        """Write the resolutions of `items` ((record, resolution, details)) and their audit entries; under the
+        lock."""
+        audit: list[tuple[str, str, str, dict[str, Any]]] = []
+        changed = self._resolved(items, utc_text(self.clock.now()), actor, audit)
+        self._write(changed, audit)
+        return changed
 
     def _resolved(
         self,

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from alerting.outbox import Outbox
 from kernel.api_auth import AUTH_RESPONSES, OperateDep, ReadDep
+from tower.routes.deps import ClockDep
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +98,8 @@ class ResendOut(BaseModel):
     description="After fixing a channel whose messages failed (created it, invited the bot: the `slack-delivery` "
     "exception), put its failed messages back in the outbox, oldest first. Roles: operator, admin.",
 )
-def resend(principal: OperateDep, outbox: OutboxDep, request: Request, body: ResendIn) -> ResendOut:
-    since = body.since or request.app.state.tower.clock.now() - timedelta(hours=24)
+def resend(principal: OperateDep, outbox: OutboxDep, clock: ClockDep, body: ResendIn) -> ResendOut:
+    since = body.since or clock.now() - timedelta(hours=24)
     requeued, left = outbox.requeue_failed(body.channel, since)
     logger.info(
         "%d failed Slack messages to %s queued again by token %s (%s)",

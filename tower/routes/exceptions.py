@@ -28,6 +28,8 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000)]
+Resolution = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
 MAX_AGE_HOURS = 100 * 365 * 24  # ages past a century would reach before the store's earliest time (1900)
 
 
@@ -54,16 +56,14 @@ class AssignBody(BaseModel):
 class ResolveBody(BaseModel):
     """How it was resolved, and why."""
 
-    resolution: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")] = Field(
-        "fixed", description="A short word: fixed, false_positive, duplicate, ..."
-    )
+    resolution: Resolution = Field("fixed", description="A short word: fixed, false_positive, duplicate, ...")
     note: Text = ""
 
 
 class NoteBody(BaseModel):
     """A note for the audit trail."""
 
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+    text: Note
 
 
 class BulkResolveBody(BaseModel):
@@ -79,8 +79,8 @@ class BulkResolveBody(BaseModel):
     min_age_hours: float | None = Field(
         None, ge=0, le=MAX_AGE_HOURS, description="Only those opened at least this many hours ago (the tower's clock)."
     )
-    resolution: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")] = "fixed"
-    note: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)] = Field(
+    resolution: Resolution = "fixed"
+    note: Note = Field(
         description="Why, for every exception's audit trail (e.g. `ERP outage INC-123, releases held by the ERP`)."
     )
     dry_run: bool = Field(False, description="Only count and list what would be resolved.")
