@@ -13,6 +13,8 @@ from kernel.schema.migrations import migrate
 from kernel.store.embedded import EmbeddedStore
 from tests.support import RunningTower, start_in_process
 
+pytest_plugins = ["tests.alerting.delivery_fixtures"]
+
 TABLES = (
     "otel_traces",
     "otel_logs",

@@ -17,13 +17,14 @@ from kernel.clock import FixedClock
 from kernel.store import Store
 
 T0 = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
+BOT_TOKEN = "xoxb-test-token"
 TIMEOUT = 0.2  # the client's timeout in tests; slow faults answer after 0.4 s
 
 
 def slack_settings(standin: SlackStandIn, **overrides: Any) -> SlackSettings:
     """Bot-mode settings against the stand-in, with a short timeout."""
     values: dict[str, Any] = {
-        "bot_token": SecretStr("xoxb-test-token"),
+        "bot_token": SecretStr(BOT_TOKEN),
         "api_url": standin.api_url,
         "timeout_seconds": TIMEOUT,
         "backoff_initial_seconds": 2.0,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -31,17 +30,6 @@ from tests.alerting.delivery_support import (
 )
 
 SECTION = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Late release* SO-1"}}]
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(T0)
-
-
-@pytest.fixture
-def standin(clock: FixedClock) -> Iterator[SlackStandIn]:
-    with SlackStandIn(clock=clock, token="xoxb-test-token") as running:
-        yield running
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ connection errors with backoff, timeouts (posts in doubt), permanent errors. Not
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -28,17 +27,6 @@ from tests.alerting.delivery_support import (
 from tests.support import free_port
 
 SLOW = TIMEOUT * 2  # a slow answer outlasts the client's timeout
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(T0)
-
-
-@pytest.fixture
-def standin(clock: FixedClock) -> Iterator[SlackStandIn]:
-    with SlackStandIn(clock=clock) as running:
-        yield running
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,7 @@ import pytest
 from alerting.standin import Fault, SlackStandIn
 from kernel.clock import FixedClock
 from kernel.store import Store
-from tests.alerting.delivery_support import T0, advance, drain, keys_in, msg, posted_keys, sender_for, slack_settings
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(T0)
-
-
-@pytest.fixture
-def standin(clock: FixedClock) -> Iterator[SlackStandIn]:
-    with SlackStandIn(clock=clock) as running:
-        yield running
+from tests.alerting.delivery_support import advance, drain, keys_in, msg, posted_keys, sender_for, slack_settings
 
 
 def test_a_new_sender_resumes_a_partial_run(store: Store, clock: FixedClock, standin: SlackStandIn) -> None:

@@ -22,11 +22,6 @@ from tests.support import free_port
 
 
 @pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(T0)
-
-
-@pytest.fixture
 def standin(clock: FixedClock) -> Iterator[SlackStandIn]:
     with SlackStandIn(clock=clock, token="xoxb-right") as running:
         yield running

@@ -3,7 +3,6 @@ real sender and slack-sdk client against the Slack stand-in; a message reaching 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,7 +15,7 @@ from kernel.store import Store
 from sla_rules.loader import default_rules_dir, load_rules
 from sla_rules.model import DeliveriesParams, DeliveriesRule
 from sla_rules.technical import RECOVERED, TechnicalEngine
-from tests.alerting.delivery_support import T0, drain, msg, sender_for, slack_settings
+from tests.alerting.delivery_support import drain, msg, sender_for, slack_settings
 
 RULE = DeliveriesRule(
     id="slack-delivery",
@@ -27,17 +26,6 @@ RULE = DeliveriesRule(
     check="deliveries",
     params=DeliveriesParams(window=timedelta(hours=1), min_messages=1),
 )
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(T0)
-
-
-@pytest.fixture
-def standin(clock: FixedClock) -> Iterator[SlackStandIn]:
-    with SlackStandIn(clock=clock, token="xoxb-test-token") as running:
-        yield running
 
 
 class Tower:

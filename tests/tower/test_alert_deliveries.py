@@ -24,17 +24,6 @@ from tower.cli import main
 
 
 @pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(T0)
-
-
-@pytest.fixture
-def standin(clock: FixedClock) -> Iterator[SlackStandIn]:
-    with SlackStandIn(clock=clock) as running:
-        yield running
-
-
-@pytest.fixture
 def delivered(store: Store, clock: FixedClock, standin: SlackStandIn) -> SlackSender:
     """Three messages delivered through a 429 and a 503; one refused for good."""
     sender = sender_for(store, clock, slack_settings(standin))
