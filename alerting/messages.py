@@ -141,6 +141,33 @@ def _field(label: str, value: str) -> Block:
     return {"type": "mrkdwn", "text": _cut(f"*{escape(label)}*\n{escape(value)}", _FIELD_MAX)}
 
 
+PLAIN_MAX = 3900  # a plain-text message: under the 4,000 characters Slack advises for `text`
+
+
+def plain_text(blocks: Sequence[Block], fallback: str) -> str:
+    """A message's blocks as mrkdwn text, for when Slack refuses the blocks: each header, section (its text, then
+    its fields), context and the text of other blocks on its own line; buttons and images are left out. Cut to
+    PLAIN_MAX characters; `fallback` (the message's own text) when the blocks hold no text."""
+    lines: list[str] = []
+
+    def text_of(value: Any) -> str:
+        return str(value.get("text", "")) if isinstance(value, dict) else ""
+
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "header":
+            lines.append(f"*{text_of(block.get('text'))}*")
+        elif kind == "context":
+            lines.append(" · ".join(t for t in map(text_of, block.get("elements") or []) if t))
+        else:
+            lines.append(text_of(block.get("text")))
+            lines.extend(text_of(f).replace("\n", ": ", 1) for f in block.get("fields") or [])
+    text = "\n".join(line for line in lines if line.strip())
+    return _cut(text or fallback, PLAIN_MAX)
+
+
 def notification_text(record: ExceptionRecord, title: str) -> str:
     """The plain text of an exception's message (notifications, clients without blocks)."""
     prefix = "Resolved: " if record.status == "resolved" else f"[{record.severity}] "

@@ -12,7 +12,8 @@ channel in enqueue order and sends the head of each channel when it is due; it n
   (remembered across restarts from the delivery log).
 - **Retries.** 429: the message and its channel wait `Retry-After` (not counted as a failure). 5xx,
   connection errors, timeouts: exponential backoff up to `max_attempts`, then `failed`. Other API
-  errors (`channel_not_found`, `invalid_blocks`, ...) fail at once. Every attempt is in the log. A
+  errors (`channel_not_found`, `not_in_channel`, ...) fail at once, except a refusal of the message's content
+  (`invalid_blocks`, `msg_too_long`): it is sent again as plain text. Every attempt is in the log. A
   refused token or scope is retried like a 5xx, and until Slack accepts a call again (or `auth.test`,
   asked at most once a minute) `alerts-send` fails, so that the `tower-jobs` rule raises it.
 - **Exactly once where Slack allows it.** Before each call the message is recorded `attempting`;
@@ -39,7 +40,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.error import URLError
@@ -51,7 +52,8 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient
 
-from alerting.outbox import OPEN, DeliveryStatus, Outbox, OutboxEntry, Posted, versions
+from alerting.messages import PLAIN_MAX, plain_text
+from alerting.outbox import OPEN, DeliveryStatus, OutboundMessage, Outbox, OutboxEntry, Posted, versions
 from alerting.settings import SlackSettings
 from kernel.clock import Clock
 from kernel.jobs import JobContext, JobFunction, JobSettings
@@ -62,6 +64,9 @@ METADATA_EVENT = "tower_alert"  # message metadata event_type; the payload carri
 HISTORY_PAGES = 5  # pages of 200 messages searched for an in-doubt post
 HISTORY_MARGIN = timedelta(minutes=5)  # clock skew allowed between the tower and Slack
 TRANSIENT_API_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+# Slack refusing a message's content (its blocks, its length), not the channel or the token: the message is sent
+# again as plain text (`plain_version`) rather than lost, since an alert its owner never sees helps nobody.
+CONTENT_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_long", "invalid_attachments"})
 # A token or scope problem is the tower's configuration, not the message's: retried with backoff so that
 # messages survive while someone fixes the token, instead of failing at once.
 CONFIGURATION_ERRORS = frozenset(
@@ -357,6 +362,14 @@ class SlackSender:
             self._log(later, "retry", kind, outcome, f"retry in {backoff.total_seconds():g} s", duration_ms)
             report.retried += 1
             return later
+        plain = plain_version(entry.message) if outcome.error in CONTENT_ERRORS else None
+        if plain is not None:
+            again = self.outbox.record(entry, message=plain, status="pending", next_at=now, error=outcome.error)
+            note = f"Slack refused the message's content ({outcome.error}): sent again as plain text"
+            self._log(again, "retry", kind, outcome, note, duration_ms)
+            log.warning("Slack refused message %s to %s (%s): sent as plain text", entry.key, channel, outcome.error)
+            report.retried += 1
+            return again
         errors = entry.errors + (1 if outcome.transient else 0)
         why = f"gave up after {errors} failed attempts" if outcome.transient else "Slack refused it"
         if outcome.ambiguous and kind != "update":
@@ -534,8 +547,9 @@ class SlackSender:
         }
         try:
             if kind == "update" and target is not None:
+                # an update without blocks (one sent as plain text) clears the old ones: Slack keeps them otherwise
                 response = self.client.chat_update(
-                    channel=target.channel_id, ts=target.ts, text=message.text, blocks=message.blocks
+                    channel=target.channel_id, ts=target.ts, text=message.text, blocks=message.blocks or []
                 )
             elif kind == "reply" and target is not None:
                 response = self.client.chat_postMessage(
@@ -703,6 +717,15 @@ class SlackSender:
             return channel
         with self._state_lock:
             return (self._channel_ids or {}).get(channel, "")
+
+
+def plain_version(message: OutboundMessage) -> OutboundMessage | None:
+    """The message as plain text (its blocks flattened, cut to PLAIN_MAX), for content Slack refused; None when it
+    is plain text of that length already (nothing left to simplify: the refusal stands)."""
+    if not message.blocks and len(message.text) <= PLAIN_MAX:
+        return None
+    text = plain_text(message.blocks, message.text) if message.blocks else message.text[: PLAIN_MAX - 1] + "…"
+    return replace(message, text=text, blocks=None)
 
 
 def superseded(lane: list[OutboxEntry]) -> dict[str, str]:

@@ -44,6 +44,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
 from slack_sdk.signature import SignatureVerifier
 
 from kernel.clock import Clock, SystemClock
@@ -348,6 +350,7 @@ class SlackStandIn:
         text, blocks = body.get("text"), _json_field(body.get("blocks"))
         if not text and not blocks and not files:
             raise _Rejected("no_text")
+        _check_content(text, blocks)
         thread_ts = body.get("thread_ts") or None
         if thread_ts and not any(m["ts"] == thread_ts for m in channel.messages):
             raise _Rejected("thread_not_found")
@@ -410,6 +413,7 @@ class SlackStandIn:
         text, blocks = body.get("text"), _json_field(body.get("blocks"))
         if not text and not blocks:
             raise _Rejected("no_text")
+        _check_content(text, blocks)
         found.setdefault("edits", []).append({"text": found.get("text", ""), "blocks": found.get("blocks")})
         found["text"] = text or ""
         if blocks is not None:
@@ -507,6 +511,56 @@ def _button(message: Json, action_id: str) -> tuple[str, Json]:
                 if isinstance(element, dict) and element.get("action_id") == action_id:
                     return str(block.get("block_id") or ""), element
     raise KeyError(f"message {message.get('ts')} has no button {action_id!r}")
+
+
+# Limits Slack enforces on a message: a message breaking one is refused with `invalid_blocks` (`msg_too_long` for
+# text), so a renderer that oversteps fails here as it would there. slack-sdk's own Block Kit models check most
+# (text lengths, numbers of fields and elements, block ids); these are the documented ones they leave out.
+TEXT_MAX = 40_000
+_BLOCKS_MAX = 50
+_FIELD_MAX = 2000
+_BUTTON_TEXT_MAX, _BUTTON_VALUE_MAX = 75, 2000
+
+
+def block_problems(blocks: Any) -> list[str]:
+    """What in a message's `blocks` Slack would refuse, as slack-sdk's Block Kit models validate each block, and
+    beyond them: more than 50 blocks, a field over 2,000 characters, a button's text over 75 or its value over
+    2,000. Empty when Slack would take them."""
+    if not isinstance(blocks, list):
+        return ["blocks is not a list"]
+    problems = [f"{len(blocks)} blocks (at most {_BLOCKS_MAX})"] if len(blocks) > _BLOCKS_MAX else []
+    for n, block in enumerate(blocks):
+        try:
+            parsed = Block.parse(block) if isinstance(block, dict) else None
+            if parsed is None:
+                problems.append(f"blocks[{n}]: not a block Slack knows")
+                continue
+            parsed.validate_json()
+        except (SlackObjectFormationError, KeyError, TypeError, ValueError) as exc:
+            problems.append(f"blocks[{n}]: {exc}")
+            continue
+        problems.extend(
+            f"blocks[{n}].fields[{i}]: over {_FIELD_MAX} characters"
+            for i, f in enumerate(block.get("fields") or [])
+            if isinstance(f, dict) and len(str(f.get("text", ""))) > _FIELD_MAX
+        )
+        for i, element in enumerate(block.get("elements") or []):
+            if not isinstance(element, dict) or element.get("type") != "button":
+                continue
+            label = element.get("text")
+            if isinstance(label, dict) and len(str(label.get("text", ""))) > _BUTTON_TEXT_MAX:
+                problems.append(f"blocks[{n}].elements[{i}]: button text over {_BUTTON_TEXT_MAX} characters")
+            if len(str(element.get("value", ""))) > _BUTTON_VALUE_MAX:
+                problems.append(f"blocks[{n}].elements[{i}]: button value over {_BUTTON_VALUE_MAX} characters")
+    return problems
+
+
+def _check_content(text: Any, blocks: Any) -> None:
+    """Refuse what Slack refuses: text over its limit, blocks breaking Block Kit's."""
+    if isinstance(text, str) and len(text) > TEXT_MAX:
+        raise _Rejected("msg_too_long")
+    if blocks and block_problems(blocks):
+        raise _Rejected("invalid_blocks")
 
 
 def _json_field(value: Any) -> Any:
@@ -637,11 +691,9 @@ def _handler(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
             try:
                 standin._post(standin._channel(channel), {**body, "thread_ts": None, "metadata": None})
             except _Rejected as exc:
-                return (
-                    400 if exc.error == "no_text" else 404,
-                    "invalid_payload" if exc.error == "no_text" else exc.error,
-                    {},
-                )
+                if exc.error == "channel_not_found":
+                    return 404, exc.error, {}
+                return 400, "invalid_payload" if exc.error == "no_text" else exc.error, {}
             except _RateLimited as exc:
                 return 429, "rate_limited", {"Retry-After": str(exc.retry_after)}
             return 200, "ok", {}

@@ -23,6 +23,7 @@ from alerting.messages import (
     notification_text,
     resolution_line,
 )
+from alerting.standin import block_problems
 from kernel.exceptions import ExceptionRecord
 
 NOW = datetime(2026, 11, 2, 18, 5, tzinfo=UTC)
@@ -58,6 +59,7 @@ def valid(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         parsed = Block.parse(block)
         assert parsed is not None, block
         parsed.validate_json()
+    assert block_problems(blocks) == []  # nor any limit beyond slack-sdk's that the Slack stand-in enforces
     return blocks
 
 
@@ -203,8 +205,9 @@ def test_technical_exceptions_say_how_long_silent_or_how_many_errors() -> None:
 
 
 def test_text_is_escaped_and_cut_to_slacks_limits() -> None:
-    nasty = record(key="<!channel> & co", context={"customer_id": "x" * 5000})
-    blocks = valid(exception_blocks(nasty, view(title="T" * 400)))
+    context = {"customer_id": "x" * 5000, "warehouse": "w" * 5000, "reasons": ["r" * 5000], "next_step": "n" * 5000}
+    nasty = record(key="<!channel> & co", context=context)
+    blocks = valid(exception_blocks(nasty, view(title="T" * 400, note="N" * 5000)))
     assert len(blocks[0]["text"]["text"]) == 150
     assert "*Key*\n&lt;!channel&gt; &amp; co" in texts(blocks)
     assert escape("a<b>&c") == "a&lt;b&gt;&amp;c"

@@ -1,0 +1,140 @@
+"""A message Slack refuses for its content (its blocks, its length) is sent again as plain text instead of lost:
+the stand-in refuses what Slack refuses (slack-sdk's Block Kit validation and the documented limits beyond it),
+and the real slack-sdk client sends through it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from alerting.messages import PLAIN_MAX, plain_text
+from alerting.sender import SlackSender
+from alerting.standin import TEXT_MAX, Fault, SlackStandIn, block_problems
+from kernel.clock import FixedClock
+from kernel.store import Store
+from tests.alerting.delivery_support import drain, msg, sender_for, slack_settings, webhook_settings
+
+
+def header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": text}}
+
+
+def section(text: str, *fields: str) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    if fields:
+        block["fields"] = [{"type": "mrkdwn", "text": f} for f in fields]
+    return block
+
+
+def button(text: str = "Resolve", value: str = "e-1") -> dict[str, Any]:
+    element = {"type": "button", "action_id": "a", "text": {"type": "plain_text", "text": text}, "value": value}
+    return {"type": "actions", "elements": [element]}
+
+
+# A renderer's mistake: a section over Slack's 3,000 characters.
+TOO_LONG = [header("Order not released"), section("x" * 3001, "*Customer*\nC-1001"), button()]
+
+
+@pytest.fixture
+def sender(store: Store, clock: FixedClock, standin: SlackStandIn) -> SlackSender:
+    return sender_for(store, clock, slack_settings(standin))
+
+
+@pytest.mark.parametrize(
+    ("blocks", "problem"),
+    [
+        ([section("ok")] * 51, "51 blocks"),
+        ([header("h" * 151)], "150"),
+        ([section("s" * 3001)], "3000"),
+        ([section("s", *["f"] * 11)], "10 items"),
+        ([section("s", "f" * 2001)], "fields[0]: over 2000"),
+        ([{**section("s"), "block_id": "b" * 256}], "255"),
+        ([button(text="b" * 76)], "button text over 75"),
+        ([button(value="v" * 2001)], "button value over 2000"),
+        ([{"type": "no-such-block"}], "not a block Slack knows"),
+    ],
+)
+def test_the_standin_refuses_blocks_slack_refuses(blocks: list[dict[str, Any]], problem: str) -> None:
+    problems = block_problems(blocks)
+    assert len(problems) == 1 and problem in problems[0], problems
+    assert block_problems([section("ok", "f" * 2000), header("h" * 150), button(text="b" * 75)]) == []
+
+
+def test_a_post_refused_for_its_blocks_goes_out_as_plain_text(
+    sender: SlackSender, standin: SlackStandIn, clock: FixedClock
+) -> None:
+    sender.outbox.enqueue([msg("E1", "#ops", blocks=TOO_LONG), msg("E2", "#ops", blocks=[section("fine")])])
+    drain(sender, clock)
+    assert sender.outbox.counts()["sent"] == 2
+    first, second = standin.messages("#ops")
+    assert "blocks" not in first and second["blocks"] == [section("fine")]  # the other message keeps its blocks
+    assert first["text"] == "*Order not released*\n" + "x" * 3001 + "\n*Customer*: C-1001"  # no buttons
+    assert first["metadata"]["event_payload"]["key"] == "E1"  # still found by the in-doubt check
+    sent, refused = sender.outbox.deliveries(key="E1")  # newest first
+    assert (refused["status"], refused["error"]) == ("retry", "invalid_blocks")
+    assert "sent again as plain text" in refused["note"]
+    assert sent["status"] == "ok"
+
+
+def test_an_update_refused_for_its_blocks_replaces_the_message_with_plain_text(
+    sender: SlackSender, standin: SlackStandIn, clock: FixedClock
+) -> None:
+    sender.outbox.enqueue(
+        [
+            msg("E1", "#ops", blocks=[section("open"), button()]),
+            msg("E1/u", "#ops", action="update", parent="E1", text="E1 acknowledged", blocks=TOO_LONG),
+        ]
+    )
+    drain(sender, clock)
+    (message,) = standin.messages("#ops")
+    assert message["blocks"] == []  # the old blocks (and their buttons) are gone: Slack would keep them otherwise
+    assert message["text"].startswith("*Order not released*\nxxx")
+    assert [d["status"] for d in sender.outbox.deliveries(key="E1/u")] == ["ok", "retry"]
+
+
+def test_webhook_mode_falls_back_to_plain_text_too(store: Store, clock: FixedClock, standin: SlackStandIn) -> None:
+    sender = sender_for(store, clock, webhook_settings(standin))
+    sender.outbox.enqueue([msg("E1", "#alerts", blocks=TOO_LONG)])
+    drain(sender, clock)
+    (message,) = standin.messages("#alerts")
+    assert "blocks" not in message and message["text"].startswith("*Order not released*")
+    sent, refused = sender.outbox.deliveries(key="E1")  # newest first
+    assert (refused["status"], refused["http_status"], refused["error"]) == ("retry", 400, "invalid_blocks")
+    assert sent["status"] == "ok"
+
+
+def test_text_over_slacks_limit_is_cut(sender: SlackSender, standin: SlackStandIn, clock: FixedClock) -> None:
+    sender.outbox.enqueue([msg("E1", "#ops", text="y" * (TEXT_MAX + 1))])
+    drain(sender, clock)
+    (message,) = standin.messages("#ops")
+    assert message["text"] == "y" * (PLAIN_MAX - 1) + "…"
+    assert [(d["status"], d["error"]) for d in sender.outbox.deliveries(key="E1")] == [
+        ("ok", ""),
+        ("retry", "msg_too_long"),
+    ]
+
+
+def test_plain_text_refused_again_fails_for_good(sender: SlackSender, standin: SlackStandIn, clock: FixedClock) -> None:
+    standin.fail("chat.postMessage", Fault.api_error("invalid_blocks"), Fault.api_error("invalid_blocks"))
+    sender.outbox.enqueue([msg("E1", "#ops", blocks=[section("fine")]), msg("E2", "#ops")])
+    drain(sender, clock)
+    assert [(d["status"], d["note"]) for d in sender.outbox.deliveries(key="E1")] == [
+        ("failed", "Slack refused it"),
+        ("retry", "Slack refused the message's content (invalid_blocks): sent again as plain text"),
+    ]
+    assert [m["text"] for m in standin.messages("#ops")] == ["alert E2"]  # the channel goes on
+
+
+def test_plain_text_of_blocks() -> None:
+    blocks = [
+        header("Title"),
+        section("what", "*Key*\nSO-1", "*Owner*\nwarehouse"),
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": "Opened 16:00"}, {"type": "mrkdwn", "text": "e-1"}],
+        },
+        button(),
+    ]
+    assert plain_text(blocks, "fallback") == "*Title*\nwhat\n*Key*: SO-1\n*Owner*: warehouse\nOpened 16:00 · e-1"
+    assert plain_text([button()], "fallback") == "fallback"
