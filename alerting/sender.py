@@ -13,7 +13,8 @@ channel in enqueue order and sends the head of each channel when it is due; it n
 - **Retries.** 429: the message and its channel wait `Retry-After` (not counted as a failure). 5xx,
   connection errors, timeouts: exponential backoff up to `max_attempts`, then `failed`. Other API
   errors (`channel_not_found`, `not_in_channel`, ...) fail at once, except a refusal of the message's content
-  (`invalid_blocks`, `msg_too_long`): it is sent again as plain text. Every attempt is in the log. A
+  (`invalid_blocks`, `msg_too_long`): it is sent again as plain text; and an update or reply whose message was
+  deleted in Slack, which is posted anew and takes that message's place. Every attempt is in the log. A
   refused token or scope is retried like a 5xx, and until Slack accepts a call again (or `auth.test`,
   asked at most once a minute) `alerts-send` fails, so that the `tower-jobs` rule raises it.
 - **Exactly once where Slack allows it.** Before each call the message is recorded `attempting`;
@@ -67,6 +68,9 @@ TRANSIENT_API_ERRORS = frozenset({"internal_error", "fatal_error", "service_unav
 # Slack refusing a message's content (its blocks, its length), not the channel or the token: the message is sent
 # again as plain text (`plain_version`) rather than lost, since an alert its owner never sees helps nobody.
 CONTENT_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_long", "invalid_attachments"})
+# The message an update or a reply refers to is no longer in Slack (a person deleted it): the child is posted as a
+# new message, which takes the deleted one's place for the updates and replies after it.
+GONE_ERRORS = frozenset({"message_not_found", "cant_update_message", "thread_not_found"})
 # A token or scope problem is the tower's configuration, not the message's: retried with backoff so that
 # messages survive while someone fixes the token, instead of failing at once.
 CONFIGURATION_ERRORS = frozenset(
@@ -304,7 +308,12 @@ class SlackSender:
                 notes.append(f"webhook mode: the {message.action} is posted as a new message")
             elif parent.status == "failed" or not parent.ts:
                 kind = "post"
-                why = "failed" if parent.status == "failed" else "has no ts (posted by webhook)"
+                if parent.status == "failed":
+                    why = "failed"
+                elif parent.error:
+                    why = f"is gone from Slack ({parent.error})"
+                else:
+                    why = "has no ts (posted by webhook)"
                 notes.append(f"parent {parent.key} {why}: the {message.action} is posted as a new message")
             else:
                 target = Posted(parent.channel_id, parent.ts)
@@ -318,7 +327,38 @@ class SlackSender:
         outcome = self._call(kind, attempting, target)
         duration_ms = (time.monotonic() - started) * 1000
         report.calls += 1
-        return self._settle(attempting, kind, outcome, report, "; ".join(n for n in notes if n), duration_ms)
+        parent = known.get(message.parent or "")
+        if target is not None and parent is not None and outcome.error in GONE_ERRORS:
+            return self._parent_gone(attempting, parent, kind, outcome, known, report, duration_ms)
+        done = self._settle(attempting, kind, outcome, report, "; ".join(n for n in notes if n), duration_ms)
+        if done.status == "sent" and kind == "post" and parent is not None and self._moved(parent, done):
+            known[parent.key] = self.outbox.record(parent, channel_id=done.channel_id, ts=done.ts, error="")
+        return done
+
+    def _parent_gone(
+        self,
+        entry: OutboxEntry,
+        parent: OutboxEntry,
+        kind: Kind,
+        outcome: Outcome,
+        known: dict[str, OutboxEntry],
+        report: SendReport,
+        duration_ms: float,
+    ) -> OutboxEntry:
+        """The message an update or reply refers to was deleted in Slack: the parent is marked gone (its ts
+        cleared, the error kept) and the child goes out again at once, as a new message (`_deliver`), which the
+        parent's later updates and replies then refer to (`_moved`)."""
+        known[parent.key] = self.outbox.record(parent, ts="", error=str(outcome.error))
+        again = self.outbox.record(entry, status="pending", next_at=self.clock.now(), error=outcome.error)
+        note = f"the message it refers to is gone from Slack ({outcome.error}): sent again as a new message"
+        self._log(again, "retry", kind, outcome, note, duration_ms)
+        log.warning("Slack message %s to %s: %s", entry.key, entry.message.channel, note)
+        report.retried += 1
+        return again
+
+    def _moved(self, parent: OutboxEntry, child: OutboxEntry) -> bool:
+        """Whether `child`, just posted as a new message, takes the place of its parent deleted in Slack."""
+        return self.mode == "bot" and parent.status == "sent" and not parent.ts and bool(parent.error and child.ts)
 
     def _settle(
         self, entry: OutboxEntry, kind: Kind, outcome: Outcome, report: SendReport, note: str, duration_ms: float

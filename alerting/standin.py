@@ -1,11 +1,11 @@
 """A local stand-in for Slack: enough of the Web API and incoming webhooks for slack-sdk, on a real HTTP server.
 
 `SlackStandIn` listens on 127.0.0.1 (a free port unless one is given) and answers what the tower
-uses: auth.test, chat.postMessage (threads with thread_ts, message metadata), chat.update,
-conversations.history, conversations.replies and conversations.list, files.getUploadURLExternal + the upload URL it
-returns + files.completeUploadExternal (so `WebClient.files_upload_v2` works), and incoming
-webhooks at `/webhook/<channel>`. Channels are made on first use from their names (`#ops`) and get
-ids (`C0000001`); ts values come from the stand-in's clock.
+uses: auth.test, chat.postMessage (threads with thread_ts, message metadata), chat.update, chat.delete (as a
+person deleting a message), conversations.history, conversations.replies and conversations.list,
+files.getUploadURLExternal + the upload URL it returns + files.completeUploadExternal (so
+`WebClient.files_upload_v2` works), and incoming webhooks at `/webhook/<channel>`. Channels are made on first
+use from their names (`#ops`) and get ids (`C0000001`); ts values come from the stand-in's clock.
 
 It records every call (`calls`, each with the time it arrived on the stand-in's clock; `GET /_standin/calls`)
 and keeps each channel's history with threads and edits (`messages(channel)`, `thread(channel, ts)`, and
@@ -421,6 +421,18 @@ class SlackStandIn:
         found["edited"] = {"user": "U0STANDIN", "ts": self._ts()}
         return {"channel": channel.id, "ts": ts, "text": found["text"], "message": found}
 
+    def _chat_delete(self, body: Json) -> Json:
+        """A message deleted (as a person deletes one in Slack): gone from the channel or its thread."""
+        channel = self._channel(str(body.get("channel", "")))
+        ts = str(body.get("ts", ""))
+        for messages in (channel.messages, *channel.replies.values()):
+            found = next((m for m in messages if m["ts"] == ts), None)
+            if found is not None:
+                messages.remove(found)
+                channel.replies.pop(ts, None)
+                return {"channel": channel.id, "ts": ts}
+        raise _Rejected("message_not_found")
+
     def _history(self, messages: list[Json], body: Json) -> Json:
         oldest = float(body.get("oldest") or 0)
         latest = float(body.get("latest") or math.inf)
@@ -495,6 +507,7 @@ _METHODS: dict[str, Callable[[SlackStandIn, Json], Json]] = {
     "auth.test": SlackStandIn._auth_test,
     "chat.postMessage": SlackStandIn._chat_post,
     "chat.update": SlackStandIn._chat_update,
+    "chat.delete": SlackStandIn._chat_delete,
     "conversations.history": SlackStandIn._conversations_history,
     "conversations.replies": SlackStandIn._conversations_replies,
     "conversations.list": SlackStandIn._conversations_list,

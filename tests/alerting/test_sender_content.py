@@ -7,13 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from alerting.messages import PLAIN_MAX, plain_text
 from alerting.sender import SlackSender
 from alerting.standin import TEXT_MAX, Fault, SlackStandIn, block_problems
 from kernel.clock import FixedClock
 from kernel.store import Store
-from tests.alerting.delivery_support import drain, msg, sender_for, slack_settings, webhook_settings
+from tests.alerting.delivery_support import BOT_TOKEN, drain, msg, sender_for, slack_settings, webhook_settings
 
 
 def header(text: str) -> dict[str, Any]:
@@ -138,3 +140,57 @@ def test_plain_text_of_blocks() -> None:
     ]
     assert plain_text(blocks, "fallback") == "*Title*\nwhat\n*Key*: SO-1\n*Owner*: warehouse\nOpened 16:00 · e-1"
     assert plain_text([button()], "fallback") == "fallback"
+
+
+def delete(standin: SlackStandIn, channel: str, ts: str) -> None:
+    """A person deletes a message in Slack."""
+    WebClient(token=BOT_TOKEN, base_url=standin.api_url, retry_handlers=[]).chat_delete(channel=channel, ts=ts)
+
+
+def test_an_update_of_a_message_deleted_in_slack_is_posted_anew_and_takes_its_place(
+    sender: SlackSender, standin: SlackStandIn, clock: FixedClock
+) -> None:
+    sender.outbox.enqueue([msg("E1", "#ops", blocks=[section("open")])])
+    drain(sender, clock)
+    (original,) = standin.messages("#ops")
+    delete(standin, "#ops", original["ts"])
+    sender.outbox.enqueue([msg("E1/u1", "#ops", action="update", parent="E1", text="E1 acknowledged")])
+    drain(sender, clock)
+    sender.outbox.enqueue(
+        [
+            msg("E1/r1", "#ops", action="reply", parent="E1", text="acknowledged by ann"),
+            msg("E1/u2", "#ops", action="update", parent="E1", text="E1 resolved"),
+        ]
+    )
+    drain(sender, clock)
+    (moved,) = standin.messages("#ops")  # the first update, posted anew, then threaded and edited by the next
+    assert moved["ts"] != original["ts"] and moved["text"] == "E1 resolved"
+    assert [r["text"] for r in standin.thread("#ops", moved["ts"])] == ["acknowledged by ann"]
+    posted, refused = sender.outbox.deliveries(key="E1/u1")  # newest first
+    assert (refused["status"], refused["error"], refused["action"]) == ("retry", "message_not_found", "update")
+    assert "gone from Slack" in refused["note"]
+    assert (posted["status"], posted["action"]) == ("ok", "post") and "is gone from Slack" in posted["note"]
+    (parent,) = sender.outbox.get_many({"E1"}).values()
+    assert (parent.status, parent.ts, parent.error) == ("sent", moved["ts"], "")
+    assert sender.outbox.counts()["failed"] == 0
+
+
+def test_a_reply_to_a_message_deleted_in_slack_is_posted_anew(
+    sender: SlackSender, standin: SlackStandIn, clock: FixedClock
+) -> None:
+    sender.outbox.enqueue([msg("E1", "#ops")])
+    drain(sender, clock)
+    delete(standin, "#ops", standin.messages("#ops")[0]["ts"])
+    sender.outbox.enqueue([msg("E1/r1", "#ops", action="reply", parent="E1", text="resolved by ann")])
+    drain(sender, clock)
+    assert [m["text"] for m in standin.messages("#ops")] == ["resolved by ann"]
+    assert [d["status"] for d in sender.outbox.deliveries(key="E1/r1")] == ["ok", "retry"]
+
+
+def test_the_standin_deletes_messages_and_refuses_an_unknown_one(standin: SlackStandIn) -> None:
+    client = WebClient(token=BOT_TOKEN, base_url=standin.api_url, retry_handlers=[])
+    ts = client.chat_postMessage(channel="#ops", text="x")["ts"]
+    client.chat_delete(channel="#ops", ts=ts)
+    assert standin.messages("#ops") == []
+    with pytest.raises(SlackApiError, match="message_not_found"):
+        client.chat_update(channel="#ops", ts=ts, text="y")
