@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
+
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore, NewException
 from kernel.store import Store
@@ -57,3 +59,13 @@ def test_unknown_key_has_an_empty_timeline_and_keys_may_hold_slashes(tower: Runn
     assert empty.json() == {"key": "NOPE-1", "exceptions": [], "timeline": [], "truncated": False}
     assert nested.status_code == 200, nested.text
     assert [(e["name"], e["ids"]["id"]) for e in nested.json()["timeline"]] == [("order.created", event["id"])]
+
+
+def test_a_key_with_a_newline_is_an_unknown_key_behind_the_token(tower: RunningTower) -> None:
+    """No stored key holds a control character (ingest refuses them), but the route still checks the token first
+    and answers as for any unknown key, not with a 404 of the router."""
+    assert httpx.get(f"{tower.http_url}/api/timeline/SO-1%0Ax").status_code == 401
+    with tower.api("viewer") as http:
+        answer = http.get("/api/timeline/%0ASO-1/x")
+    assert answer.status_code == 200
+    assert answer.json() == {"key": "\nSO-1/x", "exceptions": [], "timeline": [], "truncated": False}

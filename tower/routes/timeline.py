@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from kernel.api_auth import AUTH_RESPONSES, ReadDep
 from kernel.exceptions import ExceptionFilter
@@ -112,8 +113,24 @@ def key_timeline(store: Store, key: str, extra: Iterable[TimelineEntry] = ()) ->
     return sorted(entries, key=lambda e: e.at), truncated
 
 
+class _KeyConvertor(Convertor[str]):
+    """The rest of the path as the key, slashes and newlines included: Starlette's `path` stops at a newline, so
+    a key with one was a 404 before its token was checked, not the empty timeline of an unknown key."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("key", _KeyConvertor())
+
+
 @router.get(
-    "/timeline/{key:path}",
+    "/timeline/{key:key}",
     summary="Timeline of a business key: its events from every system and its spans",
     description="A key is an order, shipment or invoice id, or an event subject. An unknown key has an empty "
     "timeline. Roles: viewer, operator, finance, admin.",
