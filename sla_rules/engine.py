@@ -310,3 +310,12 @@ class SlaEngine:
         counting only events before `until`. Writes nothing."""
         rows = self.store.query(*sql.backtest(rule, since.astimezone(UTC), until.astimezone(UTC)))
         return [{"rule": rule.id, **row} for row in rows]
+
+    def side_matches(self, rule: SlaRule, since: datetime, until: datetime) -> dict[str, Any]:
+        """For a backtest: the events of [since, until) each side of `rule` matches (`start_events`, `end_events`)
+        and of those the ones with its key (`start_keyed`, `end_keyed`), and the period's event types with their
+        counts (`types`, the 20 most frequent)."""
+        period = {"since": since.astimezone(UTC), "until": until.astimezone(UTC)}
+        (counts,) = self.store.query(*sql.side_matches(rule, period["since"], period["until"]))
+        types = self.store.query(sql.PERIOD_TYPES, period)
+        return {**{k: int(v) for k, v in counts.items()}, "types": [(t["type"], int(t["events"])) for t in types]}

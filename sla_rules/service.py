@@ -65,3 +65,7 @@ class SlaService:
     def backtest(self, rule: SlaRule, since: datetime, until: datetime) -> list[dict[str, Any]]:
         """The cases `rule` would have had for starts in [since, until), as of `until` (no writes)."""
         return self.engine.backtest(rule, since, until)
+
+    def side_matches(self, rule: SlaRule, since: datetime, until: datetime) -> dict[str, Any]:
+        """What each side of `rule` matched in [since, until), and the period's event types (no writes)."""
+        return self.engine.side_matches(rule, since, until)

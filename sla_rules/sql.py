@@ -543,6 +543,31 @@ def backtest(rule: SlaRule, since: datetime, until: datetime) -> tuple[str, dict
     return f"SELECT {columns} FROM ({select}) ORDER BY started_at, key", bind.params
 
 
+def side_matches(rule: SlaRule, since: datetime, until: datetime) -> tuple[str, dict[str, Any]]:
+    """How many events of [since, until) each side of `rule` matches, and how many of those carry its key (a case
+    needs both): what tells a rule that finds nothing from a quiet period. Each event counted once."""
+    bind = Binder()
+    key = _column(rule.key, _KEY_COLUMNS)
+    start, end = _match(rule.start, bind), _match(rule.end, bind)
+    sql = f"""
+SELECT uniqExactIf((source, id), {start}) AS start_events,
+    uniqExactIf((source, id), {start} AND {key} != '') AS start_keyed,
+    uniqExactIf((source, id), {end}) AS end_events,
+    uniqExactIf((source, id), {end} AND {key} != '') AS end_keyed
+FROM business_events
+WHERE time >= {bind(since, _T)} AND time < {bind(until, _T)}"""
+    return sql, bind.params
+
+
+# The event types of a period, most frequent first: what a rule's sides can be compared with.
+PERIOD_TYPES = f"""
+SELECT toString(type) AS type, uniqExact(source, id) AS events
+FROM business_events
+WHERE time >= {{since:{_T}}} AND time < {{until:{_T}}}
+GROUP BY type ORDER BY events DESC, type LIMIT 20
+"""
+
+
 def transitions(after: Mapping[str, int], version: int) -> tuple[str, dict[str, Any]]:
     """The versions written since each rule's last completed run (`after`: its version, 0 before its
     first) that open or close an exception: a case newly breached, or a breached case that is no

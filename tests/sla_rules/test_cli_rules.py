@@ -176,7 +176,10 @@ def test_backtest_prints_what_the_rule_would_have_flagged(tower: RunningTower, t
         "late",
     ]
     assert lines[3].split() == ["SO-3", "2026-11-02", "15:20:00", "2026-11-02", "17:20:00", "-", "breached"]
-    assert lines[4:] == ["counts: breached 1, late 1, met 1"]
+    assert lines[4:] == [
+        "counts: breached 1, late 1, met 1",
+        "events in the period: start side 3 (3 with order_id), end side 2 (2 with order_id)",  # SO-4 starts later
+    ]
     # Nothing live was touched.
     assert store.query("SELECT count() AS n FROM exceptions")[0]["n"] == 0
     assert store.query("SELECT count() AS n FROM sla_cases")[0]["n"] == 0
@@ -187,6 +190,39 @@ def test_backtest_prints_what_the_rule_would_have_flagged(tower: RunningTower, t
     assert sorted(case["key"] for case in answer["cases"]) == ["SO-1", "SO-2", "SO-3"]
     listed = run(["test", *period, "--all", "--limit", "1", str(release_rule(tmp_path)), *auth])
     assert "... and 2 more (--limit)" in listed.output
+
+
+def test_backtest_says_why_a_rule_finds_nothing(tower: RunningTower, tmp_path: Path) -> None:
+    assert tower.tower is not None
+    store_events(
+        tower.tower.store,
+        [
+            make_event("order.accepted", 1, time=at(0)),
+            make_event("order.accepted", 2, time=at(5)),
+            make_event("order.released", 1, time=at(30)),
+        ],
+    )
+    rule = release_rule(tmp_path)
+    rule.write_text(rule.read_text().replace("types: [order.accepted]", "types: [order.acepted]"))
+    auth = ["--url", tower.http_url, "--token", tower.api_token()]
+    result = run(["test", "--from", "2026-11-02", "--to", "2026-11-03", str(rule), *auth])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-4:] == [
+        "counts: none",
+        "events in the period: start side 0 (0 with order_id), end side 1 (1 with order_id)",
+        "start side (order.acepted): no event matches, so no case starts",
+        "event types in the period: order.accepted 2, order.released 1",
+    ]
+    answer = orjson.loads(
+        run(["test", "--from", "2026-11-02", "--to", "2026-11-03", "--json", str(rule), *auth]).output
+    )
+    assert answer["matched"] == {
+        "start_events": 0,
+        "start_keyed": 0,
+        "end_events": 1,
+        "end_keyed": 1,
+        "types": [["order.accepted", 2], ["order.released", 1]],
+    }
 
 
 def test_backtest_refuses_before_calling_the_tower(tmp_path: Path) -> None:

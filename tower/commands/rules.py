@@ -134,6 +134,32 @@ def test_command(
     else:
         click.echo("nothing would have been flagged" if not show_all else "no cases")
     click.echo("counts: " + (", ".join(f"{status} {count}" for status, count in counts.items()) or "none"))
+    for line in _matched_lines(entry.rule, result.get("matched") or {}):
+        click.echo(line)
+
+
+def _matched_lines(rule: Rule, matched: dict[str, Any]) -> list[str]:
+    """What the rule's sides matched in the period and, when a side matched nothing a case needs, the period's
+    event types to compare its types with (a misspelt type is the usual reason)."""
+    if not isinstance(rule, SlaRule) or not matched:
+        return []
+    key = rule.key
+    lines = [
+        f"events in the period: start side {matched['start_events']:,} ({matched['start_keyed']:,} with {key}),"
+        f" end side {matched['end_events']:,} ({matched['end_keyed']:,} with {key})"
+    ]
+    for side, name in ((rule.start, "start"), (rule.end, "end")):
+        if matched[f"{name}_keyed"]:
+            continue
+        wanted = ", ".join(side.types) + (f" from {', '.join(side.sources)}" if side.sources else "")
+        wanted += "".join(f", {field} = {value}" for field, value in sorted(side.where.items()))
+        why = f"none carries {key}" if matched[f"{name}_events"] else "no event matches"
+        effect = "no case starts" if name == "start" else "no case can end: every case stays open"
+        lines.append(f"{name} side ({wanted}): {why}, so {effect}")
+    if len(lines) > 1:
+        types = ", ".join(f"{t} {n:,}" for t, n in matched.get("types") or [])
+        lines.append(f"event types in the period: {types or 'none'}")
+    return lines
 
 
 # --- check ------------------------------------------------------------------------------------

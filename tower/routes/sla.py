@@ -124,6 +124,17 @@ class BacktestCase(BaseModel):
         return cls.model_validate({**case, **times})
 
 
+class SideMatches(BaseModel):
+    """What the rule's sides matched among the period's events: a rule that finds nothing is told from a quiet
+    period (a misspelt type, a source filter no event meets, a key the events do not carry)."""
+
+    start_events: int = Field(description="Events of the period matching the start side.")
+    start_keyed: int = Field(description="Of those, the ones carrying the rule's key (each starts a case).")
+    end_events: int = Field(description="Events of the period matching the end side.")
+    end_keyed: int = Field(description="Of those, the ones carrying the rule's key.")
+    types: list[tuple[str, int]] = Field(description="The period's event types with their counts, most first (20).")
+
+
 class BacktestResult(BaseModel):
     """The cases the rule would have found, without touching live exceptions."""
 
@@ -132,6 +143,7 @@ class BacktestResult(BaseModel):
     until: datetime = Field(serialization_alias="to")
     cases: list[BacktestCase]
     counts: dict[str, int] = Field(description="Cases by status.")
+    matched: SideMatches
 
 
 @router.get(
@@ -193,6 +205,7 @@ def backtest(_: OperateDep, sla: SlaDep, clock: ClockDep, body: BacktestRequest)
     start, end = period(body.since, body.until, clock, "body")
     try:
         cases = sla.backtest(rule, start, end)
+        matched = sla.side_matches(rule, start, end)
     except LookupError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     counts = Counter(str(case.get("status", "")) for case in cases)
@@ -202,6 +215,7 @@ def backtest(_: OperateDep, sla: SlaDep, clock: ClockDep, body: BacktestRequest)
         until=end,
         cases=[BacktestCase.of(case) for case in cases],
         counts=dict(sorted(counts.items())),
+        matched=SideMatches.model_validate(matched),
     )
 
 
