@@ -8,6 +8,7 @@ number 840, and a cutoff time would silently become 00:14).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from kernel.model.events import EVENT_TYPES
 from sla_rules.model import (
     DeliveriesRule,
     ErrorRateRule,
@@ -135,6 +137,26 @@ class RuleSet:
     def enabled(self) -> list[Rule]:
         """The rules with `enabled: true` (the default)."""
         return [rule for rule in self.rules if rule.enabled]
+
+    def misspelt_types(self) -> list[str]:
+        """Warnings for the event types of SLA rules that are not types the tower knows but are close to one (an
+        edit away, about): such a rule would quietly find nothing. A custom type far from every known one is
+        taken as meant (`order.picked`)."""
+        warnings = []
+        for rule in self.rules:
+            if not isinstance(rule, SlaRule):
+                continue
+            for side, match in (("start", rule.start), ("end", rule.end)):
+                for type_ in match.types:
+                    if type_ in EVENT_TYPES:
+                        continue
+                    close = difflib.get_close_matches(type_, EVENT_TYPES, n=1, cutoff=0.85)
+                    if close:
+                        warnings.append(
+                            f"rule {rule.id}: {side} type {type_!r} is not a type the tower knows; "
+                            f"did you mean {close[0]!r}? (the rule finds no event of it)"
+                        )
+        return warnings
 
 
 def load_rules(folder: Path) -> list[Rule]:

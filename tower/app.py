@@ -275,6 +275,8 @@ def build_tower(
     lease_settings = LeaseSettings()  # TOWER_LEASE_*
     metrics_settings = MetricsSettings()  # TOWER_METRICS_*
     rules = load_configured_rules(settings, reconcile)  # before the store opens: a bad rule file stops the start
+    for warning in rules.misspelt_types():
+        log.warning("%s", warning)
     for owner in rules.routing.owners_without_channel():
         log.warning("owner %r has no Slack channel and no alerts route gives it one: its alerts are not posted", owner)
     owns_store = store is None

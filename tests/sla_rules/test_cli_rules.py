@@ -53,7 +53,23 @@ def test_check_the_shipped_rules_lists_each_rule() -> None:
     delivery = r"slack-delivery +technical/deliveries +integration +- +>= 1 Slack messages failed since a channel"
     assert re.search(delivery, rows["slack-delivery"])
     assert lines[-1].startswith("11 rules (11 enabled) in ") and "1 route, 5 owners declared" in lines[-1]
-    assert "warning: owner" not in result.output  # every shipped owner has a channel
+    assert "warning:" not in result.output  # every shipped owner has a channel; every type is known
+
+
+def test_check_warns_of_a_type_that_looks_misspelt(tmp_path: Path) -> None:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    for path in (SHIPPED / "rules").glob("*.yaml"):
+        (folder / path.name).write_text(path.read_text())
+    release = folder / "order-release.yaml"
+    release.write_text(release.read_text().replace("types: [order.released]", "types: [order.release, order.picked]"))
+    result = run(["check", str(folder)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warnings == [  # a custom type far from every known one (order.picked) is taken as meant
+        "warning: rule order-release: end type 'order.release' is not a type the tower knows; did you mean"
+        " 'order.released'? (the rule finds no event of it)"
+    ]
 
 
 def test_check_warns_of_an_owner_whose_alerts_go_nowhere(tmp_path: Path) -> None:

@@ -74,6 +74,8 @@ def check_command(folder: Path | None, routing_file: Path | None) -> None:
         f"routing {_shown(routing_path)}: {routes} route{'s' if routes != 1 else ''}, "
         f"{owners} owner{'s' if owners != 1 else ''} declared"
     )
+    for warning in loaded.misspelt_types():
+        click.echo(f"warning: {warning}")
     for owner in loaded.routing.owners_without_channel():
         click.echo(
             f"warning: owner {owner!r} has no Slack channel and no alerts route gives it one: its alerts are not"
