@@ -214,8 +214,10 @@ def _side(df: pd.DataFrame, side: EventMatch) -> pd.Series[bool]:
         for path in (s for s in side.sources if "/" in s):
             covered |= (df["source"] == path) | df["source"].str.startswith(path + "/")
         mask &= covered
-    for name, value in side.where.items():
-        mask &= df[name] == value
+    for name, values in side.where.items():
+        mask &= df[name].isin(values)
+    for name, values in side.where_not.items():
+        mask &= ~df[name].isin(values)
     return mask
 
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from kernel.model.events import SOURCE_SYSTEMS, STRING_KEYS, source_system
 
@@ -64,6 +64,8 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+# A data field's values in a filter: at least one, each a string (a number in YAML is refused, not converted).
+FieldValues = Annotated[list[StrictStr], Field(min_length=1)]
 # Validated per entry, so an error's location names the entry (and a rule file error its line).
 TimeZone = Annotated[str, AfterValidator(_check_zone)]
 SourceName = Annotated[str, AfterValidator(_check_source)]
@@ -80,16 +82,26 @@ class EventMatch(_Strict):
     sources: list[SourceName] = Field(
         default_factory=list, description="Only these sources (a system covers its paths)."
     )
-    where: dict[str, str] = Field(default_factory=dict, description="Data fields that must equal these values.")
+    where: dict[str, FieldValues] = Field(
+        default_factory=dict, description="Data fields that must equal one of these values (a value or a list)."
+    )
+    where_not: dict[str, FieldValues] = Field(
+        default_factory=dict, description="Data fields that must equal none of these values (a value or a list)."
+    )
 
     @field_validator("types", "sources", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return _one_or_many(value)
 
-    @field_validator("where")
+    @field_validator("where", "where_not", mode="before")
     @classmethod
-    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+    def _listify_values(cls, value: Any) -> Any:
+        return {k: _one_or_many(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("where", "where_not")
+    @classmethod
+    def _known_fields(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         for field in value:
             if field not in (*STRING_KEYS, "currency"):
                 raise ValueError(f"cannot filter on {field!r}; fields are {', '.join((*STRING_KEYS, 'currency'))}")

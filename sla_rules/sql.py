@@ -183,8 +183,10 @@ def _match(side: EventMatch, bind: Binder) -> str:
                 f"arrayExists(p -> source = p OR startsWith(source, concat(p, '/')), {bind(paths, 'Array(String)')})"
             )
         clauses.append("(" + " OR ".join(either) + ")")
-    for name, value in sorted(side.where.items()):
-        clauses.append(f"{_column(name, _FILTER_COLUMNS)} = {bind(value, 'String')}")
+    for name, values in sorted(side.where.items()):
+        clauses.append(f"{_column(name, _FILTER_COLUMNS)} IN {bind(sorted(values), 'Array(String)')}")
+    for name, values in sorted(side.where_not.items()):
+        clauses.append(f"{_column(name, _FILTER_COLUMNS)} NOT IN {bind(sorted(values), 'Array(String)')}")
     return "(" + " AND ".join(clauses) + ")"
 
 

@@ -368,7 +368,7 @@ def test_sources_and_where_filters(store: Store) -> None:
         kind="business",
         owner="warehouse",
         key="order_id",
-        start=EventMatch(types=["order.released"], where={"warehouse": "DAL"}),
+        start=EventMatch(types=["order.released"], where={"warehouse": ["DAL"]}),
         end=EventMatch(types=["shipment.confirmed"], sources=["wms/dallas"]),
         deadline=Deadline(after=timedelta(hours=4)),
     )
@@ -383,6 +383,37 @@ def test_sources_and_where_filters(store: Store) -> None:
     tower.at(T0 + timedelta(hours=5))
     tower.evaluate()
     assert tower.statuses("dallas-ship") == {"SO-1": "met", "SO-2": "breached"}
+
+
+def test_where_takes_any_of_several_values_and_where_not_excludes(store: Store) -> None:
+    """A key customer's tighter release deadline beside the default for everyone else: no order is in both."""
+
+    def release(rule_id: str, hours: int, **filters: dict[str, list[str]]) -> SlaRule:
+        return SlaRule(
+            id=rule_id,
+            title=f"Released within {hours}h",
+            kind="business",
+            owner="customer_service",
+            key="order_id",
+            start=EventMatch(types=["order.accepted"], **filters),
+            end=EventMatch(types=["order.released"]),
+            deadline=Deadline(after=timedelta(hours=hours)),
+        )
+
+    key_customers = {"customer_id": ["C-ACME", "C-GLOBEX"]}
+    tower = Harness(
+        store, rules=[release("release-key", 1, where=key_customers), release("release", 2, where_not=key_customers)]
+    )
+    tower.send(
+        event("order.accepted", 1, T0, customer_id="C-ACME"),
+        event("order.accepted", 2, T0, customer_id="C-GLOBEX"),
+        event("order.accepted", 3, T0, customer_id="C-OTHER"),
+        *(event("order.released", n, T0 + timedelta(minutes=90)) for n in (1, 2, 3)),
+    )
+    tower.at(T0 + timedelta(hours=3))
+    tower.evaluate()
+    assert tower.statuses("release-key") == {"SO-1": "late", "SO-2": "late"}
+    assert tower.statuses("release") == {"SO-3": "met"}
 
 
 def test_backtest_writes_nothing(store: Store) -> None:

@@ -170,6 +170,14 @@ def test_text_that_looks_like_a_date_but_is_none_stays_text(tmp_path: Path) -> N
     assert rule.title == "2026-02-30"
 
 
+def test_a_filter_takes_one_value_or_a_list(tmp_path: Path) -> None:
+    filters = "  types: [order.accepted]\n  where: {warehouse: DAL}\n  where_not: {customer_id: [C-1, C-2]}"
+    write(tmp_path, "r.yaml", ORDER_RELEASE.replace("  types: [order.accepted]", filters))
+    (rule,) = load_rules(tmp_path)
+    assert isinstance(rule, SlaRule)
+    assert (rule.start.where, rule.start.where_not) == ({"warehouse": ["DAL"]}, {"customer_id": ["C-1", "C-2"]})
+
+
 def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
     write(tmp_path, "r.yaml", ORDER_RELEASE.replace("[order.accepted]", "order.accepted"))
     (rule,) = load_rules(tmp_path)
@@ -203,6 +211,9 @@ def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
             "r.yaml:9: start.wher: unknown field; expected one of types, sources, where",
         ),
         (8, "  types: [order.accepted]\n  sources: [erp, sap]", "r.yaml:9: start.sources[1]: unknown source 'sap'"),
+        (8, "  types: [order.accepted]\n  where: {warehouse: [DAL, 7]}", "r.yaml:9: start.where.warehouse[1]: Input"),
+        (8, "  types: [order.accepted]\n  where_not: {customer_id: []}", "r.yaml:9: start.where_not.customer_id: List"),
+        (8, "  types: [order.accepted]\n  where_not: {colour: red}", "r.yaml:9: start.where_not: cannot filter on"),
         (3, "title: [a, list]", "r.yaml:3: title: Input should be a valid string"),
         (6, "key: po_number", "r.yaml:6: key: must be one of order_id"),
         (4, "kind: urgent", "r.yaml:4: kind: Input should be 'business' or 'technical' (got 'urgent')"),

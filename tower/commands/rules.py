@@ -154,7 +154,8 @@ def _matched_lines(rule: Rule, matched: dict[str, Any]) -> list[str]:
         if matched[f"{name}_keyed"]:
             continue
         wanted = ", ".join(side.types) + (f" from {', '.join(side.sources)}" if side.sources else "")
-        wanted += "".join(f", {field} = {value}" for field, value in sorted(side.where.items()))
+        wanted += "".join(f", {field} in {'/'.join(values)}" for field, values in sorted(side.where.items()))
+        wanted += "".join(f", {field} not in {'/'.join(values)}" for field, values in sorted(side.where_not.items()))
         why = f"none carries {key}" if matched[f"{name}_events"] else "no event matches"
         effect = "no case starts" if name == "start" else "no case can end: every case stays open"
         lines.append(f"{name} side ({wanted}): {why}, so {effect}")
