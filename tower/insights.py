@@ -15,7 +15,7 @@ make a source look busy. Event rates count the records of the window, redeliveri
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -127,6 +127,23 @@ ORDER BY rule
 """
 
 
+class IdleRule(BaseModel):
+    """An SLA rule with no case started in the last 7 days although events of its start types arrived in them: its
+    sources or `where` filters may match no event."""
+
+    rule: str
+    start_types: list[str]
+    last_start_event: datetime = Field(description="The newest event of its start types (business time).")
+
+
+# The newest event of each type: read from the `freshness` projection (a few rows a part), not every event.
+_LAST_OF_TYPES = """
+SELECT toString(type) AS type, max(time) AS last FROM business_events WHERE type IN {types:Array(String)} GROUP BY type
+"""
+
+IDLE_AFTER = timedelta(days=7)
+
+
 class Overview(BaseModel):
     """The dashboard's first screen."""
 
@@ -145,6 +162,11 @@ class Overview(BaseModel):
         default_factory=list,
         description="Active exceptions of rules nothing evaluates any more (switched off, renamed or removed), per "
         "rule: they resolve only by hand.",
+    )
+    idle: list[IdleRule] = Field(
+        default_factory=list,
+        description="SLA rules with no case started in the last 7 days although events of their start types arrived"
+        " in them.",
     )
 
 
@@ -238,11 +260,13 @@ def overview(
     rules: Iterable[str] = (),
     top: int = 20,
     evaluated: Iterable[str] | None = None,
+    starts: Mapping[str, Sequence[str]] | None = None,
 ) -> Overview:
     """The overview at `now`: active exceptions by owner and severity; compliance per rule of the cases started
     today, in the last 7 and in the last 30 days (calendar days in `tz`, today included); the `top` at-risk
     cases due soonest; the changes since `since`; with `evaluated` (the rule ids something evaluates), the active
-    exceptions of every other rule.
+    exceptions of every other rule; with `starts` (SLA rule id -> its start event types), the rules idle for
+    IDLE_AFTER although events of their start types arrived.
 
     Rules named in `rules` without a case are listed with zeros.
     """
@@ -284,6 +308,7 @@ def overview(
         at_risk=sum(c.at_risk for c in compliance),
         at_risk_cases=soonest_at_risk(rows, min(top, MAX_TOP)),
         changes=changes_since(store, since),
+        idle=idle_rules(store, now, starts or {}, {c.rule: c.last_7_days.cases for c in compliance}),
         unevaluated=[]
         if evaluated is None
         else [
@@ -291,6 +316,24 @@ def overview(
             for r in store.query(_UNEVALUATED, {"evaluated": sorted(evaluated)})
         ],
     )
+
+
+def idle_rules(
+    store: Store, now: datetime, starts: Mapping[str, Sequence[str]], cases_7_days: Mapping[str, int]
+) -> list[IdleRule]:
+    """The rules of `starts` without a case in the last 7 days (`cases_7_days`) while events of their start types
+    arrived within IDLE_AFTER of `now`."""
+    quiet = {rule: types for rule, types in starts.items() if not cases_7_days.get(rule)}
+    if not quiet:
+        return []
+    types = sorted({t for ts in quiet.values() for t in ts})
+    last = {r["type"]: stored(r["last"]) for r in store.query(_LAST_OF_TYPES, {"types": types})}
+    idle = []
+    for rule, rule_types in sorted(quiet.items()):
+        seen = [at for t in rule_types if (at := last.get(t)) is not None]
+        if seen and max(seen) >= now - IDLE_AFTER:
+            idle.append(IdleRule(rule=rule, start_types=list(rule_types), last_start_event=max(seen)))
+    return idle
 
 
 # Integration health -------------------------------------------------------------------------------

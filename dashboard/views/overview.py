@@ -55,6 +55,15 @@ if unevaluated:
     )
     for r in unevaluated:
         st.page_link("views/queue.py", label=f"{r['rule']} in the queue", query_params={"rule": r["rule"]})
+idle: list[dict[str, Any]] = data.get("idle") or []
+if idle:
+    listed = "; ".join(
+        f"{r['rule']} ({', '.join(r['start_types'])}, the last at {ui.when(r['last_start_event'])})" for r in idle
+    )
+    st.warning(
+        f"No case in 7 days although events of their start types arrive: {listed}. Their `sources` or `where`"
+        " filters may match no event: `tower rules test RULE_FILE` shows what each side of a rule matches."
+    )
 
 # Exceptions by owner and severity ------------------------------------------------------------------------
 

@@ -633,3 +633,21 @@ def test_the_overview_warns_of_exceptions_no_rule_evaluates(dashboard: Dashboard
     assert "switched-off-test (2)" in warning and "Resolve all" in warning
     [link] = [link for link in at.page_link if link.value == "switched-off-test in the queue"]
     assert parse_qs(link.proto.query_string) == {"rule": ["switched-off-test"]}
+
+
+def test_the_overview_warns_of_a_rule_without_cases_while_its_start_events_arrive(
+    dashboard: Dashboard, demo_tower: DemoTower
+) -> None:
+    tower = demo_tower.running.tower
+    assert tower is not None
+    assert api_get(demo_tower, "/api/overview")["idle"] == []  # every demo rule has cases
+    tower.store.command("DELETE FROM sla_cases WHERE rule = 'asn-sent'")  # as if its filters matched nothing
+    try:
+        at = open_page(dashboard("viewer"), "views/overview.py")
+        no_errors(at)
+        [warning] = [w.value for w in at.warning if "No case in 7 days" in w.value]
+        assert warning.startswith("No case in 7 days although events of their start types arrive: asn-sent")
+        assert "`tower rules test RULE_FILE`" in warning
+    finally:
+        assert tower.sla.evaluate(full=True).errors == {}  # the cases back, for the other tests
+    assert api_get(demo_tower, "/api/overview")["idle"] == []

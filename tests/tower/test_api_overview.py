@@ -356,3 +356,27 @@ def test_active_exceptions_of_rules_nothing_evaluates_are_listed(tower_at_now: R
     overview = get(tower_at_now, "/api/overview")
     assert overview["unevaluated"] == [{"rule": "order-relase", "active": 1}, {"rule": "retired-rule", "active": 2}]
     assert overview["active"] == 6
+
+
+def test_rules_without_a_case_while_their_start_events_arrive_are_idle(
+    tower_at_now: RunningTower, store: Store
+) -> None:
+    def at(event_type: str, n: int, when: datetime) -> dict[str, Any]:
+        return event_row(make_event(event_type, n, time=when.isoformat()), received_at=when)
+
+    store.insert(
+        "business_events",
+        [
+            at("order.accepted", 1, NOW - 24 * H),  # order-release has a case of it: not idle
+            at("order.released", 2, NOW - 9 * 24 * H),  # ship-cutoff's last start is older than 7 days: a quiet source
+            at("shipment.confirmed", 3, NOW - 9 * 24 * H),
+            at("shipment.confirmed", 4, NOW - 3 * 24 * H),  # starts asn-sent and invoice-posting: both idle
+        ],
+    )
+    store.insert("sla_cases", [case_row("order-release", "SO-1", NOW - 24 * H, NOW - 22 * H, "breached")])
+    assert get(tower_at_now, "/api/overview")["idle"] == [
+        {"rule": rule, "start_types": ["shipment.confirmed"], "last_start_event": "2026-11-01T15:30:00Z"}
+        for rule in ("asn-sent", "invoice-posting")
+    ]
+    store.insert("sla_cases", [case_row("asn-sent", "SH-4", NOW - 72 * H, NOW - 71 * H, "met", ended_at=NOW - 71 * H)])
+    assert [r["rule"] for r in get(tower_at_now, "/api/overview")["idle"]] == ["invoice-posting"]

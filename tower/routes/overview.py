@@ -117,7 +117,8 @@ def facets(_: ReadDep, request: Request) -> Facets:
     description="Compliance per SLA rule for cases started today, in the last 7 and the last 30 days (calendar "
     "days in `tz`, today included); "
     "the pending cases inside their warning window, due soonest first; the changes to exceptions since "
-    "`since` (default: 24 hours ago); the active exceptions of rules nothing evaluates any more (`unevaluated`). "
+    "`since` (default: 24 hours ago); the active exceptions of rules nothing evaluates any more (`unevaluated`); "
+    "the SLA rules without a case in 7 days although events of their start types arrived (`idle`). "
     f"{READ_ROLES_TEXT}",
     responses=INVALID,
 )
@@ -137,10 +138,19 @@ def get_overview(
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name too long for a file name
         raise invalid(("query", "tz"), f"unknown time zone {tz[:100]!r}") from exc
     now = clock.now()
-    rules = [r.id for r in _rules(request).enabled if isinstance(r, SlaRule)]
+    sla_rules = [r for r in _rules(request).enabled if isinstance(r, SlaRule)]
     changed_since = utc(since) if since else now - timedelta(hours=24)
     tower = request.app.state.tower
-    return insights.overview(store, now, zone.key, changed_since, rules=rules, top=top, evaluated=tower.evaluated_rules)
+    return insights.overview(
+        store,
+        now,
+        zone.key,
+        changed_since,
+        rules=[r.id for r in sla_rules],
+        top=top,
+        evaluated=tower.evaluated_rules,
+        starts={r.id: r.start.types for r in sla_rules},
+    )
 
 
 @router.get(
