@@ -39,6 +39,7 @@ from collector.spool import Spool
 from kernel.api_auth import token_id
 from kernel.backups import Backups, StoreBackupSettings, backup_job, finish_running
 from kernel.clock import Clock, SystemClock
+from kernel.disk import DiskSpaceSettings, disk_space_job
 from kernel.exceptions import ExceptionStore
 from kernel.jobs import JobContext, JobRegistry, JobSettings, SchedulerSettings
 from kernel.lease import LeaseSettings
@@ -67,7 +68,14 @@ from sla_rules.service import SlaService
 from sla_rules.technical import TechnicalEngine
 from tower.case_days import CaseDaysRefresh
 from tower.job_health import JobHealth
-from tower.metrics import PipelineCollector, SchedulerCollector, StoreReadings, install_metrics, job_observer
+from tower.metrics import (
+    DiskCollector,
+    PipelineCollector,
+    SchedulerCollector,
+    StoreReadings,
+    install_metrics,
+    job_observer,
+)
 from tower.reports.monthly import register_finance_report
 from tower.reports.service import BreachReports
 from tower.reports.settings import ReportSettings
@@ -289,6 +297,8 @@ def build_tower(
     pipeline = IngestPipeline(store, spool, settings.collector)
     metrics = TowerMetrics(role, store.backend, package_version())
     metrics.register(PipelineCollector(pipeline))
+    volumes = {"data": settings.store.data_dir}  # the embedded store (if any) and the spool
+    metrics.register(DiskCollector(volumes))
     window = TimeWindow.from_settings(settings.collector.event_max_age_days, settings.collector.event_max_ahead_minutes)
     repeats = RecentRefusals(timedelta(seconds=settings.collector.dead_letter_repeat_seconds))
     ingest = IngestService(pipeline, TokenRegistry(settings.ingest), clock, metrics, window, repeats)
@@ -330,6 +340,7 @@ def build_tower(
     backups = Backups(store, clock)
     if backups.supported:  # the embedded store; a server's backups are made on the server
         jobs.add("store-backup", backup_job(backups), settings=StoreBackupSettings)
+    jobs.add("disk-space", disk_space_job(volumes), settings=DiskSpaceSettings)
     observers: list[Callable[[JobRun], None]] = [
         job_observer(metrics),
         *(

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from alerting.outbox import Outbox
 from collector.pipeline import IngestPipeline
 from kernel.api_auth import AUTH_RESPONSES, READ_ROLES, Principal, require
+from kernel.disk import read_disks
 from kernel.exceptions import ACTIVE
 from kernel.metrics import CONTENT_TYPE, MetricsSettings, TowerMetrics
 from kernel.store import Store
@@ -70,6 +72,31 @@ class PipelineCollector(Collector):
             "1 while the writer finds the store unavailable and spools what arrives, else 0.",
             1 if self.pipeline.store_down else 0,
         )
+
+
+class DiskCollector(Collector):
+    """The disks the tower writes to, read at every scrape: size and free bytes per volume (kernel/disk.py)."""
+
+    def __init__(self, volumes: Mapping[str, Path]) -> None:
+        self.volumes = dict(volumes)
+
+    def collect(self) -> Iterable[Metric]:
+        size = GaugeMetricFamily("tower_disk_size_bytes", "Size of the disk each volume is on.", labels=["volume"])
+        free = GaugeMetricFamily(
+            "tower_disk_free_bytes",
+            "Free bytes (for an unprivileged process) on each volume's disk.",
+            labels=["volume"],
+        )
+        try:
+            readings = read_disks(self.volumes)
+        except OSError as exc:  # a volume gone (an unmounted disk): the scrape goes on without it
+            log.warning("cannot read the disks %s: %s", sorted(self.volumes), exc)
+            readings = []
+        for reading in readings:
+            size.add_metric([reading.volume], reading.size)
+            free.add_metric([reading.volume], reading.free)
+        yield size
+        yield free
 
 
 class SchedulerCollector(Collector):
