@@ -83,6 +83,13 @@ def duration_text(hours: float) -> str:
     return f"{h} h {m} min" if h else f"{m} min"
 
 
+def seconds_text(value: float | None) -> str:
+    """Seconds as `40 s`, else as `duration_text`; an em dash for none."""
+    if value is None:
+        return "—"
+    return f"{value:.0f} s" if value < 60 else duration_text(value / 3600)
+
+
 def ago(value: Any, now: Any) -> str:
     """How long before `now` a time was: `3 h 20 min ago` (or `in 12 min` for a future time)."""
     at, reference = parse_time(value), parse_time(now)

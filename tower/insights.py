@@ -358,6 +358,13 @@ class SourceHealth(BaseModel):
     refused: int = Field(
         0, description="Records claiming this source refused into dead letters in the window (by arrival time)."
     )
+    arrival_lag_p50_seconds: float | None = Field(
+        None,
+        description="How long after their business time the source's events received in the window arrived (median;"
+        " events up to the look-back old); null when none arrived. A batch interface, a queue backing up or a clock"
+        " in the wrong zone shows here.",
+    )
+    arrival_lag_p95_seconds: float | None = Field(None, description="The same, 95th percentile.")
 
 
 class SourcesHealth(BaseModel):
@@ -404,7 +411,12 @@ GROUP BY service
 _EVENT_HEALTH = f"""
 SELECT toString(source) AS source,
     countIf(time >= {{since:{_T6}}}) AS events,
-    max(time) AS last
+    max(time) AS last,
+    countIf(received_at >= {{since:{_T6}}}) AS arrived,
+    quantilesIf(0.5, 0.95)(
+        greatest(toUnixTimestamp64Milli(received_at) - toUnixTimestamp64Milli(time), 0) / 1000,
+        received_at >= {{since:{_T6}}}
+    ) AS lag
 FROM business_events
 WHERE time >= {{look_back:{_T6}}} AND time < {{until:{_T6}}}
 GROUP BY source
@@ -438,10 +450,18 @@ def _span_sources(store: Store, last: dict[str, str]) -> dict[str, str]:
     return {r["service"]: r["source"] for r in rows}
 
 
+def _lags(row: dict[str, Any]) -> dict[str, float | None]:
+    """The arrival lag quantiles of a source's event row, rounded; None when no event arrived in the window."""
+    if not row or not int(row.get("arrived", 0)):
+        return {"arrival_lag_p50_seconds": None, "arrival_lag_p95_seconds": None}
+    p50, p95 = (round(float(q), 1) for q in row["lag"])
+    return {"arrival_lag_p50_seconds": p50, "arrival_lag_p95_seconds": p95}
+
+
 def sources_health(store: Store, now: datetime, window: timedelta) -> SourcesHealth:
     """Per source: spans and events per minute, error rate and p95 latency of its spans in [now - window, now),
-    when it was last seen (looking back HEALTH_LOOK_BACK), its active technical exceptions and the records claiming
-    it that the doors refused in the window.
+    when it was last seen (looking back HEALTH_LOOK_BACK), its active technical exceptions, the records claiming
+    it that the doors refused in the window, and how late after their business time its events arrived.
 
     A span's source is the ingest token's (`tower.source`), else its service; a service's last span counts
     for the source of that span.
@@ -489,6 +509,7 @@ def sources_health(store: Store, now: datetime, window: timedelta) -> SourcesHea
                 silent_minutes=round((now - last_seen).total_seconds() / 60, 1) if last_seen else None,
                 open_technical=sum(n for s, n in technical.items() if source_covers(s, source)),
                 refused=refused.get(source, 0),
+                **_lags(event_row),
             )
         )
     return SourcesHealth(since=since, until=now, window_minutes=minutes, sources=out)

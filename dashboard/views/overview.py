@@ -222,6 +222,7 @@ if health is not None:
                         "state": state(row),
                         "error rate": ui.percent(row["error_rate"]) if row["spans"] else "—",
                         "last seen": ui.ago(row["last_seen"], health["until"]),
+                        "arrival lag": ui.seconds_text(row.get("arrival_lag_p95_seconds")),
                     }
                     for row in rows
                 ],
@@ -232,6 +233,7 @@ if health is not None:
                     "error rate": "error rate",
                     "latency_p95_ms": "p95 latency (ms)",
                     "events_per_minute": "events / min",
+                    "arrival lag": "event arrival lag (p95)",
                     "last seen": "last seen",
                     "open_technical": "technical exceptions",
                     "refused": "refused",
@@ -242,7 +244,9 @@ if health is not None:
         )
         st.caption(
             f"Rates over the last {health['window_minutes']:g} minutes of business time; refused: records claiming "
-            "the source that the doors refused in the same minutes (dead letters)."
+            "the source that the doors refused in the same minutes (dead letters); event arrival lag: how long after"
+            " their business time the events received in those minutes arrived (a batch interface, a backed-up"
+            " queue or a clock in the wrong zone shows here)."
         )
 
 # What changed ---------------------------------------------------------------------------------------------

@@ -224,6 +224,27 @@ def test_sources_health_per_source(tower_at_now: RunningTower, store: Store) -> 
     assert rows["own-exporter"]["spans"] == 1
     wider = {r["source"]: r for r in get(tower_at_now, "/api/sources/health", minutes=30)["sources"]}
     assert wider["erp"]["events"] == 4
+    assert erp["arrival_lag_p50_seconds"] is None  # none of its events was received in the window
+
+
+def test_sources_health_says_how_late_events_arrive(tower_at_now: RunningTower, store: Store) -> None:
+    """A WMS that sends its confirmations in batches: each arrives minutes to an hour after it happened."""
+
+    def confirmed(n: int, happened: timedelta, received: timedelta) -> dict[str, Any]:
+        event = make_event("shipment.confirmed", n, source="wms", time=(NOW - happened).isoformat())
+        return event_row(event, received_at=NOW - received)
+
+    store.insert(
+        "business_events",
+        [
+            *(confirmed(n, timedelta(minutes=3 + 2 * n), M) for n in range(1, 5)),  # 4, 6, 8, 10 minutes late
+            confirmed(5, 61 * M, M),  # an hour late
+            confirmed(6, 40 * M, 30 * M),  # received before the window: not counted
+        ],
+    )
+    wms = {r["source"]: r for r in get(tower_at_now, "/api/sources/health")["sources"]}["wms"]
+    assert wms["arrival_lag_p50_seconds"] == 480.0
+    assert 600.0 < wms["arrival_lag_p95_seconds"] <= 3600.0
 
 
 def test_sla_trend_per_rule_and_day(tower_at_now: RunningTower, store: Store) -> None:
