@@ -161,6 +161,7 @@ class Dispatcher:
         titles: Mapping[str, str],
         dashboard_url: str,
         silences: SilenceStore | None = None,
+        runbooks: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -168,6 +169,7 @@ class Dispatcher:
         self.settings = settings
         self.clock = clock
         self.titles = dict(titles)
+        self.runbooks = dict(runbooks or {})  # rule id -> its runbook link
         self.links = Links(dashboard_url)
         self.states = PolicyStore(store)
         self.silences = silences or SilenceStore(store, clock)
@@ -611,7 +613,12 @@ class _Run:
         escalated = mention(self._oncall(record, state.channels)) if state.escalated else None
         held = state.held if record.kind == "technical" and record.status != "resolved" else 0
         return AlertView(
-            title=self.d.title(record.rule), links=self.d.links, now=self.now, held=held, escalated_to=escalated
+            title=self.d.title(record.rule),
+            links=self.d.links,
+            now=self.now,
+            held=held,
+            escalated_to=escalated,
+            runbook=self.d.runbooks.get(record.rule),
         )
 
     # 7. digests: re-notification and escalation

@@ -98,6 +98,7 @@ class AlertView:
     held: int = 0  # business exceptions this technical exception holds back
     escalated_to: str | None = None  # the mention, once escalated
     note: str = ""  # e.g. why it comes late (held back by a root cause, silenced)
+    runbook: str | None = None  # the rule's runbook link
 
 
 def _lateness(record: ExceptionRecord, now: datetime) -> tuple[str, str] | None:
@@ -235,7 +236,8 @@ def exception_blocks(record: ExceptionRecord, view: AlertView) -> list[Block]:
             "type": "section",
             "text": {
                 "type": "mrkdwn",
-                "text": f"<{links.exception(record)}|Open in the dashboard> · <{links.timeline(record)}|Timeline>",
+                "text": f"<{links.exception(record)}|Open in the dashboard> · <{links.timeline(record)}|Timeline>"
+                + (f" · <{view.runbook}|Runbook>" if view.runbook else ""),
             },
         }
     )

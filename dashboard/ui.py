@@ -382,6 +382,9 @@ def exception_panel(api: TowerApi, identity: Mapping[str, Any], exception_id: st
     if detail is None:
         return
     st.subheader(f"{detail['rule']} · {detail['key']}")
+    if detail.get("rule_title") or detail.get("runbook"):
+        title = detail.get("rule_title") or detail["rule"]
+        st.markdown(title + (f" · [Runbook]({detail['runbook']})" if detail.get("runbook") else ""))
     exception_summary(detail, identity.get("now"))
     entries: list[dict[str, Any]] = detail.get("timeline", [])
     timeline, audit, slack, evidence, actions = st.tabs(

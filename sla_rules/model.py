@@ -28,6 +28,7 @@ CORRELATION_KEYS = ("order_id", "shipment_id", "invoice_id", "customer_id", "sku
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_LINK = re.compile(r"^https?://[^\s<>|]{1,2000}$")
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -217,6 +218,18 @@ class _RuleBase(_Strict):
     severity: Severity = "medium"
     enabled: bool = True
     description: str = ""
+    runbook: str | None = Field(
+        None, description="A link (http or https) to what to do about the rule's exceptions: in its alerts and pages."
+    )
+
+    @field_validator("runbook")
+    @classmethod
+    def _link(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _LINK.match(value):
+            raise ValueError("must be an http or https URL without spaces, <, > or | (it is a link in Slack)")
+        return value
 
     @field_validator("id")
     @classmethod

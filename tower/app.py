@@ -322,7 +322,10 @@ def build_tower(
     # Alerts are decided and enqueued even without Slack: enabling it later loses nothing (see docs/alerting.md).
     alerting = AlertingSettings()  # TOWER_ALERTING_*
     titles = {rule.id: rule.title for rule in parts.rules.rules}
-    alerts = Dispatcher(store, outbox, parts.rules.routing, alerting, clock, titles, slack.dashboard_url)
+    runbooks = {rule.id: rule.runbook for rule in parts.rules.rules if rule.runbook}
+    alerts = Dispatcher(
+        store, outbox, parts.rules.routing, alerting, clock, titles, slack.dashboard_url, runbooks=runbooks
+    )
     # right after the jobs that open and resolve exceptions, besides its own interval
     jobs.add(
         DISPATCH_JOB,

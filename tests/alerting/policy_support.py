@@ -51,11 +51,16 @@ def settings(**overrides: Any) -> AlertingSettings:
     return AlertingSettings(**values)
 
 
-def dispatcher(store: Store, clock: FixedClock, routing: Routing | None = None, **overrides: Any) -> Dispatcher:
-    """A dispatcher on the real store, over a new Outbox, with the shipped rules' titles."""
-    return Dispatcher(
-        store, Outbox(store, clock), routing or shipped_routing(), settings(**overrides), clock, TITLES, DASHBOARD
-    )
+def dispatcher(
+    store: Store,
+    clock: FixedClock,
+    routing: Routing | None = None,
+    runbooks: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Dispatcher:
+    """A dispatcher on the real store, over a new Outbox, with the shipped rules' titles (and `runbooks`)."""
+    outbox, policy = Outbox(store, clock), settings(**overrides)
+    return Dispatcher(store, outbox, routing or shipped_routing(), policy, clock, TITLES, DASHBOARD, runbooks=runbooks)
 
 
 def open_exception(

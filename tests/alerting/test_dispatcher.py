@@ -67,6 +67,19 @@ def test_an_opened_exception_is_posted_once_to_its_owners_channel(store: Store) 
     assert (again.changes, again.enqueued) == (0, 0)
 
 
+def test_a_rules_runbook_is_linked_from_its_alerts(store: Store) -> None:
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    release = open_exception(exceptions)
+    cutoff = open_exception(exceptions, rule="ship-cutoff", key="SO-2", owner="warehouse")
+    runbook = "https://wiki.example.com/runbooks/order-release#stuck-in-erp"
+    alerts = dispatcher(store, clock, runbooks={"order-release": runbook})
+    alerts.run()
+    posts = {m.exception_id: block_text(m) for m in messages(alerts.outbox)}
+    assert f"<{runbook}|Runbook>" in posts[release.id]
+    assert "Runbook" not in posts[cutoff.id]
+
+
 def test_changes_update_the_message_and_add_lines_to_its_thread(store: Store) -> None:
     clock = FixedClock(T0)
     exceptions = ExceptionStore(store, clock)

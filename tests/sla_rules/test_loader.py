@@ -222,6 +222,8 @@ def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
         (2, "", "r.yaml:1: type: required: one of sla, reconciliation, technical"),
         (2, "type: slo", "r.yaml:2: type: must be one of sla, reconciliation, technical (got 'slo')"),
         (14, "colour: red", "r.yaml:14: colour: unknown field; expected one of id, title, kind, owner"),
+        (14, "runbook: wiki/order-release", "r.yaml:14: runbook: must be an http or https URL"),
+        (14, "runbook: 'https://wiki/a|b'", "r.yaml:14: runbook: must be an http or https URL"),
         (3, "title: x\ntitle: y", "r.yaml:4: title: duplicate key"),
         (
             12,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,8 +14,9 @@ from kernel.api_auth import token_id
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
 from kernel.store import Store
+from sla_rules.loader import default_rules_dir
 from tests.factories import event_row, make_event, span_row
-from tests.support import RunningTower
+from tests.support import RunningTower, start_in_process
 
 OPENED = datetime(2026, 11, 2, 16, 0, tzinfo=UTC)
 
@@ -140,6 +143,10 @@ def test_detail_has_the_timeline_of_events_spans_and_changes(tower: RunningTower
     timeline = detail["timeline"]
     assert [e["at"] for e in timeline] == sorted(e["at"] for e in timeline)
     assert detail["truncated"] is False
+    assert (detail["rule_title"], detail["runbook"]) == (
+        "Order released to the warehouse within 2 hours of acceptance",
+        None,
+    )
 
     business = [(e["at"], e["system"], e["name"]) for e in timeline if e["kind"] != "audit"]
     assert business == [
@@ -277,3 +284,16 @@ def test_bad_bodies_are_422_and_change_nothing(
         unchanged = http.get(f"/api/exceptions/{record.id}").json()
     assert unchanged["status"] == "open" and unchanged["assignee"] == ""
     assert [e["name"] for e in unchanged["timeline"] if e["kind"] == "audit"] == ["opened"]
+
+
+def test_detail_links_the_rules_runbook(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(default_rules_dir(), rules)
+    release = rules / "order-release.yaml"
+    runbook = "https://wiki.example.com/runbooks/order-release"
+    release.write_text(release.read_text() + f"runbook: {runbook}\n")
+    monkeypatch.setenv("TOWER_SLA_RULES_DIR", str(rules))
+    record = open_one(store, OPENED, "order-release", "SO-1")
+    with start_in_process(tmp_path, store) as tower, tower.api("viewer") as http:
+        detail = http.get(f"/api/exceptions/{record.id}").json()
+    assert detail["runbook"] == runbook

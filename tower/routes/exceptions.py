@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
@@ -45,6 +45,8 @@ class ExceptionDetail(ExceptionOut):
 
     timeline: list[TimelineEntry] = Field(description="Events, spans and audit entries, oldest first.")
     truncated: bool = Field(description="True when the key had too many events or spans to show them all.")
+    rule_title: str | None = Field(None, description="The rule's title; null when the tower runs no such rule.")
+    runbook: str | None = Field(None, description="The rule's runbook link, when it has one.")
 
 
 class AssignBody(BaseModel):
@@ -169,12 +171,21 @@ def list_exceptions(
     description="Roles: viewer, operator, finance, admin.",
     responses=NOT_FOUND,
 )
-def get_exception(exception_id: str, _: ReadDep, exceptions: ExceptionsDep, store: StoreDep) -> ExceptionDetail:
+def get_exception(
+    exception_id: str, _: ReadDep, request: Request, exceptions: ExceptionsDep, store: StoreDep
+) -> ExceptionDetail:
     with _answers():
         record = exceptions.get(exception_id)
     trail = audit_entries(record.id, exceptions.audit(record.id))
     timeline, truncated = key_timeline(store, record.key, trail)
-    return ExceptionDetail(**ExceptionOut.of(record).model_dump(), timeline=timeline, truncated=truncated)
+    rule = next((r for r in request.app.state.tower.rules.rules if r.id == record.rule), None)
+    return ExceptionDetail(
+        **ExceptionOut.of(record).model_dump(),
+        timeline=timeline,
+        truncated=truncated,
+        rule_title=rule.title if rule else None,
+        runbook=rule.runbook if rule else None,
+    )
 
 
 @router.post(
