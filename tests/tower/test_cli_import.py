@@ -66,6 +66,36 @@ def test_import_csv_stores_rows_and_reports_refused_lines(tower: RunningTower, t
     assert letter["reason"] == "data.order_id: required for order.released"
 
 
+def test_an_id_given_to_two_different_events_is_not_sent_twice(tower: RunningTower, tmp_path: Path) -> None:
+    """An export that takes the order number as every event's id: the tower would keep one event per id."""
+    path = tmp_path / "erp-export.csv"
+    released = "SO-1,erp,order.released,2026-11-02T09:00:00-06:00,SO-1,,DAL"
+    path.write_text(
+        "id,source,type,time,order_id,customer_id,warehouse\n"
+        "SO-1,erp,order.accepted,2026-11-02T08:00:00-06:00,SO-1,C-1,DAL\n"
+        f"{released}\n"  # the same id, another event
+        "SO-1,erp,order.accepted,2026-11-02T08:00:00-06:00,SO-1,C-1,DAL\n"  # the first again: counts once
+        "SO-2,erp,order.accepted,2026-11-02T08:30:00-06:00,SO-2,C-2,DAL\n"
+    )
+    rejects = tmp_path / "rejects.ndjson"
+    result = run(
+        ["import", str(path), "--url", tower.http_url, "--token", tower.token("erp"), "--rejects", str(rejects)]
+    )
+    out = result.stdout
+    assert result.exit_code == 1, out
+    assert "stored:  3" in out and "refused: 1 (0 by the tower, 0 unreadable, 1 reusing an id, not sent)" in out
+    reason = (
+        "id: 'SO-1' of source 'erp' is already the id of another event, line 2 (order.accepted): the tower keeps one"
+        " event per source and id, so one of the two would be lost. Give each event its own id (a UUID, or type and"
+        " key together: order.released:SO-1001)"
+    )
+    assert f"line 3: {reason} (not sent)" in out and "Reusing an id: not sent" in out
+    assert [(r["id"], r["type"]) for r in stored(tower)] == [("SO-1", "order.accepted"), ("SO-2", "order.accepted")]
+    assert [orjson.loads(line) for line in rejects.read_text().splitlines()] == [
+        {"line": 3, "errors": [reason], "sent": False, "raw": released}
+    ]
+
+
 def test_import_ndjson_groups_sources_by_token(tower: RunningTower, tmp_path: Path) -> None:
     records = [
         make_event("order.accepted", 1),

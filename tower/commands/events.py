@@ -9,7 +9,8 @@ Where refused records go, as the summary says: records the tower refused are in 
 (door `events`, with the reason and the event), to replay after a fix. Lines that cannot be read
 (not JSON, a CSV row with the wrong number of cells, not UTF-8) are not sent: they are listed with
 their line numbers (and written to --rejects), to fix in the file and import again, which is safe
-because an event sent twice counts once.
+because an event sent twice counts once. Nor is a record whose (source, id) an earlier, different event of the
+file already has: the tower keeps one event per (source, id), so one of the two would be lost without a word.
 
 Exit code: 0 when every record was stored, 1 when some were refused or unreadable, 2 on usage or
 connection errors.
@@ -18,6 +19,7 @@ connection errors.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from tower.client import client, resolve_ingest_token, tower_url
 
 MAX_ATTEMPTS = 10
 SHOWN_REASONS = 10
+ID_CHECK_LIMIT = 5_000_000  # ids of a file checked for reuse (about 0.5 GB of digests at most)
 
 # Waiting between retries; a module attribute so tests can observe it instead of waiting.
 sleep: Callable[[float], None] = time.sleep
@@ -55,6 +58,7 @@ class Refused:
     errors: list[str]
     raw: str
     sent: bool
+    reused: bool = False  # not sent: its id names another event of the file
 
 
 @dataclass
@@ -64,10 +68,15 @@ class ImportReport:
     rows: int = 0
     stored: int = 0
     refused: list[Refused] = field(default_factory=list)
+    ids_unchecked: int = 0  # records past the id reuse check's limit
 
     @property
     def unreadable(self) -> int:
-        return sum(1 for r in self.refused if not r.sent)
+        return sum(1 for r in self.refused if not r.sent and not r.reused)
+
+    @property
+    def reused(self) -> int:
+        return sum(1 for r in self.refused if r.reused)
 
 
 class Sender:
@@ -163,13 +172,60 @@ def _retry_after(response: httpx.Response) -> float:
     return float(value) if value.strip().isdigit() else 1.0
 
 
-def batches(records: Iterable[FileRecord], size: int, report: ImportReport) -> Iterable[list[FileRecord]]:
-    """Readable records in batches of `size`; unreadable ones go straight to the report."""
+class IdReuse:
+    """The (source, id) pairs of a file so far, to catch an id given to two different events: the tower keeps one
+    event per (source, id) (a redelivery counts once), so the second would replace the first, or be replaced by it,
+    without a word. Exports that take the order number as every event's id do this. Kept as 64-bit digests (an id
+    and a content digest with the line), about 100 bytes a record, for the first `limit` ids."""
+
+    def __init__(self, limit: int = ID_CHECK_LIMIT) -> None:
+        self.limit = limit
+        self._seen: dict[int, tuple[int, int, str]] = {}  # id digest -> (content digest, line, type)
+        self.unchecked = 0  # records past the limit
+
+    def problem(self, record: FileRecord) -> str | None:
+        """Why `record` cannot be sent (its id already names another event of the file), or None."""
+        event = record.event or {}
+        source, event_id = event.get("source"), event.get("id")
+        if not isinstance(source, str) or not isinstance(event_id, str) or not event_id:
+            return None  # the tower refuses it with the reason
+        key = _digest(f"{source}\0{event_id}".encode())
+        content = _digest(orjson.dumps(event, option=orjson.OPT_SORT_KEYS))
+        first = self._seen.get(key)
+        if first is None:
+            if len(self._seen) < self.limit:
+                self._seen[key] = (content, record.line, str(event.get("type", "")))
+            else:
+                self.unchecked += 1
+            return None
+        if first[0] == content:
+            return None  # the same event twice: counts once
+        return (
+            f"id: {event_id!r} of source {source!r} is already the id of another event, line {first[1]}"
+            f" ({first[2] or 'no type'}): the tower keeps one event per source and id, so one of the two would be"
+            " lost. Give each event its own id (a UUID, or type and key together: order.released:SO-1001)"
+        )
+
+
+def _digest(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def batches(
+    records: Iterable[FileRecord], size: int, report: ImportReport, ids: IdReuse | None = None
+) -> Iterable[list[FileRecord]]:
+    """Readable records in batches of `size`; unreadable ones, and ones reusing an earlier event's id (`ids`), go
+    straight to the report."""
+    ids = ids if ids is not None else IdReuse()
     batch: list[FileRecord] = []
     for record in records:
         report.rows += 1
         if record.event is None:
             report.refused.append(Refused(record.line, record.problems, record.raw, sent=False))
+            continue
+        reused = ids.problem(record)
+        if reused is not None:
+            report.refused.append(Refused(record.line, [reused], record.raw, sent=False, reused=True))
             continue
         batch.append(record)
         if len(batch) >= size:
@@ -193,21 +249,24 @@ def run_import(
     )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"importing {reader.path.name}", total=reader.size or None, rows=0)
-        for batch in batches(reader, batch_size, report):
+        ids = IdReuse()
+        for batch in batches(reader, batch_size, report, ids):
             sender.send_batch(batch, report)
             progress.update(task, completed=reader.bytes_read, rows=report.rows)
         progress.update(task, completed=reader.bytes_read, rows=report.rows)
+    report.ids_unchecked = ids.unchecked
     return report
 
 
 def summary(path: Path, fmt: str, report: ImportReport, rejects: Path | None) -> list[str]:
     """The summary lines printed after an import."""
-    sent_refused = len(report.refused) - report.unreadable
+    sent_refused = len(report.refused) - report.unreadable - report.reused
+    not_sent = [f"{report.unreadable} unreadable"] + ([f"{report.reused} reusing an id"] if report.reused else [])
     lines = [
         f"{path.name} ({fmt}): {report.rows} records read",
         f"  stored:  {report.stored}",
         f"  refused: {len(report.refused)}"
-        + (f" ({sent_refused} by the tower, {report.unreadable} unreadable, not sent)" if report.refused else ""),
+        + (f" ({sent_refused} by the tower, {', '.join(not_sent)}, not sent)" if report.refused else ""),
     ]
     for refused in sorted(report.refused, key=lambda r: r.line)[:SHOWN_REASONS]:
         lines.append(f"    line {refused.line}: {'; '.join(refused.errors)}" + ("" if refused.sent else " (not sent)"))
@@ -222,6 +281,13 @@ def summary(path: Path, fmt: str, report: ImportReport, rejects: Path | None) ->
         lines.append(
             "Unreadable: not sent; fix those lines in the file and import it again (events already stored count once)."
         )
+    if report.reused:
+        lines.append(
+            "Reusing an id: not sent, since the tower would keep only one of the two events; give each its own id in"
+            " the file and import it again (the events already stored count once)."
+        )
+    if report.ids_unchecked:
+        lines.append(f"The last {report.ids_unchecked} records were not checked for reused ids (file too large).")
     if rejects is not None and report.refused:
         lines.append(f"Every refused record is in {rejects} (line, errors, raw).")
     return lines
