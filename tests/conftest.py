@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from kernel.schema.migrations import migrate
+from kernel.store import Store
 from kernel.store.embedded import EmbeddedStore
 from tests.support import RunningTower, start_in_process
+from tower.case_days import case_days
 
 pytest_plugins = ["tests.alerting.delivery_fixtures"]
 
@@ -53,11 +55,18 @@ def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS
     store.close()
 
 
+def empty(store: Store) -> None:
+    """Empty every table of `store`, and forget what this process kept of their content (the overview's readings
+    of the cases, tower/case_days.py: the embedded engine numbers blocks from 1 again after a TRUNCATE)."""
+    for table in TABLES:
+        store.command(f"TRUNCATE TABLE IF EXISTS {table}")
+    case_days.forget(store)
+
+
 @pytest.fixture
 def store(shared_store: EmbeddedStore) -> EmbeddedStore:
     """The embedded store, empty."""
-    for table in TABLES:
-        shared_store.command(f"TRUNCATE TABLE IF EXISTS {table}")
+    empty(shared_store)
     return shared_store
 
 

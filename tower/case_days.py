@@ -8,8 +8,11 @@ same for as long as the table holds the same cases, so it is kept, per time zone
 - the version is read from `system.parts`: per partition, the block numbers its active parts
   cover (joined into intervals) and the newest mutation applied, and the table's UUID. An insert
   covers a new block, a mutation raises the mutation, a dropped part leaves a hole, a recreated
-  table has another UUID. A merge changes none of them (it covers the blocks of the parts it
-  merges), and a merge does not change what a FINAL read answers, so merges keep the reading.
+  table has another UUID on a server (Atomic databases). A merge changes none of them (it covers
+  the blocks of the parts it merges), and a merge does not change what a FINAL read answers, so
+  merges keep the reading. The embedded engine's tables have no UUID and number blocks from 1 again
+  after a TRUNCATE: a table emptied and refilled within one process could repeat a version. The
+  tower never empties `sla_cases`; tests that do call `forget`.
   When the table has a TTL (rows deleted in merges) the version is the list of part names;
   without local parts (a Distributed table) or with patch parts nothing is kept;
 - a reading is kept in memory (per store and zone) and published in `sla_case_days`, so other

@@ -23,7 +23,7 @@ from collector.demo.scenario import SERVICES, ScenarioConfig, build_scenario
 from collector.demo.senders import DemoSender
 from kernel.clock import FixedClock
 from kernel.store.embedded import EmbeddedStore
-from tests.conftest import TABLES
+from tests.conftest import empty
 from tests.factories import settings_with_every_role
 from tests.support import RunningTower, start_in_process
 
@@ -66,8 +66,7 @@ def send_demo(
 
 @pytest.fixture(scope="package")
 def demo_tower(shared_store: EmbeddedStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoTower]:
-    for table in TABLES:
-        shared_store.command(f"TRUNCATE TABLE IF EXISTS {table}")
+    empty(shared_store)
     manifest_now = datetime.fromisoformat(
         build_scenario(ScenarioConfig(seed=21, orders=80, skus=3), FixedClock(WEDNESDAY)).manifest()["now"]
     )

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from kernel.store import Store
 from sla_rules.model import SlaRule
-from tests.conftest import TABLES
+from tests.conftest import empty
 from tests.sla_rules.test_engine import RULES, Harness, event
 
 # Friday 30 October 2026, 12:00 UTC: the histories run over the weekend in which US daylight saving time ends
@@ -123,11 +123,6 @@ def with_holidays(*holidays: date) -> dict[str, SlaRule]:
 
 # The shipped rules, and the same with the Friday and the Monday of the span as holidays.
 RULE_SETS = {"shipped": RULES, "holidays": with_holidays(date(2026, 10, 30), date(2026, 11, 2))}
-
-
-def empty(store: Store) -> None:
-    for table in TABLES:
-        store.command(f"TRUNCATE TABLE IF EXISTS {table}")
 
 
 # 40 histories per rule set, the same ones every run (about 25 s each on 2 cores); TOWER_PROPERTY_EXAMPLES=500 and

@@ -36,7 +36,7 @@ from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionFilter
 from kernel.settings import Settings
 from kernel.store.embedded import EmbeddedStore
-from tests.conftest import TABLES
+from tests.conftest import empty
 from tests.factories import make_settings, rule_mapping
 from tests.support import RunningTower, start_in_process
 from tests.tower.fuzz_support import (
@@ -94,8 +94,7 @@ def settings_with_every_role(*args: Any, **kwargs: Any) -> Settings:
 def fuzz_tower(shared_store: EmbeddedStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTower]:
     """The `tower` fixture's in-process tower on the emptied shared store, with a token per role and Slack
     interactivity configured; one for the module (loading the demo history once)."""
-    for table in TABLES:
-        shared_store.command(f"TRUNCATE TABLE IF EXISTS {table}")
+    empty(shared_store)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tests.support, "make_settings", settings_with_every_role)
         patch.setenv("TOWER_SLACK_SIGNING_SECRET", SLACK_SECRET)
