@@ -221,6 +221,7 @@ if health is not None:
                         **row,
                         "state": state(row),
                         "error rate": ui.percent(row["error_rate"]) if row["spans"] else "—",
+                        "p95 latency": "—" if row["latency_p95_ms"] is None else f"{row['latency_p95_ms']:,.0f}",
                         "last seen": ui.ago(row["last_seen"], health["until"]),
                         "arrival lag": ui.seconds_text(row.get("arrival_lag_p95_seconds")),
                     }
@@ -231,7 +232,7 @@ if health is not None:
                     "state": "state",
                     "spans_per_minute": "spans / min",
                     "error rate": "error rate",
-                    "latency_p95_ms": "p95 latency (ms)",
+                    "p95 latency": "p95 latency (ms)",
                     "events_per_minute": "events / min",
                     "arrival lag": "event arrival lag (p95)",
                     "last seen": "last seen",
