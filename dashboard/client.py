@@ -195,6 +195,12 @@ class TowerApi:
         """One page of exceptions matching `filters` (the API's query parameters) and the total."""
         return dict(self.get("/api/exceptions", **filters, limit=limit, offset=offset))
 
+    def exceptions_csv(self, filters: Mapping[str, Any], rows: int = 10_000) -> bytes:
+        """The exceptions matching `filters` (the list's parameters, `sort` included) as CSV, at most `rows` (never
+        cached)."""
+        params = _params({**filters, "max": rows})
+        return _call(self.base_url, self.token, "GET", "/api/exceptions/export", params, timeout=self.timeout).content
+
     def exception(self, exception_id: str) -> dict[str, Any]:
         """One exception with its timeline (events, spans, audit trail)."""
         return dict(self.get(f"/api/exceptions/{quote(exception_id, safe='')}"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import streamlit as st
@@ -35,6 +36,7 @@ AGES: dict[str, str] = {
 }
 SORTS = {"newest": "newest first", "oldest": "oldest first", "due": "due soonest", "severity": "most severe first"}
 TEXT_FILTERS = ("customer", "warehouse")
+EXPORT_ROWS = 100_000  # the most the API exports at once
 PARAMS_KEY = "queue_params"  # the URL parameters last applied to (or written from) the widgets
 
 api, identity = ui.signed_in()
@@ -115,10 +117,20 @@ if page_number > pages:
     found = ui.fetch(api.exceptions, filters, limit=page_size, offset=(page_number - 1) * page_size) or found
 items: list[dict[str, Any]] = found["items"]
 
-left, right = st.columns([1, 3])
+left, right, export = st.columns([1, 2, 1])
 left.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key="q_page")
 first = (page_number - 1) * page_size + 1
 right.markdown(f"**{total:,}** exceptions match" + (f"; showing {first:,}–{first + len(items) - 1:,}" if items else ""))
+if total:
+    rows = min(total, EXPORT_ROWS)
+    export.download_button(
+        f"Download {rows:,} as CSV",
+        data=partial(api.exceptions_csv, dict(filters), rows),  # fetched on the click, not on every rerun
+        file_name="exceptions.csv",
+        mime="text/csv",
+        key="q_export",
+        help="Every exception the filters match (up to 100,000), in the chosen order, times in UTC.",
+    )
 
 now = identity.get("now")
 st.dataframe(

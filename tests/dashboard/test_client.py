@@ -103,6 +103,17 @@ def test_the_report_download_is_the_reports_api_answer(demo_tower: DemoTower, co
     assert refused.value.status == 403
 
 
+def test_the_queue_download_is_the_export_of_its_filters(demo_tower: DemoTower, counted: list[str]) -> None:
+    api = TowerApi(demo_tower.url, demo_tower.token("viewer"))
+    filters = {"status": "active", "owner": "integration", "sort": "oldest", "rule": "", "customer": ""}
+    active = api.exceptions({"status": "active", "owner": "integration", "sort": "oldest"})
+    body = api.exceptions_csv(filters, rows=10)
+    lines = body.decode().splitlines()
+    assert lines[0].startswith("id,rule,key,") and len(lines) == 1 + active["total"]
+    assert [line.split(",")[0] for line in lines[1:]] == [e["id"] for e in active["items"]]
+    assert len(api.exceptions_csv(filters, rows=1).decode().splitlines()) == 2
+
+
 def test_last_visits_are_remembered_per_token(tmp_path: Path) -> None:
     visits = LastVisits(tmp_path / "state")
     assert visits.previous("abc") is None

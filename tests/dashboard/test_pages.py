@@ -169,6 +169,8 @@ def test_queue_lists_the_active_exceptions_and_filters_change_the_rows(
     assert 0 < technical["total"] < active["total"]
     assert list(exception_table(at)["key"]) == [e["key"] for e in technical["items"]]
     assert at.query_params["owner"] == "integration"  # the URL follows the filters
+    [download] = at.get("download_button")  # the CSV of what the filters match, fetched on the click
+    assert download.proto.label == f"Download {technical['total']} as CSV"
 
     selectbox(at, "Owner").select("").run()
     selectbox(at, "Kind").select("business").run()

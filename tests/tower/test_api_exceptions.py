@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -297,3 +299,32 @@ def test_detail_links_the_rules_runbook(store: Store, tmp_path: Path, monkeypatc
     with start_in_process(tmp_path, store) as tower, tower.api("viewer") as http:
         detail = http.get(f"/api/exceptions/{record.id}").json()
     assert detail["runbook"] == runbook
+
+
+def test_export_writes_the_filtered_list_as_csv(tower: RunningTower, store: Store) -> None:
+    first = open_one(store, OPENED, "order-release", "SO-1", context={"customer_id": "C-1", "warehouse": "DAL"})
+    second = open_one(
+        store, OPENED + timedelta(minutes=5), "order-release", '=HYPERLINK("x")', context={"customer_id": "-C-2"}
+    )
+    open_one(store, OPENED, "ship-cutoff", "SO-3", owner="warehouse")
+    with tower.api("viewer") as http:
+        answer = http.get("/api/exceptions/export", params={"rule": "order-release", "sort": "oldest"})
+        capped = http.get("/api/exceptions/export", params={"rule": "order-release", "max": 1})
+        bad = http.get("/api/exceptions/export", params={"max": 0})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/csv")
+    assert answer.headers["content-disposition"].startswith('attachment; filename="exceptions-')
+    rows = list(csv.reader(io.StringIO(answer.text)))
+    assert rows[0] == [
+        "id", "rule", "key", "kind", "owner", "severity", "status", "opened_at", "due_at", "resolved_at",
+        "resolution", "assignee", "customer_id", "warehouse", "source",
+    ]  # fmt: skip
+    assert rows[1] == [
+        first.id, "order-release", "SO-1", "business", "customer_service", "high", "open",
+        "2026-11-02T16:00:00+00:00", "2026-11-02T15:00:00+00:00", "", "", "", "C-1", "DAL", "",
+    ]  # fmt: skip
+    # text a spreadsheet would take for a formula is written as text
+    assert (rows[2][0], rows[2][2], rows[2][12]) == (second.id, '\'=HYPERLINK("x")', "'-C-2")
+    assert len(rows) == 3 and answer.headers["x-total-count"] == "2"
+    assert len(list(csv.reader(io.StringIO(capped.text)))) == 2 and capped.headers["x-total-count"] == "2"
+    assert bad.status_code == 422

@@ -36,6 +36,7 @@ FINANCE = frozenset({"finance", "admin"})
 # (method, path as in the OpenAPI document) -> the roles allowed.
 ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/exceptions"): READ,
+    ("GET", "/api/exceptions/export"): READ,
     ("GET", "/api/exceptions/{exception_id}"): READ,
     ("POST", "/api/exceptions/{exception_id}/acknowledge"): OPERATE,
     ("POST", "/api/exceptions/{exception_id}/assign"): OPERATE,
@@ -75,6 +76,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
 
 # Routes answering a file: path -> the media types their 200 answer documents.
 FILE_ROUTES: dict[str, tuple[str, ...]] = {
+    "/api/exceptions/export": ("text/csv",),
     "/api/reports/sla-breaches": ("text/csv", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
 }
 

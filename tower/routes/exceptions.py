@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransition
-from tower.routes.deps import ClockDep, ExceptionsDep, StoreDep
+from tower.reports.files import csv_chunks
+from tower.routes.deps import ClockDep, ExceptionsDep, StoreDep, stored_time, stored_time_or_none
 from tower.routes.models import ExceptionOut
 from tower.routes.timeline import TimelineEntry, audit_entries, key_timeline
 
@@ -115,14 +118,7 @@ def _answers() -> Iterator[None]:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
 
 
-@router.get(
-    "",
-    summary="List exceptions, newest first, with filters",
-    description="Filters combine (AND); `sort` picks the order. Roles: viewer, operator, finance, admin.",
-)
-def list_exceptions(
-    _: ReadDep,
-    exceptions: ExceptionsDep,
+def exception_filters(
     clock: ClockDep,
     status: Annotated[
         Literal["open", "acknowledged", "resolved", "active"] | None,
@@ -142,15 +138,10 @@ def list_exceptions(
         float | None,
         Query(ge=0, le=MAX_AGE_HOURS, description="Opened at most this many hours ago (the tower's clock)."),
     ] = None,
-    sort: Annotated[
-        Literal["newest", "oldest", "due", "severity"],
-        Query(description="newest or oldest opened first, soonest `due` first, or highest severity first."),
-    ] = "newest",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> ExceptionPage:
+) -> ExceptionFilter:
+    """The exception list's filters, from the query (the list and its CSV export share them)."""
     now = clock.now()
-    filters = ExceptionFilter(
+    return ExceptionFilter(
         status=status,
         owner=owner,
         rule=rule,
@@ -161,8 +152,103 @@ def list_exceptions(
         opened_before=now - timedelta(hours=min_age_hours) if min_age_hours is not None else None,
         opened_after=now - timedelta(hours=max_age_hours) if max_age_hours is not None else None,
     )
+
+
+FiltersDep = Annotated[ExceptionFilter, Depends(exception_filters)]
+Sort = Annotated[
+    Literal["newest", "oldest", "due", "severity"],
+    Query(description="newest or oldest opened first, soonest `due` first, or highest severity first."),
+]
+
+
+@router.get(
+    "",
+    summary="List exceptions, newest first, with filters",
+    description="Filters combine (AND); `sort` picks the order. Roles: viewer, operator, finance, admin.",
+)
+def list_exceptions(
+    _: ReadDep,
+    exceptions: ExceptionsDep,
+    filters: FiltersDep,
+    sort: Sort = "newest",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ExceptionPage:
     items, total = exceptions.search(filters, limit=limit, offset=offset, order=sort)
     return ExceptionPage(items=[ExceptionOut.of(r) for r in items], total=total)
+
+
+EXPORT_MAX = 100_000
+# The export's columns: (name, header, kind) as tower/reports/files.py writes them; context fields by name.
+EXPORT_COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
+    (name, name, "text")
+    for name in (
+        "id",
+        "rule",
+        "key",
+        "kind",
+        "owner",
+        "severity",
+        "status",
+        "opened_at",
+        "due_at",
+        "resolved_at",
+        "resolution",
+        "assignee",
+        "customer_id",
+        "warehouse",
+        "source",
+    )
+)
+
+
+@router.get(
+    "/export",
+    summary="The exceptions the filters match, as CSV",
+    description="The list's filters and `sort`; at most `max` rows (the header `X-Total-Count` says how many match)."
+    " Times in UTC (RFC 3339); customer, warehouse and source from each exception's context. Text that a spreadsheet"
+    " would take for a formula starts with an apostrophe. Roles: viewer, operator, finance, admin.",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The CSV (a header row), with `Content-Disposition: attachment` and `X-Total-Count`.",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
+def export_exceptions(
+    _: ReadDep,
+    exceptions: ExceptionsDep,
+    filters: FiltersDep,
+    clock: ClockDep,
+    sort: Sort = "newest",
+    max: Annotated[int, Query(ge=1, le=EXPORT_MAX, description="Rows at most.")] = 10_000,
+) -> StreamingResponse:
+    items, total = exceptions.search(filters, limit=max, order=sort)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for record in items:
+            context = record.context
+            yield {
+                **{name: getattr(record, name) for name in ("id", "rule", "key", "kind", "owner", "severity")},
+                "status": record.status,
+                "opened_at": stored_time(record.opened_at),
+                "due_at": stored_time_or_none(record.due_at),
+                "resolved_at": stored_time_or_none(record.resolved_at),
+                "resolution": record.resolution,
+                "assignee": record.assignee,
+                **{name: str(context.get(name) or "") for name in ("customer_id", "warehouse", "source")},
+            }
+
+    stamp = clock.now().astimezone(UTC).strftime("%Y%m%d-%H%M")
+    return StreamingResponse(
+        csv_chunks(rows(), EXPORT_COLUMNS, ZoneInfo("UTC")),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="exceptions-{stamp}.csv"',
+            "X-Total-Count": str(total),
+        },
+    )
 
 
 @router.get(
