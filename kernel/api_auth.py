@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -55,6 +55,12 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 def token_id(token: str) -> str:
     """A short hash naming a token in audit trails without revealing it."""
     return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def single_source_tokens(tokens: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Ingest token id -> the one source the token sends for (tokens granted several sources are left out): what a
+    refused record that claimed no source is counted for."""
+    return {token_id(token): sources[0] for token, sources in tokens.items() if len(sources) == 1}
 
 
 def _lookup(request: Request) -> Principal:

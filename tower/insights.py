@@ -423,11 +423,16 @@ GROUP BY source
 """
 
 # by arrival: a refusal is news whatever time the record carried; one row per dead letter id (a replay adds versions)
+# A record that claimed no source (a body that could not be read) counts for its token's one source, as the
+# ingest-refusals rule counts it.
 _REFUSED = f"""
-SELECT source, uniqExact(id) AS refused
+SELECT if(source = '', transform(token_id, {{token_ids:Array(String)}}, {{token_sources:Array(String)}}, ''), source)
+        AS claimed,
+    uniqExact(id) AS refused
 FROM dead_letters
-WHERE received_at >= {{since:{_T6}}} AND received_at <= {{until:{_T6}}} AND source != ''
-GROUP BY source
+WHERE received_at >= {{since:{_T6}}} AND received_at <= {{until:{_T6}}}
+GROUP BY claimed
+HAVING claimed != ''
 """
 
 _TECHNICAL_OPEN = """
@@ -458,13 +463,16 @@ def _lags(row: dict[str, Any]) -> dict[str, float | None]:
     return {"arrival_lag_p50_seconds": p50, "arrival_lag_p95_seconds": p95}
 
 
-def sources_health(store: Store, now: datetime, window: timedelta) -> SourcesHealth:
+def sources_health(
+    store: Store, now: datetime, window: timedelta, token_sources: Mapping[str, str] | None = None
+) -> SourcesHealth:
     """Per source: spans and events per minute, error rate and p95 latency of its spans in [now - window, now),
     when it was last seen (looking back HEALTH_LOOK_BACK), its active technical exceptions, the records claiming
     it that the doors refused in the window, and how late after their business time its events arrived.
 
     A span's source is the ingest token's (`tower.source`), else its service; a service's last span counts
-    for the source of that span.
+    for the source of that span. A refused record that claimed no source counts for its token's one source
+    (`token_sources`: ingest token id -> source).
     """
     since = now - window
     params = {"since": since, "until": now, "look_back": now - HEALTH_LOOK_BACK, "errors": ERROR_STATUSES}
@@ -482,7 +490,9 @@ def sources_health(store: Store, now: datetime, window: timedelta) -> SourcesHea
             last_span[source] = at
     events = {r["source"]: r for r in store.query(_EVENT_HEALTH, params)}
     technical = {r["source"]: int(r["n"]) for r in store.query(_TECHNICAL_OPEN) if r["source"]}
-    refused = {r["source"]: int(r["refused"]) for r in store.query(_REFUSED, params)}
+    tokens = dict(token_sources or {})
+    refusals = {**params, "token_ids": list(tokens), "token_sources": list(tokens.values())}
+    refused = {r["claimed"]: int(r["refused"]) for r in store.query(_REFUSED, refusals)}
     minutes = window.total_seconds() / 60
     out: list[SourceHealth] = []
     # a source whose every record is refused has sent nothing stored, and is listed for its refusals

@@ -12,6 +12,7 @@ import pytest
 
 import tests.support
 from collector.deadletters import REPLAYED, Refusal, dead_letter_row, status_row
+from kernel.api_auth import token_id
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore, NewException
 from kernel.store import Store
@@ -202,6 +203,10 @@ def test_sources_health_per_source(tower_at_now: RunningTower, store: Store) -> 
     letters = [dead_letter_row(r, "tok", NOW - timedelta(minutes=2)) for r in refusals]
     letters.append(status_row(letters[0], REPLAYED, "replayed", NOW))  # a second version of one: counted once
     letters.append(dead_letter_row(Refusal("events", "old", "{}", source="crm"), "tok", NOW - timedelta(minutes=20)))
+    # a body that could not be read claims no source: it counts for its token's one source (erp)
+    unreadable = Refusal("events", "body: not JSON", "<xml/>", source="")
+    letters.append(dead_letter_row(unreadable, token_id(tower_at_now.token("erp")), NOW - M))
+    letters.append(dead_letter_row(unreadable, "unknown-token", NOW - M))  # nobody's: not listed
     store.insert("dead_letters", letters)
 
     health = get(tower_at_now, "/api/sources/health")
@@ -210,7 +215,7 @@ def test_sources_health_per_source(tower_at_now: RunningTower, store: Store) -> 
     assert set(rows) == {"wms/dallas", "own-exporter", "erp", "tms", "crm"}
     crm = rows["crm"]  # every record refused: listed for its refusals alone
     assert (crm["refused"], crm["events"], crm["spans"], crm["last_seen"]) == (3, 0, 0, None)
-    assert rows["erp"]["refused"] == 0
+    assert rows["erp"]["refused"] == 1
     wms = rows["wms/dallas"]
     assert (wms["spans"], wms["errors"], wms["error_rate"], wms["events"]) == (10, 2, 0.2, 0)
     assert wms["spans_per_minute"] == round(10 / 15, 3)

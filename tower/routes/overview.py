@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from kernel.api_auth import AUTH_RESPONSES, FINANCE_ROLES, OPERATE_ROLES, ReadDep
+from kernel.api_auth import AUTH_RESPONSES, FINANCE_ROLES, OPERATE_ROLES, ReadDep, single_source_tokens
 from kernel.settings import Role
 from sla_rules.loader import RuleSet
 from sla_rules.model import SlaRule
@@ -162,11 +162,13 @@ def get_overview(
 )
 def sources_health(
     _: ReadDep,
+    request: Request,
     store: StoreDep,
     clock: ClockDep,
     minutes: Annotated[float, Query(ge=1, le=24 * 60, description="The window, in minutes (1 to 1440).")] = 15,
 ) -> insights.SourcesHealth:
-    return insights.sources_health(store, clock.now(), timedelta(minutes=minutes))
+    tokens = single_source_tokens(request.app.state.tower.settings.ingest.tokens)
+    return insights.sources_health(store, clock.now(), timedelta(minutes=minutes), tokens)
 
 
 @router.get(
