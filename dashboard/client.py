@@ -213,6 +213,10 @@ class TowerApi:
         """Compliance per rule for cases started in [since, until)."""
         return dict(self.get("/api/sla/summary", **{"from": since, "to": until}))
 
+    def sla_compliance_by(self, by: str, since: datetime, until: datetime) -> dict[str, Any]:
+        """Compliance per rule and warehouse (or customer) for cases started in [since, until)."""
+        return dict(self.get("/api/sla/compliance", by=by, **{"from": since, "to": until}))
+
     def sla_trend(self, rule: str | None, days: int) -> dict[str, Any]:
         """Compliance per rule and day over the last `days`."""
         return dict(self.get("/api/sla/trend", rule=rule, days=days))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from kernel.store.base import Store
 
@@ -25,6 +25,7 @@ class RuleSummary:
     breached: int
     pending: int
     at_risk: int
+    group: str | None = None  # the warehouse or customer of these cases, in a summary by one of them
 
     @property
     def compliance(self) -> float | None:
@@ -33,13 +34,14 @@ class RuleSummary:
         return round(self.met / decided, 6) if decided else None
 
     def as_dict(self) -> dict[str, Any]:
-        """The summary with its compliance."""
-        return {**asdict(self), "compliance": self.compliance}
+        """The summary with its compliance (and its group, in a summary by one)."""
+        values = {**asdict(self), "compliance": self.compliance}
+        if self.group is None:
+            del values["group"]
+        return values
 
 
-_SUMMARY = """
-SELECT
-    rule,
+_COUNTS = """
     count() AS cases,
     countIf(status = 'met') AS met,
     countIf(status = 'late') AS late,
@@ -47,30 +49,44 @@ SELECT
     countIf(status IN ('pending', 'at_risk')) AS pending,
     countIf(status = 'at_risk') AS at_risk
 FROM sla_cases FINAL
-WHERE started_at >= {since:DateTime64(6, 'UTC')} AND started_at < {until:DateTime64(6, 'UTC')}
-GROUP BY rule
-ORDER BY rule
-"""
+WHERE started_at >= {since:DateTime64(6, 'UTC')} AND started_at < {until:DateTime64(6, 'UTC')}"""
+
+_SUMMARY = f"SELECT rule, {_COUNTS}\nGROUP BY rule ORDER BY rule"
+# By a field of the cases (the SQL is fixed per field: nothing from the request is written into it).
+Group = Literal["warehouse", "customer"]
+_BY: dict[str, str] = {
+    "warehouse": f"SELECT rule, toString(warehouse) AS grp, {_COUNTS}\nGROUP BY rule, grp ORDER BY rule, grp",
+    "customer": f"SELECT rule, customer_id AS grp, {_COUNTS}\nGROUP BY rule, grp ORDER BY rule, grp",
+}
 
 
-def sla_summary(store: Store, since: datetime, until: datetime, rules: Iterable[str] = ()) -> list[RuleSummary]:
-    """Per rule, the cases started in [since, until) by status, ordered by rule.
+def _summary(row: dict[str, Any], group: str | None = None) -> RuleSummary:
+    return RuleSummary(
+        rule=row["rule"],
+        cases=int(row["cases"]),
+        met=int(row["met"]),
+        late=int(row["late"]),
+        breached=int(row["breached"]),
+        pending=int(row["pending"]),
+        at_risk=int(row["at_risk"]),
+        group=group,
+    )
 
-    Rules named in `rules` without a case in the period are listed with zeros, so a summary
-    shows every configured rule.
+
+def sla_summary(
+    store: Store, since: datetime, until: datetime, rules: Iterable[str] = (), by: Group | None = None
+) -> list[RuleSummary]:
+    """Per rule, the cases started in [since, until) by status, ordered by rule; `by` a warehouse or a customer,
+    per rule and value of it (the cases' own: the first start event's, else the key's first event with one; ''
+    when none had it), ordered by rule and value.
+
+    Without `by`, rules named in `rules` without a case in the period are listed with zeros, so a summary shows
+    every configured rule.
     """
-    found = {
-        row["rule"]: RuleSummary(
-            rule=row["rule"],
-            cases=int(row["cases"]),
-            met=int(row["met"]),
-            late=int(row["late"]),
-            breached=int(row["breached"]),
-            pending=int(row["pending"]),
-            at_risk=int(row["at_risk"]),
-        )
-        for row in store.query(_SUMMARY, {"since": since, "until": until})
-    }
+    params = {"since": since, "until": until}
+    if by is not None:
+        return [_summary(row, str(row["grp"])) for row in store.query(_BY[by], params)]
+    found = {row["rule"]: _summary(row) for row in store.query(_SUMMARY, params)}
     for rule in rules:
         found.setdefault(rule, RuleSummary(rule, 0, 0, 0, 0, 0, 0))
     return [found[rule] for rule in sorted(found)]

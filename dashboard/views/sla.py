@@ -1,5 +1,5 @@
-"""SLA: per rule, the compliance trend by day, how late the breaches were, and the customers and warehouses
-with the most breaches."""
+"""SLA: per rule, the compliance trend by day, how late the breaches were, the customers and warehouses with the
+most breaches, and (when asked for) compliance per warehouse or customer, worst first."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import streamlit as st
 from dashboard import ui
 
 PERIODS = (7, 14, 30, 90)
+GROUPS_SHOWN = 50
 STATUS_COLORS = {"met": "#2e7d32", "late": "#ef6c00", "breached": "#b71c1c", "pending": "#90a4ae"}
 
 api, identity = ui.signed_in()
@@ -117,3 +118,41 @@ if breaches is not None:
             hide_index=True,
             width="stretch",
         )
+
+# Compliance by warehouse or customer (read when asked for: one more pass over the cases) ------------------------
+
+st.header("Compliance by warehouse or customer")
+by = st.selectbox(
+    "Compare", ["", "warehouse", "customer"], key="sla_by", format_func=lambda v: f"by {v}" if v else "choose one"
+)
+if by:
+    grouped = ui.fetch(api.sla_compliance_by, by, now - timedelta(days=days), now)
+    if grouped is not None:
+        rows = [r for r in grouped["groups"] if not rule or r["rule"] == rule]
+        if not rows:
+            st.info("No SLA case started in the period.")
+        else:
+            # the worst first: the lowest share of decided cases met, then the most breaches
+            rows.sort(key=lambda r: (r["compliance"] if r["compliance"] is not None else 2.0, -r["breached"]))
+            st.dataframe(
+                ui.table(
+                    [
+                        {**r, "group": r["group"] or "(none)", "met on time": ui.percent(r["compliance"])}
+                        for r in rows[:GROUPS_SHOWN]
+                    ],
+                    {
+                        "rule": "rule",
+                        "group": by,
+                        "cases": "cases started",
+                        "met on time": "met on time",
+                        "met": "met",
+                        "late": "late",
+                        "breached": "breached",
+                        "pending": "pending",
+                    },
+                ),
+                hide_index=True,
+                width="stretch",
+            )
+            if len(rows) > GROUPS_SHOWN:
+                st.caption(f"The {GROUPS_SHOWN} worst of {len(rows):,} (rule, {by}) pairs.")

@@ -129,3 +129,35 @@ def test_summary_rejects_bad_periods(tower: RunningTower, params: dict[str, str]
         response = http.get("/api/sla/summary", params=params)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == loc
+
+
+def test_summary_by_warehouse_and_by_customer(tower: RunningTower, store: Store) -> None:
+    def at(key: str, status: str, warehouse: str, customer: str) -> dict[str, Any]:
+        return {**case("order-release", key, status, START), "warehouse": warehouse, "customer_id": customer}
+
+    store.insert(
+        "sla_cases",
+        [
+            at("SO-1", "met", "DAL", "C-1"),
+            at("SO-2", "late", "DAL", "C-2"),
+            at("SO-3", "met", "ATL", "C-1"),
+            at("SO-4", "breached", "", "C-1"),  # no warehouse known
+            {**case("asn-sent", "SH-1", "met", START), "warehouse": "ATL"},
+        ],
+    )
+    params = {"from": START.isoformat(), "to": (START + timedelta(days=1)).isoformat()}
+    with tower.api("viewer") as http:
+        by_warehouse = http.get("/api/sla/compliance", params={**params, "by": "warehouse"}).json()["groups"]
+        by_customer = http.get("/api/sla/compliance", params={**params, "by": "customer"}).json()["groups"]
+        refused = http.get("/api/sla/compliance", params={**params, "by": "sku"})
+        summary = http.get("/api/sla/summary", params=params).json()["rules"]
+    assert [(r["rule"], r["group"], r["cases"], r["met"], r["compliance"]) for r in by_warehouse] == [
+        ("asn-sent", "ATL", 1, 1, 1.0),
+        ("order-release", "", 1, 0, 0.0),
+        ("order-release", "ATL", 1, 1, 1.0),
+        ("order-release", "DAL", 2, 1, 0.5),
+    ]
+    release = {r["group"]: (r["cases"], r["breached"]) for r in by_customer if r["rule"] == "order-release"}
+    assert release == {"C-1": (3, 1), "C-2": (1, 0)}
+    assert refused.status_code == 422
+    assert {r["rule"]: r["cases"] for r in summary}["order-release"] == 4  # the rows add up to the rule's summary

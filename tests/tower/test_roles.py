@@ -47,6 +47,7 @@ ALLOWED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/replays"): READ,
     ("GET", "/api/timeline/{key}"): READ,
     ("GET", "/api/sla/summary"): READ,
+    ("GET", "/api/sla/compliance"): READ,
     ("GET", "/api/sla/runs"): READ,
     ("POST", "/api/sla/evaluate"): OPERATE,
     ("POST", "/api/sla/backtest"): OPERATE,
@@ -103,6 +104,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+# The required query parameters of the routes that have some.
+QUERIES: dict[tuple[str, str], dict[str, str]] = {("GET", "/api/sla/compliance"): {"by": "warehouse"}}
+
+
 def settings_with_every_role(*args: Any, **kwargs: Any) -> Settings:
     """Test settings with one API token per role."""
     settings = make_settings(*args, **kwargs)
@@ -150,8 +155,12 @@ def call(
     letter_id: str = "00000000-0000-0000-0000-000000000001",
 ) -> httpx.Response:
     url = path.format(exception_id=exception_id, key="SO-1", silence_id=silence_id, name=backup, letter_id=letter_id)
-    body = BODIES.get((method, path))
-    return http.request(method, url, json=body) if body is not None else http.request(method, url)
+    body, params = BODIES.get((method, path)), QUERIES.get((method, path))
+    return (
+        http.request(method, url, json=body, params=params)
+        if body is not None
+        else http.request(method, url, params=params)
+    )
 
 
 def test_each_role_against_each_route(roles_tower: RunningTower, store: Store) -> None:

@@ -14,7 +14,7 @@ from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.clock import Clock
 from sla_rules.model import SlaRule
 from sla_rules.service import SlaService
-from sla_rules.summary import sla_summary
+from sla_rules.summary import Group, sla_summary
 from tower.routes.deps import ClockDep, SlaDep, StoreDep, invalid, stored_time, utc
 from tower.routes.models import ValidationErrors
 
@@ -56,6 +56,21 @@ class RuleCompliance(BaseModel):
     pending: int = Field(description="Cases with no end and the deadline ahead, those at risk included.")
     at_risk: int = Field(description="Pending cases inside the rule's warning window.")
     compliance: float | None = Field(description="met / (met + late + breached); null when no case is decided.")
+
+
+class GroupCompliance(RuleCompliance):
+    """The cases of one rule and one warehouse (or customer) that started in the period, by status."""
+
+    group: str = Field(description="The warehouse or customer of these cases ('' for cases without one).")
+
+
+class SlaComplianceBy(BaseModel):
+    """Compliance per rule and warehouse (or customer) for cases started in [from, to)."""
+
+    since: datetime = Field(serialization_alias="from")
+    until: datetime = Field(serialization_alias="to")
+    by: Group
+    groups: list[GroupCompliance]
 
 
 class SlaSummary(BaseModel):
@@ -159,6 +174,28 @@ def summary(
     start, end = period(since, until, clock, "query")
     rows = sla_summary(store, start, end, rules=_configured_rules(request))
     return SlaSummary(since=start, until=end, rules=[RuleCompliance(**row.as_dict()) for row in rows])
+
+
+@router.get(
+    "/compliance",
+    summary="SLA compliance per rule and warehouse, or per rule and customer, for cases started in a period",
+    description="One row per rule and value that had cases (the case's warehouse or customer: its first start"
+    " event's, else the first of its key's events that has one), ordered by rule and value. "
+    "Roles: viewer, operator, finance, admin.",
+    responses=PERIOD_ERROR,
+)
+def compliance_by(
+    _: ReadDep,
+    store: StoreDep,
+    clock: ClockDep,
+    by: Annotated[Group, Query(description="`warehouse` or `customer`.")],
+    since: From = None,
+    until: To = None,
+) -> SlaComplianceBy:
+    start, end = period(since, until, clock, "query")
+    rows = sla_summary(store, start, end, by=by)
+    groups = [GroupCompliance(**{**row.as_dict(), "group": row.group or ""}) for row in rows]
+    return SlaComplianceBy(since=start, until=end, by=by, groups=groups)
 
 
 def _configured_rules(request: Request) -> list[str]:
