@@ -213,9 +213,13 @@ class TowerApi:
         """Compliance per rule for cases started in [since, until)."""
         return dict(self.get("/api/sla/summary", **{"from": since, "to": until}))
 
-    def sla_compliance_by(self, by: str, since: datetime, until: datetime) -> dict[str, Any]:
-        """Compliance per rule and warehouse (or customer) for cases started in [since, until)."""
-        return dict(self.get("/api/sla/compliance", by=by, **{"from": since, "to": until}))
+    def sla_compliance_by(
+        self, by: str, rule: str | None, since: datetime, until: datetime, limit: int = 50
+    ) -> dict[str, Any]:
+        """Compliance per rule (or one rule) and warehouse (or customer) for cases started in [since, until), the
+        worst `limit` first."""
+        params = {"by": by, "rule": rule, "sort": "worst", "limit": limit, "from": since, "to": until}
+        return dict(self.get("/api/sla/compliance", **params))
 
     def sla_trend(self, rule: str | None, days: int) -> dict[str, Any]:
         """Compliance per rule and day over the last `days`."""

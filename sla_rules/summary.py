@@ -52,11 +52,21 @@ FROM sla_cases FINAL
 WHERE started_at >= {since:DateTime64(6, 'UTC')} AND started_at < {until:DateTime64(6, 'UTC')}"""
 
 _SUMMARY = f"SELECT rule, {_COUNTS}\nGROUP BY rule ORDER BY rule"
-# By a field of the cases (the SQL is fixed per field: nothing from the request is written into it).
+# By a field of the cases, in one of two orders (the SQL is fixed per field and order: nothing from the request is
+# written into it). `worst`: the lowest share of decided cases met first (none decided last), then most breached.
 Group = Literal["warehouse", "customer"]
-_BY: dict[str, str] = {
-    "warehouse": f"SELECT rule, toString(warehouse) AS grp, {_COUNTS}\nGROUP BY rule, grp ORDER BY rule, grp",
-    "customer": f"SELECT rule, customer_id AS grp, {_COUNTS}\nGROUP BY rule, grp ORDER BY rule, grp",
+Order = Literal["group", "worst"]
+_FIELDS = {"warehouse": "toString(warehouse)", "customer": "customer_id"}
+_ORDERS = {
+    "group": "rule, grp",
+    "worst": "met / nullIf(met + late + breached, 0) ASC NULLS LAST, breached DESC, rule, grp",
+}
+_BY: dict[tuple[str, str], str] = {
+    (by, order): f"SELECT rule, {field} AS grp, {_COUNTS} AND ({{rule:String}} = '' OR rule = {{rule:String}})"
+    f"\nGROUP BY rule, grp ORDER BY {_ORDERS[order]}"
+    " LIMIT {limit:UInt32}"
+    for by, field in _FIELDS.items()
+    for order in _ORDERS
 }
 
 
@@ -74,18 +84,27 @@ def _summary(row: dict[str, Any], group: str | None = None) -> RuleSummary:
 
 
 def sla_summary(
-    store: Store, since: datetime, until: datetime, rules: Iterable[str] = (), by: Group | None = None
+    store: Store,
+    since: datetime,
+    until: datetime,
+    rules: Iterable[str] = (),
+    by: Group | None = None,
+    order: Order = "group",
+    limit: int = 100_000,
+    rule: str | None = None,
 ) -> list[RuleSummary]:
     """Per rule, the cases started in [since, until) by status, ordered by rule; `by` a warehouse or a customer,
     per rule and value of it (the cases' own: the first start event's, else the key's first event with one; ''
-    when none had it), ordered by rule and value.
+    when none had it), at most `limit` of them (of `rule` alone, when given), ordered by rule and value or
+    (`worst`) the worst first.
 
     Without `by`, rules named in `rules` without a case in the period are listed with zeros, so a summary shows
     every configured rule.
     """
-    params = {"since": since, "until": until}
+    params: dict[str, Any] = {"since": since, "until": until}
     if by is not None:
-        return [_summary(row, str(row["grp"])) for row in store.query(_BY[by], params)]
+        rows = store.query(_BY[(by, order)], {**params, "limit": limit, "rule": rule or ""})
+        return [_summary(row, str(row["grp"])) for row in rows]
     found = {row["rule"]: _summary(row) for row in store.query(_SUMMARY, params)}
     for rule in rules:
         found.setdefault(rule, RuleSummary(rule, 0, 0, 0, 0, 0, 0))

@@ -151,6 +151,10 @@ def test_summary_by_warehouse_and_by_customer(tower: RunningTower, store: Store)
         by_customer = http.get("/api/sla/compliance", params={**params, "by": "customer"}).json()["groups"]
         refused = http.get("/api/sla/compliance", params={**params, "by": "sku"})
         summary = http.get("/api/sla/summary", params=params).json()["rules"]
+        worst = http.get(
+            "/api/sla/compliance", params={**params, "by": "warehouse", "sort": "worst", "rule": "order-release"}
+        ).json()["groups"]
+        worst_two = http.get("/api/sla/compliance", params={**params, "by": "warehouse", "sort": "worst", "limit": 2})
     assert [(r["rule"], r["group"], r["cases"], r["met"], r["compliance"]) for r in by_warehouse] == [
         ("asn-sent", "ATL", 1, 1, 1.0),
         ("order-release", "", 1, 0, 0.0),
@@ -161,3 +165,5 @@ def test_summary_by_warehouse_and_by_customer(tower: RunningTower, store: Store)
     assert release == {"C-1": (3, 1), "C-2": (1, 0)}
     assert refused.status_code == 422
     assert {r["rule"]: r["cases"] for r in summary}["order-release"] == 4  # the rows add up to the rule's summary
+    assert [(r["group"], r["compliance"]) for r in worst] == [("", 0.0), ("DAL", 0.5), ("ATL", 1.0)]
+    assert [r["group"] for r in worst_two.json()["groups"]] == ["", "DAL"]

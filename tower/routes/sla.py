@@ -14,7 +14,7 @@ from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.clock import Clock
 from sla_rules.model import SlaRule
 from sla_rules.service import SlaService
-from sla_rules.summary import Group, sla_summary
+from sla_rules.summary import Group, Order, sla_summary
 from tower.routes.deps import ClockDep, SlaDep, StoreDep, invalid, stored_time, utc
 from tower.routes.models import ValidationErrors
 
@@ -180,7 +180,8 @@ def summary(
     "/compliance",
     summary="SLA compliance per rule and warehouse, or per rule and customer, for cases started in a period",
     description="One row per rule and value that had cases (the case's warehouse or customer: its first start"
-    " event's, else the first of its key's events that has one), ordered by rule and value. "
+    " event's, else the first of its key's events that has one), ordered by rule and value, or `sort=worst`: the"
+    " lowest share met first (none decided last), then the most breached; at most `limit`. "
     "Roles: viewer, operator, finance, admin.",
     responses=PERIOD_ERROR,
 )
@@ -191,9 +192,12 @@ def compliance_by(
     by: Annotated[Group, Query(description="`warehouse` or `customer`.")],
     since: From = None,
     until: To = None,
+    rule: Annotated[str | None, Query(description="One rule; default every rule.")] = None,
+    sort: Annotated[Order, Query(description="`group` (rule, value) or `worst` first.")] = "group",
+    limit: Annotated[int, Query(ge=1, le=100_000, description="Rows at most.")] = 1000,
 ) -> SlaComplianceBy:
     start, end = period(since, until, clock, "query")
-    rows = sla_summary(store, start, end, by=by)
+    rows = sla_summary(store, start, end, by=by, order=sort, limit=limit, rule=rule)
     groups = [GroupCompliance(**{**row.as_dict(), "group": row.group or ""}) for row in rows]
     return SlaComplianceBy(since=start, until=end, by=by, groups=groups)
 
