@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from kernel.clock import Clock
 from kernel.exceptions import ExceptionStore
 from kernel.store import Store
+from sla_rules.loader import RuleSet
 from sla_rules.service import SlaService
 
 
@@ -39,6 +40,12 @@ def get_store(request: Request) -> Store:
     return store
 
 
+def get_rules(request: Request) -> RuleSet:
+    """The rules and routing the tower runs with."""
+    rules: RuleSet = request.app.state.tower.rules
+    return rules
+
+
 def get_clock(request: Request) -> Clock:
     """The tower's clock (every default period is relative to it)."""
     clock: Clock = request.app.state.tower.clock
@@ -49,6 +56,7 @@ ExceptionsDep = Annotated[ExceptionStore, Depends(get_exceptions)]
 SlaDep = Annotated[SlaService, Depends(get_sla)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
+RulesDep = Annotated[RuleSet, Depends(get_rules)]
 
 
 def utc(value: datetime) -> datetime:

@@ -12,14 +12,14 @@ from datetime import UTC, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransition
 from tower.reports.files import csv_chunks
-from tower.routes.deps import ClockDep, ExceptionsDep, StoreDep, stored_time, stored_time_or_none
+from tower.routes.deps import ClockDep, ExceptionsDep, RulesDep, StoreDep
 from tower.routes.models import ExceptionOut
 from tower.routes.timeline import TimelineEntry, audit_entries, key_timeline
 
@@ -179,26 +179,14 @@ def list_exceptions(
 
 
 EXPORT_MAX = 100_000
-# The export's columns: (name, header, kind) as tower/reports/files.py writes them; context fields by name.
+# The export's columns: (name, header, kind) as tower/reports/files.py writes them; the last ones from the context.
+_EXPORT_FIELDS = (
+    "id", "rule", "key", "kind", "owner", "severity", "status", "opened_at", "due_at", "resolved_at", "resolution",
+    "assignee",
+)  # fmt: skip
+_EXPORT_CONTEXT = ("customer_id", "warehouse", "source")
 EXPORT_COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
-    (name, name, "text")
-    for name in (
-        "id",
-        "rule",
-        "key",
-        "kind",
-        "owner",
-        "severity",
-        "status",
-        "opened_at",
-        "due_at",
-        "resolved_at",
-        "resolution",
-        "assignee",
-        "customer_id",
-        "warehouse",
-        "source",
-    )
+    (name, name, "text") for name in (*_EXPORT_FIELDS, *_EXPORT_CONTEXT)
 )
 
 
@@ -228,17 +216,8 @@ def export_exceptions(
 
     def rows() -> Iterator[dict[str, Any]]:
         for record in items:
-            context = record.context
-            yield {
-                **{name: getattr(record, name) for name in ("id", "rule", "key", "kind", "owner", "severity")},
-                "status": record.status,
-                "opened_at": stored_time(record.opened_at),
-                "due_at": stored_time_or_none(record.due_at),
-                "resolved_at": stored_time_or_none(record.resolved_at),
-                "resolution": record.resolution,
-                "assignee": record.assignee,
-                **{name: str(context.get(name) or "") for name in ("customer_id", "warehouse", "source")},
-            }
+            out = ExceptionOut.of(record)
+            yield {**dict(out), **{name: str(out.context.get(name) or "") for name in _EXPORT_CONTEXT}}
 
     stamp = clock.now().astimezone(UTC).strftime("%Y%m%d-%H%M")
     return StreamingResponse(
@@ -258,13 +237,13 @@ def export_exceptions(
     responses=NOT_FOUND,
 )
 def get_exception(
-    exception_id: str, _: ReadDep, request: Request, exceptions: ExceptionsDep, store: StoreDep
+    exception_id: str, _: ReadDep, ruleset: RulesDep, exceptions: ExceptionsDep, store: StoreDep
 ) -> ExceptionDetail:
     with _answers():
         record = exceptions.get(exception_id)
     trail = audit_entries(record.id, exceptions.audit(record.id))
     timeline, truncated = key_timeline(store, record.key, trail)
-    rule = next((r for r in request.app.state.tower.rules.rules if r.id == record.rule), None)
+    rule = next((r for r in ruleset.rules if r.id == record.rule), None)
     return ExceptionDetail(
         **ExceptionOut.of(record).model_dump(),
         timeline=timeline,

@@ -15,10 +15,9 @@ from pydantic import BaseModel, Field
 
 from kernel.api_auth import AUTH_RESPONSES, FINANCE_ROLES, OPERATE_ROLES, ReadDep, single_source_tokens
 from kernel.settings import Role
-from sla_rules.loader import RuleSet
 from sla_rules.model import SlaRule
 from tower import insights
-from tower.routes.deps import ClockDep, StoreDep, invalid, utc
+from tower.routes.deps import ClockDep, RulesDep, StoreDep, invalid, utc
 from tower.routes.models import ValidationErrors
 
 router = APIRouter(prefix="/api", tags=["overview"], responses=AUTH_RESPONSES)
@@ -62,11 +61,6 @@ class Facets(BaseModel):
     severities: list[str]
 
 
-def _rules(request: Request) -> RuleSet:
-    rules: RuleSet = request.app.state.tower.rules
-    return rules
-
-
 @router.get(
     "/whoami",
     summary="The caller's role and what it may do",
@@ -87,8 +81,7 @@ def whoami(who: ReadDep, clock: ClockDep) -> Identity:
     summary="Owners, rules and the other values exceptions are filtered by",
     description=f"From the rule files and the routing file the tower runs with. {READ_ROLES_TEXT}",
 )
-def facets(_: ReadDep, request: Request) -> Facets:
-    ruleset = _rules(request)
+def facets(_: ReadDep, ruleset: RulesDep) -> Facets:
     owners = set(ruleset.routing.owners) | {rule.owner for rule in ruleset.rules} | {"integration"}
     owners |= {route.owner for route in ruleset.routing.routes}
     return Facets(
@@ -125,6 +118,7 @@ def facets(_: ReadDep, request: Request) -> Facets:
 def get_overview(
     _: ReadDep,
     request: Request,
+    ruleset: RulesDep,
     store: StoreDep,
     clock: ClockDep,
     since: Annotated[
@@ -138,7 +132,7 @@ def get_overview(
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name too long for a file name
         raise invalid(("query", "tz"), f"unknown time zone {tz[:100]!r}") from exc
     now = clock.now()
-    sla_rules = [r for r in _rules(request).enabled if isinstance(r, SlaRule)]
+    sla_rules = [r for r in ruleset.enabled if isinstance(r, SlaRule)]
     changed_since = utc(since) if since else now - timedelta(hours=24)
     tower = request.app.state.tower
     return insights.overview(

@@ -198,7 +198,7 @@ def compliance_by(
 ) -> SlaComplianceBy:
     start, end = period(since, until, clock, "query")
     rows = sla_summary(store, start, end, by=by, order=sort, limit=limit, rule=rule)
-    groups = [GroupCompliance(**{**row.as_dict(), "group": row.group or ""}) for row in rows]
+    groups = [GroupCompliance(**row.as_dict()) for row in rows]
     return SlaComplianceBy(since=start, until=end, by=by, groups=groups)
 
 
