@@ -133,6 +133,9 @@ def _register() -> None:
     from tower.commands import exceptions
 
     main.add_command(exceptions.exceptions)
+    from tower.commands import timeline
+
+    main.add_command(timeline.timeline)
     from tower.commands import dashboard
 
     main.add_command(dashboard.dashboard)
