@@ -93,6 +93,12 @@ def test_the_reconcile_command(tower: RunningTower) -> None:
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [["inventory-sync", "ok"], ["invoice-match", "ok"]]
     assert "compared         1  differing       1  opened     1" in lines[1]
+    # stderr is not a terminal here: the progress comes as lines, none cut
+    progress = [line.split("] ", 1)[1] for line in result.stderr.splitlines()]
+    assert progress[0] == "inventory-sync: compare (freshness and pairs), step 1 of 3"
+    assert progress[-1] == (
+        "invoice-match: done (1 compared, 1 differing: 1 opened, 0 resolved, 0 reopened), step 3 of 3"
+    )
 
     result = CliRunner().invoke(
         main, ["reconcile", "invoice-match", "--json", "--url", tower.http_url, "--token", token]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,9 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner, Result
+from rich.console import Console
 
+from collector.fileimport import FileReader
 from kernel.store.embedded import EmbeddedStore
 from tests.factories import make_event
 from tests.support import RunningTower, free_port, start_in_process
@@ -171,6 +175,32 @@ def test_import_splits_a_batch_the_tower_finds_too_large(store: EmbeddedStore, t
         assert result.exit_code == 0, result.output
         assert "stored:  12" in result.stdout
         assert len(stored(small)) == 12
+
+
+def test_progress_comes_as_lines_when_not_on_a_terminal(tower: RunningTower, tmp_path: Path) -> None:
+    path = tmp_path / "e.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(make_event("order.released", n)) for n in range(6)))
+    result = run(["import", str(path), "--url", tower.http_url, "--token", tower.token("erp"), "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    size = path.stat().st_size / 1e6
+    # a line every 10 s, and the last: this import is quick, so only the last (a bar would be cut to 80 columns)
+    assert re.fullmatch(
+        rf"importing e\.ndjson: {size:,.1f} of {size:,.1f} MB \(100%\), 6 read, 6 stored, [\d,]+ records/s, done\n",
+        result.stderr,
+    )
+    console = Console(file=io.StringIO(), width=80)
+    sender = import_module.Sender(tower.http_url, tower.token("erp"))
+    try:
+        import_module.run_import(FileReader(path, "ndjson"), sender, 2, console, every=0)
+    finally:
+        sender.close()
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert [re.sub(r", \S+ records/s", "", line.split(" MB ", 1)[1]) for line in lines] == [
+        "(33%), 2 read, 2 stored",
+        "(67%), 4 read, 4 stored",
+        "(100%), 6 read, 6 stored",
+        "(100%), 6 read, 6 stored, done",
+    ]
 
 
 def test_import_usage_and_connection_errors_exit_2(tower: RunningTower, tmp_path: Path) -> None:

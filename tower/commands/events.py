@@ -236,9 +236,15 @@ def batches(
 
 
 def run_import(
-    reader: FileReader, sender: Sender, batch_size: int, console: Console, report: ImportReport | None = None
+    reader: FileReader,
+    sender: Sender,
+    batch_size: int,
+    console: Console,
+    report: ImportReport | None = None,
+    every: float = 10.0,
 ) -> ImportReport:
-    """Read, batch and send the whole file with a progress bar; returns the report."""
+    """Read, batch and send the whole file with a progress bar (a line every `every` seconds when the console is
+    not a terminal); returns the report."""
     report = report or ImportReport()
     columns = (
         TextColumn("{task.description}"),
@@ -247,15 +253,48 @@ def run_import(
         TextColumn("{task.fields[rows]} rows"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"importing {reader.path.name}", total=reader.size or None, rows=0)
-        ids = IdReuse()
+    ids = IdReuse()
+    if not console.is_terminal:  # a log or a cron mail: a line now and then, not a bar's last frame
+        ticker = Ticker(console, reader, report, every)
         for batch in batches(reader, batch_size, report, ids):
             sender.send_batch(batch, report)
+            ticker.tick()
+        ticker.tick(last=True)
+    else:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(f"importing {reader.path.name}", total=reader.size or None, rows=0)
+            for batch in batches(reader, batch_size, report, ids):
+                sender.send_batch(batch, report)
+                progress.update(task, completed=reader.bytes_read, rows=report.rows)
             progress.update(task, completed=reader.bytes_read, rows=report.rows)
-        progress.update(task, completed=reader.bytes_read, rows=report.rows)
     report.ids_unchecked = ids.unchecked
     return report
+
+
+class Ticker:
+    """An import's progress as plain lines, at most one per `every` seconds and one at the end: how far into the
+    file, how many records read and stored, and the rate."""
+
+    def __init__(self, console: Console, reader: FileReader, report: ImportReport, every: float) -> None:
+        self.console, self.reader, self.report, self.every = console, reader, report, every
+        self.begun = self.last = time.monotonic()
+
+    def tick(self, last: bool = False) -> None:
+        """Print a line if `every` seconds passed since the last one (always when `last`)."""
+        now = time.monotonic()
+        if not last and now - self.last < self.every:
+            return
+        self.last = now
+        done, size = self.reader.bytes_read, self.reader.size
+        where = f"{done / 1e6:,.1f} of {size / 1e6:,.1f} MB ({done / size:.0%})" if size else f"{done / 1e6:,.1f} MB"
+        elapsed = now - self.begun
+        rate = f", {self.report.rows / elapsed:,.0f} records/s" if elapsed > 0 else ""
+        self.console.print(
+            f"importing {self.reader.path.name}: {where}, {self.report.rows:,} read, {self.report.stored:,} stored"
+            f"{rate}{', done' if last else ''}",
+            highlight=False,
+            markup=False,
+        )
 
 
 def summary(path: Path, fmt: str, report: ImportReport, rejects: Path | None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -9,6 +10,7 @@ import httpx
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from tower.client import client, resolve_admin_token, tower_url
 
@@ -37,6 +39,22 @@ class Bar:
         self.progress.update(
             self.tasks[rule], total=steps, completed=steps if finished else step - 1, description=label
         )
+
+
+class Lines:
+    """Progress as plain lines, one per phase, with the seconds since the start: what a log or a cron mail keeps
+    when stderr is not a terminal (a live bar there leaves only its last frame, cut to 80 columns)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.begun = time.monotonic()
+
+    def update(self, event: dict[str, Any]) -> None:
+        """Print the progress line: the rule, its phase and step, and the tower's message."""
+        rule, steps, step = str(event.get("rule", "")), int(event.get("steps") or 1), int(event.get("step") or 1)
+        phase, message = str(event.get("phase", "")), str(event.get("message", ""))
+        label = f"{rule}: {phase}" + (f" ({message})" if message else "")
+        self.console.print(Text(f"[{time.monotonic() - self.begun:6.1f} s] {label}, step {step} of {steps}"))
 
 
 def stream_runs(url: str | None, token: str | None, rule: str | None, on_progress: Any) -> list[dict[str, Any]]:
@@ -102,11 +120,13 @@ def reconcile(rule: str | None, as_json: bool, url: str | None, token: str | Non
     /api/reconcile/runs). Exit code 0 when every run succeeded, 1 when one failed (its error is
     shown), 2 when the tower cannot be reached or refuses the request (e.g. an unknown rule).
     """
-    err = Console(stderr=True)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=False) as progress:
-        bar = Bar(progress)
-        runs = stream_runs(url, token, rule, bar.update)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if err.is_terminal:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=False) as progress:
+            runs = stream_runs(url, token, rule, Bar(progress).update)
+    else:
+        runs = stream_runs(url, token, rule, Lines(err).update)
     if as_json:
         click.echo(orjson.dumps(runs, option=orjson.OPT_INDENT_2).decode())
     else:
