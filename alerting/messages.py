@@ -114,6 +114,10 @@ def _lateness(record: ExceptionRecord, now: datetime) -> tuple[str, str] | None:
     if record.rule == "ingest-refusals" or ("refused" in context and "reasons" in context):
         n = context.get("refused")
         return "Refused", f"{n} record{'' if n == 1 else 's'} in {context.get('window') or ''}".strip()
+    if record.rule == "event-id-reuse" or ("reused_ids" in context and "examples" in context):
+        n, examples = context.get("reused_ids"), [str(e) for e in context.get("examples") or []]
+        shown = f": {', '.join(examples[:3])}" + (", ..." if len(examples) > 3 else "") if examples else ""
+        return "Reused ids", f"{n} in {context.get('window') or ''}{shown}"
     if "last_seen" in context or "silent_for" in context:
         last_seen = context.get("last_seen")
         if last_seen:

@@ -21,6 +21,7 @@ from kernel.model.events import EVENT_TYPES
 from sla_rules.model import (
     DeliveriesRule,
     ErrorRateRule,
+    IdReuseRule,
     JobFailuresRule,
     ReconciliationRule,
     RefusalsRule,
@@ -49,13 +50,19 @@ __all__ = [
 RULE_SUFFIXES = (".yaml", ".yml")
 RULE_TYPES = ("sla", "reconciliation", "technical")
 TechnicalModel = (
-    type[ErrorRateRule] | type[SilenceRule] | type[RefusalsRule] | type[DeliveriesRule] | type[JobFailuresRule]
+    type[ErrorRateRule]
+    | type[SilenceRule]
+    | type[RefusalsRule]
+    | type[DeliveriesRule]
+    | type[IdReuseRule]
+    | type[JobFailuresRule]
 )
 TECHNICAL_CHECKS: dict[str, TechnicalModel] = {
     "error-rate": ErrorRateRule,
     "silence": SilenceRule,
     "refusals": RefusalsRule,
     "deliveries": DeliveriesRule,
+    "id-reuse": IdReuseRule,
     "job-failures": JobFailuresRule,
 }
 

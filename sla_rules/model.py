@@ -310,6 +310,19 @@ class RefusalsParams(_Strict):
         return parse_duration(value)
 
 
+class IdReuseParams(_Strict):
+    """event-id-reuse: ids of one source that carried different events (the store keeps one event per source and id),
+    at least `min_ids` of them received within `window`."""
+
+    window: Duration = timedelta(hours=1)
+    min_ids: int = Field(1, ge=1, description="Reused ids received within the window that open the exception.")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
 class DeliveriesParams(_Strict):
     """slack-delivery: Slack messages to a channel that failed (no more attempts) since a message last reached it,
     at least `min_messages` of them, the last within `window`."""
@@ -363,6 +376,14 @@ class DeliveriesRule(_RuleBase):
     params: DeliveriesParams = Field(default_factory=DeliveriesParams)
 
 
+class IdReuseRule(_RuleBase):
+    """A technical rule on event ids a source gave to different events (`event_ids`, migration 17)."""
+
+    type: Literal["technical"] = "technical"
+    check: Literal["id-reuse"]
+    params: IdReuseParams = Field(default_factory=IdReuseParams)
+
+
 class JobFailuresRule(_RuleBase):
     """A technical rule on the tower's own scheduled jobs (watched by the scheduler, tower/job_health.py)."""
 
@@ -372,6 +393,19 @@ class JobFailuresRule(_RuleBase):
 
 
 TechnicalRule = Annotated[
-    ErrorRateRule | SilenceRule | RefusalsRule | DeliveriesRule | JobFailuresRule, Field(discriminator="check")
+    ErrorRateRule | SilenceRule | RefusalsRule | DeliveriesRule | IdReuseRule | JobFailuresRule,
+    Field(discriminator="check"),
 ]
-Rule = SlaRule | ReconciliationRule | ErrorRateRule | SilenceRule | RefusalsRule | DeliveriesRule | JobFailuresRule
+Rule = (
+    SlaRule
+    | ReconciliationRule
+    | ErrorRateRule
+    | SilenceRule
+    | RefusalsRule
+    | DeliveriesRule
+    | IdReuseRule
+    | JobFailuresRule
+)
+# The technical rules sla_rules/technical.py evaluates (JobFailuresRule is the scheduler's, tower/job_health.py).
+EVALUATED_TECHNICAL = (ErrorRateRule, SilenceRule, RefusalsRule, DeliveriesRule, IdReuseRule)
+EvaluatedTechnical = ErrorRateRule | SilenceRule | RefusalsRule | DeliveriesRule | IdReuseRule

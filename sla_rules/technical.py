@@ -1,5 +1,5 @@
 """Technical rules, from spans, arrivals, refusals and the alert delivery log: `integration-errors` (error rates),
-`source-silence`, `ingest-refusals` and `slack-delivery`.
+`source-silence`, `ingest-refusals`, `slack-delivery` and `event-id-reuse` (sla_rules/id_reuse.py).
 
 Each rule is one set-based query in ClickHouse over a window ending at the injected clock's now;
 what it finds opens an exception per key (owner `integration` by default, kind `technical`), and
@@ -46,12 +46,20 @@ from kernel.clock import Clock
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
 from kernel.model.events import source_covers, source_system
 from kernel.store import Store
-from kernel.store.base import utc_text
-from sla_rules.model import DeliveriesRule, ErrorRateRule, RefusalsRule, Rule, SilenceRule
+from sla_rules.id_reuse import IdReuseCheck
+from sla_rules.model import (
+    DeliveriesRule,
+    ErrorRateRule,
+    EvaluatedTechnical,
+    IdReuseRule,
+    RefusalsRule,
+    Rule,
+    SilenceRule,
+)
 from sla_rules.report import EvaluationReport, RuleReport
+from sla_rules.texts import RECOVERED, duration_text, iso, parse_utc
 
 OwnerFor = Callable[[Rule, Mapping[str, str]], str]
-RECOVERED = "recovered"
 # The OpenTelemetry exporter writes `Error`; older exporter versions wrote the enum name.
 ERROR_STATUSES = ["Error", "STATUS_CODE_ERROR"]
 REASON_CHARS = 300  # of each example reason kept in a refusal exception's context
@@ -217,15 +225,15 @@ class Silence:
 
 
 class TechnicalEngine:
-    """Evaluates the technical rules (ErrorRateRule, SilenceRule, RefusalsRule, DeliveriesRule) into exceptions; an
-    Evaluator."""
+    """Evaluates the technical rules (ErrorRateRule, SilenceRule, RefusalsRule, DeliveriesRule, IdReuseRule) into
+    exceptions; an Evaluator."""
 
     def __init__(
         self,
         store: Store,
         exceptions: ExceptionStore,
         clock: Clock,
-        rules: Sequence[ErrorRateRule | SilenceRule | RefusalsRule | DeliveriesRule],
+        rules: Sequence[EvaluatedTechnical],
         expected_sources: Sequence[str] = (),
         seen_within: timedelta = timedelta(hours=168),
         owner_for: OwnerFor | None = None,
@@ -242,6 +250,7 @@ class TechnicalEngine:
         self.seen_within = seen_within
         self.owner_for: OwnerFor = owner_for or (lambda rule, data: rule.owner)
         self._lock = threading.Lock()  # the scheduler and the API may evaluate at the same time
+        self.id_reuse = IdReuseCheck(store, exceptions, self.owner_for)
 
     def evaluate(self, full: bool = False) -> EvaluationReport:
         """Evaluate every technical rule at the clock's now: open what holds, resolve what recovered."""
@@ -257,6 +266,8 @@ class TechnicalEngine:
                     opened, resolved, changed = self._refusals(rule, now)
                 elif isinstance(rule, DeliveriesRule):
                     opened, resolved, changed = self._deliveries(rule, now)
+                elif isinstance(rule, IdReuseRule):
+                    opened, resolved, changed = self.id_reuse.evaluate(rule, now)
                 else:
                     opened, resolved, changed = self._silence(rule, now)
                 rules[rule.id] = RuleReport(
@@ -296,7 +307,7 @@ class TechnicalEngine:
     ) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
         active = self.exceptions.active_by_key(rule.id)
         series = {s.key: s for s in self.error_rates(rule, now, sorted(active))}
-        window = _duration_text(rule.params.window)
+        window = duration_text(rule.params.window)
         found = [
             NewException(
                 rule=rule.id,
@@ -314,8 +325,8 @@ class TechnicalEngine:
                     "window": window,
                     "min_spans": rule.params.min_spans,
                     "error_ratio": rule.params.error_ratio,
-                    "since": _iso(now - rule.params.window),
-                    "until": _iso(now),
+                    "since": iso(now - rule.params.window),
+                    "until": iso(now),
                 },
             )
             for s in series.values()
@@ -342,7 +353,7 @@ class TechnicalEngine:
         window = rule.params.window
         look_back = max(self.seen_within, window)
         rows = self.store.query(_LAST_SEEN, {"since": now - look_back, "until": now})
-        last_by_source = {str(r["source"]): _parse_utc(r["last_seen"]) for r in rows}
+        last_by_source = {str(r["source"]): parse_utc(r["last_seen"]) for r in rows}
         expected = list(rule.params.sources) or self.expected_sources
         if not expected:
             recent = now - self.seen_within
@@ -358,8 +369,8 @@ class TechnicalEngine:
     def _silence(self, rule: SilenceRule, now: datetime) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
         active = self.exceptions.active_by_key(rule.id)
         found_by_source = {s.source: s for s in self.silences(rule, now, sorted(active))}
-        window = _duration_text(rule.params.window)
-        look_back = _duration_text(max(self.seen_within, rule.params.window))
+        window = duration_text(rule.params.window)
+        look_back = duration_text(max(self.seen_within, rule.params.window))
         found = [
             NewException(
                 rule=rule.id,
@@ -369,8 +380,8 @@ class TechnicalEngine:
                 severity=rule.severity,
                 context={
                     "source": s.source,
-                    "last_seen": _iso(s.last_seen) if s.last_seen else None,
-                    "silent_for": f"more than {look_back}" if s.silent_for is None else _duration_text(s.silent_for),
+                    "last_seen": iso(s.last_seen) if s.last_seen else None,
+                    "silent_for": f"more than {look_back}" if s.silent_for is None else duration_text(s.silent_for),
                     "silent_for_seconds": None if s.silent_for is None else round(s.silent_for.total_seconds()),
                     "window": window,
                 },
@@ -384,9 +395,9 @@ class TechnicalEngine:
             s = found_by_source[record.key]
             assert s.last_seen is not None and s.silent_for is not None  # not silent: seen within the window
             details[record.id] = {
-                "last_seen": _iso(s.last_seen),
+                "last_seen": iso(s.last_seen),
                 "silent_since": record.context.get("last_seen"),
-                "silent_for": _duration_text(s.silent_for),
+                "silent_for": duration_text(s.silent_for),
                 "window": window,
             }
         opened = self.exceptions.open_many(found)
@@ -412,8 +423,8 @@ class TechnicalEngine:
             Refusals(
                 str(r["key"]),
                 int(r["refused"]),
-                _parse_utc(r["first_at"]),
-                _parse_utc(r["last_at"]),
+                parse_utc(r["first_at"]),
+                parse_utc(r["last_at"]),
                 list(r["doors"]),
                 [reason[:REASON_CHARS] for reason in r["reasons"]],
             )
@@ -433,7 +444,7 @@ class TechnicalEngine:
     def _refusals(self, rule: RefusalsRule, now: datetime) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
         active = self.exceptions.active_by_key(rule.id)
         found = {r.key: r for r in self.refusals(rule, now, sorted(active))}
-        window = _duration_text(rule.params.window)
+        window = duration_text(rule.params.window)
         new = [r for key, r in found.items() if r.refused >= rule.params.min_records and key not in active]
         recovered = [
             record for key, record in active.items() if key not in found or found[key].refused < rule.params.min_records
@@ -456,8 +467,8 @@ class TechnicalEngine:
                         "window": window,
                         "doors": r.doors,
                         "reasons": r.reasons,
-                        "since": _iso(r.first_at),
-                        "last_refused": _iso(r.last_at),
+                        "since": iso(r.first_at),
+                        "last_refused": iso(r.last_at),
                         "pending": pending.get(r.key, 0),
                         "summary": f"{_records(r.refused)} refused in {window}: {r.reasons[0] if r.reasons else ''}",
                         "next_step": "fix what the reasons name at the sender (or the token), then replay: "
@@ -493,8 +504,8 @@ class TechnicalEngine:
             FailedDeliveries(
                 str(r["channel"]),
                 int(r["failed"]),
-                _parse_utc(r["first_at"]),
-                _parse_utc(r["last_at"]),
+                parse_utc(r["first_at"]),
+                parse_utc(r["last_at"]),
                 [reason[:REASON_CHARS] for reason in r["reasons"]],
                 list(r["exceptions"]),
             )
@@ -505,7 +516,7 @@ class TechnicalEngine:
         self, rule: DeliveriesRule, now: datetime
     ) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
         active = self.exceptions.active_by_key(rule.id)
-        window = _duration_text(rule.params.window)
+        window = duration_text(rule.params.window)
         new = [f for f in self.failed_deliveries(rule, now) if f.channel not in active]
         opened = self.exceptions.open_many(
             [
@@ -522,8 +533,8 @@ class TechnicalEngine:
                         "window": window,
                         "reasons": f.reasons,
                         "exceptions": f.exceptions,
-                        "since": _iso(f.first_at),
-                        "last_failed": _iso(f.last_at),
+                        "since": iso(f.first_at),
+                        "last_failed": iso(f.last_at),
                         "summary": f"{_messages(f.failed)} to {f.channel} failed: {f.reasons[0] if f.reasons else ''}",
                         "next_step": f"make {f.channel} exist and invite the tower's bot to it (or route its owner"
                         f" elsewhere), then send the missed alerts again: `tower alerts resend {f.channel}` or the"
@@ -536,7 +547,7 @@ class TechnicalEngine:
         recovered: list[ExceptionRecord] = []
         details: dict[str, dict[str, Any]] = {}
         if active:
-            since = min(_parse_utc(record.opened_at) for record in active.values()) - rule.params.window
+            since = min(parse_utc(record.opened_at) for record in active.values()) - rule.params.window
             rows = self.store.query(_DELIVERED, {"channels": sorted(active), "since": since, "until": now})
             for row in rows:
                 record = active.get(str(row["channel"]))
@@ -545,7 +556,7 @@ class TechnicalEngine:
                 if record is not None and not last_ok.startswith("1970-01-01") and last_ok > last_failed:
                     recovered.append(record)
                     details[record.id] = {
-                        "delivered_at": _iso(_parse_utc(last_ok)),
+                        "delivered_at": iso(parse_utc(last_ok)),
                         "note": "failed messages are sent again only when asked: tower alerts resend CHANNEL",
                     }
         resolved = self.exceptions.resolve_many(recovered, RECOVERED, details, actor="engine")
@@ -558,26 +569,3 @@ def _messages(n: int) -> str:
 
 def _records(n: int) -> str:
     return f"{n} record" if n == 1 else f"{n} records"
-
-
-def _parse_utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def _iso(value: datetime) -> str:
-    return utc_text(value).replace(" ", "T") + "Z"
-
-
-def _duration_text(value: timedelta) -> str:
-    """A short human duration: `45m`, `2h05m`, `3d4h`, `30s`."""
-    seconds = int(value.total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
-    if minutes:
-        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
-    return f"{secs}s"

@@ -39,6 +39,7 @@ TABLES = (
     "replay_requests",
     "report_deliveries",
     "tower_leases",
+    "event_ids",
 )
 
 

@@ -56,12 +56,9 @@ from reconcilers.settings import ReconcileSettings
 from sla_rules.engine import SlaEngine
 from sla_rules.loader import ParamsModels, Problem, RuleFileError, RuleSet, load_rule_set
 from sla_rules.model import (
-    DeliveriesRule,
-    ErrorRateRule,
+    EVALUATED_TECHNICAL,
     JobFailuresRule,
     ReconciliationRule,
-    RefusalsRule,
-    SilenceRule,
     SlaRule,
 )
 from sla_rules.service import SlaService
@@ -230,7 +227,7 @@ def build_sla(settings: Settings, store: Store, clock: Clock, rules: RuleSet | N
         store,
         exceptions,
         clock,
-        [r for r in enabled if isinstance(r, (ErrorRateRule, SilenceRule, RefusalsRule, DeliveriesRule))],
+        [r for r in enabled if isinstance(r, EVALUATED_TECHNICAL)],
         expected_sources=settings.sla.expected_sources,
         seen_within=timedelta(hours=settings.sla.expect_seen_within_hours),
         owner_for=owner_for,

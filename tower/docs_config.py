@@ -217,6 +217,10 @@ SHARDED: dict[str, str] = {"otel_traces": "cityHash64(TraceId)", "otel_logs": "r
 _CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS (?P<name>\w+)")
 _ENGINE = re.compile(r"ENGINE = (?P<engine>\w+)(?:\((?P<args>[^)]*)\))?")
 _ALTER = re.compile(r"^ALTER TABLE (?P<name>\w+) ")
+_VIEW = re.compile(
+    r"CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO (?P<target>\w+) AS(?P<select>.*\bFROM )(?P<source>\w+)$",
+    re.DOTALL,
+)
 
 
 @dataclass(frozen=True)
@@ -263,6 +267,14 @@ def cluster_statements(cluster: Cluster) -> list[str]:
             name = alter.group("name")
             target = f"{name}_local" if name in SHARDED else name
             out.append(text.replace(f"ALTER TABLE {name} ", f"ALTER TABLE {db}.{target} {on} ", 1))
+        elif view := _VIEW.match(text):
+            # a view fires on the node an insert reaches; its target, replicated whole, carries its rows to the others
+            if view.group("source") in SHARDED or view.group("target") in SHARDED:
+                raise ValueError(f"a materialized view over a sharded table needs its own cluster DDL: {text[:80]}")
+            out.append(
+                f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view.group('name')} {on} TO {db}.{view.group('target')}"
+                f" AS{view.group('select')}{db}.{view.group('source')}"
+            )
         else:
             raise ValueError(f"cannot translate this migration statement for a cluster: {text[:80]}")
     # record the migrations as applied, so the tower's processes do not run them again on one node

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from kernel.exceptions import ExceptionStore, NewException
 from sla_rules.model import JobFailuresRule, Rule
-from sla_rules.technical import RECOVERED
+from sla_rules.texts import RECOVERED
 from tower.scheduler import JobRun
 
 log = logging.getLogger(__name__)

@@ -539,6 +539,33 @@ ORDER BY (tz, version)
 TTL toDateTime(computed_at) + INTERVAL 1 DAY
 """
 
+# Every event id a source used within the last 35 days, with the range of the content hashes it carried: business_events
+# keeps one event per (source, id), so an id a source gives to two different events loses one of them in a merge,
+# quietly. The view sees every insert, so the table keeps the evidence after the merge: `lo != hi` is an id reused
+# for a different event (the `event-id-reuse` rule, sla_rules/technical.py). A redelivery carries the same content
+# hash. The hash leaves out `data` (free-form JSON whose key order a sender may change on a resend), the door and
+# the arrival: two events with the same type, time, keys, quantity and amount are the same event.
+EVENT_IDS = """
+CREATE TABLE IF NOT EXISTS event_ids (
+    source LowCardinality(String),
+    id String CODEC(ZSTD(1)),
+    lo SimpleAggregateFunction(min, UInt32),
+    hi SimpleAggregateFunction(max, UInt32),
+    last_at SimpleAggregateFunction(max, DateTime('UTC'))
+) ENGINE = AggregatingMergeTree
+ORDER BY (source, id)
+TTL last_at + INTERVAL 35 DAY
+"""
+EVENT_CONTENT_HASH = (
+    "toUInt32(cityHash64(type, time, subject, order_id, shipment_id, invoice_id, customer_id, sku, location,"
+    " warehouse, isNull(quantity), ifNull(quantity, 0), isNull(amount), ifNull(amount, 0), currency) % 4294967296)"
+)
+EVENT_IDS_VIEW = f"""
+CREATE MATERIALIZED VIEW IF NOT EXISTS event_ids_view TO event_ids AS
+SELECT source, id, {EVENT_CONTENT_HASH} AS lo, lo AS hi, toDateTime(received_at, 'UTC') AS last_at
+FROM business_events
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "otel tables", (OTEL_TRACES, OTEL_LOGS)),
     Migration(2, "business events and dead letters", (BUSINESS_EVENTS, DEAD_LETTERS)),
@@ -560,6 +587,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(14, "codecs for sla_cases and the span attribute maps (bench/size.py)", SIZE_CODECS),
     Migration(15, "business events: newest time per type and source (projection)", EVENT_FRESHNESS),
     Migration(16, "the overview's readings of sla_cases (tower/case_days.py)", (SLA_CASE_DAYS,)),
+    Migration(17, "event ids and the content they carried (event-id-reuse)", (EVENT_IDS, EVENT_IDS_VIEW)),
 )
 
 _LEDGER = """

@@ -35,7 +35,7 @@ class Store(Protocol):
         ...
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Insert rows (column name -> value) into a table as one batch; returns rows written."""
+        """Insert rows (column name -> value) into a table as one batch, all or none; returns how many."""
         ...
 
     def ping(self) -> bool:

@@ -183,6 +183,16 @@ def test_technical_exceptions_say_how_long_silent_or_how_many_errors() -> None:
     blocks = valid(exception_blocks(refusals, view(title="Records refused into dead letters")))
     assert "*Source*\nwms/dallas" in texts(blocks) and "*Refused*\n12 records in 15m" in texts(blocks)
     assert "*Reason*\ntime: '2026-11-02T09:00:00' is not RFC 3339" in texts(blocks)
+    reuse = record(
+        rule="event-id-reuse",
+        key="erp",
+        kind="technical",
+        owner="integration",
+        due_at=None,
+        context={"source": "erp", "reused_ids": 4, "window": "1h", "examples": ["SO-1", "SO-2", "SO-3", "SO-4"]},
+    )
+    blocks = valid(exception_blocks(reuse, view(title="Event ids reused for different events")))
+    assert "*Source*\nerp" in texts(blocks) and "*Reused ids*\n4 in 1h: SO-1, SO-2, SO-3, ..." in texts(blocks)
     deliveries = record(
         rule="slack-delivery",
         key="#ops-warehouse",

@@ -57,7 +57,7 @@ def test_every_shipped_file_loads_into_the_design_defaults() -> None:
     files = sorted(p.name for p in folder.iterdir())
     rules = {rule.id: rule for rule in load_rules(folder)}
     assert files == sorted(f"{rule_id}.yaml" for rule_id in rules)
-    assert len(rules) == 11
+    assert len(rules) == 12
     for rule in rules.values():
         assert rule.title and rule.enabled and rule.severity in ("medium", "high", "critical")
         assert read_rule_file(folder / f"{rule.id}.yaml")[0].rule == rule
@@ -128,7 +128,7 @@ def test_default_rules_dir_does_not_depend_on_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert len(load_rules(default_rules_dir())) == 11
+    assert len(load_rules(default_rules_dir())) == 12
 
 
 # --- what a file may hold -----------------------------------------------------------------------
@@ -276,7 +276,7 @@ def test_problems_are_collected_across_files_and_rules(tmp_path: Path) -> None:
     assert found == [
         f"{tmp_path}/a.yaml:12: deadline.after: '2hours' is not a duration like 90s, 30m, 2h or 1d",
         f"{tmp_path}/b.yaml:1: check: required for technical rules: one of error-rate, silence, refusals, deliveries,"
-        " job-failures",
+        " id-reuse, job-failures",
         f"{tmp_path}/b.yaml:12: params.quiet: unknown field; expected one of window, sources",
         f"{tmp_path}/b.yaml:13: a rule must be a mapping of fields, not text",
     ]

@@ -105,6 +105,7 @@ def test_no_routes_means_each_rule_keeps_its_owner(tmp_path: Path) -> None:
         "tower-jobs": "integration",
         "ingest-refusals": "integration",
         "slack-delivery": "integration",
+        "event-id-reuse": "integration",
     }
 
 
@@ -117,7 +118,7 @@ def test_the_shipped_routing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert routing.owner_for(rule("integration-errors"), {"warehouse": "RNO"}) == "integration"
     assert routing.channel_for("warehouse") == "#ops-warehouse"
     loaded = load_rule_set()
-    assert len(loaded.rules) == len(loaded.enabled) == 11 and loaded.routing == routing
+    assert len(loaded.rules) == len(loaded.enabled) == 12 and loaded.routing == routing
 
 
 def test_owners_declare_channels(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from kernel.exceptions import ExceptionFilter, ExceptionRecord, ExceptionStore
 from kernel.store import Store
 from sla_rules.loader import default_rules_dir, load_rules
 from sla_rules.model import DeliveriesParams, DeliveriesRule
-from sla_rules.technical import RECOVERED, TechnicalEngine
+from sla_rules.technical import TechnicalEngine
+from sla_rules.texts import RECOVERED
 from tests.alerting.delivery_support import drain, msg, sender_for, slack_settings
 
 RULE = DeliveriesRule(

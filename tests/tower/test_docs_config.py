@@ -72,11 +72,16 @@ def test_the_cluster_ddl_parses_and_covers_every_table(store: EmbeddedStore) -> 
     for statement in statements:
         store.query(f"EXPLAIN AST {statement}")  # parses (nothing runs: chDB has no cluster)
     text = "\n".join(statements)
-    tables = {r["name"] for r in store.query("SELECT name FROM system.tables WHERE database = currentDatabase()")}
+    found = store.query("SELECT name, engine FROM system.tables WHERE database = currentDatabase()")
+    views = {r["name"] for r in found if r["engine"] == "MaterializedView"}
+    tables = {r["name"] for r in found} - views
     for table in tables - {"otel_traces", "otel_logs"}:
         if table.startswith("retention_copy_") or table == "size_probe":
             continue
         assert f"CREATE TABLE IF NOT EXISTS tower.{table} ON CLUSTER 'prod'" in text, table
+    assert views == {"event_ids_view"}
+    assert "CREATE MATERIALIZED VIEW IF NOT EXISTS tower.event_ids_view ON CLUSTER 'prod' TO tower.event_ids AS" in text
+    assert text.count("FROM tower.business_events") == 1  # the view reads the replicated table, not a bare name
     assert "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tower/otel_traces_local', '{replica}')" in text
     assert "ENGINE = Distributed('prod', 'tower', 'otel_traces_local', cityHash64(TraceId))" in text
     assert (

@@ -20,13 +20,14 @@ from sla_rules.loader import (
     read_rule_file,
 )
 from sla_rules.model import (
+    EVALUATED_TECHNICAL,
     DeliveriesRule,
     ErrorRateRule,
+    IdReuseRule,
     JobFailuresRule,
     ReconciliationRule,
     RefusalsRule,
     Rule,
-    SilenceRule,
     SlaRule,
 )
 from tower.client import api_call
@@ -172,7 +173,7 @@ def _rule_table(rules: Sequence[Rule]) -> str:
     rows = [("ID", "TYPE", "OWNER", "KEY", "DEADLINE")]
     for rule in rules:
         kind: str = rule.type
-        if isinstance(rule, (ErrorRateRule, SilenceRule, RefusalsRule, DeliveriesRule, JobFailuresRule)):
+        if isinstance(rule, (*EVALUATED_TECHNICAL, JobFailuresRule)):
             kind = f"technical/{rule.check}"
         key = rule.key if isinstance(rule, SlaRule) else "-"
         deadline = _deadline(rule) + ("" if rule.enabled else "  [disabled]")
@@ -205,6 +206,8 @@ def _deadline(rule: Rule) -> str:
         return f"a tower job failing {rule.params.failures} runs in a row"
     if isinstance(rule, RefusalsRule):
         return f"over {duration(rule.params.window)}: >= {rule.params.min_records} records refused"
+    if isinstance(rule, IdReuseRule):
+        return f"over {duration(rule.params.window)}: >= {rule.params.min_ids} event ids reused for different events"
     if isinstance(rule, DeliveriesRule):
         delivery = rule.params
         return (

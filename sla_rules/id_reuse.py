@@ -1,0 +1,109 @@
+"""event-id-reuse: event ids a source gave to different events.
+
+The store keeps one business event per (source, id) (a redelivery is the same event), so when a sender gives one id
+to two different events, a merge keeps one of them and the other is gone without a trace: the SLA rules then see an
+order never released, a shipment never confirmed. `event_ids` (migration 17) keeps, for every id used within 35
+days, the range of the content hashes it carried; an id whose range is not one hash was reused.
+
+Per source, the ids reused that were received within `window` (at least `min_ids` of them) open one exception, with
+how many and examples; it resolves itself (`recovered`) once a whole window passes without one. Key: the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
+from kernel.store import Store
+from sla_rules.model import IdReuseRule, Rule
+from sla_rules.texts import RECOVERED, duration_text, iso, parse_utc
+
+EXAMPLES = 5  # reused ids named in an exception's context
+
+# Every row of an id received within the window, its older rows too: before a merge folds them, an id's first
+# content and its second are in different rows, and only the second was received lately.
+_REUSED = """
+SELECT source, count() AS ids, groupArray({examples:UInt32})(id) AS examples, min(at) AS first_at, max(at) AS newest
+FROM (
+    SELECT source, id, max(last_at) AS at
+    FROM event_ids
+    WHERE (source, id) IN (SELECT source, id FROM event_ids WHERE last_at >= {since:DateTime64(6, 'UTC')})
+    GROUP BY source, id
+    HAVING min(lo) != max(hi) AND at >= {since:DateTime64(6, 'UTC')} AND at <= {until:DateTime64(6, 'UTC')}
+    ORDER BY source, at DESC, id
+)
+GROUP BY source
+ORDER BY source
+"""
+
+
+@dataclass(frozen=True)
+class Reused:
+    """The ids of one source that carried different events, received within the window."""
+
+    source: str
+    ids: int
+    examples: list[str]  # the latest first
+    first_at: datetime
+    last_at: datetime
+
+
+class IdReuseCheck:
+    """Opens and resolves `event-id-reuse` exceptions (TechnicalEngine runs it)."""
+
+    def __init__(
+        self, store: Store, exceptions: ExceptionStore, owner_for: Callable[[Rule, Mapping[str, str]], str]
+    ) -> None:
+        self.store = store
+        self.exceptions = exceptions
+        self.owner_for = owner_for
+
+    def reused(self, rule: IdReuseRule, now: datetime) -> list[Reused]:
+        """Per source, its ids reused for different events that were received within the window ending at `now`."""
+        params = {"since": now - rule.params.window, "until": now, "examples": EXAMPLES}
+        return [
+            Reused(
+                str(r["source"]), int(r["ids"]), list(r["examples"]), parse_utc(r["first_at"]), parse_utc(r["newest"])
+            )
+            for r in self.store.query(_REUSED, params)
+        ]
+
+    def evaluate(self, rule: IdReuseRule, now: datetime) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
+        """Open an exception per source over the threshold without one; resolve those of sources with none within
+        the window. Answers (opened, resolved, changes)."""
+        active = self.exceptions.active_by_key(rule.id)
+        found = {r.source: r for r in self.reused(rule, now) if r.ids >= rule.params.min_ids}
+        window = duration_text(rule.params.window)
+        opened = self.exceptions.open_many(
+            [self._finding(rule, r, window) for source, r in found.items() if source not in active]
+        )
+        quiet = [record for key, record in active.items() if key not in found]
+        details = {record.id: {"reused_ids": 0, "window": window} for record in quiet}
+        resolved = self.exceptions.resolve_many(quiet, RECOVERED, details, actor="engine")
+        return opened, resolved, len(opened) + len(resolved)
+
+    def _finding(self, rule: IdReuseRule, r: Reused, window: str) -> NewException:
+        ids = f"{r.ids} event id" + ("" if r.ids == 1 else "s")
+        return NewException(
+            rule=rule.id,
+            key=r.source,
+            kind=rule.kind,
+            owner=self.owner_for(rule, {"source": r.source}),
+            severity=rule.severity,
+            context={
+                "source": r.source,
+                # the business exceptions its lost events cause are what the business owners must hear of too
+                "root_cause": False,
+                "reused_ids": r.ids,
+                "window": window,
+                "examples": r.examples,
+                "since": iso(r.first_at),
+                "last_reused": iso(r.last_at),
+                "summary": f"{ids} of {r.source} carried different events within {window}; the tower keeps one event"
+                f" per source and id, so the others are lost: {', '.join(r.examples)}",
+                "next_step": "make the sender give every event its own id (a resend of the same event keeps its id),"
+                f" then have it resend the events it sent since {iso(r.first_at)} with new ids",
+            },
+        )
