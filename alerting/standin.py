@@ -5,7 +5,8 @@ uses: auth.test, chat.postMessage (threads with thread_ts, message metadata), ch
 person deleting a message), conversations.history, conversations.replies and conversations.list,
 files.getUploadURLExternal + the upload URL it returns + files.completeUploadExternal (so
 `WebClient.files_upload_v2` works), and incoming webhooks at `/webhook/<channel>`. Channels are made on first
-use from their names (`#ops`) and get ids (`C0000001`); ts values come from the stand-in's clock.
+use from their names (`#ops`) and get ids derived from them (`C` and the name in base32, so the same in every run,
+as a workspace's channels outlive a restart of the stand-in); ts values come from the stand-in's clock.
 
 It records every call (`calls`, each with the time it arrived on the stand-in's clock; `GET /_standin/calls`)
 and keeps each channel's history with threads and edits (`messages(channel)`, `thread(channel, ts)`, and
@@ -27,6 +28,7 @@ Tests, the alerting bench and `tower serve --demo` (without a Slack token) use i
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 import json
 import math
@@ -51,6 +53,23 @@ from slack_sdk.signature import SignatureVerifier
 from kernel.clock import Clock, SystemClock
 
 _ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+
+
+def _id_of(name: str) -> str:
+    """A channel's id, derived from its name (base32, reversible): the same in every run of the stand-in."""
+    return "C" + base64.b32encode(name.encode()).decode().rstrip("=")
+
+
+def _name_of(channel_id: str) -> str | None:
+    """The name `_id_of` derived `channel_id` from; None for an id it did not make."""
+    text = channel_id[1:]
+    try:
+        name = base64.b32decode(text + "=" * (-len(text) % 8)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return name if name and _id_of(name) == channel_id else None
+
+
 Json = dict[str, Any]
 
 
@@ -320,16 +339,17 @@ class SlackStandIn:
         raise KeyError(f"no channel {channel!r}")
 
     def _channel(self, ref: str) -> _Channel:
-        """The channel a call names, made on first use from a name; unknown ids are channel_not_found."""
+        """The channel a call names, made on first use from a name (or from an id this stand-in, or an earlier run of
+        it, derived from a name: a workspace's channels outlive a restart); other ids are channel_not_found."""
         if not ref:
             raise _Rejected("channel_not_found")
         try:
             return self._find(ref)
         except KeyError:
-            if _ID.match(ref):
-                raise _Rejected("channel_not_found") from None
-        name = ref.lstrip("#")
-        channel = _Channel(f"C{next(self._ids):07d}", name)
+            name = _name_of(ref) if _ID.match(ref) else ref.lstrip("#")
+        if name is None:
+            raise _Rejected("channel_not_found")
+        channel = _Channel(_id_of(name), name)
         self._channels[channel.id] = channel
         self._by_name[name] = channel.id
         return channel

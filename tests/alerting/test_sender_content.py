@@ -187,6 +187,26 @@ def test_a_reply_to_a_message_deleted_in_slack_is_posted_anew(
     assert [d["status"] for d in sender.outbox.deliveries(key="E1/r1")] == ["ok", "retry"]
 
 
+def test_a_standin_started_again_keeps_its_channel_ids_so_old_messages_are_posted_anew(
+    store: Store, clock: FixedClock
+) -> None:
+    """`tower serve --demo` started again on its data directory: a new stand-in, the tower's old messages gone."""
+    with SlackStandIn(clock=clock, token=BOT_TOKEN) as first:
+        port, api_url = first.port, first.api_url
+        first_sender = sender_for(store, clock, slack_settings(first))
+        first_sender.outbox.enqueue([msg("E1", "#ops-warehouse")])
+        drain(first_sender, clock)
+        old_id = first.channel_id("#ops-warehouse")
+    with SlackStandIn(clock=clock, token=BOT_TOKEN, port=port) as again:
+        assert again.api_url == api_url
+        sender = sender_for(store, clock, slack_settings(again))
+        sender.outbox.enqueue([msg("E1/u1", "#ops-warehouse", action="update", parent="E1", text="E1 acknowledged")])
+        drain(sender, clock)
+        assert again.channel_id("#ops-warehouse") == old_id
+        assert [m["text"] for m in again.messages("#ops-warehouse")] == ["E1 acknowledged"]
+        assert [d["error"] for d in sender.outbox.deliveries(key="E1/u1")] == ["", "message_not_found"]
+
+
 def test_the_standin_deletes_messages_and_refuses_an_unknown_one(standin: SlackStandIn) -> None:
     client = WebClient(token=BOT_TOKEN, base_url=standin.api_url, retry_handlers=[])
     ts = client.chat_postMessage(channel="#ops", text="x")["ts"]
