@@ -39,7 +39,7 @@ from collector.spool import Spool
 from kernel.api_auth import single_source_tokens
 from kernel.backups import Backups, StoreBackupSettings, backup_job, finish_running
 from kernel.clock import Clock, SystemClock
-from kernel.disk import DiskSpaceSettings, disk_space_job
+from kernel.disk import DiskSpaceSettings, disk_space_job, watched_volumes
 from kernel.exceptions import ExceptionStore
 from kernel.jobs import JobContext, JobRegistry, JobSettings, SchedulerSettings
 from kernel.lease import LeaseSettings
@@ -294,7 +294,7 @@ def build_tower(
     pipeline = IngestPipeline(store, spool, settings.collector)
     metrics = TowerMetrics(role, store.backend, package_version())
     metrics.register(PipelineCollector(pipeline))
-    volumes = {"data": settings.store.data_dir}  # the embedded store (if any) and the spool
+    volumes = watched_volumes(settings.store.data_dir, settings.store.backup_dir)
     metrics.register(DiskCollector(volumes))
     window = TimeWindow.from_settings(settings.collector.event_max_age_days, settings.collector.event_max_ahead_minutes)
     repeats = RecentRefusals(timedelta(seconds=settings.collector.dead_letter_repeat_seconds))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kernel.clock import FixedClock
-from kernel.disk import GIB, DiskSpaceLow, DiskSpaceSettings, disk_space_job, read_disks
+from kernel.disk import GIB, DiskSpaceLow, DiskSpaceSettings, disk_space_job, read_disks, watched_volumes
 from kernel.exceptions import ExceptionFilter
 from kernel.jobs import JobContext, SchedulerSettings
 from kernel.store.embedded import EmbeddedStore
@@ -48,6 +48,22 @@ def test_too_little_free_fails_naming_the_volume_and_what_to_do(tmp_path: Path) 
 def test_a_directory_not_made_yet_is_read_at_its_parent(tmp_path: Path) -> None:
     (reading,) = read_disks({"data": tmp_path / "not" / "yet"})
     assert reading.size == shutil.disk_usage(tmp_path).total and reading.path == tmp_path / "not" / "yet"
+
+
+OTHER_DISK = Path("/dev/shm")  # a tmpfs on Linux: another device than the test's temp folder, as a rule
+
+
+def test_the_backups_folder_is_watched_when_it_is_another_disk(tmp_path: Path) -> None:
+    assert watched_volumes(tmp_path, None) == {"data": tmp_path}  # default: backups inside the data directory
+    assert watched_volumes(tmp_path, tmp_path.parent / "elsewhere") == {"data": tmp_path}  # the same disk
+    if not OTHER_DISK.is_dir() or OTHER_DISK.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip(f"{OTHER_DISK} is not another disk here: nothing to tell apart")
+    backups = OTHER_DISK / "tower-test-backups" / "not-made-yet"
+    volumes = watched_volumes(tmp_path, backups)
+    assert volumes == {"data": tmp_path, "backups": backups}
+    with pytest.raises(DiskSpaceLow) as raised:
+        run(volumes, min_free_percent=0, min_free_gib=shutil.disk_usage(OTHER_DISK).free / GIB * 2)
+    assert f"backups volume ({backups}): " in str(raised.value)
 
 
 def test_the_tower_checks_its_data_disk_and_the_jobs_rule_raises_it(
