@@ -31,7 +31,10 @@ class DiskSpaceSettings(JobSettings):
 
     model_config = SettingsConfigDict(env_prefix="TOWER_JOB_DISK_SPACE_")
 
-    enabled: bool = Field(True, description="Check the free space of the data directory's disk (and the backups folder's) on a schedule.")
+    enabled: bool = Field(
+        True,
+        description="Check the free space of the data directory's disk (and the backups folder's) on a schedule.",
+    )
     interval_seconds: float = Field(300.0, gt=0, description="Seconds between checks.")
     min_free_percent: float = Field(
         10.0, ge=0, le=100, description="Fail while less than this share of the disk (percent) is free."

@@ -19,6 +19,32 @@ _READ_TOKEN = click.option("--token", help="Any API token (TOWER_TOKEN; default:
 _OPERATE_TOKEN = click.option(
     "--token", help="Operator or admin API token (TOWER_TOKEN; default: the generated admin token)."
 )
+
+
+def _filter_options(function: Any) -> Any:
+    """The filters `list` and `resolve` share: --rule, --owner, --kind, --key, --customer, --warehouse, --older-than."""
+    for option in reversed(
+        (
+            click.option("--rule", help="Only this rule's."),
+            click.option("--owner", help="Only this owner's (warehouse, transportation, customer_service, ...)."),
+            click.option(
+                "--kind", type=click.Choice(["business", "technical"]), help="Only business or technical ones."
+            ),
+            click.option("--key", help="Only this business key's."),
+            click.option("--customer", help="Only this customer's."),
+            click.option("--warehouse", help="Only this warehouse's."),
+            click.option(
+                "--older-than",
+                "min_age_hours",
+                type=click.FloatRange(0),
+                help="Only those opened this long ago or more.",
+            ),
+        )
+    ):
+        function = option(function)
+    return function
+
+
 # The context fields a listing shows beside each exception, in this order.
 _CONTEXT_SHOWN = ("customer_id", "warehouse", "source")
 
@@ -62,15 +88,7 @@ def _summary(item: dict[str, Any]) -> list[str]:
     show_default=True,
     help="active: open or acknowledged.",
 )
-@click.option("--owner", help="Only this owner's (warehouse, transportation, customer_service, finance, integration).")
-@click.option("--rule", help="Only this rule's.")
-@click.option("--kind", type=click.Choice(["business", "technical"]), help="Only business or technical ones.")
-@click.option("--key", help="Only this business key's.")
-@click.option("--customer", help="Only this customer's.")
-@click.option("--warehouse", help="Only this warehouse's.")
-@click.option(
-    "--older-than", "min_age_hours", type=click.FloatRange(0), help="Only those opened this many hours ago or more."
-)
+@_filter_options
 @click.option(
     "--newer-than", "max_age_hours", type=click.FloatRange(0), help="Only those opened this many hours ago or less."
 )
@@ -215,21 +233,13 @@ def note_command(exception_id: str, text: str, url: str | None, token: str | Non
 
 @exceptions.command("resolve")
 @click.argument("ids", nargs=-1)
-@click.option("--rule", help="Only this rule's exceptions.")
-@click.option("--owner", help="Only this owner's.")
-@click.option("--kind", type=click.Choice(["business", "technical"]), help="Only business or technical ones.")
-@click.option("--key", help="Only this business key's.")
-@click.option("--customer", help="Only this customer's.")
-@click.option("--warehouse", help="Only this warehouse's.")
+@_filter_options
 @click.option(
     "--status",
     type=click.Choice(["open", "acknowledged", "active"]),
     default="active",
     show_default=True,
     help="active: open or acknowledged.",
-)
-@click.option(
-    "--older-than", "min_age_hours", type=click.FloatRange(0), help="Only those opened this many hours ago or more."
 )
 @click.option("--resolution", default="fixed", show_default=True, help="A short word: fixed, false_positive, ...")
 @click.option("--note", help="Why, written into each exception's audit trail (required with filters).")
