@@ -39,6 +39,15 @@ ORDER BY source
 """
 
 
+# The event each example id stands for now (the last received; a merge keeps it): what the sender's team looks up.
+_KEPT = """
+SELECT id, toString(type) AS type, time, order_id, shipment_id, invoice_id, subject
+FROM business_events FINAL
+WHERE source = {source:String} AND id IN {ids:Array(String)}
+ORDER BY id
+"""
+
+
 @dataclass(frozen=True)
 class Reused:
     """The ids of one source that carried different events, received within the window."""
@@ -70,6 +79,15 @@ class IdReuseCheck:
             for r in self.store.query(_REUSED, params)
         ]
 
+    def kept(self, source: str, ids: list[str]) -> list[str]:
+        """For each of `ids`, the event of `source` the tower keeps under it: `id: type at time (key)`."""
+        lines = []
+        for row in self.store.query(_KEPT, {"source": source, "ids": ids}):
+            key = next((row[k] for k in ("order_id", "shipment_id", "invoice_id", "subject") if row[k]), "")
+            when = iso(parse_utc(row["time"]))
+            lines.append(f"{row['id']}: {row['type']} at {when}" + (f" ({key})" if key else ""))
+        return lines
+
     def evaluate(self, rule: IdReuseRule, now: datetime) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
         """Open an exception per source over the threshold without one; resolve those of sources with none within
         the window. Answers (opened, resolved, changes)."""
@@ -99,6 +117,7 @@ class IdReuseCheck:
                 "reused_ids": r.ids,
                 "window": window,
                 "examples": r.examples,
+                "kept": self.kept(r.source, r.examples),
                 "since": iso(r.first_at),
                 "last_reused": iso(r.last_at),
                 "summary": f"{ids} of {r.source} carried different events within {window}; the tower keeps one event"

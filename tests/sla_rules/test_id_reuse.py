@@ -54,6 +54,7 @@ def test_an_id_given_to_two_events_opens_one_exception_per_source(store: Store) 
     assert (context["reused_ids"], context["examples"], context["window"]) == (1, ["SO-1"], "1h")
     assert context["since"] == context["last_reused"] == "2026-11-04T15:25:00.000000Z"  # when the second came
     assert context["root_cause"] is False and "SO-1" in context["summary"]
+    assert context["kept"] == ["SO-1: order.released at 2026-11-02T15:02:00.000000Z (SO-1)"]  # the last received
     assert "resend the events it sent since 2026-11-04T15:25:00.000000Z with new ids" in context["next_step"]
     assert (wms_one.context["reused_ids"], sorted(wms_one.context["examples"])) == (2, ["pick-0", "pick-1"])
 
