@@ -136,6 +136,9 @@ def _register() -> None:
     from tower.commands import timeline
 
     main.add_command(timeline.timeline)
+    from tower.commands import status
+
+    main.add_command(status.status)
     from tower.commands import dashboard
 
     main.add_command(dashboard.dashboard)
