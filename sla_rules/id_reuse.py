@@ -7,6 +7,8 @@ days, the range of the content hashes it carried; an id whose range is not one h
 
 Per source, the ids reused that were received within `window` (at least `min_ids` of them) open one exception, with
 how many and examples; it resolves itself (`recovered`) once a whole window passes without one. Key: the source.
+A check reads every stored id that one received within the window shares (random ids: most of the table), so it runs
+at most every `every` (10 minutes) in a process, and at once on a full evaluation.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class IdReuseCheck:
         self.store = store
         self.exceptions = exceptions
         self.owner_for = owner_for
+        self._checked: dict[str, datetime] = {}  # rule id -> the clock's now at its last check, in this process
 
     def reused(self, rule: IdReuseRule, now: datetime) -> list[Reused]:
         """Per source, its ids reused for different events that were received within the window ending at `now`."""
@@ -88,9 +91,20 @@ class IdReuseCheck:
             lines.append(f"{row['id']}: {row['type']} at {when}" + (f" ({key})" if key else ""))
         return lines
 
-    def evaluate(self, rule: IdReuseRule, now: datetime) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
-        """Open an exception per source over the threshold without one; resolve those of sources with none within
-        the window. Answers (opened, resolved, changes)."""
+    def due(self, rule: IdReuseRule, now: datetime, force: bool = False) -> bool:
+        """Whether a check of `rule` is due at `now`: `every` passed since this process's last one (or it never
+        checked, or `force`)."""
+        last = self._checked.get(rule.id)
+        return force or last is None or now - last >= rule.params.every or now < last
+
+    def evaluate(
+        self, rule: IdReuseRule, now: datetime, force: bool = False
+    ) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
+        """When due: open an exception per source over the threshold without one; resolve those of sources with none
+        within the window. Answers (opened, resolved, changes); nothing when not due."""
+        if not self.due(rule, now, force):
+            return [], [], 0
+        self._checked[rule.id] = now
         active = self.exceptions.active_by_key(rule.id)
         found = {r.source: r for r in self.reused(rule, now) if r.ids >= rule.params.min_ids}
         window = duration_text(rule.params.window)

@@ -312,12 +312,17 @@ class RefusalsParams(_Strict):
 
 class IdReuseParams(_Strict):
     """event-id-reuse: ids of one source that carried different events (the store keeps one event per source and id),
-    at least `min_ids` of them received within `window`."""
+    at least `min_ids` of them received within `window`; checked at most every `every`."""
 
     window: Duration = timedelta(hours=1)
     min_ids: int = Field(1, ge=1, description="Reused ids received within the window that open the exception.")
+    every: Duration = Field(
+        timedelta(minutes=10),
+        description="Check at most this often (a full evaluation checks at once): a check reads every id received"
+        " within 35 days that shares an id with the window's (about 0.35 s at 5 million ids).",
+    )
 
-    @field_validator("window", mode="before")
+    @field_validator("window", "every", mode="before")
     @classmethod
     def _window(cls, value: Any) -> Any:
         return parse_duration(value)

@@ -6,7 +6,8 @@ what it finds opens an exception per key (owner `integration` by default, kind `
 an exception whose condition no longer holds resolves itself with resolution `recovered` and the
 figures that show it. Running twice opens nothing twice (ExceptionStore.open_many skips keys
 already active), so evaluation is idempotent; both rules read a short window, so every run is a
-full one (the `full` flag of the Evaluator protocol changes nothing here).
+full one (the `full` flag of the Evaluator protocol changes nothing here, but for `event-id-reuse`, which checks at
+most every `every` unless `full`).
 
 - integration-errors: per (ServiceName, SpanName), spans whose Timestamp lies in [now - window,
   now], each counted once by (TraceId, SpanId); flagged with at least `min_spans` spans and more
@@ -267,7 +268,7 @@ class TechnicalEngine:
                 elif isinstance(rule, DeliveriesRule):
                     opened, resolved, changed = self._deliveries(rule, now)
                 elif isinstance(rule, IdReuseRule):
-                    opened, resolved, changed = self.id_reuse.evaluate(rule, now)
+                    opened, resolved, changed = self.id_reuse.evaluate(rule, now, force=full)
                 else:
                     opened, resolved, changed = self._silence(rule, now)
                 rules[rule.id] = RuleReport(

@@ -52,7 +52,8 @@ def test_check_the_shipped_rules_lists_each_rule() -> None:
     assert re.search(refusals, rows["ingest-refusals"])
     delivery = r"slack-delivery +technical/deliveries +integration +- +>= 1 Slack messages failed since a channel"
     assert re.search(delivery, rows["slack-delivery"])
-    reuse = r"event-id-reuse +technical/id-reuse +integration +- +over 1h: >= 1 event ids reused for different events"
+    reuse = r"event-id-reuse +technical/id-reuse +integration +- +over 1h: >= 1 event ids reused for different events,"
+    reuse += " checked every 10m"
     assert re.search(reuse, rows["event-id-reuse"])
     assert lines[-1].startswith("12 rules (12 enabled) in ") and "1 route, 5 owners declared" in lines[-1]
     assert "warning:" not in result.output  # every shipped owner has a channel; every type is known

@@ -26,7 +26,7 @@ REUSE = IdReuseRule(
     owner="integration",
     severity="high",
     check="id-reuse",
-    params=IdReuseParams(window=timedelta(hours=1), min_ids=1),
+    params=IdReuseParams(window=timedelta(hours=1), min_ids=1, every=timedelta(0)),  # checked on every evaluation
 )
 
 
@@ -111,12 +111,30 @@ def test_a_reuse_received_before_the_window_is_not_news(store: Store) -> None:
 
 @pytest.mark.parametrize(("reused", "flagged"), [(2, False), (3, True)])
 def test_min_ids(store: Store, reused: int, flagged: bool) -> None:
-    rule = REUSE.model_copy(update={"params": IdReuseParams(window=timedelta(hours=1), min_ids=3)})
+    rule = REUSE.model_copy(update={"params": REUSE.params.model_copy(update={"min_ids": 3})})
     t = Tower(store, rules=[rule])
     send(store, *(make_event("order.accepted", n, id=f"SO-{n}") for n in range(reused)), minutes_ago=20)
     send(store, *(make_event("order.accepted", n + 10, id=f"SO-{n}") for n in range(reused)))
     opened, _ = t.evaluate()
     assert bool(opened) is flagged
+
+
+def test_checked_at_most_every_so_often_unless_in_full(store: Store) -> None:
+    rule = REUSE.model_copy(update={"params": REUSE.params.model_copy(update={"every": timedelta(minutes=10)})})
+    t = Tower(store, rules=[rule])
+    assert t.evaluate() == ([], [])  # the first evaluation checks: nothing yet
+    send(store, make_event("order.accepted", 1, id="SO-1"), minutes_ago=8)
+    send(store, make_event("order.accepted", 2, id="SO-1"), minutes_ago=1)
+    t.clock.set(NOW + timedelta(minutes=9))
+    assert t.evaluate() == ([], [])  # not due: 9 minutes since the last check
+    assert len(t.engine.evaluate(full=True).opened) == 1  # a full evaluation checks at once
+    send(store, make_event("shipment.confirmed", 1, id="SH-1"), minutes_ago=0)
+    send(store, make_event("shipment.confirmed", 2, id="SH-1"), minutes_ago=0)
+    t.clock.set(NOW + timedelta(minutes=18))
+    assert t.evaluate() == ([], [])  # 9 minutes since the full one
+    t.clock.set(NOW + timedelta(minutes=19))
+    opened, _ = t.evaluate()
+    assert len(opened) == 1 and sorted(t.active("event-id-reuse")) == ["erp", "wms"]
 
 
 def test_what_tells_two_events_apart(store: Store) -> None:
@@ -150,5 +168,5 @@ def test_events_sent_through_the_door_open_the_shipped_rule(store: Store, tmp_pa
 def test_the_shipped_rule() -> None:
     rule = {r.id: r for r in load_rules(default_rules_dir())}["event-id-reuse"]
     assert isinstance(rule, IdReuseRule) and rule.enabled
-    assert rule.params == IdReuseParams(window=timedelta(hours=1), min_ids=1)
+    assert rule.params == IdReuseParams(window=timedelta(hours=1), min_ids=1, every=timedelta(minutes=10))
     assert (rule.owner, rule.kind, rule.severity) == ("integration", "technical", "high")

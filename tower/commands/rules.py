@@ -207,7 +207,11 @@ def _deadline(rule: Rule) -> str:
     if isinstance(rule, RefusalsRule):
         return f"over {duration(rule.params.window)}: >= {rule.params.min_records} records refused"
     if isinstance(rule, IdReuseRule):
-        return f"over {duration(rule.params.window)}: >= {rule.params.min_ids} event ids reused for different events"
+        reuse = rule.params
+        return (
+            f"over {duration(reuse.window)}: >= {reuse.min_ids} event ids reused for different events,"
+            f" checked every {duration(reuse.every)}"
+        )
     if isinstance(rule, DeliveriesRule):
         delivery = rule.params
         return (
