@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from kernel import durations
 from kernel.exceptions import ExceptionRecord
 
 ACTION_ACKNOWLEDGE = "exception_acknowledge"
@@ -41,18 +42,8 @@ def _cut(text: str, limit: int) -> str:
 
 
 def duration_text(value: timedelta) -> str:
-    """A short duration: `45s`, `12m`, `2h05m`, `3d4h`."""
-    seconds = max(0, int(value.total_seconds()))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
-    if minutes:
-        return f"{minutes}m"
-    return f"{secs}s"
+    """A short duration for people reading an alert: `45s`, `12m`, `2h05m`, `3d4h` (no seconds past a minute)."""
+    return durations.duration_text(value, seconds=False)
 
 
 def _utc(text: str | None) -> datetime | None:
