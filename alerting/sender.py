@@ -71,6 +71,10 @@ CONTENT_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_
 # The message an update or a reply refers to is no longer in Slack (a person deleted it): the child is posted as a
 # new message, which takes the deleted one's place for the updates and replies after it.
 GONE_ERRORS = frozenset({"message_not_found", "cant_update_message", "thread_not_found"})
+# Or the channel it was posted to is unknown by that id now (deleted and made again under its name; a Slack stand-in
+# of an older run): the child is posted anew by the routed name, which reaches a channel of that name if there is one
+# and fails like any post to a missing channel if not.
+PARENT_GONE_ERRORS = GONE_ERRORS | {"channel_not_found"}
 # A token or scope problem is the tower's configuration, not the message's: retried with backoff so that
 # messages survive while someone fixes the token, instead of failing at once.
 CONFIGURATION_ERRORS = frozenset(
@@ -328,7 +332,7 @@ class SlackSender:
         duration_ms = (time.monotonic() - started) * 1000
         report.calls += 1
         parent = known.get(message.parent or "")
-        if target is not None and parent is not None and outcome.error in GONE_ERRORS:
+        if target is not None and parent is not None and outcome.error in PARENT_GONE_ERRORS:
             return self._parent_gone(attempting, parent, kind, outcome, known, report, duration_ms)
         done = self._settle(attempting, kind, outcome, report, "; ".join(n for n in notes if n), duration_ms)
         if done.status == "sent" and kind == "post" and parent is not None and self._moved(parent, done):

@@ -207,6 +207,29 @@ def test_a_standin_started_again_keeps_its_channel_ids_so_old_messages_are_poste
         assert [d["error"] for d in sender.outbox.deliveries(key="E1/u1")] == ["", "message_not_found"]
 
 
+def test_an_update_to_a_channel_id_slack_no_longer_knows_is_posted_anew_by_name(
+    sender: SlackSender, standin: SlackStandIn, clock: FixedClock
+) -> None:
+    """#ops deleted and made again (or an older stand-in's id): the parent's channel id is unknown now."""
+    sender.outbox.enqueue([msg("E1", "#ops")])
+    drain(sender, clock)
+    (parent,) = sender.outbox.get_many({"E1"}).values()
+    sender.outbox.record(parent, channel_id="C9999999")
+    sender.outbox.enqueue([msg("E1/u1", "#ops", action="update", parent="E1", text="E1 acknowledged")])
+    drain(sender, clock)
+    assert [m["text"] for m in standin.messages("#ops")][-1] == "E1 acknowledged"
+    assert [d["error"] for d in sender.outbox.deliveries(key="E1/u1")] == ["", "channel_not_found"]
+    sender.outbox.enqueue([msg("E2", "#nowhere-yet", action="update", parent="E1", text="x")])
+    # a channel that is really missing still fails, as a post to it does: the stand-in makes channels on first use,
+    # so ask it to refuse the post as Slack would
+    standin.fail("chat.postMessage", Fault.api_error("channel_not_found"))
+    (moved,) = sender.outbox.get_many({"E1"}).values()
+    sender.outbox.record(moved, channel_id="C9999999")
+    drain(sender, clock)
+    assert [d["error"] for d in sender.outbox.deliveries(key="E2")] == ["channel_not_found", "channel_not_found"]
+    assert sender.outbox.counts()["failed"] == 1
+
+
 def test_the_standin_deletes_messages_and_refuses_an_unknown_one(standin: SlackStandIn) -> None:
     client = WebClient(token=BOT_TOKEN, base_url=standin.api_url, retry_handlers=[])
     ts = client.chat_postMessage(channel="#ops", text="x")["ts"]
