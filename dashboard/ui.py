@@ -84,9 +84,11 @@ def duration_text(hours: float) -> str:
 
 
 def seconds_text(value: float | None) -> str:
-    """Seconds as `40 s`, else as `duration_text`; an em dash for none."""
+    """Seconds as `40 s`, else as `duration_text`; negative ones with a minus (`−4 h ahead`); an em dash for none."""
     if value is None:
         return "—"
+    if value < 0:
+        return f"−{seconds_text(-value)} ahead"
     return f"{value:.0f} s" if value < 60 else duration_text(value / 3600)
 
 

@@ -362,7 +362,8 @@ class SourceHealth(BaseModel):
         None,
         description="How long after their business time the source's events received in the window arrived (median;"
         " events up to the look-back old); null when none arrived. A batch interface, a queue backing up or a clock"
-        " in the wrong zone shows here.",
+        " in the wrong zone shows here; negative when the events' time is after their arrival (a sender's clock or"
+        " zone ahead).",
     )
     arrival_lag_p95_seconds: float | None = Field(None, description="The same, 95th percentile.")
 
@@ -407,18 +408,20 @@ WHERE {{pairs}}
 GROUP BY service
 """
 
-# Events per source in the window (records received, redeliveries included: traffic) and the latest one.
+# Events per source in the window (records received, redeliveries included: traffic) and the latest one; the arrival
+# lag of those received in the window, events dated up to a day ahead included (the doors take them by default): a
+# sender whose clock or zone runs ahead shows as a negative lag, not as nothing.
 _EVENT_HEALTH = f"""
 SELECT toString(source) AS source,
-    countIf(time >= {{since:{_T6}}}) AS events,
-    max(time) AS last,
+    countIf(time >= {{since:{_T6}}} AND time < {{until:{_T6}}}) AS events,
+    maxIf(time, time < {{until:{_T6}}}) AS last,
     countIf(received_at >= {{since:{_T6}}}) AS arrived,
     quantilesIf(0.5, 0.95)(
-        greatest(toUnixTimestamp64Milli(received_at) - toUnixTimestamp64Milli(time), 0) / 1000,
+        (toUnixTimestamp64Milli(received_at) - toUnixTimestamp64Milli(time)) / 1000,
         received_at >= {{since:{_T6}}}
     ) AS lag
 FROM business_events
-WHERE time >= {{look_back:{_T6}}} AND time < {{until:{_T6}}}
+WHERE time >= {{look_back:{_T6}}} AND time < {{until:{_T6}}} + INTERVAL 1 DAY
 GROUP BY source
 """
 
@@ -500,7 +503,9 @@ def sources_health(
         span_row, event_row = spans.get(source, {}), events.get(source, {})
         n_spans, n_errors = int(span_row.get("spans", 0)), int(span_row.get("errors", 0))
         n_events = int(event_row.get("events", 0))
-        last_event = stored(event_row.get("last")) if event_row else None
+        # the epoch: only events dated ahead of now (counted for their lag, not as seen)
+        last = str(event_row.get("last") or "")
+        last_event = stored(last) if last and not last.startswith("1970-01-01") else None
         seen = [t for t in (last_span.get(source), last_event) if t is not None]
         last_seen = max(seen) if seen else None
         out.append(

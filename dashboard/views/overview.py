@@ -247,7 +247,7 @@ if health is not None:
             f"Rates over the last {health['window_minutes']:g} minutes of business time; refused: records claiming "
             "the source that the doors refused in the same minutes (dead letters); event arrival lag: how long after"
             " their business time the events received in those minutes arrived (a batch interface, a backed-up"
-            " queue or a clock in the wrong zone shows here)."
+            ' queue or a clock in the wrong zone shows here; "ahead": the events are dated after they arrived).'
         )
 
 # What changed ---------------------------------------------------------------------------------------------

@@ -247,9 +247,15 @@ def test_sources_health_says_how_late_events_arrive(tower_at_now: RunningTower, 
             confirmed(6, 40 * M, 30 * M),  # received before the window: not counted
         ],
     )
-    wms = {r["source"]: r for r in get(tower_at_now, "/api/sources/health")["sources"]}["wms"]
+    ahead = make_event("order.accepted", 9, source="erp", time=(NOW + 4 * H - 2 * M).isoformat())
+    store.insert("business_events", [event_row(ahead, received_at=NOW - 2 * M)])  # a clock 4 hours ahead
+    sources = {r["source"]: r for r in get(tower_at_now, "/api/sources/health")["sources"]}
+    wms = sources["wms"]
     assert wms["arrival_lag_p50_seconds"] == 480.0
     assert 600.0 < wms["arrival_lag_p95_seconds"] <= 3600.0
+    erp = sources["erp"]
+    assert erp["arrival_lag_p50_seconds"] == -4 * 3600.0  # arrived four hours before it happened
+    assert (erp["events"], erp["last_event"], erp["silent_minutes"]) == (0, None, None)  # not seen in the future
 
 
 def test_sla_trend_per_rule_and_day(tower_at_now: RunningTower, store: Store) -> None:
