@@ -11,11 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tower.client import api_call as _call
-
-
-def _short(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+from tower.commands.text import short
 
 
 @click.group()
@@ -65,10 +61,10 @@ def list_command(
             + f"  {str(item.get('received_at', ''))[:19]} UTC"
         )
         console.print(Text(head, style="bold"))  # Text: no rich markup in what senders wrote
-        console.print(Text("  reason: " + _short(str(item.get("reason", "")), 300)))
+        console.print(Text("  reason: " + short(str(item.get("reason", "")), 300)))
         if item.get("status") == "discarded":
-            console.print(Text("  note:   " + _short(str(item.get("status_note", "")), 300)))
-        console.print(Text("  raw:    " + _short(str(item.get("raw", "")), 200)))
+            console.print(Text("  note:   " + short(str(item.get("status_note", "")), 300)))
+        console.print(Text("  raw:    " + short(str(item.get("raw", "")), 200)))
 
 
 @deadletters.command("show")

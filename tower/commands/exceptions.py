@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.text import Text
 
 from tower.client import ApiFailed, api_call
-from tower.commands.timeline import print_timeline, short, utc
+from tower.commands.text import short, utc
+from tower.commands.timeline import print_timeline
 
 _URL = click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
 _READ_TOKEN = click.option("--token", help="Any API token (TOWER_TOKEN; default: the generated admin token).")

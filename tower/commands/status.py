@@ -10,7 +10,7 @@ import click
 import orjson
 
 from tower.client import api_call, tower_url
-from tower.commands.timeline import utc
+from tower.commands.text import utc
 
 SEVERITIES = ("critical", "high", "medium", "low")
 

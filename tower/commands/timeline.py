@@ -11,17 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tower.client import api_call
-
-
-def utc(stamp: Any) -> str:
-    """An API time ('2026-11-02T15:07:00.123Z') as 'YYYY-MM-DD HH:MM:SS'; '-' for none."""
-    return str(stamp).replace("T", " ")[:19] if stamp else "-"
-
-
-def short(text: str, width: int) -> str:
-    """`text` on one line, cut to `width` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+from tower.commands.text import short, utc
 
 
 def _compact(value: Any) -> str:
