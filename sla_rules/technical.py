@@ -81,6 +81,15 @@ WHERE failing OR concat(service, '|', span_name) IN {watched:Array(String)}
 ORDER BY service, span_name
 """
 
+# Events received lately but dated after now, per source (see TechnicalEngine.dated_ahead).
+_DATED_AHEAD = """
+SELECT toString(source) AS source, count() AS n, max(time) AS latest
+FROM business_events
+WHERE time > {now:DateTime64(6, 'UTC')} AND time < {now:DateTime64(6, 'UTC')} + INTERVAL 1 DAY
+  AND received_at >= {since:DateTime64(6, 'UTC')}
+GROUP BY source
+"""
+
 _LAST_SEEN = """
 SELECT source, max(last) AS last_seen
 FROM (
@@ -367,11 +376,21 @@ class TechnicalEngine:
             out.append(Silence(source, last_seen, silent_for, silent_for is None or silent_for >= window))
         return out
 
+    def dated_ahead(self, since: datetime, now: datetime) -> dict[str, tuple[int, datetime]]:
+        """Per source path, the events received since `since` whose time is after `now` (a day ahead at most, as the
+        doors take them), and the latest such time: a sender whose clock or zone runs ahead, which the silence rule,
+        reading business time, would otherwise call silent without saying why. The time index skips every granule
+        without a future time, so this reads next to nothing."""
+        rows = self.store.query(_DATED_AHEAD, {"since": since, "now": now})
+        return {str(r["source"]): (int(r["n"]), parse_utc(r["latest"])) for r in rows}
+
     def _silence(self, rule: SilenceRule, now: datetime) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
         active = self.exceptions.active_by_key(rule.id)
         found_by_source = {s.source: s for s in self.silences(rule, now, sorted(active))}
         window = duration_text(rule.params.window)
         look_back = duration_text(max(self.seen_within, rule.params.window))
+        new = [s for s in found_by_source.values() if s.silent and s.source not in active]
+        ahead = self.dated_ahead(now - rule.params.window, now) if new else {}
         found = [
             NewException(
                 rule=rule.id,
@@ -385,10 +404,10 @@ class TechnicalEngine:
                     "silent_for": f"more than {look_back}" if s.silent_for is None else duration_text(s.silent_for),
                     "silent_for_seconds": None if s.silent_for is None else round(s.silent_for.total_seconds()),
                     "window": window,
+                    **_ahead_context(s.source, ahead, now, window),
                 },
             )
-            for s in found_by_source.values()
-            if s.silent and s.source not in active
+            for s in new
         ]
         recovered = [r for key, r in active.items() if key in found_by_source and not found_by_source[key].silent]
         details: dict[str, dict[str, Any]] = {}
@@ -570,3 +589,20 @@ def _messages(n: int) -> str:
 
 def _records(n: int) -> str:
     return f"{n} record" if n == 1 else f"{n} records"
+
+
+def _ahead_context(
+    source: str, ahead: Mapping[str, tuple[int, datetime]], now: datetime, window: str
+) -> dict[str, Any]:
+    """What a silent source's exception says when its events do arrive, dated after now: how many, how far ahead."""
+    found = [(n, latest) for path, (n, latest) in ahead.items() if source_covers(source, path)]
+    if not found:
+        return {}
+    count, latest = sum(n for n, _ in found), max(latest for _, latest in found)
+    return {
+        "dated_ahead": count,
+        "summary": f"not silent: {count} of its events arrived in the last {window} dated up to"
+        f" {duration_text(latest - now)} after the tower's clock; business time says nothing happened yet",
+        "next_step": "check the sender's clock and time zone (a local time sent as UTC, or with a wrong offset);"
+        " the SLA rules date its events by the same wrong time",
+    }

@@ -241,6 +241,22 @@ def test_a_silent_expected_system_opens_and_arrival_resolves(store: Store) -> No
     assert detail["silent_since"] == "2026-11-04T14:45:00.000000Z"
 
 
+def test_a_source_whose_events_are_dated_ahead_is_silent_and_says_why(store: Store) -> None:
+    t = Tower(store, expected=["wms", "tms"])
+    event(store, "wms/dallas", NOW + timedelta(hours=4), received=NOW - timedelta(minutes=2))  # a zone 4 hours ahead
+    event(store, "wms/dallas", NOW + timedelta(hours=5), received=NOW - timedelta(hours=2))  # before the window
+    opened, _ = t.evaluate()
+    assert len(opened) == 2
+    wms, tms = t.active("source-silence")["wms"], t.active("source-silence")["tms"]
+    assert wms.context["dated_ahead"] == 1
+    assert wms.context["summary"] == (
+        "not silent: 1 of its events arrived in the last 30m dated up to 4h after the tower's clock; business time"
+        " says nothing happened yet"
+    )
+    assert "time zone" in wms.context["next_step"]
+    assert "dated_ahead" not in tms.context and "summary" not in tms.context  # simply silent
+
+
 def test_a_path_counts_for_its_system(store: Store) -> None:
     t = Tower(store, expected=["wms", "wms/reno"])
     event(store, "wms/dallas", NOW - timedelta(minutes=2))
