@@ -40,9 +40,15 @@ def client(url: str | None, token: str, timeout: float = 60.0) -> httpx.Client:
 
 
 class ApiFailed(click.ClickException):
-    """The tower could not be reached or refused the request (exit code 2)."""
+    """The tower could not be reached or refused the request (exit code 2); `status` is its answer's HTTP status
+    (None when it could not be reached), `detail` its reasons."""
 
     exit_code = 2
+
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
 
 
 def reasons(answer: Any) -> str:
@@ -81,7 +87,8 @@ def api_json(
     except ValueError:
         body = None
     if response.status_code not in expect or body is None:
-        raise ApiFailed(f"the tower answered {response.status_code}: {reasons(body) or response.text[:300]}")
+        detail = reasons(body) or response.text[:300]
+        raise ApiFailed(f"the tower answered {response.status_code}: {detail}", response.status_code, detail)
     return body
 
 

@@ -190,10 +190,10 @@ def _each(ids: tuple[str, ...], url: str | None, token: str | None, path: str, b
         try:
             item = api_call(url, token, "POST", f"/api/exceptions/{ident}/{path}", json=body)
         except ApiFailed as exc:
-            if "answered 404" not in exc.message and "answered 409" not in exc.message:
+            if exc.status not in (404, 409):
                 raise  # the tower is unreachable or refused the token: the others would fail alike
             refused += 1
-            click.echo(f"{ident}: not {done}: {exc.message.split(': ', 1)[-1]}")
+            click.echo(f"{ident}: not {done}: {exc.detail}")
             continue
         click.echo(f"{ident}: {done}; now {item['status']} ({item['rule']} {item['key']})")
     if refused:
