@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 
 from kernel import durations
 from kernel.exceptions import ExceptionRecord
+from kernel.store.base import stored_time_or_none
 
 ACTION_ACKNOWLEDGE = "exception_acknowledge"
 ACTION_RESOLVE = "exception_resolve"
@@ -44,10 +45,6 @@ def _cut(text: str, limit: int) -> str:
 def duration_text(value: timedelta) -> str:
     """A short duration for people reading an alert: `45s`, `12m`, `2h05m`, `3d4h` (no seconds past a minute)."""
     return durations.duration_text(value, seconds=False)
-
-
-def _utc(text: str | None) -> datetime | None:
-    return None if not text else datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def _clock(value: datetime) -> str:
@@ -113,10 +110,10 @@ def _lateness(record: ExceptionRecord, now: datetime) -> tuple[str, str] | None:
         last_seen = context.get("last_seen")
         if last_seen:
             seen = datetime.fromisoformat(str(last_seen).replace("Z", "+00:00"))
-            end = _utc(record.resolved_at) or now
+            end = stored_time_or_none(record.resolved_at) or now
             return "Silent for", f"{duration_text(end - seen)} (last seen {_clock(seen)})"
         return "Silent for", str(context.get("silent_for") or "unknown")
-    due = _utc(record.due_at)
+    due = stored_time_or_none(record.due_at)
     if due is None:
         return None
     if record.status == "resolved":
@@ -236,7 +233,7 @@ def exception_blocks(record: ExceptionRecord, view: AlertView) -> list[Block]:
             },
         }
     )
-    opened = _utc(record.opened_at)
+    opened = stored_time_or_none(record.opened_at)
     facts = [f"Opened {_clock(opened)}" if opened else "", f"exception {record.id}"]
     if view.escalated_to:
         facts.append(f"escalated to {view.escalated_to}")

@@ -20,13 +20,13 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 
 from kernel.clock import Clock
-from kernel.store.base import Row, Store
+from kernel.store.base import Row, Store, stored_time
 
 Action = Literal["post", "update", "reply"]
 Status = Literal["pending", "attempting", "sent", "failed", "superseded"]
@@ -126,10 +126,6 @@ class OutboxEntry:
         return Posted(self.channel_id, self.ts) if self.status == "sent" else None
 
 
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
 def _entry(row: Row) -> OutboxEntry:
     blocks = orjson.loads(row["blocks"]) if row["blocks"] else None
     message = OutboundMessage(
@@ -148,9 +144,9 @@ def _entry(row: Row) -> OutboxEntry:
         attempts=int(row["attempts"]),
         errors=int(row["errors"]),
         in_doubt=bool(row["in_doubt"]),
-        next_at=_time(row["next_at"]),
-        enqueued_at=_time(row["enqueued_at"]),
-        updated_at=_time(row["updated_at"]),
+        next_at=stored_time(row["next_at"]),
+        enqueued_at=stored_time(row["enqueued_at"]),
+        updated_at=stored_time(row["updated_at"]),
         channel_id=row["channel_id"],
         ts=row["ts"],
         error=row["error"],
@@ -374,7 +370,7 @@ class Outbox:
             {"exception_id": exception_id or "", "key": key or "", "limit": limit},
         )
         for row in rows:
-            row["at"] = _time(row["at"])
+            row["at"] = stored_time(row["at"])
             row["attempt"] = int(row["attempt"])
             row["http_status"] = int(row["http_status"])
         return rows
@@ -392,7 +388,7 @@ class Outbox:
             " GROUP BY channel",
             {"since": self.clock.now() - within},
         )
-        return {r["channel"]: _time(r["last"]) for r in rows}
+        return {r["channel"]: stored_time(r["last"]) for r in rows}
 
     def channel_ids(self) -> dict[str, str]:
         """Channel (as messages name it) -> the Slack channel id learned from delivered posts."""

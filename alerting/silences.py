@@ -21,11 +21,10 @@ from typing import Any, Literal
 import orjson
 
 from alerting.outbox import versions
-from alerting.state import parse_utc
 from kernel.clock import Clock
 from kernel.routing import ExceptionMatch
 from kernel.store import Store
-from kernel.store.base import utc_text
+from kernel.store.base import stored_time_or_none, utc_text
 
 SilenceStatus = Literal["pending", "active", "expired"]
 _COLUMNS = "id, matchers, starts_at, ends_at, created_by, comment, created_at, expired_at, expired_by"
@@ -90,7 +89,11 @@ class Silence:
 
 
 def _silence(row: dict[str, Any]) -> Silence:
-    starts, ends, created = parse_utc(row["starts_at"]), parse_utc(row["ends_at"]), parse_utc(row["created_at"])
+    starts, ends, created = (
+        stored_time_or_none(row["starts_at"]),
+        stored_time_or_none(row["ends_at"]),
+        stored_time_or_none(row["created_at"]),
+    )
     assert starts is not None and ends is not None and created is not None
     return Silence(
         id=row["id"],
@@ -100,7 +103,7 @@ def _silence(row: dict[str, Any]) -> Silence:
         created_by=row["created_by"],
         comment=row["comment"],
         created_at=created,
-        expired_at=parse_utc(row["expired_at"]),
+        expired_at=stored_time_or_none(row["expired_at"]),
         expired_by=row["expired_by"],
     )
 

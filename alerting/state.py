@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from alerting.outbox import versions
 from kernel.store import Store
-from kernel.store.base import utc_text
+from kernel.store.base import stored_time_or_none, utc_text
 
 Decision = Literal["posted", "digest", "silenced", "window", "held", "unrouted", "quiet"]
 HELD_BACK: tuple[Decision, ...] = ("silenced", "window", "held", "unrouted")
@@ -35,11 +35,6 @@ _DIGEST_COLUMNS = (
 
 
 _EPOCH = "1970-01-01 00:00:00.000000"
-
-
-def parse_utc(text: str | None) -> datetime | None:
-    """A stored UTC timestamp text as an aware datetime (None stays None)."""
-    return None if not text else datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -100,9 +95,9 @@ def _state(row: dict[str, Any]) -> AlertState:
         channels=tuple(row["channels"]),
         group_key=row["group_key"],
         digest_id=row["digest_id"],
-        decided_at=parse_utc(row["decided_at"]),
-        alerted_at=parse_utc(row["alerted_at"]),
-        notified_at=parse_utc(row["notified_at"]),
+        decided_at=stored_time_or_none(row["decided_at"]),
+        alerted_at=stored_time_or_none(row["alerted_at"]),
+        notified_at=stored_time_or_none(row["notified_at"]),
         repeats=int(row["repeats"]),
         escalated=bool(row["escalated"]),
         revision=int(row["revision"]),
@@ -113,8 +108,8 @@ def _state(row: dict[str, Any]) -> AlertState:
 
 
 def _digest(row: dict[str, Any]) -> Digest:
-    notified = parse_utc(row["notified_at"])
-    started = parse_utc(row["started_at"])
+    notified = stored_time_or_none(row["notified_at"])
+    started = stored_time_or_none(row["started_at"])
     assert started is not None
     return Digest(
         id=row["id"],

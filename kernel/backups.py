@@ -33,6 +33,7 @@ from pydantic_settings import SettingsConfigDict
 from kernel.clock import Clock
 from kernel.jobs import JobContext, JobFunction, JobSettings
 from kernel.store import Store
+from kernel.store.base import stored_time
 
 # The engine's marker of a complete backup, written last.
 MARKER = ".backup"
@@ -105,7 +106,7 @@ def folder_size(folder: Path) -> tuple[int, int]:
 def _time(text: Any) -> datetime | None:
     if not text or str(text).startswith("1970-01-01"):
         return None
-    return datetime.fromisoformat(str(text)).replace(tzinfo=UTC)
+    return stored_time(str(text))
 
 
 class Backups:

@@ -12,14 +12,14 @@ import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 
 from kernel.clock import Clock
 from kernel.store import Store
-from kernel.store.base import utc_text
+from kernel.store.base import stored_time, utc_text
 
 Status = Literal["open", "acknowledged", "resolved"]
 ACTIVE: tuple[Status, ...] = ("open", "acknowledged")
@@ -438,5 +438,5 @@ def _where(filters: ExceptionFilter) -> tuple[str, dict[str, Any]]:
 
 def hours_between(start: str, end: datetime) -> float:
     """Hours from a stored UTC timestamp text to `end`."""
-    begun = datetime.fromisoformat(start).replace(tzinfo=UTC)
+    begun = stored_time(start)
     return round((end - begun).total_seconds() / 3600, 3)

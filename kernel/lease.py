@@ -44,14 +44,14 @@ import secrets
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernel.clock import Clock
-from kernel.store.base import Store
+from kernel.store.base import Store, stored_time
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +201,9 @@ class Lease:
             term=int(row["term"]),
             holder=str(row["holder"]),
             claim=str(row["claim"]),
-            acquired_at=_dt(row["acquired_at"]),
-            renewed_at=_dt(row["renewed_at"]),
-            expires_at=_dt(row["expires_at"]),
+            acquired_at=stored_time(row["acquired_at"]),
+            renewed_at=stored_time(row["renewed_at"]),
+            expires_at=stored_time(row["expires_at"]),
             version=int(row["version"]),
         )
 
@@ -350,7 +350,3 @@ class Lease:
     @property
     def _skew(self) -> timedelta:
         return timedelta(seconds=self.settings.max_clock_skew_seconds)
-
-
-def _dt(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)

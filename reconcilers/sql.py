@@ -8,18 +8,16 @@ from datetime import datetime
 from typing import Any
 
 from kernel.store import Store
-from kernel.store.base import utc_text
+from kernel.store.base import stored_time, utc_text
 
 T = "DateTime64(6, 'UTC')"
 
 
 def parse_time(text: str | None) -> datetime | None:
     """A stored UTC timestamp ('YYYY-MM-DD HH:MM:SS.ffffff') as an aware datetime; None for none or the epoch."""
-    from datetime import UTC
-
     if not text or text.startswith("1970-01-01"):
         return None
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    return stored_time(text)
 
 
 def iso(value: datetime | None) -> str | None:

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from kernel.store.base import Store
+from kernel.store.base import Store, stored_time_or_none
 from sla_rules.model import Penalty, Rule, SlaRule
 
 OwnerFor = Callable[[Rule, Mapping[str, str]], str]
@@ -130,10 +130,6 @@ def hours(start: datetime, end: datetime) -> Decimal:
     return (Decimal(micros) / Decimal(3_600_000_000)).quantize(CENTS, ROUND_HALF_UP)
 
 
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
-
-
 class BreachQuery:
     """Reads the breaches of a period from the store: cases, their exceptions and order amounts."""
 
@@ -170,7 +166,7 @@ class BreachQuery:
                 return
             yield from self._rows(page, as_of)
             last = page[-1]
-            due = _time(last["due_at"])
+            due = stored_time_or_none(last["due_at"])
             assert due is not None
             after = (due, last["rule"], last["key"])
             if len(page) < self.page_size:
@@ -184,11 +180,11 @@ class BreachQuery:
             rule, key = case["rule"], case["key"]
             config = self.rules.get(rule)
             found = exceptions.get((rule, key))
-            due = _time(case["due_at"])
-            started = _time(case["started_at"])
+            due = stored_time_or_none(case["due_at"])
+            started = stored_time_or_none(case["started_at"])
             assert due is not None and started is not None
-            ended = _time(case["ended_at"])
-            resolved = _time(found["resolved_at"]) if found and found["status"] == "resolved" else None
+            ended = stored_time_or_none(case["ended_at"])
+            resolved = stored_time_or_none(found["resolved_at"]) if found and found["status"] == "resolved" else None
             closed = ended or resolved
             status = "late" if case["status"] == "late" else "breached"  # pending past its deadline: breached
             if found is not None and found["status"] == "resolved":
@@ -212,7 +208,7 @@ class BreachQuery:
                 owner=found["owner"] if found else self._owner(config, case),
                 resolution=resolution,
                 exception_id=found["id"] if found else "",
-                flagged=_time(found["opened_at"]) if found else None,
+                flagged=stored_time_or_none(found["opened_at"]) if found else None,
                 order_id=order_id,
                 order_amount=amount,
                 order_currency=currency,

@@ -52,6 +52,7 @@ from typing import Any
 from kernel.clock import Clock
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException, hours_between
 from kernel.store import Store
+from kernel.store.base import stored_time_or_none
 from sla_rules import sql
 from sla_rules.model import Rule, SlaRule
 from sla_rules.report import EvaluationReport, RuleReport
@@ -78,11 +79,6 @@ class LastRun:
     rule_hash: str
     last_full: datetime | None
     cases_total: int = 0
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """A stored UTC timestamp ('YYYY-MM-DD HH:MM:SS.ffffff') as an aware datetime."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
 
 
 class SlaEngine:
@@ -129,7 +125,7 @@ class SlaEngine:
             last, newest = self._last_runs()
             if newest is None:  # no rule has run yet
                 rows = self.store.query(sql.NEWEST_RECEIVED)
-                newest = parse_time(rows[0]["at"]) if rows else None
+                newest = stored_time_or_none(rows[0]["at"]) if rows else None
             # no event yet: the watermark stays at the epoch, so the next run misses nothing
             watermark = min(newest or EPOCH, now) - self.overlap
             groups, modes = self._plan(full, now, watermark, last)
@@ -249,15 +245,15 @@ class SlaEngine:
         found: dict[str, LastRun] = {}
         newest = EPOCH if rows else None
         for row in rows:
-            newest = parse_time(row["newest"]) or EPOCH  # no event at all: the epoch
-            as_of, mark = parse_time(row["as_of"]), parse_time(row["last_watermark"])
+            newest = stored_time_or_none(row["newest"]) or EPOCH  # no event at all: the epoch
+            as_of, mark = stored_time_or_none(row["as_of"]), stored_time_or_none(row["last_watermark"])
             assert as_of is not None and mark is not None
             found[row["rule"]] = LastRun(
                 version=int(row["last_version"]),
                 as_of=as_of,
                 watermark=mark,
                 rule_hash=row["last_hash"],
-                last_full=parse_time(row["last_full"]) if int(row["full_runs"]) else None,
+                last_full=stored_time_or_none(row["last_full"]) if int(row["full_runs"]) else None,
                 cases_total=int(row["last_total"]),
             )
         return found, newest
@@ -283,7 +279,7 @@ class SlaEngine:
                 ended.pop(case, None)
         changes: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         for case, t in ended.items():
-            ended_at = parse_time(t["ended_at"])
+            ended_at = stored_time_or_none(t["ended_at"])
             if ended_at is None:  # the deadline moved later
                 changes[case] = ("deadline-moved", {"due_at": t["due_at"]})
             else:  # late (or met, when a deadline moved): the end arrived
@@ -299,7 +295,7 @@ class SlaEngine:
             kind=rule.kind,
             owner=self.owner_for(rule, fields),
             severity=rule.severity,
-            due_at=parse_time(case["due_at"]),
+            due_at=stored_time_or_none(case["due_at"]),
             context={**fields, "started_at": case["started_at"]},
         )
 

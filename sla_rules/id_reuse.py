@@ -19,8 +19,9 @@ from datetime import datetime
 
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
 from kernel.store import Store
+from kernel.store.base import stored_time
 from sla_rules.model import IdReuseRule, Rule
-from sla_rules.texts import RECOVERED, duration_text, iso, parse_utc
+from sla_rules.texts import RECOVERED, duration_text, iso
 
 EXAMPLES = 5  # reused ids named in an exception's context
 
@@ -77,7 +78,11 @@ class IdReuseCheck:
         params = {"since": now - rule.params.window, "until": now, "examples": EXAMPLES}
         return [
             Reused(
-                str(r["source"]), int(r["ids"]), list(r["examples"]), parse_utc(r["first_at"]), parse_utc(r["newest"])
+                str(r["source"]),
+                int(r["ids"]),
+                list(r["examples"]),
+                stored_time(r["first_at"]),
+                stored_time(r["newest"]),
             )
             for r in self.store.query(_REUSED, params)
         ]
@@ -87,7 +92,7 @@ class IdReuseCheck:
         lines = []
         for row in self.store.query(_KEPT, {"source": source, "ids": ids}):
             key = next((row[k] for k in ("order_id", "shipment_id", "invoice_id", "subject") if row[k]), "")
-            when = iso(parse_utc(row["time"]))
+            when = iso(stored_time(row["time"]))
             lines.append(f"{row['id']}: {row['type']} at {when}" + (f" ({key})" if key else ""))
         return lines
 

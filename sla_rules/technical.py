@@ -47,6 +47,7 @@ from kernel.clock import Clock
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
 from kernel.model.events import source_covers, source_system
 from kernel.store import Store
+from kernel.store.base import stored_time
 from sla_rules.id_reuse import IdReuseCheck
 from sla_rules.model import (
     DeliveriesRule,
@@ -58,7 +59,7 @@ from sla_rules.model import (
     SilenceRule,
 )
 from sla_rules.report import EvaluationReport, RuleReport
-from sla_rules.texts import RECOVERED, duration_text, iso, parse_utc
+from sla_rules.texts import RECOVERED, duration_text, iso
 
 OwnerFor = Callable[[Rule, Mapping[str, str]], str]
 # The OpenTelemetry exporter writes `Error`; older exporter versions wrote the enum name.
@@ -363,7 +364,7 @@ class TechnicalEngine:
         window = rule.params.window
         look_back = max(self.seen_within, window)
         rows = self.store.query(_LAST_SEEN, {"since": now - look_back, "until": now})
-        last_by_source = {str(r["source"]): parse_utc(r["last_seen"]) for r in rows}
+        last_by_source = {str(r["source"]): stored_time(r["last_seen"]) for r in rows}
         expected = list(rule.params.sources) or self.expected_sources
         if not expected:
             recent = now - self.seen_within
@@ -382,7 +383,7 @@ class TechnicalEngine:
         reading business time, would otherwise call silent without saying why. The time index skips every granule
         without a future time, so this reads next to nothing."""
         rows = self.store.query(_DATED_AHEAD, {"since": since, "now": now})
-        return {str(r["source"]): (int(r["n"]), parse_utc(r["latest"])) for r in rows}
+        return {str(r["source"]): (int(r["n"]), stored_time(r["latest"])) for r in rows}
 
     def _silence(self, rule: SilenceRule, now: datetime) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
         active = self.exceptions.active_by_key(rule.id)
@@ -443,8 +444,8 @@ class TechnicalEngine:
             Refusals(
                 str(r["key"]),
                 int(r["refused"]),
-                parse_utc(r["first_at"]),
-                parse_utc(r["last_at"]),
+                stored_time(r["first_at"]),
+                stored_time(r["last_at"]),
                 list(r["doors"]),
                 [reason[:REASON_CHARS] for reason in r["reasons"]],
             )
@@ -524,8 +525,8 @@ class TechnicalEngine:
             FailedDeliveries(
                 str(r["channel"]),
                 int(r["failed"]),
-                parse_utc(r["first_at"]),
-                parse_utc(r["last_at"]),
+                stored_time(r["first_at"]),
+                stored_time(r["last_at"]),
                 [reason[:REASON_CHARS] for reason in r["reasons"]],
                 list(r["exceptions"]),
             )
@@ -567,7 +568,7 @@ class TechnicalEngine:
         recovered: list[ExceptionRecord] = []
         details: dict[str, dict[str, Any]] = {}
         if active:
-            since = min(parse_utc(record.opened_at) for record in active.values()) - rule.params.window
+            since = min(stored_time(record.opened_at) for record in active.values()) - rule.params.window
             rows = self.store.query(_DELIVERED, {"channels": sorted(active), "since": since, "until": now})
             for row in rows:
                 record = active.get(str(row["channel"]))
@@ -576,7 +577,7 @@ class TechnicalEngine:
                 if record is not None and not last_ok.startswith("1970-01-01") and last_ok > last_failed:
                     recovered.append(record)
                     details[record.id] = {
-                        "delivered_at": iso(parse_utc(last_ok)),
+                        "delivered_at": iso(stored_time(last_ok)),
                         "note": "failed messages are sent again only when asked: tower alerts resend CHANNEL",
                     }
         resolved = self.exceptions.resolve_many(recovered, RECOVERED, details, actor="engine")

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from kernel.durations import duration_text
 from kernel.store.base import utc_text
 
-__all__ = ["RECOVERED", "duration_text", "iso", "parse_utc"]
+__all__ = ["RECOVERED", "duration_text", "iso"]
 
 RECOVERED = "recovered"  # the resolution of a technical exception whose condition stopped
-
-
-def parse_utc(text: str) -> datetime:
-    """A stored UTC timestamp ('YYYY-MM-DD HH:MM:SS[.ffffff]') as an aware datetime."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def iso(value: datetime) -> str:

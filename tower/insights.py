@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from kernel.model.events import source_covers
 from kernel.store import Store
+from kernel.store.base import stored_time_or_none
 from tower.case_days import ALWAYS_REFRESHED, MAX_TOP, case_days, window_start
 from tower.case_days import DAYS as CASE_DAYS
 
@@ -34,11 +35,6 @@ LATE_BUCKETS: tuple[float, ...] = (0, 1, 2, 4, 8, 24, 48)
 ERROR_STATUSES = ["Error", "STATUS_CODE_ERROR"]
 _T6 = "DateTime64(6, 'UTC')"
 _T9 = "DateTime64(9, 'UTC')"
-
-
-def stored(text: str | None) -> datetime | None:
-    """A stored UTC timestamp text as an aware datetime (None stays None)."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -222,8 +218,8 @@ def soonest_at_risk(rows: Iterable[dict[str, Any]], top: int) -> list[AtRiskCase
         AtRiskCase(
             rule=rule,
             key=key,
-            started_at=stored(started) or datetime.min.replace(tzinfo=UTC),
-            due_at=stored(due) or datetime.min.replace(tzinfo=UTC),
+            started_at=stored_time_or_none(started) or datetime.min.replace(tzinfo=UTC),
+            due_at=stored_time_or_none(due) or datetime.min.replace(tzinfo=UTC),
             customer_id=customer,
             warehouse=warehouse,
         )
@@ -240,7 +236,7 @@ def changes_since(store: Store, since: datetime, limit: int = 50) -> Changes:
     unknown = {"rule": "", "key": "", "owner": "", "status": ""}
     latest = [
         Change(
-            at=stored(r["at"]) or since,
+            at=stored_time_or_none(r["at"]) or since,
             exception_id=r["exception_id"],
             action=r["action"],
             actor=r["actor"],
@@ -327,7 +323,7 @@ def idle_rules(
     if not quiet:
         return []
     types = sorted({t for ts in quiet.values() for t in ts})
-    last = {r["type"]: stored(r["last"]) for r in store.query(_LAST_OF_TYPES, {"types": types})}
+    last = {r["type"]: stored_time_or_none(r["last"]) for r in store.query(_LAST_OF_TYPES, {"types": types})}
     idle = []
     for rule, rule_types in sorted(quiet.items()):
         seen = [at for t in rule_types if (at := last.get(t)) is not None]
@@ -484,11 +480,11 @@ def sources_health(
     silent = {r["service"]: r["last"] for r in store.query(_SPAN_LAST, params) if r["service"] not in active}
     last_span: dict[str, datetime] = {}
     for service, source in _span_sources(store, silent).items():
-        at = stored(silent[service][:26])
+        at = stored_time_or_none(silent[service][:26])
         if at is not None and (source not in last_span or at > last_span[source]):
             last_span[source] = at
     for source, row in spans.items():
-        at = stored(row["last"][:26])
+        at = stored_time_or_none(row["last"][:26])
         if at is not None and (source not in last_span or at > last_span[source]):
             last_span[source] = at
     events = {r["source"]: r for r in store.query(_EVENT_HEALTH, params)}
@@ -505,7 +501,7 @@ def sources_health(
         n_events = int(event_row.get("events", 0))
         # the epoch: only events dated ahead of now (counted for their lag, not as seen)
         last = str(event_row.get("last") or "")
-        last_event = stored(last) if last and not last.startswith("1970-01-01") else None
+        last_event = stored_time_or_none(last) if last and not last.startswith("1970-01-01") else None
         seen = [t for t in (last_span.get(source), last_event) if t is not None]
         last_seen = max(seen) if seen else None
         out.append(

@@ -113,3 +113,13 @@ def utc_text(value: datetime) -> str:
         value = value.astimezone(UTC).replace(tzinfo=None)
     # isoformat pads the year to four digits; strftime's %Y does not (year 11 became '11-...', which fails to parse)
     return value.isoformat(" ", "microseconds")
+
+
+def stored_time(text: str) -> datetime:
+    """A timestamp as the store returns it ('YYYY-MM-DD HH:MM:SS[.ffffff]', UTC) as an aware datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def stored_time_or_none(text: str | None) -> datetime | None:
+    """`stored_time` for a nullable column: None (or empty text) stays None."""
+    return stored_time(text) if text else None

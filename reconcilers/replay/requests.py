@@ -16,6 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from kernel.store import Store
+from kernel.store.base import utc_text
 
 Status = Literal["requested", "sent", "failed", "satisfied", "escalated"]
 STATUSES: tuple[Status, ...] = ("requested", "sent", "failed", "satisfied", "escalated")
@@ -34,16 +35,6 @@ COLUMNS = (
 def iso(value: datetime) -> str:
     """RFC 3339 UTC with microseconds: `2026-11-02T15:00:00.000000Z` (the form requests and hashes use)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def stored(value: datetime) -> str:
-    """The store's DateTime64(6) text of a time."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def parse_stored(text: str) -> datetime:
-    """A stored DateTime64 text as an aware UTC datetime."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def idempotency_key(source: str, keys: list[str], since: datetime, until: datetime) -> str:
@@ -116,7 +107,7 @@ class ReplayRequests:
 
     def save(self, record: ReplayRequest, now: datetime) -> ReplayRequest:
         """Write `record` as the latest version and return it as written."""
-        saved = replace(record, updated_at=stored(now), version=self._version())
+        saved = replace(record, updated_at=utc_text(now), version=self._version())
         self.store.insert("replay_requests", [saved.to_row()])
         return saved
 
@@ -152,7 +143,7 @@ class ReplayRequests:
         rows = self.store.query(
             f"SELECT {COLUMNS} FROM replay_requests FINAL WHERE status = 'requested'"
             " AND next_attempt_at <= {now:DateTime64(6, 'UTC')} ORDER BY next_attempt_at, id",
-            {"now": stored(now)},
+            {"now": utc_text(now)},
         )
         return [ReplayRequest.from_row(r) for r in rows]
 

@@ -29,7 +29,8 @@ from kernel.clock import Clock
 from kernel.exceptions import ACTIVE, ExceptionFilter, ExceptionNotFound, ExceptionRecord, ExceptionStore
 from kernel.model.events import SOURCE_SYSTEMS, parse_time, source_system
 from kernel.store import Store
-from reconcilers.replay.requests import ReplayRequest, ReplayRequests, idempotency_key, iso, parse_stored, stored
+from kernel.store.base import stored_time, utc_text
+from reconcilers.replay.requests import ReplayRequest, ReplayRequests, idempotency_key, iso
 from reconcilers.replay.settings import ReplaySettings, ReplayWebhook
 from reconcilers.replay.signing import ATTEMPT_HEADER, IDEMPOTENCY_HEADER, signed_headers
 from reconcilers.replay.webhook import HttpxTransport, WebhookAnswer, WebhookTransport, WebhookUnreachable
@@ -216,13 +217,13 @@ class ReplayService:
                     source=source,
                     webhook_source=webhook_source,
                     keys=wanted,
-                    range_from=stored(start),
-                    range_to=stored(end),
+                    range_from=utc_text(start),
+                    range_to=utc_text(end),
                     reason=reason,
                     status="requested",
                     requested_by=actor,
-                    requested_at=stored(now),
-                    next_attempt_at=stored(now),
+                    requested_at=utc_text(now),
+                    next_attempt_at=utc_text(now),
                     body=orjson.dumps(body).decode(),
                 ),
                 now,
@@ -240,7 +241,7 @@ class ReplayService:
     def _range(
         self, record: ExceptionRecord, since: datetime | None, until: datetime | None
     ) -> tuple[datetime, datetime]:
-        opened = parse_stored(record.opened_at)
+        opened = stored_time(record.opened_at)
         end = _utc(until) if until else _context_time(record, RANGE_END_FIELDS) or opened
         lookback = timedelta(hours=self.settings.default_lookback_hours)
         start = _utc(since) if since else _context_time(record, RANGE_START_FIELDS) or end - lookback
@@ -256,8 +257,8 @@ class ReplayService:
             {
                 "source": source,
                 "prefix": f"{source}/",
-                "since": stored(since),
-                "until": stored(until),
+                "since": utc_text(since),
+                "until": utc_text(until),
                 "limit": MAX_DEAD_LETTERS,
             },
         )
@@ -325,8 +326,8 @@ class ReplayService:
                     record,
                     status="sent",
                     next_attempt_at=None,
-                    sent_at=stored(now),
-                    wait_until=stored(now + wait),
+                    sent_at=utc_text(now),
+                    wait_until=utc_text(now + wait),
                     expected_events=_expected_events(answer.body),
                 ),
                 now,
@@ -344,14 +345,14 @@ class ReplayService:
         delay = min(self.settings.backoff_seconds * 2 ** (attempt - 1), self.settings.backoff_max_seconds)
         if answer is not None and answer.retry_after is not None:
             delay = max(delay, min(answer.retry_after, self.settings.backoff_max_seconds))
-        saved = self.requests.save(replace(record, next_attempt_at=stored(now + timedelta(seconds=delay))), now)
+        saved = self.requests.save(replace(record, next_attempt_at=utc_text(now + timedelta(seconds=delay))), now)
         summary.retrying.append(saved.id)
         return saved
 
     def _fail(self, record: ReplayRequest, why: str) -> ReplayRequest:
         now = self.clock.now()
         saved = self.requests.save(
-            replace(record, status="failed", next_attempt_at=None, closed_at=stored(now), detail={"failure": why}),
+            replace(record, status="failed", next_attempt_at=None, closed_at=utc_text(now), detail={"failure": why}),
             now,
         )
         self._note_all(saved, f"replay failed: {why}")
@@ -370,7 +371,7 @@ class ReplayService:
                 if evidence["complete"]:
                     self._satisfy(record, evidence, now)
                     summary.satisfied.append(record.id)
-                elif record.wait_until is not None and now >= parse_stored(record.wait_until):
+                elif record.wait_until is not None and now >= stored_time(record.wait_until):
                     self._escalate(record, evidence, now)
                     summary.escalated.append(record.id)
         return summary
@@ -410,12 +411,12 @@ class ReplayService:
 
     def _satisfy(self, record: ReplayRequest, evidence: dict[str, Any], now: datetime) -> None:
         detail = {k: v for k, v in evidence.items() if k != "complete"}
-        self.requests.save(replace(record, status="satisfied", closed_at=stored(now), detail=detail), now)
+        self.requests.save(replace(record, status="satisfied", closed_at=utc_text(now), detail=detail), now)
         active = [e for e in self._exceptions(record) if e.status in ACTIVE]
         self.exceptions.resolve_many(active, RESOLUTION, {e.id: detail for e in active}, actor=ACTOR)
 
     def _escalate(self, record: ReplayRequest, evidence: dict[str, Any], now: datetime) -> None:
-        waited = parse_stored(record.wait_until or record.requested_at) - parse_stored(
+        waited = stored_time(record.wait_until or record.requested_at) - stored_time(
             record.sent_at or record.requested_at
         )
         got = f"{evidence['events']} events"
@@ -428,7 +429,7 @@ class ReplayService:
             f"but the replayed events did not all arrive within {round(waited.total_seconds() / 60)} minutes ({got})"
         )
         detail = {k: v for k, v in evidence.items() if k != "complete"} | {"escalation": why}
-        saved = self.requests.save(replace(record, status="escalated", closed_at=stored(now), detail=detail), now)
+        saved = self.requests.save(replace(record, status="escalated", closed_at=utc_text(now), detail=detail), now)
         self._note_all(saved, why)
 
     # policy ------------------------------------------------------------------------------------------
@@ -487,7 +488,7 @@ def _context_time(record: ExceptionRecord, names: Iterable[str]) -> datetime | N
             return parsed.astimezone(UTC)
         if isinstance(value, str) and value:
             try:
-                return parse_stored(value)
+                return stored_time(value)
             except ValueError:
                 continue
     return None
@@ -522,4 +523,4 @@ def _reason(record: ExceptionRecord, note: str) -> str:
 
 
 def _iso_stored(text: str) -> str:
-    return iso(parse_stored(text)) if text else ""
+    return iso(stored_time(text)) if text else ""

@@ -13,6 +13,7 @@ from collector.demo.scenario import SERVICES, Scenario, ScenarioConfig, build_sc
 from collector.demo.senders import DemoSender
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionFilter, ExceptionRecord
+from kernel.store.base import stored_time
 from tests.support import RunningTower
 from tower.app import SlaParts, build_sla
 
@@ -24,10 +25,6 @@ RECONCILIATION_RULES = ("invoice-match", "inventory-sync")
 
 def iso_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def stored_time(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

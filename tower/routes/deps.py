@@ -64,16 +64,6 @@ def utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def stored_time(text: str) -> datetime:
-    """A timestamp as the store returns it ('YYYY-MM-DD HH:MM:SS.ffffff', UTC) as an aware datetime."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def stored_time_or_none(text: str | None) -> datetime | None:
-    """`stored_time` for a nullable column."""
-    return stored_time(text) if text else None
-
-
 def invalid(where: tuple[str, ...], message: str) -> RequestValidationError:
     """A 422 in FastAPI's validation-error shape, for checks a parameter type cannot express."""
     return RequestValidationError([{"type": "value_error", "loc": where, "msg": message, "input": None}])

@@ -9,7 +9,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from kernel.exceptions import ExceptionRecord
-from tower.routes.deps import stored_time, stored_time_or_none
+from kernel.store.base import stored_time, stored_time_or_none
 
 
 class ExceptionOut(BaseModel):

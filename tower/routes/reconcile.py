@@ -18,10 +18,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
+from kernel.store.base import stored_time, stored_time_or_none
 from reconcilers.model import ProgressEvent
 from reconcilers.runs import RunRecord
 from reconcilers.service import Finding, ReconcileService, UnknownRule
-from tower.routes.deps import stored_time, stored_time_or_none
 from tower.routes.models import ValidationErrors
 
 router = APIRouter(prefix="/api/reconcile", tags=["reconcile"], responses=AUTH_RESPONSES)

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionNotFound
+from kernel.store.base import stored_time, stored_time_or_none
 from reconcilers.replay import NotReplayable, ReplayRequest, ReplayService
-from tower.routes.deps import stored_time, stored_time_or_none, utc
+from tower.routes.deps import utc
 
 router = APIRouter(prefix="/api", tags=["replays"], responses=AUTH_RESPONSES)
 

@@ -12,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.clock import Clock
+from kernel.store.base import stored_time
 from sla_rules.model import SlaRule
 from sla_rules.service import SlaService
 from sla_rules.summary import Group, Order, sla_summary
-from tower.routes.deps import ClockDep, SlaDep, StoreDep, invalid, stored_time, utc
+from tower.routes.deps import ClockDep, SlaDep, StoreDep, invalid, utc
 from tower.routes.models import ValidationErrors
 
 router = APIRouter(prefix="/api/sla", tags=["sla"], responses=AUTH_RESPONSES)

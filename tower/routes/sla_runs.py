@@ -13,7 +13,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from kernel.api_auth import AUTH_RESPONSES, ReadDep
-from tower.routes.deps import StoreDep, stored_time
+from kernel.store.base import stored_time
+from tower.routes.deps import StoreDep
 from tower.routes.models import ValidationErrors
 
 router = APIRouter(prefix="/api/sla", tags=["sla"], responses=AUTH_RESPONSES)

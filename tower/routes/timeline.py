@@ -14,7 +14,8 @@ from kernel.api_auth import AUTH_RESPONSES, ReadDep
 from kernel.exceptions import ExceptionFilter
 from kernel.queries import events_for_key, spans_for_key
 from kernel.store import Store
-from tower.routes.deps import ExceptionsDep, StoreDep, stored_time
+from kernel.store.base import stored_time
+from tower.routes.deps import ExceptionsDep, StoreDep
 from tower.routes.models import ExceptionOut
 
 # Per source, oldest first: a key with more than this many is cut (and says so in `truncated`).
