@@ -13,6 +13,9 @@ check the invoice fails, with both sides' values:
   invoice names none, the order's invoices together against its shipments together;
 - `not-shipped`: invoiced, but no shipment of the order is known `unmatched_after` (2h) later;
 - `no-order`: no accepted order is known `unmatched_after` after the invoice;
+- `incomplete`: the invoice has no amount or no quantity, so it cannot be compared (the door refuses
+  an invoice only without its ids; a sender that drops a field would otherwise pass unseen). A missing
+  currency is not a finding: the amount is then compared in the order's currency;
 
 and one exception per order id for:
 
@@ -35,7 +38,7 @@ from reconcilers.inventory import fmt
 from reconcilers.model import Comparison, Observation, RunContext
 from reconcilers.sql import Binder, T, iso, materialized_cte, newest, parse_time, watch_condition
 
-CHECKS = ("amount", "currency", "quantity", "not-shipped", "no-order", "not-invoiced")
+CHECKS = ("amount", "currency", "quantity", "not-shipped", "no-order", "incomplete", "not-invoiced")
 
 
 class InvoiceReconciler:
@@ -148,9 +151,11 @@ WITH
                 AND abs(round(compared_invoiced_quantity - shipped_quantity, 6)) > {qty} AS quantity_bad,
             NOT shipped AND posted_at <= {unmatched} AS not_shipped,
             NOT has_order AND posted_at <= {unmatched} AS no_order,
+            arrayFilter(f -> f != '', [if(i.amount IS NULL, 'amount', ''), if(i.quantity IS NULL, 'quantity', '')])
+                AS missing,
             arrayFilter(c -> c != '', [if(amount_bad, 'amount', ''), if(currency_bad, 'currency', ''),
                 if(quantity_bad, 'quantity', ''), if(not_shipped, 'not-shipped', ''),
-                if(no_order, 'no-order', '')]) AS checks,
+                if(no_order, 'no-order', ''), if(notEmpty(missing), 'incomplete', '')]) AS checks,
             {watch_invoice} AS watched
         FROM invoices AS i
         LEFT JOIN orders AS o ON o.order_id = i.order_id
@@ -174,6 +179,7 @@ WITH
             0 AS own_shipment, oi.quantity AS compared_invoiced_quantity, os.quantity AS shipped_quantity,
             1 AS shipped, os.shipment_ids AS shipment_ids, os.first_shipped AS shipped_at,
             0 AS currency_bad, 0 AS amount_bad, 0 AS quantity_bad, 0 AS not_shipped, 0 AS no_order,
+            CAST([] AS Array(String)) AS missing,
             if(oi.order_id IS NULL AND os.first_shipped <= {uninvoiced}, ['not-invoiced'], []) AS checks,
             {watch_order} AS watched
         FROM order_shipped AS os
@@ -218,6 +224,7 @@ SETTINGS join_use_nulls = 1{", enable_materialized_cte = 1" if materialize else 
                 "currency": row["invoice_currency"] or None,
                 "shipment_id": row["shipment_id"] or None,
                 "posted_at": iso(parse_time(row["posted_at"])),
+                "missing": list(row["missing"]),
             }
         values["invoiced"] = invoiced
         values["differences"] = _differences(order, shipped, invoiced)
@@ -250,6 +257,9 @@ SETTINGS join_use_nulls = 1{", enable_materialized_cte = 1" if materialize else 
                 parts.append(f"invoiced, no shipment of order {order['order_id'] or '(none)'}")
             elif check == "no-order":
                 parts.append(f"no accepted order {order['order_id'] or '(none named)'}")
+            elif check == "incomplete":
+                missing = " and ".join(values["invoice"]["missing"])
+                parts.append(f"the invoice has no {missing}: it cannot be compared")
             elif check == "not-invoiced":
                 parts.append(f"shipped {shipped['shipped_at']} ({', '.join(shipped['shipment_ids'])}), never invoiced")
             else:

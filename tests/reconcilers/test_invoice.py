@@ -85,14 +85,42 @@ def test_a_currency_mismatch_is_not_compared_as_an_amount(store: Store) -> None:
     assert h.active("invoice-match")["IN-1"].context["check"] == ["currency"]
 
 
+def test_an_invoice_missing_its_amount_currency_or_quantity_cannot_pass_unseen(store: Store) -> None:
+    h = harness(store)
+    flows = [order_flow(n, DAY_AGO) for n in (1, 2, 3)]
+    no_amount, no_currency_quantity = flows[1][-1], flows[2][-1]
+    del no_amount["data"]["amount"]
+    del no_currency_quantity["data"]["currency"], no_currency_quantity["data"]["quantity"]  # currency: not a finding
+    h.send(*(event for flow in flows for event in flow))
+    h.run()
+    active = h.active("invoice-match")
+    assert set(active) == {"IN-2", "IN-3"}
+    assert active["IN-2"].context["check"] == ["incomplete"]
+    assert active["IN-2"].context["invoice"]["missing"] == ["amount"]
+    assert active["IN-2"].context["summary"] == "IN-2: the invoice has no amount: it cannot be compared"
+    assert active["IN-3"].context["invoice"]["missing"] == ["quantity"]
+
+    h.later()
+    h.send(business("invoice.posted", DAY_AGO + timedelta(hours=3), **{**no_amount["data"], "amount": 100.0}))
+    run = h.run()
+    assert run.resolved == 1 and set(h.active("invoice-match")) == {"IN-3"}
+
+
 def test_invoiced_but_never_shipped_after_the_grace_period(store: Store) -> None:
     h = harness(store, unmatched_after="2h")
     h.send(
         business("order.accepted", NOW - timedelta(hours=5), order_id="SO-1", customer_id="C-1", amount=50.0),
-        business("invoice.posted", NOW - timedelta(hours=2), invoice_id="IN-1", order_id="SO-1", amount=50.0),
+        business(
+            "invoice.posted", NOW - timedelta(hours=2), invoice_id="IN-1", order_id="SO-1", amount=50.0, quantity=1
+        ),
         business("order.accepted", NOW - timedelta(hours=5), order_id="SO-2", customer_id="C-2", amount=50.0),
         business(
-            "invoice.posted", NOW - timedelta(hours=1, minutes=59), invoice_id="IN-2", order_id="SO-2", amount=50.0
+            "invoice.posted",
+            NOW - timedelta(hours=1, minutes=59),
+            invoice_id="IN-2",
+            order_id="SO-2",
+            amount=50.0,
+            quantity=1,
         ),
     )
     h.run()
@@ -111,7 +139,7 @@ def test_invoiced_but_never_shipped_after_the_grace_period(store: Store) -> None
             quantity=1,
         )
     )
-    run = h.run()  # IN-1 is shipped now (its quantity is not invoiced: not compared); IN-2 is past the grace
+    run = h.run()  # IN-1 is shipped now (the quantity it invoiced was shipped); IN-2 is past the grace
     assert run.resolved == 1 and set(h.active("invoice-match")) == {"IN-2"}
 
 
@@ -206,6 +234,7 @@ def test_a_corrected_invoice_resolves_and_a_redelivery_changes_nothing(store: St
             order_id="SO-1",
             shipment_id="SH-1",
             amount=100.0,
+            currency="USD",
             quantity=5,
         )
     )
@@ -243,7 +272,9 @@ def test_documents_computed_once_or_again_find_the_same(store: Store) -> None:
         *order_flow(2, DAY_AGO, invoiced_amount=110.0, invoiced_quantity=4),  # amount and quantity
         *order_flow(3, DAY_AGO, currency="EUR"),
         *order_flow(4, NOW - timedelta(days=8), invoiced_amount=None),  # never invoiced
-        business("invoice.posted", DAY_AGO, invoice_id="IN-5", order_id="SO-5", amount=10.0),  # no order, not shipped
+        business(
+            "invoice.posted", DAY_AGO, invoice_id="IN-5", order_id="SO-5", amount=10.0
+        ),  # no order, not shipped, no quantity
     )
     redelivered = order_flow(6, DAY_AGO, invoiced_amount=130.0)
     h.send(*redelivered)
@@ -258,7 +289,7 @@ def test_documents_computed_once_or_again_find_the_same(store: Store) -> None:
         "IN-2": ["amount", "quantity"],
         "IN-3": ["currency"],
         "SO-4": ["not-invoiced"],
-        "IN-5": ["not-shipped", "no-order"],
+        "IN-5": ["not-shipped", "no-order", "incomplete"],
         "IN-6": ["amount"],
     }
 

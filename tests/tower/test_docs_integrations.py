@@ -97,3 +97,13 @@ def test_the_curl_commands_send_events_in_every_mode(tower: RunningTower, store:
     released = next(r for r in rows if r["type"] == "order.released")
     assert released["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert count(store, "SELECT count() AS n FROM dead_letters") == 0
+
+
+def test_the_keys_table_bolds_exactly_the_keys_the_door_requires() -> None:
+    from kernel.model.events import EVENT_TYPES
+
+    rows = re.findall(r"^\| `([a-z.]+)` \| [^|]+ \| (.+) \|$", DOC.read_text(), re.MULTILINE)
+    table = {kind: keys for kind, keys in rows if kind in EVENT_TYPES}
+    assert set(table) == set(EVENT_TYPES)
+    for kind, keys in table.items():
+        assert tuple(re.findall(r"\*\*`(\w+)`\*\*", keys)) == EVENT_TYPES[kind], kind
