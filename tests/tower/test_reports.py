@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from openpyxl import load_workbook
 
 import tests.support
@@ -395,6 +395,7 @@ def test_paging_gives_the_same_rows_in_deadline_order(november: RunningTower, st
 def test_tower_report_downloads_with_a_progress_bar(november: RunningTower, tmp_path: Path) -> None:
     token = november.api_token("admin")
     target = tmp_path / "out" / "november.xlsx"
+    target.parent.mkdir()
     result = CliRunner().invoke(
         report_command,
         [
@@ -446,3 +447,23 @@ def test_tower_report_downloads_with_a_progress_bar(november: RunningTower, tmp_
     assert not (tmp_path / "x.xlsx").exists()
     result = CliRunner().invoke(report_command, ["--from", "November", "--url", november.http_url, "--token", token])
     assert result.exit_code == 2 and "is not a date" in result.output
+
+
+def test_tower_report_output_a_folder_or_a_path_it_cannot_write(november: RunningTower, tmp_path: Path) -> None:
+    def report(output: Path) -> Result:
+        args = ["--format", "csv", "--from", "2026-11-01", "--to", "2026-12-01", "-o", str(output), "-q"]
+        return CliRunner().invoke(report_command, [*args, "--url", november.http_url, "--token", november.api_token()])
+
+    (tmp_path / "reports").mkdir()
+    result = report(tmp_path / "reports")  # a folder: the tower's file name in it
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["sla-breaches_2026-11.csv"]
+
+    missing = tmp_path / "no" / "such" / "r.csv"
+    result = report(missing)
+    assert result.exit_code == 2 and f"the folder {missing.parent} does not exist" in result.output
+    assert not (tmp_path / "no").exists()  # not made behind the user's back
+
+    (tmp_path / "file").write_text("x")
+    result = report(tmp_path / "file" / "r.csv")
+    assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output

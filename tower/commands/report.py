@@ -23,7 +23,7 @@ _FILENAME = re.compile(r'filename="([^"/\\]+)"')
 
 
 class ReportFailed(click.ClickException):
-    """The tower could not be reached or refused the report."""
+    """The tower could not be reached or refused the report, or the file cannot be written."""
 
     exit_code = 2
 
@@ -55,10 +55,13 @@ def download(
     console: Console,
     show_progress: bool = True,
 ) -> tuple[str, int]:
-    """Stream the report to `output` (a file, `-` for stdout, or the suggested name in the current folder).
+    """Stream the report to `output` (a file, `-` for stdout, a folder for the suggested name in it, or the
+    suggested name in the current folder).
 
     A file is written next to its target and renamed when complete, so a failed download leaves
-    nothing half-written. Returns (where it went, bytes)."""
+    nothing half-written. The folder must exist and be writable: that is checked before the tower is asked
+    to build the report. Returns (where it went, bytes)."""
+    folder = writable_folder(output)
     with client(url, resolve_admin_token(token), timeout=600) as http:
         try:
             request = http.build_request("GET", REPORT_PATH, params=params)
@@ -74,22 +77,41 @@ def download(
                 name = filename_of(response, f"sla-breaches.{params.get('format', 'csv')}")
                 if output == "-":
                     return "stdout", _copy(response, sys.stdout.buffer, total, name, console, show_progress)
-                target = Path(output) if output else Path.cwd() / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (renamed or removed below)
-                    dir=target.parent, prefix=f".{target.name}.", delete=False
-                )
+                target = folder / name if output is None or folder == Path(output) else Path(output)
+                try:
+                    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (renamed or removed below)
+                        dir=target.parent, prefix=f".{target.name}.", delete=False
+                    )
+                except OSError as exc:
+                    raise ReportFailed(f"cannot write in {target.parent}: {exc.strerror or exc}") from exc
                 try:
                     with handle:
                         size = _copy(response, handle, total, name, console, show_progress)
                     os.chmod(handle.name, 0o666 & ~current_umask())  # a temporary file is private; the report is not
                     os.replace(handle.name, target)
+                except OSError as exc:
+                    Path(handle.name).unlink(missing_ok=True)
+                    raise ReportFailed(f"cannot write {target}: {exc.strerror or exc}") from exc
                 except BaseException:
                     Path(handle.name).unlink(missing_ok=True)
                     raise
                 return str(target), size
         except httpx.HTTPError as exc:
             raise ReportFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
+
+
+def writable_folder(output: str | None) -> Path:
+    """The folder a report goes to: `output` itself when it is a folder, else its parent (the current folder
+    for none or `-`), which must exist and be writable; ReportFailed says which it is not."""
+    if output is None or output == "-":
+        return Path.cwd()
+    given = Path(output)
+    folder = given if given.is_dir() else given.parent
+    if not folder.is_dir():
+        raise ReportFailed(f"cannot write {given}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ReportFailed(f"cannot write {given}: the folder {folder} is not writable")
+    return folder
 
 
 def current_umask() -> int:
@@ -138,7 +160,11 @@ def _detail(response: httpx.Response) -> str:
 )
 @click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="xlsx", show_default=True)
 @click.option("--summary", is_flag=True, help="CSV only: the summary (per rule, customer and month), not the rows.")
-@click.option("--output", "-o", help="File to write, or - for stdout; default: the tower's file name, here.")
+@click.option(
+    "--output",
+    "-o",
+    help="File to write, a folder (the tower's file name in it), or - for stdout; default: the tower's file name here.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
 @click.option(
