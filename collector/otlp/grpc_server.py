@@ -7,7 +7,7 @@ as the OTLP specification says:
 | --- | --- |
 | OK | stored (possibly in part: `partial_success` counts and explains rejected records) |
 | UNAUTHENTICATED | no valid `authorization: Bearer <token>` metadata |
-| INVALID_ARGUMENT | the message is not a valid Export*ServiceRequest |
+| INVALID_ARGUMENT | the message is not a valid Export*ServiceRequest (dead-lettered whole) |
 | RESOURCE_EXHAUSTED | the message (compressed or inflated) is over `max_decompressed_bytes` (gRPC itself) |
 | UNAVAILABLE | overloaded: retryable, with a google.rpc.RetryInfo detail |
 | INTERNAL | the store refused rows the receiver produced (a bug; logged) |
@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from collector.auth import Grant
 from collector.otlp import receiver
+from collector.otlp.convert import LOGS_DOOR, PROTOBUF, TRACES_DOOR
 from collector.pipeline import NotStored, Overloaded
 from collector.service import IngestService
 from kernel.metrics import TowerMetrics
@@ -53,6 +54,11 @@ LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 _WORKERS = 16
 
 
+def _refused(service: IngestService, grant: Grant, door: str, body: bytes, reason: str) -> receiver.Partial:
+    receiver.refuse_body(service, grant, door, body, PROTOBUF, reason)
+    return receiver.Partial()
+
+
 class _Receiver:
     """The Export methods of both services."""
 
@@ -63,7 +69,7 @@ class _Receiver:
     def export_traces(self, body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         grant = self._grant(context)
         request = ExportTraceServiceRequest()
-        self._parse(body, request, context)
+        self._parse(body, request, context, grant, TRACES_DOOR)
         partial = self._run(
             context, lambda: receiver.accept_traces(self.service, grant, request, self.settings.key_aliases)
         )
@@ -76,7 +82,7 @@ class _Receiver:
     def export_logs(self, body: bytes, context: grpc.ServicerContext) -> ExportLogsServiceResponse:
         grant = self._grant(context)
         request = ExportLogsServiceRequest()
-        self._parse(body, request, context)
+        self._parse(body, request, context, grant, LOGS_DOOR)
         partial = self._run(context, lambda: receiver.accept_logs(self.service, grant, request))
         response = ExportLogsServiceResponse()
         if partial.rejected:
@@ -95,16 +101,14 @@ class _Receiver:
             )
         return grant
 
-    @staticmethod
-    def _parse(body: bytes, message: Message, context: grpc.ServicerContext) -> None:
+    def _parse(self, body: bytes, message: Message, context: grpc.ServicerContext, grant: Grant, door: str) -> None:
+        """Decode the request; one that cannot be decoded is dead-lettered whole, then refused."""
         try:
             message.ParseFromString(body)
         except (DecodeError, RecursionError, ValueError) as exc:
-            _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"request is not a valid {message.DESCRIPTOR.name}: {exc}",
-            )
+            reason = f"request is not a valid {message.DESCRIPTOR.name}: {exc}"
+            self._run(context, lambda: _refused(self.service, grant, door, body, reason))
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, reason)
 
     @staticmethod
     def _run(context: grpc.ServicerContext, accept: Callable[[], receiver.Partial]) -> receiver.Partial:

@@ -8,7 +8,7 @@ type is unknown):
 | status | when | body |
 | --- | --- | --- |
 | 200 | stored (possibly in part) | Export*ServiceResponse; `partial_success` counts and explains rejected records |
-| 400 | the body cannot be decoded (bad protobuf, JSON, gzip, or a non-hex id in JSON) | google.rpc.Status |
+| 400 | the body cannot be decoded (bad protobuf, JSON, gzip, a non-hex id in JSON): dead-lettered | google.rpc.Status |
 | 401 | no valid ingest token (`Authorization: Bearer <token>`) | google.rpc.Status |
 | 413 | the body, as sent or inflated, is over the limit | google.rpc.Status |
 | 415 | another content type or content encoding | google.rpc.Status |
@@ -36,7 +36,16 @@ from starlette.concurrency import run_in_threadpool
 from collector.auth import Grant
 from collector.body import BodyError, decompress, read_raw
 from collector.otlp import receiver
-from collector.otlp.convert import JSON, PROTOBUF, DecodeFailure, decode_logs, decode_traces, media_type
+from collector.otlp.convert import (
+    JSON,
+    LOGS_DOOR,
+    PROTOBUF,
+    TRACES_DOOR,
+    DecodeFailure,
+    decode_logs,
+    decode_traces,
+    media_type,
+)
 from collector.pipeline import NotStored, Overloaded
 from collector.service import IngestService
 from kernel.settings import CollectorSettings
@@ -145,7 +154,8 @@ async def _export(request: Request, handler: Handler) -> Response:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     try:
         raw = await read_raw(request, settings.max_body_bytes)
-        reply = await run_in_threadpool(_process, handler, raw, encoding, kind, service, grant, settings)
+        door = LOGS_DOOR if handler is _handle_logs else TRACES_DOOR
+        reply = await run_in_threadpool(_process, handler, raw, encoding, kind, service, grant, settings, door)
     except BodyError as exc:
         return status_response(exc.status, exc.message, answer_as)
     except DecodeFailure as exc:
@@ -175,9 +185,20 @@ def _process(
     service: IngestService,
     grant: Grant,
     settings: CollectorSettings,
+    door: str,
 ) -> Message:
-    body = decompress(raw, encoding, settings.max_decompressed_bytes)
-    return handler(body, kind, service, grant, settings)
+    """Inflate, decode and store; a body that cannot be inflated or decoded is dead-lettered whole (and refused)."""
+    try:
+        body = decompress(raw, encoding, settings.max_decompressed_bytes)
+    except BodyError as exc:
+        if exc.status == 400:  # a corrupt stream (not an encoding refused, nor a size limit)
+            receiver.refuse_body(service, grant, door, raw, kind, exc.message)
+        raise
+    try:
+        return handler(body, kind, service, grant, settings)
+    except DecodeFailure as exc:
+        receiver.refuse_body(service, grant, door, body, kind, str(exc))
+        raise
 
 
 def _encode(message: Message, kind: str) -> bytes:

@@ -19,6 +19,7 @@ redelivery of the event). Records that are not events only fail on bad ids or ti
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector.auth import Grant
+from collector.deadletters import Refusal
 from collector.otlp.convert import (
     JSON,
     LOGS_DOOR,
@@ -106,10 +108,37 @@ def accept_logs(service: IngestService, grant: Grant, request: ExportLogsService
     return summarize("log records", len(items), reasons)
 
 
-def replay_traces(settings: CollectorSettings, raw: str, grant: Grant) -> Replay:
-    """Run a dead-lettered span (OTLP JSON with its resource and scope) through the traces door."""
+# The content type of a dead letter whose raw text is a request body in base64 (protobuf, or bytes that are not
+# UTF-8): "<media type>; base64".
+BASE64 = "; base64"
+
+
+def refuse_body(service: IngestService, grant: Grant, door: str, body: bytes, kind: str, reason: str) -> None:
+    """Dead-letter a whole request body the door could not decode, with the reason, so that a sender whose every
+    request is refused shows in dead letters and in the refusal counts (the `ingest-refusals` rule). OTLP JSON
+    that is UTF-8 is kept as text; anything else (protobuf, a corrupt gzip stream) as base64."""
+    if kind == JSON:
+        try:
+            raw, content_type = body.decode("utf-8"), JSON
+        except UnicodeDecodeError:
+            raw, content_type = base64.b64encode(body).decode("ascii"), JSON + BASE64
+    else:
+        raw, content_type = base64.b64encode(body).decode("ascii"), kind + BASE64
+    service.refuse([Refusal(door, f"the request body cannot be decoded: {reason}", raw, "", content_type)], grant)
+
+
+def _letter_body(raw: str, content_type: str) -> tuple[bytes, str]:
+    """A dead letter's raw text and content type as the body and media type to decode."""
+    if content_type.endswith(BASE64):
+        return base64.b64decode(raw), content_type.removesuffix(BASE64)
+    return raw.encode(), JSON
+
+
+def replay_traces(settings: CollectorSettings, raw: str, grant: Grant, content_type: str = JSON) -> Replay:
+    """Run a dead-lettered span (OTLP JSON with its resource and scope), or a whole request body the door could
+    not decode, through the traces door."""
     try:
-        request = decode_traces(raw.encode(), JSON)
+        request = decode_traces(*_letter_body(raw, content_type))
     except DecodeFailure as exc:
         return Replay({}, [str(exc)])
     rows, refusals = trace_rows(request, grant.primary_source, settings.key_aliases)
@@ -118,10 +147,10 @@ def replay_traces(settings: CollectorSettings, raw: str, grant: Grant) -> Replay
     return Replay({"otel_traces": rows}, [])
 
 
-def replay_logs(service: IngestService, raw: str, grant: Grant) -> Replay:
-    """Run a dead-lettered log record through the logs door: its log row and event, or why not."""
+def replay_logs(service: IngestService, raw: str, grant: Grant, content_type: str = JSON) -> Replay:
+    """Run a dead-lettered log record (or a whole request body) through the logs door: its rows, or why not."""
     try:
-        request = decode_logs(raw.encode(), JSON)
+        request = decode_logs(*_letter_body(raw, content_type))
     except DecodeFailure as exc:
         return Replay({}, [str(exc)])
     now = service.clock.now()
@@ -145,5 +174,5 @@ def replay_logs(service: IngestService, raw: str, grant: Grant) -> Replay:
 
 def register_replayers(service: IngestService, settings: CollectorSettings) -> None:
     """Let `otlp_traces` and `otlp_logs` dead letters be replayed through their door."""
-    service.register_replayer(TRACES_DOOR, lambda raw, _ct, grant: replay_traces(settings, raw, grant))
-    service.register_replayer(LOGS_DOOR, lambda raw, _ct, grant: replay_logs(service, raw, grant))
+    service.register_replayer(TRACES_DOOR, lambda raw, ct, grant: replay_traces(settings, raw, grant, ct))
+    service.register_replayer(LOGS_DOOR, lambda raw, ct, grant: replay_logs(service, raw, grant, ct))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,9 @@ def test_an_undecodable_message_is_invalid_argument(tower: RunningTower, channel
     rpc: Any = error.value
     assert rpc.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a valid ExportTraceServiceRequest" in rpc.details()
+    (letter,) = letters(tower, "otlp_traces")  # kept whole, as the sender's refused traffic
+    assert letter["content_type"] == "application/x-protobuf; base64" and letter["source"] == ""
+    assert base64.b64decode(letter["raw"]) == b"\xff\xff\xff garbage" and rpc.details() in letter["reason"]
     assert_serving(tower)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import zlib
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from opentelemetry.trace import Link, SpanKind, StatusCode
 
 from collector.auth import TokenRegistry
 from collector.otlp.convert import otlp_json
+from collector.otlp.receiver import replay_traces
 from kernel.settings import IngestSettings
 from kernel.store.embedded import EmbeddedStore
 from tests.collector.test_otlp_helpers import (
@@ -326,7 +328,30 @@ def test_bad_input_is_refused_with_a_status_and_the_server_keeps_serving(
     assert rpc.code == code
     assert message in rpc.message
     assert query(tower, "SELECT count() AS n FROM otel_traces") == [{"n": 0}]
+    dead = letters(tower, "otlp_logs" if path == "/v1/logs" else "otlp_traces")
+    if status == 400:  # undecodable: the body is dead-lettered whole, so a sender refused this way is seen
+        (letter,) = dead
+        assert letter["reason"].startswith("the request body cannot be decoded: ") and message in letter["reason"]
+        as_sent = gzip_bomb() if isinstance(body, str) else body
+        if letter["content_type"] == "application/json":
+            assert letter["raw"].encode() == as_sent
+        else:
+            assert letter["content_type"].endswith("; base64") and base64.b64decode(letter["raw"]) == as_sent
+    else:  # a size limit or a format the door does not take: refused with a status, nothing kept
+        assert dead == []
     assert_serving(tower)
+
+
+def test_a_dead_lettered_protobuf_body_replays_through_its_door(tower: RunningTower) -> None:
+    assert tower.tower is not None
+    grant = tower.tower.ingest.tokens.authenticate(f"Bearer {tower.token('erp')}")
+    assert grant is not None
+    settings = tower.settings.collector
+    body = base64.b64encode(valid_traces()).decode()
+    answer = replay_traces(settings, body, grant, "application/x-protobuf; base64")
+    assert answer.problems == [] and len(answer.tables["otel_traces"]) == 2
+    answer = replay_traces(settings, base64.b64encode(b"junk").decode(), grant, "application/x-protobuf; base64")
+    assert answer.tables == {} and "not a valid protobuf" in answer.problems[0]
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-token-0123456789", "Basic abc"])
