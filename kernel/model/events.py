@@ -143,7 +143,9 @@ def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[s
     if specversion != "1.0":
         problems.append(f"specversion: must be '1.0', got {specversion!r}")
     event_id = raw.get("id")
-    if not isinstance(event_id, str) or not event_id.strip():
+    if event_id is not None and not isinstance(event_id, str):
+        problems.append(f"id: must be a string, got {_json_kind(event_id)} ({event_id!r})")
+    elif not isinstance(event_id, str) or not event_id.strip():
         problems.append("id: required, a non-empty string")
     elif len(event_id) > _MAX_ID:
         problems.append(f"id: longer than {_MAX_ID} characters")
@@ -168,19 +170,25 @@ def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[s
     elif time >= LATEST_TIME:
         problems.append(f"time: {time_raw!r} is past 2262-04-11, the latest time the store holds")
     data = raw.get("data", {})
-    if isinstance(data, (str, bytes)) and raw.get("datacontenttype", "application/json").endswith("json"):
-        try:
+    data_ok = True
+    if "data_base64" in raw and "data" not in raw:
+        problems.append("data_base64: binary data is not taken; send `data` as a JSON object")
+        data_ok = False
+    elif isinstance(data, (str, bytes)) and raw.get("datacontenttype", "application/json").endswith("json"):
+        try:  # some senders encode the object twice: '{"order_id": ...}' as a string
             data = orjson.loads(data)
         except orjson.JSONDecodeError:
-            problems.append("data: not valid JSON")
-            data = {}
+            problems.append(f"data: must be a JSON object, got a string that is not JSON text ({_cut(data)!r})")
+            data, data_ok = {}, False
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        problems.append("data: must be a JSON object")
-        data = {}
+        if data_ok:
+            problems.append(f"data: must be a JSON object, got {_json_kind(data)}")
+        data, data_ok = {}, False
     data = dict(data)
-    problems.extend(_check_data(event_type if isinstance(event_type, str) else "", data))
+    if data_ok:  # with no readable data, "data.order_id: required" would only repeat the problem
+        problems.extend(_check_data(event_type if isinstance(event_type, str) else "", data))
     subject = raw.get("subject")
     if subject is not None and not isinstance(subject, str):
         problems.append("subject: must be a string")
@@ -216,6 +224,24 @@ def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[s
         ),
         [],
     )
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, as a sender would call it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, (str, bytes)):
+        return "a string"
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
+
+
+def _cut(value: str | bytes, limit: int = 40) -> str:
+    text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def key_problem(value: str, limit: bool = True) -> str | None:

@@ -42,7 +42,10 @@ def test_valid_event_becomes_a_row() -> None:
         ({"time": "1970-01-01T00:30:00+01:00"}, "is before 1970-01-01"),
         ({"time": "2262-04-11T00:00:00Z"}, "is past 2262-04-11, the latest time the store holds"),
         ({"time": "9999-12-31T23:59:59-14:00"}, "is past 2262-04-11"),
-        ({"data": [1, 2]}, "data: must be a JSON object"),
+        ({"data": [1, 2]}, "data: must be a JSON object, got an array"),
+        ({"id": 5}, "id: must be a string, got a number (5)"),
+        ({"data": "hello"}, "data: must be a JSON object, got a string that is not JSON text ('hello')"),
+        ({"data": ..., "data_base64": "e30="}, "data_base64: binary data is not taken; send `data` as a JSON object"),
         ({"data": {"amount": "12,5"}}, "data.amount: '12,5' is not a number"),
         ({"data": {"currency": "dollars"}}, "data.currency: 'dollars' is not an ISO 4217 code"),
         ({"data": {"order_id": None}}, "data.order_id: required for order.accepted"),
@@ -61,6 +64,18 @@ def test_each_problem_is_named(change: dict[str, Any], expected: str) -> None:
     event, problems = validate_event(make_event("order.accepted", **change))
     assert event is None
     assert any(expected in p for p in problems), problems
+
+
+def test_unreadable_data_is_one_problem_not_a_list_of_missing_keys() -> None:
+    event, problems = validate_event(make_event("order.accepted", data="hello"))
+    assert event is None and problems == [
+        "data: must be a JSON object, got a string that is not JSON text ('hello')"
+    ], problems
+
+
+def test_data_sent_as_json_text_is_read() -> None:
+    event, problems = validate_event(make_event("order.released", data='{"order_id": "SO-9"}'))
+    assert problems == [] and event is not None and event.data["order_id"] == "SO-9"
 
 
 @pytest.mark.parametrize("time", ["1970-01-01T00:00:00Z", "1970-01-01T01:00:00+01:00", "2262-04-10T23:59:59Z"])
