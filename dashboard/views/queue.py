@@ -38,6 +38,7 @@ SORTS = {"newest": "newest first", "oldest": "oldest first", "due": "due soonest
 TEXT_FILTERS = ("customer", "warehouse")
 EXPORT_ROWS = 100_000  # the most the API exports at once
 PARAMS_KEY = "queue_params"  # the URL parameters last applied to (or written from) the widgets
+LABELS_KEY = "queue_labels"  # every exception label this session showed -> its id
 
 api, identity = ui.signed_in()
 page_size = settings().page_size
@@ -186,11 +187,17 @@ if identity.get("may_act") and narrowed and status in ("active", "open", "acknow
                     ui.flash(f"Resolved {answer['resolved']:,} of {answer['matched']:,} ({bulk_resolution}).")
                     st.rerun()
 
-labels = {e["id"]: f"{e['rule']} · {e['key']} · {e['status']} · opened {ui.when(e['opened_at'])}" for e in items}
-# The widget keeps the chosen label: two exceptions of one (rule, key) opened in the same minute (one resolved,
-# then opened again) would share it, so those carry the start of their id.
+# The browser keeps the chosen *label*, not the id: a label must not change while the exception is chosen (no
+# status in it: an acknowledge would lose the exception, and the next action would go nowhere), and two
+# exceptions of one (rule, key) opened in the same minute (one resolved, then opened again) carry the start of
+# their id. A label the page showed before and no longer shows is mapped back to its exception all the same.
+labels = {e["id"]: f"{e['rule']} · {e['key']} · opened {ui.when(e['opened_at'])}" for e in items}
 repeated = Counter(labels.values())
 labels = {ident: f"{text} · {ident[:8]}" if repeated[text] > 1 else text for ident, text in labels.items()}
+shown: dict[str, str] = st.session_state.get(LABELS_KEY, {})
+if st.session_state["q_exception"] in shown:
+    st.session_state["q_exception"] = shown[st.session_state["q_exception"]]
+st.session_state[LABELS_KEY] = {**shown, **{text: ident for ident, text in labels.items()}}
 wanted = st.session_state["q_exception"]
 options = [ANY, *labels, *([wanted] if wanted and wanted not in labels else [])]
 selected = st.selectbox(

@@ -162,7 +162,18 @@ def test_the_dashboard_in_chromium(demo_tower_process: TowerProcess, tmp_path: P
             page.screenshot(path=str(shots / "exception-timeline.png"), full_page=True)
             assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).all_inner_texts()
             page.get_by_role("tab", name="Actions").click()
-            page.get_by_role("button", name="Acknowledge").wait_for()
+            # Actions one after another on the same exception: the menu must keep it when its status changes.
+            page.get_by_role("button", name="Acknowledge").click()
+            page.get_by_text("Acknowledged.").wait_for(timeout=60_000)
+            page.get_by_role("tab", name="Actions").click()
+            page.get_by_label("Assign to").fill("ann")
+            page.get_by_role("button", name="Assign").click()
+            page.get_by_text("Assigned to ann").first.wait_for(timeout=60_000)
+            assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).all_inner_texts()
+            assert f"exception={target['id']}" in page.url
+            with httpx.Client(base_url=tower.http_url, headers={"Authorization": f"Bearer {admin}"}) as api:
+                after = api.get(f"/api/exceptions/{target['id']}").json()
+            assert (after["status"], after["assignee"]) == ("acknowledged", "ann")
 
             # The finance report, downloaded through the dashboard.
             page.goto(f"{base}/reports")
