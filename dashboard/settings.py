@@ -30,5 +30,7 @@ class DashboardSettings(BaseSettings):
         " page shows the messages it received. Unset: no Slack page (alerts are read in Slack).",
     )
     state_dir: Path = Field(
-        Path("var/dashboard"), description="Where the dashboard remembers each token's last visit (what changed)."
+        Path("var/dashboard"),
+        description="Where the dashboard remembers each token's last visit (what changed). `tower serve` sets"
+        " `<data dir>/dashboard`; the default is for `tower dashboard` run alone (relative to its folder).",
     )

@@ -25,6 +25,7 @@ from types import FrameType
 import uvicorn
 
 from alerting.settings import SlackSettings
+from dashboard.settings import DashboardSettings
 from kernel.jobs import SchedulerSettings
 from kernel.schema.retention import RetentionSettings, apply_retention
 from kernel.settings import Settings
@@ -130,8 +131,11 @@ def data_dir_problem(data_dir: Path) -> str | None:
 
 def dashboard_child(settings: Settings, ui: DashboardProcessSettings, api_url: str, token: str | None) -> Child:
     """The dashboard against this tower's API (signed in with `token` unless TOWER_DASHBOARD_TOKEN is set), its
-    output in `<data dir>/dashboard.log`."""
+    output in `<data dir>/dashboard.log`, its visits remembered in `<data dir>/dashboard` (unless
+    TOWER_DASHBOARD_STATE_DIR says where)."""
     env = {"TOWER_DASHBOARD_API_URL": api_url}
+    if "TOWER_DASHBOARD_STATE_DIR" not in os.environ:
+        env["TOWER_DASHBOARD_STATE_DIR"] = str(settings.store.data_dir / "dashboard")
     if token and "TOWER_DASHBOARD_TOKEN" not in os.environ:
         env["TOWER_DASHBOARD_TOKEN"] = token
     command = streamlit_command(APP, ui.host, ui.port)
@@ -212,6 +216,10 @@ def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = Non
     SIGTERM. Role `all` also runs the dashboard (`dashboard`, default TOWER_DASHBOARD_ENABLED); `demo` adds the
     local Slack stand-in and `tower demo --live`."""
     plan = check_role(role, settings)
+    ui = DashboardProcessSettings()
+    with_dashboard = role == "all" and (ui.enabled if dashboard is None else dashboard)
+    if with_dashboard:
+        DashboardSettings()  # a value it refuses stops here, one line naming it, not as a traceback in every page
     if demo and role != "all":
         raise RoleError(f"--demo runs the whole tower in one process: it needs the role all, not {role}")
     taken = taken_ports(settings, role)
@@ -227,8 +235,6 @@ def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = Non
         load_or_create_tokens(settings)
         if not configured:  # generated into the data directory: a local tower, so the banner shows it
             generated_admin = admin_token(settings)
-    ui = DashboardProcessSettings()
-    with_dashboard = role == "all" and (ui.enabled if dashboard is None else dashboard)
     base = f"http://{loopback(settings.collector.host)}:{settings.collector.http_port}"
     services: list[Line] = []
     local_slack: LocalSlack | None = None

@@ -28,7 +28,7 @@ from tower.children import Child, Children
 from tower.cli import main
 from tower.dashboard_process import DashboardProcessSettings
 from tower.demo_mode import DEMO_JOBS, DEMO_OPERATOR, DEMO_SLACK_USER, apply_defaults, start_local_slack
-from tower.server import banner
+from tower.server import banner, dashboard_child
 
 
 def children_of(pid: int) -> list[int]:
@@ -179,6 +179,16 @@ def test_invalid_settings_stop_serve_with_one_line_per_problem(tmp_path: Path) -
     assert result.output.startswith("Error: invalid settings:\n  TOWER_COLLECTOR_HTTP_PORT='abc': Input should be")
     assert "Traceback" not in result.output
     assert not (tmp_path / "data").exists()  # nothing opened
+
+    # the dashboard's own settings are read before anything starts, not first in a visitor's page
+    bad_page = {"TOWER_DASHBOARD_PAGE_SIZE": "5"}
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path / "data")], env=bad_page)
+    assert result.exit_code == 1 and not (tmp_path / "data").exists()
+    assert result.output == (
+        "Error: invalid settings:\n  TOWER_DASHBOARD_PAGE_SIZE='5': Input should be greater than or equal to 10\n"
+    )
+    result = CliRunner().invoke(main, ["dashboard"], env=bad_page)
+    assert result.exit_code == 1 and "TOWER_DASHBOARD_PAGE_SIZE='5'" in result.output
 
     result = CliRunner().invoke(main, ["serve", "--no-dashboard"], env={"TOWER_API_TOKENS": env["TOWER_API_TOKENS"]})
     assert result.exit_code == 1
@@ -370,3 +380,13 @@ def test_the_local_slack_stand_in_only_without_slack(tmp_path: Path, monkeypatch
 
     monkeypatch.setenv("TOWER_SLACK_BOT_TOKEN", "xoxb-real")
     assert start_local_slack(settings, "http://127.0.0.1:1/slack/interactions") is None
+
+
+def test_the_dashboard_remembers_visits_in_the_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(tmp_path / "data")
+    monkeypatch.delenv("TOWER_DASHBOARD_STATE_DIR", raising=False)
+    child = dashboard_child(settings, DashboardProcessSettings(), "http://127.0.0.1:1", None)
+    assert child.env["TOWER_DASHBOARD_STATE_DIR"] == str(tmp_path / "data" / "dashboard")  # not ./var of the shell
+    monkeypatch.setenv("TOWER_DASHBOARD_STATE_DIR", str(tmp_path / "elsewhere"))
+    child = dashboard_child(settings, DashboardProcessSettings(), "http://127.0.0.1:1", None)
+    assert child.env["TOWER_DASHBOARD_STATE_DIR"] == str(tmp_path / "elsewhere")

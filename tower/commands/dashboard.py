@@ -8,6 +8,7 @@ import sys
 import click
 import httpx
 
+from dashboard.settings import DashboardSettings
 from tower.client import tower_url
 from tower.dashboard_process import APP, DashboardProcessSettings, streamlit_command
 
@@ -31,6 +32,7 @@ def dashboard(url: str | None, host: str | None, port: int | None) -> None:
     `tower serve` starts the dashboard by itself; this command runs it alone (another machine, another tower).
     """
     configured = DashboardProcessSettings()
+    DashboardSettings()  # a value it refuses stops here, one line naming it, not as a traceback in every page
     host = host or configured.host
     port = port or configured.port
     api = dashboard_url(url)
