@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -135,14 +136,16 @@ def test_import_ndjson_bad_lines_and_wrong_sources(tower: RunningTower, tmp_path
     )
     assert result.exit_code == 1
     out = result.stdout
-    assert "stored:  1" in out and "refused: 3 (2 by the tower, 1 unreadable, not sent)" in out
+    assert "stored:  1" in out and "refused: 3 (1 by the tower, 1 unreadable, 1 with no source system, not sent)" in out
     assert "line 2: not valid JSON" in out
     assert "line 3: source: 'wms' is not allowed for this token (it may send erp)" in out
-    assert "line 4: source: 'sap' is not one of" in out
+    # no token may send 'sap', whatever --token says: refused here, with the tower's words, and not dead-lettered
+    assert "line 4: source: 'sap' is not one of erp, wms, tms, crm, ecommerce, edi, middleware" in out
+    assert "No source system: not sent" in out
     assert [r["id"] for r in stored(tower)] == [good["id"]]
-    assert sorted(orjson.loads(d["raw"])["id"] for d in letters(tower)) == sorted([foreign["id"], unknown["id"]])
+    assert [orjson.loads(d["raw"])["id"] for d in letters(tower)] == [foreign["id"]]
     written = [orjson.loads(line) for line in rejects.read_bytes().splitlines()]
-    assert [(w["line"], w["sent"]) for w in written] == [(2, False), (3, True), (4, True)]
+    assert [(w["line"], w["sent"]) for w in written] == [(2, False), (3, True), (4, False)]
     assert written[0]["raw"] == "{oops"
 
 
@@ -212,6 +215,163 @@ def test_import_usage_and_connection_errors_exit_2(tower: RunningTower, tmp_path
     ndjson.write_bytes(orjson.dumps(make_event("order.released", 1)) + b"\n")
     down = run(["import", str(ndjson), "--url", f"http://127.0.0.1:{free_port()}", "--token", "x" * 20])
     assert down.exit_code == 2 and "cannot reach the tower" in down.output
+    assert "nothing was sent" in down.output and "batch in flight" not in down.output
     unknown_token = run(["import", str(ndjson), "--url", tower.http_url, "--token", "y" * 20])
     assert unknown_token.exit_code == 2 and "refused the ingest token" in unknown_token.output
     assert stored(tower) == []
+
+
+def as_csv(columns: list[str], events: list[dict[str, Any]], sep: str = ",") -> str:
+    """A CSV export of `events` under these header cells (each the attribute or data key it names, in any case)."""
+    lines = [sep.join(columns)]
+    for event in events:
+        values = {**event["data"], **{k: v for k, v in event.items() if k != "data"}}
+        lines.append(sep.join(str(values.get(column.strip().lower(), "")) for column in columns))
+    return "\n".join(lines) + "\n"
+
+
+def granted(running: RunningTower) -> dict[str, str]:
+    """The environment of an import without --token: a token per source, as `tower serve` generates them."""
+    return {"TOWER_INGEST_TOKENS": orjson.dumps(running.settings.ingest.tokens).decode()}
+
+
+COLUMNS = ["id", "source", "type", "time", "order_id", "warehouse"]
+
+
+def test_records_with_no_source_system_are_refused_alone_and_the_rest_goes_on(
+    tower: RunningTower, tmp_path: Path
+) -> None:
+    """No token may send them: they used to stop the import ("no ingest token for ''") with "refused: 0"."""
+    sap = [make_event("order.released", n, source="sap") for n in (1, 2)]  # the whole first batch
+    blank = make_event("order.released", 3, source="")
+    good = [make_event("order.released", n) for n in (4, 5)]
+    path = tmp_path / "orders.csv"
+    path.write_text(as_csv(COLUMNS, [*sap, blank, *good]))
+    rejects = tmp_path / "rejects.ndjson"
+    args = ["import", str(path), "--url", tower.http_url, "--batch-size", "2", "--rejects", str(rejects)]
+    result = run(args, granted(tower))
+    out = result.stdout
+    assert result.exit_code == 1, result.output
+    assert "stored:  2" in out and "refused: 3 (0 by the tower, 0 unreadable, 3 with no source system, not sent)" in out
+    assert "line 2: source: 'sap' is not one of erp, wms, tms, crm, ecommerce, edi, middleware" in out
+    assert "line 4: source: required (not sent)" in out and "No source system: not sent" in out
+    assert sorted(r["id"] for r in stored(tower)) == sorted(e["id"] for e in good)
+    assert letters(tower) == []  # nothing for the on-call: the file is at fault
+    assert [(w["line"], w["sent"]) for w in map(orjson.loads, rejects.read_text().splitlines())] == [
+        (2, False),
+        (3, False),
+        (4, False),
+    ]
+
+
+def test_a_csv_without_a_source_column_says_so(tower: RunningTower, tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text(as_csv(["id", "type", "time", "order_id"], [make_event("order.released", n) for n in (1, 2)]))
+    rejects = tmp_path / "rejects.ndjson"
+    result = run(["import", str(path), "--url", tower.http_url, "--rejects", str(rejects)], granted(tower))
+    out = result.stdout
+    assert result.exit_code == 1, result.output
+    assert "refused: 2 (0 by the tower, 0 unreadable, 2 with no source system, not sent)" in out
+    assert "line 2: source: required (not sent)" in out and "line 3: source: required (not sent)" in out
+    assert "Note: the header (line 1) has no source column: every event needs its source system" in out
+    assert len(rejects.read_text().splitlines()) == 2
+    assert stored(tower) == [] and letters(tower) == []
+
+
+@pytest.mark.parametrize(("sep", "shown"), [(",", "csv"), (";", "csv, ;-separated"), ("\t", "csv, tab-separated")])
+def test_csv_header_names_are_matched_without_regard_to_case_and_the_delimiter_is_found(
+    tower: RunningTower, tmp_path: Path, sep: str, shown: str
+) -> None:
+    path = tmp_path / "orders.csv"
+    events = [make_event("order.released", n) for n in (1, 2)]
+    path.write_text(as_csv(["ID", "Source", "Type", " Time ", "Order_ID", "Warehouse"], events, sep))
+    result = run(["import", str(path), "--url", tower.http_url], granted(tower))
+    assert result.exit_code == 0, result.output
+    assert f"orders.csv ({shown}): 2 records read" in result.stdout and "stored:  2" in result.stdout
+    assert [(r["order_id"], r["warehouse"]) for r in stored(tower)] == [("SO-1", "DAL"), ("SO-2", "DAL")]
+
+
+def test_a_csv_naming_a_column_twice_is_refused_before_anything_is_sent(tower: RunningTower, tmp_path: Path) -> None:
+    """The last of the two used to win without a word."""
+    path = tmp_path / "orders.csv"
+    path.write_text("id,source,type,time,order_id,order_id\ne1,erp,order.released,2026-11-02T09:00:00Z,SO-1,SO-2\n")
+    result = run(["import", str(path), "--url", tower.http_url, "--token", tower.token("erp")])
+    assert result.exit_code == 2, result.output
+    assert "orders.csv: line 1: the header names the column 'order_id' twice (columns 5 and 6)" in result.output
+    assert "nothing was sent" in result.output and "records read" not in result.output
+    assert stored(tower) == []
+
+
+def test_a_binary_file_is_refused_naming_the_file_and_line(tower: RunningTower, tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"  # an Excel workbook (a zip) saved under a .csv name
+    path.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00b\xee\x9dh^\x01\r\n\x90\x04\x00\x00")
+    result = run(["import", str(path), "--url", tower.http_url, "--token", tower.token("erp")])
+    assert result.exit_code == 2, result.output
+    assert "orders.csv: line 1 (the header) holds binary data (NUL bytes), not text: is it a CSV file?" in result.output
+    assert "new-line character" not in result.output and "batch in flight" not in result.output
+
+
+def test_rejects_in_a_missing_folder_is_refused_before_anything_is_sent(tower: RunningTower, tmp_path: Path) -> None:
+    path = tmp_path / "e.ndjson"
+    path.write_bytes(orjson.dumps(make_event("order.released", 1)) + b"\n")
+    rejects = tmp_path / "nodir" / "rejects.ndjson"
+    result = run(
+        ["import", str(path), "--url", tower.http_url, "--token", tower.token("erp"), "--rejects", str(rejects)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--rejects" in result.output and f"cannot write {rejects}: No such file or directory" in result.output
+    assert stored(tower) == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
+def test_the_summary_survives_rejects_that_cannot_be_written(tower: RunningTower, tmp_path: Path) -> None:
+    path = tmp_path / "e.ndjson"
+    path.write_bytes(orjson.dumps(make_event("order.released", 1)) + b"\n{oops\n")
+    result = run(
+        ["import", str(path), "--url", tower.http_url, "--token", tower.token("erp"), "--rejects", "/dev/full"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "stored:  1" in result.stdout and "line 2: not valid JSON" in result.stdout
+    assert "The refused records could not be written to /dev/full: No space left on device." in result.stdout
+    assert "Every refused record is in" not in result.stdout
+    assert len(stored(tower)) == 1
+
+
+def test_a_record_too_large_even_alone_is_refused_by_size(store: EmbeddedStore, tmp_path: Path) -> None:
+    """It used to count as unreadable, with advice to fix the file's syntax."""
+    large = make_event("order.released", 2, data={"note": "".join(sha256(bytes([n])).hexdigest() for n in range(64))})
+    events = [make_event("order.released", 1), large, make_event("order.released", 3)]
+    with start_in_process(tmp_path, store, max_body_bytes=1500) as small:
+        path = tmp_path / "e.ndjson"
+        path.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
+        result = run(["import", str(path), "--url", small.http_url, "--token", small.token("erp")])
+        out = result.stdout
+        assert result.exit_code == 1, result.output
+        assert (
+            "stored:  2" in out
+            and "refused: 1 (0 by the tower, 0 unreadable, not sent; 1 too large for the tower)" in out
+        )
+        assert re.search(
+            r"line 2: too large for the tower, even alone: body of \d+ bytes is over the limit of 1500 bytes"
+            r" \(TOWER_COLLECTOR_MAX_BODY_BYTES\) \(not stored\)",
+            out,
+        )
+        assert "Too large for the tower: not stored" in out and "Unreadable" not in out
+        assert sorted(r["id"] for r in stored(small)) == sorted([events[0]["id"], events[2]["id"]])
+
+
+def test_progress_lines_are_never_wrapped(tower: RunningTower, tmp_path: Path) -> None:
+    """A cron job's log gets one line per tick, however long (rich wraps at 80 columns when not on a terminal)."""
+    path = tmp_path / "erp-orders-export-2026-11-02-the-whole-history-of-the-dallas-warehouse.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(make_event("order.released", n)) for n in range(3)))
+    result = run(["import", str(path), "--url", tower.http_url, "--token", tower.token("erp")])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(rf"importing {re.escape(path.name)}: [^\n]+, 3 read, 3 stored, [^\n]+, done\n", result.stderr)
+    console = Console(file=io.StringIO(), width=40)
+    sender = import_module.Sender(tower.http_url, tower.token("erp"))
+    try:
+        import_module.run_import(FileReader(path, "ndjson"), sender, 2, console, every=0)
+    finally:
+        sender.close()
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 3 and all(line.startswith(f"importing {path.name}: ") for line in lines)

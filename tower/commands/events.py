@@ -10,10 +10,15 @@ Where refused records go, as the summary says: records the tower refused are in 
 (not JSON, a CSV row with the wrong number of cells, not UTF-8) are not sent: they are listed with
 their line numbers (and written to --rejects), to fix in the file and import again, which is safe
 because an event sent twice counts once. Nor is a record whose (source, id) an earlier, different event of the
-file already has: the tower keeps one event per (source, id), so one of the two would be lost without a word.
+file already has: the tower keeps one event per (source, id), so one of the two would be lost without a word. Nor
+is a record with no source, or one that is not a source system (erp, wms, ...): no ingest token may send it and the
+tower would refuse it. A record the tower finds too large even alone (a 413) is not stored either: the summary says
+which setting to raise. A file that cannot be imported at all (binary, UTF-16, a header naming a column twice) is
+refused before anything is sent; a header that looks wrong (no `source` column, `;`-separated with no known
+column) is noted in the summary.
 
 Exit code: 0 when every record was stored, 1 when some were refused or unreadable, 2 on usage or
-connection errors.
+connection errors, or when --rejects cannot be written.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 import httpx
@@ -32,7 +37,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from collector.fileimport import FileReader, FileRecord, detect_format
+from collector.fileimport import DELIMITERS, FileError, FileReader, FileRecord, detect_format
 from kernel.model.events import SOURCE_SYSTEMS
 from tower.client import client, resolve_ingest_token, tower_url
 
@@ -50,6 +55,11 @@ class ImportFailed(click.ClickException):
     exit_code = 2
 
 
+# Why a record was not stored: refused by the tower (in dead letters); not sent, as unreadable, reusing another
+# event's id, or with no source system a token may send; or too large for the tower even alone (a 413).
+Kind = Literal["tower", "unreadable", "reused", "source", "size"]
+
+
 @dataclass
 class Refused:
     """A record that was not stored: its line, why, and where it went."""
@@ -57,8 +67,12 @@ class Refused:
     line: int
     errors: list[str]
     raw: str
-    sent: bool
-    reused: bool = False  # not sent: its id names another event of the file
+    kind: Kind
+
+    @property
+    def sent(self) -> bool:
+        """Whether the tower has it (in dead letters)."""
+        return self.kind == "tower"
 
 
 @dataclass
@@ -69,14 +83,18 @@ class ImportReport:
     stored: int = 0
     refused: list[Refused] = field(default_factory=list)
     ids_unchecked: int = 0  # records past the id reuse check's limit
+    notes: list[str] = field(default_factory=list)  # what looks wrong about the file as a whole
+
+    def count(self, kind: Kind) -> int:
+        return sum(1 for r in self.refused if r.kind == kind)
 
     @property
     def unreadable(self) -> int:
-        return sum(1 for r in self.refused if not r.sent and not r.reused)
+        return self.count("unreadable")
 
     @property
     def reused(self) -> int:
-        return sum(1 for r in self.refused if r.reused)
+        return self.count("reused")
 
 
 class Sender:
@@ -87,29 +105,24 @@ class Sender:
         self.explicit = token
         self._tokens: dict[str, str] = {}
         self._clients: dict[str, httpx.Client] = {}
-        self._last_token: str | None = None
+        self.reached = False  # whether a request reached the tower (then a batch may be stored in part)
 
     def close(self) -> None:
         for http in self._clients.values():
             http.close()
 
-    def token_for(self, source: str | None) -> str:
-        """The token to send `source` with; records with no valid source ride with the last token used."""
-        if not _routable(source) and self.explicit is None and self._last_token is not None:
-            return self._last_token
-        key = source or ""
-        if key not in self._tokens:
-            self._tokens[key] = resolve_ingest_token(self.explicit, key)
-        self._last_token = self._tokens[key]
-        return self._tokens[key]
+    def token_for(self, source: str) -> str:
+        """The token to send `source` (one of the source systems, `batches` sees to it) with; click.UsageError
+        when there is none."""
+        if source not in self._tokens:
+            self._tokens[source] = resolve_ingest_token(self.explicit, source)
+        return self._tokens[source]
 
     def send_batch(self, records: list[FileRecord], report: ImportReport) -> None:
         """Send one batch, a request per token; record what was stored and refused."""
         groups: dict[str, list[FileRecord]] = {}
-        # Records without a valid source go last, so they ride with a token the batch already uses.
-        ordered = sorted(records, key=lambda r: not _routable(r.source))
-        for record in ordered:
-            groups.setdefault(self.token_for(record.source), []).append(record)
+        for record in records:
+            groups.setdefault(self.token_for(record.source or ""), []).append(record)
         for token, group in groups.items():
             self._send(token, group, report)
 
@@ -122,7 +135,7 @@ class Sender:
             self._send(token, group[half:], report)
             return
         if response.status_code == 413:
-            report.refused.append(Refused(group[0].line, [_error_of(response)], group[0].raw, sent=False))
+            report.refused.append(Refused(group[0].line, [_too_large(_error_of(response))], group[0].raw, "size"))
             return
         if response.status_code == 401:
             raise ImportFailed(f"the tower refused the ingest token: {_error_of(response)}")
@@ -132,7 +145,7 @@ class Sender:
         report.stored += int(result["accepted"])
         for item in result.get("rejected", []):
             record = group[int(item["index"])]
-            report.refused.append(Refused(record.line, list(item.get("errors") or []), record.payload, sent=True))
+            report.refused.append(Refused(record.line, list(item.get("errors") or []), record.payload, "tower"))
 
     def _post(self, token: str, body: bytes) -> httpx.Response:
         http = self._clients.get(token)
@@ -143,15 +156,30 @@ class Sender:
             try:
                 response = http.post("/v1/events", content=body, headers=headers)
             except httpx.HTTPError as exc:
+                self.reached = self.reached or not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 raise ImportFailed(f"cannot reach the tower at {tower_url(self.url)}: {exc}") from exc
+            self.reached = True
             if response.status_code not in (429, 503) or attempt == MAX_ATTEMPTS:
                 return response
             sleep(_retry_after(response))
         raise AssertionError("unreachable")
 
 
-def _routable(source: str | None) -> bool:
-    return source is not None and source.split("/", 1)[0] in SOURCE_SYSTEMS
+def source_problem(record: FileRecord) -> str | None:
+    """Why `record` cannot be sent for its source (none, or not a source system: no token may send it, and the
+    tower would refuse it with these words), or None."""
+    source = record.source
+    if not source:
+        return "source: required"
+    if source.split("/", 1)[0] not in SOURCE_SYSTEMS:
+        return f"source: {source!r} is not one of {', '.join(SOURCE_SYSTEMS)} (optionally followed by /path)"
+    return None
+
+
+def _too_large(error: str) -> str:
+    """The reason for a record the tower refuses as too large even alone, naming the setting to raise."""
+    setting = "MAX_DECOMPRESSED_BYTES" if "inflates" in error else "MAX_BODY_BYTES"
+    return f"too large for the tower, even alone: {error} (TOWER_COLLECTOR_{setting})"
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -221,11 +249,15 @@ def batches(
     for record in records:
         report.rows += 1
         if record.event is None:
-            report.refused.append(Refused(record.line, record.problems, record.raw, sent=False))
+            report.refused.append(Refused(record.line, record.problems, record.raw, "unreadable"))
+            continue
+        unsourced = source_problem(record)
+        if unsourced is not None:
+            report.refused.append(Refused(record.line, [unsourced], record.raw, "source"))
             continue
         reused = ids.problem(record)
         if reused is not None:
-            report.refused.append(Refused(record.line, [reused], record.raw, sent=False, reused=True))
+            report.refused.append(Refused(record.line, [reused], record.raw, "reused"))
             continue
         batch.append(record)
         if len(batch) >= size:
@@ -244,7 +276,8 @@ def run_import(
     every: float = 10.0,
 ) -> ImportReport:
     """Read, batch and send the whole file with a progress bar (a line every `every` seconds when the console is
-    not a terminal); returns the report."""
+    not a terminal); returns the report. The reader's notes on the file go into the report, even when sending
+    fails."""
     report = report or ImportReport()
     columns = (
         TextColumn("{task.description}"),
@@ -254,26 +287,30 @@ def run_import(
         TimeRemainingColumn(),
     )
     ids = IdReuse()
-    if not console.is_terminal:  # a log or a cron mail: a line now and then, not a bar's last frame
-        ticker = Ticker(console, reader, report, every)
-        for batch in batches(reader, batch_size, report, ids):
-            sender.send_batch(batch, report)
-            ticker.tick()
-        ticker.tick(last=True)
-    else:
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task(f"importing {reader.path.name}", total=reader.size or None, rows=0)
+    try:
+        if not console.is_terminal:  # a log or a cron mail: a line now and then, not a bar's last frame
+            ticker = Ticker(console, reader, report, every)
             for batch in batches(reader, batch_size, report, ids):
                 sender.send_batch(batch, report)
+                ticker.tick()
+            ticker.tick(last=True)
+        else:
+            with Progress(*columns, console=console, transient=False) as progress:
+                task = progress.add_task(f"importing {reader.path.name}", total=reader.size or None, rows=0)
+                for batch in batches(reader, batch_size, report, ids):
+                    sender.send_batch(batch, report)
+                    progress.update(task, completed=reader.bytes_read, rows=report.rows)
                 progress.update(task, completed=reader.bytes_read, rows=report.rows)
-            progress.update(task, completed=reader.bytes_read, rows=report.rows)
-    report.ids_unchecked = ids.unchecked
+    finally:
+        report.ids_unchecked = ids.unchecked
+        report.notes = list(reader.notes)
     return report
 
 
 class Ticker:
     """An import's progress as plain lines, at most one per `every` seconds and one at the end: how far into the
-    file, how many records read and stored, and the rate."""
+    file, how many records read and stored, and the rate. A line is never wrapped at the console's width (80
+    columns when it is not a terminal): a log or a cron mail gets one line per tick."""
 
     def __init__(self, console: Console, reader: FileReader, report: ImportReport, every: float) -> None:
         self.console, self.reader, self.report, self.every = console, reader, report, every
@@ -294,24 +331,35 @@ class Ticker:
             f"{rate}{', done' if last else ''}",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
 
 
-def summary(path: Path, fmt: str, report: ImportReport, rejects: Path | None) -> list[str]:
-    """The summary lines printed after an import."""
-    sent_refused = len(report.refused) - report.unreadable - report.reused
-    not_sent = [f"{report.unreadable} unreadable"] + ([f"{report.reused} reusing an id"] if report.reused else [])
+def summary(
+    path: Path, fmt: str, report: ImportReport, rejects: Path | None, rejects_error: str | None = None
+) -> list[str]:
+    """The summary lines printed after an import (`fmt` as shown: `csv`, `csv, ;-separated`); `rejects_error` is
+    why the refused records could not be written to `rejects`."""
+    by_tower, sources, size = report.count("tower"), report.count("source"), report.count("size")
+    not_sent = (
+        [f"{report.unreadable} unreadable"]
+        + ([f"{report.reused} reusing an id"] if report.reused else [])
+        + ([f"{sources} with no source system"] if sources else [])
+    )
+    too_large = f"; {size} too large for the tower" if size else ""
     lines = [
         f"{path.name} ({fmt}): {report.rows} records read",
         f"  stored:  {report.stored}",
         f"  refused: {len(report.refused)}"
-        + (f" ({sent_refused} by the tower, {', '.join(not_sent)}, not sent)" if report.refused else ""),
+        + (f" ({by_tower} by the tower, {', '.join(not_sent)}, not sent{too_large})" if report.refused else ""),
     ]
     for refused in sorted(report.refused, key=lambda r: r.line)[:SHOWN_REASONS]:
-        lines.append(f"    line {refused.line}: {'; '.join(refused.errors)}" + ("" if refused.sent else " (not sent)"))
+        where = {"tower": "", "size": " (not stored)"}.get(refused.kind, " (not sent)")
+        lines.append(f"    line {refused.line}: {'; '.join(refused.errors)}{where}")
     if len(report.refused) > SHOWN_REASONS:
         lines.append(f"    ... and {len(report.refused) - SHOWN_REASONS} more")
-    if sent_refused:
+    lines.extend(f"Note: {note}." for note in report.notes)
+    if by_tower:
         lines.append(
             "Refused by the tower: in dead letters (door events) with their reasons, see"
             " `tower deadletters list --door events`; after a fix, `tower deadletters replay --door events`."
@@ -325,18 +373,43 @@ def summary(path: Path, fmt: str, report: ImportReport, rejects: Path | None) ->
             "Reusing an id: not sent, since the tower would keep only one of the two events; give each its own id in"
             " the file and import it again (the events already stored count once)."
         )
+    if sources:
+        lines.append(
+            f"No source system: not sent, since no ingest token may send them and the tower takes only"
+            f" {', '.join(SOURCE_SYSTEMS)} (optionally followed by /path); give each record its source in the file"
+            " and import it again (the events already stored count once)."
+        )
+    if size:
+        lines.append(
+            "Too large for the tower: not stored, even sent alone; make those records smaller, or raise the setting"
+            " named (TOWER_COLLECTOR_MAX_BODY_BYTES for the gzip'd body) on the tower and import the file again"
+            " (the events already stored count once)."
+        )
     if report.ids_unchecked:
         lines.append(f"The last {report.ids_unchecked} records were not checked for reused ids (file too large).")
-    if rejects is not None and report.refused:
+    if rejects_error is not None:
+        lines.append(f"The refused records could not be written to {rejects}: {rejects_error}.")
+    elif rejects is not None and report.refused:
         lines.append(f"Every refused record is in {rejects} (line, errors, raw).")
     return lines
 
 
 def write_rejects(path: Path, refused: list[Refused]) -> None:
-    """Write refused records as NDJSON: {line, errors, sent, raw}."""
+    """Write refused records as NDJSON: {line, errors, sent, raw} (`sent`: whether the tower has it, in dead
+    letters)."""
     with path.open("wb") as out:
         for r in sorted(refused, key=lambda r: r.line):
             out.write(orjson.dumps({"line": r.line, "errors": r.errors, "sent": r.sent, "raw": r.raw}) + b"\n")
+
+
+def check_writable(path: Path) -> None:
+    """click.BadParameter unless `path` can be written (its folder exists, and it or the folder is writable);
+    checked before anything is sent, so a typo does not cost the refused records of a long import."""
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {path}: {exc.strerror or exc}", param_hint="--rejects") from exc
 
 
 @click.command("import")
@@ -352,34 +425,48 @@ def import_command(
     """Import business events from a CSV or NDJSON file into the running tower.
 
     CSV: a header row; id, source, type, time, subject, traceparent (and specversion) are
-    CloudEvents attributes, every other column is a data key. NDJSON: one structured CloudEvent
-    a line. Exit code 0 when all were stored, 1 when some were refused, 2 on usage or connection errors.
+    CloudEvents attributes, every other column is a data key; names are matched without regard to
+    case, and a header split at ; or a tab is read so. NDJSON: one structured CloudEvent a line.
+    Exit code 0 when all were stored, 1 when some were refused, 2 on usage or connection errors.
     """
     try:
         file_format = detect_format(file, fmt)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if rejects is not None:
+        check_writable(rejects)
     reader = FileReader(file, file_format)
     sender = Sender(url, token)
     report = ImportReport()
     failure: click.ClickException | None = None
+    unusable = False  # the file as a whole: nothing was read or sent, no summary
     try:
         run_import(reader, sender, batch_size, Console(stderr=True), report)
     except click.ClickException as exc:
         failure = exc
-    except ValueError as exc:
-        failure = ImportFailed(f"{file.name}: {exc}")
+    except FileError as exc:
+        failure, unusable = ImportFailed(f"{file.name}: {exc}; nothing was sent"), True
     finally:
         sender.close()
-    if rejects is not None and report.refused:
-        write_rejects(rejects, report.refused)
-    for line in summary(file, file_format, report, rejects):
+    rejects_error: str | None = None
+    if rejects is not None:  # written every time: a file left by an earlier import would mislead
+        try:
+            write_rejects(rejects, report.refused)
+        except OSError as exc:
+            rejects_error = exc.strerror or str(exc)
+    if unusable and failure is not None:
+        raise failure
+    shown = file_format if reader.delimiter == "," else f"{file_format}, {DELIMITERS[reader.delimiter]}-separated"
+    for line in summary(file, shown, report, rejects, rejects_error):
         click.echo(line)
     if failure is not None:
         click.echo(
-            f"The import stopped after {report.rows} records read; the batch in flight may not be stored."
-            " Import the file again once this is fixed: events already stored count once."
+            f"The import stopped after {report.rows} records read; "
+            + ("the batch in flight may not be stored." if sender.reached else "nothing was sent.")
+            + " Import the file again once this is fixed: events already stored count once."
         )
         raise failure
+    if rejects_error is not None:
+        raise ImportFailed(f"cannot write the refused records to {rejects}: {rejects_error}")
     if report.refused:
         click.get_current_context().exit(1)
