@@ -27,6 +27,12 @@ def test_every_matching_active_exception_is_resolved_with_the_note(tower: Runnin
     with tower.api("admin") as http:
         assert http.post("/api/exceptions/resolve", json={"note": NOTE}).status_code == 422  # no filter
         assert http.post("/api/exceptions/resolve", json={"rule": "order-release"}).status_code == 422  # no note
+        # a misspelt filter is refused by name, not dropped (which would widen the resolve to the whole rule)
+        typo = http.post("/api/exceptions/resolve", json={**body, "warehuse": "ATL", "dry_run": True})
+        assert typo.status_code == 422 and typo.json()["detail"][0]["loc"] == ["body", "warehuse"]
+        one = so1.id
+        misspelt = http.post(f"/api/exceptions/{one}/resolve", json={"resolutoin": "false_positive"})
+        assert misspelt.status_code == 422 and exceptions.get(one).status == "open"
         dry = http.post("/api/exceptions/resolve", json={**body, "dry_run": True}).json()
         assert dry == {"matched": 2, "resolved": 0, "ids": [so1.id, so2.id], "dry_run": True}
         assert exceptions.get(so1.id).status == "open"  # a dry run changes nothing

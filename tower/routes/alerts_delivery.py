@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from alerting.outbox import Outbox
 from kernel.api_auth import AUTH_RESPONSES, OperateDep, ReadDep
 from tower.routes.deps import ClockDep
+from tower.routes.models import RequestBody
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def list_deliveries(
     return DeliveryPage(items=items, outbox=outbox.counts())
 
 
-class ResendIn(BaseModel):
+class ResendIn(RequestBody):
     """Which failed messages to send again."""
 
     channel: str = Field(min_length=1, description="The channel as alerts name it (`#ops-warehouse` or an id).")

@@ -20,7 +20,7 @@ from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransition
 from tower.reports.files import csv_chunks
 from tower.routes.deps import ClockDep, ExceptionsDep, RulesDep, StoreDep
-from tower.routes.models import ExceptionOut
+from tower.routes.models import ExceptionOut, RequestBody
 from tower.routes.timeline import TimelineEntry, audit_entries, key_timeline
 
 router = APIRouter(prefix="/api/exceptions", tags=["exceptions"], responses=AUTH_RESPONSES)
@@ -52,26 +52,26 @@ class ExceptionDetail(ExceptionOut):
     runbook: str | None = Field(None, description="The rule's runbook link, when it has one.")
 
 
-class AssignBody(BaseModel):
+class AssignBody(RequestBody):
     """Who takes the exception; an empty assignee clears it."""
 
     assignee: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 
 
-class ResolveBody(BaseModel):
+class ResolveBody(RequestBody):
     """How it was resolved, and why."""
 
     resolution: Resolution = Field("fixed", description="A short word: fixed, false_positive, duplicate, ...")
     note: Text = ""
 
 
-class NoteBody(BaseModel):
+class NoteBody(RequestBody):
     """A note for the audit trail."""
 
     text: Note
 
 
-class BulkResolveBody(BaseModel):
+class BulkResolveBody(RequestBody):
     """Which active exceptions to resolve at once, and why: an incident's breaches, a rule switched off."""
 
     rule: str | None = None

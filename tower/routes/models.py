@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from kernel.exceptions import ExceptionRecord
 from kernel.store.base import stored_time, stored_time_or_none
@@ -60,6 +60,13 @@ class ValidationProblem(BaseModel):
     loc: list[str | int] = Field(description="Where: query, body, ... and the field path.")
     msg: str
     type: str
+
+
+class RequestBody(BaseModel):
+    """A request body: a field it does not know is refused (422 naming it), never ignored. A misspelt filter of
+    a bulk resolve (`warehuse`) would otherwise widen it to every exception the other filters match."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class ValidationErrors(BaseModel):

@@ -16,6 +16,7 @@ from alerting.silences import InvalidSilence, Silence, SilenceNotFound, SilenceS
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.routing import ExceptionMatch
 from tower.routes.deps import invalid, utc
+from tower.routes.models import RequestBody
 
 router = APIRouter(prefix="/api/silences", tags=["silences"], responses=AUTH_RESPONSES)
 
@@ -35,7 +36,7 @@ def get_silences(request: Request) -> SilenceStore:
 SilencesDep = Annotated[SilenceStore, Depends(get_silences)]
 
 
-class SilenceIn(BaseModel):
+class SilenceIn(RequestBody):
     """A new silence: matchers, an end (`ends_at`) or a duration (`duration`), and why."""
 
     matchers: ExceptionMatch = Field(

@@ -17,7 +17,7 @@ from sla_rules.model import SlaRule
 from sla_rules.service import SlaService
 from sla_rules.summary import Group, Order, sla_summary
 from tower.routes.deps import ClockDep, SlaDep, StoreDep, invalid, utc
-from tower.routes.models import ValidationErrors
+from tower.routes.models import RequestBody, ValidationErrors
 
 router = APIRouter(prefix="/api/sla", tags=["sla"], responses=AUTH_RESPONSES)
 
@@ -110,7 +110,7 @@ class Evaluation(BaseModel):
     errors: dict[str, str] = Field(description="Evaluators that failed, with their error.")
 
 
-class BacktestRequest(BaseModel):
+class BacktestRequest(RequestBody):
     """A rule (as in a rule file) and the period of stored history to run it over."""
 
     rule: dict[str, Any] = Field(description="The rule mapping, as written in a rule file (type sla).")
