@@ -61,17 +61,20 @@ def count_events(
 
 
 def events_for_key(store: Store, key: str, limit: int = 10_000) -> list[dict[str, Any]]:
-    """The business events of one key (order, shipment or invoice id, or subject), oldest first.
+    """The business events of one key (order, shipment or invoice id, or subject), oldest first: the newest
+    `limit` of them when it has more (an inventory key fed every 5 minutes has a week in 2,000).
 
     Each event appears once; `data` comes back as a dict.
     """
     if not key:
         return []
     rows = store.query(
+        "SELECT * FROM ("
         f"SELECT {_EVENT_COLUMNS} FROM business_events FINAL"
         " WHERE order_id = {key:String} OR shipment_id = {key:String} OR invoice_id = {key:String}"
         " OR subject = {key:String}"
-        " ORDER BY time, received_at, source, id LIMIT {limit:UInt32}",
+        " ORDER BY time DESC, received_at DESC, source DESC, id DESC LIMIT {limit:UInt32}"
+        ") ORDER BY time, received_at, source, id",
         {"key": key, "limit": limit},
     )
     for row in rows:
@@ -96,15 +99,18 @@ def count_spans(
 
 
 def spans_for_key(store: Store, key: str, limit: int = 10_000) -> list[dict[str, Any]]:
-    """The spans whose `order.id`, `shipment.id` or `invoice.id` attribute is `key`, oldest first, each once."""
+    """The spans whose `order.id`, `shipment.id` or `invoice.id` attribute is `key`, oldest first, each once: the
+    newest `limit` of them when it has more."""
     if not key:
         return []
     matches = " OR ".join(f"SpanAttributes['{name}'] = {{key:String}}" for name in SPAN_KEY_ATTRIBUTES)
     return store.query(
+        "SELECT * FROM ("
         f"SELECT {_SPAN_COLUMNS} FROM otel_traces"
         # the bloom filter on mapValues(SpanAttributes) skips granules without the key
         " WHERE has(mapValues(SpanAttributes), {key:String}) AND (" + matches + ")"
-        " ORDER BY Timestamp, TraceId, SpanId LIMIT 1 BY TraceId, SpanId LIMIT {limit:UInt32}",
+        " ORDER BY Timestamp DESC, TraceId DESC, SpanId DESC LIMIT 1 BY TraceId, SpanId LIMIT {limit:UInt32}"
+        ") ORDER BY Timestamp, TraceId, SpanId",
         {"key": key, "limit": limit},
     )
 

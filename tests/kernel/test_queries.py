@@ -51,6 +51,17 @@ def test_events_of_a_key_are_ordered_by_time_whatever_the_arrival(store: Store) 
     assert events_for_key(store, "SO-7")[1]["time"] == "2026-11-03 16:00:00.000000"
 
 
+def test_a_key_with_more_events_or_spans_than_the_limit_keeps_its_newest(store: Store) -> None:
+    snapshots = [make_event("inventory.snapshot", n=i, data={"sku": "SKU-1", "location": "DAL"}) for i in range(5)]
+    store.insert("business_events", [event_row(e) for e in reversed(snapshots)])
+    kept = events_for_key(store, "SKU-1", limit=3)
+    assert [e["id"] for e in kept] == [e["id"] for e in snapshots[2:]]  # the newest three, oldest first
+    at = SystemClock().now().replace(microsecond=0)
+    spans = [span_row(*ids(), at + timedelta(seconds=i), order_id="SO-11") for i in range(4)]
+    store.insert("otel_traces", [*spans, spans[3]])
+    assert [s["SpanId"] for s in spans_for_key(store, "SO-11", limit=2)] == [s["SpanId"] for s in spans[2:]]
+
+
 def test_the_same_id_from_two_sources_is_two_events(store: Store) -> None:
     one = make_event("inventory.snapshot", n=3, id="snap-1", source="erp")
     other = make_event("inventory.snapshot", n=3, id="snap-1", source="wms")

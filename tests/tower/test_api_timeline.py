@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore, NewException
 from kernel.store import Store
 from tests.factories import event_row, make_event, span_row
 from tests.support import RunningTower
+from tower.routes import timeline
 
 
 def test_timeline_of_a_key_merges_systems_and_spans(tower: RunningTower, store: Store) -> None:
@@ -69,3 +71,11 @@ def test_a_key_with_a_newline_is_an_unknown_key_behind_the_token(tower: RunningT
         answer = http.get("/api/timeline/%0ASO-1/x")
     assert answer.status_code == 200
     assert answer.json() == {"key": "\nSO-1/x", "exceptions": [], "timeline": [], "truncated": False}
+
+
+def test_a_key_over_the_limit_shows_its_newest_entries(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timeline, "TIMELINE_LIMIT", 2)
+    events = [make_event("inventory.snapshot", n=i, data={"sku": "SKU-7", "location": "ATL"}) for i in range(3)]
+    store.insert("business_events", [event_row(e) for e in events])
+    entries, truncated = timeline.key_timeline(store, "SKU-7")
+    assert truncated and [e.ids["id"] for e in entries] == [events[1]["id"], events[2]["id"]]

@@ -18,7 +18,7 @@ from kernel.store.base import stored_time
 from tower.routes.deps import ExceptionsDep, StoreDep
 from tower.routes.models import ExceptionOut
 
-# Per source, oldest first: a key with more than this many is cut (and says so in `truncated`).
+# Per source (events, spans): a key with more than this many shows its newest (and says so in `truncated`).
 TIMELINE_LIMIT = 2000
 
 router = APIRouter(prefix="/api", tags=["timeline"], responses=AUTH_RESPONSES)
@@ -49,7 +49,9 @@ class KeyTimeline(BaseModel):
     key: str
     exceptions: list[ExceptionOut] = Field(description="Exceptions raised on this key, newest first.")
     timeline: list[TimelineEntry] = Field(description="Events and spans of the key, oldest first.")
-    truncated: bool = Field(description=f"True when the key has more than {TIMELINE_LIMIT} events or spans.")
+    truncated: bool = Field(
+        description=f"True when the key has more than {TIMELINE_LIMIT} events or spans: the newest are shown."
+    )
 
 
 def _event_entry(row: dict[str, Any]) -> TimelineEntry:
@@ -106,8 +108,8 @@ def key_timeline(store: Store, key: str, extra: Iterable[TimelineEntry] = ()) ->
     spans = spans_for_key(store, key, limit=TIMELINE_LIMIT + 1)
     truncated = len(events) > TIMELINE_LIMIT or len(spans) > TIMELINE_LIMIT
     entries = [
-        *(_event_entry(r) for r in events[:TIMELINE_LIMIT]),
-        *(_span_entry(r) for r in spans[:TIMELINE_LIMIT]),
+        *(_event_entry(r) for r in events[-TIMELINE_LIMIT:]),  # oldest first: the one too many is the first
+        *(_span_entry(r) for r in spans[-TIMELINE_LIMIT:]),
         *extra,
     ]
     # sorted() is stable: at the same instant, events come before spans before changes.
