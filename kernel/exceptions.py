@@ -147,6 +147,17 @@ class ExceptionStore:
         rows = self.store.query(f"SELECT {COLUMNS} FROM exceptions FINAL WHERE {where}", params)
         return {r["key"]: ExceptionRecord.from_row(r) for r in rows}
 
+    def latest_by_key(self, rule: str, keys: Collection[str]) -> dict[str, ExceptionRecord]:
+        """The newest exception (by opening) of each of `keys` for a rule, whatever its status."""
+        if not keys:
+            return {}
+        rows = self.store.query(
+            f"SELECT {COLUMNS} FROM exceptions FINAL WHERE rule = {{rule:String}} AND key IN {{keys:Array(String)}}"
+            " ORDER BY key, opened_at DESC, version DESC LIMIT 1 BY key",
+            {"rule": rule, "keys": list(keys)},
+        )
+        return {row["key"]: ExceptionRecord.from_row(row) for row in rows}
+
     def active_of(self, wanted: Mapping[str, Collection[str]]) -> dict[tuple[str, str], ExceptionRecord]:
         """Open or acknowledged exceptions of the (rule, key) pairs `wanted` (keys by rule), in one read."""
         pairs = {(rule, key) for rule, keys in wanted.items() for key in keys}

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from kernel.exceptions import COLUMNS, ExceptionRecord, ExceptionStore, NewException
+from kernel.exceptions import ExceptionStore, NewException
 from kernel.store import Store
 from reconcilers.config import FindingRule
 from reconcilers.model import Comparison, Observation
@@ -165,7 +165,8 @@ class Loop:
 
         differing = [o for o in comparison.observations if o.differs]
         candidates = [o for o in differing if o.key not in active]
-        latest = self._latest(rule.id, [o.key for o in candidates])
+        # all resolved: the active ones are handled before
+        latest = self.exceptions.latest_by_key(rule.id, [o.key for o in candidates])
         contested = self._contested([r.id for r in latest.values() if r.resolution != RECONCILED])
         to_open: list[NewException] = []
         for observation in candidates:
@@ -201,17 +202,6 @@ class Loop:
     @staticmethod
     def _evidence(observation: Observation, run_id: str) -> dict[str, Any]:
         return {"run_id": run_id, "summary": observation.summary, "values": observation.values}
-
-    def _latest(self, rule: str, keys: list[str]) -> dict[str, ExceptionRecord]:
-        """The newest exception of each key (all resolved here: the active ones are handled before)."""
-        if not keys:
-            return {}
-        rows = self.store.query(
-            f"SELECT {COLUMNS} FROM exceptions FINAL WHERE rule = {{rule:String}} AND key IN {{keys:Array(String)}}"
-            " ORDER BY key, opened_at DESC, version DESC LIMIT 1 BY key",
-            {"rule": rule, "keys": keys},
-        )
-        return {row["key"]: ExceptionRecord.from_row(row) for row in rows}
 
     def _contested(self, ids: list[str]) -> set[str]:
         """Exceptions the reconciler has reopened before: a person's later resolution of them stands."""

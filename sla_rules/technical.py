@@ -47,7 +47,7 @@ from kernel.clock import Clock
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
 from kernel.model.events import source_covers, source_system
 from kernel.store import Store
-from kernel.store.base import stored_time
+from kernel.store.base import stored_time, stored_time_or_none
 from sla_rules.id_reuse import IdReuseCheck
 from sla_rules.model import (
     DeliveriesRule,
@@ -391,6 +391,9 @@ class TechnicalEngine:
         window = duration_text(rule.params.window)
         look_back = duration_text(max(self.seen_within, rule.params.window))
         new = [s for s in found_by_source.values() if s.silent and s.source not in active]
+        if new:  # a silence a person or a replay closed stays closed until the source is heard from again
+            latest = self.exceptions.latest_by_key(rule.id, [s.source for s in new])
+            new = [s for s in new if not _answered(latest.get(s.source), s.last_seen)]
         ahead = self.dated_ahead(now - rule.params.window, now) if new else {}
         found = [
             NewException(
@@ -607,3 +610,14 @@ def _ahead_context(
         "next_step": "check the sender's clock and time zone (a local time sent as UTC, or with a wrong offset);"
         " the SLA rules date its events by the same wrong time",
     }
+
+
+def _answered(record: ExceptionRecord | None, last_seen: datetime | None) -> bool:
+    """Whether the source's latest silence exception was resolved by a person or a replay (not `recovered`) and
+    the source has sent nothing dated after that since: the same silence, whose exception someone closed. A replay
+    fills the gap with events dated before the exception opened; the engine opening another one at once would
+    page the on-call again, and with the replay policy on, replay and reopen in a loop."""
+    if record is None or record.status != "resolved" or record.resolution == RECOVERED:
+        return False
+    resolved = stored_time_or_none(record.resolved_at)
+    return resolved is not None and (last_seen is None or last_seen <= resolved)

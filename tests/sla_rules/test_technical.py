@@ -241,6 +241,30 @@ def test_a_silent_expected_system_opens_and_arrival_resolves(store: Store) -> No
     assert detail["silent_since"] == "2026-11-04T14:45:00.000000Z"
 
 
+@pytest.mark.parametrize(("actor", "resolution"), [("replay", "replayed"), ("ann", "fixed")])
+def test_a_silence_someone_closed_stays_closed_until_the_source_is_heard_again(
+    store: Store, actor: str, resolution: str
+) -> None:
+    t = Tower(store, expected=["tms"])
+    event(store, "tms", NOW - timedelta(minutes=45))
+    t.evaluate()
+    (silent,) = t.active("source-silence").values()
+    t.clock.advance(timedelta(minutes=2))
+    event(store, "tms", NOW - timedelta(minutes=40))  # a replay's event: dated inside the gap
+    t.exceptions.resolve(silent.id, actor=actor, resolution=resolution)
+    t.clock.advance(timedelta(seconds=10))
+    assert t.evaluate() == ([], [])  # still silent, but closed by someone: no second exception, no second page
+    assert t.active("source-silence") == {}
+
+    t.clock.advance(timedelta(minutes=5))
+    event(store, "tms", t.clock.now())  # heard again: the silence is over
+    t.evaluate()
+    t.clock.advance(timedelta(minutes=31))  # and a new silence begins
+    opened, _ = t.evaluate()
+    (again,) = t.active("source-silence").values()
+    assert opened == [again.id] and again.id != silent.id
+
+
 def test_a_source_whose_events_are_dated_ahead_is_silent_and_says_why(store: Store) -> None:
     t = Tower(store, expected=["wms", "tms"])
     event(store, "wms/dallas", NOW + timedelta(hours=4), received=NOW - timedelta(minutes=2))  # a zone 4 hours ahead
