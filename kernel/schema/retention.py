@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernel.store.base import Store
@@ -47,6 +47,11 @@ TTL_COLUMNS: dict[str, str] = {
 }
 
 
+# The shortest retention of business events: the invoice reconciler compares 30 days of invoices with their
+# orders, which are older still; a shorter one deletes the orders and every invoice becomes a "no-order" finding.
+MIN_EVENT_DAYS = 60
+
+
 def _days(default: int, what: str) -> int:
     return Field(default, ge=0, le=36_500, description=f"Days to keep {what}; 0 keeps them forever.")
 
@@ -58,16 +63,36 @@ class RetentionSettings(BaseSettings):
 
     otel_traces_days: int = _days(30, "spans (`otel_traces`, by span start)")
     otel_logs_days: int = _days(30, "log records (`otel_logs`, by record time)")
-    business_events_days: int = _days(
-        0, "business events (`business_events`, by event time; keep at least as long as `sla_cases`)"
-    )
     dead_letters_days: int = _days(90, "dead letters (`dead_letters`, by receipt), replayed or not")
     sla_cases_days: int = _days(0, "SLA cases (`sla_cases`, by case start): the finance reports' history")
+    business_events_days: int = _days(
+        0,
+        "business events (`business_events`, by event time): 0, or at least as many as `sla_cases` keeps (a full"
+        f" evaluation recomputes the cases from them) and at least {MIN_EVENT_DAYS} (an invoice of the reconcilers'"
+        " 30-day lookback must still find its order)",
+    )
     sla_runs_days: int = _days(90, "the SLA engine's run log (`sla_runs`)")
     exception_audit_days: int = _days(0, "the exceptions' audit trail (`exception_audit`, by change time)")
     alert_deliveries_days: int = _days(180, "the alert delivery log (`alert_deliveries`, one row per attempt)")
     slack_interactions_days: int = _days(90, "Slack button presses (`slack_interactions`, also the replay guard)")
     recon_runs_days: int = _days(90, "reconciliation runs (`recon_runs`, by run start)")
+
+    @field_validator("business_events_days")
+    @classmethod
+    def _events_outlive_their_cases(cls, days: int, info: ValidationInfo) -> int:
+        cases = info.data.get("sla_cases_days", 0)
+        if days and days < MIN_EVENT_DAYS:
+            raise ValueError(
+                f"business events must be kept at least {MIN_EVENT_DAYS} days (or 0, forever): the reconcilers"
+                " compare 30 days of invoices with their older orders, and a shorter retention deletes those orders"
+            )
+        if days and (cases == 0 or cases > days):
+            kept = "forever" if cases == 0 else f"{cases} days"
+            raise ValueError(
+                f"business events must be kept at least as long as SLA cases (TOWER_RETENTION_SLA_CASES_DAYS: {kept}):"
+                " a full evaluation recomputes the cases from the events"
+            )
+        return days
 
     def days(self, table: str) -> int:
         """The configured days for `table` (KeyError for a table without a retention setting)."""

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from kernel.schema.retention import (
     TTL_COLUMNS,
@@ -16,6 +17,7 @@ from kernel.schema.retention import (
     desired_ttl,
     distributed_target,
 )
+from kernel.settings import settings_problems
 from kernel.store.embedded import EmbeddedStore
 
 PREFIX = "retention_copy_"
@@ -62,6 +64,7 @@ def test_configured_days_change_and_zero_removes_the_ttl(
     store: EmbeddedStore, copies: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TOWER_RETENTION_BUSINESS_EVENTS_DAYS", "400")
+    monkeypatch.setenv("TOWER_RETENTION_SLA_CASES_DAYS", "400")
     monkeypatch.setenv("TOWER_RETENTION_OTEL_TRACES_DAYS", "7")
     monkeypatch.setenv("TOWER_RETENTION_SLACK_INTERACTIONS_DAYS", "0")
     apply_retention(store, RetentionSettings(), copies)
@@ -117,3 +120,29 @@ def test_every_retention_setting_names_a_table_with_a_ttl_column() -> None:
     assert fields == set(TTL_COLUMNS)
     with pytest.raises(KeyError):
         RetentionSettings().days("exceptions")
+
+
+@pytest.mark.parametrize(
+    ("events", "cases", "refused"),
+    [
+        ("1", "1", "TOWER_RETENTION_BUSINESS_EVENTS_DAYS='1': Value error, business events must be kept at least 60"),
+        ("400", "0", "must be kept at least as long as SLA cases (TOWER_RETENTION_SLA_CASES_DAYS: forever)"),
+        ("90", "120", "must be kept at least as long as SLA cases (TOWER_RETENTION_SLA_CASES_DAYS: 120 days)"),
+        ("90", "90", None),
+        ("0", "30", None),
+    ],
+)
+def test_business_events_outlive_their_cases_and_the_reconcilers_lookback(
+    monkeypatch: pytest.MonkeyPatch, events: str, cases: str, refused: str | None
+) -> None:
+    """A short retention deleted the orders at `tower migrate`, at once and for good, and every invoice of the
+    reconcilers' 30 days became a `no-order` finding: such a value stops the command, naming the variable."""
+    monkeypatch.setenv("TOWER_RETENTION_BUSINESS_EVENTS_DAYS", events)
+    monkeypatch.setenv("TOWER_RETENTION_SLA_CASES_DAYS", cases)
+    if refused is None:
+        assert RetentionSettings().business_events_days == int(events)
+        return
+    with pytest.raises(ValidationError) as error:
+        RetentionSettings()
+    (problem,) = settings_problems(error.value) or []
+    assert refused in problem
