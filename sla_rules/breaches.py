@@ -265,8 +265,14 @@ class BreachQuery:
         if not orders:
             return {}
         rows = self.store.query(ORDER_AMOUNTS, {"type": ORDER_EVENT, "orders": sorted(orders)})
-        return {row["order_id"]: (Decimal(row["order_amount"]), row["order_currency"]) for row in rows}
+        return {row["order_id"]: (_cents(Decimal(row["order_amount"])), row["order_currency"]) for row in rows}
 
 
 def _order(row: Mapping[str, Any]) -> tuple[str, str]:
     return (row["opened_at"], row["id"])
+
+
+def _cents(amount: Decimal) -> Decimal:
+    """An amount written to cents at least (`3222.7` as `3222.70`, as the penalties are); finer ones kept exact."""
+    cents = amount.quantize(CENTS)
+    return cents if cents == amount else amount

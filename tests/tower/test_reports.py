@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -339,6 +340,8 @@ def test_csv_holds_the_same_breaches_and_the_summary_csv_adds_up(november: Runni
         row["closed"] = row["closed"].astimezone(UTC).replace(tzinfo=None) if row["closed"] else None
     assert picked == expected_rows()
     assert records[0]["due"] == "2026-11-01T01:30:00+00:00" and records[0]["order_currency"] == "EUR"
+    amounts = {r["order_amount"] for r in records if r["order_amount"]}
+    assert amounts and all(re.fullmatch(r"\d+\.\d\d", a) for a in amounts), amounts  # money to cents, as penalties
     for row in rows:
         row["flagged"] = row["flagged"].replace(tzinfo=None) if row["flagged"] else None
         row["closed"] = row["closed"].replace(tzinfo=None) if row["closed"] else None
