@@ -3,7 +3,9 @@
 One instance of a job runs at a time (`max_instances=1`); runs missed while one was busy collapse
 into one (`coalesce`). Each run is traced as a span (`job.<name>`, tower.telemetry.job_span) and
 its error is logged and recorded, never raised: a failing job keeps its schedule and never stops
-the others. Intervals are wall-clock (APScheduler's own timer); what a job computes takes its
+the others. A job failing run after run logs the first failure of the streak with its traceback (and again
+when the exception's type changes), each later one as a single line with the count and the error, and the
+run that ends the streak at INFO. Intervals are wall-clock (APScheduler's own timer); what a job computes takes its
 time from the injected clock in its context. Started and stopped with the Tower.
 
 A job registered `after` others (kernel/jobs.py) is also woken as soon as a run of one of them finishes,
@@ -83,6 +85,8 @@ class Scheduler:
         self._scheduler: Any = None
         self._began: dict[str, float] = {}  # the jobs running now: when each run began (time.monotonic)
         self._woken: set[str] = set()  # jobs woken while running: they run again when they finish
+        # each job failing now: its failures in a row and the exception type of the last (whose traceback is logged)
+        self._failing: dict[str, tuple[int, type[BaseException]]] = {}
 
     @property
     def running(self) -> bool:
@@ -116,8 +120,6 @@ class Scheduler:
         with self._lock:
             run = self._runs[name] = self._runs.get(name, 0) + 1
             self._began[name] = time.monotonic()
-            before = self.last_runs.get(name)
-        failed_with = before.error if before is not None and not before.ok else None  # the last run's failure
         context = JobContext(name, settings, self.clock, run, logging.getLogger(f"tower.jobs.{name}"))
         started_at = self.clock.now()
         began = time.perf_counter()
@@ -127,17 +129,29 @@ class Scheduler:
             except Exception as exc:
                 span.record_exception(exc)
                 error = f"{type(exc).__name__}: {exc}"
-                if error == failed_with:
-                    # the same failure as the run before: its traceback is in the log already (the job's
-                    # `tower-jobs` exception, when that rule is on, says it goes on)
-                    log.debug("job %s (run %d) failed again: %s", name, run, error, exc_info=True)
-                else:
+                with self._lock:
+                    failures, kind = self._failing.get(name, (0, type(exc)))
+                    failures += 1
+                    self._failing[name] = (failures, type(exc))
+                if failures == 1 or kind is not type(exc):
                     log.exception("job %s (run %d) failed", name, run)
+                else:
+                    # the streak goes on: its traceback is in the log already (the job's `tower-jobs` exception,
+                    # when that rule is on, says it goes on); one line per run, whatever the message says
+                    log.error("job %s (run %d) failed again, %d failures in a row: %s", name, run, failures, error)
                 outcome = JobRun(name, run, started_at, _ms(began), ok=False, error=error)
             else:
                 outcome = JobRun(name, run, started_at, _ms(began), ok=True, result=result)
-                if failed_with is not None:
-                    log.info("job %s (run %d) succeeded again", name, run)
+                with self._lock:
+                    failures = self._failing.pop(name, (0, Exception))[0]
+                if failures:
+                    log.info(
+                        "job %s (run %d) recovered after %d failure%s",
+                        name,
+                        run,
+                        failures,
+                        "" if failures == 1 else "s",
+                    )
         for observer in self.observers:
             try:
                 observer(outcome)

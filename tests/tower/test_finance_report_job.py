@@ -24,7 +24,7 @@ from sla_rules.loader import RuleSet, default_rules_dir, load_rule_set
 from tests.alerting.delivery_support import slack_settings
 from tests.factories import make_settings
 from tests.tower.test_reports import AS_OF, EXPECTED, play
-from tower.app import build_tower
+from tower.app import build_sla, build_tower
 from tower.reports.monthly import FinanceReportSettings, MonthlyFinanceReport, register_finance_report
 from tower.reports.service import BreachReports
 from tower.reports.settings import ReportSettings
@@ -37,7 +37,8 @@ def standin() -> Iterator[SlackStandIn]:
 
 
 class Finance:
-    """The job as the tower registers it, on a fixed clock, uploading through a real SlackSender."""
+    """The job as the tower registers it, on a fixed clock, uploading through a real SlackSender; beside it the
+    SLA engine of the same rules (the `sla-evaluate` job's), whose runs the job waits for."""
 
     def __init__(
         self,
@@ -62,10 +63,19 @@ class Finance:
             )
         self.jobs = JobRegistry()
         self.report = register_finance_report(self.jobs, self.reports, store, sender)
+        self.sla = build_sla(Settings(), store, clock, rules).sla
         self.runs = 0
 
-    def run(self, at: datetime) -> dict[str, Any]:
-        """One run of the job at `at`, as the scheduler calls it."""
+    def evaluate(self, at: datetime) -> None:
+        """An SLA evaluation at `at` (a run of `sla-evaluate`)."""
+        self.clock.set(at)
+        assert self.sla.evaluate().errors == {}
+
+    def run(self, at: datetime, evaluated: bool = True) -> dict[str, Any]:
+        """One run of the job at `at`, as the scheduler calls it; unless `evaluated` is False, right after an
+        SLA evaluation at `at` (the engine runs every minute)."""
+        if evaluated:
+            self.evaluate(at)
         self.clock.set(at)
         self.runs += 1
         job = self.jobs.get("finance-report")
@@ -134,6 +144,41 @@ def test_after_an_outage_missed_months_are_posted_in_order(store: Store, standin
     # empty months are posted too: finance sees that there was nothing
     texts = [text for _, text, _ in uploaded_workbooks(standin)]
     assert all(": 0 breaches (0 still open), 0.00 hours late, estimated chargeback exposure none." in t for t in texts)
+
+
+def test_a_month_waits_for_an_evaluation_past_its_end(
+    store: Store, standin: SlackStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tower started after the month ended runs its jobs all at once: the report waits for the SLA engine."""
+    finance = Finance(store, FixedClock(AS_OF), standin)
+    caplog.set_level(logging.INFO, logger="tower.reports.monthly")
+    result = finance.run(at("2026-12-01T02:00:00"), evaluated=False)
+    assert result["posted"] == [] and "no SLA evaluation has run yet" in result["waiting"]
+
+    finance.evaluate(at("2026-11-30T23:30:00"))  # before the month ended: not enough
+    result = finance.run(at("2026-12-01T03:00:00"), evaluated=False)
+    assert result["posted"] == []
+    assert result["waiting"].startswith(
+        "waiting to post the SLA breach report 2026-11: the last SLA evaluation was as of 2026-11-30 23:30:00 UTC, "
+        "before the month ended (2026-12-01 00:00:00 UTC)"
+    )
+    assert standin.calls_to("files.completeUploadExternal") == [] and finance.report.postings() == []
+    waits = [r for r in caplog.records if "waiting to post" in r.getMessage()]
+    assert len(waits) == 2 and {r.levelno for r in waits} == {logging.INFO}
+
+    finance.evaluate(at("2026-12-01T03:00:30"))
+    assert finance.run(at("2026-12-01T04:00:00"), evaluated=False) == {"posted": ["2026-11"]}
+
+
+def test_catching_up_posts_only_the_months_an_evaluation_went_past(store: Store, standin: SlackStandIn) -> None:
+    """A store restored (or a scheduler down) across month ends: months the engine evaluated past are posted,
+    the later ones wait for the next evaluation."""
+    finance = Finance(store, FixedClock(AS_OF), standin)
+    assert finance.run(at("2026-12-02T00:00:00")) == {"posted": ["2026-11"]}
+    finance.evaluate(at("2027-01-15T00:00:00"))
+    result = finance.run(at("2027-03-15T12:00:00"), evaluated=False)
+    assert result["posted"] == ["2026-12"] and "report 2027-01: the last SLA evaluation" in result["waiting"]
+    assert finance.run(at("2027-03-15T13:00:00")) == {"posted": ["2027-01", "2027-02"]}
 
 
 def test_the_first_post_is_the_previous_month_only(store: Store, standin: SlackStandIn) -> None:

@@ -139,5 +139,13 @@ def test_the_same_failure_again_logs_no_second_traceback(
     logged = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in records]
     assert logged == [
         ("ERROR", "job erp-pull (run 1) failed", True),
-        ("INFO", "job erp-pull (run 5) succeeded again", False),
+        *[
+            (
+                "ERROR",
+                f"job erp-pull (run {n}) failed again, {n} failures in a row: RuntimeError: ERP replica unreachable",
+                False,
+            )
+            for n in (2, 3, 4)
+        ],
+        ("INFO", "job erp-pull (run 5) recovered after 4 failures", False),
     ]

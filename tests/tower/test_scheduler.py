@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kernel.clock import FixedClock
+from kernel.disk import DiskSpaceLow
 from kernel.jobs import JobContext, JobRegistry, SchedulerSettings, env_prefix, job_settings
 from kernel.settings import SlaSettings
 from kernel.store.embedded import EmbeddedStore
@@ -122,6 +123,39 @@ def test_a_failing_job_keeps_its_schedule_and_does_not_stop_others(caplog: pytes
     assert not failed.ok and failed.error.startswith("RuntimeError: boom")
     assert runner.last_runs["healthy"].ok
     assert any("job broken" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_a_failing_streak_logs_one_traceback_whatever_its_messages_say(caplog: pytest.LogCaptureFixture) -> None:
+    """`disk-space` below its limits fails every run with another free size in its message: one traceback for
+    the streak (and one when the error's type changes), one line per later run, and the run that ends it."""
+    registry = JobRegistry()
+
+    def disk_space(context: JobContext) -> str:
+        if context.run in (1, 2, 3, 6):
+            raise DiskSpaceLow(f"data: {10 - context.run} GiB free")
+        if context.run in (7, 8):
+            raise OSError("No space left on device")
+        return "ok"
+
+    registry.add("disk-space", disk_space, interval_seconds=300)
+    runner = scheduler(registry)
+    with caplog.at_level("INFO", logger="tower.scheduler"):
+        for _ in range(9):
+            runner.run_job("disk-space")
+    logged = [
+        (r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records if r.name == "tower.scheduler"
+    ]
+    assert logged == [
+        ("ERROR", "job disk-space (run 1) failed", True),
+        ("ERROR", "job disk-space (run 2) failed again, 2 failures in a row: DiskSpaceLow: data: 8 GiB free", False),
+        ("ERROR", "job disk-space (run 3) failed again, 3 failures in a row: DiskSpaceLow: data: 7 GiB free", False),
+        ("INFO", "job disk-space (run 4) recovered after 3 failures", False),
+        ("ERROR", "job disk-space (run 6) failed", True),  # a new streak
+        ("ERROR", "job disk-space (run 7) failed", True),  # another error: its traceback too
+        ("ERROR", "job disk-space (run 8) failed again, 3 failures in a row: OSError: No space left on device", False),
+        ("INFO", "job disk-space (run 9) recovered after 3 failures", False),
+    ]  # fmt: skip
+    assert runner.last_runs["disk-space"].ok
 
 
 def test_one_instance_of_a_job_at_a_time() -> None:

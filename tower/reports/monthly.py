@@ -3,7 +3,11 @@
 Each run (hourly by default) asks which months are due: every month after the last one posted up
 to the previous month (the first post ever: the previous month only; a long outage catches up at
 most 12 months), each once its end is `post_after_hours` behind (time for the last evaluations
-of the month). A due month's workbook is uploaded with `files_upload_v2` (through the alerting
+of the month). A due month also waits for the SLA engine: it is posted only once a completed evaluation
+(a run recorded in `sla_runs`) evaluated the cases as of the month's end or later, so that a tower
+started (or restored, or whose scheduler was down) after the month ended never posts the cases as
+they stood before the month was over; until then each run says why it waits and posts at a later
+run. A due month's workbook is uploaded with `files_upload_v2` (through the alerting
 package's Slack sender) and recorded in `report_deliveries`; a month recorded there is never
 posted again. Months follow the report time zone (TOWER_REPORTS_TIMEZONE).
 
@@ -26,6 +30,7 @@ from pydantic_settings import SettingsConfigDict
 from alerting.outbox import Posted
 from kernel.jobs import JobContext, JobFunction, JobRegistry, JobSettings
 from kernel.store import Store
+from kernel.store.base import stored_time_or_none
 from tower.reports.files import Summary
 from tower.reports.service import BreachReports, Period, month_of
 
@@ -40,6 +45,10 @@ SELECT max(period) AS period FROM report_deliveries FINAL WHERE report = {report
 POSTED = """
 SELECT period, channel, channel_id, ts, filename, breaches, bytes, posted_at
 FROM report_deliveries FINAL WHERE report = {report:String} ORDER BY period
+"""
+# The moment the latest completed SLA evaluation evaluated (its `now`): the engine records a run's rows at its end.
+LAST_EVALUATED = """
+SELECT started_at AS as_of FROM sla_runs WHERE rule IN {rules:Array(String)} ORDER BY started_at DESC LIMIT 1
 """
 
 
@@ -112,6 +121,30 @@ class MonthlyFinanceReport:
         """Every month posted, oldest first."""
         return self.store.query(POSTED, {"report": REPORT})
 
+    def last_evaluated(self) -> datetime | None:
+        """The moment the latest completed SLA evaluation evaluated the cases as of; None before the first."""
+        rows = self.store.query(LAST_EVALUATED, {"rules": self.reports.evaluated_rules})
+        return stored_time_or_none(rows[0]["as_of"]) if rows else None
+
+    def waiting_for(self, period: Period, as_of: datetime | None) -> str | None:
+        """Why the month cannot be posted yet, given the latest SLA evaluation's `as_of` (`last_evaluated`): no
+        evaluation as of the month's end or later. None when it can."""
+        if not self.reports.evaluated_rules:  # no SLA rule to evaluate: the engine records no runs
+            return None
+        if as_of is not None and as_of >= period.until:
+            return None
+        month, until = month_key(period, self.reports), f"{period.until:%Y-%m-%d %H:%M:%S} UTC"
+        if as_of is None:
+            return (
+                f"waiting to post the SLA breach report {month}: no SLA evaluation has run yet; it is posted at "
+                f"a run after one has evaluated past the month's end ({until})"
+            )
+        return (
+            f"waiting to post the SLA breach report {month}: the last SLA evaluation was as of "
+            f"{as_of:%Y-%m-%d %H:%M:%S} UTC, before the month ended ({until}); it is posted at a run after the "
+            "next evaluation"
+        )
+
     def due(self, now: datetime, post_after: timedelta) -> list[Period]:
         """The months to post at `now`: after the last posted, up to the last month that ended `post_after` ago."""
         previous = month_of(now, self.reports.zone, -1)
@@ -165,8 +198,14 @@ class MonthlyFinanceReport:
                 "skipped": "no finance channel: set TOWER_REPORTS_FINANCE_CHANNEL or the finance owner's "
                 "channel in the routing file",
             }
-        posted = []
-        for period in self.due(now, post_after):
+        posted: list[str] = []
+        due = self.due(now, post_after)
+        as_of = self.last_evaluated() if due else None
+        for period in due:
+            waiting = self.waiting_for(period, as_of)
+            if waiting is not None:  # this month and the later ones wait: months are posted in order
+                log.info("finance-report: %s", waiting)
+                return {"posted": posted, "waiting": waiting}
             posting = self.post(period)
             log.info("posted the SLA breach report %s to %s", posting.period, posting.channel)
             posted.append(posting.period)

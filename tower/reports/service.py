@@ -81,6 +81,8 @@ class BreachReports:
         self.zone = self.settings.zone
         self.routing = rules.routing
         sla_rules = {rule.id: rule for rule in rules.rules if isinstance(rule, SlaRule)}
+        # the rules the SLA engine evaluates (its runs in `sla_runs`): the monthly job waits for one past the month
+        self.evaluated_rules = [rule.id for rule in rules.enabled if isinstance(rule, SlaRule)]
         self.query = BreachQuery(store, sla_rules, rules.routing.owner_for, self.settings.page_size)
 
     def local(self, at: datetime) -> datetime:
