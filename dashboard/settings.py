@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,3 +35,24 @@ class DashboardSettings(BaseSettings):
         description="Where the dashboard remembers each token's last visit (what changed). `tower serve` sets"
         " `<data dir>/dashboard`; the default is for `tower dashboard` run alone (relative to its folder).",
     )
+
+
+def settings_problems() -> list[str]:
+    """What the environment gets wrong for the dashboard, one line per problem naming the variable (the value is
+    not repeated for the token and the URLs); empty when the settings load."""
+    try:
+        DashboardSettings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = "TOWER_DASHBOARD_" + "_".join(str(part) for part in error["loc"]).upper()
+            shown = "" if any(part in name for part in ("TOKEN", "URL")) else f"={error.get('input')!r}"
+            lines.append(f"{name}{shown}: {error['msg']}")
+        return lines
+    return []
+
+
+if __name__ == "__main__":  # `python -m dashboard.settings`: how `tower serve` checks them before it starts anything
+    found = settings_problems()
+    print("\n".join(found), file=sys.stderr)
+    sys.exit(1 if found else 0)

@@ -6,6 +6,7 @@ starts it as its own process and never imports it: the dashboard is a client of 
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -51,3 +52,19 @@ def streamlit_command(app: Path, host: str, port: int) -> list[str]:
         "--browser.gatherUsageStats=false",
         "--client.toolbarMode=minimal",
     ]
+
+
+def dashboard_settings_problems() -> list[str]:
+    """What the environment gets wrong for the dashboard's own settings (`python -m dashboard.settings`, in a
+    process of its own: the tower never imports the dashboard), one line per problem; empty when none."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dashboard.settings"],
+        cwd=APP.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode == 0:
+        return []
+    return [line for line in done.stderr.splitlines() if line.strip()] or [f"the dashboard's settings: {done.stderr}"]

@@ -25,14 +25,13 @@ from types import FrameType
 import uvicorn
 
 from alerting.settings import SlackSettings
-from dashboard.settings import DashboardSettings
 from kernel.jobs import SchedulerSettings
 from kernel.schema.retention import RetentionSettings, apply_retention
 from kernel.settings import Settings
 from tower.app import build_tower, create_app
 from tower.bootstrap import admin_token, load_or_create_tokens, tokens_file
 from tower.children import Child, Children, env_with, is_loopback, loopback
-from tower.dashboard_process import APP, DashboardProcessSettings, streamlit_command
+from tower.dashboard_process import APP, DashboardProcessSettings, dashboard_settings_problems, streamlit_command
 from tower.demo_mode import (
     DEMO_JOBS,
     LocalSlack,
@@ -218,8 +217,10 @@ def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = Non
     plan = check_role(role, settings)
     ui = DashboardProcessSettings()
     with_dashboard = role == "all" and (ui.enabled if dashboard is None else dashboard)
-    if with_dashboard:
-        DashboardSettings()  # a value it refuses stops here, one line naming it, not as a traceback in every page
+    # a value the dashboard refuses stops here, one line naming it, not as a traceback in every visitor's page
+    dashboard_problems = dashboard_settings_problems() if with_dashboard else []
+    if dashboard_problems:
+        raise StartupError("invalid settings:\n  " + "\n  ".join(dashboard_problems))
     if demo and role != "all":
         raise RoleError(f"--demo runs the whole tower in one process: it needs the role all, not {role}")
     taken = taken_ports(settings, role)

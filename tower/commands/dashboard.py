@@ -8,9 +8,8 @@ import sys
 import click
 import httpx
 
-from dashboard.settings import DashboardSettings
 from tower.client import tower_url
-from tower.dashboard_process import APP, DashboardProcessSettings, streamlit_command
+from tower.dashboard_process import APP, DashboardProcessSettings, dashboard_settings_problems, streamlit_command
 
 
 def dashboard_url(url: str | None) -> str:
@@ -32,7 +31,9 @@ def dashboard(url: str | None, host: str | None, port: int | None) -> None:
     `tower serve` starts the dashboard by itself; this command runs it alone (another machine, another tower).
     """
     configured = DashboardProcessSettings()
-    DashboardSettings()  # a value it refuses stops here, one line naming it, not as a traceback in every page
+    problems = dashboard_settings_problems()  # one line each, not a traceback in every visitor's page
+    if problems:
+        raise click.ClickException("invalid settings:\n  " + "\n  ".join(problems))
     host = host or configured.host
     port = port or configured.port
     api = dashboard_url(url)
