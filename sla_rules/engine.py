@@ -52,10 +52,11 @@ from typing import Any
 from kernel.clock import Clock
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException, hours_between
 from kernel.store import Store
-from kernel.store.base import stored_time_or_none
+from kernel.store.base import stored_time, stored_time_or_none
 from sla_rules import sql
 from sla_rules.model import Rule, SlaRule
 from sla_rules.report import EvaluationReport, RuleReport
+from sla_rules.texts import iso
 
 log = logging.getLogger(__name__)
 
@@ -281,10 +282,10 @@ class SlaEngine:
         for case, t in ended.items():
             ended_at = stored_time_or_none(t["ended_at"])
             if ended_at is None:  # the deadline moved later
-                changes[case] = ("deadline-moved", {"due_at": t["due_at"]})
+                changes[case] = ("deadline-moved", {"due_at": iso(stored_time(t["due_at"]))})
             else:  # late (or met, when a deadline moved): the end arrived
                 late = max(0.0, hours_between(t["due_at"], ended_at))
-                changes[case] = (t["status"], {"hours_late": late, "ended_at": t["ended_at"]})
+                changes[case] = (t["status"], {"hours_late": late, "ended_at": iso(ended_at)})
         return self.exceptions.open_and_resolve(found, changes, actor="engine")
 
     def _finding(self, rule: SlaRule, case: dict[str, Any]) -> NewException:
@@ -296,7 +297,7 @@ class SlaEngine:
             owner=self.owner_for(rule, fields),
             severity=rule.severity,
             due_at=stored_time_or_none(case["due_at"]),
-            context={**fields, "started_at": case["started_at"]},
+            context={**fields, "started_at": iso(stored_time(case["started_at"]))},
         )
 
     # backtest

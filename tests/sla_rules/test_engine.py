@@ -22,6 +22,7 @@ from sla_rules.loader import default_rules_dir, load_rules
 from sla_rules.model import Deadline, EventMatch, Rule, SlaRule
 from sla_rules.report import EvaluationReport, RuleReport
 from sla_rules.service import SlaService
+from sla_rules.texts import iso
 from tests.factories import event_row, make_event
 
 # A Monday, 15:00 UTC (09:00 in Chicago).
@@ -170,7 +171,7 @@ def test_every_state_of_a_duration_rule(
     assert opened.kind == "business" and opened.owner == RULES[rule].owner
     assert opened.severity == RULES[rule].severity
     assert utc(opened.due_at) == begun["breached"] + deadline
-    assert opened.context["started_at"] == breached["started_at"] and opened.context["warehouse"] == "DAL"
+    assert opened.context["started_at"] == iso(utc(breached["started_at"])) and opened.context["warehouse"] == "DAL"
     assert report.rules[rule].opened == [opened.id]
 
 
@@ -272,7 +273,7 @@ def test_late_end_resolves_the_exception(store: Store) -> None:
     resolved = tower.exceptions.get(opened.id)
     assert resolved.status == "resolved" and resolved.resolution == "late"
     detail = json.loads(resolved.resolution_detail)
-    assert detail == {"hours_late": 3.5, "ended_at": "2026-11-02 19:30:00.000000"}
+    assert detail == {"hours_late": 3.5, "ended_at": "2026-11-02T19:30:00.000000Z"}  # RFC 3339, as the API writes
     actions = [(a["actor"], a["action"]) for a in tower.exceptions.audit(opened.id)]
     assert actions == [("engine", "opened"), ("engine", "resolved")]
     assert tower.evaluate().resolved == []
