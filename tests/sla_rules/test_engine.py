@@ -17,6 +17,7 @@ import pytest
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionFilter, ExceptionRecord, ExceptionStore
 from kernel.store import Store
+from kernel.store.base import stored_time
 from sla_rules.engine import SlaEngine
 from sla_rules.loader import default_rules_dir, load_rules
 from sla_rules.model import Deadline, EventMatch, Rule, SlaRule
@@ -171,7 +172,8 @@ def test_every_state_of_a_duration_rule(
     assert opened.kind == "business" and opened.owner == RULES[rule].owner
     assert opened.severity == RULES[rule].severity
     assert utc(opened.due_at) == begun["breached"] + deadline
-    assert opened.context["started_at"] == iso(utc(breached["started_at"])) and opened.context["warehouse"] == "DAL"
+    assert opened.context["started_at"] == iso(stored_time(breached["started_at"]))
+    assert opened.context["warehouse"] == "DAL"
     assert report.rules[rule].opened == [opened.id]
 
 
