@@ -1,12 +1,12 @@
 """Slack messages in Block Kit: one message per exception, digests, and the lines of an alert's thread.
 
 An exception's message says what broke (the rule's title), the business key, customer and
-warehouse where known, how late (business) or how long silent / how many errors (technical), the
-owner and the status, links to the exception and its timeline in the dashboard, and the
-Acknowledge and Resolve buttons (action ids ACTION_ACKNOWLEDGE and ACTION_RESOLVE, the exception
-id as value; the interactivity endpoint understands them). Later changes re-render the message
-(chat.update) and add a line in its thread (`change_line`). Text is escaped for mrkdwn and cut to
-Slack's limits.
+warehouse where known, how late (business) or how long silent / how many errors (technical), what
+a reconciler found (its summary: the values that disagree), the owner and the status, links to the
+exception and its timeline in the dashboard, and the Acknowledge and Resolve buttons (action ids
+ACTION_ACKNOWLEDGE and ACTION_RESOLVE, the exception id as value; the interactivity endpoint
+understands them). Later changes re-render the message (chat.update) and add a line in its thread
+(`change_line`). Text is escaped for mrkdwn and cut to Slack's limits.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ _SEVERITY_ICON = {"critical": ":rotating_light:", "high": ":red_circle:", "mediu
 _HEADER_MAX = 150
 _TEXT_MAX = 3000
 _FIELD_MAX = 2000
+FINDING_MAX = 500  # a reconciliation finding's summary in a message's field
+FINDING_TEXT_MAX = 200  # ... and in its notification text
 
 Block = dict[str, Any]
 
@@ -123,6 +125,20 @@ def _lateness(record: ExceptionRecord, now: datetime) -> tuple[str, str] | None:
     return "Due in", f"{duration_text(due - now)} ({_clock(due)})"
 
 
+def finding(record: ExceptionRecord, limit: int = FINDING_MAX) -> str | None:
+    """What a reconciler found, for the exceptions of reconciliation rules (invoice-match, inventory-sync,
+    inventory-oversell, inventory-stale; their context has the reconcile run's `run_id` and a `summary`): the summary
+    on one line, without the key it starts with (the message shows the key), cut to `limit` characters; None for
+    other exceptions (their own figures say what is wrong) or a finding without a summary. Not escaped."""
+    context = record.context
+    summary = context.get("summary")
+    if not context.get("run_id") or not isinstance(summary, str):
+        return None
+    text = " ".join(summary.split())  # one line: a value from a source may hold a newline
+    text = text.removeprefix(f"{record.key}: ")
+    return _cut(text, limit) if text else None
+
+
 def _status(record: ExceptionRecord) -> str:
     if record.status == "resolved":
         return f"Resolved ({record.resolution})" if record.resolution else "Resolved"
@@ -162,9 +178,12 @@ def plain_text(blocks: Sequence[Block], fallback: str) -> str:
 
 
 def notification_text(record: ExceptionRecord, title: str) -> str:
-    """The plain text of an exception's message (notifications, clients without blocks)."""
-    prefix = "Resolved: " if record.status == "resolved" else f"[{record.severity}] "
-    return escape(f"{prefix}{title}: {record.key} ({record.owner})")
+    """The plain text of an exception's message (notifications, clients without blocks); while active, with what a
+    reconciler found (`finding`, shorter)."""
+    resolved = record.status == "resolved"
+    prefix = "Resolved: " if resolved else f"[{record.severity}] "
+    found = None if resolved else finding(record, FINDING_TEXT_MAX)
+    return escape(f"{prefix}{title}: {record.key} ({record.owner})" + (f" — {found}" if found else ""))
 
 
 def exception_blocks(record: ExceptionRecord, view: AlertView) -> list[Block]:
@@ -189,6 +208,9 @@ def exception_blocks(record: ExceptionRecord, view: AlertView) -> list[Block]:
         fields.append(
             _field("Reason" if len(reasons) == 1 else f"Reasons (first of {len(reasons)})", _cut(str(reasons[0]), 300))
         )
+    found = finding(record)
+    if found:  # what a reconciler found: the values that disagree, so the owner need not open the dashboard
+        fields.append(_field("Finding", found))
     fields.append(_field("Owner", record.owner))
     fields.append(_field("Severity", record.severity))
     fields.append(_field("Status", _status(record)))

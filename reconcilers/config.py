@@ -32,6 +32,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # The validation context key holding the database names configured in TOWER_RECONCILE_SOURCES.
 SOURCES_CONTEXT = "reconcile_sources"
 
+# The titles of the finding rules an inventory rule opens besides its own (its own is the rule file's `title`):
+# what an alert's header, the API's rule_title and the facets say (`oversell.title`, `stale_title` change them).
+OVERSELL_TITLE = "Storefront sells more than the warehouse has"
+STALE_TITLE = "Inventory snapshots stale"
+
 
 def parse_duration(value: Any) -> timedelta:
     """`90s`, `30m`, `2h`, `7d` (or a number of seconds) as a timedelta."""
@@ -120,6 +125,7 @@ class OversellParams(_Params):
     source: Source = Field("ecommerce", description="The source whose snapshots are the sellable quantity.")
     tolerance: float = Field(0, ge=0, description="Units the sellable quantity may exceed the WMS's by.")
     rule: RuleId = Field("inventory-oversell", description="The rule id of oversell findings.")
+    title: str = Field(OVERSELL_TITLE, min_length=1, max_length=150, description="The title of oversell findings.")
 
     @field_validator("tolerance", mode="before")
     @classmethod
@@ -141,6 +147,9 @@ class InventoryParams(_Params):
     lookback: Duration = Field(timedelta(days=7), description="Snapshots older than this are not compared.")
     oversell: OversellParams | None = Field(None, description="Also compare sellable quantity with the WMS.")
     stale_rule: RuleId = Field("inventory-stale", description="The rule id of the technical stale findings.")
+    stale_title: str = Field(
+        STALE_TITLE, min_length=1, max_length=150, description="The title of the technical stale findings."
+    )
     pull: dict[str, PullParams] = Field(
         default_factory=dict, description="Sides read from a SQL database, by source name (a name in `sources`)."
     )
@@ -220,13 +229,14 @@ def params_context(databases: Collection[str]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class FindingRule:
     """A rule id exceptions are opened under, and how: one reconciliation rule may open several
-    (inventory-sync opens inventory-sync, inventory-oversell and inventory-stale)."""
+    (inventory-sync opens inventory-sync, inventory-oversell and inventory-stale), each with its own title."""
 
     id: str
     source_rule: str  # the rule file's id, for routing
     kind: Kind
     owner: str
     severity: str
+    title: str = ""  # what alerts and the API call it (the rule file's title for the rule's own id)
 
 
 @dataclass(frozen=True)
@@ -246,14 +256,17 @@ class RuleConfig:
         return "inventory" if isinstance(self.params, InventoryParams) else "invoice"
 
     def finding_rules(self) -> list[FindingRule]:
-        """The rule ids this rule opens exceptions under, with their kind and owner."""
-        main = FindingRule(self.id, self.id, self.kind, self.owner, self.severity)
+        """The rule ids this rule opens exceptions under, with their kind, owner and title."""
+        main = FindingRule(self.id, self.id, self.kind, self.owner, self.severity, self.title)
         if not isinstance(self.params, InventoryParams):
             return [main]
-        rules = [main]
-        if self.params.oversell is not None:
-            rules.append(FindingRule(self.params.oversell.rule, self.id, self.kind, self.owner, self.severity))
-        rules.append(FindingRule(self.params.stale_rule, self.id, "technical", "integration", self.severity))
+        params, rules = self.params, [main]
+        if params.oversell is not None:
+            oversell = params.oversell
+            rules.append(FindingRule(oversell.rule, self.id, self.kind, self.owner, self.severity, oversell.title))
+        rules.append(
+            FindingRule(params.stale_rule, self.id, "technical", "integration", self.severity, params.stale_title)
+        )
         return rules
 
 

@@ -64,6 +64,7 @@ from sla_rules.model import (
 from sla_rules.service import SlaService
 from sla_rules.technical import TechnicalEngine
 from tower.case_days import CaseDaysRefresh
+from tower.insights import rule_infos
 from tower.job_health import JobHealth
 from tower.metrics import (
     DiskCollector,
@@ -318,8 +319,9 @@ def build_tower(
         jobs.add("alerts-send", send_job(slack_sender), settings=AlertsSendSettings, after=(DISPATCH_JOB,))
     # Alerts are decided and enqueued even without Slack: enabling it later loses nothing (see docs/alerting.md).
     alerting = AlertingSettings()  # TOWER_ALERTING_*
-    titles = {rule.id: rule.title for rule in parts.rules.rules}
-    runbooks = {rule.id: rule.runbook for rule in parts.rules.rules if rule.runbook}
+    known = rule_infos(parts.rules)  # the rule files' rules and the reconcilers' finding rules (inventory-stale)
+    titles = {rule.id: rule.title for rule in known}
+    runbooks = {rule.id: rule.runbook for rule in known if rule.runbook}
     alerts = Dispatcher(
         store, outbox, parts.rules.routing, alerting, clock, titles, slack.dashboard_url, runbooks=runbooks
     )

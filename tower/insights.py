@@ -25,6 +25,9 @@ from pydantic import BaseModel, Field
 from kernel.model.events import source_covers
 from kernel.store import Store
 from kernel.store.base import stored_time_or_none
+from reconcilers.config import rule_config
+from sla_rules.loader import RuleSet
+from sla_rules.model import ReconciliationRule
 from tower.case_days import ALWAYS_REFRESHED, MAX_TOP, case_days, window_start
 from tower.case_days import DAYS as CASE_DAYS
 
@@ -39,6 +42,74 @@ _T9 = "DateTime64(9, 'UTC')"
 
 def _ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 6) if whole else None
+
+
+# The rules exceptions are opened under (the facets' rules, rule titles) ---------------------------
+
+
+class RuleInfo(BaseModel):
+    """A rule id the tower opens exceptions under: a rule of the rule files, or a reconciler's finding rule."""
+
+    id: str
+    title: str
+    type: str = Field(description="sla, reconciliation or technical")
+    kind: str
+    owner: str = Field(description="The rule's default owner (the routing file may refine it per case).")
+    severity: str
+    enabled: bool
+    runbook: str | None = None
+    opened_by: str = Field(
+        description="The rule file's rule that opens its exceptions: itself, or for a finding rule of a "
+        "reconciliation rule (inventory-oversell, inventory-stale) that rule (inventory-sync)."
+    )
+
+
+def rule_infos(ruleset: RuleSet) -> list[RuleInfo]:
+    """Every rule id an exception can be opened under, sorted by id, with its title: each rule of the rule files,
+    and the other finding rules of each reconciliation rule (inventory-sync opens inventory-oversell and
+    inventory-stale too), with their own title, kind and owner and the enabled flag, severity and runbook of the
+    rule that opens them. A rule file's rule wins over a finding rule of the same id."""
+    found: dict[str, RuleInfo] = {}
+    for rule in ruleset.rules:
+        found[rule.id] = RuleInfo(
+            id=rule.id,
+            title=rule.title,
+            type=rule.type,
+            kind=rule.kind,
+            owner=rule.owner,
+            severity=rule.severity,
+            enabled=rule.enabled,
+            runbook=rule.runbook,
+            opened_by=rule.id,
+        )
+    for rule in ruleset.rules:
+        if not isinstance(rule, ReconciliationRule):
+            continue
+        try:  # checked when the rules were loaded; a rule that does not check has no finding rules to add
+            config = rule_config(rule.id, rule.title, rule.kind, rule.owner, rule.severity, rule.compare, rule.params)
+        except ValueError:
+            continue
+        for finding in config.finding_rules():
+            found.setdefault(
+                finding.id,
+                RuleInfo(
+                    id=finding.id,
+                    title=finding.title or finding.id,
+                    type=rule.type,
+                    kind=finding.kind,
+                    owner=finding.owner,
+                    severity=finding.severity,
+                    enabled=rule.enabled,
+                    runbook=rule.runbook,
+                    opened_by=rule.id,
+                ),
+            )
+    return [found[rule_id] for rule_id in sorted(found)]
+
+
+def rule_info(ruleset: RuleSet, rule_id: str) -> RuleInfo | None:
+    """The rule an exception of `rule_id` was opened under (`rule_infos`); None when the tower runs no such rule."""
+    return next((info for info in rule_infos(ruleset) if info.id == rule_id), None)
 
 
 # The overview -------------------------------------------------------------------------------------

@@ -214,6 +214,97 @@ def test_technical_exceptions_say_how_long_silent_or_how_many_errors() -> None:
     assert "Next:" not in texts(valid(exception_blocks(done, view(title="Slack messages not delivered"))))
 
 
+def finding(rule: str, key: str, owner: str, summary: str, kind: str = "business", **context: Any) -> ExceptionRecord:
+    """An exception a reconciler opened: its context holds the run and the summary (reconcilers/loop.py)."""
+    return record(
+        rule=rule,
+        key=key,
+        kind=kind,
+        owner=owner,
+        severity="medium",
+        due_at=None,
+        context={**context, "summary": summary, "run_id": "run-1"},
+    )
+
+
+def test_a_reconciliation_finding_says_what_is_wrong() -> None:
+    invoice = finding(
+        "invoice-match",
+        "INV-JBR-00180",
+        "finance",
+        "INV-JBR-00180: invoiced 1822.76 vs order 1701.60 USD (tolerance 0.5%)",
+        customer_id="C-JBR",
+        invoice_id="INV-JBR-00180",
+    )
+    blocks = valid(exception_blocks(invoice, view(title="Invoice matches the order and the shipment")))
+    assert [f["text"] for f in blocks[1]["fields"]] == [
+        "*Key*\nINV-JBR-00180",
+        "*Customer*\nC-JBR",
+        "*Finding*\ninvoiced 1822.76 vs order 1701.60 USD (tolerance 0.5%)",
+        "*Owner*\nfinance",
+        "*Severity*\nmedium",
+        "*Status*\nOpen",
+    ]
+    assert notification_text(invoice, "Invoice matches the order and the shipment") == (
+        "[medium] Invoice matches the order and the shipment: INV-JBR-00180 (finance)"
+        " — invoiced 1822.76 vs order 1701.60 USD (tolerance 0.5%)"
+    )
+    oversell = finding(
+        "inventory-oversell",
+        "SKU-10012@ATL",
+        "warehouse",
+        "SKU-10012@ATL: sellable 44 on ecommerce, 37 available in wms/atlanta (excess 7, tolerance 0)",
+        warehouse="ATL",
+        sku="SKU-10012",
+    )
+    blocks = valid(exception_blocks(oversell, view(title="Storefront sells more than the warehouse has")))
+    assert "*Warehouse*\nATL" in texts(blocks)
+    assert "*Finding*\nsellable 44 on ecommerce, 37 available in wms/atlanta (excess 7, tolerance 0)" in texts(blocks)
+    stale = finding(
+        "inventory-stale",
+        "wms/reno",
+        "integration",
+        "wms/reno: last inventory snapshot 2026-11-02T15:00:00Z (3.1 h ago; stale after 2 h)",
+        kind="technical",
+        source="wms/reno",
+    )
+    blocks = valid(exception_blocks(stale, view(title="Inventory snapshots stale")))
+    assert "*Source*\nwms/reno" in texts(blocks)
+    assert "*Finding*\nlast inventory snapshot 2026-11-02T15:00:00Z (3.1 h ago; stale after 2 h)" in texts(blocks)
+    # resolved: the message still says what was found; the notification no longer reads as if it still were
+    done = dataclasses.replace(oversell, status="resolved", resolution="reconciled", resolved_at=invoice.opened_at)
+    assert "*Finding*\nsellable 44 on ecommerce" in texts(valid(exception_blocks(done, view())))
+    assert notification_text(done, "Oversold") == "Resolved: Oversold: SKU-10012@ATL (warehouse)"
+
+
+def test_a_findings_summary_is_escaped_on_one_line_and_bounded() -> None:
+    nasty = finding(
+        "inventory-sync", "SKU-<1>@DAL", "warehouse", "SKU-<1>@DAL: erp 10 vs\nwms <!channel> & co " + "x" * 5000
+    )
+    blocks = valid(exception_blocks(nasty, view(title="ERP and WMS inventory agree")))
+    (found,) = [f["text"] for f in blocks[1]["fields"] if f["text"].startswith("*Finding*")]
+    assert found.startswith("*Finding*\nerp 10 vs wms &lt;!channel&gt; &amp; co xxx")
+    assert len(found) < 600 and found.endswith("x…")
+    text = notification_text(nasty, "ERP and WMS inventory agree")
+    assert text.startswith("[medium] ERP and WMS inventory agree: SKU-&lt;1&gt;@DAL (warehouse) — erp 10 vs wms &lt;!")
+    assert "\n" not in text and len(text) < 300 and text.endswith("x…")
+
+
+def test_other_exceptions_show_no_finding_of_their_summary() -> None:
+    # technical rules put a summary in their context too, but their own figures (Refused, Reason) already say it
+    refusals = record(
+        rule="ingest-refusals",
+        key="wms",
+        kind="technical",
+        owner="integration",
+        due_at=None,
+        context={"source": "wms", "refused": 2, "window": "15m", "reasons": ["bad"], "summary": "2 records refused"},
+    )
+    blocks = valid(exception_blocks(refusals, view(title="Records refused into dead letters")))
+    assert "Finding" not in texts(blocks)
+    assert notification_text(refusals, "Records refused") == "[high] Records refused: wms (integration)"
+
+
 def test_text_is_escaped_and_cut_to_slacks_limits() -> None:
     context = {"customer_id": "x" * 5000, "warehouse": "w" * 5000, "reasons": ["r" * 5000], "next_step": "n" * 5000}
     nasty = record(key="<!channel> & co", context=context)

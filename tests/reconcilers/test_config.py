@@ -13,7 +13,9 @@ from pydantic import SecretStr, ValidationError
 
 from kernel.store import Store
 from reconcilers.config import (
+    OVERSELL_TITLE,
     PARAMS_MODELS,
+    STALE_TITLE,
     InventoryParams,
     InvoiceParams,
     check_finding_rules,
@@ -24,7 +26,7 @@ from reconcilers.settings import ReconcileSettings
 from sla_rules.loader import ParamsModels, RuleFileError, default_routing_file, default_rules_dir, load_rule_set
 from sla_rules.model import ReconciliationRule
 from tests.factories import make_settings
-from tests.reconcilers.factories import inventory_rule
+from tests.reconcilers.factories import inventory_rule, invoice_rule
 from tower.app import build_tower
 
 
@@ -80,7 +82,7 @@ def test_the_shipped_params_load_into_typed_configs() -> None:
             "0",
             "  stale_after_x: 1h\n",
             "11: params.stale_after_x: unknown field; expected one of sources, tolerance, stale_after, lookback,"
-            " oversell, stale_rule, pull",
+            " oversell, stale_rule, stale_title, pull",
         ),
         ("0", "  lookback: soon\n", "11: params.lookback: 'soon' is not a duration like 90s, 30m, 2h or 7d"),
         (
@@ -158,6 +160,33 @@ def test_inventory_params_are_checked(params: dict[str, object], message: str) -
 def test_invoice_params_are_checked(params: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         InvoiceParams.model_validate(params)
+
+
+def test_every_finding_rule_has_a_title() -> None:
+    shipped = inventory_rule()
+    assert [(f.id, f.title) for f in shipped.finding_rules()] == [
+        ("inventory-sync", "ERP and WMS agree"),  # the rule file's title
+        ("inventory-oversell", OVERSELL_TITLE),
+        ("inventory-stale", STALE_TITLE),
+    ]
+    assert (OVERSELL_TITLE, STALE_TITLE) == (
+        "Storefront sells more than the warehouse has",
+        "Inventory snapshots stale",
+    )
+    renamed = inventory_rule(
+        oversell={"rule": "store-oversell", "title": "Store oversells"},
+        stale_rule="store-stale",
+        stale_title="Store counts stopped",
+    )
+    assert [(f.id, f.title) for f in renamed.finding_rules()[1:]] == [
+        ("store-oversell", "Store oversells"),
+        ("store-stale", "Store counts stopped"),
+    ]
+    assert [(f.id, f.title) for f in invoice_rule().finding_rules()] == [("invoice-match", "Invoice matches")]
+    with pytest.raises(ValidationError, match="stale_title"):
+        InventoryParams.model_validate({"stale_title": ""})
+    with pytest.raises(ValidationError, match="oversell.title"):
+        InventoryParams.model_validate({"oversell": {"title": "x" * 151}})
 
 
 def test_two_rules_cannot_share_a_finding_rule() -> None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransition
+from tower import insights
 from tower.reports.files import csv_chunks
 from tower.routes.deps import ClockDep, ExceptionsDep, RulesDep, StoreDep
 from tower.routes.models import ExceptionOut, RequestBody
@@ -243,7 +244,7 @@ def get_exception(
         record = exceptions.get(exception_id)
     trail = audit_entries(record.id, exceptions.audit(record.id))
     timeline, truncated = key_timeline(store, record.key, trail)
-    rule = next((r for r in ruleset.rules if r.id == record.rule), None)
+    rule = insights.rule_info(ruleset, record.rule)  # a reconciler's finding rule (inventory-oversell) too
     return ExceptionDetail(
         **ExceptionOut.of(record).model_dump(),
         timeline=timeline,

@@ -40,7 +40,8 @@ class Identity(BaseModel):
 
 
 class RuleFacet(BaseModel):
-    """A configured rule, for filters and labels."""
+    """A configured rule, for filters and labels; with the finding rules a reconciliation rule opens besides its own
+    id (inventory-oversell, inventory-stale)."""
 
     id: str
     title: str
@@ -82,7 +83,8 @@ def whoami(who: ReadDep, clock: ClockDep) -> Identity:
     description=f"From the rule files and the routing file the tower runs with. {READ_ROLES_TEXT}",
 )
 def facets(_: ReadDep, ruleset: RulesDep) -> Facets:
-    owners = set(ruleset.routing.owners) | {rule.owner for rule in ruleset.rules} | {"integration"}
+    rules = insights.rule_infos(ruleset)  # the rule files' rules and the reconcilers' other finding rules
+    owners = set(ruleset.routing.owners) | {rule.owner for rule in rules} | {"integration"}
     owners |= {route.owner for route in ruleset.routing.routes}
     return Facets(
         owners=sorted(owners),
@@ -96,7 +98,7 @@ def facets(_: ReadDep, ruleset: RulesDep) -> Facets:
                 severity=r.severity,
                 enabled=r.enabled,
             )
-            for r in sorted(ruleset.rules, key=lambda r: r.id)
+            for r in rules
         ],
         statuses=["open", "acknowledged", "resolved"],
         kinds=["business", "technical"],
