@@ -73,6 +73,24 @@ def when(value: Any) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if at else "—"
 
 
+SILENT_AFTER_MINUTES = 30  # source-silence's default window
+ERROR_RATE_ALERT = 0.05  # integration-errors' default rate
+
+
+def source_state(row: Mapping[str, Any]) -> str:
+    """One word or two for a source's health row (GET /api/sources/health), the worst first."""
+    if row["open_technical"]:
+        return "technical exception open"
+    if row.get("refused"):
+        return "records refused"
+    if row["silent_minutes"] is None or row["silent_minutes"] >= SILENT_AFTER_MINUTES:
+        # source-silence watches systems (`wms`, fed by any of its sites): a quiet site alone opens nothing
+        return "quiet site" if "/" in row["source"] else "silent"
+    if (row["error_rate"] or 0) > ERROR_RATE_ALERT:
+        return "errors"
+    return "ok"
+
+
 def duration_text(hours: float) -> str:
     """Hours as `2 d 3 h`, `3 h 20 min` or `12 min`."""
     minutes = round(abs(hours) * 60)

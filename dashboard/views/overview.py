@@ -16,8 +16,6 @@ from dashboard.visits import LastVisits
 
 SINCE_KEY = "overview_since"
 SINCE_CHOICES = {"your last visit": None, "the last hour": 1, "the last 24 hours": 24, "the last 7 days": 24 * 7}
-SILENT_AFTER_MINUTES = 30
-ERROR_RATE_ALERT = 0.05
 
 api, identity = ui.signed_in()
 now = ui.parse_time(identity["now"])
@@ -202,24 +200,12 @@ if health is not None:
     if not rows:
         st.info("No source has sent spans or events in the last 7 days.")
     else:
-
-        def state(row: dict[str, Any]) -> str:
-            if row["open_technical"]:
-                return "technical exception open"
-            if row.get("refused"):
-                return "records refused"
-            if row["silent_minutes"] is None or row["silent_minutes"] >= SILENT_AFTER_MINUTES:
-                return "silent"
-            if (row["error_rate"] or 0) > ERROR_RATE_ALERT:
-                return "errors"
-            return "ok"
-
         st.dataframe(
             ui.table(
                 [
                     {
                         **row,
-                        "state": state(row),
+                        "state": ui.source_state(row),
                         "error rate": ui.percent(row["error_rate"]) if row["spans"] else "—",
                         "p95 latency": "—" if row["latency_p95_ms"] is None else f"{row['latency_p95_ms']:,.0f}",
                         "last seen": ui.ago(row["last_seen"], health["until"]),

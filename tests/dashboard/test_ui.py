@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dashboard import ui
 from dashboard.ui import seconds_text
 
 
@@ -13,3 +14,13 @@ from dashboard.ui import seconds_text
 )
 def test_seconds_text(seconds: float | None, text: str) -> None:
     assert seconds_text(seconds) == text
+
+
+def test_a_quiet_site_is_not_called_silent() -> None:
+    """source-silence alerts on systems: a site of one (wms/atlanta) quiet while the others send opens nothing, so
+    the overview must not say `silent` (a word that promises an exception) for it."""
+    row = {"open_technical": 0, "refused": 0, "silent_minutes": 53, "error_rate": None}
+    assert ui.source_state({**row, "source": "wms"}) == "silent"
+    assert ui.source_state({**row, "source": "wms/atlanta"}) == "quiet site"
+    assert ui.source_state({**row, "source": "wms/atlanta", "silent_minutes": 3}) == "ok"
+    assert ui.source_state({**row, "source": "wms", "open_technical": 1}) == "technical exception open"
