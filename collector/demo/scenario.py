@@ -1045,6 +1045,17 @@ def _choose_world_faults(
                     {"sku": sku, "location": location},
                 )
             )
+            if delta < 0:  # the storefront sells the ERP's count: more than the WMS has
+                faults.append(
+                    Fault(
+                        "inventory-drift",
+                        "inventory-oversell",
+                        f"{sku}@{location}",
+                        "exception",
+                        f"the storefront sells {-delta} units more than the WMS counts since {iso(since)}",
+                        {"sku": sku, "location": location},
+                    )
+                )
         if wanted > len(pairs):
             shortfall["inventory-drift"] = wanted - len(pairs)
     elif wanted:

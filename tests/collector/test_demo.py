@@ -203,7 +203,8 @@ def test_same_seed_and_clock_give_the_same_story() -> None:
 def test_every_fault_trips_its_rule_and_nothing_else(scenario: Scenario) -> None:
     assert scenario.shortfall == {}
     config = scenario.config
-    injected = Counter(f.fault for f in scenario.faults if "span_id" not in f.refs)
+    # an inventory drift the WMS counts short is listed twice: inventory-sync, and the oversell it causes
+    injected = Counter(f.fault for f in scenario.faults if "span_id" not in f.refs and f.rule != "inventory-oversell")
     assert injected == {kind: n for kind, n in config.faults.items() if n}
     events, spans = delivered(scenario.deliveries)
     assert_faults_match_rules(scenario, events, spans, scenario.now)

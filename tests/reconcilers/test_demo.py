@@ -56,6 +56,7 @@ def test_the_demo_inventory_and_invoice_faults_and_nothing_else(store: Store, st
     # the demo's eCommerce sells the ERP's quantity: where the WMS counts fewer, that is an oversell risk
     short = {f"{sku}@{location}" for (sku, location), (_, delta) in story.world.drift.items() if delta < 0}
     assert len(short) == 1 and set(h.active("inventory-oversell")) == short
+    assert fault_keys(story, "inventory-oversell") == short  # the manifest lists it as an injected fault too
     assert h.active("inventory-stale") == {}
     pairs = len({e.subject for e in story.events if e.type == "inventory.snapshot"})
     assert inventory.rows_compared == pairs == 3 * 3
