@@ -79,6 +79,7 @@ def test_list_filters_paging_and_totals(tower: RunningTower, store: Store) -> No
         assert first["resolved_at"] is None and first["resolution_detail"] == {}
 
         assert ids(get_page(http, status="open")) == [e[4], e[2], e[0]]
+        assert get_page(http, status="all")["total"] == get_page(http, status="")["total"] == 5  # every status
         assert ids(get_page(http, status="acknowledged")) == [e[1]]
         resolved = get_page(http, status="resolved")["items"]
         assert [i["id"] for i in resolved] == [e[3]] and resolved[0]["resolution"] == "fixed"

@@ -122,8 +122,8 @@ def _answers() -> Iterator[None]:
 def exception_filters(
     clock: ClockDep,
     status: Annotated[
-        Literal["open", "acknowledged", "resolved", "active"] | None,
-        Query(description="`active` is open or acknowledged."),
+        Literal["open", "acknowledged", "resolved", "active", "all", ""] | None,
+        Query(description="`active` is open or acknowledged; `all`, empty or none: every status."),
     ] = None,
     owner: str | None = None,
     rule: str | None = None,
@@ -143,7 +143,7 @@ def exception_filters(
     """The exception list's filters, from the query (the list and its CSV export share them)."""
     now = clock.now()
     return ExceptionFilter(
-        status=status,
+        status=None if status in ("all", "") else status,
         owner=owner,
         rule=rule,
         kind=kind,
