@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 import tests.support
 from alerting.silences import InvalidSilence, SilenceStore, parse_duration
+from kernel.api_auth import token_id
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore
 from kernel.routing import ExceptionMatch
@@ -181,7 +182,7 @@ def test_silences_api_and_cli(roles_tower: RunningTower) -> None:
     )
     assert added.exit_code == 0, added.output
     assert added.stdout.startswith("silenced: ") and "rule=ship-cutoff warehouse=DAL,ATL" in added.stdout
-    assert "by ann: dock" in added.stdout
+    assert f"by ann (token {token_id(tower.api_token('operator'))}): dock" in added.stdout  # a name, and who sent it
     silence_id = added.stdout.split()[1]
     listed = run_cli("list", "--status", "active", *auth)
     assert listed.stdout.count("  active  ") == 2 and silence_id in listed.stdout

@@ -101,7 +101,8 @@ def create_silence(body: SilenceIn, who: OperateDep, silences: SilencesDep) -> S
     try:
         silence = silences.create(
             body.matchers,
-            created_by=body.created_by or who.token_id,
+            # a name given is kept with the token that sent it: the audit says which credential silenced alerts
+            created_by=f"{body.created_by} (token {who.token_id})" if body.created_by else who.token_id,
             comment=body.comment,
             duration=duration,
             ends_at=utc(body.ends_at) if body.ends_at else None,
