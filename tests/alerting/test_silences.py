@@ -188,6 +188,7 @@ def test_silences_api_and_cli(roles_tower: RunningTower) -> None:
     assert listed.stdout.count("  active  ") == 2 and silence_id in listed.stdout
     expired = run_cli("expire", silence_id, *auth)
     assert expired.exit_code == 0 and f"expired: {silence_id}  expired" in expired.stdout
+    assert f"expired: {silence_id}  expired  expired 20" in expired.stdout and "until" not in expired.stdout
     assert silence_id in run_cli("list", "--status", "expired", *auth).stdout
     bad = run_cli("add", "--match", "colour=red", "--for", "1h", "--comment", "x", *auth)
     assert bad.exit_code == 2 and "cannot match on 'colour'" in bad.output

@@ -41,10 +41,11 @@ def parse_matchers(pairs: tuple[str, ...]) -> dict[str, list[str]]:
 def _show(item: dict[str, Any]) -> str:
     matchers = " ".join(f"{k}={','.join(v)}" for k, v in item.get("matchers", {}).items())
     ends = str(item.get("ends_at", ""))[:19].replace("T", " ")
-    return (
-        f"{item.get('id')}  {item.get('status')}  until {ends} UTC  {matchers}\n"
-        f"  by {item.get('created_by')}: {item.get('comment')}"
-    )
+    when = f"until {ends} UTC"
+    if item.get("expired_at"):  # ended before its time: when, and by whom, not the end it was planned with
+        when = f"expired {str(item['expired_at'])[:19].replace('T', ' ')} UTC by {item.get('expired_by')}"
+    who = f"  by {item.get('created_by')}: {item.get('comment')}"
+    return f"{item.get('id')}  {item.get('status')}  {when}  {matchers}\n{who}"
 
 
 URL = click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
