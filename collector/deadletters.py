@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import uuid
 from collections import OrderedDict
@@ -42,6 +43,29 @@ _LISTED = _SELECT.replace(
 PENDING = "pending"
 REPLAYED = "replayed"
 DISCARDED = "discarded"  # given up on by an admin, with a note saying why (it stays listed until retention)
+REPLAY_FAILED = "replay failed: "  # how the status note of a letter still failing after a replay begins
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a replay of every pending letter (of a door, of a source) stopped: the last letter it took, in the
+    order letters are replayed (received_at, then id). Its text, `<received_at>/<id>`, is the API's `cursor`."""
+
+    received_at: str
+    id: str
+
+    PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,9})?/[0-9a-fA-F-]{36}$"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """A cursor from its text; ValueError when it is not one."""
+        if not re.match(cls.PATTERN, text):
+            raise ValueError(f"{text!r} is not a replay cursor (<received_at>/<id>)")
+        received_at, _, ident = text.rpartition("/")
+        return cls(received_at, str(uuid.UUID(ident)))
+
+    def __str__(self) -> str:
+        return f"{self.received_at}/{self.id}"
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,32 @@ def dead_letter_row(refusal: Refusal, token_id: str, at: datetime) -> dict[str, 
     }
 
 
+def _source_filter(source: str | None, token_ids: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The condition of a `source` filter: the letters claiming it or one of its paths, and those that claimed no
+    source (a body that could not be read) sent by one of `token_ids` (the tokens granted it); always true without
+    a source."""
+    condition = (
+        "({source:String} = '' OR source = {source:String} OR startsWith(source, concat({source:String}, '/'))"
+        " OR (source = '' AND has({source_tokens:Array(String)}, token_id)))"
+    )
+    return condition, {"source": source or "", "source_tokens": list(token_ids) if source else []}
+
+
+def sourceless_tokens(store: Store) -> list[str]:
+    """The ids of the tokens that sent letters claiming no source (few: one per integration at most)."""
+    rows = store.query("SELECT DISTINCT token_id FROM dead_letters WHERE source = '' ORDER BY token_id")
+    return [str(r["token_id"]) for r in rows]
+
+
+def latest_reason(letter: dict[str, Any]) -> str:
+    """Why a letter fails now: its last replay's reason when a replay failed (the letter stayed pending with it),
+    else the reason it was refused for."""
+    note = str(letter.get("status_note") or "")
+    if letter.get("status") == PENDING and note.startswith(REPLAY_FAILED):
+        return note[len(REPLAY_FAILED) :]
+    return str(letter.get("reason") or "")
+
+
 def list_dead_letters(
     store: Store,
     status: str | None = None,
@@ -129,15 +179,18 @@ def list_dead_letters(
     limit: int = 100,
     offset: int = 0,
     source: str | None = None,
+    token_ids: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], int]:
     """Dead letters, newest first, with the total that match; `source` matches the source and its paths (`wms`
-    finds `wms/dallas`). Each `raw` is cut to RAW_PREVIEW_CHARS characters (get_dead_letters reads them whole);
-    `raw_bytes` is its whole size and `raw_truncated` says whether it was cut."""
+    finds `wms/dallas`), and the letters that claimed no source sent by one of `token_ids` (the tokens granted it).
+    Each `raw` is cut to RAW_PREVIEW_CHARS characters (get_dead_letters reads them whole); `raw_bytes` is its whole
+    size and `raw_truncated` says whether it was cut; `latest_reason` is why it fails now (latest_reason)."""
+    by_source, source_params = _source_filter(source, token_ids)
     where = (
         "WHERE ({status:String} = '' OR status = {status:String}) AND ({door:String} = '' OR door = {door:String})"
-        " AND ({source:String} = '' OR source = {source:String} OR startsWith(source, concat({source:String}, '/')))"
+        f" AND {by_source}"
     )
-    params = {"status": status or "", "door": door or "", "source": source or "", "limit": limit, "offset": offset}
+    params = {"status": status or "", "door": door or "", "limit": limit, "offset": offset, **source_params}
     rows = store.query(
         f"SELECT {_LISTED} FROM dead_letters FINAL {where}"
         " ORDER BY received_at DESC, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
@@ -145,18 +198,66 @@ def list_dead_letters(
     )
     for row in rows:
         row["raw_truncated"] = len(row["raw"].encode()) < int(row["raw_bytes"])
+        row["latest_reason"] = latest_reason(row)
     total = store.query("SELECT count() AS n FROM dead_letters FINAL " + where, params)[0]["n"]
     return rows, int(total)
 
 
+def pending_selection(
+    store: Store,
+    door: str | None,
+    source: str | None,
+    token_ids: Sequence[str],
+    after: Cursor | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """The first `limit` pending letters of a door and/or source (as list_dead_letters matches it) after `after`,
+    oldest first (`id`, `received_at`, `raw_bytes`), and how many pending letters match after `after` in all."""
+    by_source, source_params = _source_filter(source, token_ids)
+    where = (
+        f"WHERE status = '{PENDING}' AND ({{door:String}} = '' OR door = {{door:String}}) AND {by_source}"
+        " AND ({after:UInt8} = 0"
+        " OR (dead_letters.received_at, dead_letters.id) > ({after_at:DateTime64(6, 'UTC')}, {after_id:UUID}))"
+    )
+    params = {
+        "door": door or "",
+        **source_params,
+        "after": 1 if after else 0,
+        "after_at": after.received_at if after else "1970-01-01 00:00:00",
+        "after_id": after.id if after else str(uuid.UUID(int=0)),
+    }
+    rows = store.query(
+        "SELECT toString(id) AS id, toString(received_at) AS received_at, length(raw) AS raw_bytes"
+        f" FROM dead_letters FINAL {where} ORDER BY dead_letters.received_at, dead_letters.id LIMIT {{limit:UInt32}}",
+        {**params, "limit": limit},
+    )
+    matched = store.query("SELECT count() AS n FROM dead_letters FINAL " + where, params)[0]["n"]
+    return rows, int(matched)
+
+
+def raw_sizes(store: Store, ids: Sequence[str]) -> dict[str, int]:
+    """The size of each known letter's raw record, by id."""
+    if not ids:
+        return {}
+    rows = store.query(
+        "SELECT toString(id) AS id, length(raw) AS raw_bytes FROM dead_letters FINAL"
+        " WHERE dead_letters.id IN {ids:Array(UUID)}",
+        {"ids": list(ids)},
+    )
+    return {str(r["id"]): int(r["raw_bytes"]) for r in rows}
+
+
 def get_dead_letters(store: Store, ids: list[str]) -> list[dict[str, Any]]:
-    """Dead letters by id (current version)."""
+    """Dead letters by id (current version), each with its `latest_reason`."""
     if not ids:
         return []
-    return store.query(
+    rows = store.query(
         f"SELECT {_SELECT} FROM dead_letters FINAL WHERE dead_letters.id IN {{ids:Array(UUID)}} ORDER BY received_at",
         {"ids": ids},
     )
+    for row in rows:
+        row["latest_reason"] = latest_reason(row)
+    return rows
 
 
 def status_row(letter: dict[str, Any], status: str, note: str, at: datetime) -> dict[str, Any]:

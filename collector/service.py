@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,18 +18,23 @@ from collector.auth import Grant, TokenRegistry
 from collector.deadletters import (
     DISCARDED,
     PENDING,
+    REPLAY_FAILED,
     REPLAYED,
+    Cursor,
     RecentRefusals,
     Refusal,
     dead_letter_row,
     get_dead_letters,
     list_dead_letters,
+    pending_selection,
+    raw_sizes,
+    sourceless_tokens,
     status_row,
 )
-from collector.pipeline import IngestPipeline, Rows
+from collector.pipeline import IngestPipeline, NotStored, Overloaded, Rows
 from kernel.clock import Clock
 from kernel.metrics import TowerMetrics
-from kernel.model.events import BusinessEvent, validate_event
+from kernel.model.events import BusinessEvent, source_covers, validate_event
 
 
 @dataclass(frozen=True)
@@ -114,13 +119,52 @@ class DiscardReport:
 
 @dataclass
 class ReplayReport:
-    """Result of replaying dead letters."""
+    """Result of replaying dead letters: how many were replayed, those still failing with their reasons, and those
+    named that were not pending (with their status, or `unknown`); for a replay of every pending letter (of a door,
+    of a source), how many matched after the cursor given, how many of them remain, and the cursor to go on from
+    (None when none was taken)."""
 
     replayed: int = 0
     still_failing: list[dict[str, Any]] = field(default_factory=list)
+    not_pending: list[dict[str, str]] = field(default_factory=list)
+    matched: int = 0
+    remaining: int = 0
+    cursor: str | None = None
 
 
-REPLAY_CHUNK = 20  # dead letters read whole at a time by a replay
+class FairLock:
+    """A lock taken in the order it was asked for (a ticket each). A thread releasing it and asking again, as a
+    replay does between chunks, queues behind those already waiting: a plain Lock would most often let it take it
+    straight back, and a discard could wait for the whole replay."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0  # the next ticket given
+        self._serving = 0  # the ticket that holds the lock
+
+    @property
+    def waiting(self) -> int:
+        """Threads waiting for the lock (not the one holding it)."""
+        with self._cond:
+            return max(self._next - self._serving - 1, 0)
+
+    def __enter__(self) -> None:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            while ticket != self._serving:
+                self._cond.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
+REPLAY_LIMIT = 1000  # pending letters one replay call takes at most (the API's default; the CLI calls again)
+REPLAY_REQUEST_BYTES = 64 * 1024 * 1024  # and raw records of at most this size (at least one letter)
+REPLAY_CHUNK = 200  # dead letters read whole and stored in one submit at a time ...
+REPLAY_CHUNK_BYTES = 16 * 1024 * 1024  # ... whose raw records add up to at most this (a body can be 32 MiB)
 
 
 class IngestService:
@@ -146,8 +190,9 @@ class IngestService:
         self.clock = clock
         self._replayers: dict[str, Replayer] = {}
         # a replay and a discard of one letter at once would each write its next version (the letter could end
-        # discarded with its event stored): one at a time in this process (two API replicas can still race)
-        self._letters_lock = threading.Lock()
+        # discarded with its event stored): one at a time in this process (two API replicas can still race); a
+        # replay holds it a chunk at a time, and a discard asked for meanwhile goes before its next chunk
+        self._letters_lock = FairLock()
 
     def register_replayer(self, door: str, replayer: Replayer) -> None:
         """Let dead letters from `door` be replayed through `replayer`."""
@@ -246,8 +291,22 @@ class IngestService:
     def list_dead_letters(
         self, status: str | None, door: str | None, limit: int, offset: int, source: str | None = None
     ) -> tuple[list[dict[str, Any]], int]:
-        """A page of dead letters, each raw record cut to a preview (collector.deadletters.RAW_PREVIEW_CHARS)."""
-        return list_dead_letters(self.pipeline.store, status, door, limit, offset, source)
+        """A page of dead letters, each raw record cut to a preview (collector.deadletters.RAW_PREVIEW_CHARS);
+        `source` also finds the letters that claimed none sent by a token granted it (source_tokens)."""
+        store = self.pipeline.store
+        return list_dead_letters(store, status, door, limit, offset, source, self.source_tokens(source))
+
+    def source_tokens(self, source: str | None) -> list[str]:
+        """The ids of the tokens granted `source` or only paths of it, among those that sent letters claiming no
+        source (a body that could not be read): `--source erp` finds what the erp integration sent unread."""
+        if not source:
+            return []
+        found = []
+        for ident in sourceless_tokens(self.pipeline.store):
+            grant = self.tokens.by_id(ident)
+            if grant is not None and any(source_covers(source, granted) for granted in grant.sources):
+                found.append(ident)
+        return found
 
     def dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         """One dead letter with its whole raw record, or None."""
@@ -277,45 +336,156 @@ class IngestService:
         return report
 
     def replay(
-        self, ids: list[str] | None = None, door: str | None = None, limit: int = 10_000, source: str | None = None
+        self,
+        ids: list[str] | None = None,
+        door: str | None = None,
+        limit: int = REPLAY_LIMIT,
+        source: str | None = None,
+        after: Cursor | None = None,
     ) -> ReplayReport:
-        """Run pending dead letters (those named, else all of a door and/or source) through their door again;
-        an empty list names none.
+        """Run pending dead letters through their door again: those named (an empty list names none; the others
+        are listed in `not_pending` with their status), else the first `limit` pending ones of a door and/or
+        source (as the listing matches it) after `after`, oldest first, and at most REPLAY_REQUEST_BYTES of raw
+        records (at least one letter): the report's `remaining` and `cursor` say where the next call goes on.
 
-        The letters are read whole REPLAY_CHUNK at a time: a raw record refused whole can be 32 MiB."""
-        with self._letters_lock:
-            return self._replay(ids, door, limit, source)
-
-    def _replay(self, ids: list[str] | None, door: str | None, limit: int, source: str | None) -> ReplayReport:
+        The letters are read whole and replayed a chunk at a time (REPLAY_CHUNK letters, REPLAY_CHUNK_BYTES of
+        raw records: one can be 32 MiB), a chunk's rows stored in one submit. A discard waits for the chunk of
+        its letter, not for the whole replay."""
         store = self.pipeline.store
-        if ids is None:
-            listed, _ = list_dead_letters(store, "pending", door, limit, 0, source)
-            ids = [str(d["id"]) for d in listed]
         report = ReplayReport()
+        if ids is not None:
+            named = list(dict.fromkeys(ids))
+            sizes = raw_sizes(store, named)
+            selected = [(ident, sizes.get(ident, 0)) for ident in named]
+            taken: list[dict[str, Any]] = []
+        else:
+            rows, report.matched = pending_selection(store, door, source, self.source_tokens(source), after, limit)
+            taken = _within(rows, REPLAY_REQUEST_BYTES)
+            selected = [(str(r["id"]), int(r["raw_bytes"])) for r in taken]
         now = self.clock.now()
-        for start in range(0, len(ids), REPLAY_CHUNK):
-            for letter in get_dead_letters(store, ids[start : start + REPLAY_CHUNK]):
-                if letter["status"] == PENDING:  # not replayed, not discarded
-                    self._replay_one(letter, report, now)
+        done = 0
+        for chunk in _chunks(selected, REPLAY_CHUNK, REPLAY_CHUNK_BYTES):
+            try:
+                with self._letters_lock:
+                    self._replay_chunk(chunk, named=ids is not None, report=report, now=now)
+            except Overloaded:
+                if done == 0:
+                    raise
+                break  # what is done stands; the caller goes on from the cursor after a while
+            done += len(chunk)
+        if ids is not None:
+            report.matched = report.replayed + len(report.still_failing)
+        else:
+            report.remaining = max(report.matched - done, 0)
+            if taken and done:
+                last = taken[done - 1]
+                report.cursor = str(Cursor(str(last["received_at"]), str(last["id"])))
+            elif after is not None:
+                report.cursor = str(after)
         return report
 
-    def _replay_one(self, letter: dict[str, Any], report: ReplayReport, now: datetime) -> None:
-        """Run one whole dead letter through its door; store what it gives, or keep it pending with the new reason."""
+    def _replay_chunk(self, chunk: list[str], named: bool, report: ReplayReport, now: datetime) -> None:
+        """Replay the letters of `chunk` still pending (a letter `named` that is not is listed in `not_pending`)
+        and store what they give in as few submits as the writer's batch allows."""
+        letters = {d["id"]: d for d in get_dead_letters(self.pipeline.store, chunk)}
+        outcomes: list[tuple[dict[str, Any], list[str], Rows]] = []
+        for ident in chunk:
+            letter = letters.get(ident)
+            if letter is None or letter["status"] != PENDING:  # replayed or discarded meanwhile, or unknown
+                if named:
+                    report.not_pending.append({"id": ident, "status": letter["status"] if letter else "unknown"})
+                continue
+            problems, tables = self._run(letter)
+            outcomes.append((letter, problems, tables))
+        batch: list[tuple[dict[str, Any], list[str], Rows]] = []
+        rows = 0
+        for outcome in outcomes:
+            size = _rows(outcome[2]) + 1
+            if batch and rows + size > self.pipeline.settings.batch_max_rows:
+                self._store_replays(batch, report, now)
+                batch, rows = [], 0
+            batch.append(outcome)
+            rows += size
+        if batch:
+            self._store_replays(batch, report, now)
+
+    def _run(self, letter: dict[str, Any]) -> tuple[list[str], Rows]:
+        """Run one whole dead letter through its door: the reasons it still fails, or the rows it gives."""
         grant = self.tokens.by_id(letter["token_id"])
         replayer = self._replayers.get(letter["door"])
         if grant is None:
-            problems = [f"the token that sent it ({letter['token_id']}) is no longer configured"]
-            tables: Rows = {}
-        elif replayer is None:
-            problems = [f"no replayer for door {letter['door']!r}"]
-            tables = {}
-        else:
-            result = replayer(letter["raw"], letter["content_type"], grant)
-            problems, tables = result.problems, result.tables
-        if problems:
-            report.still_failing.append({"id": letter["id"], "errors": problems})
-            tables = {"dead_letters": [status_row(letter, "pending", "replay failed: " + "; ".join(problems), now)]}
-        else:
-            report.replayed += 1
-            tables.setdefault("dead_letters", []).append(status_row(letter, REPLAYED, "replayed", now))
-        self.pipeline.submit(tables)
+            return [f"the token that sent it ({letter['token_id']}) is no longer configured"], {}
+        if replayer is None:
+            return [f"no replayer for door {letter['door']!r}"], {}
+        result = replayer(letter["raw"], letter["content_type"], grant)
+        return result.problems, result.tables
+
+    def _store_replays(
+        self, outcomes: list[tuple[dict[str, Any], list[str], Rows]], report: ReplayReport, now: datetime
+    ) -> None:
+        """Store what the letters gave with each one's new version in one submit: a letter replayed is marked
+        `replayed` with its rows, one still failing stays pending with the new reason. When the store refuses the
+        batch, each letter is stored alone, and one whose rows it refuses stays pending saying so."""
+        tables: Rows = {}
+        for letter, problems, given in outcomes:
+            for table, rows in _outcome_rows(letter, problems, given, now).items():
+                tables.setdefault(table, []).extend(rows)
+        try:
+            self.pipeline.submit(tables)
+        except NotStored as exc:
+            if len(outcomes) == 1:
+                letter, problems, given = outcomes[0]
+                if problems:
+                    raise
+                refused = [str(exc)[:1000]]
+                self.pipeline.submit(_outcome_rows(letter, refused, {}, now))
+                report.still_failing.append({"id": letter["id"], "errors": refused})
+                return
+            for outcome in outcomes:
+                self._store_replays([outcome], report, now)
+            return
+        for letter, problems, _ in outcomes:
+            if problems:
+                report.still_failing.append({"id": letter["id"], "errors": problems})
+            else:
+                report.replayed += 1
+
+
+def _outcome_rows(letter: dict[str, Any], problems: list[str], given: Rows, now: datetime) -> Rows:
+    """What a replay stores for a letter: the rows it gave and its `replayed` version, or its pending version with
+    the new reason."""
+    if problems:
+        return {"dead_letters": [status_row(letter, PENDING, REPLAY_FAILED + "; ".join(problems), now)]}
+    tables: Rows = {table: list(rows) for table, rows in given.items()}
+    tables.setdefault("dead_letters", []).append(status_row(letter, REPLAYED, "replayed", now))
+    return tables
+
+
+def _rows(tables: Rows) -> int:
+    return sum(len(rows) for rows in tables.values())
+
+
+def _within(rows: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
+    """The first of `rows` (with `raw_bytes`) whose raw records add up to at most `max_bytes`, at least one."""
+    taken: list[dict[str, Any]] = []
+    total = 0
+    for row in rows:
+        total += int(row["raw_bytes"])
+        if taken and total > max_bytes:
+            break
+        taken.append(row)
+    return taken
+
+
+def _chunks(letters: list[tuple[str, int]], max_letters: int, max_bytes: int) -> Iterator[list[str]]:
+    """(id, raw size) in runs of at most `max_letters` and `max_bytes` (a bigger letter alone)."""
+    chunk: list[str] = []
+    total = 0
+    for ident, size in letters:
+        if chunk and (len(chunk) >= max_letters or total + size > max_bytes):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(ident)
+        total += size
+    if chunk:
+        yield chunk

@@ -8,10 +8,15 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field, field_validator
 
+from collector.deadletters import Cursor
 from collector.http_deps import IngestDep
+from collector.pipeline import Overloaded
+from collector.service import REPLAY_LIMIT
 from kernel.api_auth import AUTH_RESPONSES, AdminDep
 
 router = APIRouter(prefix="/api", tags=["dead letters"], responses=AUTH_RESPONSES)
+
+REPLAY_MAX_LIMIT = 5000  # letters one replay call may take: the answer comes in a few seconds, a discard waits less
 
 
 class DeadLetterPage(BaseModel):
@@ -22,11 +27,24 @@ class DeadLetterPage(BaseModel):
 
 
 class ReplayRequest(BaseModel):
-    """Which dead letters to replay: the ids given, or every pending one (of a door, of a source and its paths)."""
+    """Which dead letters to replay: the ids given, or the pending ones (of a door, of a source and its paths) a
+    call at a time: `limit` of them after `after` (the `cursor` of the previous answer), oldest first."""
 
-    ids: list[UUID] | None = None  # dead letter ids are UUIDs: another text is a 422, not a store error
+    # dead letter ids are UUIDs: another text is a 422, not a store error
+    ids: list[UUID] | None = Field(None, max_length=REPLAY_MAX_LIMIT)
     door: str | None = None
     source: str | None = None
+    limit: int = Field(
+        REPLAY_LIMIT,
+        ge=1,
+        le=REPLAY_MAX_LIMIT,
+        description="Pending letters this call replays at most (and 64 MiB of raw records); not with `ids`.",
+    )
+    after: str | None = Field(
+        None,
+        pattern=Cursor.PATTERN,
+        description="The previous answer's `cursor`: go on with the pending letters after it.",
+    )
 
 
 class DiscardRequest(BaseModel):
@@ -51,10 +69,16 @@ class DiscardResult(BaseModel):
 
 
 class ReplayResult(BaseModel):
-    """How many were replayed, and those that still fail with their reasons."""
+    """How many were replayed, those that still fail with their reasons (they stay pending with the new reason),
+    and those named that were not pending with their status (or `unknown`). Without `ids`: how many pending letters
+    matched (after `after`), how many of them remain for the next call, and the `cursor` it passes as `after`."""
 
     replayed: int
     still_failing: list[dict[str, Any]]
+    not_pending: list[dict[str, str]] = Field(default_factory=list)
+    matched: int
+    remaining: int
+    cursor: str | None = None
 
 
 @router.get("/deadletters", summary="List dead letters, newest first", description="Roles: admin.")
@@ -63,7 +87,13 @@ def list_dead_letters(
     ingest: IngestDep,
     status: Annotated[str | None, Query(pattern="^(pending|replayed|discarded)$")] = None,
     door: str | None = None,
-    source: Annotated[str | None, Query(description="A source; its paths match too (wms finds wms/dallas).")] = None,
+    source: Annotated[
+        str | None,
+        Query(
+            description="A source; its paths match too (wms finds wms/dallas), and the letters that claimed no "
+            "source (a body that could not be read) sent by a token granted it."
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DeadLetterPage:
@@ -85,12 +115,28 @@ def get_dead_letter(_: AdminDep, ingest: IngestDep, letter_id: UUID) -> dict[str
 
 
 @router.post(
-    "/deadletters/replay", summary="Replay dead letters through their door after a fix", description="Roles: admin."
+    "/deadletters/replay",
+    summary="Replay dead letters through their door after a fix",
+    description="Roles: admin. Without `ids`, one call replays at most `limit` pending letters (oldest first): "
+    "while `remaining` is above 0, call again with `after` set to the answer's `cursor` (`tower deadletters "
+    "replay` does). 503 with Retry-After when the writer is overloaded before anything was replayed.",
+    responses={503: {"description": "The writer is overloaded; retry after Retry-After seconds."}},
 )
 def replay_dead_letters(_: AdminDep, ingest: IngestDep, body: ReplayRequest) -> ReplayResult:
     ids = [str(i) for i in body.ids] if body.ids is not None else None
-    report = ingest.replay(ids=ids, door=body.door, source=body.source)
-    return ReplayResult(replayed=report.replayed, still_failing=report.still_failing)
+    after = Cursor.parse(body.after) if body.after else None
+    try:
+        report = ingest.replay(ids=ids, door=body.door, limit=body.limit, source=body.source, after=after)
+    except Overloaded as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+    return ReplayResult(
+        replayed=report.replayed,
+        still_failing=report.still_failing,
+        not_pending=report.not_pending,
+        matched=report.matched,
+        remaining=report.remaining,
+        cursor=report.cursor,
+    )
 
 
 @router.post(

@@ -12,6 +12,7 @@ from kernel.settings import Settings
 from tower.bootstrap import admin_token, token_for
 
 DEFAULT_URL = "http://127.0.0.1:4318"
+DEFAULT_TIMEOUT = 60.0  # seconds a command waits for the tower's answer, unless it says otherwise or TOWER_TIMEOUT
 
 
 def tower_url(url: str | None) -> str:
@@ -35,8 +36,25 @@ def resolve_ingest_token(token: str | None, source: str) -> str:
     return found
 
 
-def client(url: str | None, token: str, timeout: float = 60.0) -> httpx.Client:
-    return httpx.Client(base_url=tower_url(url), headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+def answer_timeout(timeout: float | None = None) -> float:
+    """How many seconds to wait for the tower's answer: TOWER_TIMEOUT when set, else `timeout` (a command's own
+    wait), else DEFAULT_TIMEOUT."""
+    configured = os.environ.get("TOWER_TIMEOUT", "").strip()
+    if configured:
+        try:
+            seconds = float(configured)
+        except ValueError:
+            seconds = 0.0
+        if not seconds > 0:
+            raise click.UsageError(f"TOWER_TIMEOUT: {configured!r} is not a number of seconds above 0")
+        return seconds
+    return timeout if timeout is not None else DEFAULT_TIMEOUT
+
+
+def client(url: str | None, token: str, timeout: float | None = None) -> httpx.Client:
+    return httpx.Client(
+        base_url=tower_url(url), headers={"Authorization": f"Bearer {token}"}, timeout=answer_timeout(timeout)
+    )
 
 
 class ApiFailed(click.ClickException):
@@ -71,15 +89,23 @@ def api_json(
     method: str,
     path: str,
     *,
-    timeout: float = 60.0,
+    timeout: float | None = None,
     expect: tuple[int, ...] = (200,),
     **kwargs: Any,
 ) -> Any:
-    """One API call with `token` (else the admin token); its JSON answer, or ApiFailed on connection errors and
-    on any status not in `expect`, with the tower's reasons."""
-    with client(url, resolve_admin_token(token), timeout=timeout) as http:
+    """One API call with `token` (else the admin token), waiting `timeout` seconds for the answer (answer_timeout);
+    its JSON answer, or ApiFailed on connection errors, on no answer in time and on any status not in `expect`,
+    with the tower's reasons."""
+    seconds = answer_timeout(timeout)
+    with client(url, resolve_admin_token(token), timeout=seconds) as http:
         try:
             response = http.request(method, path, **kwargs)
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            # connected and sent (part of) the request: the tower is there, busy; it may well finish the work
+            raise ApiFailed(
+                f"the tower at {tower_url(url)} did not answer within {seconds:g} s (it was reached, and may still "
+                "be working on the request; TOWER_TIMEOUT sets how many seconds to wait)"
+            ) from exc
         except httpx.HTTPError as exc:
             raise ApiFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
     try:
@@ -93,7 +119,7 @@ def api_json(
 
 
 def api_call(
-    url: str | None, token: str | None, method: str, path: str, *, timeout: float = 60.0, **kwargs: Any
+    url: str | None, token: str | None, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
 ) -> dict[str, Any]:
     """One API call with `token` (else the admin token); its JSON object, or ApiFailed on connection errors and
     on any answer other than 200 with a JSON object, with the tower's reasons."""

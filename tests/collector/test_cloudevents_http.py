@@ -379,10 +379,21 @@ def test_replay_after_the_token_may_send_the_source(tower: RunningTower) -> None
         tokens = {t: (s + ["erp"] if s == ["wms"] else s) for t, s in tower.settings.ingest.tokens.items()}
         tower.tower.ingest.tokens = TokenRegistry(IngestSettings(tokens=tokens))
         after = api.post("/api/deadletters/replay", json={"door": "events"}).json()
-        assert after == {"replayed": 2, "still_failing": []}
+        assert after | {"cursor": None} == {
+            "replayed": 2,
+            "still_failing": [],
+            "not_pending": [],
+            "matched": 2,
+            "remaining": 0,
+            "cursor": None,
+        }
         assert api.post("/api/deadletters/replay", json={"door": "events"}).json() == {
             "replayed": 0,
             "still_failing": [],
+            "not_pending": [],
+            "matched": 0,
+            "remaining": 0,
+            "cursor": None,
         }
     rows = events(tower)
     assert sorted(r["id"] for r in rows) == sorted([event["id"], "bin-9"])
@@ -436,7 +447,11 @@ def test_discarded_letters_keep_who_and_why_and_are_never_replayed(tower: Runnin
         # the fix: the wms token may now send erp; a replay of all three takes only the pending one
         tokens = {t: (s + ["erp"] if s == ["wms"] else s) for t, s in tower.settings.ingest.tokens.items()}
         tower.tower.ingest.tokens = TokenRegistry(IngestSettings(tokens=tokens))
-        assert api.post("/api/deadletters/replay", json={"ids": ids}).json() == {"replayed": 1, "still_failing": []}
+        replayed = api.post("/api/deadletters/replay", json={"ids": ids}).json()
+        assert (replayed["replayed"], replayed["still_failing"], replayed["remaining"]) == (1, [], 0)
+        assert sorted(replayed["not_pending"], key=lambda d: d["id"]) == [
+            {"id": i, "status": "discarded"} for i in ids[:2]
+        ]
         assert api.post("/api/deadletters/replay", json={"door": "events"}).json()["replayed"] == 0
         again = api.post("/api/deadletters/discard", json={"ids": ids, "note": "again"}).json()
     assert again["discarded"] == 0
@@ -520,7 +535,8 @@ def test_a_replay_naming_no_letter_replays_none(tower: RunningTower) -> None:
     tower.tower.ingest.tokens = TokenRegistry(IngestSettings(tokens=tokens))
     with tower.api() as api:
         # an empty selection (a page with nothing chosen) used to replay every pending letter
-        assert api.post("/api/deadletters/replay", json={"ids": []}).json() == {"replayed": 0, "still_failing": []}
+        nothing = api.post("/api/deadletters/replay", json={"ids": []}).json()
+        assert (nothing["replayed"], nothing["still_failing"], nothing["not_pending"]) == (0, [], [])
         assert [d["status"] for d in letters(tower)] == ["pending"]
         assert api.post("/api/deadletters/replay", json={}).json()["replayed"] == 1
 

@@ -66,9 +66,16 @@ def test_replay_after_fix_by_id_and_all(tower: RunningTower) -> None:
     fixed = run(["replay", by_source["erp"], *auth])
     assert fixed.exit_code == 0, fixed.output
     assert fixed.stdout.strip() == "replayed: 1"
-    again = run(["replay", by_source["erp"], *auth])
-    assert again.exit_code == 0
-    assert "replayed: 0" in again.stdout and "not pending (already replayed or unknown): 1" in again.stdout
+    # named again, or unknown: not replayed, each said with its status, and exit 1 (not every one was replayed)
+    unknown = "00000000-0000-0000-0000-000000000001"
+    again = run(["replay", by_source["erp"], unknown, *auth])
+    assert again.exit_code == 1, again.output
+    assert again.stdout.splitlines() == [
+        "replayed: 0",
+        "not pending: 2",
+        f"  {by_source['erp']}: replayed",
+        f"  {unknown}: unknown",
+    ]
     stored = tower.tower.store.query("SELECT id FROM business_events FINAL")
     assert stored == [{"id": foreign["id"]}]
     statuses = orjson.loads(run(["list", "--json", *auth]).stdout)["items"]

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
 import orjson
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from collector.deadletters import REPLAY_FAILED
+from tower.client import ApiFailed
 from tower.client import api_call as _call
-from tower.commands.text import short
+from tower.commands.text import short, utc
 
 
 @click.group()
@@ -24,7 +29,11 @@ def deadletters() -> None:
     "--status", type=click.Choice(["pending", "replayed", "discarded"]), help="Only dead letters with this status."
 )
 @click.option("--door", help="Only those of this door (events, otlp_traces, otlp_logs, ...).")
-@click.option("--source", help="Only those claiming this source or one of its paths (wms: wms/dallas too).")
+@click.option(
+    "--source",
+    help="Only those claiming this source or one of its paths (wms: wms/dallas too), and those that claimed no "
+    "source (a body that could not be read) sent by a token granted it.",
+)
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the dead letters as JSON (with the raw records).")
 @click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
@@ -56,15 +65,28 @@ def list_command(
     console = Console(soft_wrap=True, highlight=False)
     console.print(Text(f"dead letters: {len(items)} of {page.get('total', len(items))}", style="bold"))
     for item in items:
+        source = str(item.get("source") or "") or f"(no source; token {item.get('token_id', '')})"
         head = (
-            "  ".join(str(item.get(k, "")) for k in ("id", "door", "source", "status"))
-            + f"  {str(item.get('received_at', ''))[:19]} UTC"
+            "  ".join((str(item.get("id", "")), str(item.get("door", "")), source, str(item.get("status", ""))))
+            + f"  {utc(item.get('received_at'))} UTC"
         )
         console.print(Text(head, style="bold"))  # Text: no rich markup in what senders wrote
-        console.print(Text("  reason: " + short(str(item.get("reason", "")), 300)))
-        if item.get("status") == "discarded":
-            console.print(Text("  note:   " + short(str(item.get("status_note", "")), 300)))
+        for line in letter_lines(item):
+            console.print(Text("  " + line))
         console.print(Text("  raw:    " + short(str(item.get("raw", "")), 200)))
+
+
+def letter_lines(item: dict[str, Any]) -> list[str]:
+    """Why a letter was refused, and, when a replay failed since (it stays pending), when and why; a discarded
+    letter's note (who gave up on it and why)."""
+    lines = ["reason: " + short(str(item.get("reason", "")), 300)]
+    note = str(item.get("status_note") or "")
+    if item.get("status") == "pending" and note.startswith(REPLAY_FAILED):
+        latest = str(item.get("latest_reason") or note[len(REPLAY_FAILED) :])
+        lines.append(f"replay failed {utc(item.get('status_at'))} UTC: " + short(latest, 300))
+    elif item.get("status") == "discarded":
+        lines.append("note:   " + short(note, 300))
+    return lines
 
 
 @deadletters.command("show")
@@ -73,7 +95,8 @@ def list_command(
 @click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
 @click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
 def show_command(letter_id: str, as_json: bool, url: str | None, token: str | None) -> None:
-    """Print one dead letter's raw record whole, as it was sent (a listing shows the first 4,000 characters)."""
+    """Print one dead letter's raw record whole, as it was sent (a listing shows the first 4,000 characters), on
+    standard output; its status and why it was refused (and why its last replay failed) on standard error."""
     try:
         uuid.UUID(letter_id)
     except ValueError as exc:
@@ -81,14 +104,30 @@ def show_command(letter_id: str, as_json: bool, url: str | None, token: str | No
     letter = _call(url, token, "GET", f"/api/deadletters/{letter_id}")
     if as_json:
         click.echo(orjson.dumps(letter, option=orjson.OPT_INDENT_2).decode())
-    else:
-        click.echo(str(letter.get("raw", "")))
+        return
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    source = str(letter.get("source") or "") or "(no source)"
+    err.print(Text(f"{letter.get('id')}  {letter.get('door')}  {source}  {letter.get('status')}", style="bold"))
+    for line in letter_lines(letter):
+        err.print(Text(line))
+    click.echo(str(letter.get("raw", "")))
+
+
+PER_REQUEST = 1000  # pending letters one replay request takes (well under a second of the tower's time)
+IDS_PER_REQUEST = 1000  # ids named in one replay request
+FAILING_SHOWN = 100  # letters still failing listed one by one; the rest are counted
+BUSY_RETRIES = 10  # times a replay request answered 503 (the writer overloaded) is sent again, BUSY_WAIT apart
+BUSY_WAIT = 2.0
 
 
 @deadletters.command("replay")
 @click.argument("ids", nargs=-1)
 @click.option("--door", help="Replay every pending dead letter of this door.")
-@click.option("--source", help="Replay every pending dead letter claiming this source or one of its paths.")
+@click.option(
+    "--source",
+    help="Replay every pending dead letter claiming this source or one of its paths (and those that claimed none "
+    "sent by a token granted it).",
+)
 @click.option(
     "--all", "replay_all", is_flag=True, help="Replay every pending dead letter (of --door / --source, if given)."
 )
@@ -99,8 +138,10 @@ def replay_command(
 ) -> None:
     """Replay dead letters through their door after a fix: the IDS given, or --all / --door / --source.
 
-    Exit code 0 when every one was replayed, 1 when some still fail (they stay pending with the new
-    reason), 2 on usage or connection errors.
+    Every pending letter selected is replayed, a thousand per request to the tower, with the progress on
+    standard error. Exit code 0 when every one was replayed, 1 when some still fail (they stay pending
+    with the new reason) or some IDS were not pending (already replayed, discarded or unknown), 2 on
+    usage or connection errors.
     """
     if ids and (replay_all or door or source):
         raise click.UsageError("give dead letter ids, or --all / --door / --source, not both")
@@ -111,18 +152,89 @@ def replay_command(
             uuid.UUID(ident)
         except ValueError as exc:
             raise click.UsageError(f"{ident!r} is not a dead letter id (a UUID)") from exc
-    body: dict[str, Any] = {"ids": list(ids)} if ids else {"door": door, "source": source}
-    result = _call(url, token, "POST", "/api/deadletters/replay", json=body)
-    failing: list[dict[str, Any]] = result.get("still_failing", [])
-    replayed = int(result.get("replayed", 0))
-    click.echo(f"replayed: {replayed}")
-    if ids and len(set(ids)) > replayed + len(failing):
-        click.echo(f"not pending (already replayed or unknown): {len(set(ids)) - replayed - len(failing)}")
-    if failing:
-        click.echo(f"still failing: {len(failing)}")
-        for item in failing:
+    total = Replayed()
+    if ids:
+        named = list(dict.fromkeys(ids))
+        for start in range(0, len(named), IDS_PER_REQUEST):
+            total.add(_replay(url, token, {"ids": named[start : start + IDS_PER_REQUEST]}))
+    else:
+        _replay_pending(url, token, {"door": door, "source": source, "limit": PER_REQUEST}, total)
+    click.echo(f"replayed: {total.replayed}")
+    if total.not_pending:
+        click.echo(f"not pending: {len(total.not_pending)}")
+        for item in total.not_pending:
+            click.echo(f"  {item.get('id')}: {item.get('status')}")
+    if total.failing:
+        click.echo(f"still failing: {len(total.failing)}")
+        for item in total.failing[:FAILING_SHOWN]:
             click.echo(f"  {item.get('id')}: {'; '.join(str(e) for e in item.get('errors', []))}")
+        if len(total.failing) > FAILING_SHOWN:
+            click.echo(
+                f"  ... and {len(total.failing) - FAILING_SHOWN:,} more (tower deadletters list --status pending)"
+            )
+    if total.failing or total.not_pending:
         click.get_current_context().exit(1)
+
+
+@dataclass
+class Replayed:
+    """What the replay requests of one command answered, added up."""
+
+    replayed: int = 0
+    failing: list[dict[str, Any]] = field(default_factory=list)
+    not_pending: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, answer: dict[str, Any]) -> None:
+        self.replayed += int(answer.get("replayed", 0))
+        self.failing.extend(answer.get("still_failing", []))
+        self.not_pending.extend(answer.get("not_pending", []))
+
+
+def _replay(url: str | None, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    """One replay request; sent again a while later when the tower's writer is overloaded (503)."""
+    for attempt in range(BUSY_RETRIES + 1):
+        try:
+            return _call(url, token, "POST", "/api/deadletters/replay", json=body)
+        except ApiFailed as exc:
+            if exc.status != 503 or attempt == BUSY_RETRIES:
+                raise
+            time.sleep(BUSY_WAIT)
+    raise AssertionError("unreachable")
+
+
+def _replay_pending(url: str | None, token: str | None, selection: dict[str, Any], total: Replayed) -> None:
+    """Replay every pending letter of `selection` (a door, a source), a request at a time, each going on from the
+    previous one's cursor until none remain; progress on standard error (plain lines when it is no terminal)."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    begun, done = time.monotonic(), 0
+    body = dict(selection)
+    with Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("replay", total=None)
+        while True:
+            answer = _replay(url, token, body)
+            total.add(answer)
+            done += int(answer.get("replayed", 0)) + len(answer.get("still_failing", []))
+            remaining = int(answer.get("remaining", 0))
+            progress.update(task, completed=done, total=done + remaining)
+            if not err.is_terminal and (remaining or done):
+                err.print(
+                    Text(
+                        f"[{time.monotonic() - begun:6.1f} s] {done:,} of {done + remaining:,} letters: "
+                        f"{total.replayed:,} replayed, {len(total.failing):,} still failing"
+                    )
+                )
+            cursor = answer.get("cursor")
+            if not remaining or not cursor:
+                return
+            body["after"] = cursor
 
 
 @deadletters.command("discard")
