@@ -8,16 +8,30 @@ from typing import Any
 import click
 import httpx
 
-from kernel.settings import Settings
+from kernel.settings import CollectorSettings, Settings
 from tower.bootstrap import admin_token, token_for
+from tower.children import loopback
 
 DEFAULT_URL = "http://127.0.0.1:4318"
 DEFAULT_TIMEOUT = 60.0  # seconds a command waits for the tower's answer, unless it says otherwise or TOWER_TIMEOUT
 
 
 def tower_url(url: str | None) -> str:
-    """The tower's base URL: --url, TOWER_URL, or the local default."""
-    return (url or os.environ.get("TOWER_URL") or DEFAULT_URL).rstrip("/")
+    """The tower's base URL: --url, TOWER_URL, or the local tower's (`local_url`)."""
+    return (url or os.environ.get("TOWER_URL") or local_url()).rstrip("/")
+
+
+def local_url() -> str:
+    """The URL of the tower `tower serve` would start here: TOWER_COLLECTOR_HOST (a wildcard address is reached at
+    127.0.0.1) and TOWER_COLLECTOR_HTTP_PORT, as the admin token is found through TOWER_STORE_DATA_DIR; DEFAULT_URL
+    for port 0 (a port chosen at start, which no other process can know)."""
+    collector = CollectorSettings()
+    if not collector.http_port:
+        return DEFAULT_URL
+    host = loopback(collector.host)
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"http://{host}:{collector.http_port}"
 
 
 def resolve_admin_token(token: str | None) -> str:

@@ -24,7 +24,7 @@ def alerts() -> None:
 @click.option("--exception", "exception_id", help="Only the attempts for this exception's messages.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="API token (TOWER_TOKEN; default: the generated admin token).")
 def deliveries(exception_id: str | None, limit: int, as_json: bool, url: str | None, token: str | None) -> None:
     """Show the Slack delivery log, newest first: every attempt (ok, retry, failed) and the outbox's counts."""
@@ -65,7 +65,7 @@ def deliveries(exception_id: str | None, limit: int, as_json: bool, url: str | N
     show_default=True,
     help="Only messages enqueued within this long before now (90m, 24h, 7d).",
 )
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="API token (TOWER_TOKEN; default: the generated admin token).")
 def resend(channel: str, within: str, url: str | None, token: str | None) -> None:
     """Send CHANNEL's failed messages again, oldest first, once the channel is fixed (created, the bot invited):

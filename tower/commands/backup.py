@@ -41,7 +41,7 @@ def line(backup: dict[str, Any]) -> str:
 @click.option(
     "--timeout", type=click.FloatRange(min=1), default=3600.0, show_default=True, help="Seconds to wait for it."
 )
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="API token of an admin (TOWER_TOKEN; default: the generated admin token).")
 def backup(no_wait: bool, timeout: float, url: str | None, token: str | None) -> None:
     """Back up the running tower's embedded store, while it runs, into its backups folder
@@ -74,7 +74,7 @@ def backup(no_wait: bool, timeout: float, url: str | None, token: str | None) ->
 
 
 @click.command("backups")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="API token of an admin (TOWER_TOKEN; default: the generated admin token).")
 def backups(url: str | None, token: str | None) -> None:
     """List the store's backups, newest first: name, status, files, size, folder."""

@@ -18,7 +18,7 @@ def dashboard_url(url: str | None) -> str:
 
 
 @click.command("dashboard")
-@click.option("--url", help="The tower's URL (TOWER_DASHBOARD_API_URL, TOWER_URL; default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_DASHBOARD_API_URL, TOWER_URL, else the local port).")
 @click.option("--host", help="Address the dashboard binds (TOWER_DASHBOARD_HOST, default 127.0.0.1).")
 @click.option(
     "--port", type=click.IntRange(1, 65535), help="Port of the dashboard (TOWER_DASHBOARD_PORT, default 8501)."

@@ -36,7 +36,7 @@ def deadletters() -> None:
 )
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the dead letters as JSON (with the raw records).")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
 def list_command(
     status: str | None,
@@ -92,7 +92,7 @@ def letter_lines(item: dict[str, Any]) -> list[str]:
 @deadletters.command("show")
 @click.argument("letter_id")
 @click.option("--json", "as_json", is_flag=True, help="The whole dead letter as JSON, not only its raw record.")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
 def show_command(letter_id: str, as_json: bool, url: str | None, token: str | None) -> None:
     """Print one dead letter's raw record whole, as it was sent (a listing shows the first 4,000 characters), on
@@ -131,7 +131,7 @@ BUSY_WAIT = 2.0
 @click.option(
     "--all", "replay_all", is_flag=True, help="Replay every pending dead letter (of --door / --source, if given)."
 )
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
 def replay_command(
     ids: tuple[str, ...], door: str | None, source: str | None, replay_all: bool, url: str | None, token: str | None
@@ -240,7 +240,7 @@ def _replay_pending(url: str | None, token: str | None, selection: dict[str, Any
 @deadletters.command("discard")
 @click.argument("ids", nargs=-1, required=True)
 @click.option("--note", required=True, help="Why they are given up on; kept with each dead letter.")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
 def discard_command(ids: tuple[str, ...], note: str, url: str | None, token: str | None) -> None:
     """Give up on pending dead letters (test data, a record no fix will make valid), saying why.

@@ -68,7 +68,7 @@ def _parse_faults(values: tuple[str, ...]) -> dict[str, int]:
 
 
 @click.command()
-@click.option("--url", help="Tower base URL (TOWER_URL; default http://127.0.0.1:4318).")
+@click.option("--url", help="Tower base URL (TOWER_URL; else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the simulated story.")
 @click.option("--orders", type=click.IntRange(min=0), default=300, show_default=True, help="Orders in the history.")
 @click.option(

@@ -39,7 +39,7 @@ def render(report: dict[str, Any]) -> list[str]:
 @click.command("evaluate")
 @click.option("--full", is_flag=True, help="Re-evaluate every case, not only what changed since the last run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the tower's answer as JSON (with exception ids).")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="API token of an operator or admin (TOWER_TOKEN; default: the generated admin token).")
 def evaluate(full: bool, as_json: bool, url: str | None, token: str | None) -> None:
     """Evaluate every SLA and technical rule now and print what changed.

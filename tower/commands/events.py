@@ -416,7 +416,7 @@ def check_writable(path: Path) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), help="File format (default: from extension).")
 @click.option("--batch-size", type=click.IntRange(1, 50_000), default=500, show_default=True, help="Events a request.")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="Ingest token (TOWER_INGEST_TOKEN; default: the generated token of each source).")
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), help="Write refused records here (NDJSON).")
 def import_command(

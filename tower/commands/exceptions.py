@@ -15,7 +15,7 @@ from tower.client import ApiFailed, api_call
 from tower.commands.text import short, utc
 from tower.commands.timeline import print_timeline
 
-_URL = click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+_URL = click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 _READ_TOKEN = click.option("--token", help="Any API token (TOWER_TOKEN; default: the generated admin token).")
 _OPERATE_TOKEN = click.option(
     "--token", help="Operator or admin API token (TOWER_TOKEN; default: the generated admin token)."

@@ -110,7 +110,7 @@ def render(runs: list[dict[str, Any]]) -> list[str]:
 @click.command("reconcile")
 @click.argument("rule", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (progress still goes to stderr).")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="API token of an operator or admin (TOWER_TOKEN; default: the generated admin token).")
 def reconcile(rule: str | None, as_json: bool, url: str | None, token: str | None) -> None:
     """Run reconciliation RULE now (every reconciliation rule when omitted) and show what it found.

@@ -59,7 +59,7 @@ def describe(replay: dict[str, Any]) -> list[str]:
 @click.option("--no-dead-letters", is_flag=True, help="Without --key, do not ask for the dead letters' events.")
 @click.option("--note", default="", help="Why, for the source's team (sent in the reason).")
 @click.option("--json", "as_json", is_flag=True, help="Print the tower's answer as JSON.")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="API token of an operator or admin (TOWER_TOKEN; default: the generated admin token).")
 def replay(
     exception_id: str,
@@ -103,7 +103,7 @@ def replay(
 @click.option("--exception", "exception_id", help="Only the requests answering this exception.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the page as JSON.")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="API token (TOWER_TOKEN; default: the generated admin token).")
 def replays(
     status: str | None,

@@ -166,7 +166,7 @@ def _detail(response: httpx.Response) -> str:
     help="File to write, a folder (the tower's file name in it), or - for stdout; default: the tower's file name here.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option(
     "--token", help="API token of a finance user or an admin (TOWER_TOKEN; default: the generated admin token)."
 )

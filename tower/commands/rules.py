@@ -94,7 +94,7 @@ def check_command(folder: Path | None, routing_file: Path | None) -> None:
 )
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="Cases listed at most.")
 @click.option("--json", "as_json", is_flag=True, help="Print the tower's answer as JSON.")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="Operator or admin API token (TOWER_TOKEN; default: the generated admin token).")
 def test_command(
     rule_file: Path,

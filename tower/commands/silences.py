@@ -48,7 +48,7 @@ def _show(item: dict[str, Any]) -> str:
     return f"{item.get('id')}  {item.get('status')}  {when}  {matchers}\n{who}"
 
 
-URL = click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+URL = click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 TOKEN = click.option("--token", help="Operator or admin API token (TOWER_TOKEN; default: the generated admin token).")
 
 

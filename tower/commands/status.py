@@ -131,7 +131,7 @@ def render(url: str, overview: dict[str, Any], health: dict[str, Any]) -> list[s
     "--minutes", type=click.FloatRange(1, 1440), default=15, show_default=True, help="The sources' health window."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print {overview, sources} as the API gives them.")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="Any API token (TOWER_TOKEN; default: the generated admin token).")
 def status(tz: str, minutes: float, as_json: bool, url: str | None, token: str | None) -> None:
     """Show the tower at a glance: active exceptions by owner, SLA compliance per rule, each source's health over

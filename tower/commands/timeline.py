@@ -54,7 +54,7 @@ def print_timeline(console: Console, entries: list[dict[str, Any]], truncated: b
 @click.command("timeline")
 @click.argument("key")
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as the API gives it.")
-@click.option("--url", help="The tower's URL (TOWER_URL, default http://127.0.0.1:4318).")
+@click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="Any API token (TOWER_TOKEN; default: the generated admin token).")
 def timeline(key: str, as_json: bool, url: str | None, token: str | None) -> None:
     """Show what every system said about KEY (an order, shipment or invoice id, or an event subject), oldest
