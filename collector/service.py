@@ -226,15 +226,25 @@ class IngestService:
         outcome = Outcome()
         rows: list[dict[str, Any]] = []
         letters: list[dict[str, Any]] = []
+        # (source, id) -> (index, row) of this request's events: a second, different event under one id would
+        # replace the first in a merge, both answered as stored
+        given: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
         for index, (parsed, raw, parse_problems) in enumerate(records):
             event: BusinessEvent | None = None
             problems = list(parse_problems)
             if parsed is not None and not problems:
                 event, problems = self.check_event(parsed, grant)
             if event is not None:
-                rows.append(event.to_row(door, now))
-                outcome.accepted += 1
-                continue
+                row = event.to_row(door, now)
+                first = given.setdefault((event.source, event.id), (index, row))
+                if first[1] is row or first[1] == row:  # new, or the same event twice (stored once)
+                    rows.append(row)
+                    outcome.accepted += 1
+                    continue
+                problems = [
+                    f"id: {event.id!r} is also the id of record {first[0]} of this request, a different event (the"
+                    " tower keeps one event per source and id: give each event its own id)"
+                ]
             claimed = parsed.get("source") if isinstance(parsed, Mapping) else None
             ident = parsed.get("id") if isinstance(parsed, Mapping) else None
             outcome.rejected.append(Rejection(index, ident if isinstance(ident, str) else None, problems))

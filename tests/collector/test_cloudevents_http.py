@@ -361,6 +361,24 @@ def test_duplicates_count_once_and_out_of_order_is_fine(tower: RunningTower) -> 
     assert [r["type"] for r in events(tower)] == ["order.accepted", "order.released", "shipment.confirmed"]
 
 
+def test_one_id_given_to_two_different_events_of_a_request_refuses_the_second(tower: RunningTower) -> None:
+    """Both were answered as stored, and a merge kept one: the door sees the clash within a request."""
+    released = make_event("order.released", 6, id="b1-1")
+    accepted = make_event("order.accepted", 6, id="b1-1")  # the same id, another event
+    with tower.client("erp") as erp:
+        response = erp.post("/v1/events", content=orjson.dumps([released, released, accepted]), headers=BATCH)
+    answer = response.json()
+    assert answer["accepted"] == 2  # the repeat of the first is the same event: stored once
+    (refused,) = answer["rejected"]
+    assert refused["index"] == 2 and refused["id"] == "b1-1"
+    assert refused["errors"] == [
+        "id: 'b1-1' is also the id of record 0 of this request, a different event (the tower keeps one event per"
+        " source and id: give each event its own id)"
+    ]
+    assert [r["type"] for r in events(tower)] == ["order.released"]
+    assert [(d["status"], d["reason"][:20]) for d in letters(tower)] == [("pending", "id: 'b1-1' is also t")]
+
+
 def test_replay_after_the_token_may_send_the_source(tower: RunningTower) -> None:
     assert tower.tower is not None
     event = make_event("order.accepted", 9, source="erp")
