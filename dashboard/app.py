@@ -31,8 +31,8 @@ PAGES = [
         "views/reconciliation.py", title="Reconciliation", icon=":material/compare_arrows:", url_path="reconciliation"
     ),
     st.Page("views/reports.py", title="Reports", icon=":material/download:", url_path="reports"),
-    st.Page("views/deadletters.py", title="Dead letters", icon=":material/report:", url_path="deadletters"),
 ]
+DEAD_LETTERS = st.Page("views/deadletters.py", title="Dead letters", icon=":material/report:", url_path="deadletters")
 if client.settings().slack_standin_url:
     PAGES.append(st.Page("views/slack.py", title="Slack (local stand-in)", icon=":material/forum:", url_path="slack"))
 
@@ -103,8 +103,10 @@ def sidebar() -> None:
         st.caption(f"Tower: {config.api_url}")
 
 
-page = st.navigation(PAGES)
-sidebar()
+sidebar()  # first: the identity it signs in decides the menu
+# Dead letters (the records as sent) are for admins: other roles do not see the page in the menu.
+admin = (st.session_state.get(ui.IDENTITY_KEY) or {}).get("role") == "admin" and client.session_api() is not None
+page = st.navigation([*PAGES[:6], *([DEAD_LETTERS] if admin else []), *PAGES[6:]])
 if client.session_api() is None:
     st.title("Control tower")
     st.info("Sign in with an API token in the sidebar. Nothing is shown before: no token, no data.")

@@ -6,6 +6,7 @@ Everything here reads and changes data through `dashboard.client` only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -89,6 +90,32 @@ def source_state(row: Mapping[str, Any]) -> str:
     if (row["error_rate"] or 0) > ERROR_RATE_ALERT:
         return "errors"
     return "ok"
+
+
+def field_text(name: str, value: Any) -> str:
+    """One value of a context or detail as text: a time (a key ending in `_at`) as `when` writes it, nested values
+    as compact JSON."""
+    if name.endswith("_at") and isinstance(value, str) and value:
+        try:
+            return when(value)
+        except ValueError:
+            return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+    return "" if value is None else str(value)
+
+
+def detail_text(detail: Any) -> str:
+    """An audit change's detail as a person reads it: `owner: warehouse · due: 2026-11-27 04:59 UTC`; times (keys
+    ending in `_at`) as `when` writes them, nested values as compact JSON."""
+    if not isinstance(detail, Mapping):
+        return "" if detail in (None, "") else str(detail)
+    parts = []
+    for name, value in detail.items():
+        if value in (None, "", [], {}):
+            continue
+        parts.append(f"{name.removesuffix('_at').replace('_', ' ')}: {field_text(name, value)}")
+    return " · ".join(parts)
 
 
 def duration_text(hours: float) -> str:
@@ -271,7 +298,7 @@ def evidence_section(api: TowerApi, detail: Mapping[str, Any]) -> None:
     st.markdown("**What the rule found**")
     if context:
         st.dataframe(
-            pd.DataFrame([{"field": k, "value": str(v)} for k, v in context.items()]),
+            pd.DataFrame([{"field": k, "value": field_text(k, v)} for k, v in context.items()]),
             hide_index=True,
         )
     else:
@@ -419,7 +446,7 @@ def exception_panel(api: TowerApi, identity: Mapping[str, Any], exception_id: st
         trail = [e for e in entries if e.get("kind") == "audit"]
         st.dataframe(
             table(
-                [{**e, "at": when(e["at"]), "detail": str(e.get("detail") or "")} for e in trail],
+                [{**e, "at": when(e["at"]), "detail": detail_text(e.get("detail"))} for e in trail],
                 {"at": "when", "name": "change", "actor": "by", "detail": "detail"},
             ),
             hide_index=True,

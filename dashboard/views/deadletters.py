@@ -100,6 +100,10 @@ for ident in chosen[:5]:
             )
         st.markdown("**Reason**")
         st.text(str(item.get("reason", "")))
+        latest = item.get("latest_reason")
+        if latest and latest != item.get("reason"):  # a replay failed since, for another reason
+            st.markdown("**Latest replay failed**")
+            st.text(str(latest))
 if len(chosen) > 5:
     st.caption(f"The raw form of the first 5 of {len(chosen)} chosen.")
 pending = [ident for ident in chosen if by_id[ident].get("status") == "pending"]

@@ -200,11 +200,12 @@ if st.session_state["q_exception"] in shown:
 st.session_state[LABELS_KEY] = {**shown, **{text: ident for ident, text in labels.items()}}
 wanted = st.session_state["q_exception"]
 options = [ANY, *labels, *([wanted] if wanted and wanted not in labels else [])]
+PROMPT = "select an exception to see its timeline" + (" and act on it" if identity.get("may_act") else "")
 selected = st.selectbox(
     "Exception",
     options,
     key="q_exception",
-    format_func=lambda v: labels.get(v, v) if v else "select an exception to see its timeline and act on it",
+    format_func=lambda v: labels.get(v, v) if v else PROMPT,
 )
 
 # The URL follows the widgets (defaults left out), so the view can be shared.

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from alerting.outbox import OutboundMessage, Outbox
@@ -476,9 +477,8 @@ def test_dead_letters_are_for_admins_who_discard_with_a_note_or_replay(
         answer = wms.post("/v1/events", json=batch, headers={"Content-Type": "application/cloudevents-batch+json"})
     assert answer.status_code == 400
 
-    viewer = open_page(dashboard("viewer"), "views/deadletters.py")
-    no_errors(viewer)
-    assert any("Only an admin token may read dead letters" in i.value for i in viewer.info) and not viewer.dataframe
+    with pytest.raises(ValueError, match="Could not find a navigation page"):  # not in a viewer's menu at all
+        open_page(dashboard("viewer"), "views/deadletters.py")
 
     at = open_page(dashboard("admin"), "views/deadletters.py", source="erp")
     no_errors(at)

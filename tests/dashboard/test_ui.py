@@ -24,3 +24,12 @@ def test_a_quiet_site_is_not_called_silent() -> None:
     assert ui.source_state({**row, "source": "wms/atlanta"}) == "quiet site"
     assert ui.source_state({**row, "source": "wms/atlanta", "silent_minutes": 3}) == "ok"
     assert ui.source_state({**row, "source": "wms", "open_technical": 1}) == "technical exception open"
+
+
+def test_an_audit_detail_reads_as_text() -> None:
+    detail = {"owner": "warehouse", "due_at": "2026-11-27 04:59:59.000000", "hours_late": 3.5, "note": "", "ids": [1]}
+    assert ui.detail_text(detail) == "owner: warehouse · due: 2026-11-27 04:59 UTC · hours late: 3.5 · ids: [1]"
+    assert ui.detail_text({"text": "carrier called"}) == "text: carrier called"
+    assert ui.detail_text(None) == "" and ui.detail_text({}) == ""
+    assert ui.field_text("started_at", "2026-11-26T01:16:14.472Z") == "2026-11-26 01:16 UTC"
+    assert ui.field_text("check", ["amount", "quantity"]) == '["amount", "quantity"]'
