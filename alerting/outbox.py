@@ -238,6 +238,14 @@ class Outbox:
         )
         return [_entry(r) for r in rows]
 
+    def knows_channel(self, channel: str) -> bool:
+        """Whether any message, of any age and status, was ever addressed to `channel` (as messages name it)."""
+        rows = self.store.query(
+            "SELECT count() AS n FROM (SELECT 1 FROM alert_outbox WHERE channel = {channel:String} LIMIT 1)",
+            {"channel": channel},
+        )
+        return bool(rows and int(rows[0]["n"]))
+
     def requeue_failed(self, channel: str, since: datetime) -> tuple[list[OutboxEntry], int]:
         """Send again the messages to `channel` enqueued since `since` that failed (a channel fixed after its
         messages failed: `slack-delivery`): each back to `pending` with its attempts reset, in its first place

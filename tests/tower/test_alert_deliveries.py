@@ -137,7 +137,7 @@ def test_a_fixed_channels_failed_messages_are_sent_again_in_their_order(
     with tower.api("admin") as http:
         answer = http.post("/api/alerts/resend", json={"channel": "#warehouse", "since": since}).json()
         assert http.post("/api/alerts/resend", json={"channel": ""}).status_code == 422
-    assert answer == {"requeued": 3, "keys": ["E1", "E1/t", "E1/u"], "left_failed": 0}
+    assert answer == {"requeued": 3, "keys": ["E1", "E1/t", "E1/u"], "left_failed": 0, "known_channel": True}
     drain(sender, clock)  # the bot was invited meanwhile
     [post] = standin.messages("#warehouse")
     assert post["text"] == "acknowledged by ann"
@@ -167,3 +167,9 @@ def test_a_failed_post_whose_update_was_delivered_is_left_failed(
     ]
     bad = CliRunner().invoke(main, ["alerts", "resend", "#warehouse", "--within", "soon", "--url", tower.http_url])
     assert bad.exit_code == 2 and "--within" in bad.output
+    typo = CliRunner().invoke(
+        main,
+        ["alerts", "resend", "warehouse", "--url", tower.http_url],  # without its '#': no message ever went there
+        env={"TOWER_TOKEN": tower.api_token("admin"), "TOWER_URL": None},
+    )
+    assert typo.exit_code == 1 and "no message was ever addressed to 'warehouse': check the name" in typo.output

@@ -76,6 +76,11 @@ def resend(channel: str, within: str, url: str | None, token: str | None) -> Non
         raise click.BadParameter(str(exc), param_hint="--within") from exc
     since = datetime.now(UTC) - span
     answer = api_call(url, token, "POST", "/api/alerts/resend", json={"channel": channel, "since": since.isoformat()})
+    if answer.get("known_channel") is False:
+        raise click.ClickException(
+            f"no message was ever addressed to {channel!r}: check the name, as alerts write it (e.g. '#ops-warehouse',"
+            " with its #, or the channel id)"
+        )
     click.echo(f"{answer['requeued']} failed messages to {channel} queued again; alerts-send delivers them in order")
     if answer.get("left_failed"):
         click.echo(

@@ -91,6 +91,9 @@ class ResendOut(BaseModel):
     left_failed: int = Field(
         description="Failed posts left as they are: an update of each was already delivered as a new message."
     )
+    known_channel: bool = Field(
+        description="False when no message was ever addressed to this channel: check its name (as alerts write it)."
+    )
 
 
 @router.post(
@@ -109,4 +112,9 @@ def resend(principal: OperateDep, outbox: OutboxDep, clock: ClockDep, body: Rese
         principal.token_id,
         principal.role,
     )
-    return ResendOut(requeued=len(requeued), keys=[e.key for e in requeued], left_failed=left)
+    return ResendOut(
+        requeued=len(requeued),
+        keys=[e.key for e in requeued],
+        left_failed=left,
+        known_channel=bool(requeued) or outbox.knows_channel(body.channel),
+    )
