@@ -45,7 +45,7 @@ from typing import Any
 
 from kernel.clock import Clock
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
-from kernel.model.events import source_covers, source_system
+from kernel.model.events import SOURCE_PATTERN, source_covers, source_system
 from kernel.store import Store
 from kernel.store.base import stored_time, stored_time_or_none
 from sla_rules.id_reuse import IdReuseCheck
@@ -108,11 +108,12 @@ WHERE source != ''
 GROUP BY source
 """
 
-# A record that claimed no source (a body that could not be read) counts for its token's source when the token has
-# exactly one, else for `token <id>`.
+# A record that claimed no source (a body that could not be read), or one that is no source system (`sap`, `ERP`,
+# `wms/`), counts for its token's source when the token has exactly one, else for `token <id>`: a sender's garbage
+# must not become a source of its own.
 _KEY = (
-    "if(source = '', transform(token_id, {token_ids:Array(String)}, {token_sources:Array(String)}, "
-    "concat('token ', token_id)), source)"
+    "if(source = '' OR NOT match(source, {source_re:String}), transform(token_id, {token_ids:Array(String)},"
+    " {token_sources:Array(String)}, concat('token ', token_id)), source)"
 )
 _REFUSALS = f"""
 SELECT {_KEY} AS key,
@@ -462,8 +463,12 @@ class TechnicalEngine:
         rows = self.store.query(_PENDING, {"keys": list(keys), **self._tokens()})
         return {str(r["key"]): int(r["pending"]) for r in rows}
 
-    def _tokens(self) -> dict[str, list[str]]:
-        return {"token_ids": list(self.token_sources), "token_sources": list(self.token_sources.values())}
+    def _tokens(self) -> dict[str, Any]:
+        return {
+            "token_ids": list(self.token_sources),
+            "token_sources": list(self.token_sources.values()),
+            "source_re": SOURCE_PATTERN,
+        }
 
     def _refusals(self, rule: RefusalsRule, now: datetime) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
         active = self.exceptions.active_by_key(rule.id)

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
-from kernel.model.events import source_covers
+from kernel.model.events import SOURCE_PATTERN, source_covers
 from kernel.store import Store
 from kernel.store.base import stored_time_or_none
 from reconcilers.config import rule_config
@@ -493,11 +493,11 @@ GROUP BY source
 """
 
 # by arrival: a refusal is news whatever time the record carried; one row per dead letter id (a replay adds versions)
-# A record that claimed no source (a body that could not be read) counts for its token's one source, as the
-# ingest-refusals rule counts it.
+# A record that claimed no source (a body that could not be read), or one that is no source system, counts for its
+# token's one source, as the ingest-refusals rule counts it.
 _REFUSED = f"""
-SELECT if(source = '', transform(token_id, {{token_ids:Array(String)}}, {{token_sources:Array(String)}}, ''), source)
-        AS claimed,
+SELECT if(source = '' OR NOT match(source, {{source_re:String}}),
+          transform(token_id, {{token_ids:Array(String)}}, {{token_sources:Array(String)}}, ''), source) AS claimed,
     uniqExact(id) AS refused
 FROM dead_letters
 WHERE received_at >= {{since:{_T6}}} AND received_at <= {{until:{_T6}}}
@@ -562,6 +562,7 @@ def sources_health(
     technical = {r["source"]: int(r["n"]) for r in store.query(_TECHNICAL_OPEN) if r["source"]}
     tokens = dict(token_sources or {})
     refusals = {**params, "token_ids": list(tokens), "token_sources": list(tokens.values())}
+    refusals["source_re"] = SOURCE_PATTERN
     refused = {r["claimed"]: int(r["refused"]) for r in store.query(_REFUSED, refusals)}
     minutes = window.total_seconds() / 60
     out: list[SourceHealth] = []

@@ -46,6 +46,7 @@ PRIMARY_KEY: dict[str, str] = {
 }
 
 _SOURCE_RE = re.compile("^(" + "|".join(SOURCE_SYSTEMS) + r")(/[A-Za-z0-9._~-]+)*$")
+SOURCE_PATTERN = _SOURCE_RE.pattern  # a valid `source` (for SQL's match(): a refused record's claim may not be one)
 _TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")

@@ -429,6 +429,18 @@ def test_refused_records_open_one_exception_per_source_naming_what_and_why(store
     assert len(t.all("ingest-refusals")) == 1
 
 
+def test_a_record_that_claimed_no_source_system_counts_for_its_tokens_source(store: Store) -> None:
+    """`sap`, `ERP` or `wms/` in a refused record is the sender's garbage, not a source: no exception of its own."""
+    t = Tower(store, rules=[REFUSALS], token_sources={"a1b2c3d4e5f6": "erp"})
+    for claimed in ("sap", "ERP", "wms/"):
+        refused(store, claimed, NOW - timedelta(minutes=1), token_id="a1b2c3d4e5f6", reason="source: not one of")
+    t.evaluate()
+    active = t.active("ingest-refusals")
+    assert sorted(active) == ["erp"] and active["erp"].context["refused"] == 3
+    health = sources_health(store, NOW, timedelta(minutes=15), {"a1b2c3d4e5f6": "erp"})
+    assert {s.source for s in health.sources} == {"erp"}
+
+
 def test_a_record_that_claimed_no_source_counts_for_its_tokens_one_source_else_for_the_token(store: Store) -> None:
     t = Tower(store, rules=[REFUSALS], token_sources={"a1b2c3d4e5f6": "tms"})
     refused(store, "", NOW - timedelta(minutes=1), token_id="272ef10c5773", reason="body is not valid JSON")
