@@ -328,8 +328,9 @@ def digest_blocks(view: DigestView, links: Links) -> list[Block]:
             "text": {
                 "type": "mrkdwn",
                 "text": _cut(
-                    f"{icon} *{view.count}* exceptions of *{escape(view.rule)}* for *{escape(view.owner)}* "
-                    f"since {_clock(view.started_at)} ({escape(view.severity)}).\nFirst keys: {shown}",
+                    f"{icon} *{view.count}* exception{'' if view.count == 1 else 's'} of *{escape(view.rule)}* for"
+                    f" *{escape(view.owner)}* since {_clock(view.started_at)} ({escape(view.severity)}).\n"
+                    f"{'Key' if view.count == 1 else 'First keys'}: {shown}",
                     _TEXT_MAX,
                 ),
             },

@@ -4,6 +4,7 @@ passes slack-sdk's own Block Kit validation (lengths, element shapes)."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -332,6 +333,8 @@ def test_a_digest() -> None:
     assert "First keys: SO-1, SO-2 and 35 more" in texts(blocks)
     assert "<https://tower.example/dash/queue?owner=warehouse&rule=ship-cutoff&status=open|" in texts(blocks)
     assert "Grouped: more than 5 within 1m." in texts(blocks)
+    one = valid(digest_blocks(replace(digest, count=1, keys=["SO-9"]), LINKS))  # the first of a new window
+    assert "*1* exception of *ship-cutoff* for *warehouse*" in texts(one) and "Key: SO-9" in texts(one)
 
 
 def test_thread_lines() -> None:
