@@ -173,12 +173,15 @@ def known_columns(rows: list[dict[str, Any]], columns: Mapping[str, str]) -> pd.
 
 
 def side_by_side(findings: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Reconciliation findings, one row each, with every system's values in its own columns (`erp · quantity`)."""
+    """Reconciliation findings, one row each: what is wrong (the summary) first, then every system's values in its
+    own columns (`erp · quantity`), times as `when` writes them, and blank where a side has no value (a finding of
+    another check names other systems)."""
     rows: list[dict[str, Any]] = []
     for finding in findings:
         check = finding.get("check", "")
         row: dict[str, Any] = {
             "key": finding.get("key", ""),
+            "summary": finding.get("summary", ""),
             "rule": finding.get("rule", ""),
             "check": ", ".join(check) if isinstance(check, list) else check,
             "status": finding.get("status", ""),
@@ -187,11 +190,13 @@ def side_by_side(findings: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         for side in finding.get("sides") or []:
             name = str(side.get("name", "?"))
             for field, value in side.items():
-                if field != "name":
-                    row[f"{name} · {field}"] = value if isinstance(value, (int, float, str)) else str(value)
-        row["summary"] = finding.get("summary", "")
+                if field == "name":
+                    continue
+                if field in ("as_of", "at") or field.endswith("_at"):
+                    value = field_text("_at", value) if value else ""
+                row[f"{name} · {field}"] = value if isinstance(value, (int, float, str)) else field_text(field, value)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype(object).where(pd.notna, "") if rows else pd.DataFrame()
 
 
 # The exception panel ---------------------------------------------------------------------------------

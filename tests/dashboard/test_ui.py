@@ -33,3 +33,19 @@ def test_an_audit_detail_reads_as_text() -> None:
     assert ui.detail_text(None) == "" and ui.detail_text({}) == ""
     assert ui.field_text("started_at", "2026-11-26T01:16:14.472Z") == "2026-11-26 01:16 UTC"
     assert ui.field_text("check", ["amount", "quantity"]) == '["amount", "quantity"]'
+
+
+def test_findings_side_by_side_lead_with_what_is_wrong_and_leave_no_none() -> None:
+    findings = [
+        {"key": "SKU-1@ATL", "rule": "inventory-oversell", "check": "oversell", "status": "open", "summary": "oversold",
+         "opened_at": "2026-11-27T22:51:00Z",
+         "sides": [{"name": "ecommerce", "quantity": 127, "as_of": "2026-11-27T22:00:00.000000Z"}]},
+        {"key": "SKU-2@DAL", "rule": "inventory-sync", "check": "quantity", "status": "open", "summary": "5 vs 3",
+         "opened_at": "2026-11-27T22:51:00Z",
+         "sides": [{"name": "erp", "quantity": 5}, {"name": "wms", "quantity": 3}]},
+    ]  # fmt: skip
+    frame = ui.side_by_side(findings)
+    assert list(frame.columns[:2]) == ["key", "summary"]
+    assert frame.iloc[0]["ecommerce · as_of"] == "2026-11-27 22:00 UTC"
+    assert frame.iloc[1]["ecommerce · quantity"] == "" and frame.iloc[0]["erp · quantity"] == ""
+    assert frame.iloc[1]["erp · quantity"] == 5
