@@ -122,6 +122,8 @@ left, right, export = st.columns([1, 2, 1])
 left.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key="q_page")
 first = (page_number - 1) * page_size + 1
 right.markdown(f"**{total:,}** exceptions match" + (f"; showing {first:,}–{first + len(items) - 1:,}" if items else ""))
+if not total and (customer or warehouse):
+    st.caption("Customer and warehouse match exactly, as the systems write them (`DAL`, not `dal`).")
 if total:
     rows = min(total, EXPORT_ROWS)
     export.download_button(

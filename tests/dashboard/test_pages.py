@@ -189,6 +189,8 @@ def test_queue_lists_the_active_exceptions_and_filters_change_the_rows(
         demo_tower, "/api/exceptions", limit=50, status="active", kind="business", warehouse=warehouse
     )
     assert list(exception_table(at)["warehouse"]) == [warehouse] * by_warehouse["total"]
+    text_input(at, "Warehouse").input(warehouse.lower()).run()  # codes match exactly: say so when nothing does
+    assert any("match exactly" in c.value for c in at.caption)
 
     text_input(at, "Warehouse").input("").run()
     customer = business["items"][0]["context"]["customer_id"]
