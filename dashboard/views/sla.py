@@ -43,7 +43,13 @@ if trend is not None:
             alt.Chart(frame.dropna(subset=["compliance"]))
             .mark_line(point=True)
             .encode(
-                x=alt.X("day:T", title=None, scale=alt.Scale(type="utc"), axis=alt.Axis(format="%d %b")),
+                # ticks on whole days only (UTC: the scale's): over a few days the default 6-hour ticks repeat labels
+                x=alt.X(
+                    "day:T",
+                    title=None,
+                    scale=alt.Scale(type="utc"),
+                    axis=alt.Axis(format="%d %b", tickCount={"interval": "day", "step": 1}, labelOverlap=True),
+                ),
                 y=alt.Y("compliance:Q", title="met on time", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False)),
                 color=alt.Color("rule:N"),
                 tooltip=[
