@@ -54,15 +54,20 @@ class Cursor:
     received_at: str
     id: str
 
-    PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,9})?/[0-9a-fA-F-]{36}$"
+    # ASCII digits only: `\d` also takes other scripts' digits ('૯'), which neither the store nor UUID read
+    PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?/[0-9a-fA-F-]{36}$"
 
     @classmethod
     def parse(cls, text: str) -> Cursor:
-        """A cursor from its text; ValueError when it is not one."""
-        if not re.match(cls.PATTERN, text):
-            raise ValueError(f"{text!r} is not a replay cursor (<received_at>/<id>)")
+        """A cursor from its text; ValueError when it is not one (a time that is no time, an id that is no UUID)."""
         received_at, _, ident = text.rpartition("/")
-        return cls(received_at, str(uuid.UUID(ident)))
+        try:
+            if not re.fullmatch(cls.PATTERN, text):
+                raise ValueError("not <received_at>/<id>")
+            datetime.fromisoformat(received_at)
+            return cls(received_at, str(uuid.UUID(ident)))
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a replay cursor (<received_at>/<id>): {exc}") from exc
 
     def __str__(self) -> str:
         return f"{self.received_at}/{self.id}"

@@ -41,10 +41,15 @@ class ReplayRequest(BaseModel):
         description="Pending letters this call replays at most (and 64 MiB of raw records); not with `ids`.",
     )
     after: str | None = Field(
-        None,
-        pattern=Cursor.PATTERN,
-        description="The previous answer's `cursor`: go on with the pending letters after it.",
+        None, description="The previous answer's `cursor`: go on with the pending letters after it."
     )
+
+    @field_validator("after")
+    @classmethod
+    def _a_cursor(cls, value: str | None) -> str | None:
+        if value:
+            Cursor.parse(value)  # its ValueError is a 422 naming the field
+        return value
 
 
 class DiscardRequest(BaseModel):

@@ -242,3 +242,18 @@ def test_a_source_finds_the_unread_letters_of_a_token_granted_it(tower: RunningT
     report = ingest.replay(source="erp")
     assert (report.matched, report.replayed, len(report.still_failing)) == (1, 0, 1)
     assert "not valid JSON" in report.still_failing[0]["errors"][0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "૯૯૯૯-૦૦-૦૦ 00:00:00/BEBFefcdAC4fDf9189DCEb3FECA94dDa942A",  # digits of another script (the fuzz test's find)
+        "2026-11-27 10:00:00/------------------------------------",  # the id's characters, but no UUID
+        "2026-13-45 10:00:00/6bfd33b1-c110-4667-906f-2ced799eb409",  # the shape of a time, but none
+    ],
+)
+def test_a_cursor_that_is_none_is_a_value_error_not_a_server_error(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a replay cursor"):
+        Cursor.parse(text)
+    good = "2026-11-27 10:00:00.123456/6bfd33b1-c110-4667-906f-2ced799eb409"
+    assert str(Cursor.parse(good)) == good
