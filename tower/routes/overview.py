@@ -39,17 +39,13 @@ class Identity(BaseModel):
     now: datetime = Field(description="The tower's clock.")
 
 
-class RuleFacet(BaseModel):
+class RuleFacet(insights.RuleInfo):
     """A configured rule, for filters and labels; with the finding rules a reconciliation rule opens besides its own
     id (inventory-oversell, inventory-stale)."""
 
-    id: str
-    title: str
-    type: str = Field(description="sla, reconciliation or technical")
-    kind: str
-    owner: str = Field(description="The rule's default owner (the routing file may refine it per case).")
-    severity: str
-    enabled: bool
+    # in the exception's answer and the alerts, not in the facets
+    runbook: str | None = Field(None, exclude=True)
+    opened_by: str = Field("", exclude=True)
 
 
 class Facets(BaseModel):
@@ -88,18 +84,7 @@ def facets(_: ReadDep, ruleset: RulesDep) -> Facets:
     owners |= {route.owner for route in ruleset.routing.routes}
     return Facets(
         owners=sorted(owners),
-        rules=[
-            RuleFacet(
-                id=r.id,
-                title=r.title,
-                type=r.type,
-                kind=r.kind,
-                owner=r.owner,
-                severity=r.severity,
-                enabled=r.enabled,
-            )
-            for r in rules
-        ],
+        rules=[RuleFacet.model_validate(r.model_dump()) for r in rules],
         statuses=["open", "acknowledged", "resolved"],
         kinds=["business", "technical"],
         severities=list(SEVERITIES),
