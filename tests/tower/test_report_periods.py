@@ -47,6 +47,10 @@ def test_dates_and_months_in_the_report_time_zone(store: Store) -> None:
     assert reports(store, datetime(2026, 11, 1, tzinfo=UTC)).filename(october, "csv") == (
         "sla-breaches_2026-10-01T0500_2026-11-01T0500.csv"
     )
+    seconds = Period(datetime(2026, 11, 19, 6, 59, 59, tzinfo=UTC), datetime(2026, 11, 19, 7, tzinfo=UTC))
+    assert reports(store, datetime(2026, 11, 1, tzinfo=UTC)).filename(seconds, "csv") == (
+        "sla-breaches_2026-11-19T065959_2026-11-19T0700.csv"  # a second apart: two names, not one
+    )
 
 
 @pytest.mark.parametrize(

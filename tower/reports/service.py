@@ -44,7 +44,11 @@ def _midnight(at: datetime) -> bool:
 
 
 def _stamp(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d") if _midnight(at) else at.strftime("%Y-%m-%dT%H%M")
+    """A period end in a file name: the day, the minute, or the second when it has one (two periods a second apart
+    must not share a name); a fraction of a second is left out."""
+    if _midnight(at):
+        return at.strftime("%Y-%m-%d")
+    return at.strftime("%Y-%m-%dT%H%M%S" if at.second else "%Y-%m-%dT%H%M")
 
 
 def month_of(at: datetime, zone: ZoneInfo, offset: int = 0) -> Period:
