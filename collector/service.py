@@ -201,12 +201,14 @@ class IngestService:
     def check_event(self, raw: Mapping[str, Any], grant: Grant) -> tuple[BusinessEvent | None, list[str]]:
         """Validate one structured event, check its source against the token and its time against the window."""
         event, problems = validate_event(raw)
-        if event is None:
+        source = raw.get("source") if isinstance(raw, Mapping) else None
+        if isinstance(source, str) and source and not grant.allows(source) and not any(
+            p.startswith("source:") for p in problems
+        ):  # said with the other problems: a sender fixing one should not meet the next at its next try
+            refused = f"source: {source!r} is not allowed for this token (it may send {', '.join(grant.sources)})"
+            problems = [refused, *problems]
+        if event is None or problems:
             return None, problems
-        if not grant.allows(event.source):
-            return None, [
-                f"source: {event.source!r} is not allowed for this token (it may send {', '.join(grant.sources)})"
-            ]
         late_or_early = self.window.problem(event.time, self.clock.now())
         return (None, [late_or_early]) if late_or_early else (event, [])
 

@@ -237,6 +237,14 @@ def test_wrong_source_token_is_refused_and_dead_lettered(tower: RunningTower) ->
     [letter] = letters(tower)
     assert (letter["source"], letter["token_id"]) == ("erp", token_id(tower.token("wms")))
     assert events(tower) == []
+    # with another problem, both at once: a sender fixing the time must not then meet the source
+    both = make_event("order.accepted", source="erp", time="yesterday")
+    with tower.client("wms") as http:
+        answer = http.post("/v1/events", content=orjson.dumps(both), headers=STRUCTURED).json()
+    assert answer["rejected"][0]["errors"] == [
+        "source: 'erp' is not allowed for this token (it may send wms)",
+        "time: 'yesterday' is not RFC 3339 with an offset",
+    ]
     assert_still_serving(tower)
 
 
