@@ -79,15 +79,18 @@ by_id = {str(item["id"]): item for item in items}
 
 
 def label(ident: str) -> str:
-    # the id first: the widget keeps the chosen labels, and two records of one batch refused for one reason differ
-    # in nothing else
-    item = by_id[ident]
+    # the id first: the browser keeps the chosen *labels*, and two records of one batch refused for one reason
+    # differ in nothing else; no status in it, which a replay or another admin changes under a chosen letter
+    item = by_id.get(ident)
+    if item is None:
+        return ident
     reason = " ".join(str(item.get("reason", "")).split())
     reason = reason if len(reason) <= 70 else reason[:69] + "…"
-    return f"{ident} · {item.get('source') or '?'} · {item.get('status')} · {reason}"
+    return f"{ident} · {item.get('source') or '?'} · {reason}"
 
 
-chosen: list[str] = st.multiselect("Dead letters", list(by_id), format_func=label, key="dl_chosen")
+picked: list[str] = st.multiselect("Dead letters", list(by_id), format_func=label, key="dl_chosen")
+chosen = [ident for ident in picked if ident in by_id]  # one that left the page (replayed, filtered out) is dropped
 for ident in chosen[:5]:
     with st.expander(f"Raw record {ident}", expanded=len(chosen) == 1):
         item = by_id[ident]
