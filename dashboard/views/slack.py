@@ -85,10 +85,13 @@ def show(channel: dict[str, Any], message: dict[str, Any]) -> None:
                 st.caption(when(str(reply["ts"])))
 
 
-labels = {index: f"#{c['name']} ({len(c.get('messages') or [])})" for index, c in enumerate(found)}
-chosen = st.radio("Channel", list(labels), format_func=labels.__getitem__, horizontal=True, key="slack_channel")
-channel = found[chosen if chosen is not None and chosen < len(found) else 0]
+# The browser keeps the chosen *label*: a label must not change while chosen (a message count in it, as messages
+# arrive every few seconds, made the choice a text no channel has).
+by_name = {str(c["name"]): c for c in found}
+chosen = st.radio("Channel", list(by_name), format_func=lambda name: f"#{name}", horizontal=True, key="slack_channel")
+channel = by_name.get(str(chosen)) or found[0]
 messages = list(reversed(channel.get("messages") or []))
+st.caption(f"{len(messages):,} messages in #{channel['name']}")
 for message in messages[:LIMIT]:
     with st.container(border=True):
         show(channel, message)
