@@ -65,6 +65,7 @@ METADATA_EVENT = "tower_alert"  # message metadata event_type; the payload carri
 HISTORY_PAGES = 5  # pages of 200 messages searched for an in-doubt post
 HISTORY_MARGIN = timedelta(minutes=5)  # clock skew allowed between the tower and Slack
 TRANSIENT_API_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+MAYBE_DONE_ERRORS = frozenset({"internal_error", "fatal_error", "request_timeout"})  # "some of it may have succeeded"
 # Slack refusing a message's content (its blocks, its length), not the channel or the token: the message is sent
 # again as plain text (`plain_version`) rather than lost, since an alert its owner never sees helps nobody.
 CONTENT_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_long", "invalid_attachments"})
@@ -174,10 +175,11 @@ def api_outcome(response: SlackResponse) -> Outcome:
     error = str(data.get("error") or f"HTTP {status}")
     if status == 429 or error == "ratelimited":
         return Outcome(False, http_status=status, error=error, retry_after=_retry_after(response.headers))
-    if status >= 500:
-        return Outcome(False, http_status=status, error=error, transient=True, ambiguous=status == 504)
+    if status >= 500:  # a proxy's 502 may come after Slack posted the message: check before posting it again
+        return Outcome(False, http_status=status, error=error, transient=True, ambiguous=True)
     if status == 200 and error in TRANSIENT_API_ERRORS:
-        return Outcome(False, http_status=status, error=error, transient=True, ambiguous=error == "request_timeout")
+        # Slack says of internal_error and fatal_error that some of the operation may have succeeded
+        return Outcome(False, http_status=status, error=error, transient=True, ambiguous=error in MAYBE_DONE_ERRORS)
     if error in CONFIGURATION_ERRORS:
         return Outcome(False, http_status=status, error=error, transient=True)
     return Outcome(False, http_status=status, error=error)
@@ -637,8 +639,8 @@ class SlackSender:
         error = (response.body or f"HTTP {status}").strip()[:500]
         if status == 429:
             return Outcome(False, http_status=status, error=error, retry_after=_retry_after(response.headers))
-        if status >= 500:
-            return Outcome(False, http_status=status, error=error, transient=True, ambiguous=status == 504)
+        if status >= 500:  # as for the Web API: a 5xx may come after the message went out
+            return Outcome(False, http_status=status, error=error, transient=True, ambiguous=True)
         return Outcome(False, http_status=status, error=error)
 
     def stop(self) -> None:

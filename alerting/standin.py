@@ -80,12 +80,15 @@ class Fault:
     With `status` or `error` the call is not carried out: it answers that HTTP status (with
     `Retry-After` for a 429) or `200 {"ok": false, "error": error}`. Without them the call is carried
     out and only the answer is late by `delay` seconds (a timeout when longer than the client's).
+    With `carried_out`, the call is carried out and then answered with that status or error instead
+    (a proxy that lost Slack's answer; Slack's own `internal_error` after part of the work).
     """
 
     status: int | None = None
     retry_after: int | None = None
     error: str | None = None
     delay: float = 0.0
+    carried_out: bool = False
 
     @classmethod
     def rate_limited(cls, retry_after: int = 1) -> Fault:
@@ -96,6 +99,11 @@ class Fault:
     def server_error(cls, status: int = 500, delay: float = 0.0) -> Fault:
         """A 5xx answer (the call is not carried out)."""
         return cls(status=status, delay=delay)
+
+    @classmethod
+    def lost_answer(cls, status: int = 502) -> Fault:
+        """The call is carried out (the message posted), then answered with a 5xx, as by a proxy in between."""
+        return cls(status=status, carried_out=True)
 
     @classmethod
     def api_error(cls, error: str) -> Fault:
@@ -671,6 +679,9 @@ def _handler(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
                 standin._calls.append(call)
                 queue = standin._faults.get(call.method)
                 fault = queue.popleft() if queue else None
+            if fault is not None and fault.carried_out:
+                with standin._lock:
+                    work()
             if fault is not None and (fault.status is not None or fault.error is not None):
                 time.sleep(fault.delay)
                 if fault.error is not None:

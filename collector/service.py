@@ -202,8 +202,11 @@ class IngestService:
         """Validate one structured event, check its source against the token and its time against the window."""
         event, problems = validate_event(raw)
         source = raw.get("source") if isinstance(raw, Mapping) else None
-        if isinstance(source, str) and source and not grant.allows(source) and not any(
-            p.startswith("source:") for p in problems
+        if (
+            isinstance(source, str)
+            and source
+            and not grant.allows(source)
+            and not any(p.startswith("source:") for p in problems)
         ):  # said with the other problems: a sender fixing one should not meet the next at its next try
             refused = f"source: {source!r} is not allowed for this token (it may send {', '.join(grant.sources)})"
             problems = [refused, *problems]

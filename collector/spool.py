@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -46,9 +47,12 @@ class _Batch:
 class Spool:
     """Spooled batches in `directory`, at most `max_bytes` on disk."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, min_free_bytes: int = 0) -> None:
+        """`min_free_bytes`: a batch that would leave its disk with less free is refused (SpoolFull): on the data
+        directory's disk, the store needs that room (TOWER_STORE_MIN_FREE_MIB)."""
         self.directory = directory
         self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
         directory.mkdir(parents=True, exist_ok=True)
         for leftover in directory.glob("*.tmp"):
             leftover.unlink()  # never renamed, so never acknowledged
@@ -62,6 +66,13 @@ class Spool:
         with self._lock:
             if self._size + len(payload) > self.max_bytes:
                 raise SpoolFull(f"spool at {self.directory} would pass {self.max_bytes} bytes")
+            if self.min_free_bytes:
+                free = shutil.disk_usage(self.directory).free
+                if free - len(payload) < self.min_free_bytes:
+                    raise SpoolFull(
+                        f"the disk of the spool at {self.directory} has {free // 2**20:,} MiB free, under"
+                        f" {self.min_free_bytes // 2**20:,} (TOWER_STORE_MIN_FREE_MIB)"
+                    )
             name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
             self._write_durably(self.directory / f"{name}.batch", payload)
             self._size += len(payload)

@@ -37,6 +37,13 @@ class StoreSettings(BaseSettings):
     backup_dir: Path | None = Field(
         None, description="Folder of the embedded store's backups (`tower backup`); default: <data dir>/backups."
     )
+    min_free_mib: int = Field(
+        512,
+        ge=0,
+        description="The embedded store and the spool refuse writes while the data directory's disk has less free"
+        " than this (MiB): the doors answer 503 + Retry-After, other writes fail and are tried again. The engine's"
+        " merges need room, and a disk that fills up loses data already stored. 0 turns the guard off.",
+    )
 
 
 class CollectorSettings(BaseSettings):

@@ -291,7 +291,11 @@ def build_tower(
     if applied:
         log.info("applied schema migrations %s", applied)
     clock = clock or SystemClock()
-    spool = Spool(settings.store.data_dir / "spool", settings.collector.spool_max_bytes)
+    spool = Spool(
+        settings.store.data_dir / "spool",
+        settings.collector.spool_max_bytes,
+        min_free_bytes=settings.store.min_free_mib * 2**20,
+    )
     pipeline = IngestPipeline(store, spool, settings.collector)
     metrics = TowerMetrics(role, store.backend, package_version())
     metrics.register(PipelineCollector(pipeline))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
+import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,13 +49,15 @@ class EmbeddedStore:
 
     backend = "embedded"
 
-    def __init__(self, data_dir: Path, backup_dir: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, backup_dir: Path | None = None, min_free_bytes: int = 0) -> None:
         """`backup_dir`: the one folder BACKUP may write to and RESTORE read from (default: `backups` beside
-        `data_dir`; kernel/backups.py)."""
+        `data_dir`; kernel/backups.py). `min_free_bytes`: inserts are refused (StoreUnavailable) while the data
+        directory's disk has less free (TOWER_STORE_MIN_FREE_MIB; 0: no guard)."""
         from chdb.session import Session
 
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
+        self.min_free_bytes = min_free_bytes
         self.backup_dir = (backup_dir or data_dir.parent / "backups").absolute()
         self._lock = threading.Lock()
         self._session: Any = self._open(Session)
@@ -116,24 +120,42 @@ class EmbeddedStore:
         return bytes(result.bytes()) if result is not None else b""
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert `rows`; raises StoreError when the engine refuses them, StoreUnavailable when it cannot take
+        them now (a disk under `min_free_bytes` or full, too many parts, no memory) and they may be sent again.
+
+        The rows travel inline, after FORMAT, in one statement: chDB's streaming insert (`send_insert`, used
+        before) reports success when writing the part fails (a full disk, too many parts) and the rows are lost."""
         if not rows:
             return 0
-        payload = encode_rows(rows)
+        statement = f"INSERT INTO {_ident(table)} {_INSERT_SETTINGS} FORMAT JSONEachRow\n"
+        payload = encode_rows(rows).decode("utf-8")
         with self._lock:
             if self._closed:
                 raise StoreUnavailable("embedded store is closed")
+            self._check_free_space()
             try:
-                # the context manager cancels a failed insert: left open, it would refuse every
-                # later statement on this connection for as long as the exception is referenced
-                with self._session.send_insert(
-                    f"INSERT INTO {_ident(table)} {_INSERT_SETTINGS}", "JSONEachRow"
-                ) as inserter:
-                    inserter.append(payload)
-                    inserter.finish()
+                self._session.query(statement + payload, "CSV")
             except Exception as exc:
+                if _RESOURCE_ERRORS.search(str(exc)):
+                    raise StoreUnavailable(f"insert into {table} failed, for now: {exc}") from exc
                 raise StoreError(f"insert into {table} failed: {exc}") from exc
         # the engine's count would add the rows materialized views wrote from these (event_ids)
         return len(rows)
+
+    def _check_free_space(self) -> None:
+        """Refuse writes before the disk is full: the engine's background merges need room, and a merge that
+        meets a full disk can leave an empty part in place of the ones it merged (the rows are lost)."""
+        if not self.min_free_bytes:
+            return
+        try:
+            free = shutil.disk_usage(self.data_dir).free
+        except OSError:
+            return  # the insert itself will say what is wrong with the directory
+        if free < self.min_free_bytes:
+            raise StoreUnavailable(
+                f"the disk of {self.data_dir} has {free // 2**20:,} MiB free, under TOWER_STORE_MIN_FREE_MIB ="
+                f" {self.min_free_bytes // 2**20:,}: writes wait until there is room (a full disk loses stored data)"
+            )
 
     def ping(self) -> bool:
         try:
@@ -166,6 +188,11 @@ class EmbeddedStore:
 # chDB enables async inserts by default; the ingest pipeline already gathers requests into one
 # insert, so each insert is written synchronously: when it returns, its rows are in a part.
 _INSERT_SETTINGS = "SETTINGS async_insert = 0"
+
+# Errors of an insert the engine could not take now, not of the rows: they may be sent again later.
+_RESOURCE_ERRORS = re.compile(
+    r"NOT_ENOUGH_SPACE|TOO_MANY_PARTS|MEMORY_LIMIT_EXCEEDED|CANNOT_ALLOCATE_MEMORY|No space left on device"
+)
 
 
 def _ident(name: str) -> str:

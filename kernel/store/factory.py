@@ -16,4 +16,8 @@ def open_store(settings: StoreSettings) -> Store:
         return ServerStore(settings.url.get_secret_value(), settings.database)
     from kernel.store.embedded import EmbeddedStore
 
-    return EmbeddedStore(settings.data_dir / "clickhouse", settings.backup_dir or settings.data_dir / "backups")
+    return EmbeddedStore(
+        settings.data_dir / "clickhouse",
+        settings.backup_dir or settings.data_dir / "backups",
+        min_free_bytes=settings.min_free_mib * 2**20,
+    )

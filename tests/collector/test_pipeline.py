@@ -291,3 +291,30 @@ def _feed(stdin: Any, batches: list[list[dict[str, Any]]]) -> None:
         for batch in batches:
             stdin.write(orjson.dumps(batch) + b"\n")
             stdin.flush()
+
+
+def test_a_disk_under_the_guard_spools_or_refuses_and_loses_nothing(
+    store: EmbeddedStore, make_pipeline: PipelineFactory, tmp_path: Path
+) -> None:
+    """The store refusing writes for want of room (TOWER_STORE_MIN_FREE_MIB) is unavailable, not a bad batch: the
+    rows go to the spool (durable) and drain once there is room; a spool on the same disk refuses too, and the
+    doors answer 503. Before, a full disk answered 200 and dropped the rows."""
+    pipeline = make_pipeline()
+    rows = events(3)
+    store.min_free_bytes = 2**62
+    try:
+        pipeline.submit({"business_events": rows})  # acknowledged: spooled
+        assert pipeline.stats.rows_spooled == 3 and stored_ids(store).isdisjoint({r["id"] for r in rows})
+        guarded = IngestPipeline(
+            store, Spool(tmp_path / "guarded-spool", 64 * 1024**2, min_free_bytes=2**62), CollectorSettings()
+        )
+        guarded.start()
+        try:
+            with pytest.raises(Overloaded, match="TOWER_STORE_MIN_FREE_MIB"):
+                guarded.submit({"business_events": events(1)})
+        finally:
+            guarded.stop()
+    finally:
+        store.min_free_bytes = 0
+    assert pipeline.drain_now() == 3
+    assert {r["id"] for r in rows} <= stored_ids(store)

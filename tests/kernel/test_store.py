@@ -7,8 +7,12 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from kernel.schema.migrations import MIGRATIONS, applied_versions, migrate
+from kernel.store.base import StoreUnavailable
 from kernel.store.embedded import EmbeddedStore, holder_of
+from tests.factories import event_row, make_event
 
 
 def test_parameters_are_bound_not_formatted(store: EmbeddedStore) -> None:
@@ -76,3 +80,38 @@ def test_a_directory_this_process_holds_or_nobody_holds_has_no_other_holder(
     assert holder_of(tmp_path) is None  # no status file
     (tmp_path / "status").write_text("PID: 1\nStarted at: 2026-11-27 08:00:00\n")  # left by a stopped process
     assert holder_of(tmp_path) is None
+
+
+def test_an_insert_the_engine_cannot_write_raises_and_stores_nothing_silently(store: EmbeddedStore) -> None:
+    """chDB's streaming insert answered success when the part could not be written (too many parts, a full disk)
+    and the rows were lost; every acknowledged write relies on insert raising instead. Too many parts stands in
+    for a full disk here (the same silent path; a full disk was seen losing 64,750 acknowledged events)."""
+    store.command(
+        "CREATE TABLE parts_test (id String) ENGINE = MergeTree ORDER BY id"
+        " SETTINGS parts_to_throw_insert = 2, parts_to_delay_insert = 1"
+    )
+    try:
+        store.command("SYSTEM STOP MERGES parts_test")
+        refused = 0
+        for n in range(4):
+            try:
+                store.insert("parts_test", [{"id": f"r{n}"}])
+            except StoreUnavailable as exc:  # for now: the doors answer 503 and the sender tries again
+                assert "TOO_MANY_PARTS" in str(exc)
+                refused += 1
+        stored = int(store.query("SELECT count() AS n FROM parts_test")[0]["n"])
+        assert refused >= 1 and stored + refused == 4  # every row stored or refused, none lost quietly
+    finally:
+        store.command("DROP TABLE parts_test")
+
+
+def test_writes_wait_while_the_disk_has_less_free_than_the_guard(store: EmbeddedStore) -> None:
+    store.min_free_bytes = 2**62  # more than any disk: the guard is always under
+    try:
+        with pytest.raises(StoreUnavailable, match="TOWER_STORE_MIN_FREE_MIB"):
+            store.insert("business_events", [event_row(make_event("order.accepted", id="guarded-1"))])
+    finally:
+        store.min_free_bytes = 0
+    assert store.query("SELECT count() AS n FROM business_events WHERE id = 'guarded-1'") == [{"n": 0}]
+    store.insert("business_events", [event_row(make_event("order.accepted", id="guarded-1"))])
+    assert store.query("SELECT count() AS n FROM business_events WHERE id = 'guarded-1'") == [{"n": 1}]

@@ -16,6 +16,7 @@ from kernel.api_auth import token_id
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
 from kernel.store import Store
+from kernel.store.embedded import EmbeddedStore
 from sla_rules.loader import default_rules_dir
 from tests.factories import event_row, make_event, span_row
 from tests.support import RunningTower, start_in_process
@@ -329,3 +330,18 @@ def test_export_writes_the_filtered_list_as_csv(tower: RunningTower, store: Stor
     assert len(rows) == 3 and answer.headers["x-total-count"] == "2"
     assert len(list(csv.reader(io.StringIO(capped.text)))) == 2 and capped.headers["x-total-count"] == "2"
     assert bad.status_code == 422
+
+
+def test_an_action_the_store_cannot_take_now_is_503_and_changes_nothing(tower: RunningTower, store: Store) -> None:
+    """A full disk answered 200 'acknowledged' and kept nothing; under the disk guard the answer says why."""
+    record = seed(store)[0]
+    assert isinstance(store, EmbeddedStore)
+    store.min_free_bytes = 2**62
+    try:
+        with tower.api("admin") as http:
+            answer = http.post(f"/api/exceptions/{record.id}/acknowledge")
+    finally:
+        store.min_free_bytes = 0
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
+    assert "TOWER_STORE_MIN_FREE_MIB" in answer.json()["detail"]
+    assert ExceptionStore(store, FixedClock(OPENED)).get(record.id).status == "open"
