@@ -14,7 +14,9 @@ its `otel_logs` row nor its event is stored. It is counted once in
 JSON request. Replaying that dead letter stores the log row and the event together, in the
 same submit that marks the dead letter replayed, so after a replay the record exists exactly
 once in `otel_logs` and once in `business_events` (whose (source, id) key also absorbs any
-redelivery of the event). Records that are not events only fail on bad ids or times.
+redelivery of the event). Records that are not events only fail on bad ids or times. A log record
+itself has no identity: an export the client sends again (after a lost answer, a 503) stores its
+`otel_logs` rows again, while their events count once.
 """
 
 from __future__ import annotations
