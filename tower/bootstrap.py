@@ -25,20 +25,50 @@ def load_or_create_tokens(settings: Settings) -> dict[str, Any]:
     """Fill empty token settings from the data directory, creating the file on first run."""
     path = tokens_file(settings)
     if path.exists():
-        data: dict[str, Any] = json.loads(path.read_text())
+        data = read_tokens(path)
     else:
         data = {
             "ingest": {secrets.token_urlsafe(24): [system] for system in SOURCE_SYSTEMS},
             "api": {secrets.token_urlsafe(24): "admin"},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # written whole beside it, flushed, then renamed into place: a crash leaves no empty or half file that
+        # would stop every later start; a second first start at once keeps the file the first one wrote
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(temporary, path)  # fails if another process made it meanwhile: theirs stands
+        except FileExistsError:
+            data = read_tokens(path)
+        finally:
+            temporary.unlink(missing_ok=True)
     if not settings.ingest.tokens:
         settings.ingest.tokens = {k: list(v) for k, v in data["ingest"].items()}
     if not settings.api.tokens:
         settings.api.tokens = dict(data["api"])
+    return data
+
+
+class TokensFileError(RuntimeError):
+    """The tokens file cannot be read; the message names it and what to do."""
+
+
+def read_tokens(path: Path) -> dict[str, Any]:
+    """The tokens file; TokensFileError naming it and what to do when it is not one (emptied by a crash, edited)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TokensFileError(
+            f"{path} cannot be read as the tower's tokens ({exc}): restore it from a backup, or remove it to"
+            " generate new ones (every sender then needs its new token), or set TOWER_INGEST_TOKENS and"
+            " TOWER_API_TOKENS"
+        ) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("ingest"), dict) or not isinstance(data.get("api"), dict):
+        raise TokensFileError(f"{path} is not the tower's tokens file: it needs 'ingest' and 'api' maps")
     return data
 
 
@@ -47,7 +77,7 @@ def token_for(settings: Settings, source: str) -> str | None:
     candidates = dict(settings.ingest.tokens)
     path = tokens_file(settings)
     if not candidates and path.exists():
-        candidates = json.loads(path.read_text())["ingest"]
+        candidates = read_tokens(path)["ingest"]
     for token, sources in candidates.items():
         if any(source_covers(s, source) for s in sources):
             return token
@@ -59,5 +89,5 @@ def admin_token(settings: Settings) -> str | None:
     candidates = dict(settings.api.tokens)
     path = tokens_file(settings)
     if not candidates and path.exists():
-        candidates = json.loads(path.read_text())["api"]
+        candidates = read_tokens(path)["api"]
     return next((t for t, role in candidates.items() if role == "admin"), None)

@@ -9,13 +9,16 @@ from kernel.settings import Settings
 
 class _Tower(click.Group):
     """The command group: settings the environment gets wrong end any command with one line per problem, naming
-    the variable, instead of a traceback."""
+    the variable, instead of a traceback; so does a tokens file that cannot be read."""
 
     def invoke(self, ctx: click.Context) -> object:
         from kernel.settings import settings_problems
+        from tower.bootstrap import TokensFileError
 
         try:
             return super().invoke(ctx)
+        except TokensFileError as exc:
+            raise click.ClickException(str(exc)) from exc
         except Exception as exc:
             problems = settings_problems(exc)
             if problems is None:

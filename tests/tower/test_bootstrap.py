@@ -41,3 +41,25 @@ def test_configured_tokens_win(tmp_path: Path) -> None:
     assert settings.ingest.tokens == {"configured-token-0123456": ["erp"]}
     assert settings.api.tokens == {"configured-admin-01": "admin"}
     assert token_for(settings, "wms") is None
+
+
+def test_a_damaged_tokens_file_stops_with_what_to_do_not_a_traceback(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tests.support import free_port
+    from tower.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tokens.json").write_text("")  # a crash between creating the file and writing it (before: no rename)
+    args = ["serve", "--no-dashboard", "--data-dir", str(data), "--port", str(free_port()), "--grpc-port", "0"]
+    result = CliRunner().invoke(main, args, env={"TOWER_API_TOKENS": None, "TOWER_INGEST_TOKENS": None})
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot be read as the tower's tokens" in result.output and "remove it to generate new ones" in result.output
+
+
+def test_the_tokens_file_is_written_whole_and_a_second_first_start_keeps_the_first(tmp_path: Path) -> None:
+    first = load_or_create_tokens(_settings(tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens.json"]  # no temporary file left behind
+    second = load_or_create_tokens(_settings(tmp_path))
+    assert second == first
