@@ -399,7 +399,7 @@ def test_the_whole_loop(loop: Loop) -> None:
         channels = [label.split(" ")[0] for label in page.radio[0].options]
         assert {f"#{OWNER_CHANNELS[e['owner']]}" for e in alerted.values()} <= set(channels)
         for exception, line in ((acked, f"Acknowledged by {slack['operator']}"), (late, late["key"])):
-            page.radio[0].set_value(channels.index(f"#{OWNER_CHANNELS[exception['owner']]}")).run()
+            page.radio[0].set_value(OWNER_CHANNELS[exception["owner"]]).run()  # the channel's name
             everything = "\n".join(m.value for m in page.markdown)
             assert exception["key"] in everything and line in everything, everything
     assert httpx.get(f"{loop.dashboard_url}/_stcore/health", timeout=5).text == "ok"
