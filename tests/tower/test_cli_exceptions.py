@@ -132,7 +132,7 @@ def test_timeline_of_a_key_with_its_exceptions(tower: RunningTower, store: Store
     shown = run(tower, ["timeline", key], role="viewer")
     assert shown.exit_code == 0, shown.output
     lines = shown.stdout.splitlines()
-    assert lines[0] == "wms/wms.pick: 0 entries (events and spans), 1 exceptions"
+    assert lines[0] == "wms/wms.pick: 0 entries (events and spans), 1 exception"
     assert lines[1] == f"  exception {record.id}  open  integration-errors  owner integration"
     assert lines[2] == "  nothing recorded for this key"
 

@@ -416,6 +416,7 @@ def test_tower_report_downloads_with_a_progress_bar(november: RunningTower, tmp_
     )
     assert result.exit_code == 0, result.output
     assert "sla-breaches_2026-11.xlsx" in result.output and f"wrote {target}" in result.output
+    assert f"bytes, {len(EXPECTED):,} breaches)" in result.output  # the count, so an empty month is seen at once
     assert [p.name for p in target.parent.iterdir()] == ["november.xlsx"]  # no temporary file left
     assert target.stat().st_mode & 0o777 == 0o666 & ~current_umask()
     assert len(xlsx_sheets(target.read_bytes())["Breaches"]) == len(EXPECTED)

@@ -54,13 +54,13 @@ def download(
     output: str | None,
     console: Console,
     show_progress: bool = True,
-) -> tuple[str, int]:
+) -> tuple[str, int, int | None]:
     """Stream the report to `output` (a file, `-` for stdout, a folder for the suggested name in it, or the
     suggested name in the current folder).
 
     A file is written next to its target and renamed when complete, so a failed download leaves
     nothing half-written. The folder must exist and be writable: that is checked before the tower is asked
-    to build the report. Returns (where it went, bytes)."""
+    to build the report. Returns (where it went, bytes, breaches when the tower says: the XLSX's count)."""
     folder = writable_folder(output)
     with client(url, resolve_admin_token(token), timeout=600) as http:
         try:
@@ -75,8 +75,10 @@ def download(
                     raise ReportFailed(f"the tower answered {response.status_code}: {_detail(response)}")
                 total = int(response.headers["content-length"]) if "content-length" in response.headers else None
                 name = filename_of(response, f"sla-breaches.{params.get('format', 'csv')}")
+                counted = response.headers.get("x-report-breaches")
+                breaches = int(counted) if counted and counted.isdigit() else None
                 if output == "-":
-                    return "stdout", _copy(response, sys.stdout.buffer, total, name, console, show_progress)
+                    return "stdout", _copy(response, sys.stdout.buffer, total, name, console, show_progress), breaches
                 target = folder / name if output is None or folder == Path(output) else Path(output)
                 try:
                     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (renamed or removed below)
@@ -95,7 +97,7 @@ def download(
                 except BaseException:
                     Path(handle.name).unlink(missing_ok=True)
                     raise
-                return str(target), size
+                return str(target), size, breaches
         except httpx.HTTPError as exc:
             raise ReportFailed(f"cannot reach the tower at {tower_url(url)}: {exc}") from exc
 
@@ -196,6 +198,9 @@ def report(
     if summary:
         params["sheet"] = "summary"
     console = Console(stderr=True)
-    where, size = download(url, token, params, output, console, show_progress=not quiet)
+    where, size, breaches = download(url, token, params, output, console, show_progress=not quiet)
     if where != "stdout":
-        console.print(f"wrote {where} ({size:,} bytes)", soft_wrap=True, highlight=False, markup=False)
+        counted = "" if breaches is None else f", {breaches:,} breach{'' if breaches == 1 else 'es'}"
+        console.print(f"wrote {where} ({size:,} bytes{counted})", soft_wrap=True, highlight=False, markup=False)
+        if breaches == 0:
+            console.print("no breach's deadline falls in the period", soft_wrap=True, highlight=False, markup=False)

@@ -68,9 +68,8 @@ def timeline(key: str, as_json: bool, url: str | None, token: str | None) -> Non
     console = Console(soft_wrap=True, highlight=False)
     raised: list[dict[str, Any]] = answer.get("exceptions", [])
     entries = len(answer.get("timeline", []))
-    console.print(
-        Text(f"{key}: {entries} {'entry' if entries == 1 else 'entries'} (events and spans), {len(raised)} exceptions")
-    )
+    counted = f"{entries} {'entry' if entries == 1 else 'entries'} (events and spans)"
+    console.print(Text(f"{key}: {counted}, {len(raised)} exception{'' if len(raised) == 1 else 's'}"))
     for item in raised:
         console.print(
             Text(f"  exception {item['id']}  {item['status']}  {item['rule']}  owner {item['owner']}", style="bold")
