@@ -38,6 +38,17 @@ def letters(running: RunningTower) -> list[dict[str, Any]]:
     return running.tower.store.query("SELECT door, source, reason, raw, status FROM dead_letters FINAL")
 
 
+def progress_lines(tower: RunningTower, path: Path, width: int) -> list[str]:
+    """The plain progress lines an import of `path` (NDJSON, 2 records a batch) writes on a console `width` wide."""
+    console = Console(file=io.StringIO(), width=width)
+    sender = import_module.Sender(tower.http_url, tower.token("erp"))
+    try:
+        import_module.run_import(FileReader(path, "ndjson"), sender, 2, console, every=0)
+    finally:
+        sender.close()
+    return console.file.getvalue().splitlines()  # type: ignore[attr-defined,no-any-return]
+
+
 def test_import_csv_stores_rows_and_reports_refused_lines(tower: RunningTower, tmp_path: Path) -> None:
     path = tmp_path / "erp-export.csv"
     path.write_text(
@@ -191,13 +202,7 @@ def test_progress_comes_as_lines_when_not_on_a_terminal(tower: RunningTower, tmp
         rf"importing e\.ndjson: {size:,.1f} of {size:,.1f} MB \(100%\), 6 read, 6 stored, [\d,]+ records/s, done\n",
         result.stderr,
     )
-    console = Console(file=io.StringIO(), width=80)
-    sender = import_module.Sender(tower.http_url, tower.token("erp"))
-    try:
-        import_module.run_import(FileReader(path, "ndjson"), sender, 2, console, every=0)
-    finally:
-        sender.close()
-    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    lines = progress_lines(tower, path, width=80)
     assert [re.sub(r", \S+ records/s", "", line.split(" MB ", 1)[1]) for line in lines] == [
         "(33%), 2 read, 2 stored",
         "(67%), 4 read, 4 stored",
@@ -367,11 +372,5 @@ def test_progress_lines_are_never_wrapped(tower: RunningTower, tmp_path: Path) -
     result = run(["import", str(path), "--url", tower.http_url, "--token", tower.token("erp")])
     assert result.exit_code == 0, result.output
     assert re.fullmatch(rf"importing {re.escape(path.name)}: [^\n]+, 3 read, 3 stored, [^\n]+, done\n", result.stderr)
-    console = Console(file=io.StringIO(), width=40)
-    sender = import_module.Sender(tower.http_url, tower.token("erp"))
-    try:
-        import_module.run_import(FileReader(path, "ndjson"), sender, 2, console, every=0)
-    finally:
-        sender.close()
-    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    lines = progress_lines(tower, path, width=40)
     assert len(lines) == 3 and all(line.startswith(f"importing {path.name}: ") for line in lines)
