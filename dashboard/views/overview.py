@@ -228,6 +228,8 @@ if health is not None:
             ),
             hide_index=True,
             width="stretch",
+            # wide enough for "technical exception open": the default width cut it to "technic"
+            column_config={"state": st.column_config.TextColumn("state", width="medium")},
         )
         st.caption(
             f"Rates over the last {health['window_minutes']:g} minutes of business time; refused: records claiming "

@@ -91,7 +91,7 @@ by_name = {str(c["name"]): c for c in found}
 chosen = st.radio("Channel", list(by_name), format_func=lambda name: f"#{name}", horizontal=True, key="slack_channel")
 channel = by_name.get(str(chosen)) or found[0]
 messages = list(reversed(channel.get("messages") or []))
-st.caption(f"{len(messages):,} messages in #{channel['name']}")
+st.caption(f"{len(messages):,} message{'' if len(messages) == 1 else 's'} in #{channel['name']}")
 for message in messages[:LIMIT]:
     with st.container(border=True):
         show(channel, message)
