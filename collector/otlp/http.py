@@ -120,7 +120,7 @@ def _handle_logs(
 )
 async def export_traces(request: Request) -> Response:
     """Store spans; invalid spans are dead-lettered and reported in partial_success."""
-    return await _export(request, _handle_traces)
+    return await _export(request, _handle_traces, TRACES_DOOR)
 
 
 @router.post(
@@ -132,10 +132,10 @@ async def export_traces(request: Request) -> Response:
 )
 async def export_logs(request: Request) -> Response:
     """Store log records and the business events among them; rejected records are dead-lettered."""
-    return await _export(request, _handle_logs)
+    return await _export(request, _handle_logs, LOGS_DOOR)
 
 
-async def _export(request: Request, handler: Handler) -> Response:
+async def _export(request: Request, handler: Handler, door: str) -> Response:
     content_type = request.headers.get("content-type", "")
     kind = media_type(content_type)
     answer_as = kind or JSON
@@ -154,7 +154,6 @@ async def _export(request: Request, handler: Handler) -> Response:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     try:
         raw = await read_raw(request, settings.max_body_bytes)
-        door = LOGS_DOOR if handler is _handle_logs else TRACES_DOOR
         reply = await run_in_threadpool(_process, handler, raw, encoding, kind, service, grant, settings, door)
     except BodyError as exc:
         return status_response(exc.status, exc.message, answer_as)
