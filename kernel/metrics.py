@@ -79,6 +79,10 @@ class TowerMetrics:
             ["table"],
             registry=reg,
         )
+        for table in ("business_events", "otel_traces", "otel_logs", "dead_letters"):
+            # at 0 from the start: a rate over a series that appears with its first rows reads 0, and a tower that
+            # never received any would have no series for TowerNoBusinessEvents to fire on
+            self.ingest_rows.labels(table)
         self.ingest_refused = Counter(
             "tower_ingest_refused_records",
             "Records a door refused (kept as dead letters), by door.",
