@@ -134,6 +134,13 @@ class TowerMetrics:
             ["job_name"],
             registry=reg,
         )
+        self.job_failures_in_a_row = Gauge(
+            "tower_job_consecutive_failures",
+            "Runs of each job that failed since its last success (0 after a success): a job that runs once a day"
+            " shows its failure here for the whole day.",
+            ["job_name"],
+            registry=reg,
+        )
         if process:
             ProcessCollector(registry=reg)
             PlatformCollector(registry=reg)
@@ -163,6 +170,9 @@ class TowerMetrics:
         self.job_duration.labels(job).observe(seconds)
         if ok:
             self.job_last_success.labels(job).set(finished if finished is not None else time.time())
+            self.job_failures_in_a_row.labels(job).set(0)
+        else:
+            self.job_failures_in_a_row.labels(job).inc()
 
     def grpc_answered(self, method: str, code: str, seconds: float) -> None:
         """Count one gRPC answer and its duration."""

@@ -11,12 +11,12 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from kernel.model.events import SOURCE_SYSTEMS, source_system
+from kernel.model.events import SOURCE_PATTERN, SOURCE_SYSTEMS, source_system
 
 Role = Literal["viewer", "operator", "finance", "admin"]
 
@@ -44,6 +44,12 @@ class StoreSettings(BaseSettings):
         " than this (MiB): the doors answer 503 + Retry-After, other writes fail and are tried again. The engine's"
         " merges need room, and a disk that fills up loses data already stored. 0 turns the guard off.",
     )
+
+    @model_validator(mode="after")
+    def _server_has_a_url(self) -> StoreSettings:
+        if self.backend == "server" and self.url is None:
+            raise ValueError("TOWER_STORE_URL is required when TOWER_STORE_BACKEND=server")
+        return self
 
 
 class CollectorSettings(BaseSettings):
@@ -173,6 +179,14 @@ class SlaSettings(BaseSettings):
         168, gt=0, description="With no expected_sources: watch systems seen this recently."
     )
 
+    @field_validator("expected_sources")
+    @classmethod
+    def _known_systems(cls, value: list[str]) -> list[str]:
+        for source in value:
+            if not re.match(SOURCE_PATTERN, source):
+                raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
+        return value
+
 
 class Settings(BaseSettings):
     """All areas together; each area still reads its own prefix."""
@@ -189,7 +203,8 @@ class Settings(BaseSettings):
 _SECRET_PARTS = ("TOKEN", "SECRET", "PASSWORD", "URL", "KEY")
 
 
-def _settings_models() -> dict[str, type[BaseSettings]]:
+def loaded_settings_models() -> dict[str, type[BaseSettings]]:
+    """Every settings model this process has imported, by class name."""
     found: dict[str, type[BaseSettings]] = {}
     pending: list[type[BaseSettings]] = [BaseSettings]
     while pending:
@@ -197,6 +212,49 @@ def _settings_models() -> dict[str, type[BaseSettings]]:
             found.setdefault(model.__name__, model)
             pending.append(model)
     return found
+
+
+def env_names(model: type[BaseSettings], name: str) -> list[str]:
+    """The variables that set field `name` of `model` (the prefix and the field name, or its aliases), upper case."""
+    field = model.model_fields[name]
+    alias = field.validation_alias
+    if isinstance(alias, str):
+        return [alias.upper()]
+    choices = getattr(alias, "choices", None)
+    if choices:
+        return [str(c).upper() for c in choices if isinstance(c, str)]
+    return [f"{model.model_config.get('env_prefix', '')}{name}".upper()]
+
+
+def unknown_variables(environ: dict[str, str], models: list[type[BaseSettings]], known: set[str]) -> list[str]:
+    """The TOWER_* variables of `environ` that no model of `models` reads and `known` does not name, each with the
+    closest name when one is near (`TOWER_COLECTOR_HTTP_PORT`: did you mean TOWER_COLLECTOR_HTTP_PORT?)."""
+    import difflib
+
+    names = set(known)
+    for model in models:
+        if model.model_config.get("env_prefix"):
+            names.update(n for field in model.model_fields for n in env_names(model, field))
+    out = []
+    for variable in sorted(v for v in environ if v.startswith("TOWER_") and v not in names):
+        close = difflib.get_close_matches(variable, names, n=1, cutoff=0.8)
+        out.append(f"{variable} is not a setting: ignored" + (f" (did you mean {close[0]}?)" if close else ""))
+    return out
+
+
+def _holds_secret(annotation: Any, seen: frozenset[type] = frozenset()) -> bool:
+    """Whether a field's type holds a SecretStr anywhere (a map of URLs, a model with a secret field): its value, or
+    any part of it, is never echoed whatever the variable is called."""
+    if annotation is SecretStr:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in seen:
+        inner = seen | {annotation}
+        return any(_holds_secret(field.annotation, inner) for field in annotation.model_fields.values())
+    return any(_holds_secret(arg, seen) for arg in get_args(annotation))
+
+
+def _mapping(value: object) -> dict[object, object]:
+    return value if isinstance(value, dict) else {}
 
 
 def _parses(value: str | None) -> bool:
@@ -219,22 +277,29 @@ def settings_problems(exc: BaseException) -> list[str] | None:
         field = named.group(1) if named else ""
         candidates = sorted(
             str(model.model_config.get("env_prefix", "")).upper() + field.upper()
-            for model in _settings_models().values()
+            for model in loaded_settings_models().values()
             if field in model.model_fields
         )
         candidates = [name for name in candidates if not _parses(os.environ.get(name))] or candidates
         return [f"{' or '.join(candidates) or 'a TOWER_* variable'}: not valid JSON ({exc})"]
     if not isinstance(exc, ValidationError):
         return None
-    model = _settings_models().get(exc.title)
+    model = loaded_settings_models().get(exc.title)
     if model is None:
         return None
     prefix = str(model.model_config.get("env_prefix", "")).upper()
     lines = []
     for error in exc.errors():
-        first, *rest = [str(part) for part in error["loc"]] or ["?"]
+        loc = [str(part) for part in error["loc"]]
+        if not loc:  # a check across fields: name the variables it read, never their values
+            read = sorted(prefix + str(key).upper() for key in _mapping(error.get("input")))
+            lines.append(f"{', '.join(read) or prefix + '*'}: {error['msg']}")
+            continue
+        first, *rest = loc
         name = prefix + first.upper()
         where = f" (at {'.'.join(rest)})" if rest else ""
-        shown = "" if any(part in name for part in _SECRET_PARTS) else f"={error.get('input')!r}"
+        field = model.model_fields.get(first)
+        secret = any(part in name for part in _SECRET_PARTS) or (field is not None and _holds_secret(field.annotation))
+        shown = "" if secret else f"={error.get('input')!r}"
         lines.append(f"{name}{shown}{where}: {error['msg']}")
     return lines

@@ -287,9 +287,6 @@ def build_tower(
         log.warning("owner %r has no Slack channel and no alerts route gives it one: its alerts are not posted", owner)
     owns_store = store is None
     store = store or open_store(settings.store)
-    applied = migrate(store)
-    if applied:
-        log.info("applied schema migrations %s", applied)
     clock = clock or SystemClock()
     spool = Spool(
         settings.store.data_dir / "spool",
@@ -365,6 +362,11 @@ def build_tower(
     )
     if plan.jobs:
         metrics.register(SchedulerCollector(runner))
+        runner.enabled_jobs()  # each job's settings read now: a bad one stops the start before the schema moves on
+    # Last: a setting refused above leaves the store's schema as it was (a migration has no way back).
+    applied = migrate(store)
+    if applied:
+        log.info("applied schema migrations %s", applied)
     return Tower(
         settings=settings,
         store=store,

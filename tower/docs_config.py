@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings
 
 from kernel.jobs import JobRegistry
 from kernel.schema.migrations import _LEDGER, MIGRATIONS
+from kernel.settings import env_names
 from kernel.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,18 +126,6 @@ def default_text(name: str, field: FieldInfo) -> str:
     return f"`{value}`"
 
 
-def env_names(model: type[BaseSettings], name: str, field: FieldInfo) -> list[str]:
-    """The variables that set `name` (the prefix and the field name or its aliases, upper case)."""
-    prefix = str(model.model_config.get("env_prefix", ""))
-    alias = field.validation_alias
-    if isinstance(alias, str):
-        return [alias.upper()]
-    choices = getattr(alias, "choices", None)
-    if choices:
-        return [str(c).upper() for c in choices if isinstance(c, str)]
-    return [f"{prefix}{name}".upper()]
-
-
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
@@ -155,7 +144,7 @@ def render_settings(models: Sequence[type[BaseSettings]]) -> str:
         out += [f"### `{prefix}*` — {model.__name__} (`{_source(model)}`)", "", doc, ""]
         out += ["| variable | type | default | description |", "| --- | --- | --- | --- |"]
         for name, field in model.model_fields.items():
-            variables = "<br>".join(f"`{v}`" for v in env_names(model, name, field))
+            variables = "<br>".join(f"`{v}`" for v in env_names(model, name))
             type_cell = _cell(type_text(field.annotation))
             description = _cell(field.description or "")
             out.append(f"| {variables} | {type_cell} | {_cell(default_text(name, field))} | {description} |")
@@ -169,7 +158,7 @@ def render_jobs(registry: JobRegistry) -> str:
     for job in sorted(registry, key=lambda j: j.name):
         model = job.settings_model
         settings = [
-            f"`{env_names(model, name, field)[0]}` ({_cell(default_text(name, field))})"
+            f"`{env_names(model, name)[0]}` ({_cell(default_text(name, field))})"
             for name, field in model.model_fields.items()
         ]
         what = job.description
@@ -219,6 +208,10 @@ _ENGINE = re.compile(r"ENGINE = (?P<engine>\w+)(?:\((?P<args>[^)]*)\))?")
 _ALTER = re.compile(r"^ALTER TABLE (?P<name>\w+) ")
 _VIEW = re.compile(
     r"CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO (?P<target>\w+) AS(?P<select>.*\bFROM )(?P<source>\w+)$",
+    re.DOTALL,
+)
+_BACKFILL = re.compile(
+    r"^INSERT INTO (?P<target>\w+) (?P<select>.*\bFROM )(?P<source>\w+)(?P<rest>.*)$",
     re.DOTALL,
 )
 
@@ -274,6 +267,14 @@ def cluster_statements(cluster: Cluster) -> list[str]:
             out.append(
                 f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view.group('name')} {on} TO {db}.{view.group('target')}"
                 f" AS{view.group('select')}{db}.{view.group('source')}"
+            )
+        elif backfill := _BACKFILL.match(text):
+            # run on one node: the target, replicated whole, carries the rows to the others (and again: min/max)
+            if backfill.group("source") in SHARDED or backfill.group("target") in SHARDED:
+                raise ValueError(f"a backfill of a sharded table needs its own cluster DDL: {text[:80]}")
+            out.append(
+                f"INSERT INTO {db}.{backfill.group('target')} {backfill.group('select')}{db}.{backfill.group('source')}"
+                f"{backfill.group('rest')}"
             )
         else:
             raise ValueError(f"cannot translate this migration statement for a cluster: {text[:80]}")

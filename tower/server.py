@@ -11,6 +11,7 @@ exits 0.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -27,8 +28,8 @@ import uvicorn
 from alerting.settings import SlackSettings
 from kernel.jobs import SchedulerSettings
 from kernel.schema.retention import RetentionSettings, apply_retention
-from kernel.settings import Settings
-from tower.app import build_tower, create_app
+from kernel.settings import Settings, loaded_settings_models, unknown_variables
+from tower.app import Tower, build_tower, create_app
 from tower.bootstrap import admin_token, load_or_create_tokens, tokens_file
 from tower.children import Child, Children, env_with, is_loopback, loopback
 from tower.dashboard_process import APP, DashboardProcessSettings, dashboard_settings_problems, streamlit_command
@@ -93,13 +94,18 @@ def slack_line(local: LocalSlack | None) -> Line:
 
 def port_free(host: str, port: int) -> bool:
     """Whether a server could listen on (host, port) now."""
+    return bind_problem(host, port) is None
+
+
+def bind_problem(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on (host, port) now, or None."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:  # socket.gaierror (a name that does not resolve) is one too
+            return exc
+    return None
 
 
 class StartupError(RuntimeError):
@@ -107,14 +113,42 @@ class StartupError(RuntimeError):
     what to change."""
 
 
-def taken_ports(settings: Settings, role: str) -> list[str]:
-    """The addresses this process would listen on that another process holds now, each with the setting that
-    moves it: checked before anything opens, so a second tower stops with one clear line."""
+def port_problems(settings: Settings, role: str) -> list[str]:
+    """What stops this process from listening where its settings say, each naming the setting that moves it:
+    checked before anything opens (the store, its migrations, the jobs), so a second tower stops with one line."""
     c = settings.collector
-    wanted = [(c.http_port, "HTTP: --port, TOWER_COLLECTOR_HTTP_PORT")]
+    http = "--port, TOWER_COLLECTOR_HTTP_PORT"
+    if c.http_port == 0:
+        return [f"the HTTP port is 0 ({http}): OTLP/HTTP senders, the CLI and the dashboard need a port they can find"]
+    wanted = [(c.http_port, f"HTTP: {http}")]
     if plan_for(role).doors and c.grpc_port:
+        if c.grpc_port == c.http_port:
+            return [
+                f"HTTP and OTLP/gRPC both on port {c.http_port} ({http}; --grpc-port, TOWER_COLLECTOR_GRPC_PORT, "
+                "0 disables gRPC): give each its own"
+            ]
         wanted.append((c.grpc_port, "OTLP/gRPC: --grpc-port, TOWER_COLLECTOR_GRPC_PORT; 0 disables it"))
-    return [f"{c.host}:{port} ({what})" for port, what in wanted if not port_free(c.host, port)]
+    problems = []
+    for port, what in wanted:
+        problem = bind_problem(c.host, port)
+        if isinstance(problem, socket.gaierror) or problem is not None and problem.errno == errno.EADDRNOTAVAIL:
+            return [f"cannot listen on {c.host!r} (--host, TOWER_COLLECTOR_HOST): {problem.strerror or problem}"]
+        if problem is not None:
+            problems.append(f"{c.host}:{port} is in use by another process (another tower?) ({what})")
+    return problems
+
+
+# Read by the CLI's commands (tower/client.py), not by the server; the dashboard's own (TOWER_DASHBOARD_*) are
+# checked by the dashboard, which this process never imports; TOWER_TEST_* configure the test suite.
+CLIENT_VARIABLES = {"TOWER_URL", "TOWER_TOKEN", "TOWER_INGEST_TOKEN", "TOWER_TIMEOUT"}
+OTHER_PREFIXES = ("TOWER_DASHBOARD_", "TOWER_TEST_")
+
+
+def misspelt_variables(tower: Tower) -> list[str]:
+    """TOWER_* variables that no setting of this tower reads (a typo leaves the default in force, silently)."""
+    models = [*loaded_settings_models().values(), *(job.settings_model for job in tower.jobs)]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(OTHER_PREFIXES)}
+    return unknown_variables(environ, models, CLIENT_VARIABLES)
 
 
 def data_dir_problem(data_dir: Path) -> str | None:
@@ -223,9 +257,9 @@ def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = Non
         raise StartupError("invalid settings:\n  " + "\n  ".join(dashboard_problems))
     if demo and role != "all":
         raise RoleError(f"--demo runs the whole tower in one process: it needs the role all, not {role}")
-    taken = taken_ports(settings, role)
-    if taken:
-        raise StartupError(f"in use by another process (another tower?): {'; '.join(taken)}")
+    problems = port_problems(settings, role)
+    if problems:
+        raise StartupError("; ".join(problems))
     problem = data_dir_problem(settings.store.data_dir)
     if problem:
         raise StartupError(problem)
@@ -253,11 +287,13 @@ def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = Non
         # sees the whole story (as the demo's manifest expects), not half of it.
         scheduler = SchedulerSettings()
         hold = demo and scheduler.enabled
+        retention = RetentionSettings()  # TOWER_RETENTION_*, read before the store opens (and migrates)
+        # every job's settings are read in build_tower, before it migrates: a bad one stops the start here
         tower = build_tower(settings, role=role, scheduler=SchedulerSettings(enabled=False) if hold else scheduler)
-        if plan.jobs:
-            tower.scheduler.enabled_jobs()  # each job's settings read now: a bad one stops the start here, not later
         if plan.maintains_schema:
-            apply_retention(tower.store, RetentionSettings())  # TOWER_RETENTION_*: TTLs, only where they differ
+            apply_retention(tower.store, retention)  # TTLs, only where they differ
+        for line in misspelt_variables(tower):
+            log.warning("%s", line)
         app = create_app(tower)
         setup_telemetry(settings.telemetry, app)
         data_dir = settings.store.data_dir

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kernel.settings import ApiSettings, CollectorSettings, IngestSettings, Settings, StoreSettings, settings_problems
+from kernel.settings import (
+    ApiSettings,
+    CollectorSettings,
+    IngestSettings,
+    Settings,
+    SlaSettings,
+    StoreSettings,
+    settings_problems,
+    unknown_variables,
+)
 
 
 def test_defaults_have_no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,3 +95,90 @@ def test_settings_problems_leave_other_errors_alone() -> None:
     with pytest.raises(ValidationError) as other:
         _NotSettings.model_validate({"n": "x"})
     assert settings_problems(other.value) is None
+
+
+class _Hook(BaseModel):
+    url: str
+    secret: SecretStr
+
+    @field_validator("secret")
+    @classmethod
+    def _long(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("secrets must be at least 16 characters")
+        return value
+
+
+class _HiddenSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOWER_HIDDEN_")
+
+    databases: dict[str, SecretStr] = {}
+    hooks: dict[str, _Hook] = {}
+    low: int = 1
+    high: int = 2
+
+    @field_validator("databases")
+    @classmethod
+    def _urls(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        if any("://" not in url.get_secret_value() for url in value.values()):
+            raise ValueError("not a URL")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _HiddenSettings:
+        if self.low >= self.high:
+            raise ValueError("low must be below high")
+        return self
+
+
+def test_settings_problems_hide_values_whose_type_holds_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variable's name need not say secret: a map of URLs or a model with a secret field is never echoed."""
+    monkeypatch.setenv("TOWER_HIDDEN_DATABASES", '{"replica": "postgresql//reader:S3cretPass99@db/wms"}')
+    monkeypatch.setenv("TOWER_HIDDEN_HOOKS", '{"wms": {"url": "https://x.example", "secret": "almost-16-chars"}}')
+    with pytest.raises(ValidationError) as bad:
+        _HiddenSettings()
+    problems = settings_problems(bad.value) or []
+    assert problems == [
+        "TOWER_HIDDEN_DATABASES: Value error, not a URL",
+        "TOWER_HIDDEN_HOOKS (at wms.secret): Value error, secrets must be at least 16 characters",
+    ]
+    assert not any("S3cretPass99" in line or "almost-16-chars" in line for line in problems)
+
+
+def test_settings_problems_name_the_variables_of_a_check_across_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOWER_HIDDEN_LOW", "5")
+    with pytest.raises(ValidationError) as crossed:
+        _HiddenSettings()
+    assert settings_problems(crossed.value) == ["TOWER_HIDDEN_LOW: Value error, low must be below high"]
+
+
+def test_unknown_variables_name_the_setting_a_typo_meant() -> None:
+    environ = {
+        "TOWER_COLECTOR_HTTP_PORT": "4539",  # a letter missing: the default port stays in force
+        "TOWER_COLLECTOR_GRPC_PORT": "0",
+        "TOWER_URL": "http://tower:4318",
+        "TOWER_NOTHING_LIKE_IT": "1",
+        "HOME": "/root",
+    }
+    assert unknown_variables(environ, [CollectorSettings, StoreSettings], {"TOWER_URL"}) == [
+        "TOWER_COLECTOR_HTTP_PORT is not a setting: ignored (did you mean TOWER_COLLECTOR_HTTP_PORT?)",
+        "TOWER_NOTHING_LIKE_IT is not a setting: ignored",
+    ]
+
+
+def test_the_server_backend_needs_its_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOWER_STORE_BACKEND", "server")
+    with pytest.raises(ValidationError) as missing:
+        StoreSettings()
+    assert settings_problems(missing.value) == [
+        "TOWER_STORE_BACKEND: Value error, TOWER_STORE_URL is required when TOWER_STORE_BACKEND=server"
+    ]
+    monkeypatch.setenv("TOWER_STORE_URL", "http://tower:secret@clickhouse:8123")
+    assert StoreSettings().backend == "server"
+
+
+def test_expected_sources_are_source_systems() -> None:
+    assert SlaSettings(expected_sources=["wms/dallas", "erp"]).expected_sources == ["wms/dallas", "erp"]
+    for wrong in ["sap", "wms dallas", "WMS"]:
+        with pytest.raises(ValidationError, match=f"unknown source '{wrong}'; systems are erp, wms"):
+            SlaSettings(expected_sources=[wrong])

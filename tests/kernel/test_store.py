@@ -115,3 +115,21 @@ def test_writes_wait_while_the_disk_has_less_free_than_the_guard(store: Embedded
     assert store.query("SELECT count() AS n FROM business_events WHERE id = 'guarded-1'") == [{"n": 0}]
     store.insert("business_events", [event_row(make_event("order.accepted", id="guarded-1"))])
     assert store.query("SELECT count() AS n FROM business_events WHERE id = 'guarded-1'") == [{"n": 1}]
+
+
+def test_an_upgraded_store_remembers_the_ids_of_events_stored_before_event_ids(store: EmbeddedStore) -> None:
+    """Migration 18 fills `event_ids` from the events already kept: an id reused before the upgrade (both events
+    still unmerged) or after it (the first sent before) is found by the event-id-reuse rule."""
+    store.command("DROP VIEW IF EXISTS event_ids_view")
+    store.command("DROP TABLE IF EXISTS event_ids")
+    store.command("DELETE FROM tower_schema_migrations WHERE version IN (17, 18)")  # a store of before migration 17
+    now = datetime.now(UTC)
+    first = make_event("order.accepted", 1, id="evt-1")
+    again = make_event("order.released", 2, id="evt-1", data={"order_id": "SO-1"})  # the id given to another event
+    kept = make_event("order.accepted", 3, id="evt-2")
+    store.insert("business_events", [event_row(first, now), event_row(kept, now)])
+    store.insert("business_events", [event_row(again, now)])
+
+    assert migrate(store) == [17, 18]
+    ids = store.query("SELECT id, min(lo) != max(hi) AS reused FROM event_ids GROUP BY id ORDER BY id")
+    assert ids == [{"id": "evt-1", "reused": 1}, {"id": "evt-2", "reused": 0}]

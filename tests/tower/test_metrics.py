@@ -203,6 +203,11 @@ def test_job_runs_are_counted_by_outcome_with_their_duration(store: EmbeddedStor
     last = gauge(samples, "tower_job_last_success_timestamp_seconds", job_name="works")
     assert AT.timestamp() <= last < (AT + timedelta(seconds=5)).timestamp()
     assert ("tower_job_last_success_timestamp_seconds", frozenset({"job_name": "fails"}.items())) not in samples
+    assert gauge(samples, "tower_job_consecutive_failures", job_name="works") == 0
+    assert gauge(samples, "tower_job_consecutive_failures", job_name="fails") == 1
+    scheduler.run_job("fails")
+    samples = parse(metrics.render().decode())
+    assert gauge(samples, "tower_job_consecutive_failures", job_name="fails") == 2
 
 
 def test_metrics_take_any_api_token_and_refuse_the_rest(

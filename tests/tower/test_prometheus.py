@@ -36,7 +36,66 @@ def test_the_shipped_alerting_rules_are_valid() -> None:
     assert PROMTOOL is not None
     checked = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 14 rules found" in checked.stdout
+    assert "SUCCESS: 16 rules found" in checked.stdout
+
+
+JOB_RULE_TESTS = """
+rule_files: ["{rules}"]
+evaluation_interval: 1m
+tests:
+  # restarted into a failing sla-evaluate: no last success, so the Stale rule has nothing to measure
+  - interval: 1m
+    input_series:
+      - series: 'tower_job_runs_total{{instance="t:4318", job="tower", job_name="sla-evaluate", outcome="error"}}'
+        values: '1+1x40'
+      - series: 'tower_job_consecutive_failures{{instance="t:4318", job="tower", job_name="sla-evaluate"}}'
+        values: '1+1x40'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: TowerJobNeverSucceeded
+        exp_alerts: []
+      - eval_time: 15m
+        alertname: TowerJobNeverSucceeded
+        exp_alerts:
+          - exp_labels: {{severity: critical, instance: "t:4318", job_name: sla-evaluate}}
+            exp_annotations:
+              summary: "Job sla-evaluate has failed since t:4318 started and never succeeded"
+      - eval_time: 15m
+        alertname: TowerSlaEvaluationStale
+        exp_alerts: []
+  # an hourly job failing once and again an hour later: never 3 failures in 15 minutes
+  - interval: 1m
+    input_series:
+      - series: 'tower_job_runs_total{{instance="t:4318", job="tower", job_name="finance-report", outcome="error"}}'
+        values: '1x59 2x60'
+      - series: 'tower_job_last_success_timestamp_seconds{{instance="t:4318", job="tower", job_name="finance-report"}}'
+        values: '0x119'
+      - series: 'tower_job_consecutive_failures{{instance="t:4318", job="tower", job_name="finance-report"}}'
+        values: '1x59 2x60'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: TowerJobLastRunFailed
+        exp_alerts: []
+      - eval_time: 90m
+        alertname: TowerJobFailing
+        exp_alerts: []
+      - eval_time: 90m
+        alertname: TowerJobLastRunFailed
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: "t:4318", job_name: finance-report}}
+            exp_annotations:
+              summary: "Job finance-report has failed 2 times in a row, nothing since succeeded, on t:4318"
+"""
+
+
+def test_the_job_rules_fire_for_a_slow_job_and_one_that_never_succeeded(tmp_path: Path) -> None:
+    """`promtool test rules` on synthetic series: what the rate rule and the staleness rules cannot see."""
+    assert PROMTOOL is not None
+    tests = tmp_path / "job-rules-test.yml"
+    tests.write_text(JOB_RULE_TESTS.format(rules=RULES))
+    tested = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True, timeout=60)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
 
 
 @pytest.fixture
@@ -135,7 +194,7 @@ def test_prometheus_scrapes_the_tower_and_evaluates_the_rules(behind: RunningTow
         groups = prometheus.get("/api/v1/rules").json()["data"]["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
         done = [r for r in rules if r.get("lastEvaluation", "").startswith("2") and r["health"] != "unknown"]
-        return rules if len(done) == len(rules) == 14 else []
+        return rules if len(done) == len(rules) == 16 else []
 
     for rule in eventually(evaluated):
         assert rule["health"] == "ok", rule  # every expression evaluates against the tower's real series

@@ -124,12 +124,42 @@ def test_no_dashboard_and_a_taken_port_start_none(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        with serve(tmp_path / "taken", TOWER_DASHBOARD_PORT=port) as (proc, log, _):
+        with serve(tmp_path / "taken", TOWER_DASHBOARD_PORT=port, TOWER_SCHEDULER_ENABLD="false") as (proc, log, _):
             time.sleep(1)
             assert children_of(proc.pid) == []
             assert f"  dashboard  not started: 127.0.0.1:{port} is in use" in log.read_text()
+            assert (
+                "TOWER_SCHEDULER_ENABLD is not a setting: ignored (did you mean TOWER_SCHEDULER_ENABLED?)"
+                in log.read_text()
+            )
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0
+
+
+def test_a_setting_refused_at_start_leaves_the_schema_as_it_was(tmp_path: Path) -> None:
+    """The settings of the jobs (and retention, alerting, reports) are read before the store migrates: a typo during
+    an upgrade does not move the schema on (a migration has no way back). In processes of their own: each opens
+    a data directory."""
+    data = tmp_path / "data"
+    for name, value in [("TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS", "-5"), ("TOWER_REPORTS_TIMEZONE", "Mars/Olympus")]:
+        env = {name: value, "TOWER_COLLECTOR_HTTP_PORT": str(free_port()), "TOWER_COLLECTOR_GRPC_PORT": "0"}
+        result = run_tower("serve", "--no-dashboard", "--data-dir", str(data), env=env)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"Error: invalid settings:\n  {name}="), result.stderr
+        assert "applied schema migrations" not in result.stderr + result.stdout
+    tables = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from kernel.store.embedded import EmbeddedStore; from pathlib import Path;"
+            f" print(EmbeddedStore(Path({str(data / 'clickhouse')!r})).query('SHOW TABLES'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert tables.stdout.strip() == "[]"
 
 
 @pytest.mark.slow
@@ -161,9 +191,9 @@ def test_a_second_tower_on_the_same_store_or_ports_stops_with_one_line(tmp_path:
         )
         assert same_ports.returncode == 1
         assert same_ports.stderr == (
-            f"Error: in use by another process (another tower?): 127.0.0.1:{ports['http']} (HTTP: --port,"
-            f" TOWER_COLLECTOR_HTTP_PORT); 127.0.0.1:{ports['grpc']} (OTLP/gRPC: --grpc-port,"
-            " TOWER_COLLECTOR_GRPC_PORT; 0 disables it)\n"
+            f"Error: 127.0.0.1:{ports['http']} is in use by another process (another tower?) (HTTP: --port,"
+            f" TOWER_COLLECTOR_HTTP_PORT); 127.0.0.1:{ports['grpc']} is in use by another process (another tower?)"
+            " (OTLP/gRPC: --grpc-port, TOWER_COLLECTOR_GRPC_PORT; 0 disables it)\n"
         )
         assert not second.exists()  # nothing opened, no tokens generated
 
@@ -189,6 +219,28 @@ def test_invalid_settings_stop_serve_with_one_line_per_problem(tmp_path: Path) -
     )
     result = CliRunner().invoke(main, ["dashboard"], env=bad_page)
     assert result.exit_code == 1 and "TOWER_DASHBOARD_PAGE_SIZE='5'" in result.output
+
+    # the ports' own settings: one port for both servers, port 0, a host that is not this machine's
+    port = str(free_port())
+    for ports, expected in [
+        (
+            {"TOWER_COLLECTOR_HTTP_PORT": port, "TOWER_COLLECTOR_GRPC_PORT": port},
+            f"Error: HTTP and OTLP/gRPC both on port {port} (--port, TOWER_COLLECTOR_HTTP_PORT; --grpc-port,"
+            " TOWER_COLLECTOR_GRPC_PORT, 0 disables gRPC): give each its own\n",
+        ),
+        (
+            {"TOWER_COLLECTOR_HTTP_PORT": "0"},
+            "Error: the HTTP port is 0 (--port, TOWER_COLLECTOR_HTTP_PORT): OTLP/HTTP senders, the CLI and the"
+            " dashboard need a port they can find\n",
+        ),
+        (
+            {"TOWER_COLLECTOR_HOST": "no.such.host.invalid", "TOWER_COLLECTOR_HTTP_PORT": port},
+            "Error: cannot listen on 'no.such.host.invalid' (--host, TOWER_COLLECTOR_HOST): ",
+        ),
+    ]:
+        result = CliRunner().invoke(main, ["serve", "--no-dashboard", "--data-dir", str(tmp_path / "data")], env=ports)
+        assert result.exit_code == 1 and result.output.startswith(expected), result.output
+        assert not (tmp_path / "data").exists()
 
     result = CliRunner().invoke(main, ["serve", "--no-dashboard"], env={"TOWER_API_TOKENS": env["TOWER_API_TOKENS"]})
     assert result.exit_code == 1
