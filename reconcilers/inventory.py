@@ -32,6 +32,16 @@ from reconcilers.sql import Binder, T, iso, newest, parse_time, source_condition
 SNAPSHOT = "inventory.snapshot"
 
 
+def pair_key(gk: str, bind: Binder) -> str:
+    """SQL of the finding key of a pair from `gk` (sku NUL location): `sku@location`. When the sku or the location
+    contains an '@' (where `sku@location` would be ambiguous), each part with '%' and '@' written %25 and %40,
+    joined by '@@' (`X%401@@DAL` for sku `X@1`): no two pairs share a key, and a key without '@' in its parts
+    stays as it always was. The escapes are bound, so no '%' is in the text."""
+    percent = f"replaceAll({gk}, {bind.bind('%', 'String')}, {bind.bind('%25', 'String')})"
+    escaped = f"replaceAll({percent}, '@', {bind.bind('%40', 'String')})"
+    return f"if(position({gk}, '@') = 0, replaceOne({gk}, char(0), '@'), replaceOne({escaped}, char(0), '@@'))"
+
+
 def stamp(text: str) -> str:
     """A stored UTC timestamp ('YYYY-MM-DD HH:MM:SS.ffffff') as RFC 3339 text, as `iso` writes it."""
     return text.replace(" ", "T") + "Z"
@@ -93,6 +103,7 @@ class InventoryReconciler:
                     run.pull_max_rows,
                     lambda message, name=name: run.progress(f"pull {name}", message),
                     timeout=run.pull_timeout_seconds,
+                    max_ahead=run.pull_max_ahead,
                 )
             run.progress("compare", "freshness and pairs")
             last = self._freshness(pulled)
@@ -137,8 +148,7 @@ class InventoryReconciler:
         for number, side in self.sides.items():
             result = pulled.get(number)
             if result is not None:
-                at = (result.newest if result.has_as_of else now) if result.rows else None
-                observations.append(self._staleness(side, side, at, now, pulled=True))
+                observations.append(self._staleness(side, side, result.last(now), now, pulled=True))
                 continue
             for source, at in sorted(last[number].items()):
                 observations.append(self._staleness(source, side, at, now))
@@ -177,9 +187,9 @@ class InventoryReconciler:
         self, run: RunContext, staging: Staging, last: dict[int, dict[str, datetime]], pulled: dict[int, PullResult]
     ) -> list[Comparison]:
         since = run.now - self.params.lookback
-        present = {
-            n: (pulled[n].rows > 0) if n in pulled else any(at >= since for at in last[n].values()) for n in self.sides
-        }
+        # a pulled side as an event side: rows older than the lookback are not compared (staging's `as_of >= since`)
+        counted = {n: [at] if (at := pulled[n].last(run.now)) else [] for n in pulled}
+        present = {n: any(at >= since for at in counted.get(n, last[n].values())) for n in self.sides}
         check_sync = present[1] and present[2]
         check_oversell = self.oversell_rule is not None and present.get(3, False) and present[2]
         lookback = self.params.lookback
@@ -288,7 +298,7 @@ class InventoryReconciler:
             parts.append(
                 f"SELECT sku AS s, location AS l, sum(quantity) AS quantity, max(as_of) AS time,"
                 f" {newest('max(as_of)', 'max(as_of)')} AS v, indexOf({known}, any(source)) AS si, '' AS w, side"
-                f" FROM {staging.name} GROUP BY side, sku, location"
+                f" FROM {staging.name} WHERE as_of >= {bind.bind(since, T)} GROUP BY side, sku, location"
             )
         # Per side its latest quantity, time and source. A side without a snapshot of the pair has the epoch as
         # its time. One string key (sku NUL location, split again in Python) groups faster than the pair of
@@ -309,7 +319,7 @@ class InventoryReconciler:
         sql = f"""
 SELECT keep, count() AS compared, groupArrayIf(({", ".join(columns)}), keep) AS rows
 FROM (
-    SELECT *, replaceOne(gk, char(0), '@') AS key, {present},
+    SELECT *, {pair_key("gk", bind)} AS key, {present},
         round(if(has1, q1, 0) - if(has2, q2, 0), 6) AS difference,
         {bind.bind(int(check_sync), "UInt8")} AND abs(difference) > {bind.bind(self.params.tolerance, "Float64")}
             AS sync_differs,

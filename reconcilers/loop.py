@@ -5,12 +5,13 @@ Per finding rule, each run:
 1. **resolves** every active exception whose key the run saw agreeing, with resolution
    `reconciled` and the evidence (both sides' values now, the run id) in its details;
 2. **opens** an exception for each differing key without an active one, unless (3) applies;
-3. **reopens**, once, an exception a person resolved while its difference still stands: the
-   key has differed continuously since before the person's resolution (its current *episode*
-   of difference, kept in `recon_state`, began at or before `resolved_at`). The reason names the
-   values. If a person resolves the same exception again after the reconciler reopened it, the
-   person's word stands: no reopen, and no new exception, until the key agrees once (the episode
-   ends); a later difference is a new episode and opens a new exception;
+3. **reopens** an exception resolved while its difference still stands: the key has differed
+   continuously since before the resolution (its current *episode* of difference, kept in
+   `recon_state`, began at or before `resolved_at`). The reason names the values. A resolution by
+   a process (`MACHINE_ACTORS`: a replay that saw its events arrive, an engine) is reopened every
+   time; a person's once: if a person resolves it again after the reconciler reopened a person's
+   resolution, the person's word stands: no reopen, and no new exception, until the key agrees
+   once (the episode ends); a later difference is a new episode and opens a new exception;
 4. records each differing key's episode in `recon_state` (key, since, the values seen), and the
    end of episodes whose keys now agree.
 
@@ -34,11 +35,14 @@ from kernel.exceptions import ExceptionStore, NewException
 from kernel.store import Store
 from reconcilers.config import FindingRule
 from reconcilers.model import Comparison, Observation
+from reconcilers.replay.service import ACTOR as REPLAY_ACTOR
 from reconcilers.sql import parse_time
 
 ACTOR = "reconciler"
 RECONCILED = "reconciled"
 UNREPORTED = "unreported"
+# Actors that are processes, not people: their resolution of a key that still differs is no one's word to respect.
+MACHINE_ACTORS = frozenset({ACTOR, REPLAY_ACTOR, "engine", "scheduler", "policy"})
 
 OwnerFor = Callable[[FindingRule, Mapping[str, str]], str]
 """The owner of a finding: (finding rule, routing data such as warehouse, source, customer_id) -> owner."""
@@ -167,7 +171,7 @@ class Loop:
         candidates = [o for o in differing if o.key not in active]
         # all resolved: the active ones are handled before
         latest = self.exceptions.latest_by_key(rule.id, [o.key for o in candidates])
-        contested = self._contested([r.id for r in latest.values() if r.resolution != RECONCILED])
+        standing = self._standing([r.id for r in latest.values() if r.resolution != RECONCILED])
         to_open: list[NewException] = []
         for observation in candidates:
             since = episodes.get(observation.key, now)
@@ -175,7 +179,7 @@ class Loop:
             resolved_at = parse_time(record.resolved_at) if record is not None else None
             if record is None or record.resolution == RECONCILED or resolved_at is None or resolved_at < since:
                 to_open.append(self._new(rule, observation, run_id))
-            elif record.id in contested:
+            elif record.id in standing:
                 outcome.standing += 1
             else:
                 reason = f"still differs at run {run_id}: {observation.summary}"
@@ -203,13 +207,22 @@ class Loop:
     def _evidence(observation: Observation, run_id: str) -> dict[str, Any]:
         return {"run_id": run_id, "summary": observation.summary, "values": observation.values}
 
-    def _contested(self, ids: list[str]) -> set[str]:
-        """Exceptions the reconciler has reopened before: a person's later resolution of them stands."""
+    def _standing(self, ids: list[str]) -> set[str]:
+        """Exceptions whose resolution stands: last resolved by a person, after the reconciler had already reopened
+        a person's resolution of them (it argues once). A process's resolution never stands."""
         if not ids:
             return set()
         rows = self.store.query(
-            "SELECT DISTINCT exception_id FROM exception_audit WHERE exception_id IN {ids:Array(String)}"
-            " AND action = 'reopened' AND actor = {actor:String}",
-            {"ids": ids, "actor": ACTOR},
+            "SELECT exception_id, actor, action FROM exception_audit WHERE exception_id IN {ids:Array(String)}"
+            " AND action IN ('resolved', 'reopened') ORDER BY exception_id, at, seq",
+            {"ids": ids},
         )
-        return {row["exception_id"] for row in rows}
+        resolver: dict[str, str] = {}  # the actor of each exception's latest resolution so far
+        argued: set[str] = set()  # the reconciler reopened a person's resolution of them
+        for row in rows:
+            exception_id, actor = row["exception_id"], row["actor"]
+            if row["action"] == "resolved":
+                resolver[exception_id] = actor
+            elif actor == ACTOR and resolver.get(exception_id, ACTOR) not in MACHINE_ACTORS:
+                argued.add(exception_id)
+        return {i for i in argued if resolver.get(i, ACTOR) not in MACHINE_ACTORS}

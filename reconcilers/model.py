@@ -12,7 +12,7 @@ import gc
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from reconcilers.config import FindingRule, RuleConfig
@@ -85,6 +85,7 @@ class RunContext:
     pull_batch_rows: int = 50_000
     pull_max_rows: int = 20_000_000
     pull_timeout_seconds: float = 300.0
+    pull_max_ahead: timedelta | None = None  # a pulled count further ahead of `now` fails the pull; None: no limit
 
 
 class Reconciler(Protocol):

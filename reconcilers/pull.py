@@ -5,22 +5,29 @@ TOWER_RECONCILE_SOURCES) and a query returning `sku, location, quantity` and opt
 (when the quantity was counted); the rows are streamed in batches, checked and typed, and
 written into a staging table of the run (`recon_stage_<run>`), which the same comparison SQL
 reads beside the snapshot events. The staging table is dropped when the run ends.
+
+The pull only reads: a SQLite file is opened read-only (a missing file is an error, never created empty), and
+PostgreSQL runs the query in a read-only transaction. Other databases rely on the user of the URL: give the pull a
+read-only one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 from kernel.model.events import EARLIEST_TIME, LATEST_TIME, key_problem, number_problem
 from kernel.store import Store
 from kernel.store.base import utc_text
 from reconcilers.config import PullParams
+from reconcilers.sql import iso
 
 REQUIRED = ("sku", "location", "quantity")
 OPTIONAL = ("as_of",)
@@ -37,6 +44,12 @@ class PullResult:
     rows: int
     newest: datetime | None
     has_as_of: bool
+
+    def last(self, now: datetime) -> datetime | None:
+        """When the side was last counted: its newest `as_of`, `now` when the query has none, None without rows."""
+        if not self.rows:
+            return None
+        return self.newest if self.has_as_of else now
 
 
 class Staging:
@@ -76,13 +89,15 @@ def pull(
     max_rows: int,
     progress: Any = None,
     timeout: float | None = None,
+    max_ahead: timedelta | None = None,
 ) -> PullResult:
     """Run `params.query` on the database at `url` and write its rows into `staging` as side `side`.
 
     Rows of the same (sku, location) are added up by the comparison (the bins of a location). A
     row without `as_of` counts as counted `now`. PullError names the side, the database and, for a
     bad row, its number and field; the URL (a secret) never appears in a message. A pull running
-    longer than `timeout` seconds is cancelled (`Watchdog`) and fails.
+    longer than `timeout` seconds is cancelled (`Watchdog`) and fails. A row counted more than `max_ahead`
+    after `now` fails it too, as such an event is refused at the door (TOWER_COLLECTOR_EVENT_MAX_AHEAD_MINUTES).
     """
     import sqlalchemy
     from sqlalchemy.exc import SQLAlchemyError
@@ -92,13 +107,16 @@ def pull(
     staging.create()
     written, newest, has_as_of = 0, None, False
     try:
-        engine = sqlalchemy.create_engine(url)
+        engine = sqlalchemy.create_engine(read_only_url(url, where))
     except (SQLAlchemyError, ValueError, ImportError) as exc:
         raise PullError(f"{where}: cannot use the configured URL: {_clean(exc, secret)}") from exc
     watchdog = Watchdog(timeout)
+    options: dict[str, Any] = {"stream_results": True}
+    if engine.dialect.name == "postgresql":
+        options["postgresql_readonly"] = True  # SET TRANSACTION READ ONLY: the query cannot write
     try:
         with engine.connect() as connection, watchdog.watching(connection.connection.driver_connection):
-            result = connection.execution_options(stream_results=True).execute(sqlalchemy.text(params.query))
+            result = connection.execution_options(**options).execute(sqlalchemy.text(params.query))
             names = result.keys()  # the result's column names (a RMKeyView, not a dict)
             columns = [str(c).lower() for c in names]
             missing = [c for c in REQUIRED if c not in columns]
@@ -118,7 +136,7 @@ def pull(
                 rows: list[dict[str, Any]] = []
                 for offset, raw in enumerate(batch):
                     number = written + offset + 1
-                    row = _typed(raw, index, now, f"{where}: row {number}")
+                    row = _typed(raw, index, now, max_ahead, f"{where}: row {number}")
                     rows.append({"side": side, "source": name, **row})
                     if has_as_of and (newest is None or row["_at"] > newest):
                         newest = row["_at"]
@@ -137,6 +155,22 @@ def pull(
         with contextlib.suppress(Exception):
             engine.dispose()
     return PullResult(written, newest, has_as_of)
+
+
+def read_only_url(url: str, where: str) -> Any:
+    """The URL to connect with: a SQLite file opened read-only (`mode=ro`), so a missing file is an error instead
+    of a new empty database and the query cannot write; other URLs as they are. PullError when the file is missing
+    (its path is not shown: the URL is a secret)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return parsed
+    if not Path(database).is_file():
+        raise PullError(f"{where}: the SQLite database file does not exist (its path is in TOWER_RECONCILE_SOURCES)")
+    uri = "file:" + urllib.parse.quote(str(Path(database).resolve()))
+    return parsed.set(database=uri, query={**parsed.query, "mode": "ro", "uri": "true"})
 
 
 class Watchdog:
@@ -179,26 +213,43 @@ class Watchdog:
         )
 
 
-def _typed(raw: Any, index: dict[str, int], now: datetime, where: str) -> dict[str, Any]:
+def _typed(raw: Any, index: dict[str, int], now: datetime, max_ahead: timedelta | None, where: str) -> dict[str, Any]:
     sku = _text(raw[index["sku"]], f"{where}: sku")
-    location = _text(raw[index["location"]], f"{where}: location", allow_empty=True)
-    quantity = raw[index["quantity"]]
-    if isinstance(quantity, bool) or not isinstance(quantity, (int, float, Decimal)):
-        raise PullError(f"{where}: quantity {quantity!r} is not a number")
-    problem = number_problem(quantity)  # NaN would compare equal to anything, silently; infinity is no count
-    if problem:
-        raise PullError(f"{where}: quantity {problem}")
+    location = _text(raw[index["location"]], f"{where}: location")  # as a snapshot event's: required
+    quantity = _number(raw[index["quantity"]], f"{where}: quantity")
     at = now
     if "as_of" in index and raw[index["as_of"]] is not None:
         at = _time(raw[index["as_of"]], f"{where}: as_of")
-    return {"sku": sku, "location": location, "quantity": float(quantity), "as_of": utc_text(at), "_at": at}
+        if max_ahead is not None and at > now + max_ahead:
+            hours = (at - now).total_seconds() / 3600
+            raise PullError(
+                f"{where}: as_of {iso(at)} is {hours:,.1f} hours ahead of the tower's clock; counts more than"
+                f" {int(max_ahead.total_seconds() // 60)} minutes ahead are refused, as events are"
+                " (TOWER_COLLECTOR_EVENT_MAX_AHEAD_MINUTES; the replica's clock or time zone?)"
+            )
+    return {"sku": sku, "location": location, "quantity": quantity, "as_of": utc_text(at), "_at": at}
 
 
-def _text(value: Any, where: str, allow_empty: bool = False) -> str:
+def _number(value: Any, where: str) -> float:
+    """A quantity: a number, or text holding one (a SQLite TEXT column); NaN, infinity and 10^14 refused."""
+    if isinstance(value, str):
+        try:
+            value = Decimal(value.strip())
+        except InvalidOperation as exc:
+            raise PullError(f"{where} {value!r} is not a number") from exc
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise PullError(f"{where} {value!r} is not a number")
+    problem = number_problem(value)  # NaN would compare equal to anything, silently; infinity is no count
+    if problem:
+        raise PullError(f"{where} {problem}")
+    return float(value)
+
+
+def _text(value: Any, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise PullError(f"{where} {value!r} is not text")
     text = str(value).strip()
-    if not text and not allow_empty:
+    if not text:
         raise PullError(f"{where} is empty")
     problem = key_problem(text)  # the same keys as snapshot events take, so the sides can join
     if problem:
@@ -208,6 +259,11 @@ def _text(value: Any, where: str, allow_empty: bool = False) -> str:
 
 def _time(value: Any, where: str) -> datetime:
     shown = value
+    if isinstance(value, int) and not isinstance(value, bool):  # Unix seconds (an INTEGER column)
+        try:
+            value = datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise PullError(f"{where} {shown!r} is outside 1970-01-01..2262-04-11, the times the store holds") from exc
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))

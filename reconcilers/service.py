@@ -14,10 +14,12 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from kernel.clock import Clock
 from kernel.exceptions import COLUMNS, ExceptionRecord, ExceptionStore
+from kernel.settings import CollectorSettings
 from kernel.store import Store
 from reconcilers.config import FindingRule, InventoryParams, RuleConfig, check_finding_rules
 from reconcilers.inventory import InventoryReconciler
@@ -60,11 +62,17 @@ class ReconcileService:
         configs: list[RuleConfig],
         owner_for: OwnerFor,
         settings: ReconcileSettings | None = None,
+        max_ahead_minutes: int | None = None,
     ) -> None:
+        """`max_ahead_minutes`: how far ahead of the clock a pulled count may be, as for events at the door (0: any
+        time); None reads TOWER_COLLECTOR_EVENT_MAX_AHEAD_MINUTES (kernel's CollectorSettings)."""
         check_finding_rules(configs)
         self.store = store
         self.clock = clock
         self.settings = settings or ReconcileSettings()
+        if max_ahead_minutes is None:
+            max_ahead_minutes = CollectorSettings().event_max_ahead_minutes
+        self.max_ahead = timedelta(minutes=max_ahead_minutes) if max_ahead_minutes else None
         self.reconcilers: dict[str, Reconciler] = {c.id: reconciler_for(store, c) for c in configs}
         self.loop = Loop(store, exceptions, owner_for)
         self.runs = RunLog(store)
@@ -126,6 +134,7 @@ class ReconcileService:
                 pull_batch_rows=self.settings.pull_batch_rows,
                 pull_max_rows=self.settings.pull_max_rows,
                 pull_timeout_seconds=self.settings.pull_timeout_seconds,
+                pull_max_ahead=self.max_ahead,
             )
             comparisons = reconciler.compare(context)
             step("apply", "opening, resolving and reopening exceptions")

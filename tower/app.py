@@ -210,7 +210,8 @@ def build_reconcile(
         return rules.routing.owner_for(by_id[finding.source_rule].model_copy(update=update), data)
 
     try:
-        return ReconcileService(store, exceptions, clock, configs, owner_for, reconcile)
+        ahead = settings.collector.event_max_ahead_minutes  # a pulled count is held to the doors' allowance
+        return ReconcileService(store, exceptions, clock, configs, owner_for, reconcile, max_ahead_minutes=ahead)
     except ValueError as exc:
         shown = str(settings.sla.rules_dir or "sla_rules/rules")
         raise RuleFileError([Problem(shown, None, "params", str(exc))]) from exc

@@ -6,8 +6,9 @@ works out what to ask for (the keys and the time range [from, to)), records the 
 idempotency key, calls the source's webhook with a signed JSON body, retries 5xx, 408, 429 and
 connection errors with exponential backoff on the injected clock, then watches for the replayed
 events: events from that source, received after the request, with those keys (or, without keys,
-with business times in the range). When they arrive the exceptions resolve as `replayed` with the
-evidence; when the wait runs out the request is `escalated` and a note says so on each exception.
+with business times in the range and ids the tower did not hold when asked). When they arrive the
+exceptions resolve as `replayed` with the evidence; when the wait runs out the request is `escalated`
+and a note says so on each exception.
 
 Sending is at least once: a call whose answer was lost is sent again with the same idempotency key,
 which the receiver uses to do the work once. Asking again for the same source, keys and range
@@ -60,6 +61,16 @@ WHERE (source = {{source:String}} OR startsWith(source, {{prefix:String}}))
   AND ((notEmpty({{keys:Array(String)}}) AND hasAny({{keys:Array(String)}}, {_EVENT_KEY_COLUMNS}))
        OR (empty({{keys:Array(String)}}) AND time >= {{since:DateTime64(6, 'UTC')}}
            AND time < {{until:DateTime64(6, 'UTC')}}))
+"""
+
+# The distinct events of the source with a time in the range, whenever received: counted when a request without keys
+# is made and again while it is watched, so an event the tower already had (a redelivered last snapshot) is no replay
+# even after the store folds its two copies into the later one.
+_IN_RANGE = """
+SELECT uniqExact(source, id) AS events
+FROM business_events
+WHERE (source = {source:String} OR startsWith(source, {prefix:String}))
+  AND time >= {since:DateTime64(6, 'UTC')} AND time < {until:DateTime64(6, 'UTC')}
 """
 
 # The event id is read inside ClickHouse: a raw record refused whole can be 32 MiB, and 200 of them must not travel.
@@ -162,6 +173,11 @@ class ReplayService:
             )
         if record.status not in ACTIVE:
             raise NotReplayable(f"exception {record.id} is {record.status}; only active exceptions are replayed")
+        if record.context.get("pulled") is True:
+            raise NotReplayable(
+                f"exception {record.id} ({record.rule} {record.key!r}) is about a side read from a database (`pull`): "
+                "its events are ignored, so resent events cannot fix it; look at the database or its query"
+            )
         source = exception_source(record)
         if source is None:
             raise NotReplayable(f"exception {record.id} ({record.rule} {record.key!r}) names no source to replay from")
@@ -225,6 +241,7 @@ class ReplayService:
                     requested_at=utc_text(now),
                     next_attempt_at=utc_text(now),
                     body=orjson.dumps(body).decode(),
+                    detail={} if wanted else {"stored_before": self._in_range(source, utc_text(start), utc_text(end))},
                 ),
                 now,
             )
@@ -250,6 +267,11 @@ class ReplayService:
                 raise NotReplayable(f"the range is empty: from {iso(start)} is not before to {iso(end)}")
             start = end - lookback
         return start, end
+
+    def _in_range(self, source: str, since: str, until: str) -> int:
+        """How many distinct events of `source` the store holds with a time in [since, until)."""
+        params = {"source": source, "prefix": f"{source}/", "since": since, "until": until}
+        return int(self.store.query(_IN_RANGE, params)[0]["events"])
 
     def _dead_letters(self, source: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
         return self.store.query(
@@ -392,6 +414,10 @@ class ReplayService:
             },
         )[0]
         events = int(row["events"])
+        stored_before = record.detail.get("stored_before")
+        if isinstance(stored_before, int) and not record.keys:  # only events the tower did not have when asked
+            new = self._in_range(record.source, record.range_from, record.range_to) - stored_before
+            events = min(events, max(0, new))
         matched = sorted(str(k) for k in row["matched"])
         missing = sorted(set(record.keys) - set(matched))
         # a webhook that announces 0 events says nothing was lost; without an announcement, one event will do
@@ -406,6 +432,7 @@ class ReplayService:
             "first_received_at": _iso_stored(row["first_received_at"]) if events else None,
             "last_received_at": _iso_stored(row["last_received_at"]) if events else None,
             "range": {"from": _iso_stored(record.range_from), "to": _iso_stored(record.range_to)},
+            **({"stored_before": stored_before} if isinstance(stored_before, int) else {}),
             "complete": enough and not missing,
         }
 

@@ -11,6 +11,8 @@ from kernel.store import Store
 from reconcilers.inventory import InventoryReconciler
 from reconcilers.loop import ACTOR, RECONCILED
 from reconcilers.model import RunContext
+from reconcilers.replay.service import ACTOR as REPLAY_ACTOR
+from reconcilers.replay.service import RESOLUTION as REPLAYED
 from tests.reconcilers.factories import NOW, Harness, inventory_rule, order_flow, snapshot
 
 T = NOW - timedelta(minutes=10)
@@ -443,3 +445,56 @@ def test_a_finding_stays_open_while_a_whole_side_is_silent(store: Store) -> None
     run = h.run()
     assert run.resolved == 0 and set(h.active("inventory-sync")) == {"SKU-1@DAL"}
     assert "inventory-stale" in run.details["rules"] and h.active("inventory-stale")
+
+
+def test_a_replay_resolving_a_source_still_stale_never_makes_the_reconciler_stand_down(store: Store) -> None:
+    """The replay resolves `replayed` once its events arrive, though the source may still be stale: that is no
+    person's word, so the reconciler reopens it at every run; a person's resolution it reopens once."""
+    h = Harness(store, inventory_rule(oversell=None, stale_after="1h"))
+    h.send(snapshot("erp", "SKU-1", "DAL", 5, T), snapshot("wms/reno", "SKU-1", "DAL", 5, NOW - timedelta(hours=3)))
+    h.run()
+    (stale,) = h.active("inventory-stale").values()
+    for _ in range(2):  # every replay resolution is argued with, not only the first
+        h.later()
+        h.exceptions.resolve_many([h.exceptions.get(stale.id)], REPLAYED, {stale.id: {"events": 1}}, REPLAY_ACTOR)
+        run = h.run()
+        assert (run.reopened, run.opened) == (1, 0)
+        assert run.details["rules"]["inventory-stale"]["standing"] == 0
+        assert h.exceptions.get(stale.id).status == "open"
+    # a person's resolution is reopened once (the replay's reopenings were no argument with them) ...
+    h.later()
+    h.exceptions.resolve(stale.id, "ann", note="Reno is being migrated")
+    assert h.run().reopened == 1
+    # ... and their second one stands
+    h.later()
+    h.exceptions.resolve(stale.id, "ann", note="Reno is being migrated, really")
+    run = h.run()
+    assert (run.reopened, run.opened) == (0, 0) and run.details["rules"]["inventory-stale"]["standing"] == 1
+
+
+def test_pairs_whose_sku_or_location_contains_an_at_sign_have_keys_of_their_own(store: Store) -> None:
+    """(X@1, DAL) and (X, 1@DAL) would both be `X@1@DAL`: the one that differs would flap between open and
+    reconciled. A key without '@' in its parts keeps its `sku@location` form ('%' included)."""
+    h = Harness(store, inventory_rule(oversell=None))
+    h.send(
+        snapshot("erp", "X@1", "DAL", 9, T),
+        snapshot("wms", "X@1", "DAL", 4, T),
+        snapshot("erp", "X", "1@DAL", 5, T),
+        snapshot("wms", "X", "1@DAL", 5, T),
+        snapshot("erp", "50%OFF", "DAL", 2, T),
+        snapshot("wms", "50%OFF", "DAL", 1, T),
+    )
+    for _ in range(3):
+        run = h.run()
+        h.later()
+    assert (run.opened, run.resolved) == (0, 0)
+    assert len(h.all("inventory-sync")) == 2
+    active = h.active("inventory-sync")
+    assert set(active) == {"X%401@@DAL", "50%OFF@DAL"}
+    assert (active["X%401@@DAL"].context["sku"], active["X%401@@DAL"].context["location"]) == ("X@1", "DAL")
+    assert active["X%401@@DAL"].context["summary"] == "X%401@@DAL: erp 9 vs wms 4 (difference 5, tolerance 0)"
+
+    at = h.later()  # the other pair differs too now: its own key
+    h.send(snapshot("wms", "X", "1@DAL", 3, at))
+    run = h.run()
+    assert run.opened == 1 and set(h.active("inventory-sync")) == {"X%401@@DAL", "X@@1%40DAL", "50%OFF@DAL"}

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from kernel.store import Store
 from reconcilers.config import RuleConfig
+from reconcilers.replay import NotReplayable, ReplayService, ReplaySettings
 from reconcilers.settings import ReconcileSettings
 from tests.reconcilers.factories import NOW, Harness, inventory_rule, snapshot
 
@@ -134,6 +135,18 @@ def test_a_pull_returning_nothing_leaves_the_pairs_unchecked(store: Store, tmp_p
             " the times the store holds",
         ),
         (
+            [("SKU-1", "DAL", 1, None), ("SKU-2", "DAL", 1, "2026-11-04 18:00:01")],
+            QUERY,
+            "pull wms from wms_replica: row 2: as_of 2026-11-04T18:00:01.000000Z is 48.0 hours ahead of the tower's"
+            " clock; counts more than 1440 minutes ahead are refused, as events are"
+            " (TOWER_COLLECTOR_EVENT_MAX_AHEAD_MINUTES; the replica's clock or time zone?)",
+        ),
+        (
+            [("SKU-1", " ", 1, None)],
+            QUERY,
+            "pull wms from wms_replica: row 1: location is empty",
+        ),
+        (
             [],
             "SELECT * FROM no_such_table",
             "pull wms from wms_replica: OperationalError: no such table: no_such_table",
@@ -147,6 +160,8 @@ def test_a_pull_returning_nothing_leaves_the_pairs_unchecked(store: Store, tmp_p
         "too big",
         "control character",
         "year 1",
+        "ahead of the clock",
+        "empty location",
         "bad query",
     ],
 )
@@ -202,3 +217,80 @@ def test_a_pull_that_hangs_is_cancelled_and_fails_the_run(store: Store, tmp_path
     # nothing is left holding the database: a query that ends reads it at once
     again = Harness(store, pulled_rule(), settings=settings(0.5, wms_replica=url))
     assert again.run().rows_compared == 1
+
+
+def test_pulled_rows_older_than_the_lookback_are_not_compared(store: Store, tmp_path: Path) -> None:
+    """As for snapshot events: a side whose rows are all older than the lookback is not compared (only stale),
+    and an old row among fresh ones is left out of its pair."""
+    old = "2026-10-01 18:00:00"  # 32 days ago
+    url = wms_database(tmp_path / "wms.db", [("SKU-1", "DAL", 7, old)])
+    h = Harness(store, pulled_rule(lookback="7d"), settings=settings(wms_replica=url))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    run = h.run()
+    assert (run.rows_compared, run.opened) == (0, 1)
+    assert run.details["rules"]["inventory-sync"]["checked"] is False
+    assert run.details["rules"]["inventory-sync"]["note"] == "no snapshot from wms in the last 7 days, 0:00:00"
+    assert h.all("inventory-sync") == [] and set(h.active("inventory-stale")) == {"wms"}
+
+    fresh = wms_database(tmp_path / "fresh.db", [("SKU-1", "DAL", 10, "2026-11-02 17:30:00"), ("SKU-1", "DAL", 7, old)])
+    h = Harness(store, pulled_rule(lookback="7d"), settings=settings(wms_replica=fresh))
+    run = h.run()  # the old bin is not added to the fresh one: 10 against the ERP's 10
+    assert (run.rows_compared, run.opened) == (1, 0) and h.all("inventory-sync") == []
+
+
+def test_a_stale_pulled_side_cannot_be_replayed(store: Store, tmp_path: Path) -> None:
+    """Events of a pulled side are ignored, so resent events cannot fix its staleness: the replay is refused."""
+    url = wms_database(tmp_path / "wms.db", [("SKU-1", "DAL", 10, "2026-11-02 15:00:00")])
+    h = Harness(store, pulled_rule(), settings=settings(wms_replica=url))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    h.run()
+    stale = h.active("inventory-stale")["wms"]
+    hook = {"url": "http://127.0.0.1:4571/replay", "secret": "replay-test-secret-0123456789"}  # never called
+    replay = ReplayService(store, h.exceptions, h.clock, ReplaySettings.model_validate({"webhooks": {"wms": hook}}))
+    with pytest.raises(NotReplayable, match=r"read from a database \(`pull`\): its events are ignored"):
+        replay.request(stale.id)
+    assert replay.requests.search() == ([], 0)
+
+
+def test_a_missing_sqlite_file_fails_the_run_and_is_not_created(store: Store, tmp_path: Path) -> None:
+    missing = tmp_path / "gone.db"
+    h = Harness(store, pulled_rule(), settings=settings(wms_replica=f"sqlite:///{missing}"))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    (record,) = h.service.run()
+    assert record.error == (
+        "PullError: pull wms from wms_replica: the SQLite database file does not exist"
+        " (its path is in TOWER_RECONCILE_SOURCES)"
+    )
+    assert not missing.exists()
+
+
+def test_the_pull_cannot_write_to_a_sqlite_replica(store: Store, tmp_path: Path) -> None:
+    url = wms_database(tmp_path / "wms.db", [("SKU-1", "DAL", 10, None)])
+    h = Harness(store, pulled_rule("WITH x AS (SELECT 1) DELETE FROM stock"), settings=settings(wms_replica=url))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    (record,) = h.service.run()
+    assert record.error == (
+        "PullError: pull wms from wms_replica: OperationalError: attempt to write a readonly database"
+    )
+    with sqlite3.connect(tmp_path / "wms.db") as db:
+        assert db.execute("SELECT count(*) FROM stock").fetchone() == (1,)
+
+
+def test_unix_seconds_and_numbers_as_text_are_read(store: Store, tmp_path: Path) -> None:
+    url = wms_database(tmp_path / "wms.db", [("SKU-1", "DAL", 7, "2026-11-02 17:30:00")])
+    query = (
+        "SELECT item AS sku, bin_location AS location, CAST(on_hand AS TEXT) AS quantity,"
+        " CAST(strftime('%s', counted_at) AS INTEGER) AS as_of FROM stock"
+    )
+    h = Harness(store, pulled_rule(query), settings=settings(wms_replica=url))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    h.run()
+    wms = h.active("inventory-sync")["SKU-1@DAL"].context["sides"][1]
+    assert (wms["quantity"], wms["as_of"]) == (7, "2026-11-02T17:30:00.000000Z")
+
+
+def test_a_count_ahead_of_the_clock_within_the_allowance_is_read(store: Store, tmp_path: Path) -> None:
+    url = wms_database(tmp_path / "wms.db", [("SKU-1", "DAL", 10, "2026-11-03 17:59:00")])  # 23 h 59 min ahead
+    h = Harness(store, pulled_rule(), settings=settings(wms_replica=url))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
+    assert h.run().rows_compared == 1

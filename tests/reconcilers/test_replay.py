@@ -485,3 +485,30 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_webhooks_are_refused(hook: dict[str, Any], source: str, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ReplaySettings.model_validate({"webhooks": {source: hook}})
+
+
+def test_an_event_the_tower_already_had_is_no_replayed_event(
+    service: ReplayService, store: Store, exceptions: ExceptionStore, clock: FixedClock
+) -> None:
+    """The default range of a stale exception begins at its last snapshot, inclusive: resending that snapshot (same
+    id, time and data) is a redelivery, not a lost event, before and after the store folds the two copies."""
+    last = make_event("inventory.snapshot", 1, source="wms/reno", time="2026-11-02T15:00:00Z")
+    store.insert("business_events", [event_row(last, datetime(2026, 11, 2, 15, 1, tzinfo=UTC))])
+    context = {"source": "wms/reno", "last_snapshot": "2026-11-02T15:00:00.000000Z", "check": "stale"}
+    (stale,) = exceptions.open_many(
+        [NewException("inventory-stale", "wms/reno", "technical", "integration", "high", context=context)]
+    )
+    request = service.request(stale.id).request
+    assert request.detail == {"stored_before": 1}
+    clock.advance(timedelta(minutes=1))
+    store.insert("business_events", [event_row(last, clock.now())])  # the same snapshot again
+    for merge in (False, True):
+        if merge:
+            store.command("OPTIMIZE TABLE business_events FINAL")
+        assert service.watch().satisfied == [], merge
+        assert service.evidence(request)["events"] == 0
+    lost = make_event("inventory.snapshot", 2, source="wms/reno", time="2026-11-02T16:00:00Z")
+    store.insert("business_events", [event_row(lost, clock.now())])
+    assert service.watch().satisfied == [request.id]
+    evidence = orjson.loads(exceptions.get(stale.id).resolution_detail)
+    assert (evidence["events"], evidence["stored_before"]) == (1, 1)

@@ -66,7 +66,10 @@ class RunOut(BaseModel):
     findings: int = Field(description="Subjects differing at the end of the run, over the rule's finding rules.")
     opened: int
     resolved: int = Field(description="Exceptions resolved as `reconciled`: the systems agree again.")
-    reopened: int = Field(description="Exceptions a person resolved while the difference still stood.")
+    reopened: int = Field(
+        description="Exceptions resolved while the difference still stood: by a person (reopened once) or by a"
+        " process such as the replay (every time)."
+    )
     duration_ms: float
     error: str = Field(description="Why the run failed; empty when it did not.")
     details: dict[str, Any] = Field(description="Per finding rule: counts and exception ids; per phase: ms.")
