@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from kernel.model.events import SOURCE_SYSTEMS, source_covers, source_system
 
@@ -98,16 +98,27 @@ def _zone(value: str) -> str:
 OwnerName = Annotated[str, AfterValidator(_owner_name)]
 SourceName = Annotated[str, AfterValidator(_source_name)]
 ChannelName = Annotated[str, AfterValidator(_channel_name)]
-Values = Annotated[list[str], Field(min_length=1)]
 
 
-def _listed(value: Any) -> Any:
-    """One value reads as a list of one; ids given as YAML numbers (customer_id: 10042) match as text."""
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        return [str(value)]
-    if isinstance(value, list):
-        return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+def value_text(value: Any) -> Any:
+    """A whole number as its text: the rule loader (sla_rules/loader.py) reads a number only when written plainly
+    (`10042`; `0042` stays the text "0042", never YAML 1.1's octal 34), so its text is what was written. A number
+    with a fraction is refused: its written text is lost (`1.50` reads 1.5)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        raise ValueError(f"write the value in quotes, e.g. '{value}': a number with a fraction is not kept as written")
     return value
+
+
+def data_values(value: Any) -> Any:
+    """One value reads as a list of one."""
+    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
+
+
+# A value of a data field (an id, a warehouse): text; a whole number (customer_id: 10042) reads as its text.
+DataValue = Annotated[str, BeforeValidator(value_text)]
+Values = Annotated[list[DataValue], Field(min_length=1)]
 
 
 class _Strict(BaseModel):
@@ -134,7 +145,7 @@ class RouteMatch(_Strict):
     @field_validator("*", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
-        return _listed(value)
+        return data_values(value)
 
     def holds(self, values: Mapping[str, Any]) -> bool:
         """Whether every condition holds for these values (a field the values lack never matches)."""

@@ -222,8 +222,7 @@ class BreachQuery:
             return ""
         if self.owner_for is None:
             return rule.owner
-        fields = {"warehouse": case["warehouse"], "customer_id": case["customer_id"], "source": case["source"]}
-        return self.owner_for(rule, fields)
+        return self.owner_for(rule, rule.case_data(case))
 
     def _exceptions(self, page: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
         """The latest exception (by opened_at) of each case of the page that has one."""

@@ -289,7 +289,7 @@ class SlaEngine:
         return self.exceptions.open_and_resolve(found, changes, actor="engine")
 
     def _finding(self, rule: SlaRule, case: dict[str, Any]) -> NewException:
-        fields = {"warehouse": case["warehouse"], "customer_id": case["customer_id"], "source": case["source"]}
+        fields = rule.case_data(case)
         return NewException(
             rule=rule.id,
             key=case["key"],

@@ -2,13 +2,15 @@
 
 Every problem of every file is collected and raised once, as a `RuleFileError` with one line
 per problem: `path/to/file.yaml:LINE: field.path: message`. YAML is read as `yaml.safe_load`
-does with one exception: a scalar like `14:00` stays text (YAML 1.1 would read the base-60
-number 840, and a cutoff time would silently become 00:14).
+does, except that a scalar like `14:00` stays text (YAML 1.1 would read the base-60 number 840,
+and a cutoff time would silently become 00:14), and so does a whole number not written plainly
+(`0042`, which YAML 1.1 reads as the octal 34: an id must keep what was written).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,12 @@ from sla_rules.model import (
     SilenceRule,
     SlaRule,
 )
-from sla_rules.routing import Routing  # re-exported: rules and routing load from one module
+from sla_rules.routing import (  # Routing re-exported: rules and routing load from one module
+    DATA_FIELDS,
+    AlertRoute,
+    RouteMatch,
+    Routing,
+)
 
 __all__ = [
     "LoadedRule",
@@ -221,18 +228,9 @@ def load_rule_set(
     routing, node = _read_routing(routing_path, problems)
     if routing is not None:
         shown = _shown(routing_path)
-        ids = {entry.rule.id for entry in loaded}
-        for index, route in enumerate(routing.routes):
-            for rule_id in route.match.rule or ():
-                if rules_ok and rule_id not in ids:
-                    problems.append(
-                        Problem(
-                            shown,
-                            _line_of(node, ("routes", index, "match", "rule")),
-                            _field(("routes", index, "match", "rule")),
-                            f"unknown rule {rule_id!r}",
-                        )
-                    )
+        if rules_ok:
+            for loc, message in _routes_against_rules(routing, [entry.rule for entry in loaded], params):
+                problems.append(Problem(shown, _line_of(node, loc), _field(loc), message))
         if routing.owners:
             for entry in loaded:
                 owner = entry.rule.owner
@@ -248,6 +246,75 @@ def load_rule_set(
     if problems or routing is None:
         raise RuleFileError(problems)
     return RuleSet([entry.rule for entry in loaded], routing)
+
+
+def _routes_against_rules(
+    routing: Routing, rules: list[Rule], params: ParamsModels | None
+) -> Iterator[tuple[Loc, str]]:
+    """What the routing file says of rules that cannot be: a match naming a rule that does not exist (owner routes,
+    alert routes, windows, root causes), and a match on a data field that no case of the SLA rules it names
+    carries (such a route never applies)."""
+    by_id = {rule.id: rule for rule in rules}
+    findings = _finding_ids(rules, params)  # reconcilers open exceptions under these ids too (alerts match them)
+    lenient = findings is None  # reconciliation params not checked: their finding ids are unknown
+
+    def check(loc: Loc, match: RouteMatch, alerts: bool) -> Iterator[tuple[Loc, str]]:
+        named = match.rule or []
+        for rule_id in named:
+            if rule_id not in by_id and not (alerts and (lenient or rule_id in (findings or ()))):
+                yield (*loc, "rule"), f"unknown rule {rule_id!r}"
+        sla = [rule for r in named if isinstance(rule := by_id.get(r), SlaRule)]
+        if not sla or len(sla) < len(named):  # no rule named, or one whose exceptions may carry other fields
+            return
+        carried = {field for rule in sla for field in rule.route_fields()}
+        for field in DATA_FIELDS:
+            if getattr(match, field) is not None and field not in carried:
+                yield (
+                    (*loc, field),
+                    f"the cases of {', '.join(named)} carry no {field} (only {', '.join(sorted(carried))}):"
+                    " this route never applies",
+                )
+
+    for index, route in enumerate(routing.routes):
+        yield from check(("routes", index, "match"), route.match, alerts=False)
+
+    def walk(loc: Loc, routes: list[AlertRoute]) -> Iterator[tuple[Loc, str]]:
+        for index, route in enumerate(routes):
+            yield from check((*loc, index, "match"), route.match, alerts=True)
+            yield from walk((*loc, index, "routes"), route.routes)
+
+    yield from walk(("alerts", "routes"), routing.alerts.routes)
+    for index, window in enumerate(routing.alerts.windows):
+        yield from check(("alerts", "windows", index, "match"), window.match, alerts=True)
+    for index, cause in enumerate(routing.alerts.root_causes):
+        yield from check(("alerts", "root_causes", index, "holds"), cause.holds, alerts=True)
+
+
+def _finding_ids(rules: list[Rule], params: ParamsModels | None) -> set[str] | None:
+    """The other rule ids reconciliation rules open exceptions under (a params field `rule` or `*_rule`, defaults
+    included, e.g. inventory-stale); None when a reconciliation rule's params are not checked here."""
+    found: set[str] = set()
+    for rule in rules:
+        if not isinstance(rule, ReconciliationRule):
+            continue
+        model = None if params is None else params.models.get(rule.compare)
+        if model is None:
+            return None
+        checked = model.model_validate(rule.params, context=dict(params.context or {}) if params else None)
+        found.update(_named_rules(checked.model_dump()))
+    return found
+
+
+def _named_rules(value: Any) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            if isinstance(item, str) and (name == "rule" or str(name).endswith("_rule")):
+                yield item
+            else:
+                yield from _named_rules(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _named_rules(item)
 
 
 # --- rules ------------------------------------------------------------------------------------
@@ -349,6 +416,14 @@ def _validate_rule(
         after = rule.deadline.after
         if rule.warning is not None and after is not None and rule.warning >= after:
             problem(("warning",), "the warning window must be shorter than the deadline (deadline.after)")
+        both = rule.ends_at_start()
+        if both:
+            problem(
+                ("end", "types"),
+                f"{', '.join(both)} also starts a case and nothing tells the sides apart: a case would end at its own"
+                " start event (met at once); use other end types, or `where`/`sources` filters that exclude each"
+                " other",
+            )
     if isinstance(rule, ReconciliationRule) and params is not None:
         _check_params(rule, params, problem)
     return rule if len(problems) == before else None
@@ -421,17 +496,22 @@ def _read_routing(path: Path, problems: list[Problem]) -> tuple[Routing | None, 
 # --- YAML with line numbers -------------------------------------------------------------------
 
 _STR = "tag:yaml.org,2002:str"
-_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_INT = "tag:yaml.org,2002:int"
+_NUMBERS = (_INT, "tag:yaml.org,2002:float")
+# A whole number written as it prints: read as a number; any other form YAML 1.1 reads as one stays text.
+_PLAIN_INT = re.compile(r"^(0|-?[1-9][0-9]*)$")
 
 
 class _Loader(yaml.SafeLoader):
-    """safe_load, except that base-60 numbers (`14:00`, `1:30:00`) stay text, and so does a date that is not one
-    (`2026-11-31`): safe_load raises a bare ValueError for it, with no line; as text, the field that wants a date
-    reports it with its line."""
+    """safe_load, except that base-60 numbers (`14:00`, `1:30:00`) stay text, and so does a whole number not written
+    plainly (`0042`, `1_000`, `0x1F`, `+5`: YAML 1.1 reads `0042` as the octal 34; as text, an id keeps what was
+    written and a number field reads it in decimal), and a date that is not one (`2026-11-31`): safe_load raises a
+    bare ValueError for it, with no line; as text, the field that wants a date reports it with its line."""
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
-        if kind is yaml.ScalarNode and implicit[0] and tag in _NUMBERS and ":" in value:
+        written = kind is yaml.ScalarNode and implicit[0]
+        if written and tag in _NUMBERS and (":" in value or (tag == _INT and not _PLAIN_INT.match(value))):
             return _STR
         return tag
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kernel.model.events import SOURCE_SYSTEMS, STRING_KEYS, source_system
+from kernel.model.events import SOURCE_SYSTEMS, STRING_KEYS, source_covers, source_system
+from kernel.routing import DataValue, Values, data_values
 
 Kind = Literal["business", "technical"]
 Severity = Literal["low", "medium", "high", "critical"]
@@ -24,15 +26,21 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Correlation keys a rule may use: the business keys events carry as columns, plus `subject`.
 CORRELATION_KEYS = ("order_id", "shipment_id", "invoice_id", "customer_id", "sku", "subject")
+# Data fields a start or end side may filter on, and a cutoff's `zone_by` may read (columns of business_events).
+FILTER_FIELDS = (*STRING_KEYS, "currency")
+# What every SLA case carries for routing, besides its key (under the key's name): from its first start event.
+CASE_FIELDS = ("source", "warehouse", "customer_id")
+# A `zone_by` field outside FILTER_FIELDS is written `data.NAME` (a field of the event's data object).
+_DATA_FIELD = re.compile(r"^data\.[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _LINK = re.compile(r"^https?://[^\s<>|]{1,2000}$")
 
 
 def parse_duration(value: Any) -> timedelta:
-    """`90s`, `30m`, `2h`, `1d` (or a number of seconds) as a timedelta."""
+    """`90s`, `30m`, `2h`, `1d` (or a number of seconds, `90`, also as text: `010` is 10 s) as a timedelta."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -40,7 +48,7 @@ def parse_duration(value: Any) -> timedelta:
     match = _DURATION.match(str(value))
     if not match:
         raise ValueError(f"{value!r} is not a duration like 90s, 30m, 2h or 1d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
 
 
 Duration = Annotated[timedelta, Field(description="A duration: 90s, 30m, 2h, 1d.")]
@@ -65,8 +73,31 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-# A data field's values in a filter: at least one, each a string (a number in YAML is refused, not converted).
-FieldValues = Annotated[list[StrictStr], Field(min_length=1)]
+def _filter_field(name: str) -> str:
+    if name not in FILTER_FIELDS:
+        raise ValueError(f"cannot filter on {name!r}; fields are {', '.join(FILTER_FIELDS)}")
+    return name
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be a positive duration, e.g. 30m")
+    return value
+
+
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("must not be negative (0s: every time)")
+    return value
+
+
+# A duration that must be more than nothing (the windows of technical rules), or at least nothing.
+PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
+NonNegativeDuration = Annotated[timedelta, AfterValidator(_not_negative)]
+
+# A data field's values in a filter: at least one, each text (a plain whole number reads as its text).
+FieldValues = Values
+FilterField = Annotated[str, AfterValidator(_filter_field)]
 # Validated per entry, so an error's location names the entry (and a rule file error its line).
 TimeZone = Annotated[str, AfterValidator(_check_zone)]
 SourceName = Annotated[str, AfterValidator(_check_source)]
@@ -83,10 +114,10 @@ class EventMatch(_Strict):
     sources: list[SourceName] = Field(
         default_factory=list, description="Only these sources (a system covers its paths)."
     )
-    where: dict[str, FieldValues] = Field(
+    where: dict[FilterField, FieldValues] = Field(
         default_factory=dict, description="Data fields that must equal one of these values (a value or a list)."
     )
-    where_not: dict[str, FieldValues] = Field(
+    where_not: dict[FilterField, FieldValues] = Field(
         default_factory=dict, description="Data fields that must equal none of these values (a value or a list)."
     )
 
@@ -98,22 +129,44 @@ class EventMatch(_Strict):
     @field_validator("where", "where_not", mode="before")
     @classmethod
     def _listify_values(cls, value: Any) -> Any:
-        return {k: _one_or_many(v) for k, v in value.items()} if isinstance(value, dict) else value
+        return {k: data_values(v) for k, v in value.items()} if isinstance(value, dict) else value
 
-    @field_validator("where", "where_not")
-    @classmethod
-    def _known_fields(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for field in value:
-            if field not in (*STRING_KEYS, "currency"):
-                raise ValueError(f"cannot filter on {field!r}; fields are {', '.join((*STRING_KEYS, 'currency'))}")
-        return value
+    def excludes(self, other: EventMatch) -> bool:
+        """Whether no event can match both this side and `other` (their sources or a data field exclude each other;
+        types aside)."""
+        if (
+            self.sources
+            and other.sources
+            and not any(source_covers(a, b) or source_covers(b, a) for a in self.sources for b in other.sources)
+        ):
+            return True
+        for one, two in ((self, other), (other, self)):
+            for name, values in one.where.items():
+                if name in two.where and not set(values) & set(two.where[name]):
+                    return True
+                if name in two.where_not and set(values) <= set(two.where_not[name]):
+                    return True
+        return False
 
 
 class ZoneBy(_Strict):
     """Take the time zone from a data field of the start event (e.g. the warehouse)."""
 
-    field: str = "warehouse"
-    zones: dict[str, TimeZone] = Field(description="Field value -> IANA time zone.")
+    field: str = Field(
+        "warehouse",
+        description=f"One of {', '.join(FILTER_FIELDS)}, or data.NAME for another field of the event's data.",
+    )
+    zones: dict[DataValue, TimeZone] = Field(description="Field value -> IANA time zone.")
+
+    @field_validator("field")
+    @classmethod
+    def _known_field(cls, value: str) -> str:
+        if value not in FILTER_FIELDS and not _DATA_FIELD.match(value):
+            raise ValueError(
+                f"unknown field {value[:100]!r}; one of {', '.join(FILTER_FIELDS)}, or data.NAME for another field"
+                " of the event's data (e.g. data.dock)"
+            )
+        return value
 
 
 class Cutoff(_Strict):
@@ -264,6 +317,24 @@ class SlaRule(_RuleBase):
     def _warning(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
 
+    def route_fields(self) -> tuple[str, ...]:
+        """The data fields its cases carry for owner and alert routes: CASE_FIELDS and its key (but `subject`)."""
+        return CASE_FIELDS if self.key in CASE_FIELDS or self.key == "subject" else (*CASE_FIELDS, self.key)
+
+    def case_data(self, case: Mapping[str, Any]) -> dict[str, str]:
+        """What routing matches for a case (a row of `sla_cases`): its `route_fields`, the key under its name."""
+        data = {name: str(case[name]) for name in CASE_FIELDS}
+        if self.key != "subject":
+            data[self.key] = str(case["key"])
+        return data
+
+    def ends_at_start(self) -> list[str]:
+        """The event types both sides read when nothing tells a start event from an end event: a case would then
+        end at its own start event (met at once)."""
+        if self.start.excludes(self.end):
+            return []
+        return [t for t in self.end.types if t in self.start.types]
+
 
 class ReconciliationRule(_RuleBase):
     """Compared by a reconciler (reconcilers/), named by `compare`, with its parameters."""
@@ -276,7 +347,7 @@ class ReconciliationRule(_RuleBase):
 class ErrorRateParams(_Strict):
     """integration-errors: per (service, span name) over `window`, at least `min_spans` and more than `error_ratio`."""
 
-    window: Duration = timedelta(minutes=15)
+    window: PositiveDuration = timedelta(minutes=15)
     min_spans: int = Field(20, ge=1)
     error_ratio: float = Field(0.05, gt=0, lt=1)
 
@@ -289,19 +360,24 @@ class ErrorRateParams(_Strict):
 class SilenceParams(_Strict):
     """source-silence: an expected source sends no span and no event for `window`."""
 
-    window: Duration = timedelta(minutes=30)
-    sources: list[str] = Field(default_factory=list, description="Expected sources; empty: from settings.")
+    window: PositiveDuration = timedelta(minutes=30)
+    sources: list[SourceName] = Field(default_factory=list, description="Expected sources; empty: from settings.")
 
     @field_validator("window", mode="before")
     @classmethod
     def _window(cls, value: Any) -> Any:
         return parse_duration(value)
 
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return _one_or_many(value)
+
 
 class RefusalsParams(_Strict):
     """ingest-refusals: records of a source refused into dead letters, at least `min_records` within `window`."""
 
-    window: Duration = timedelta(minutes=15)
+    window: PositiveDuration = timedelta(minutes=15)
     min_records: int = Field(1, ge=1, description="Refused records within the window that open the exception.")
 
     @field_validator("window", mode="before")
@@ -314,9 +390,9 @@ class IdReuseParams(_Strict):
     """event-id-reuse: ids of one source that carried different events (the store keeps one event per source and id),
     at least `min_ids` of them received within `window`; checked at most every `every`."""
 
-    window: Duration = timedelta(hours=1)
+    window: PositiveDuration = timedelta(hours=1)
     min_ids: int = Field(1, ge=1, description="Reused ids received within the window that open the exception.")
-    every: Duration = Field(
+    every: NonNegativeDuration = Field(
         timedelta(minutes=10),
         description="Check at most this often (a full evaluation checks at once): a check reads every id received"
         " within 35 days that shares an id with the window's (about 0.35 s at 5 million ids).",
@@ -332,7 +408,7 @@ class DeliveriesParams(_Strict):
     """slack-delivery: Slack messages to a channel that failed (no more attempts) since a message last reached it,
     at least `min_messages` of them, the last within `window`."""
 
-    window: Duration = timedelta(hours=1)
+    window: PositiveDuration = timedelta(hours=1)
     min_messages: int = Field(
         1, ge=1, description="Failed messages since the channel last took one that open the exception."
     )

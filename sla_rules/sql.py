@@ -314,7 +314,8 @@ def _zone_field(rule: SlaRule, bind: Binder) -> str | None:
         return name
     if name in _FILTER_COLUMNS:
         return f"toString({name})"
-    return f"JSONExtractString(data, {bind(name, 'String')})"
+    # `data.NAME` (validated by ZoneBy): a field of the event's data object
+    return f"JSONExtractString(data, {bind(name.removeprefix('data.'), 'String')})"
 
 
 class _Event:

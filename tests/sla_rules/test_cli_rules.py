@@ -295,3 +295,37 @@ def test_backtest_of_a_list_file_needs_the_rule_named(tmp_path: Path, choose: st
         assert "cannot reach the tower" in result.output  # validated and chosen; only the tower is missing
     else:
         assert "holds several rules (one, two); choose one with --rule" in result.output
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
+
+
+def test_the_routing_example_of_the_docs_checks_as_the_docs_show(tmp_path: Path) -> None:
+    text = DOCS.read_text()
+    section = text[text.index("## Owner routing") :]
+    example = section[section.index("```yaml\n") + len("```yaml\n") : section.index("```\n", section.index("```yaml"))]
+    routing = tmp_path / "my-routing.yaml"
+    routing.write_text(example)
+    result = run(["check", "--routing", str(routing)])
+    assert result.exit_code == 0, result.output
+    shown = next(line for line in text.splitlines() if line.startswith("12 rules (12 enabled) in my-rules"))
+    assert result.output.splitlines()[-1].split(": ", 1)[1] == shown.split(": ", 1)[1]  # "2 routes, 7 owners ..."
+
+
+def test_check_names_unknown_rules_in_alert_matches_but_knows_finding_rules(tmp_path: Path) -> None:
+    routing = tmp_path / "routing.yaml"
+    shipped = (SHIPPED / "routing.yaml").read_text()
+    alerts = (
+        "  routes:\n"
+        "    - match: {rule: [inventory-stale, inventory-oversell, invoice-match]}\n"
+        '      channel: "#ops-warehouse"\n'
+        "    - match: {rule: ship-cutof}\n"
+        '      channel: "#ops-warehouse"\n'
+    )
+    routing.write_text(shipped.replace("  routes: []\n", alerts))
+    result = run(["check", "--routing", str(routing)])
+    line = next(i for i, text in enumerate(routing.read_text().splitlines(), 1) if "ship-cutof}" in text)
+    assert (result.exit_code, result.output.splitlines()) == (
+        1,
+        [f"{routing}:{line}: alerts.routes[1].match.rule: unknown rule 'ship-cutof'", "1 problem"],
+    )

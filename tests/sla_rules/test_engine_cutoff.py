@@ -232,7 +232,7 @@ def test_the_zone_field_may_be_any_data_field(store: Store) -> None:
             update={"id": rule_id, "deadline": Deadline(cutoff=cutoff.model_copy(update={"zone_by": by}))}
         )
 
-    tower = Harness(store, rules=[rule("by-site", "site"), rule("by-location", "location")])
+    tower = Harness(store, rules=[rule("by-site", "data.site"), rule("by-location", "location")])
     at = datetime(2026, 11, 4, 19, 30, tzinfo=UTC)  # 13:30 in Chicago, 14:30 in New York
     tower.send(
         event("order.released", 1, at, site="east", location="DAL-A1"),

@@ -211,9 +211,17 @@ def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
             "r.yaml:9: start.wher: unknown field; expected one of types, sources, where",
         ),
         (8, "  types: [order.accepted]\n  sources: [erp, sap]", "r.yaml:9: start.sources[1]: unknown source 'sap'"),
-        (8, "  types: [order.accepted]\n  where: {warehouse: [DAL, 7]}", "r.yaml:9: start.where.warehouse[1]: Input"),
+        (
+            8,
+            "  types: [order.accepted]\n  where: {warehouse: [DAL, 7.5]}",
+            "r.yaml:9: start.where.warehouse[1]: write the value in quotes, e.g. '7.5'",
+        ),
         (8, "  types: [order.accepted]\n  where_not: {customer_id: []}", "r.yaml:9: start.where_not.customer_id: List"),
-        (8, "  types: [order.accepted]\n  where_not: {colour: red}", "r.yaml:9: start.where_not: cannot filter on"),
+        (
+            8,
+            "  types: [order.accepted]\n  where_not: {colour: red}",
+            "r.yaml:9: start.where_not.colour: cannot filter on 'colour'",
+        ),
         (3, "title: [a, list]", "r.yaml:3: title: Input should be a valid string"),
         (6, "key: po_number", "r.yaml:6: key: must be one of order_id"),
         (4, "kind: urgent", "r.yaml:4: kind: Input should be 'business' or 'technical' (got 'urgent')"),
@@ -360,3 +368,138 @@ def test_parse_rule_validates_a_mapping_from_a_request() -> None:
         parse_rule({"type": "sla", "id": "x"}, origin="body.rule")
     assert "body.rule: title: required" in caught.value.lines
     assert "body.rule: deadline: required" in caught.value.lines
+
+
+# --- numbers, sides that cannot be told apart, zone fields, technical params ------------------------
+
+
+def test_numbers_not_written_plainly_stay_as_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads 0000100042 as the octal 32802: the filter would have matched no event, silently."""
+    filters = "  types: [order.accepted]\n  where: {customer_id: [0000100042, 1_000, 0x1F, +5, 10042], warehouse: 042}"
+    text = ORDER_RELEASE.replace("  types: [order.accepted]", filters).replace("warning: 30m", "warning: 010")
+    write(tmp_path, "r.yaml", text)
+    (rule,) = load_rules(tmp_path)
+    assert isinstance(rule, SlaRule)
+    assert rule.start.where == {"customer_id": ["0000100042", "1_000", "0x1F", "+5", "10042"], "warehouse": ["042"]}
+    assert rule.warning == timedelta(seconds=10)  # a number field reads the text in decimal, never as octal
+    write(tmp_path, "r.yaml", ORDER_RELEASE.replace("  types: [order.accepted]", filters.replace(": 042", ": 4.20")))
+    assert problems(tmp_path) == [
+        f"{tmp_path}/r.yaml:9: start.where.warehouse[0]: write the value in quotes, e.g. '4.2': a number with a"
+        " fraction is not kept as written"
+    ]
+
+
+def test_every_problem_of_a_filter_in_one_pass(tmp_path: Path) -> None:
+    filters = "  types: [order.accepted]\n  where: {warehouse: 4.2, plant: X}"
+    write(tmp_path, "r.yaml", ORDER_RELEASE.replace("  types: [order.accepted]", filters))
+    found = [line.removeprefix(f"{tmp_path}/r.yaml:") for line in problems(tmp_path)]
+    assert [line.split(": ", 2)[:2] for line in found] == [
+        ["9", "start.where.warehouse[0]"],
+        ["9", "start.where.plant"],
+    ], found
+
+
+def with_sides(start: str, end: str) -> str:
+    """ORDER_RELEASE with other start and end sides."""
+    sides = "start:\n  types: [order.accepted]\nend:\n  types: [order.released]\n"
+    return ORDER_RELEASE.replace(sides, f"start:\n{start}\nend:\n{end}\n")
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("  types: [order.released]", "  types: [order.released]"),
+        ("  types: [order.released, order.accepted]", "  types: [shipment.confirmed, order.accepted]"),
+        # filters that differ but let one event match both sides: the start event of a DAL order ends its case
+        ("  types: [order.released]\n  where: {warehouse: DAL}", "  types: [order.released]"),
+        (
+            "  types: [order.released]\n  where: {warehouse: [DAL, ATL]}",
+            "  types: order.released\n  where_not: {warehouse: DAL}",
+        ),
+        ("  types: [order.released]\n  sources: [wms]", "  types: [order.released]\n  sources: [wms/reno]"),
+    ],
+)
+def test_a_rule_whose_start_event_would_end_its_case_is_refused(tmp_path: Path, start: str, end: str) -> None:
+    text = with_sides(start, end)
+    write(tmp_path, "r.yaml", text)
+    (found,) = problems(tmp_path)
+    end_line = next(i for i, line in enumerate(text.splitlines(), 1) if line == "end:") + 1
+    assert found.startswith(f"{tmp_path}/r.yaml:{end_line}: end.types: "), found
+    assert "also starts a case and nothing tells the sides apart: a case would end at its own start event" in found
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (
+            "  types: [order.released]\n  where: {warehouse: DAL}",
+            "  types: [order.released]\n  where: {warehouse: RNO}",
+        ),
+        (
+            "  types: [order.released]\n  where: {warehouse: DAL}",
+            "  types: order.released\n  where_not: {warehouse: DAL}",
+        ),
+        ("  types: [order.released]\n  sources: [erp]", "  types: [order.released]\n  sources: [wms]"),
+        ("  types: [order.released]\n  sources: [wms/dallas]", "  types: [order.released]\n  sources: [wms/reno]"),
+    ],
+)
+def test_sides_of_one_type_that_exclude_each_other_load(tmp_path: Path, start: str, end: str) -> None:
+    write(tmp_path, "r.yaml", with_sides(start, end))
+    (rule,) = load_rules(tmp_path)
+    assert isinstance(rule, SlaRule) and rule.ends_at_start() == []
+
+
+def test_a_zone_field_is_a_known_field_or_says_data(tmp_path: Path) -> None:
+    cutoff = "  cutoff:\n    time: '14:00'\n    zone_by:\n      field: {field}\n      zones: {{DAL: America/Chicago}}"
+    base = ORDER_RELEASE.replace("warning: 30m\n", "")
+    write(tmp_path, "r.yaml", base.replace("  after: 2h", cutoff.format(field="warehous")))
+    assert problems(tmp_path) == [
+        f"{tmp_path}/r.yaml:15: deadline.cutoff.zone_by.field: unknown field 'warehous'; one of order_id, shipment_id,"
+        " invoice_id, customer_id, sku, location, warehouse, currency, or data.NAME for another field of the"
+        " event's data (e.g. data.dock)"
+    ]
+    for field in ("location", "data.dock"):
+        write(tmp_path, "r.yaml", base.replace("  after: 2h", cutoff.format(field=field)))
+        (rule,) = load_rules(tmp_path)
+        assert isinstance(rule, SlaRule) and rule.deadline.cutoff and rule.deadline.cutoff.zone_by
+        assert rule.deadline.cutoff.zone_by.field == field
+
+
+TECHNICAL = "id: t\ntype: technical\ntitle: T\nkind: technical\nowner: integration\ncheck: {check}\nparams: {params}\n"
+
+
+@pytest.mark.parametrize(
+    ("check", "params", "expected"),
+    [
+        (
+            "silence",
+            "{window: 0s, sources: [SAP, 'wms dallas', wms/reno]}",
+            [
+                "7: params.window: must be a positive duration, e.g. 30m",
+                "7: params.sources[0]: unknown source 'SAP'; systems are erp, wms, tms, crm, ecommerce, edi,"
+                " middleware",
+                "7: params.sources[1]: unknown source 'wms dallas'; systems are erp, wms, tms, crm, ecommerce, edi,"
+                " middleware",
+            ],
+        ),
+        ("error-rate", "{window: 0m, min_spans: 0}", ["7: params.window: ", "7: params.min_spans: "]),
+        ("refusals", "{window: 0s}", ["7: params.window: "]),
+        ("deliveries", "{window: 0h, min_messages: 0}", ["7: params.window: ", "7: params.min_messages: "]),
+        (
+            "id-reuse",
+            "{window: 0s, every: -5, min_ids: 0}",
+            ["7: params.every: ", "7: params.min_ids: ", "7: params.window: "],
+        ),
+        ("job-failures", "{failures: 0}", ["7: params.failures: "]),
+    ],
+)
+def test_technical_params_are_checked(tmp_path: Path, check: str, params: str, expected: list[str]) -> None:
+    write(tmp_path, "t.yaml", TECHNICAL.format(check=check, params=params))
+    found = [line.removeprefix(f"{tmp_path}/t.yaml:") for line in problems(tmp_path)]
+    assert len(found) == len(expected) and all(
+        line.startswith(want) for line, want in zip(sorted(found), sorted(expected), strict=True)
+    ), found
+    if check == "silence":  # a single source reads as a list of one, paths allowed
+        write(tmp_path, "t.yaml", TECHNICAL.format(check=check, params="{window: 5m, sources: wms/reno}"))
+        (rule,) = load_rules(tmp_path)
+        assert isinstance(rule, SilenceRule) and rule.params.sources == ["wms/reno"]

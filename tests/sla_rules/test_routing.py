@@ -278,3 +278,111 @@ def test_a_route_to_a_broken_rule_is_not_called_unknown(tmp_path: Path) -> None:
         load_rule_set(rules, default_routing_file())
     (only,) = caught.value.lines
     assert only.startswith(f"{rules}/ship-cutoff.yaml:") and ": warning: 'two hours' is not a duration" in only
+
+
+def test_numbers_match_as_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads 0000100042 as the octal 32802 and [042] as 34: such routes never matched, silently."""
+    routing = routing_from(
+        tmp_path,
+        """\
+        routes:
+          - match: {customer_id: 0000100042}
+            owner: key-accounts
+          - match: {warehouse: [042, 1_000, 0x1F, +5, 7]}
+            owner: odd-warehouses
+        """,
+    )
+    release = rule("order-release")
+    assert routing.routes[0].match.customer_id == ["0000100042"]
+    assert routing.routes[1].match.warehouse == ["042", "1_000", "0x1F", "+5", "7"]
+    assert routing.owner_for(release, {"customer_id": "0000100042"}) == "key-accounts"
+    assert routing.owner_for(release, {"warehouse": "042"}) == "odd-warehouses"
+    assert routing.owner_for(release, {"warehouse": "7"}) == "odd-warehouses"
+    assert routing.owner_for(release, {"warehouse": "34"}) == "customer_service"
+    assert routing_problems(tmp_path, "routes:\n  - match: {customer_id: 100.50}\n    owner: x\n") == [
+        "2: routes[0].match.customer_id[0]: write the value in quotes, e.g. '100.5': a number with a fraction is"
+        " not kept as written"
+    ]
+
+
+def rule_set_problems(tmp_path: Path, routing_text: str, rule_ids: tuple[str, ...] = ()) -> list[str]:
+    """The problems of `routing_text` checked with the shipped rules (or only those of `rule_ids`)."""
+    folder = default_rules_dir()
+    if rule_ids:
+        folder = tmp_path / "rules"
+        folder.mkdir(exist_ok=True)
+        for rule_id in rule_ids:
+            (folder / f"{rule_id}.yaml").write_text((default_rules_dir() / f"{rule_id}.yaml").read_text())
+    path = tmp_path / "routing.yaml"
+    path.write_text(textwrap.dedent(routing_text))
+    try:
+        load_rule_set(folder, path)
+    except RuleFileError as caught:
+        return [line.removeprefix(f"{path}:") for line in caught.lines]
+    return []
+
+
+def test_alert_matches_name_known_rules(tmp_path: Path) -> None:
+    found = rule_set_problems(
+        tmp_path,
+        """\
+        alerts:
+          routes:
+            - match: {rule: ship-cutoff}
+              channel: "#ops"
+              routes:
+                - match: {rule: [ship-cutoff, asn-sen]}
+                  channel: "#ops-asn"
+            - match: {rule: ship-cutof}
+              channel: "#ops"
+          windows:
+            - name: wms-sunday
+              match: {rule: ship-cutof}
+              days: [sun]
+              start: "22:00"
+              end: "02:00"
+          root_causes:
+            - source: wms/reno
+              holds: {rule: ship-cutof}
+        """,
+        ("ship-cutoff", "asn-sent"),
+    )
+    assert found == [
+        "6: alerts.routes[0].routes[0].match.rule: unknown rule 'asn-sen'",
+        "8: alerts.routes[1].match.rule: unknown rule 'ship-cutof'",
+        "12: alerts.windows[0].match.rule: unknown rule 'ship-cutof'",
+        "18: alerts.root_causes[0].holds.rule: unknown rule 'ship-cutof'",
+    ]
+
+
+def test_a_route_on_a_field_the_rules_cases_never_carry_is_reported(tmp_path: Path) -> None:
+    found = rule_set_problems(
+        tmp_path,
+        """\
+        routes:
+          - match: {rule: order-release, order_id: SO-R1}
+            owner: order-desk
+          - match: {rule: asn-sent, shipment_id: SH-1, warehouse: DAL, customer_id: C-1, source: edi}
+            owner: asn-desk
+          - match: {rule: [order-release, inventory-sync], location: DAL-A1}
+            owner: warehouse
+          - match: {location: DAL-A1}
+            owner: warehouse
+          - match: {rule: order-release, location: DAL-A1}
+            owner: warehouse
+          - match: {rule: [asn-sent, ship-cutoff], invoice_id: IN-1, order_id: SO-1}
+            owner: finance
+        alerts:
+          routes:
+            - match: {rule: invoice-posting, sku: S-1}
+              channel: "#finance"
+        """,
+    )
+    assert found == [
+        "10: routes[4].match.location: the cases of order-release carry no location (only customer_id, order_id,"
+        " source, warehouse): this route never applies",
+        "12: routes[5].match.invoice_id: the cases of asn-sent, ship-cutoff carry no invoice_id (only customer_id,"
+        " order_id, shipment_id, source, warehouse): this route never applies",
+        "16: alerts.routes[0].match.sku: the cases of invoice-posting carry no sku (only customer_id, order_id,"
+        " source, warehouse): this route never applies",
+    ]

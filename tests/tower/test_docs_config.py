@@ -9,14 +9,13 @@ from pydantic_settings import BaseSettings
 
 from kernel.lease import LeaseSettings
 from kernel.schema.retention import RetentionSettings
-from kernel.settings import Settings, StoreSettings
+from kernel.settings import Settings, StoreSettings, env_names
 from kernel.store.embedded import EmbeddedStore
 from tower.docs_config import (
     OPERATIONS,
     Cluster,
     cluster_statements,
     default_text,
-    env_names,
     replace_section,
     section,
     settings_models,
