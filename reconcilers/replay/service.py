@@ -473,7 +473,12 @@ class ReplayService:
                 records, _ = self.exceptions.search(ExceptionFilter(status=status, rule=rule, kind="technical"), 1000)
                 candidates.extend(records)
         served = [
-            r for r in candidates if (s := exception_source(r)) and (w := self.settings.webhook_for(s)) and w[1].auto
+            r
+            for r in candidates
+            if r.context.get("pulled") is not True  # a side read from a database: resent events cannot fix it
+            and (s := exception_source(r))
+            and (w := self.settings.webhook_for(s))
+            and w[1].auto
         ]
         asked = self.requests.exceptions_with_requests([r.id for r in served])
         for record in served:

@@ -245,11 +245,14 @@ def test_a_stale_pulled_side_cannot_be_replayed(store: Store, tmp_path: Path) ->
     h.send(snapshot("erp", "SKU-1", "DAL", 10, T))
     h.run()
     stale = h.active("inventory-stale")["wms"]
-    hook = {"url": "http://127.0.0.1:4571/replay", "secret": "replay-test-secret-0123456789"}  # never called
+    hook: dict[str, object] = {"url": "http://127.0.0.1:4571/replay", "secret": "replay-test-secret-0123456789"}
     replay = ReplayService(store, h.exceptions, h.clock, ReplaySettings.model_validate({"webhooks": {"wms": hook}}))
     with pytest.raises(NotReplayable, match=r"read from a database \(`pull`\): its events are ignored"):
         replay.request(stale.id)
     assert replay.requests.search() == ([], 0)
+    hook["auto"] = True  # nor does the policy ask for it, every minute, to be refused
+    policy = ReplayService(store, h.exceptions, h.clock, ReplaySettings.model_validate({"webhooks": {"wms": hook}}))
+    assert policy.auto_request().requested == [] and policy.requests.search() == ([], 0)
 
 
 def test_a_missing_sqlite_file_fails_the_run_and_is_not_created(store: Store, tmp_path: Path) -> None:
