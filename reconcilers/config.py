@@ -38,12 +38,17 @@ OVERSELL_TITLE = "Storefront sells more than the warehouse has"
 STALE_TITLE = "Inventory snapshots stale"
 
 
+_WHOLE = re.compile(r"^[+-]?[0-9][0-9_]*$")
+
+
 def parse_duration(value: Any) -> timedelta:
     """`90s`, `30m`, `2h`, `7d` (or a number of seconds) as a timedelta."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return timedelta(seconds=value)
+    if isinstance(value, str) and _WHOLE.match(value):  # `010`, `1_000`: the rule loader keeps them as written
+        return timedelta(seconds=int(value.replace("_", "")))
     match = _DURATION.match(str(value))
     if not match:
         raise ValueError(f"{value!r} is not a duration like 90s, 30m, 2h or 7d")
@@ -72,7 +77,10 @@ def _rule_id(value: str) -> str:
 
 
 def _number(value: Any) -> Any:
-    # YAML `yes` reads as True and True as 1: a boolean (or text) where a number belongs is a mistake.
+    # YAML `yes` reads as True and True as 1: a boolean (or text) where a number belongs is a mistake. A whole
+    # number not written plainly (`010`, `1_000`) reaches here as its text (sla_rules/loader.py): read in decimal.
+    if isinstance(value, str) and _WHOLE.match(value):
+        return int(value.replace("_", ""))
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise ValueError(f"expected a number, got {value!r}")
     return value

@@ -208,3 +208,13 @@ def test_a_tower_with_a_bad_param_does_not_start(store: Store, tmp_path: Path) -
     assert tower.reconcile is not None and tower.reconcile.rules == ["inventory-sync", "invoice-match"]
     assert "reconcile" in tower.jobs
     assert tower.jobs.get("reconcile").settings().interval_seconds == 300
+
+
+def test_whole_numbers_not_written_plainly_read_in_decimal(tmp_path: Path) -> None:
+    """The rule loader keeps `010` and `1_000` as written (never YAML 1.1's octal): a number param reads them in
+    decimal, a duration as seconds."""
+    text = INVENTORY.format(tolerance="010", extra="  lookback: 100_000\n")
+    (inventory,) = [r for r in load(rules_with(tmp_path, "inventory-sync.yaml", text)) if r.id == "inventory-sync"]
+    config = rule_config("inventory-sync", "t", "business", "warehouse", "medium", "inventory", inventory.params)
+    assert isinstance(config.params, InventoryParams)
+    assert config.params.tolerance == 10 and config.params.lookback == timedelta(seconds=100_000)
