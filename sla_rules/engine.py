@@ -285,7 +285,11 @@ class SlaEngine:
                 changes[case] = ("deadline-moved", {"due_at": iso(stored_time(t["due_at"]))})
             else:  # late (or met, when a deadline moved): the end arrived
                 late = max(0.0, hours_between(t["due_at"], ended_at))
-                changes[case] = (t["status"], {"hours_late": late, "ended_at": iso(ended_at)})
+                detail: dict[str, Any] = {"hours_late": late, "ended_at": iso(ended_at)}
+                if ended_at < stored_time(t["started_at"]):
+                    # met by its time (DESIGN.md), but dated before the case began: bad data more often than not
+                    detail["ended_before_start"] = True
+                changes[case] = (t["status"], detail)
         return self.exceptions.open_and_resolve(found, changes, actor="engine")
 
     def _finding(self, rule: SlaRule, case: dict[str, Any]) -> NewException:

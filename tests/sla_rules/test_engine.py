@@ -281,6 +281,21 @@ def test_late_end_resolves_the_exception(store: Store) -> None:
     assert tower.evaluate().resolved == []
 
 
+def test_an_end_dated_before_its_start_resolves_met_and_says_so(store: Store) -> None:
+    """DESIGN.md: a case whose end comes by the deadline is met, whatever order the events arrive in; an end
+    dated before the start itself is usually bad data, so the resolution says so."""
+    tower = Harness(store, rules=[RULES["asn-sent"]])
+    tower.send(event("shipment.confirmed", 7, T0))
+    tower.at(T0 + timedelta(days=3))
+    (opened,) = tower.evaluate().rules["asn-sent"].opened
+    tower.send(event("asn.sent", 7, T0 - timedelta(days=1)))
+    tower.evaluate()
+    resolved = tower.exceptions.get(opened)
+    assert resolved.status == "resolved" and resolved.resolution == "met"
+    detail = json.loads(resolved.resolution_detail)
+    assert detail == {"hours_late": 0.0, "ended_at": "2026-11-01T15:00:00.000000Z", "ended_before_start": True}
+
+
 def test_running_twice_opens_nothing_twice(store: Store) -> None:
     tower = Harness(store)
     for n in range(1, 4):
