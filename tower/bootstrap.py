@@ -22,8 +22,11 @@ def tokens_file(settings: Settings) -> Path:
 
 
 def load_or_create_tokens(settings: Settings) -> dict[str, Any]:
-    """Fill empty token settings from the data directory, creating the file on first run."""
+    """Fill empty token settings from the data directory, creating the file on first run. With both kinds of
+    token configured nothing is read or written: generated tokens no one uses are stray credentials."""
     path = tokens_file(settings)
+    if settings.ingest.tokens and settings.api.tokens:
+        return {"ingest": {}, "api": {}}
     if path.exists():
         data = read_tokens(path)
     else:

@@ -74,8 +74,10 @@ def banner(settings: Settings, role: str = "all", services: Sequence[Line] = (),
     if plan.jobs and role != "all":
         lines.append(f"  jobs       scheduled here while this process holds the lease (health: {base}/readyz)")
     lines += [f"  {label:<10} {text}" for label, text in services]
-    if role == "all" or settings.store.backend == "embedded":
+    if not (settings.ingest.tokens and settings.api.tokens) and (role == "all" or settings.store.backend == "embedded"):
         lines.append(f"  tokens     {tokens_file(settings)}")
+    elif settings.ingest.tokens and settings.api.tokens:
+        lines.append("  tokens     configured (TOWER_INGEST_TOKENS, TOWER_API_TOKENS)")
     if admin:
         lines.append(f"  admin      {admin}  (API token: sign in to the dashboard, call the API)")
     return "\n".join(lines)
@@ -260,6 +262,9 @@ def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = Non
     problems = port_problems(settings, role)
     if problems:
         raise StartupError("; ".join(problems))
+    # What this process creates (the store's files, the spool's raw batches, dead letters, backups) is for its user
+    # alone: raw business records are no other local user's to read.
+    os.umask(os.umask(0o077) | 0o077)
     problem = data_dir_problem(settings.store.data_dir)
     if problem:
         raise StartupError(problem)

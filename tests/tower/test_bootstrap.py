@@ -41,6 +41,12 @@ def test_configured_tokens_win(tmp_path: Path) -> None:
     assert settings.ingest.tokens == {"configured-token-0123456": ["erp"]}
     assert settings.api.tokens == {"configured-admin-01": "admin"}
     assert token_for(settings, "wms") is None
+    assert not tokens_file(settings).exists()  # no generated tokens beside configured ones: stray credentials
+
+    only_api = _settings(tmp_path, api={"configured-admin-01": "admin"})  # the other kind is still generated
+    load_or_create_tokens(only_api)
+    assert tokens_file(only_api).exists() and only_api.api.tokens == {"configured-admin-01": "admin"}
+    assert sorted(s[0] for s in only_api.ingest.tokens.values()) == sorted(SOURCE_SYSTEMS)
 
 
 def test_a_damaged_tokens_file_stops_with_what_to_do_not_a_traceback(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -34,10 +35,10 @@ from tower.server import banner, dashboard_child
 def children_of(pid: int) -> list[int]:
     """The processes whose parent is `pid` (from /proc)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for status in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
+            if int(status.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(status.parent.name))
     return found
 
 
@@ -114,6 +115,9 @@ def test_serve_runs_the_dashboard_and_sigterm_stops_both(tmp_path: Path) -> None
 def test_no_dashboard_and_a_taken_port_start_none(tmp_path: Path) -> None:
     with serve(tmp_path / "off", "--no-dashboard") as (proc, log, _):
         time.sleep(1)
+        # what the tower creates is its user's alone: the store, the spool, the raw records
+        for made in (tmp_path / "off" / "data", tmp_path / "off" / "data" / "clickhouse"):
+            assert stat.S_IMODE(made.stat().st_mode) & 0o077 == 0, made
         assert children_of(proc.pid) == []
         assert "\n  dashboard  " not in log.read_text()
         assert "Ctrl-C stops the tower." in log.read_text()
@@ -286,7 +290,10 @@ def test_demo_needs_the_role_all(tmp_path: Path) -> None:
 
 
 def test_the_banner_lists_the_services_and_the_admin_token(tmp_path: Path) -> None:
+    configured = make_settings(tmp_path / "data", http_port=4318, grpc_port=4317)
+    assert "  tokens     configured (TOWER_INGEST_TOKENS, TOWER_API_TOKENS)" in banner(configured).splitlines()
     settings = make_settings(tmp_path / "data", http_port=4318, grpc_port=4317)
+    settings.ingest.tokens, settings.api.tokens = {}, {}  # a local start: generated into the data directory
     text = banner(settings, "all", [("dashboard", "http://127.0.0.1:8501"), ("Slack", "local stand-in")], "tok")
     lines = text.splitlines()
     assert lines[0] == "Control tower"
