@@ -1,11 +1,13 @@
 """The child processes of `tower serve`: the dashboard (Streamlit) and, with `--demo`, the simulated distributor.
 
 Each child writes its output to a log file in the data directory (the terminal keeps the tower's banner
-and log), is watched by a thread that logs an unexpected exit with the end of its log, and is stopped
-with SIGTERM, then SIGKILL after a grace period. `Children` stops them in reverse order of start, once;
-after `stop_all` nothing starts any more, so a child started by a thread that raced the shutdown cannot
-outlive the tower. A `python -m` child runs under `tower.child_guard`, so it also ends when the tower is
-killed without a chance to stop it (SIGKILL, a crash).
+and log), is watched by a thread that logs an unexpected exit with the end of its log (and, for a child
+made with `restart=True`, the dashboard, starts it again after a backoff that doubles up to a minute and
+starts over once a run lasted a minute), and is stopped with SIGTERM, then SIGKILL after a grace period.
+`Children` stops them in reverse order of start, once; after `stop_all` nothing starts any more, so a
+child started by a thread that raced the shutdown cannot outlive the tower. A `python -m` child runs
+under `tower.child_guard`, so it also ends when the tower is killed without a chance to stop it
+(SIGKILL, a crash).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -26,13 +29,28 @@ log = logging.getLogger(__name__)
 class Child:
     """One child process: its command, environment and log file."""
 
-    def __init__(self, name: str, command: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        restart: bool = False,
+        first_delay: float = 1.0,
+        max_delay: float = 60.0,
+    ) -> None:
         self.name = name
         self.command = guarded(command)  # `python -m ...` children end themselves if the tower is killed
         self.env = dict(env)
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.restart = restart
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.restarts = 0
         self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a restart and a stop never cross: stop() sees the process that runs
 
     @property
     def pid(self) -> int | None:
@@ -47,17 +65,39 @@ class Child:
     def start(self) -> None:
         """Start the process (output appended to its log file) and a thread that reports an unexpected exit."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._spawn()
+        threading.Thread(target=self._watch, name=f"child-{self.name}", daemon=True).start()
+
+    def _spawn(self) -> None:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        threading.Thread(target=self._watch, name=f"child-{self.name}", daemon=True).start()
 
     def _watch(self) -> None:
-        assert self.proc is not None
-        code = self.proc.wait()
-        if not self._stopping.is_set():
+        delay = self.first_delay
+        while True:
+            proc, began = self.proc, time.monotonic()
+            assert proc is not None
+            code = proc.wait()
+            if self._stopping.is_set():
+                return
             log.warning("%s exited with %s; the end of %s:\n%s", self.name, code, self.log_path, self.tail())
+            if not self.restart:
+                return
+            if time.monotonic() - began >= self.max_delay:  # it ran a while: a new failure, not a crash loop
+                delay = self.first_delay
+            log.warning("%s starts again in %gs", self.name, delay)
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, self.max_delay)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._spawn()
+                self.restarts += 1
+            log.info("%s started again (pid %s, restart %d)", self.name, self.pid, self.restarts)
 
     def tail(self, lines: int = 15) -> str:
         """The last lines of the log file."""
@@ -69,8 +109,9 @@ class Child:
 
     def stop(self, grace_seconds: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace_seconds`; the exit code (None when never started)."""
-        self._stopping.set()
-        proc = self.proc
+        with self._lock:
+            self._stopping.set()
+            proc = self.proc
         if proc is None:
             return None
         if proc.poll() is None:

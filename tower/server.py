@@ -174,7 +174,7 @@ def dashboard_child(settings: Settings, ui: DashboardProcessSettings, api_url: s
     if token and "TOWER_DASHBOARD_TOKEN" not in os.environ:
         env["TOWER_DASHBOARD_TOKEN"] = token
     command = streamlit_command(APP, ui.host, ui.port)
-    return Child("dashboard", command, env_with(env), settings.store.data_dir / "dashboard.log")
+    return Child("dashboard", command, env_with(env), settings.store.data_dir / "dashboard.log", restart=True)
 
 
 class _Server(uvicorn.Server):

@@ -307,6 +307,27 @@ def test_the_banner_lists_the_services_and_the_admin_token(tmp_path: Path) -> No
     assert "  admin  " not in banner(settings, "all")  # without a generated token, none is printed
 
 
+def test_a_child_that_dies_is_started_again_with_backoff_until_stopped(tmp_path: Path) -> None:
+    """The dashboard is restarted after a crash (kill -9, an exception in Streamlit), waiting longer each time;
+    a child that is stopped is not."""
+    crash = [sys.executable, "-c", "import sys; print('crashing'); sys.exit(3)"]
+    child = Child("crashy", crash, os.environ, tmp_path / "crashy.log", restart=True, first_delay=0.05, max_delay=0.4)
+    children = Children()
+    assert children.start(child)
+    wait_for("three restarts", lambda: child.restarts >= 3, timeout=30, interval=0.05)
+    children.stop_all()
+    after = child.restarts
+    time.sleep(1)  # longer than the longest backoff: nothing starts it again
+    assert child.restarts == after and not child.running
+    assert after <= (tmp_path / "crashy.log").read_text().count("crashing") <= after + 1  # the last may be stopped
+
+    once = Child("once", crash, os.environ, tmp_path / "once.log")  # the demo: not restarted
+    once.start()
+    assert once.proc is not None and once.proc.wait(timeout=30) == 3
+    time.sleep(0.3)
+    assert once.restarts == 0 and not once.running
+
+
 def test_children_stop_in_reverse_order_and_none_starts_after(tmp_path: Path) -> None:
     children = Children()
     sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
