@@ -172,7 +172,7 @@ class Dispatcher:
         self.runbooks = dict(runbooks or {})  # rule id -> its runbook link
         self.links = Links(dashboard_url)
         self.states = PolicyStore(store)
-        self.silences = silences or SilenceStore(store, clock)
+        self.silences = silences or SilenceStore(store, clock, rules=self.titles)
         self.root_causes = RootCauses(routing.alerts.root_causes, settings.service_sources)
         self.policy = Policy(routing, self.root_causes)
         self.grouper = Grouper(self.states, settings)
@@ -300,7 +300,10 @@ class _Run:
                 self._thread_line(record, state, change)
             if any(c.action != "note" for c in changes):  # a note shows in the thread only
                 self.needs_update.add(exception_id)
-            self._set(state.with_(last_seq=last_seq, active=not resolved), state)
+            current = state.with_(last_seq=last_seq, active=not resolved)
+            if reopened and not resolved:  # a new episode: its escalation counts from the reopen, not the first post
+                current = current.with_(alerted_at=self.now, notified_at=self.now, escalated=False, repeats=0)
+            self._set(current, state)
             return
         if state is None or (reopened and not state.active):
             if resolved:
@@ -659,7 +662,7 @@ class _Run:
             if step == "escalate":
                 policy = settings.escalation[digest.severity]
                 assert policy.escalate is not None
-                oncall = self.d.routing.oncall_for(digest.owner)
+                oncall = self._digest_oncall(digest, ids)
                 after = duration_text(self.now - digest.started_at)
                 line = f":rotating_light: {mention(oncall)} {waiting} after {after}: escalated."
                 key = f"digest:{digest.id}:escalate"
@@ -681,6 +684,14 @@ class _Run:
                     )
                 )
             self.digests.append(digest)
+
+    def _digest_oncall(self, digest: Digest, ids: Sequence[str]) -> str | None:
+        """The on-call group a single alert of the digest's first member would page (its route's, to the
+        digest's channels), the owner's when the member is gone."""
+        first = self.d.records(sorted(ids)[:1])
+        if not first:
+            return self.d.routing.oncall_for(digest.owner)
+        return self._oncall(next(iter(first.values())), digest.channels)
 
 
 def dispatch_job(dispatcher: Dispatcher) -> JobFunction:

@@ -390,6 +390,20 @@ def resolution_line(actor: str, detail: Mapping[str, Any]) -> str:
     return line + (f": {escape(note)}" if note else ".")
 
 
+def with_line(line: str, text: str, blocks: list[Block] | None) -> tuple[str, list[Block] | None]:
+    """A thread line posted in its alert's place (the alert's post failed or was deleted): the line, then the
+    alert's current text and blocks, so the new message is the whole alert. Returns (text, blocks)."""
+    joined = _cut(f"{line}\n{text}", PLAIN_MAX)
+    if not blocks:
+        return joined, None
+    return joined, [{"type": "section", "text": {"type": "mrkdwn", "text": _cut(line, _TEXT_MAX)}}, *blocks]
+
+
+def named_line(line: str, alert_text: str) -> str:
+    """A thread line posted on its own (webhook mode has no threads): the line, naming the alert it is about."""
+    return _cut(f"{line} (re: {alert_text})", PLAIN_MAX)
+
+
 def repeat_line(severity: str, unacknowledged_for: timedelta) -> str:
     """A re-notification in the thread."""
     return f":bell: Still not acknowledged after {duration_text(unacknowledged_for)} ({escape(severity)})."

@@ -238,6 +238,16 @@ class Outbox:
         )
         return [_entry(r) for r in rows]
 
+    def latest_update(self, parent: str) -> OutboundMessage | None:
+        """The newest update enqueued for the post `parent`, in any state (its message's current content); None
+        when it has none."""
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM alert_outbox FINAL WHERE parent = {{parent:String}} AND action = 'update'"
+            " ORDER BY seq DESC LIMIT 1",
+            {"parent": parent},
+        )
+        return _entry(rows[0]).message if rows else None
+
     def knows_channel(self, channel: str) -> bool:
         """Whether any message, of any age and status, was ever addressed to `channel` (as messages name it)."""
         rows = self.store.query(

@@ -5,8 +5,9 @@ channel in enqueue order and sends the head of each channel when it is due; it n
 
 - **Order.** Strict FIFO per channel. An `update`/`reply` waits (and its channel with it) until its
   parent is sent, then uses the parent's channel id and ts (`chat.update`; `chat.postMessage` with
-  `thread_ts`). A child whose parent failed is posted as a new message; one whose parent was never
-  enqueued is recorded as failed. A pending update that a later update of the same message replaces
+  `thread_ts`). A child whose parent failed is posted as a new message that takes the parent's place (bot
+  mode): the full current alert (a reply's line on top), so an exception keeps one top-level message; one whose
+  parent was never enqueued is recorded as failed. A pending update that a later update of the same message replaces
   is `superseded` without a call (only the newest content matters).
 - **Pacing.** At most one call per channel per `channel_interval_seconds`, by the injected clock
   (remembered across restarts from the delivery log).
@@ -15,8 +16,9 @@ channel in enqueue order and sends the head of each channel when it is due; it n
   errors (`channel_not_found`, `not_in_channel`, ...) fail at once, except a refusal of the message's content
   (`invalid_blocks`, `msg_too_long`): it is sent again as plain text; and an update or reply whose message was
   deleted in Slack, which is posted anew and takes that message's place. Every attempt is in the log. A
-  refused token or scope is retried like a 5xx, and until Slack accepts a call again (or `auth.test`,
-  asked at most once a minute) `alerts-send` fails, so that the `tower-jobs` rule raises it.
+  refused token or scope keeps the message waiting (backoff, not counted against `max_attempts`) until Slack
+  accepts a call again (or `auth.test`, asked at most once a minute), when it is due at once; meanwhile
+  `alerts-send` fails, so that the `tower-jobs` rule raises it.
 - **Exactly once where Slack allows it.** Before each call the message is recorded `attempting`;
   after it, `sent` (with the ts) or its next state. A post whose call may have been carried out
   without us learning the ts (a timeout, a lost connection, a tower killed mid-call) is *in doubt*.
@@ -53,7 +55,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient
 
-from alerting.messages import PLAIN_MAX, plain_text
+from alerting.messages import PLAIN_MAX, named_line, plain_text, with_line
 from alerting.outbox import OPEN, DeliveryStatus, OutboundMessage, Outbox, OutboxEntry, Posted, versions
 from alerting.settings import SlackSettings
 from kernel.clock import Clock
@@ -76,19 +78,10 @@ GONE_ERRORS = frozenset({"message_not_found", "cant_update_message", "thread_not
 # of an older run): the child is posted anew by the routed name, which reaches a channel of that name if there is one
 # and fails like any post to a missing channel if not.
 PARENT_GONE_ERRORS = GONE_ERRORS | {"channel_not_found"}
-# A token or scope problem is the tower's configuration, not the message's: retried with backoff so that
-# messages survive while someone fixes the token, instead of failing at once.
-CONFIGURATION_ERRORS = frozenset(
-    {
-        "not_authed",
-        "invalid_auth",
-        "account_inactive",
-        "token_revoked",
-        "token_expired",
-        "missing_scope",
-        "no_permission",
-    }
-)
+# A token or scope problem is the tower's configuration, not the message's, and a person fixes it: the message
+# waits (retried at the backoff, never counted against max_attempts) and goes out once Slack accepts the token.
+TOKEN_ERRORS = frozenset({"not_authed", "invalid_auth", "account_inactive", "token_revoked", "token_expired"})
+CONFIGURATION_ERRORS = TOKEN_ERRORS | {"missing_scope", "no_permission"}
 REFUSAL_RECHECK = timedelta(minutes=1)  # how often auth.test asks again while Slack refuses the token
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -258,7 +251,7 @@ class SlackSender:
                         known[head.key] = self._supersede(head, newer[head.key], report)
                         continue
                     now = self.clock.now()
-                    due = max(head.next_at, self._allowed(channel))
+                    due = max(self._next_at(head, now), self._allowed(channel))
                     if due > now or report.calls >= limit:
                         report.due_at(due)
                         report.waiting += len(lane) - index
@@ -273,6 +266,13 @@ class SlackSender:
                         report.waiting += len(lane) - index - 1
                         break
             return report
+
+    def _next_at(self, entry: OutboxEntry, now: datetime) -> datetime:
+        """When `entry` is due: at once when it waits for a token Slack now accepts (a call or auth.test said so),
+        else its own time."""
+        if self.refused is None and entry.error in CONFIGURATION_ERRORS:
+            return min(entry.next_at, now)
+        return entry.next_at
 
     def _recheck_refusal(self) -> None:
         """While Slack refuses the token, ask it again (auth.test) at most once per REFUSAL_RECHECK: a token fixed
@@ -303,6 +303,7 @@ class SlackSender:
         kind: Kind = message.action
         target: Posted | None = None
         notes: list[str] = []
+        content = message
         if message.action != "post":
             parent = known.get(message.parent or "")
             if parent is None:
@@ -311,18 +312,22 @@ class SlackSender:
                 return None
             if self.mode == "webhook":
                 kind = "post"
+                content = self._standalone(entry, parent, in_place=False)
                 notes.append(f"webhook mode: the {message.action} is posted as a new message")
-            elif parent.status == "failed" or not parent.ts:
+            elif parent.ts:  # sent, or failed and its place taken by a later message (`_moved`)
+                target = Posted(parent.channel_id, parent.ts)
+            else:
                 kind = "post"
+                in_place = parent.status == "failed" or bool(parent.error)
+                content = self._standalone(entry, parent, in_place)
                 if parent.status == "failed":
                     why = "failed"
                 elif parent.error:
                     why = f"is gone from Slack ({parent.error})"
                 else:
                     why = "has no ts (posted by webhook)"
-                notes.append(f"parent {parent.key} {why}: the {message.action} is posted as a new message")
-            else:
-                target = Posted(parent.channel_id, parent.ts)
+                where = " in its place, with the alert's current content" if in_place else ""
+                notes.append(f"parent {parent.key} {why}: the {message.action} is posted as a new message{where}")
         if (entry.in_doubt or entry.status == "attempting") and kind != "update":
             settled, note = self._settle_in_doubt(entry, kind, target, report)
             if settled is not None:
@@ -330,16 +335,32 @@ class SlackSender:
             notes.append(note)
         attempting = self.outbox.record(entry, status="attempting", attempts=entry.attempts + 1, in_doubt=False)
         started = time.monotonic()
-        outcome = self._call(kind, attempting, target)
+        outcome = self._call(kind, content, target)
         duration_ms = (time.monotonic() - started) * 1000
         report.calls += 1
         parent = known.get(message.parent or "")
         if target is not None and parent is not None and outcome.error in PARENT_GONE_ERRORS:
             return self._parent_gone(attempting, parent, kind, outcome, known, report, duration_ms)
-        done = self._settle(attempting, kind, outcome, report, "; ".join(n for n in notes if n), duration_ms)
+        note = "; ".join(n for n in notes if n)
+        done = self._settle(attempting, kind, outcome, report, note, duration_ms, content)
         if done.status == "sent" and kind == "post" and parent is not None and self._moved(parent, done):
-            known[parent.key] = self.outbox.record(parent, channel_id=done.channel_id, ts=done.ts, error="")
+            # a failed post keeps its error (its own delivery did fail); a gone one is simply elsewhere now
+            error = parent.error if parent.status == "failed" else ""
+            known[parent.key] = self.outbox.record(parent, channel_id=done.channel_id, ts=done.ts, error=error)
         return done
+
+    def _standalone(self, entry: OutboxEntry, parent: OutboxEntry, in_place: bool) -> OutboundMessage:
+        """What a child of `parent` posts as a new message. An update is the whole alert already. A reply taking
+        its parent's place (the parent failed or is gone) carries the alert's current content under its line, so
+        the exception keeps one full message with buttons; any other reply posted on its own names its alert."""
+        message = entry.message
+        if message.action == "update" or entry.error in CONTENT_ERRORS:  # already sent again as plain text
+            return message
+        if in_place:
+            current = self.outbox.latest_update(parent.key) or parent.message
+            text, blocks = with_line(message.text, current.text, current.blocks)
+            return replace(message, text=text, blocks=blocks)
+        return replace(message, text=named_line(message.text, parent.message.text))
 
     def _parent_gone(
         self,
@@ -363,13 +384,24 @@ class SlackSender:
         return again
 
     def _moved(self, parent: OutboxEntry, child: OutboxEntry) -> bool:
-        """Whether `child`, just posted as a new message, takes the place of its parent deleted in Slack."""
-        return self.mode == "bot" and parent.status == "sent" and not parent.ts and bool(parent.error and child.ts)
+        """Whether `child`, just posted as a new message, takes the place of its parent: one that failed, or was
+        deleted in Slack."""
+        if self.mode != "bot" or parent.ts or not child.ts:
+            return False
+        return parent.status == "failed" or (parent.status == "sent" and bool(parent.error))
 
     def _settle(
-        self, entry: OutboxEntry, kind: Kind, outcome: Outcome, report: SendReport, note: str, duration_ms: float
+        self,
+        entry: OutboxEntry,
+        kind: Kind,
+        outcome: Outcome,
+        report: SendReport,
+        note: str,
+        duration_ms: float,
+        content: OutboundMessage | None = None,
     ) -> OutboxEntry:
-        """Record what a call came to: sent, a retry (429 or backoff) or failed, and log the attempt."""
+        """Record what a call came to: sent, a retry (429 or backoff) or failed, and log the attempt. `content`:
+        what the call sent, when not the entry's own message (`_standalone`)."""
         now = self.clock.now()
         channel = entry.message.channel
         self._pace(channel, now + self._interval)
@@ -395,6 +427,14 @@ class SlackSender:
             )
             report.retried += 1
             return later
+        if outcome.error in CONFIGURATION_ERRORS:
+            # not the message's fault: it waits for the fix, however long, without using up its attempts
+            pause = self.backoff(entry.attempts)
+            later = self.outbox.record(entry, status="pending", next_at=now + pause, error=outcome.error)
+            note = f"waiting for Slack to accept the tower's token: retry in {pause.total_seconds():g} s"
+            self._log(later, "retry", kind, outcome, note, duration_ms)
+            report.retried += 1
+            return later
         if outcome.transient and entry.errors + 1 < self.settings.max_attempts:
             backoff = self.backoff(entry.errors + 1)
             later = self.outbox.record(
@@ -408,7 +448,7 @@ class SlackSender:
             self._log(later, "retry", kind, outcome, f"retry in {backoff.total_seconds():g} s", duration_ms)
             report.retried += 1
             return later
-        plain = plain_version(entry.message) if outcome.error in CONTENT_ERRORS else None
+        plain = plain_version(content or entry.message) if outcome.error in CONTENT_ERRORS else None
         if plain is not None:
             again = self.outbox.record(entry, message=plain, status="pending", next_at=now, error=outcome.error)
             note = f"Slack refused the message's content ({outcome.error}): sent again as plain text"
@@ -491,8 +531,9 @@ class SlackSender:
             if found is None:
                 return None, "not found in the channel history: re-sent"
             reason = f"the history check failed: {found.error}"
-            retry = found.retry_after is not None or (found.transient and entry.errors + 1 < self.settings.max_attempts)
-            if retry and found.error not in CONFIGURATION_ERRORS:  # no history scope: no use asking again
+            retry = found.retry_after is not None or found.error in TOKEN_ERRORS
+            retry = retry or (found.transient and entry.errors + 1 < self.settings.max_attempts)
+            if retry and found.error not in CONFIGURATION_ERRORS - TOKEN_ERRORS:  # no history scope: no use asking
                 return self._retry_check(entry, kind, found, report), ""
         if self.settings.in_doubt == "skip":
             error = f"in doubt ({reason}): an earlier attempt may have been delivered; not re-sent (in_doubt=skip)"
@@ -504,6 +545,9 @@ class SlackSender:
         now = self.clock.now()
         if found.retry_after is not None:
             errors, wait = entry.errors, timedelta(seconds=found.retry_after)
+        elif found.error in TOKEN_ERRORS:  # waits for the token to be fixed, like a post (`_settle`)
+            self.refused, self._refusal_checked = found.error, now
+            errors, wait = entry.errors, timedelta(seconds=self.settings.backoff_max_seconds)
         else:
             errors = entry.errors + 1
             wait = self.backoff(errors)
@@ -582,11 +626,10 @@ class SlackSender:
 
     # -- calls ------------------------------------------------------------------------------------
 
-    def _call(self, kind: Kind, entry: OutboxEntry, target: Posted | None) -> Outcome:
+    def _call(self, kind: Kind, message: OutboundMessage, target: Posted | None) -> Outcome:
         if self.mode == "webhook":
-            return self._webhook_call(entry)
+            return self._webhook_call(message)
         assert self.client is not None
-        message = entry.message
         metadata = {
             "event_type": METADATA_EVENT,
             "event_payload": {"key": message.key, "exception_id": message.exception_id},
@@ -616,8 +659,7 @@ class SlackSender:
         channel_id = str(response.get("channel") or (target.channel_id if target else ""))
         return Outcome(True, channel_id=channel_id, ts=str(response.get("ts") or ""), http_status=response.status_code)
 
-    def _webhook_call(self, entry: OutboxEntry) -> Outcome:
-        message = entry.message
+    def _webhook_call(self, message: OutboundMessage) -> Outcome:
         url = self.settings.webhook_for(message.channel)
         if url is None:
             return Outcome(False, error=f"no incoming webhook URL for {message.channel} (TOWER_SLACK_WEBHOOK_URLS)")
@@ -837,7 +879,10 @@ def send_job(sender: SlackSender) -> JobFunction:
         if sender.refused is not None:
             # every message waits for the token: fail the job, so that the `tower-jobs` rule raises it
             waiting = report.waiting + report.retried
-            raise SlackRefused(f"Slack refuses the tower's token ({sender.refused}): {waiting} messages waiting")
+            raise SlackRefused(
+                f"Slack refuses the tower's token ({sender.refused}): {waiting} messages waiting; fix"
+                " TOWER_SLACK_BOT_TOKEN (or the Slack app's scopes) and they are sent, nothing needs resending"
+            )
         return report.as_dict()
 
     return alerts_send

@@ -6,14 +6,20 @@ the exception is still open, the exception is alerted then. Matchers are those o
 file's `match` (kernel.routing.ExceptionMatch: rule, kind, severity, owner, key, source and the
 data fields, service, span_name); all must hold, a value list means any of them, and a silence
 must have at least one matcher (an empty one would mute everything).
+
+Values are compared exactly, so a silence that could never match is refused when made: a rule the tower does not
+know (when the store was given the rules), and a value of the key or a data field (warehouse, ...) that no
+exception has but some exception has in another case (`dal` for `DAL`). A value no exception has yet in any case
+is accepted: trouble may be silenced before it starts.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -88,6 +94,30 @@ class Silence:
         }
 
 
+# matchers on free values (not the routing's own names): checked against the values exceptions have
+_DATA_FIELDS = (
+    "key",
+    "warehouse",
+    "customer_id",
+    "location",
+    "sku",
+    "order_id",
+    "shipment_id",
+    "invoice_id",
+    "service",
+    "span_name",
+)
+_LISTED = 30  # known names listed in full up to this many
+
+
+def _known(value: str, known: Collection[str]) -> str:
+    """What to say about an unknown name: the close ones, and every known one when they are few."""
+    close = difflib.get_close_matches(value, sorted(known), n=3)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    listed = f"known: {', '.join(sorted(known))}" if len(known) <= _LISTED else f"{len(known)} are known"
+    return hint + listed
+
+
 def _silence(row: dict[str, Any]) -> Silence:
     starts, ends, created = (
         stored_time_or_none(row["starts_at"]),
@@ -111,9 +141,11 @@ def _silence(row: dict[str, Any]) -> Silence:
 class SilenceStore:
     """Creates, lists and expires silences in the store (`alert_silences`)."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, rules: Collection[str] = ()) -> None:
+        """`rules`: the rule ids a silence may name (none given: not checked)."""
         self.store = store
         self.clock = clock
+        self.rules = frozenset(rules)
         self._lock = threading.Lock()
 
     def create(
@@ -141,6 +173,7 @@ class SilenceStore:
             raise InvalidSilence("the silence would already be over")
         if not comment.strip():
             raise InvalidSilence("say why: a silence needs a comment")
+        self._check_values(matchers)
         silence = Silence(
             id=str(uuid.uuid4()),
             matchers=matchers,
@@ -152,6 +185,31 @@ class SilenceStore:
         )
         self._write(silence)
         return silence
+
+    def _check_values(self, matchers: ExceptionMatch) -> None:
+        """InvalidSilence for a value the silence could never match (see the module's docstring)."""
+        unknown = [rule for rule in matchers.rule or [] if self.rules and rule not in self.rules]
+        if unknown:
+            raise InvalidSilence(f"unknown rule {unknown[0]!r}: {_known(unknown[0], self.rules)}")
+        for name in _DATA_FIELDS:
+            values: list[str] = getattr(matchers, name) or []
+            if not values:
+                continue
+            column = "key" if name == "key" else "JSONExtractString(context, {field:String})"
+            seen = {
+                str(r["v"])
+                for r in self.store.query(
+                    f"SELECT DISTINCT {column} AS v FROM exceptions WHERE lower(v) IN {{lowered:Array(String)}}",
+                    {"field": name, "lowered": sorted({v.lower() for v in values})},
+                )
+            }
+            for value in values:
+                other = sorted(v for v in seen if v.lower() == value.lower())
+                if value not in seen and other:
+                    raise InvalidSilence(
+                        f"{name} {value!r} matches no exception (values are compared exactly): did you mean"
+                        f" {other[0]!r}?"
+                    )
 
     def get(self, silence_id: str) -> Silence:
         """One silence; SilenceNotFound when there is none with that id."""

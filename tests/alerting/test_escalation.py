@@ -15,7 +15,16 @@ from alerting.policy_settings import AlertingSettings, Escalation
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore
 from kernel.store import Store
-from tests.alerting.policy_support import T0, block_text, dispatcher, messages, open_exception, open_many, routing_from
+from tests.alerting.policy_support import (
+    ROUTING,
+    T0,
+    block_text,
+    dispatcher,
+    messages,
+    open_exception,
+    open_many,
+    routing_from,
+)
 
 
 def new_lines(alerts: Dispatcher, seen: set[str]) -> list[OutboundMessage]:
@@ -127,6 +136,94 @@ def test_a_digest_is_renotified_and_escalated_while_members_are_unacknowledged(s
     clock.advance(timedelta(hours=3))
     report = alerts.run()
     assert (report.repeats, report.escalations, report.enqueued) == (0, 0, 0)
+
+
+def test_a_reopened_alert_is_escalated_after_the_delay_from_the_reopen(store: Store, tmp_path: Path) -> None:
+    """The audit's case A: acknowledged and resolved, reopened hours later: not paged at the next run, but 30 min
+    (high) after the reopen."""
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    record = open_exception(exceptions, "ship-cutoff", owner="warehouse", severity="high")
+    alerts = dispatcher(store, clock, routing_from(tmp_path))
+    seen: set[str] = set()
+    alerts.run()
+    clock.advance(timedelta(minutes=5))
+    exceptions.acknowledge(record.id, actor="ann")
+    clock.advance(timedelta(minutes=5))
+    exceptions.resolve(record.id, actor="ann")
+    alerts.run()
+    clock.advance(timedelta(hours=3))
+    exceptions.reopen(record.id, actor="bob", reason="not fixed after all")
+    alerts.run()
+    new_lines(alerts, seen)
+    clock.advance(timedelta(seconds=15))
+    assert alerts.run().escalations == 0
+    clock.advance(timedelta(minutes=29, seconds=44))
+    assert alerts.run().escalations == 0
+    clock.advance(timedelta(seconds=1))  # 30 min after the reopen
+    assert alerts.run().escalations == 1
+    (line,) = [m for m in new_lines(alerts, seen) if m.key.endswith(":escalate")]
+    assert line.text == ":rotating_light: <!subteam^S0WAREHOUSE> not acknowledged within 30m: escalated."
+
+
+def test_a_reopened_alert_that_was_escalated_is_escalated_again(store: Store, tmp_path: Path) -> None:
+    """The audit's case B: critical, escalated, resolved, reopened 5 h later: repeats count from the reopen and it
+    escalates again (its second escalation line threads under the same message)."""
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    record = open_exception(exceptions, "ship-cutoff", owner="warehouse", severity="critical")  # 30 / 10 min
+    alerts = dispatcher(store, clock, routing_from(tmp_path))
+    seen: set[str] = set()
+    alerts.run()
+    clock.advance(timedelta(minutes=11))
+    assert alerts.run().escalations == 1
+    exceptions.resolve(record.id, actor="ann")
+    alerts.run()
+    clock.advance(timedelta(hours=5))
+    exceptions.reopen(record.id, actor="engine", reason="late again")
+    alerts.run()
+    new_lines(alerts, seen)
+    clock.advance(timedelta(minutes=9, seconds=59))
+    report = alerts.run()
+    assert (report.repeats, report.escalations) == (0, 0)
+    clock.advance(timedelta(seconds=1))
+    assert alerts.run().escalations == 1
+    assert any("escalated to <!subteam^S0WAREHOUSE>" in block_text(m) for m in new_lines(alerts, seen))
+    clock.advance(timedelta(minutes=30))
+    assert alerts.run().repeats == 1
+    (repeat,) = new_lines(alerts, seen)
+    assert repeat.text == ":bell: Still not acknowledged after 40m (critical)."
+
+
+def test_a_digest_escalates_to_the_on_call_group_of_its_route(store: Store, tmp_path: Path) -> None:
+    """The audit's case: a route gives order-release at DAL to the warehouse (on-call S0WAREHOUSE); the single alert
+    and the digest of that route page the same group, not `@here` (customer service, the rule's owner, has none)."""
+    routing = routing_from(
+        tmp_path,
+        ROUTING
+        + """alerts:
+  routes:
+    - match: {rule: order-release, warehouse: DAL}
+      owner: warehouse
+""",
+    )
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    alerts = dispatcher(store, clock, routing, group_threshold=5)
+    open_exception(exceptions, "order-release", key="SO-0", warehouse="DAL")
+    alerts.run()
+    clock.advance(timedelta(seconds=1))
+    open_many(exceptions, 6, context={"warehouse": "DAL"})
+    assert alerts.run().digests == 1
+    seen: set[str] = set()
+    new_lines(alerts, seen)
+    clock.advance(timedelta(minutes=31))
+    assert alerts.run().escalations == 2
+    lines = sorted(m.text for m in new_lines(alerts, seen) if m.key.endswith(":escalate"))
+    assert lines == [
+        ":rotating_light: <!subteam^S0WAREHOUSE> 6 of 6 still not acknowledged after 31m: escalated.",
+        ":rotating_light: <!subteam^S0WAREHOUSE> not acknowledged within 30m: escalated.",
+    ]
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -171,6 +171,39 @@ def test_children_of_a_failed_parent_are_posted_and_an_unknown_parent_fails(
     assert (parent["status"], parent["error"], parent["note"]) == ("failed", "invalid_blocks", "Slack refused it")
 
 
+def test_a_failed_alerts_first_later_message_takes_its_place_so_the_exception_keeps_one_message(
+    sender: SlackSender, standin: SlackStandIn, clock: FixedClock
+) -> None:
+    """The audit's case: the alert's post failed (the bot not in the channel yet), later calls succeed. The first
+    child posts the whole current alert (its line on top) and becomes the message the rest edit and reply under."""
+    standin.fail("chat.postMessage", Fault.api_error("not_in_channel"))
+    alert = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Late release* SO-1: open"}}]
+    sender.outbox.enqueue([msg("E1", "#warehouse", text="[high] Late release: SO-1", blocks=alert)])
+    drain(sender, clock)
+    assert sender.outbox.get("E1").status == "failed"
+    escalated = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Late release* SO-1: escalated"}}]
+    resolved = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Late release* SO-1: resolved"}}]
+    sender.outbox.enqueue(
+        [
+            msg("E1/escalate", "#warehouse", action="reply", parent="E1", text="escalated"),
+            msg("E1/u1", "#warehouse", action="update", parent="E1", text="[high] Late release", blocks=escalated),
+            msg("E1/ack", "#warehouse", action="reply", parent="E1", text="acknowledged by ann"),
+            msg("E1/resolved", "#warehouse", action="reply", parent="E1", text="resolved by ann"),
+            msg("E1/u2", "#warehouse", action="update", parent="E1", text="Resolved: Late release", blocks=resolved),
+        ]
+    )
+    drain(sender, clock)
+    (top,) = standin.messages("#warehouse")  # one message for the exception
+    assert top["metadata"]["event_payload"]["key"] == "E1/escalate"
+    assert top["blocks"][-1]["text"]["text"] == "*Late release* SO-1: resolved"  # edited by the later update
+    assert [r["text"] for r in standin.thread("#warehouse", top["ts"])] == ["acknowledged by ann", "resolved by ann"]
+    placed = standin.calls_to("chat.postMessage")[1].body  # the whole alert as it is now: its newest update's
+    assert [b["text"]["text"] for b in placed["blocks"]] == ["escalated", "*Late release* SO-1: resolved"]
+    (first,) = [d for d in sender.outbox.deliveries(key="E1/escalate") if d["status"] == "ok"]
+    assert "posted as a new message in its place" in first["note"]
+    assert sender.outbox.posted("E1/escalate") is not None and sender.outbox.get("E1").ts == top["ts"]
+
+
 def test_webhook_mode_posts_everything_as_new_messages(store: Store, clock: FixedClock, standin: SlackStandIn) -> None:
     settings = webhook_settings(standin, webhook_urls={"#warehouse": standin.webhook_url("#warehouse")})
     assert settings.mode == "webhook" and settings.enabled
@@ -187,7 +220,12 @@ def test_webhook_mode_posts_everything_as_new_messages(store: Store, clock: Fixe
     first = sender.send_due()
     assert first.sent == 2  # #warehouse's webhook and the default webhook, one each
     drain(sender, clock)
-    assert [m["text"] for m in standin.messages("#warehouse")] == ["alert E1", "acknowledged", "resolved"]
+    # a reply posted on its own names the alert it is about
+    assert [m["text"] for m in standin.messages("#warehouse")] == [
+        "alert E1",
+        "acknowledged",
+        "resolved (re: alert E1)",
+    ]
     assert standin.messages("#warehouse")[0]["blocks"] == SECTION
     assert [m["text"] for m in standin.messages("#alerts")] == ["alert X1", "alert X2"]
     assert standin.calls_to("chat.postMessage") == [] and len(standin.calls_to("webhook")) == 5

@@ -183,7 +183,8 @@ def test_a_reply_to_a_message_deleted_in_slack_is_posted_anew(
     delete(standin, "#ops", standin.messages("#ops")[0]["ts"])
     sender.outbox.enqueue([msg("E1/r1", "#ops", action="reply", parent="E1", text="resolved by ann")])
     drain(sender, clock)
-    assert [m["text"] for m in standin.messages("#ops")] == ["resolved by ann"]
+    # the reply takes the deleted alert's place: the whole alert, its line on top
+    assert [m["text"] for m in standin.messages("#ops")] == ["resolved by ann\nalert E1"]
     assert [d["status"] for d in sender.outbox.deliveries(key="E1/r1")] == ["ok", "retry"]
 
 

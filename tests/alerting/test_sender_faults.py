@@ -14,6 +14,7 @@ from kernel.clock import FixedClock
 from kernel.jobs import JobContext
 from kernel.store import Store
 from tests.alerting.delivery_support import (
+    BOT_TOKEN,
     T0,
     TIMEOUT,
     advance,
@@ -353,21 +354,44 @@ def test_a_refused_token_fails_the_job_until_slack_takes_it_again(
 
 
 def test_a_token_fixed_while_nothing_is_due_is_noticed_by_auth_test(
-    sender: SlackSender, standin: SlackStandIn, clock: FixedClock
+    store: Store, standin: SlackStandIn, clock: FixedClock
 ) -> None:
-    standin.fail("chat.postMessage", *[Fault.api_error("invalid_auth")] * 20)
+    """A message waiting for the token backs off (never failed); auth.test, at most once a minute, learns that
+    the token works again, and the message is then due at once rather than at the end of its backoff (300 s)."""
+    sender = sender_for(store, clock, slack_settings(standin, backoff_max_seconds=300.0))
+    standin.token = "xoxb-another-token"  # the tower's token is refused: invalid_auth
     sender.outbox.enqueue([msg("a")])
-    drain(sender, clock)  # "a" gives up after its attempts: nothing is due any more
-    assert statuses(sender, "a")[-1][0] == "failed" and sender.refused == "invalid_auth"
-    calls = len(standin.calls_to("chat.postMessage"))
-    standin.fail("auth.test", Fault.api_error("invalid_auth"))
-    advance(clock, 61)
-    sender.send_due()  # a minute after the last refusal: auth.test, refused again
-    assert len(standin.calls_to("auth.test")) == 1 and sender.refused == "invalid_auth"
-    advance(clock, 30)
-    sender.send_due()  # within a minute of that answer: no call
-    assert len(standin.calls_to("auth.test")) == 1
-    advance(clock, 31)
-    sender.send_due()  # the token works again, known without a message to send
-    assert len(standin.calls_to("auth.test")) == 2 and sender.refused is None
-    assert len(standin.calls_to("chat.postMessage")) == calls
+    for _ in range(600):  # ten minutes, a pass a second
+        sender.send_due()
+        advance(clock, 1)
+    assert {status for status, _ in statuses(sender, "a")} == {"retry"} and sender.refused == "invalid_auth"
+    assert sender.outbox.get("a").errors == 0  # not counted against max_attempts
+    assert len(standin.calls_to("auth.test")) <= 10  # at most once a minute
+    standin.token = BOT_TOKEN  # fixed
+    fixed_at = clock.now()
+    while not sender.send_due().sent:
+        assert clock.now() - fixed_at <= timedelta(seconds=60)
+        advance(clock, 1)
+    assert sender.refused is None and keys_in(standin, "#ops") == ["a"]
+    assert standin.calls_to("auth.test")[-1].response["ok"] is True  # noticed by auth.test, not by the backoff
+    assert standin.calls_to("auth.test")[-1].at == standin.calls_to("chat.postMessage")[-1].at
+
+
+def test_messages_wait_for_a_refused_token_however_long_and_go_once_it_is_fixed(
+    store: Store, clock: FixedClock, standin: SlackStandIn
+) -> None:
+    """The audit's case: default settings (8 attempts, backoff 2 s to 300 s), the token refused for an hour with a
+    pass every 10 s: nothing fails, and once the token is fixed the three alerts go out in their order."""
+    sender = sender_for(store, clock, slack_settings(standin, backoff_max_seconds=300.0, max_attempts=8))
+    standin.token = "xoxb-the-right-one"  # the tower's token is refused (invalid_auth)
+    sender.outbox.enqueue([msg(f"p{n}", "#ops-warehouse") for n in (1, 2, 3)])
+    for _ in range(360):
+        sender.send_due()
+        advance(clock, 10)
+    assert sender.outbox.counts()["failed"] == 0 and sender.outbox.counts()["pending"] == 3
+    assert len(standin.calls_to("chat.postMessage")) < 30  # the head of the channel backs off, up to 300 s
+    standin.token = BOT_TOKEN  # fixed
+    for _ in range(7):  # auth.test within a minute notices it; the channel then goes at its pace
+        sender.send_due()
+        advance(clock, 10)
+    assert keys_in(standin, "#ops-warehouse") == ["p1", "p2", "p3"]

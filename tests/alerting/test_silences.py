@@ -18,7 +18,7 @@ from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore
 from kernel.routing import ExceptionMatch
 from kernel.store import Store
-from tests.alerting.policy_support import T0, by_key, dispatcher, messages, open_exception, state_of
+from tests.alerting.policy_support import T0, TITLES, by_key, dispatcher, messages, open_exception, state_of
 from tests.support import RunningTower, start_in_process
 from tests.tower.test_roles import settings_with_every_role
 from tower.cli import main
@@ -71,6 +71,20 @@ def test_invalid_silences_are_refused(store: Store, kwargs: dict[str, Any], mess
     assert parse_duration("1w") == timedelta(days=7)
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("soon")
+
+
+def test_a_silence_that_could_never_match_is_refused(store: Store) -> None:
+    """An unknown rule, or a value that only another case of matches (`dal` for `DAL`): refused, saying why. A value
+    no exception has yet is accepted (trouble can be silenced before it starts)."""
+    clock = FixedClock(T0)
+    open_exception(ExceptionStore(store, clock), "ship-cutoff", "SO-1", owner="warehouse", warehouse="DAL")
+    silences = SilenceStore(store, clock, rules=TITLES)
+    values: dict[str, Any] = {"created_by": "ann", "comment": "dock", "duration": timedelta(hours=1)}
+    with pytest.raises(InvalidSilence, match=r"unknown rule 'ship-cutof': did you mean 'ship-cutoff'\? known: asn-"):
+        silences.create(match(rule="ship-cutof"), **values)
+    with pytest.raises(InvalidSilence, match=r"warehouse 'dal' matches no exception .*did you mean 'DAL'\?"):
+        silences.create(match(warehouse=["ATL", "dal"]), **values)
+    assert silences.create(match(rule="ship-cutoff", warehouse=["DAL", "PHX"]), **values).status(T0) == "active"
 
 
 def test_a_silenced_exception_is_posted_when_the_silence_ends(store: Store) -> None:
@@ -190,6 +204,8 @@ def test_silences_api_and_cli(roles_tower: RunningTower) -> None:
     assert expired.exit_code == 0 and f"expired: {silence_id}  expired" in expired.stdout
     assert f"expired: {silence_id}  expired  expired 20" in expired.stdout and "until" not in expired.stdout
     assert silence_id in run_cli("list", "--status", "expired", *auth).stdout
+    typo = run_cli("add", "--match", "rule=ship-cutof", "--for", "1h", "--comment", "x", *auth)
+    assert typo.exit_code != 0 and "unknown rule 'ship-cutof': did you mean 'ship-cutoff'?" in typo.output
     bad = run_cli("add", "--match", "colour=red", "--for", "1h", "--comment", "x", *auth)
     assert bad.exit_code == 2 and "cannot match on 'colour'" in bad.output
     viewer = run_cli("expire", body["id"], "--url", tower.http_url, "--token", tower.api_token("viewer"))

@@ -163,7 +163,7 @@ def test_a_failed_post_whose_update_was_delivered_is_left_failed(
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "0 failed messages to #warehouse queued again; alerts-send delivers them in order",
-        "1 failed posts left: an update of each was already delivered as a new message",
+        "1 failed posts left: a later message of each already took its place in the channel",
     ]
     bad = CliRunner().invoke(main, ["alerts", "resend", "#warehouse", "--within", "soon", "--url", tower.http_url])
     assert bad.exit_code == 2 and "--within" in bad.output
@@ -172,4 +172,12 @@ def test_a_failed_post_whose_update_was_delivered_is_left_failed(
         ["alerts", "resend", "warehouse", "--url", tower.http_url],  # without its '#': no message ever went there
         env={"TOWER_TOKEN": tower.api_token("admin"), "TOWER_URL": None},
     )
-    assert typo.exit_code == 1 and "no message was ever addressed to 'warehouse': check the name" in typo.output
+    assert typo.exit_code == 1 and "'warehouse' is not a channel the routing file sends alerts to (" in typo.output
+    assert "#ops-warehouse" in typo.output  # the routing's channels, to pick from
+    untouched = CliRunner().invoke(
+        main,
+        ["alerts", "resend", "#ops-warehouse", "--url", tower.http_url],  # routed to, but nothing went there yet
+        env={"TOWER_TOKEN": tower.api_token("admin"), "TOWER_URL": None},
+    )
+    assert untouched.exit_code == 0, untouched.output
+    assert untouched.output == "nothing has been addressed to #ops-warehouse yet, so there is nothing to resend\n"

@@ -11,6 +11,9 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
+from kernel.routing import AlertRoute
+from kernel.settings import SlaSettings
+from sla_rules.loader import default_routing_file, load_routing
 from sla_rules.model import parse_duration
 from tower.client import api_call
 
@@ -77,12 +80,33 @@ def resend(channel: str, within: str, url: str | None, token: str | None) -> Non
     since = datetime.now(UTC) - span
     answer = api_call(url, token, "POST", "/api/alerts/resend", json={"channel": channel, "since": since.isoformat()})
     if answer.get("known_channel") is False:
-        raise click.ClickException(
-            f"no message was ever addressed to {channel!r}: check the name, as alerts write it (e.g. '#ops-warehouse',"
-            " with its #, or the channel id)"
-        )
+        routed = routed_channels()
+        if routed is not None and channel not in routed:
+            raise click.ClickException(
+                f"{channel!r} is not a channel the routing file sends alerts to ({', '.join(sorted(routed))}):"
+                " check the name, as alerts write it (with its #, or the channel id)"
+            )
+        click.echo(f"nothing has been addressed to {channel} yet, so there is nothing to resend")
+        return
     click.echo(f"{answer['requeued']} failed messages to {channel} queued again; alerts-send delivers them in order")
     if answer.get("left_failed"):
         click.echo(
-            f"{answer['left_failed']} failed posts left: an update of each was already delivered as a new message"
+            f"{answer['left_failed']} failed posts left: a later message of each already took its place in the channel"
         )
+
+
+def routed_channels() -> set[str] | None:
+    """The channels the routing file (TOWER_SLA_ROUTING_FILE, else the shipped one, as read here) sends alerts to:
+    its owners' and its alert routes'; None when it cannot be read."""
+    try:
+        routing = load_routing(SlaSettings().routing_file or default_routing_file())
+    except Exception:  # a CLI on another machine, a file it cannot read: say nothing about the routing
+        return None
+    found = {owner.channel for owner in routing.owners.values() if owner.channel}
+    routes: list[AlertRoute] = list(routing.alerts.routes)
+    while routes:
+        route = routes.pop()
+        found.update(route.channel or [])
+        routes.extend(route.routes)
+    found.update(routing.alerts.default.channel or [])
+    return found
