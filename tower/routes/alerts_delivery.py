@@ -89,10 +89,11 @@ class ResendOut(BaseModel):
     requeued: int = Field(description="Messages back in the outbox, sent in their first order by `alerts-send`.")
     keys: list[str] = Field(description="Their outbox keys.")
     left_failed: int = Field(
-        description="Failed posts left as they are: an update of each was already delivered as a new message."
+        description="Failed posts left as they are: a later message of each already took its place in the channel."
     )
     known_channel: bool = Field(
-        description="False when no message was ever addressed to this channel: check its name (as alerts write it)."
+        description="False when no message has been addressed to this channel yet: nothing to resend there (the CLI"
+        " tells a channel of the routing file from a misspelt name)."
     )
 
 

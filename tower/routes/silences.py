@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 from alerting.silences import InvalidSilence, Silence, SilenceNotFound, SilenceStore, parse_duration
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.routing import ExceptionMatch
+from tower.insights import rule_infos
 from tower.routes.deps import invalid, utc
 from tower.routes.models import RequestBody
 
@@ -30,7 +31,8 @@ def get_silences(request: Request) -> SilenceStore:
     if dispatcher is not None:
         silences: SilenceStore = dispatcher.silences
         return silences
-    return SilenceStore(tower.store, tower.clock)
+    rules = getattr(tower, "rules", None)  # without a dispatcher: the same check of the rule a silence names
+    return SilenceStore(tower.store, tower.clock, rules=[r.id for r in rule_infos(rules)] if rules else ())
 
 
 SilencesDep = Annotated[SilenceStore, Depends(get_silences)]
