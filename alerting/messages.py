@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kernel import durations
 from kernel.exceptions import ExceptionRecord
@@ -49,8 +50,25 @@ def duration_text(value: timedelta) -> str:
     return durations.duration_text(value, seconds=False)
 
 
-def _clock(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _clock(value: datetime, zone: object = None) -> str:
+    """UTC, and the local time of `zone` (an IANA name: a cutoff rule's warehouse zone) when there is one."""
+    text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(zone, str) and zone:
+        try:
+            local = value.astimezone(ZoneInfo(zone))
+        except (ZoneInfoNotFoundError, ValueError):
+            return text
+        text += f", {local:%a %H:%M} {local.tzname()}"
+    return text
+
+
+def _missed(record: ExceptionRecord, now: datetime | None = None) -> bool:
+    """An active SLA exception whose deadline passed with no end event (by `now` when given; an SLA exception opens
+    at its breach); a reconciler's finding (with its run id) is none."""
+    due = stored_time_or_none(record.due_at)
+    if record.status == "resolved" or due is None or record.context.get("run_id"):
+        return False
+    return now is None or now >= due
 
 
 def mention(oncall: str | None) -> str:
@@ -118,11 +136,12 @@ def _lateness(record: ExceptionRecord, now: datetime) -> tuple[str, str] | None:
     due = stored_time_or_none(record.due_at)
     if due is None:
         return None
+    zone = context.get("zone")
     if record.status == "resolved":
-        return "Due", _clock(due)
+        return "Due", _clock(due, zone)
     if now >= due:
-        return "Late by", f"{duration_text(now - due)} (due {_clock(due)})"
-    return "Due in", f"{duration_text(due - now)} ({_clock(due)})"
+        return "Late by", f"{duration_text(now - due)} (due {_clock(due, zone)})"
+    return "Due in", f"{duration_text(due - now)} ({_clock(due, zone)})"
 
 
 def finding(record: ExceptionRecord, limit: int = FINDING_MAX) -> str | None:
@@ -181,7 +200,7 @@ def notification_text(record: ExceptionRecord, title: str) -> str:
     """The plain text of an exception's message (notifications, clients without blocks); while active, with what a
     reconciler found (`finding`, shorter)."""
     resolved = record.status == "resolved"
-    prefix = "Resolved: " if resolved else f"[{record.severity}] "
+    prefix = "Resolved: " if resolved else f"[{record.severity}] " + ("Missed: " if _missed(record) else "")
     found = None if resolved else finding(record, FINDING_TEXT_MAX)
     return escape(f"{prefix}{title}: {record.key} ({record.owner})" + (f" — {found}" if found else ""))
 
@@ -215,7 +234,15 @@ def exception_blocks(record: ExceptionRecord, view: AlertView) -> list[Block]:
     fields.append(_field("Severity", record.severity))
     fields.append(_field("Status", _status(record)))
     blocks: list[Block] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _cut(f"{view.title}", _HEADER_MAX), "emoji": True}},
+        {
+            "type": "header",
+            # the rule's title says what should happen ("Order shipped by the cutoff"): say that it did not
+            "text": {
+                "type": "plain_text",
+                "text": _cut(("Missed: " if _missed(record, view.now) else "") + view.title, _HEADER_MAX),
+                "emoji": True,
+            },
+        },
         {
             "type": "section",
             "text": {

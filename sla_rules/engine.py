@@ -301,7 +301,11 @@ class SlaEngine:
             owner=self.owner_for(rule, fields),
             severity=rule.severity,
             due_at=stored_time_or_none(case["due_at"]),
-            context={**fields, "started_at": iso(stored_time(case["started_at"]))},
+            context={
+                **fields,
+                "started_at": iso(stored_time(case["started_at"])),
+                **({"zone": zone} if (zone := rule.case_zone(case)) else {}),
+            },
         )
 
     # backtest

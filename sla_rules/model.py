@@ -328,6 +328,18 @@ class SlaRule(_RuleBase):
             data[self.key] = str(case["key"])
         return data
 
+    def case_zone(self, case: Mapping[str, Any]) -> str | None:
+        """The time zone a cutoff rule computed this case's deadline in (for people: the warehouse's clock); None
+        for a duration rule, or a zone read from a data field the case row does not carry."""
+        cutoff = self.deadline.cutoff
+        if cutoff is None:
+            return None
+        if cutoff.zone_by is None:
+            return cutoff.timezone
+        if cutoff.zone_by.field not in ("warehouse", "customer_id"):
+            return None
+        return cutoff.zone_by.zones.get(str(case.get(cutoff.zone_by.field) or ""), cutoff.timezone)
+
     def ends_at_start(self) -> list[str]:
         """The event types both sides read when nothing tells a start event from an end event: a case would then
         end at its own start event (met at once)."""

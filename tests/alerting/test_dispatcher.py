@@ -57,7 +57,7 @@ def test_an_opened_exception_is_posted_once_to_its_owners_channel(store: Store) 
         f"{DASHBOARD}/timeline?key=SO-1",
     ):
         assert expected in text, expected
-    assert post.text == f"[high] {TITLES['order-release']}: SO-1 (customer_service)"
+    assert post.text == f"[high] Missed: {TITLES['order-release']}: SO-1 (customer_service)"
     buttons = {b["action_id"]: b["value"] for b in post.blocks[-1]["elements"]}  # type: ignore[index]
     assert buttons == {ACTION_ACKNOWLEDGE: record.id, ACTION_RESOLVE: record.id}
     state = state_of(store, record.id)

@@ -90,8 +90,8 @@ def test_an_open_business_exception() -> None:
     header, summary, links, context, actions = blocks
     assert header == {
         "type": "header",
-        "text": {"type": "plain_text", "text": "Order released within 2 hours", "emoji": True},
-    }
+        "text": {"type": "plain_text", "text": "Missed: Order released within 2 hours", "emoji": True},
+    }  # the rule's title says what should have happened
     assert summary["text"]["text"] == ":red_circle: *order-release* · business exception"
     assert [f["text"] for f in summary["fields"]] == [
         "*Key*\nSO-1",
@@ -111,7 +111,7 @@ def test_an_open_business_exception() -> None:
         (ACTION_ACKNOWLEDGE, "e-1", "primary"),
         (ACTION_RESOLVE, "e-1", "danger"),
     ]
-    assert notification_text(record(), "Order released") == "[high] Order released: SO-1 (customer_service)"
+    assert notification_text(record(), "Order released") == "[high] Missed: Order released: SO-1 (customer_service)"
 
 
 def test_acknowledged_assigned_and_resolved() -> None:
@@ -131,6 +131,17 @@ def test_a_pending_deadline_and_unknown_context() -> None:
     fields = [f["text"] for f in blocks[1]["fields"]]
     assert fields[0] == "*Key*\nSO-1" and "*Due in*\n55m (2026-11-02 19:00 UTC)" in fields
     assert not any(f.startswith(("*Customer*", "*Warehouse*")) for f in fields)
+    assert blocks[0]["text"]["text"] == "Order released within 2 hours"  # not missed yet
+
+
+def test_a_cutoff_rules_due_time_is_also_shown_in_the_warehouse_zone() -> None:
+    """A Dallas lead reads the cutoff in Dallas time; UTC stays for the others (the zone is the case's, from the
+    cutoff rule)."""
+    zoned = record(context={"warehouse": "DAL", "zone": "America/Chicago"})
+    fields = [f["text"] for f in valid(exception_blocks(zoned, view()))[1]["fields"]]
+    assert "*Late by*\n2h05m (due 2026-11-02 16:00 UTC, Mon 10:00 CST)" in fields
+    unknown = record(context={"zone": "Mars/Olympus"})  # never shown wrong: UTC alone
+    assert "*Late by*\n2h05m (due 2026-11-02 16:00 UTC)" in texts(valid(exception_blocks(unknown, view())))
 
 
 def test_technical_exceptions_say_how_long_silent_or_how_many_errors() -> None:

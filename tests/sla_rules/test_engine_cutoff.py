@@ -144,6 +144,17 @@ def test_the_zone_comes_from_the_warehouse(store: Store) -> None:
     assert due_of(tower, "SO-3") == local("America/Los_Angeles", 2026, 11, 4, 23, 59, 59)
     assert due_of(tower, "SO-4") == local("America/Chicago", 2026, 11, 4, 23, 59, 59)
     assert due_of(tower, "SO-5") == local("America/New_York", 2026, 11, 5, 23, 59, 59)
+    # the breaches' exceptions carry the zone their deadline is in: alerts show the warehouse's clock
+    tower.at(datetime(2026, 11, 6, 12, tzinfo=UTC))
+    tower.evaluate()
+    zones = {e.key: e.context.get("zone") for e in tower.open_exceptions("ship-cutoff")}
+    assert zones == {
+        "SO-1": "America/Chicago",
+        "SO-2": "America/New_York",
+        "SO-3": "America/Los_Angeles",
+        "SO-4": "America/Chicago",
+        "SO-5": "America/New_York",
+    }
 
 
 def releases_every(
