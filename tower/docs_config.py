@@ -234,6 +234,14 @@ def _replicated(statement: str, path: str) -> str:
     return _ENGINE.sub(engine, statement, count=1)
 
 
+def _replicated_only(match: re.Match[str] | None, text: str) -> re.Match[str] | None:
+    """`match` (a view or a backfill reading `source` into `target`), refused when either table is sharded: the
+    statement would then need DDL of its own per shard."""
+    if match is not None and (match.group("source") in SHARDED or match.group("target") in SHARDED):
+        raise ValueError(f"a statement between sharded tables needs its own cluster DDL: {text[:80]}")
+    return match
+
+
 def cluster_statements(cluster: Cluster) -> list[str]:
     """Every migration (and the migration ledger) as DDL for a replicated, sharded cluster, then the ledger rows
     that record them as applied; idempotent."""
@@ -260,18 +268,14 @@ def cluster_statements(cluster: Cluster) -> list[str]:
             name = alter.group("name")
             target = f"{name}_local" if name in SHARDED else name
             out.append(text.replace(f"ALTER TABLE {name} ", f"ALTER TABLE {db}.{target} {on} ", 1))
-        elif view := _VIEW.match(text):
+        elif view := _replicated_only(_VIEW.match(text), text):
             # a view fires on the node an insert reaches; its target, replicated whole, carries its rows to the others
-            if view.group("source") in SHARDED or view.group("target") in SHARDED:
-                raise ValueError(f"a materialized view over a sharded table needs its own cluster DDL: {text[:80]}")
             out.append(
                 f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view.group('name')} {on} TO {db}.{view.group('target')}"
                 f" AS{view.group('select')}{db}.{view.group('source')}"
             )
-        elif backfill := _BACKFILL.match(text):
+        elif backfill := _replicated_only(_BACKFILL.match(text), text):
             # run on one node: the target, replicated whole, carries the rows to the others (and again: min/max)
-            if backfill.group("source") in SHARDED or backfill.group("target") in SHARDED:
-                raise ValueError(f"a backfill of a sharded table needs its own cluster DDL: {text[:80]}")
             out.append(
                 f"INSERT INTO {db}.{backfill.group('target')} {backfill.group('select')}{db}.{backfill.group('source')}"
                 f"{backfill.group('rest')}"
