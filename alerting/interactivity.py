@@ -1,8 +1,7 @@
 """Slack interactivity: the Acknowledge and Resolve buttons of alert messages.
 
 Slack POSTs a form body `payload=<JSON>` signed with the app's signing secret. A request is
-applied only when all of these hold, else it is refused and changes nothing (every request and
-its outcome is recorded in `slack_interactions` and refusals are logged):
+applied only when all of these hold, else it is refused and changes nothing:
 
 - Slack interactivity is configured (TOWER_SLACK_SIGNING_SECRET), else 503;
 - its `X-Slack-Request-Timestamp` is within five minutes of the tower's clock, else 401 (stale);
@@ -12,6 +11,14 @@ its outcome is recorded in `slack_interactions` and refusals are logged):
   process the check and the record are atomic (a lock); a timestamp older than five minutes is
   refused as stale anyway, so ten minutes of memory is enough;
 - the Slack user is mapped to an operator (TOWER_ALERTING_SLACK_USERS), else 403.
+
+What is kept: a request whose signature verifies (applied, ignored, an unknown user, a bad payload)
+is recorded in `slack_interactions` with its outcome, the audit of Slack activity and the replay
+guard's memory. A request refused before that (not configured, too large, no or stale timestamp,
+bad signature) or as a replay is not stored: anyone can send those, and a row each would let them
+fill the table. They are counted by outcome (`InteractionHandler.refusals`; per status in
+`tower_http_requests_total`) and logged at most once a minute (RefusalLog): the first with its
+reason, the others summed up in the next warning.
 
 The action is applied through `ExceptionStore.acknowledge` / `resolve` (the path the API uses),
 with the operator as the actor; then `on_change` is told, so the message update and its thread
@@ -23,9 +30,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -47,6 +55,10 @@ WINDOW = timedelta(minutes=5)
 REPLAY_MEMORY = timedelta(minutes=10)
 """How long signatures are remembered against replays (longer than WINDOW: older ones are stale)."""
 MAX_BODY = 256 * 1024
+REFUSAL_LOG_EVERY = timedelta(minutes=1)
+"""At most one warning this often for requests refused without being recorded."""
+UNRECORDED = frozenset({"not-configured", "too-large", "bad-timestamp", "stale", "bad-signature", "replayed"})
+"""Outcomes of requests not recorded in `slack_interactions`: refused before the signature verified, or replays."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,50 @@ class _EpochClock(SlackClock):
         return self.clock.now().timestamp()
 
 
+class RefusalLog:
+    """Counts refused requests by outcome and logs them at most once every `every` (on the injected clock): the
+    first refusal of an interval with its reason, the others held and summed up in the next warning, which the
+    next refusal or the next request of any kind after the interval writes."""
+
+    def __init__(self, clock: Clock, every: timedelta = REFUSAL_LOG_EVERY) -> None:
+        self.clock = clock
+        self.every = every
+        self.total: Counter[str] = Counter()  # every refusal since the start, by outcome
+        self._held: Counter[str] = Counter()  # refusals not in a warning yet
+        self._logged_at: datetime | None = None  # when the last warning was written
+        self._lock = threading.Lock()
+
+    def refused(self, result: InteractionResult) -> None:
+        """Count one refusal; log it unless a warning was written within the interval."""
+        now = self.clock.now()
+        with self._lock:
+            self.total[result.outcome] += 1
+            if self._logged_at is not None and now - self._logged_at < self.every:
+                self._held[result.outcome] += 1
+                return
+            held = self._take(now)
+        log.warning("Slack interaction refused (%s): %s%s", result.outcome, result.message, held)
+
+    def flush(self) -> None:
+        """Write the summary of the held refusals once the interval is over."""
+        now = self.clock.now()
+        with self._lock:
+            if not self._held or (self._logged_at is not None and now - self._logged_at < self.every):
+                return
+            held = self._take(now)
+        log.warning("Slack interactions refused%s", held)
+
+    def _take(self, now: datetime) -> str:
+        """The held refusals as a sentence (empty when none), and a new interval from `now`."""
+        held, since = self._held, self._logged_at
+        self._held, self._logged_at = Counter(), now
+        if not held or since is None:
+            return ""
+        outcomes = ", ".join(f"{outcome} {count}" for outcome, count in held.most_common())
+        shown = since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return f"; {held.total()} more since {shown} UTC, not logged one by one ({outcomes})"
+
+
 class InteractionHandler:
     """Verifies, deduplicates and applies Slack interactivity requests."""
 
@@ -86,14 +142,22 @@ class InteractionHandler:
         settings: AlertingSettings,
         signing_secret: str | None,
         on_change: Callable[[str], None] | None = None,
+        log_every: timedelta = REFUSAL_LOG_EVERY,
     ) -> None:
+        """`log_every`: at most one warning this often for the refusals that are not recorded (RefusalLog)."""
         self.store = store
         self.exceptions = exceptions
         self.clock = clock
         self.settings = settings
         self.verifier = SignatureVerifier(signing_secret, _EpochClock(clock)) if signing_secret else None
         self.on_change = on_change
+        self.refusal_log = RefusalLog(clock, log_every)
         self._lock = threading.Lock()
+
+    @property
+    def refusals(self) -> Counter[str]:
+        """Requests refused without being recorded, by outcome, since the start."""
+        return self.refusal_log.total
 
     def handle(self, body: bytes, headers: Mapping[str, str]) -> InteractionResult:
         """Verify and apply one request (body as received, headers in any case)."""
@@ -104,7 +168,12 @@ class InteractionHandler:
             result, payload = self._check(body, timestamp, signature)
             if result is None:
                 result = self._apply(payload)
-            self._record(timestamp, signature, payload, result)
+            if result.outcome not in UNRECORDED:
+                self._record(timestamp, signature, payload, result)
+        if result.outcome in UNRECORDED:
+            self.refusal_log.refused(result)
+            return result
+        self.refusal_log.flush()
         if result.status != 200:
             log.warning("Slack interaction refused (%s): %s", result.outcome, result.message)
         else:

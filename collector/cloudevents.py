@@ -12,12 +12,15 @@ Modes (HTTP protocol binding of CloudEvents 1.0, plus NDJSON for bulk loads):
 Parsing never raises for a bad record: each record is (parsed mapping or None, raw text, problems),
 and the raw text of a binary event is its structured JSON form, so every dead letter of this door
 is one structured event and can be replayed as such. `BodyRefused` is for requests that cannot be
-split into records at all (wrong content type, a body that is not JSON).
+split into records at all (wrong content type, a body that is not JSON), or that carries more records than a
+request may (`max_records`: counted before any record is read, refused with 413 and dead-lettered whole).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -33,6 +36,10 @@ NDJSON = "ndjson"
 Record = tuple[Mapping[str, Any] | None, str, list[str]]
 
 NOT_AN_OBJECT = "event must be a JSON object"
+MAX_RECORDS_SETTING = "TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST"
+
+# A line of an NDJSON body that is not blank (bytes.strip() whitespace), from its start to its end.
+_LINE = re.compile(rb"^[ \t\r\f\v]*\S[^\n]*", re.MULTILINE)
 
 
 class BodyRefused(Exception):
@@ -89,15 +96,28 @@ def detect_mode(content_type: str | None, headers: Mapping[str, str]) -> str:
     )
 
 
-def parse_body(mode: str, body: bytes, content_type: str | None, headers: Mapping[str, str]) -> ParsedBody:
-    """Split a request body into records; BodyRefused(400) when the body is not the mode's JSON."""
+def parse_body(
+    mode: str, body: bytes, content_type: str | None, headers: Mapping[str, str], max_records: int | None = None
+) -> ParsedBody:
+    """Split a request body into records; BodyRefused(400) when the body is not the mode's JSON, BodyRefused(413,
+    dead-lettered) when a batch or NDJSON body carries more than `max_records` (counted before any is read)."""
     if mode == STRUCTURED:
         return ParsedBody(mode, [_structured(body)])
     if mode == BATCH:
-        return ParsedBody(mode, _batch(body))
+        return ParsedBody(mode, _batch(body, max_records))
     if mode == NDJSON:
-        return _ndjson(body)
+        return _ndjson(body, max_records)
     return ParsedBody(mode, [binary_record(headers, body, content_type)])
+
+
+def too_many_records(count: str, max_records: int) -> BodyRefused:
+    """The refusal of a request carrying `count` records, over `max_records`."""
+    return BodyRefused(
+        413,
+        f"the request carries {count} records, over the limit of {max_records:,} a request ({MAX_RECORDS_SETTING});"
+        " nothing of it was stored: send the records in smaller requests",
+        dead_letter=True,
+    )
 
 
 def _loads(body: bytes, what: str) -> Any:
@@ -115,10 +135,12 @@ def _structured(body: bytes) -> Record:
     return parsed, raw, []
 
 
-def _batch(body: bytes) -> list[Record]:
+def _batch(body: bytes, max_records: int | None) -> list[Record]:
     parsed = _loads(body, "body")
     if not isinstance(parsed, list):
         raise BodyRefused(400, f"a {BATCH} body must be a JSON array of events", dead_letter=True)
+    if max_records is not None and len(parsed) > max_records:
+        raise too_many_records(f"{len(parsed):,}", max_records)
     records: list[Record] = []
     for item in parsed:
         raw = orjson.dumps(item).decode()
@@ -126,13 +148,13 @@ def _batch(body: bytes) -> list[Record]:
     return records
 
 
-def _ndjson(body: bytes) -> ParsedBody:
+def _ndjson(body: bytes, max_records: int | None) -> ParsedBody:
+    lines = itertools.islice(_LINE.finditer(body), max_records + 1) if max_records is not None else ()
+    if max_records is not None and sum(1 for _ in lines) > max_records:
+        raise too_many_records(f"more than {max_records:,}", max_records)
     result = ParsedBody(NDJSON, lines=[])
     assert result.lines is not None
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        line = line.strip()
-        if not line:
-            continue
+    for number, line in _lines(body):
         result.lines.append(number)
         raw = line.decode("utf-8", "replace")
         try:
@@ -145,6 +167,15 @@ def _ndjson(body: bytes) -> ParsedBody:
         else:
             result.records.append((None, raw, [f"line {number}: {NOT_AN_OBJECT}"]))
     return result
+
+
+def _lines(body: bytes) -> Iterator[tuple[int, bytes]]:
+    """The lines of `body` that are not blank, each stripped, with its 1-based number (blank lines cost no object)."""
+    number, at = 1, 0
+    for match in _LINE.finditer(body):
+        number += body.count(b"\n", at, match.start())
+        at = match.start()
+        yield number, match.group().strip()
 
 
 def binary_record(headers: Mapping[str, str], body: bytes, content_type: str | None) -> Record:

@@ -4,12 +4,16 @@ Response contract (every body is JSON):
 
 - 200 `{"accepted": n, "rejected": [...]}` when at least one record was stored, or the request held
   no record at all (an empty batch). Each rejected item is `{"index": i, "id": "...", "errors": [...]}`
-  (`index` counts records from 0 in the request; NDJSON items also carry `line`, 1-based).
+  (`index` counts records from 0 in the request; NDJSON items also carry `line`, 1-based). At most
+  TOWER_COLLECTOR_MAX_REJECTIONS_LISTED (1,000) are listed: past it the answer also carries
+  `"rejected_total": n, "rejected_truncated": true` (the dead letters keep every one).
 - 400 with the same body plus `"error"` when records were sent and none was stored.
 - 400 `{"error": "..."}` when the body cannot be split into records (structured or batch body that is
   not JSON, a batch that is not an array); a non-empty body is dead-lettered whole with that reason.
   In NDJSON a line that is not JSON, and in binary mode a body that is not JSON, is one refused record.
-- 401 `{"error": ...}` without a known ingest token; 413 over the body or decompression limits;
+- 401 `{"error": ...}` without a known ingest token; 413 over the body or decompression limits, or a batch
+  or NDJSON body of more than TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST (50,000) records (counted before any is
+  read; nothing is stored and the body is dead-lettered whole);
   415 for other content types or encodings; 503 + `Retry-After` (and `"retry_after"`) when the
   tower cannot take more right now (nothing of the request was stored: send it again);
   500 when the store refused the rows.
@@ -66,6 +70,8 @@ class EventsResult(BaseModel):
 
     accepted: int
     rejected: list[RejectedRecord]
+    rejected_total: int | None = None
+    rejected_truncated: bool | None = None
     error: str | None = None
 
 
@@ -103,7 +109,7 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
     responses={
         400: {"model": EventsResult, "description": "no record stored, or the body is not JSON"},
         401: {"model": ErrorBody, "description": "no known ingest token"},
-        413: {"model": ErrorBody, "description": "body over the size or decompression limit"},
+        413: {"model": ErrorBody, "description": "body over the size or decompression limit, or too many records"},
         415: {"model": ErrorBody, "description": "content type or encoding not accepted"},
         503: {"model": ErrorBody, "description": "overloaded: retry after Retry-After seconds"},
     },
@@ -138,29 +144,35 @@ def _ingest(
     """Parse and store (blocking: runs in a worker thread)."""
     try:
         try:
-            parsed = parse_body(mode, body, content_type, headers)
+            settings = ingest.pipeline.settings
+            parsed = parse_body(mode, body, content_type, headers, settings.max_records_per_request)
         except BodyRefused as exc:
             if exc.dead_letter:
                 raw = body.decode("utf-8", "replace")
                 ingest.refuse([Refusal(DOOR, exc.message, raw, content_type=content_type or "")], grant)
             return error_response(exc.status, exc.message)
-        return _answer(parsed, ingest.accept_events(parsed.records, grant, DOOR))
+        outcome = ingest.accept_events(parsed.records, grant, DOOR)
+        return _answer(parsed, outcome, settings.max_rejections_listed)
     except Overloaded as exc:
         return error_response(503, str(exc), {"Retry-After": str(exc.retry_after)}, retry_after=exc.retry_after)
     except NotStored as exc:
         return error_response(500, str(exc))
 
 
-def _answer(parsed: ParsedBody, outcome: Outcome) -> JSONResponse:
+def _answer(parsed: ParsedBody, outcome: Outcome, listed: int) -> JSONResponse:
+    """The answer: the first `listed` rejections with their reasons; past them only counted."""
     rejected: list[dict[str, Any]] = []
-    for rejection in outcome.rejected:
+    for rejection in outcome.rejected[:listed]:
         item = rejection.as_dict()
         if parsed.lines is not None:
             item["line"] = parsed.lines[rejection.index]
         rejected.append(item)
+    total = len(outcome.rejected)
     content: dict[str, Any] = {"accepted": outcome.accepted, "rejected": rejected}
-    if outcome.accepted == 0 and rejected:
-        content["error"] = f"none of the {len(rejected)} records was stored; each is in dead letters with its reason"
+    if total > len(rejected):
+        content.update(rejected_total=total, rejected_truncated=True)
+    if outcome.accepted == 0 and total:
+        content["error"] = f"none of the {total} records was stored; each is in dead letters with its reason"
         return JSONResponse(content, status_code=400)
     return JSONResponse(content)
 

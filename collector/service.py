@@ -226,11 +226,14 @@ class IngestService:
 
         `records` are (parsed event or None, raw text, problems found while parsing).
         `extra` are rows of other tables that travel in the same submit (e.g. otel_logs).
+        A refused record identical to one refused earlier in the request, or stored lately (RecentRefusals), is
+        answered and counted but gets no dead letter row: a request of many copies of one bad record costs one.
         """
         now = self.clock.now()
         outcome = Outcome()
         rows: list[dict[str, Any]] = []
         letters: list[dict[str, Any]] = []
+        keys: dict[bytes, None] = {}  # the letters' keys, in order (a set for the copies of one request)
         # (source, id) -> (index, row) of this request's events: a second, different event under one id would
         # replace the first in a merge, both answered as stored
         given: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
@@ -253,6 +256,11 @@ class IngestService:
             claimed = parsed.get("source") if isinstance(parsed, Mapping) else None
             ident = parsed.get("id") if isinstance(parsed, Mapping) else None
             outcome.rejected.append(Rejection(index, ident if isinstance(ident, str) else None, problems))
+            if self.repeats.enabled:
+                key = self.repeats.key(grant.token_id, door, raw)
+                if key in keys or self.repeats.stored_lately(key, now):
+                    continue
+                keys[key] = None
             letters.append(
                 dead_letter_row(
                     Refusal(door=door, reason="; ".join(problems), raw=raw, source=str(claimed or "")),
@@ -263,11 +271,10 @@ class IngestService:
         tables: Rows = dict(extra or {})
         if rows:
             tables.setdefault("business_events", []).extend(rows)
-        letters, keys = self._new_letters(letters, now)
         if letters:
             tables.setdefault("dead_letters", []).extend(letters)
         self.pipeline.submit(tables)
-        self.repeats.remember(keys, now)
+        self.repeats.remember(list(keys), now)
         if self.metrics is not None:
             self.metrics.ingested(tables)
             self.metrics.refused(door, len(outcome.rejected))

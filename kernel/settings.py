@@ -99,6 +99,19 @@ class CollectorSettings(BaseSettings):
         "seconds is answered and counted the same but not stored again (a sender retrying a bad batch); 0 stores "
         "every copy.",
     )
+    max_records_per_request: int = Field(
+        50_000,
+        ge=1,
+        description="Records one request may carry (business events of /v1/events, OTLP log records, OTLP spans); a "
+        "request with more is refused whole (413, gRPC RESOURCE_EXHAUSTED) before any record is read, and kept as "
+        "one dead letter. The default takes tower import's largest --batch-size and one writer batch.",
+    )
+    max_rejections_listed: int = Field(
+        1_000,
+        ge=1,
+        description="Refused records a /v1/events answer lists with their reasons; past it the answer counts them "
+        "(rejected_total, rejected_truncated) and the dead letters keep every one.",
+    )
     key_aliases: dict[str, list[str]] = Field(
         default_factory=lambda: {
             "order.id": ["order_id", "erp.order.id", "sales_order.id"],

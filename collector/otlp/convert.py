@@ -68,6 +68,23 @@ class DecodeFailure(Exception):
     """The body is not a valid OTLP request in its content type (answer 400 / INVALID_ARGUMENT)."""
 
 
+class TooManyRecords(Exception):
+    """The request carries more spans or log records than one may (answer 413 / RESOURCE_EXHAUSTED); counted
+    before the request is decoded, so its refusal costs no more than the count."""
+
+
+MAX_RECORDS_SETTING = "TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST"
+
+
+def too_many(what: str, limit: int) -> TooManyRecords:
+    """The refusal of a request of more than `limit` `what` (spans, log records)."""
+    return TooManyRecords(
+        f"the request carries more than {limit:,} {what}, the limit of one request ({MAX_RECORDS_SETTING});"
+        " nothing of it was stored: export smaller batches (the SDK's max_export_batch_size, the Collector's"
+        " send_batch_max_size)"
+    )
+
+
 class UnsupportedContentType(Exception):
     """The content type is neither OTLP protobuf nor OTLP JSON (answer 415)."""
 
@@ -83,23 +100,111 @@ def media_type(content_type: str | None) -> str | None:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def decode_traces(body: bytes, content_type: str) -> ExportTraceServiceRequest:
-    """An ExportTraceServiceRequest from an OTLP/HTTP body (protobuf or OTLP JSON)."""
-    return _decode(body, content_type, ExportTraceServiceRequest(), _trace_ids)
+def decode_traces(body: bytes, content_type: str, max_records: int | None = None) -> ExportTraceServiceRequest:
+    """An ExportTraceServiceRequest from an OTLP/HTTP body (protobuf or OTLP JSON); TooManyRecords past
+    `max_records` spans."""
+    limit = (max_records, "spans") if max_records is not None else None
+    return _decode(body, content_type, ExportTraceServiceRequest(), _trace_ids, limit)
 
 
-def decode_logs(body: bytes, content_type: str) -> ExportLogsServiceRequest:
-    """An ExportLogsServiceRequest from an OTLP/HTTP body (protobuf or OTLP JSON)."""
-    return _decode(body, content_type, ExportLogsServiceRequest(), _log_ids)
+def decode_logs(body: bytes, content_type: str, max_records: int | None = None) -> ExportLogsServiceRequest:
+    """An ExportLogsServiceRequest from an OTLP/HTTP body (protobuf or OTLP JSON); TooManyRecords past
+    `max_records` log records."""
+    limit = (max_records, "log records") if max_records is not None else None
+    return _decode(body, content_type, ExportLogsServiceRequest(), _log_ids, limit)
 
 
 IdWalker = Callable[[dict[str, Any], Callable[[str, str], str]], None]
 
+# Where the records are, in both requests: field 1 (resource_*), then 2 (scope_*), then 2 (spans, log_records);
+# the same in OTLP JSON, under either spelling json_format accepts.
+RECORDS_PATH = (1, 2, 2)
+_JSON_PATHS = {
+    "spans": (("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans",)),
+    "log records": (("resourceLogs", "resource_logs"), ("scopeLogs", "scope_logs"), ("logRecords", "log_records")),
+}
 
-def _decode(body: bytes, content_type: str, message: RequestT, walk_ids: IdWalker) -> RequestT:
+
+def check_records(body: bytes, limit: int, what: str) -> None:
+    """TooManyRecords when a protobuf request carries more than `limit` records (`what`: spans, log records).
+
+    The wire is walked, not decoded (decoding 16 million empty records takes 2 GB): at most `limit` records and
+    8 fields around each are read, more is refused too. A malformed body passes: the decoder refuses it."""
+    budget = [8 * limit + 1024]  # fields read, records included
+    try:
+        if _count(body, 0, len(body), 0, limit, budget) > limit:
+            raise too_many(what, limit)
+    except _Malformed:
+        return
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise _Malformed
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _count(buf: bytes, pos: int, end: int, depth: int, limit: int, budget: list[int]) -> int:
+    """Records (fields along RECORDS_PATH) in buf[pos:end], the message at `depth`; past `limit` (or the budget of
+    fields read) a count over `limit`."""
+    count = 0
+    while pos < end:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return limit + 1
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 2:
+            length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise _Malformed
+            if number == RECORDS_PATH[depth]:
+                if depth == len(RECORDS_PATH) - 1:
+                    count += 1
+                else:
+                    count += _count(buf, pos, pos + length, depth + 1, limit - count, budget)
+                if count > limit:
+                    return count
+            pos += length
+        elif wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:  # groups: not in OTLP
+            raise _Malformed
+    return count
+
+
+def _check_json_records(document: dict[str, Any], limit: int, what: str) -> None:
+    """TooManyRecords when an OTLP JSON document carries more than `limit` records (before json_format reads it)."""
+    outer, middle, inner = _JSON_PATHS[what]
+    count = 0
+    for _, resource in _items(document, *outer):
+        for _, scope in _items(resource, *middle):
+            count += next((len(value) for name in inner if isinstance(value := scope.get(name), list)), 0)
+            if count > limit:
+                raise too_many(what, limit)
+
+
+def _decode(
+    body: bytes, content_type: str, message: RequestT, walk_ids: IdWalker, limit: tuple[int, str] | None = None
+) -> RequestT:
     kind = media_type(content_type)
     name = message.DESCRIPTOR.name
     if kind == PROTOBUF:
+        if limit is not None:
+            check_records(body, *limit)
         try:
             message.ParseFromString(body)
         except (DecodeError, RecursionError, ValueError) as exc:
@@ -113,6 +218,8 @@ def _decode(body: bytes, content_type: str, message: RequestT, walk_ids: IdWalke
         raise DecodeFailure(f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise DecodeFailure(f"body must be a JSON object ({name}), got {type(document).__name__}")
+    if limit is not None:
+        _check_json_records(document, *limit)
     walk_ids(document, _hex_to_base64)
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)

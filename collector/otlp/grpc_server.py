@@ -9,6 +9,7 @@ as the OTLP specification says:
 | UNAUTHENTICATED | no valid `authorization: Bearer <token>` metadata |
 | INVALID_ARGUMENT | the message is not a valid Export*ServiceRequest (dead-lettered whole) |
 | RESOURCE_EXHAUSTED | the message (compressed or inflated) is over `max_decompressed_bytes` (gRPC itself) |
+| RESOURCE_EXHAUSTED | more spans / log records than `max_records_per_request` (counted undecoded; dead-lettered) |
 | UNAVAILABLE | overloaded: retryable, with a google.rpc.RetryInfo detail |
 | INTERNAL | the store refused rows the receiver produced (a bug; logged) |
 
@@ -39,7 +40,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from collector.auth import Grant
 from collector.otlp import receiver
-from collector.otlp.convert import LOGS_DOOR, PROTOBUF, TRACES_DOOR
+from collector.otlp.convert import LOGS_DOOR, PROTOBUF, TRACES_DOOR, TooManyRecords, check_records
 from collector.pipeline import NotStored, Overloaded
 from collector.service import IngestService
 from kernel.metrics import TowerMetrics
@@ -54,8 +55,10 @@ LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 _WORKERS = 16
 
 
-def _refused(service: IngestService, grant: Grant, door: str, body: bytes, reason: str) -> receiver.Partial:
-    receiver.refuse_body(service, grant, door, body, PROTOBUF, reason)
+def _refused(
+    service: IngestService, grant: Grant, door: str, body: bytes, reason: str, undecodable: bool = True
+) -> receiver.Partial:
+    receiver.refuse_body(service, grant, door, body, PROTOBUF, reason, undecodable)
     return receiver.Partial()
 
 
@@ -102,7 +105,15 @@ class _Receiver:
         return grant
 
     def _parse(self, body: bytes, message: Message, context: grpc.ServicerContext, grant: Grant, door: str) -> None:
-        """Decode the request; one that cannot be decoded is dead-lettered whole, then refused."""
+        """Decode the request; one that cannot be decoded, or carries too many records, is dead-lettered whole,
+        then refused."""
+        what = "spans" if door == TRACES_DOOR else "log records"
+        try:
+            check_records(body, self.settings.max_records_per_request, what)
+        except TooManyRecords as exc:
+            reason = str(exc)
+            self._run(context, lambda: _refused(self.service, grant, door, body, reason, undecodable=False))
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
         try:
             message.ParseFromString(body)
         except (DecodeError, RecursionError, ValueError) as exc:

@@ -10,7 +10,7 @@ type is unknown):
 | 200 | stored (possibly in part) | Export*ServiceResponse; `partial_success` counts and explains rejected records |
 | 400 | the body cannot be decoded (bad protobuf, JSON, gzip, a non-hex id in JSON): dead-lettered | google.rpc.Status |
 | 401 | no valid ingest token (`Authorization: Bearer <token>`) | google.rpc.Status |
-| 413 | the body, as sent or inflated, is over the limit | google.rpc.Status |
+| 413 | the body, as sent or inflated, is over the limit; too many records (dead-lettered) | google.rpc.Status |
 | 415 | another content type or content encoding | google.rpc.Status |
 | 503 | the tower is overloaded: retry after `Retry-After` seconds | google.rpc.Status + RetryInfo |
 | 500 | the store refused rows the receiver produced (a bug; logged) | google.rpc.Status |
@@ -42,6 +42,7 @@ from collector.otlp.convert import (
     PROTOBUF,
     TRACES_DOOR,
     DecodeFailure,
+    TooManyRecords,
     decode_logs,
     decode_traces,
     media_type,
@@ -78,7 +79,7 @@ _OPENAPI_BODY: dict[str, Any] = {
 _OPENAPI_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "Undecodable body (google.rpc.Status)"},
     401: {"description": "No valid ingest token (google.rpc.Status)"},
-    413: {"description": "Body over the size limit, as sent or inflated (google.rpc.Status)"},
+    413: {"description": "Body over the size limit, as sent or inflated, or too many records (google.rpc.Status)"},
     415: {"description": "Unsupported content type or encoding (google.rpc.Status)"},
     503: {"description": "Overloaded; retry after Retry-After seconds (google.rpc.Status)"},
 }
@@ -92,7 +93,8 @@ def register_replayers(service: IngestService, settings: CollectorSettings) -> N
 def _handle_traces(
     body: bytes, content_type: str, service: IngestService, grant: Grant, settings: CollectorSettings
 ) -> Message:
-    partial = receiver.accept_traces(service, grant, decode_traces(body, content_type), settings.key_aliases)
+    request = decode_traces(body, content_type, settings.max_records_per_request)
+    partial = receiver.accept_traces(service, grant, request, settings.key_aliases)
     response = ExportTraceServiceResponse()
     if partial.rejected:
         response.partial_success.rejected_spans = partial.rejected
@@ -103,7 +105,7 @@ def _handle_traces(
 def _handle_logs(
     body: bytes, content_type: str, service: IngestService, grant: Grant, settings: CollectorSettings
 ) -> Message:
-    partial = receiver.accept_logs(service, grant, decode_logs(body, content_type))
+    partial = receiver.accept_logs(service, grant, decode_logs(body, content_type, settings.max_records_per_request))
     response = ExportLogsServiceResponse()
     if partial.rejected:
         response.partial_success.rejected_log_records = partial.rejected
@@ -186,7 +188,8 @@ def _process(
     settings: CollectorSettings,
     door: str,
 ) -> Message:
-    """Inflate, decode and store; a body that cannot be inflated or decoded is dead-lettered whole (and refused)."""
+    """Inflate, decode and store; a body that cannot be inflated or decoded, or carries too many records, is
+    dead-lettered whole (and refused)."""
     try:
         body = decompress(raw, encoding, settings.max_decompressed_bytes)
     except BodyError as exc:
@@ -198,6 +201,9 @@ def _process(
     except DecodeFailure as exc:
         receiver.refuse_body(service, grant, door, body, kind, str(exc))
         raise
+    except TooManyRecords as exc:
+        receiver.refuse_body(service, grant, door, body, kind, str(exc), undecodable=False)
+        raise BodyError(413, str(exc)) from exc
 
 
 def _encode(message: Message, kind: str) -> bytes:

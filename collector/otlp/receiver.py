@@ -36,6 +36,7 @@ from collector.otlp.convert import (
     LOGS_DOOR,
     TRACES_DOOR,
     DecodeFailure,
+    TooManyRecords,
     decode_logs,
     decode_traces,
     explain_event_problems,
@@ -115,10 +116,13 @@ def accept_logs(service: IngestService, grant: Grant, request: ExportLogsService
 BASE64 = "; base64"
 
 
-def refuse_body(service: IngestService, grant: Grant, door: str, body: bytes, kind: str, reason: str) -> None:
-    """Dead-letter a whole request body the door could not decode, with the reason, so that a sender whose every
-    request is refused shows in dead letters and in the refusal counts (the `ingest-refusals` rule). OTLP JSON
-    that is UTF-8 is kept as text; anything else (protobuf, a corrupt gzip stream) as base64."""
+def refuse_body(
+    service: IngestService, grant: Grant, door: str, body: bytes, kind: str, reason: str, undecodable: bool = True
+) -> None:
+    """Dead-letter a whole request body the door could not decode (or refused whole: `undecodable` False, too many
+    records), with the reason, so that a sender whose every request is refused shows in dead letters and in the
+    refusal counts (the `ingest-refusals` rule). OTLP JSON that is UTF-8 is kept as text; anything else
+    (protobuf, a corrupt gzip stream) as base64."""
     if kind == JSON:
         try:
             raw, content_type = body.decode("utf-8"), JSON
@@ -126,7 +130,8 @@ def refuse_body(service: IngestService, grant: Grant, door: str, body: bytes, ki
             raw, content_type = base64.b64encode(body).decode("ascii"), JSON + BASE64
     else:
         raw, content_type = base64.b64encode(body).decode("ascii"), kind + BASE64
-    service.refuse([Refusal(door, f"the request body cannot be decoded: {reason}", raw, "", content_type)], grant)
+    why = f"the request body cannot be decoded: {reason}" if undecodable else reason
+    service.refuse([Refusal(door, why, raw, "", content_type)], grant)
 
 
 def _letter_body(raw: str, content_type: str) -> tuple[bytes, str]:
@@ -138,10 +143,10 @@ def _letter_body(raw: str, content_type: str) -> tuple[bytes, str]:
 
 def replay_traces(settings: CollectorSettings, raw: str, grant: Grant, content_type: str = JSON) -> Replay:
     """Run a dead-lettered span (OTLP JSON with its resource and scope), or a whole request body the door could
-    not decode, through the traces door."""
+    not decode or refused whole, through the traces door (the records per request limit of the moment applies)."""
     try:
-        request = decode_traces(*_letter_body(raw, content_type))
-    except DecodeFailure as exc:
+        request = decode_traces(*_letter_body(raw, content_type), settings.max_records_per_request)
+    except (DecodeFailure, TooManyRecords) as exc:
         return Replay({}, [str(exc)])
     rows, refusals = trace_rows(request, grant.primary_source, settings.key_aliases)
     if refusals:
@@ -152,8 +157,8 @@ def replay_traces(settings: CollectorSettings, raw: str, grant: Grant, content_t
 def replay_logs(service: IngestService, raw: str, grant: Grant, content_type: str = JSON) -> Replay:
     """Run a dead-lettered log record (or a whole request body) through the logs door: its rows, or why not."""
     try:
-        request = decode_logs(*_letter_body(raw, content_type))
-    except DecodeFailure as exc:
+        request = decode_logs(*_letter_body(raw, content_type), service.pipeline.settings.max_records_per_request)
+    except (DecodeFailure, TooManyRecords) as exc:
         return Replay({}, [str(exc)])
     now = service.clock.now()
     tables: Rows = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -129,7 +130,10 @@ def test_refused_requests_change_nothing(store: Store, setup: Setup, case: str, 
     assert (result.status, result.outcome) == (status, outcome)
     assert exceptions.get(record.id).status == "open"
     assert [entry["action"] for entry in exceptions.audit(record.id)] == ["opened"]
-    assert outcomes(store) == [outcome]
+    if outcome == "unknown-user":  # signed by Slack: recorded, the audit of Slack activity
+        assert outcomes(store) == [outcome] and handler.refusals == {}
+    else:  # anyone can send these: counted, not stored
+        assert outcomes(store) == [] and handler.refusals == {outcome: 1}
 
 
 def test_a_replayed_request_is_refused(store: Store, setup: Setup) -> None:
@@ -143,6 +147,7 @@ def test_a_replayed_request_is_refused(store: Store, setup: Setup) -> None:
     replayed = handler.handle(body, headers)
     assert (replayed.status, replayed.outcome) == (401, "replayed")
     assert exceptions.get(record.id).status == "open"  # the replay did not resolve it again
+    assert outcomes(store) == ["resolved"] and handler.refusals == {"replayed": 1}  # the first is the memory
     # A new handler (a restarted tower) remembers, from the store.
     restarted = InteractionHandler(store, exceptions, clock, handler.settings, SECRET)
     assert restarted.handle(body, headers).outcome == "replayed"
@@ -150,12 +155,52 @@ def test_a_replayed_request_is_refused(store: Store, setup: Setup) -> None:
     assert restarted.handle(body, headers).outcome == "stale"
 
 
+def test_unauthenticated_requests_are_counted_not_stored_and_logged_once_a_minute(
+    store: Store, setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 POSTs with bad signatures were 300 rows kept 90 days and 300 warnings: now none stored, one warning,
+    and a summary with the count once the minute is over (on the handler's clock)."""
+    clock, exceptions, record, handler = setup
+    forged, headers = signed(click(record.id, ACTION_RESOLVE), clock.now().timestamp(), secret="guessed")
+    caplog.set_level(logging.INFO, "alerting.interactivity")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    for _ in range(300):
+        assert handler.handle(forged, headers).outcome == "bad-signature"
+    assert outcomes(store) == [] and handler.refusals == {"bad-signature": 300}
+    assert warnings() == ["Slack interaction refused (bad-signature): the request signature does not verify"]
+
+    clock.advance(timedelta(seconds=30))
+    stale, old_headers = signed(click(record.id), clock.now().timestamp() - 600)
+    assert handler.handle(stale, old_headers).outcome == "stale"
+    assert len(warnings()) == 1  # still within the minute: counted only
+    clock.advance(timedelta(seconds=31))
+    assert handler.handle(*signed(click(record.id), clock.now().timestamp())).outcome == "acknowledged"
+    assert warnings()[1] == (  # the next request of any kind after the minute writes the summary
+        "Slack interactions refused; 300 more since 2026-11-02 16:00:00 UTC, not logged one by one"
+        " (bad-signature 299, stale 1)"
+    )
+    assert outcomes(store) == ["acknowledged"]
+    assert handler.handle(forged, headers).outcome == "bad-signature"
+    assert len(warnings()) == 2  # the summary opened a new minute
+    clock.advance(timedelta(minutes=1))
+    assert handler.handle(forged, headers).outcome == "bad-signature"
+    assert warnings()[2].startswith("Slack interaction refused (bad-signature): the request signature does not")
+    assert warnings()[2].endswith("; 1 more since 2026-11-02 16:01:01 UTC, not logged one by one (bad-signature 1)")
+    assert handler.refusals == {"bad-signature": 302, "stale": 1}
+    assert exceptions.get(record.id).status == "acknowledged"
+
+
 def test_without_a_signing_secret_interactivity_is_off(store: Store, setup: Setup) -> None:
     clock, exceptions, record, _ = setup
     handler = InteractionHandler(store, exceptions, clock, settings(), None)
-    result = handler.handle(*signed(click(record.id), clock.now().timestamp()))
-    assert (result.status, result.outcome) == (503, "not-configured")
+    for _ in range(50):
+        result = handler.handle(*signed(click(record.id), clock.now().timestamp()))
+        assert (result.status, result.outcome) == (503, "not-configured")
     assert exceptions.get(record.id).status == "open"
+    assert outcomes(store) == [] and handler.refusals == {"not-configured": 50}  # not one row per request
 
 
 def test_other_payloads_are_answered_and_ignored(store: Store, setup: Setup) -> None:

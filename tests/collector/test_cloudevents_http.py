@@ -330,6 +330,46 @@ def test_oversize_bodies_413(store: EmbeddedStore, tmp_path: Path) -> None:
         assert_still_serving(small)
 
 
+def test_a_request_of_more_records_than_allowed_is_refused_whole_and_answers_are_bounded(
+    store: EmbeddedStore, tmp_path: Path
+) -> None:
+    """A small gzip body of a million `{}` records cost gigabytes and a 190 MB answer: past
+    TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST the request is one 413 and one dead letter; under it the answer lists
+    TOWER_COLLECTOR_MAX_REJECTIONS_LISTED rejections and counts the others."""
+    with (
+        start_in_process(tmp_path, store, max_records_per_request=5, max_rejections_listed=3) as small,
+        small.client("erp") as http,
+    ):
+        many = orjson.dumps([{}] * 6)
+        lines = b"{}\n\n" * 6
+        batch = http.post("/v1/events", content=gzip.compress(many), headers={**BATCH, "Content-Encoding": "gzip"})
+        ndjson = http.post("/v1/events", content=lines, headers=NDJSON)
+        assert (batch.status_code, ndjson.status_code) == (413, 413)
+        assert "carries 6 records, over the limit of 5" in batch.json()["error"]
+        assert "more than 5 records" in ndjson.json()["error"]
+        assert all("TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST" in r.json()["error"] for r in (batch, ndjson))
+        whole = letters(small)  # one letter a request, the body as sent (inflated)
+        assert sorted(d["raw"] for d in whole) == sorted([many.decode(), lines.decode()])
+        assert all("MAX_RECORDS_PER_REQUEST" in d["reason"] for d in whole)
+        assert events(small) == []
+
+        five = b"\n".join(orjson.dumps({"n": n}) for n in range(5)) + b"\n\n"
+        answer = http.post("/v1/events", content=five, headers=NDJSON)
+        assert answer.status_code == 400
+        body = answer.json()
+        assert [r["line"] for r in body["rejected"]] == [1, 2, 3]
+        assert (body["rejected_total"], body["rejected_truncated"]) == (5, True)
+        assert "none of the 5 records" in body["error"]
+        assert len(letters(small)) == 2 + 5  # every refused record is still dead-lettered
+
+        mixed = [make_event("order.released", n) for n in range(2)] + [{"n": n} for n in range(3)]
+        stored = http.post("/v1/events", content=orjson.dumps(mixed), headers=BATCH)
+        assert stored.status_code == 200
+        assert stored.json()["accepted"] == 2 and len(stored.json()["rejected"]) == 3
+        assert "rejected_total" not in stored.json()  # listed whole: the answer is as before
+        assert_still_serving(small)
+
+
 def test_overloaded_pipeline_503_with_retry_after(tower: RunningTower) -> None:
     assert tower.tower is not None
     tower.tower.pipeline.stop()

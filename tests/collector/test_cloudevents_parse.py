@@ -121,3 +121,20 @@ def test_binary_body_that_is_not_json_is_a_refused_record_keeping_the_text() -> 
     assert event is not None and event["data"] == "{oops"
     assert problems[0].startswith("data: the body is not valid JSON")
     assert orjson.loads(raw)["data"] == "{oops"
+
+
+def test_a_body_of_more_records_than_allowed_is_refused_before_any_is_read() -> None:
+    """A batch or NDJSON body over `max_records` is one 413 worth a dead letter, counted before any record is
+    parsed: a small gzip body of a million `{}` was a million rejections (gigabytes)."""
+    for mode, body, count in (
+        (BATCH, orjson.dumps([{}] * 4), "4 records"),
+        (NDJSON, b"{}\n" * 3 + b"not json\n", "more than 3 records"),
+    ):
+        with pytest.raises(BodyRefused) as info:
+            parse_body(mode, body, mode, {}, max_records=3)
+        assert (info.value.status, info.value.dead_letter) == (413, True)
+        assert count in info.value.message and "TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST" in info.value.message
+    # blank lines are not records; at the limit every record is read, with its line
+    parsed = parse_body(NDJSON, b"\n \r\n{}\n\t\n[1]\n\n{}", NDJSON, {}, max_records=3)
+    assert (len(parsed.records), parsed.lines) == (3, [3, 5, 7])
+    assert len(parse_body(BATCH, b"[{}, {}, {}]", BATCH, {}, max_records=3).records) == 3

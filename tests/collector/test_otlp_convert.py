@@ -8,6 +8,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from collector.otlp.convert import (
     DecodeFailure,
+    TooManyRecords,
+    check_records,
     decode_logs,
     decode_traces,
     float_text,
@@ -273,3 +275,36 @@ def test_log_records_with_bad_ids_have_problems() -> None:
         "span_id must be empty or 8 bytes, got 1 bytes (03)",
     ]
     assert decode_logs(b"{}", "application/json") == logs_request().__class__()
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    out, length = bytearray([number << 3 | 2]), len(payload)
+    while length > 0x7F:
+        out.append(length & 0x7F | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out) + payload
+
+
+def test_records_are_counted_on_the_wire_before_decoding() -> None:
+    """Decoding 16 million empty log records took 2 GB: the wire is walked first, at most the limit's worth."""
+    spans = trace_request(*(make_span(f"s{n}") for n in range(4))).SerializeToString()
+    check_records(spans, 4, "spans")
+    with pytest.raises(TooManyRecords, match="more than 3 spans"):
+        check_records(spans, 3, "spans")
+    for resources in (1, 2):  # records of several resources and scopes add up
+        request = logs_request(*(make_log(n) for n in range(2)))
+        for _ in range(resources):
+            request.resource_logs.append(logs_request(*(make_log(n) for n in range(2))).resource_logs[0])
+        body = request.SerializeToString()
+        check_records(body, 2 + 2 * resources, "log records")
+        with pytest.raises(TooManyRecords):
+            check_records(body, 1 + 2 * resources, "log records")
+    with pytest.raises(TooManyRecords):  # 16 million empty records in 32 MB: refused within the limit's reading
+        check_records(_field(1, _field(2, b"\x12\x00" * 16_000_000)), 50_000, "log records")
+    with pytest.raises(TooManyRecords):  # fields that are not records count against a budget too
+        check_records(_field(1, b"\x18\x01" * 10_000), 100, "spans")
+    check_records(b"\xff\xff\xff garbage", 1, "spans")  # malformed: left to the decoder
+    with pytest.raises(TooManyRecords, match="more than 1 log records"):
+        decode_logs(otlp_json(logs_request(make_log(1), make_log(2))).encode(), "application/json", 1)

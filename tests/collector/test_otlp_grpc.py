@@ -201,6 +201,29 @@ def test_a_message_over_the_limit_is_resource_exhausted(store: EmbeddedStore, tm
         assert_serving(running)
 
 
+def test_a_message_of_more_records_than_allowed_is_resource_exhausted_and_kept_whole(
+    store: EmbeddedStore, tmp_path: Path
+) -> None:
+    with start_in_process(tmp_path, store, max_records_per_request=5) as running:
+        many = logs_request(*(make_log(f"l{n}") for n in range(6)))
+        with grpc.insecure_channel(running.grpc_target) as open_channel:
+            with pytest.raises(grpc.RpcError) as error:
+                logs_stub(open_channel).Export(many, metadata=metadata(running), timeout=10)
+            rpc: Any = error.value
+            assert rpc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "more than 5 log records" in rpc.details()
+            assert "TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST" in rpc.details()
+            (letter,) = letters(running, "otlp_logs")
+            assert base64.b64decode(letter["raw"]) == many.SerializeToString()
+            assert letter["reason"] == rpc.details()
+            assert query(running, "SELECT count() AS n FROM otel_logs") == [{"n": 0}]
+            five = logs_request(*(make_log(f"l{n}") for n in range(5)))
+            answer = logs_stub(open_channel).Export(five, metadata=metadata(running), timeout=10)
+            assert answer.partial_success.rejected_log_records == 0
+            assert query(running, "SELECT count() AS n FROM otel_logs") == [{"n": 5}]
+        assert_serving(running)
+
+
 def test_calls_are_counted_by_method_and_code(tower: RunningTower, channel: grpc.Channel) -> None:
     assert tower.tower is not None
     metrics = tower.tower.metrics

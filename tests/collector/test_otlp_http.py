@@ -393,6 +393,42 @@ def test_oversize_bodies_are_refused_with_413(small_tower: RunningTower) -> None
     assert_serving(small_tower)
 
 
+def test_a_request_of_more_records_than_allowed_is_refused_whole_with_413(store: EmbeddedStore, tmp_path: Path) -> None:
+    """100,000 empty log records in a 240-byte gzip body were 100,000 otel_logs rows and 300 MB: past
+    TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST, counted before decoding, the request is one 413 and one dead
+    letter (protobuf as base64); at the limit it is read as before."""
+    with start_in_process(tmp_path, store, max_records_per_request=5) as running:
+        spans = trace_request(*(make_span(f"s{n}") for n in range(6))).SerializeToString()
+        logs = otlp_json(logs_request(*(make_log(f"l{n}") for n in range(6)))).encode()
+        gzipped = {"Content-Encoding": "gzip"}
+        refused = [
+            post(running, "/v1/traces", gzip.compress(spans), {**PROTOBUF, **gzipped}),
+            post(running, "/v1/logs", logs, JSON),
+        ]
+        assert [r.status_code for r in refused] == [413, 413]
+        messages = [rpc_status(r).message for r in refused]
+        assert all(rpc_status(r).code == code_pb2.RESOURCE_EXHAUSTED for r in refused)
+        assert "more than 5 spans" in messages[0] and "more than 5 log records" in messages[1]
+        assert all("TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST" in m for m in messages)
+        (traces_letter,) = letters(running, "otlp_traces")
+        (logs_letter,) = letters(running, "otlp_logs")
+        assert base64.b64decode(traces_letter["raw"]) == spans and traces_letter["reason"] == messages[0]
+        assert logs_letter["raw"] == logs.decode() and logs_letter["reason"] == messages[1]
+        assert query(running, "SELECT count() AS n FROM otel_traces") == [{"n": 0}]
+        assert query(running, "SELECT count() AS n FROM otel_logs") == [{"n": 0}]
+        # replayed under the same limit, the letter still fails with the reason
+        assert running.tower is not None
+        grant = running.tower.ingest.tokens.authenticate(f"Bearer {running.token('erp')}")
+        assert grant is not None
+        again = replay_traces(running.settings.collector, traces_letter["raw"], grant, traces_letter["content_type"])
+        assert again.problems == [messages[0]]
+
+        five = trace_request(*(make_span(f"s{n}") for n in range(5))).SerializeToString()
+        assert post(running, "/v1/traces", five, PROTOBUF).status_code == 200
+        assert query(running, "SELECT count() AS n FROM otel_traces") == [{"n": 5}]
+        assert_serving(running)
+
+
 def test_json_quirks_are_accepted(tower: RunningTower) -> None:
     trace_id, span_id = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
     body = {
