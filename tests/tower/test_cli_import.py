@@ -374,3 +374,19 @@ def test_progress_lines_are_never_wrapped(tower: RunningTower, tmp_path: Path) -
     assert re.fullmatch(rf"importing {re.escape(path.name)}: [^\n]+, 3 read, 3 stored, [^\n]+, done\n", result.stderr)
     lines = progress_lines(tower, path, width=40)
     assert len(lines) == 3 and all(line.startswith(f"importing {path.name}: ") for line in lines)
+
+
+def test_refusals_beyond_what_an_answer_lists_are_each_reported(store: EmbeddedStore, tmp_path: Path) -> None:
+    """The tower lists at most TOWER_COLLECTOR_MAX_REJECTIONS_LISTED refusals an answer: the import sends the halves
+    again until every refused line is named, and counts what was stored once."""
+    with start_in_process(tmp_path, store, max_rejections_listed=2) as small:
+        good = [make_event("order.released", n) for n in (1, 2)]
+        foreign = [make_event("shipment.confirmed", n) for n in range(3, 8)]  # source wms, token of erp
+        path = tmp_path / "e.ndjson"
+        path.write_bytes(b"\n".join(orjson.dumps(e) for e in [good[0], *foreign, good[1]]))
+        result = run(["import", str(path), "--url", small.http_url, "--token", small.token("erp")])
+        assert result.exit_code == 1, result.output
+        assert "stored:  2" in result.stdout and "refused: 5 (5 by the tower" in result.stdout
+        for line in range(2, 7):
+            assert f"line {line}: source: 'wms' is not allowed for this token" in result.stdout
+        assert len(stored(small)) == 2

@@ -142,6 +142,13 @@ class Sender:
         if response.status_code not in (200, 400) or "accepted" not in _json(response):
             raise ImportFailed(f"the tower answered {response.status_code}: {_error_of(response)}")
         result = _json(response)
+        if result.get("rejected_truncated") and len(group) > 1:
+            # more refusals than the answer lists (TOWER_COLLECTOR_MAX_REJECTIONS_LISTED): send the halves again to
+            # learn each refused line; what was stored folds away as a redelivery
+            half = len(group) // 2
+            self._send(token, group[:half], report)
+            self._send(token, group[half:], report)
+            return
         report.stored += int(result["accepted"])
         for item in result.get("rejected", []):
             record = group[int(item["index"])]
