@@ -52,9 +52,16 @@ READY_WITHIN_SECONDS = 180.0  # the longest `--demo` holds the jobs back for the
 Line = tuple[str, str]  # (label, text) of a banner line
 
 
-def banner(settings: Settings, role: str = "all", services: Sequence[Line] = (), admin: str | None = None) -> str:
+def banner(
+    settings: Settings,
+    role: str = "all",
+    services: Sequence[Line] = (),
+    admin: str | None = None,
+    generated: bool | None = None,
+) -> str:
     """The addresses this process serves (by its role, tower/roles.py), the processes it runs beside it
-    (`services`: the dashboard, Slack, the demo) and where its tokens are (with `admin`, the admin token)."""
+    (`services`: the dashboard, Slack, the demo) and where its tokens are (with `admin`, the admin token;
+    `generated`: whether some were generated into the data directory, by default unless both kinds are set)."""
     c = settings.collector
     base = f"http://{c.host}:{c.http_port}"
     plan = plan_for(role)
@@ -74,10 +81,12 @@ def banner(settings: Settings, role: str = "all", services: Sequence[Line] = (),
     if plan.jobs and role != "all":
         lines.append(f"  jobs       scheduled here while this process holds the lease (health: {base}/readyz)")
     lines += [f"  {label:<10} {text}" for label, text in services]
-    if not (settings.ingest.tokens and settings.api.tokens) and (role == "all" or settings.store.backend == "embedded"):
-        lines.append(f"  tokens     {tokens_file(settings)}")
-    elif settings.ingest.tokens and settings.api.tokens:
+    if generated is None:
+        generated = not (settings.ingest.tokens and settings.api.tokens)
+    if not generated:
         lines.append("  tokens     configured (TOWER_INGEST_TOKENS, TOWER_API_TOKENS)")
+    elif role == "all" or settings.store.backend == "embedded":
+        lines.append(f"  tokens     {tokens_file(settings)}")
     if admin:
         lines.append(f"  admin      {admin}  (API token: sign in to the dashboard, call the API)")
     return "\n".join(lines)
@@ -270,8 +279,10 @@ def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = Non
         raise StartupError(problem)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     generated_admin: str | None = None
+    generated: bool | None = None
     if role == "all":
         configured = bool(settings.api.tokens)
+        generated = not (settings.ingest.tokens and configured)
         load_or_create_tokens(settings)
         if not configured:  # generated into the data directory: a local tower, so the banner shows it
             generated_admin = admin_token(settings)
@@ -332,7 +343,7 @@ def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = Non
                     log.info("the demo's history is in: jobs started")
 
                 held = _Held(demo_child, ready_file(settings), release)
-        print(banner(settings, role, services, generated_admin), flush=True)
+        print(banner(settings, role, services, generated_admin, generated), flush=True)
         print("Ctrl-C stops " + ("everything." if pending else "the tower."), flush=True)
         config = uvicorn.Config(
             app,

@@ -292,9 +292,8 @@ def test_demo_needs_the_role_all(tmp_path: Path) -> None:
 def test_the_banner_lists_the_services_and_the_admin_token(tmp_path: Path) -> None:
     configured = make_settings(tmp_path / "data", http_port=4318, grpc_port=4317)
     assert "  tokens     configured (TOWER_INGEST_TOKENS, TOWER_API_TOKENS)" in banner(configured).splitlines()
-    settings = make_settings(tmp_path / "data", http_port=4318, grpc_port=4317)
-    settings.ingest.tokens, settings.api.tokens = {}, {}  # a local start: generated into the data directory
-    text = banner(settings, "all", [("dashboard", "http://127.0.0.1:8501"), ("Slack", "local stand-in")], "tok")
+    settings = make_settings(tmp_path / "data", http_port=4318, grpc_port=4317)  # a local start: tokens generated
+    text = banner(settings, "all", [("dashboard", "http://127.0.0.1:8501"), ("Slack", "local stand-in")], "tok", True)
     lines = text.splitlines()
     assert lines[0] == "Control tower"
     assert lines.index("  API        http://127.0.0.1:4318/api  (OpenAPI: http://127.0.0.1:4318/docs)") < lines.index(
