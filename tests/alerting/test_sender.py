@@ -180,7 +180,8 @@ def test_a_failed_alerts_first_later_message_takes_its_place_so_the_exception_ke
     alert = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Late release* SO-1: open"}}]
     sender.outbox.enqueue([msg("E1", "#warehouse", text="[high] Late release: SO-1", blocks=alert)])
     drain(sender, clock)
-    assert sender.outbox.get("E1").status == "failed"
+    head = sender.outbox.get("E1")
+    assert head is not None and head.status == "failed"
     escalated = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Late release* SO-1: escalated"}}]
     resolved = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Late release* SO-1: resolved"}}]
     sender.outbox.enqueue(
@@ -201,7 +202,8 @@ def test_a_failed_alerts_first_later_message_takes_its_place_so_the_exception_ke
     assert [b["text"]["text"] for b in placed["blocks"]] == ["escalated", "*Late release* SO-1: resolved"]
     (first,) = [d for d in sender.outbox.deliveries(key="E1/escalate") if d["status"] == "ok"]
     assert "posted as a new message in its place" in first["note"]
-    assert sender.outbox.posted("E1/escalate") is not None and sender.outbox.get("E1").ts == top["ts"]
+    head = sender.outbox.get("E1")
+    assert sender.outbox.posted("E1/escalate") is not None and head is not None and head.ts == top["ts"]
 
 
 def test_webhook_mode_posts_everything_as_new_messages(store: Store, clock: FixedClock, standin: SlackStandIn) -> None:
