@@ -62,7 +62,7 @@ def _positive_duration(value: timedelta) -> timedelta:
 
 
 def _source(value: str) -> str:
-    if not _SOURCE_PATH.match(value) or source_system(value) not in SOURCE_SYSTEMS:
+    if not _SOURCE_PATH.fullmatch(value) or source_system(value) not in SOURCE_SYSTEMS:
         raise ValueError(
             f"unknown source {value!r}; a source is a system ({', '.join(SOURCE_SYSTEMS)}), optionally with a"
             " path, e.g. wms/dallas"
@@ -71,7 +71,7 @@ def _source(value: str) -> str:
 
 
 def _rule_id(value: str) -> str:
-    if not _RULE_ID.match(value):
+    if not _RULE_ID.fullmatch(value):
         raise ValueError("must be lowercase letters, digits and dashes, e.g. inventory-stale")
     return value
 
@@ -107,7 +107,7 @@ class PullParams(_Params):
     @field_validator("database")
     @classmethod
     def _configured(cls, value: str, info: ValidationInfo) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not a database name: letters, digits, '_', '.', '-'")
         context = info.context if isinstance(info.context, Mapping) else {}
         configured: Collection[str] | None = context.get(SOURCES_CONTEXT)
@@ -192,6 +192,20 @@ class InventoryParams(_Params):
         return self
 
 
+class InvoiceSources(_Params):
+    """Which systems each document is read from (DESIGN.md's "sent by"); a system covers its paths. A document
+    of another source is ignored: one system's ingest token cannot amend another's order, shipment or invoice."""
+
+    orders: list[Source] = Field(default_factory=lambda: ["erp"], min_length=1, description="order.accepted")
+    shipments: list[Source] = Field(default_factory=lambda: ["wms"], min_length=1, description="shipment.confirmed")
+    invoices: list[Source] = Field(default_factory=lambda: ["erp"], min_length=1, description="invoice.posted")
+
+    @field_validator("orders", "shipments", "invoices", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
 class InvoiceParams(_Params):
     """`compare: invoice`: invoices against accepted orders and shipments."""
 
@@ -207,6 +221,9 @@ class InvoiceParams(_Params):
         timedelta(hours=2), description="An invoice this old with no shipment, or no accepted order, is a finding."
     )
     lookback: Duration = Field(timedelta(days=30), description="Invoices and shipments older than this are ignored.")
+    sources: InvoiceSources = Field(
+        default_factory=InvoiceSources, description="The systems orders, shipments and invoices are read from."
+    )
 
     @field_validator("amount_tolerance_pct", "quantity_tolerance", mode="before")
     @classmethod

@@ -22,6 +22,8 @@ and one exception per order id for:
 - `not-invoiced`: shipped `uninvoiced_after` (7 days) ago and never invoiced. Lateness is the
   invoice-posting SLA's business (24h); this finding is revenue that was never billed.
 
+Each document is read only from the systems that send it (`sources`: orders and invoices from the
+ERP, shipments from the WMS, as DESIGN.md says), so another system's ingest token cannot amend it.
 The latest event per document wins (an order re-accepted with a new amount, a corrected
 invoice); a redelivered event changes nothing. Invoices and shipments of the last `lookback`
 (30 days) are compared, with their orders' documents of any age.
@@ -36,7 +38,7 @@ from kernel.store import Store
 from reconcilers.config import InvoiceParams, RuleConfig
 from reconcilers.inventory import fmt
 from reconcilers.model import Comparison, Observation, RunContext
-from reconcilers.sql import Binder, T, iso, materialized_cte, newest, parse_time, watch_condition
+from reconcilers.sql import Binder, T, iso, materialized_cte, newest, parse_time, source_condition, watch_condition
 
 CHECKS = ("amount", "currency", "quantity", "not-shipped", "no-order", "incomplete", "not-invoiced")
 
@@ -84,17 +86,25 @@ class InvoiceReconciler:
         qty = bind.bind(float(p.quantity_tolerance), "Float64")
         watch_invoice = watch_condition("i.invoice_id", run.watch, bind)
         watch_order = watch_condition("os.order_id", run.watch, bind)
+        # each document only from the systems that send it: another system's token cannot amend it
+        sent_by = {
+            "order.accepted": _from(p.sources.orders, bind),
+            "shipment.confirmed": _from(p.sources.shipments, bind),
+            "invoice.posted": _from(p.sources.invoices, bind),
+        }
+        sender = "multiIf(" + ", ".join(f"type = '{kind}', {cond}" for kind, cond in sent_by.items()) + ", 0)"
         sql = f"""
 WITH
     in_window AS (
         SELECT DISTINCT order_id FROM business_events
         WHERE type IN ('invoice.posted', 'shipment.confirmed') AND time >= {since} AND order_id != ''
+            AND {sender}
     ),
     ev AS (
         SELECT type, order_id, shipment_id, invoice_id, amount, quantity, toString(currency) AS currency,
             customer_id, toString(warehouse) AS warehouse, time, {newest("time", "received_at")} AS v
         FROM business_events
-        WHERE type IN ('order.accepted', 'shipment.confirmed', 'invoice.posted')
+        WHERE type IN ('order.accepted', 'shipment.confirmed', 'invoice.posted') AND {sender}
             AND (order_id IN in_window OR (type = 'invoice.posted' AND time >= {since}))
     ),
     orders AS {once}(
@@ -268,6 +278,11 @@ SETTINGS join_use_nulls = 1{", enable_materialized_cte = 1" if materialize else 
                     f" order {order['amount']}, shipped {fmt(shipped['quantity'])}"
                 )
         return f"{key}: " + "; ".join(parts)
+
+
+def _from(sources: list[str], bind: Binder) -> str:
+    """Rows of one of `sources` (a system covers its paths)."""
+    return "(" + " OR ".join(source_condition(source, bind) for source in sources) + ")"
 
 
 def _amount(value: Any) -> str | None:

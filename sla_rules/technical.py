@@ -9,9 +9,10 @@ already active), so evaluation is idempotent; both rules read a short window, so
 full one (the `full` flag of the Evaluator protocol changes nothing here, but for `event-id-reuse`, which checks at
 most every `every` unless `full`).
 
-- integration-errors: per (ServiceName, SpanName), spans whose Timestamp lies in [now - window,
-  now], each counted once by (TraceId, SpanId); flagged with at least `min_spans` spans and more
-  than `error_ratio` of them with StatusCode `Error`. Key `service|span name`.
+- integration-errors: per (ServiceName, SpanName, source: the ingest token's `tower.source`, so one token's spans
+  never dilute another's), spans whose Timestamp lies in [now - window, now], each counted once by (TraceId,
+  SpanId); flagged with at least `min_spans` spans and more than `error_ratio` of them with StatusCode `Error`.
+  Key `service|span name`, or `service|span name|source` while another source's series holds that key.
 - source-silence: an expected source sends no span and no business event for `window`. Last seen
   is the latest span Timestamp (by the ingest token's `tower.source` resource attribute) or event
   `time` of that source: business time, not arrival time, because a backfill (the demo's, or a
@@ -22,8 +23,8 @@ most every `every` unless `full`).
   exception is still active stays watched even after it drops out of that list, so a long silence
   is never taken for a recovery. Key: the expected source (a system, e.g. `tms`).
 - ingest-refusals: records refused into dead letters (by arrival time: a refusal is news whatever the record's
-  own time) within `window`, at least `min_records` of them, grouped by the source they claimed (a record read
-  too little to claim one counts for its token's source when the token has one, else as `token <id>`). Counted
+  own time) within `window`, at least `min_records` of them, grouped by the source they claimed when their token
+  may send it, else by the token's one granted source, else as `token <id>` (REFUSAL_KEY). Counted
   by dead letter id without FINAL: a replay
   writes a new version of a letter with the same id and arrival time, so it counts once. Key: that source.
 - slack-delivery: Slack messages (posts, updates, replies, uploads) recorded `failed` in the delivery log (no more
@@ -66,20 +67,22 @@ OwnerFor = Callable[[Rule, Mapping[str, str]], str]
 ERROR_STATUSES = ["Error", "STATUS_CODE_ERROR"]
 REASON_CHARS = 300  # of each example reason kept in a refusal exception's context
 
+# Per (service, span name, source): the source is the ingest token's (`tower.source`, which the collector sets on
+# every span it takes), so one token's spans never dilute another's. `watched` names series as `_series_text` does.
 _ERROR_RATES = """
 SELECT service, span_name, source, spans, errors,
        spans >= {min_spans:UInt64} AND errors / spans > {error_ratio:Float64} AS failing
 FROM (
     SELECT ServiceName AS service, SpanName AS span_name,
-           anyLast(ResourceAttributes['tower.source']) AS source,
+           ResourceAttributes['tower.source'] AS source,
            uniqExact(TraceId, SpanId) AS spans,
            uniqExactIf(TraceId, SpanId, StatusCode IN {error_statuses:Array(String)}) AS errors
     FROM otel_traces
     WHERE Timestamp >= {since:DateTime64(9, 'UTC')} AND Timestamp <= {until:DateTime64(9, 'UTC')}
-    GROUP BY service, span_name
+    GROUP BY service, span_name, source
 )
-WHERE failing OR concat(service, '|', span_name) IN {watched:Array(String)}
-ORDER BY service, span_name
+WHERE failing OR concat(service, '\\0', span_name, '\\0', source) IN {watched:Array(String)}
+ORDER BY service, span_name, source
 """
 
 # Events received lately but dated after now, per source (see TechnicalEngine.dated_ahead).
@@ -108,15 +111,21 @@ WHERE source != ''
 GROUP BY source
 """
 
-# A record that claimed no source (a body that could not be read), or one that is no source system (`sap`, `ERP`,
-# `wms/`), counts for its token's source when the token has exactly one, else for `token <id>`: a sender's garbage
-# must not become a source of its own.
-_KEY = (
-    "if(source = '' OR NOT match(source, {source_re:String}), transform(token_id, {token_ids:Array(String)},"
-    " {token_sources:Array(String)}, concat('token ', token_id)), source)"
+# Whose refusal a dead letter is: the source the record claimed when its token may send it (a system covers its
+# paths: a wms token's `wms/dallas`); otherwise (a claim the token may not send, none, or one that is no source:
+# `sap`, `ERP`, `wms/`) the token's granted source when it has exactly one, else `token <id>`. So a token can never
+# open an exception in another source's name, nor a sender's garbage become a source of its own. A token whose
+# grant the engine was not given (`token_sources`) is `token <id>`: its claims cannot be checked.
+# Parameters: refusal_key_params(); the claim is the letter's `source` column.
+REFUSAL_KEY = (
+    "multiIf(source != '' AND match(source, {source_re:String})"
+    " AND arrayExists(g -> source = g OR startsWith(source, concat(g, '/')),"
+    " (arrayElement({token_grants:Array(Array(String))}, indexOf({token_ids:Array(String)}, token_id))"
+    " AS token_grant)),"
+    " source, length(token_grant) = 1, token_grant[1], concat('token ', token_id))"
 )
 _REFUSALS = f"""
-SELECT {_KEY} AS key,
+SELECT {REFUSAL_KEY} AS key,
        uniqExact(id) AS refused,
        min(received_at) AS first_at,
        max(received_at) AS last_at,
@@ -133,7 +142,7 @@ ORDER BY key
 _PENDING = f"""
 SELECT key, count() AS pending
 FROM (
-    SELECT {_KEY} AS key, status
+    SELECT {REFUSAL_KEY} AS key, status
     FROM dead_letters FINAL
 )
 WHERE status = 'pending' AND key IN {{keys:Array(String)}}
@@ -175,6 +184,17 @@ GROUP BY channel
 """
 
 
+def refusal_key_params(token_sources: Mapping[str, str | Sequence[str]]) -> dict[str, Any]:
+    """The parameters of REFUSAL_KEY: `token_sources` is ingest token id -> the source(s) it is granted."""
+    grants = {token: [given] if isinstance(given, str) else list(given) for token, given in token_sources.items()}
+    return {"token_ids": list(grants), "token_grants": list(grants.values()), "source_re": SOURCE_PATTERN}
+
+
+def _series_text(service: str, span_name: str, source: str) -> str:
+    """One error-rate series as _ERROR_RATES's `watched` names it."""
+    return f"{service}\0{span_name}\0{source}"
+
+
 @dataclass(frozen=True)
 class FailedDeliveries:
     """The messages to one Slack channel that failed since it last took one."""
@@ -191,7 +211,7 @@ class FailedDeliveries:
 class Refusals:
     """The records of one source refused into dead letters within the window."""
 
-    key: str  # the source they claimed (or their token's one source), else `token <id>`
+    key: str  # the source they claimed when their token may send it, else their token's one source, else `token <id>`
     refused: int
     first_at: datetime
     last_at: datetime
@@ -206,18 +226,23 @@ class Refusals:
 
 @dataclass(frozen=True)
 class SeriesRate:
-    """Spans and error spans of one (service, span name) in the window."""
+    """Spans and error spans of one (service, span name) sent with one source's token, in the window."""
 
     service: str
     span_name: str
-    source: str
+    source: str  # the ingest token's (`tower.source`); '' for spans written by another exporter
     spans: int
     errors: int
     failing: bool
 
     @property
+    def series(self) -> tuple[str, str, str]:
+        """What one exception is about: (service, span name, source)."""
+        return (self.service, self.span_name, self.source)
+
+    @property
     def key(self) -> str:
-        """The exception key: `service|span name`."""
+        """The usual exception key: `service|span name` (see TechnicalEngine._error_rate)."""
         return f"{self.service}|{self.span_name}"
 
     @property
@@ -249,10 +274,10 @@ class TechnicalEngine:
         expected_sources: Sequence[str] = (),
         seen_within: timedelta = timedelta(hours=168),
         owner_for: OwnerFor | None = None,
-        token_sources: Mapping[str, str] | None = None,
+        token_sources: Mapping[str, str | Sequence[str]] | None = None,
     ) -> None:
-        """`token_sources`: ingest token id -> the one source that token sends for (tokens granted several sources
-        are left out): whose records they were when a refused record claimed no source."""
+        """`token_sources`: ingest token id -> the source(s) it is granted: which claims of its refused records are
+        its own (REFUSAL_KEY). A token left out (or its letters, once it is removed) is keyed `token <id>`."""
         self.store = store
         self.token_sources = dict(token_sources or {})
         self.exceptions = exceptions
@@ -318,12 +343,17 @@ class TechnicalEngine:
         self, rule: ErrorRateRule, now: datetime
     ) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
         active = self.exceptions.active_by_key(rule.id)
-        series = {s.key: s for s in self.error_rates(rule, now, sorted(active))}
+        # an active exception is its series' by its context, whatever its key (those opened before series had a
+        # source carry the source of their spans too, so an upgrade resolves and reopens none)
+        by_series = {_series_of(record): record for record in active.values()}
+        watched = sorted(_series_text(*s) for s in by_series)
+        series = {s.series: s for s in self.error_rates(rule, now, watched)}
         window = duration_text(rule.params.window)
+        keys = _error_keys([s for s in series.values() if s.failing and s.series not in by_series], set(active))
         found = [
             NewException(
                 rule=rule.id,
-                key=s.key,
+                key=keys[s.series],
                 kind=rule.kind,
                 owner=self.owner_for(rule, {"service": s.service, "span_name": s.span_name, "source": s.source}),
                 severity=rule.severity,
@@ -342,12 +372,12 @@ class TechnicalEngine:
                 },
             )
             for s in series.values()
-            if s.failing and s.key not in active
+            if s.series in keys
         ]
-        recovered = [record for key, record in active.items() if not (key in series and series[key].failing)]
+        recovered = [record for key, record in by_series.items() if not (key in series and series[key].failing)]
         details: dict[str, dict[str, Any]] = {}
         for record in recovered:
-            s = series.get(record.key)
+            s = series.get(_series_of(record))
             details[record.id] = {
                 "spans": s.spans if s else 0,
                 "errors": s.errors if s else 0,
@@ -464,11 +494,7 @@ class TechnicalEngine:
         return {str(r["key"]): int(r["pending"]) for r in rows}
 
     def _tokens(self) -> dict[str, Any]:
-        return {
-            "token_ids": list(self.token_sources),
-            "token_sources": list(self.token_sources.values()),
-            "source_re": SOURCE_PATTERN,
-        }
+        return refusal_key_params(self.token_sources)
 
     def _refusals(self, rule: RefusalsRule, now: datetime) -> tuple[list[ExceptionRecord], list[ExceptionRecord], int]:
         active = self.exceptions.active_by_key(rule.id)
@@ -590,6 +616,32 @@ class TechnicalEngine:
                     }
         resolved = self.exceptions.resolve_many(recovered, RECOVERED, details, actor="engine")
         return opened, resolved, len(opened) + len(resolved)
+
+
+def _series_of(record: ExceptionRecord) -> tuple[str, str, str]:
+    """The (service, span name, source) an integration-errors exception is about, from its context."""
+    context = record.context
+    service, _, span_name = record.key.partition("|")
+    return (
+        str(context.get("service", service)),
+        str(context.get("span_name", span_name)),
+        str(context.get("source") or ""),
+    )
+
+
+def _error_keys(new: Sequence[SeriesRate], taken: set[str]) -> dict[tuple[str, str, str], str]:
+    """The keys of newly failing series: `service|span name`, readable and what it always was; when that key is
+    held (another source's series of the same service and span name is failing, e.g. a token sending spans under
+    another system's service name), `service|span name|source`. Each exception keeps its key while it lasts."""
+    keys: dict[tuple[str, str, str], str] = {}
+    for s in sorted(new, key=lambda s: s.series):
+        key, n = s.key, 1
+        while key in taken:
+            n += 1
+            key = f"{s.key}|{s.source}" if n == 2 else f"{s.key}|{s.source}|{n - 1}"
+        taken.add(key)
+        keys[s.series] = key
+    return keys
 
 
 def _messages(n: int) -> str:

@@ -45,8 +45,12 @@ PRIMARY_KEY: dict[str, str] = {
     "inventory.snapshot": "sku",
 }
 
+# Every pattern here validates a whole value: always `fullmatch` (Python's `$` also matches before a trailing
+# newline, so `match` took "wms\n" for a source).
 _SOURCE_RE = re.compile("^(" + "|".join(SOURCE_SYSTEMS) + r")(/[A-Za-z0-9._~-]+)*$")
-SOURCE_PATTERN = _SOURCE_RE.pattern  # a valid `source` (for SQL's match(): a refused record's claim may not be one)
+# A valid `source` for SQL's match() (RE2, whose `$` is the end of the text): a refused record's claim may not be one.
+# In Python use `is_source`.
+SOURCE_PATTERN = _SOURCE_RE.pattern
 _TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
@@ -61,6 +65,11 @@ LATEST_TIME = datetime(2262, 4, 11, tzinfo=UTC)
 def source_system(source: str) -> str:
     """The system part of a source: `wms` for `wms/dallas`."""
     return source.split("/", 1)[0]
+
+
+def is_source(value: str) -> bool:
+    """Whether `value` is a whole source: a system, optionally with a path (`wms/dallas`); not `wms\\n`."""
+    return _SOURCE_RE.fullmatch(value) is not None
 
 
 def source_covers(grant: str, source: str) -> bool:
@@ -153,12 +162,12 @@ def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[s
     source = raw.get("source")
     if not isinstance(source, str) or not source:
         problems.append("source: required")
-    elif not _SOURCE_RE.match(source):
+    elif not is_source(source):
         problems.append(f"source: {source!r} is not one of {', '.join(SOURCE_SYSTEMS)} (optionally followed by /path)")
     event_type = raw.get("type")
     if not isinstance(event_type, str) or not event_type:
         problems.append("type: required")
-    elif not _TYPE_RE.match(event_type):
+    elif not _TYPE_RE.fullmatch(event_type):
         problems.append(f"type: {event_type!r} is not a valid event type")
     time_raw = raw.get("time")
     time = parse_time(time_raw)
@@ -201,7 +210,7 @@ def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[s
     trace_id = span_id = ""
     traceparent = raw.get("traceparent")
     if traceparent is not None:
-        match = _TRACEPARENT_RE.match(traceparent) if isinstance(traceparent, str) else None
+        match = _TRACEPARENT_RE.fullmatch(traceparent) if isinstance(traceparent, str) else None
         if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
             problems.append(f"traceparent: {traceparent!r} is not a W3C traceparent")
         else:
@@ -295,7 +304,7 @@ def _check_data(event_type: str, data: dict[str, Any]) -> list[str]:
             if problem:
                 problems.append(f"data.{key}: {problem}")
     currency = data.get("currency")
-    if currency is not None and not (isinstance(currency, str) and _CURRENCY_RE.match(currency)):
+    if currency is not None and not (isinstance(currency, str) and _CURRENCY_RE.fullmatch(currency)):
         problems.append(f"data.currency: {currency!r} is not an ISO 4217 code")
     for key in EVENT_TYPES.get(event_type, ()):
         if data.get(key) in (None, ""):

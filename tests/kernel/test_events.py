@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kernel.model.events import source_covers, validate_event
+from kernel.model.events import is_source, source_covers, validate_event
 from tests.factories import make_event
 
 
@@ -117,3 +117,27 @@ def test_source_grants_cover_sub_paths() -> None:
     assert source_covers("wms", event.source) and source_covers("wms/dallas", event.source)
     assert not source_covers("wms/reno", event.source) and not source_covers("erp", event.source)
     assert not source_covers("wms", "wmsx")  # a prefix of the name is not a parent path
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"source": "wms\n"}, "source: 'wms\\n' is not one of"),
+        ({"source": "wms/dallas\n"}, "source: 'wms/dallas\\n' is not one of"),
+        ({"type": "order.accepted\n"}, "type: 'order.accepted\\n' is not a valid event type"),
+        ({"data": {"currency": "USD\n"}}, "data.currency: 'USD\\n' is not an ISO 4217 code"),
+        (
+            {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n"},
+            "is not a W3C traceparent",
+        ),
+    ],
+)
+def test_a_trailing_newline_is_not_part_of_a_valid_value(change: dict[str, Any], expected: str) -> None:
+    """Python's `$` matches before a final newline: every whole value is checked with fullmatch."""
+    event, problems = validate_event(make_event("order.accepted", **change))
+    assert event is None and any(expected in p for p in problems), problems
+
+
+def test_is_source_takes_whole_sources_only() -> None:
+    assert is_source("wms") and is_source("wms/dallas")
+    assert not any(is_source(s) for s in ("wms\n", "wms/dallas\n", "sap", "wms/", ""))

@@ -71,6 +71,8 @@ def test_the_shipped_params_load_into_typed_configs() -> None:
     assert isinstance(invoice.params, InvoiceParams)
     assert invoice.params.amount_tolerance_pct == Decimal("0.5") and invoice.params.quantity_tolerance == 0
     assert invoice.params.uninvoiced_after == timedelta(days=7)
+    sources = invoice.params.sources
+    assert (sources.orders, sources.shipments, sources.invoices) == (["erp"], ["wms"], ["erp"])  # DESIGN.md
 
 
 @pytest.mark.parametrize(
@@ -155,6 +157,10 @@ def test_inventory_params_are_checked(params: dict[str, object], message: str) -
         ({"amount_tolerance_pct": "half"}, "expected a number"),
         ({"uninvoiced_after": "40d"}, "`lookback` must be longer than `uninvoiced_after`"),
         ({"quantity_tolerance": True}, "expected a number"),
+        ({"sources": {"orders": ["sap"]}}, "unknown source 'sap'"),
+        ({"sources": {"orders": ["wms/dallas\n"]}}, "unknown source 'wms/dallas\\\\n'"),
+        ({"sources": {"shipments": []}}, "List should have at least 1 item"),
+        ({"sources": {"invoice": ["erp"]}}, "Extra inputs are not permitted"),
     ],
 )
 def test_invoice_params_are_checked(params: dict[str, object], message: str) -> None:

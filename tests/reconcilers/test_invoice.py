@@ -314,3 +314,47 @@ def test_an_order_amended_with_the_same_time_is_matched_as_amended_however_the_s
         run = h.run()
         assert [e.context["summary"] for e in h.all("invoice-match")] == [], merge
         assert run.findings == 0
+
+
+def test_another_systems_documents_cannot_amend_an_order_a_shipment_or_an_invoice(store: Store) -> None:
+    """The ERP's order at 100.00 and invoice at 150.00 differ: a WMS token's order.accepted at 150.00, a TMS
+    token's shipment and an EDI token's invoice (each later, so each would be the latest) change nothing."""
+    h = harness(store)
+    h.send(*order_flow(1, DAY_AGO, amount=100.0, invoiced_amount=150.0))
+    h.run()
+    assert h.active("invoice-match")["IN-1"].context["check"] == ["amount"]
+
+    h.later()
+    at = DAY_AGO + timedelta(hours=3)
+    h.send(
+        business("order.accepted", at, "wms", order_id="SO-1", customer_id="C-1", amount=150.0, currency="USD"),
+        business("shipment.confirmed", at, "tms", order_id="SO-1", shipment_id="SH-1", quantity=9),
+        business("invoice.posted", at, "edi/partner", invoice_id="IN-2", order_id="SO-1", amount=-50.0, quantity=0),
+    )
+    run = h.run()
+    assert (run.resolved, run.opened) == (0, 0)
+    (finding,) = h.active("invoice-match").values()
+    assert finding.context["check"] == ["amount"] and finding.context["order"]["amount"] == "100.00"
+    assert finding.context["shipped"]["quantity"] == 5 and finding.context["invoiced"]["invoice_ids"] == ["IN-1"]
+
+
+def test_the_systems_each_document_is_read_from_are_params(store: Store) -> None:
+    """Orders relayed by the middleware: `sources.orders` names it (a system covers its paths)."""
+    h = harness(store, sources={"orders": ["erp", "middleware"]})
+    h.send(*order_flow(1, DAY_AGO, amount=100.0, invoiced_amount=150.0))
+    h.run()
+    h.later()
+    h.send(
+        business(
+            "order.accepted",
+            DAY_AGO + timedelta(hours=3),
+            "middleware/relay",
+            order_id="SO-1",
+            customer_id="C-1",
+            amount=150.0,
+        )
+    )
+    assert h.run().resolved == 1
+    config = invoice_rule().params
+    assert config.sources.orders == ["erp"] and config.sources.shipments == ["wms"]  # type: ignore[union-attr]
+    assert config.sources.invoices == ["erp"]  # type: ignore[union-attr]

@@ -134,6 +134,45 @@ def test_default_rules_are_the_four_of_the_design() -> None:
     assert cutoff is not None and cutoff.time.hour == 14 and cutoff.timezone == "America/Chicago"
 
 
+# Each default rule's side, an event another system sent (whose token may send it) and the system that does send it.
+FOREIGN = [
+    ("order-release", "order.accepted", "order.released", "wms", "erp"),
+    ("ship-cutoff", "order.released", "shipment.confirmed", "erp", "wms/dallas"),
+    ("asn-sent", "shipment.confirmed", "asn.sent", "tms", "edi"),
+    ("invoice-posting", "shipment.confirmed", "invoice.posted", "wms/dallas", "erp"),
+]
+
+
+@pytest.mark.parametrize(("rule", "start", "end", "foreign", "sender"), FOREIGN)
+def test_another_systems_end_event_cannot_resolve_a_breach(
+    store: Store, rule: str, start: str, end: str, foreign: str, sender: str
+) -> None:
+    """Ingest tokens are bound to a source: with a side open to any source, the WMS token's order.released met
+    the ERP's breached order-release. The defaults read each event only from the system DESIGN.md says sends it."""
+    h = Harness(store, at=T0 + timedelta(days=3))
+    h.send(event(start, 100, T0))
+    h.evaluate()
+    assert h.status(rule, "SH-100" if rule == "asn-sent" else "SO-100") == "breached"
+    h.send(event(end, 100, T0 + timedelta(minutes=10), source=foreign))
+    h.evaluate()
+    assert h.status(rule, "SH-100" if rule == "asn-sent" else "SO-100") == "breached"
+    assert len(h.open_exceptions(rule)) == 1
+    h.send(event(end, 100, T0 + timedelta(minutes=20), source=sender))  # the system that sends it (or its path)
+    h.evaluate()
+    assert h.status(rule, "SH-100" if rule == "asn-sent" else "SO-100") == "met" and h.open_exceptions(rule) == []
+
+
+@pytest.mark.parametrize(("rule", "start", "end", "foreign", "sender"), FOREIGN)
+def test_another_systems_start_event_starts_no_case(
+    store: Store, rule: str, start: str, end: str, foreign: str, sender: str
+) -> None:
+    h = Harness(store, at=T0 + timedelta(days=3))
+    bad = {"order.accepted": "tms", "order.released": "wms", "shipment.confirmed": "erp"}[start]
+    h.send(event(start, 100, T0, source=bad))
+    h.evaluate()
+    assert h.statuses(rule) == {} and h.open_exceptions(rule) == []
+
+
 @pytest.mark.parametrize(("rule", "start", "end", "prefix", "deadline", "warning"), AFTER_RULES)
 def test_every_state_of_a_duration_rule(
     store: Store, rule: str, start: str, end: str, prefix: str, deadline: timedelta, warning: timedelta

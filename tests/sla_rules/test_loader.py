@@ -69,11 +69,15 @@ def test_every_shipped_file_loads_into_the_design_defaults() -> None:
         "invoice-posting": ("finance", "order_id", "shipment.confirmed", "invoice.posted", timedelta(hours=24), 240),
         "ship-cutoff": ("warehouse", "order_id", "order.released", "shipment.confirmed", None, 120),
     }
+    # DESIGN.md's "sent by": each side only from the system that sends its events
+    sent_by = {"order.accepted": ["erp"], "order.released": ["erp"], "shipment.confirmed": ["wms"]}
+    sent_by |= {"asn.sent": ["edi"], "invoice.posted": ["erp"]}
     for rule_id, (owner, key, start, end, after, warning) in expected_sla.items():
         rule = rules[rule_id]
         assert isinstance(rule, SlaRule) and rule.kind == "business"
         assert (rule.owner, rule.key, rule.start.types, rule.end.types) == (owner, key, [start], [end])
-        assert not (rule.start.sources or rule.start.where or rule.end.sources or rule.end.where)
+        assert (rule.start.sources, rule.end.sources) == (sent_by[start], sent_by[end])
+        assert not (rule.start.where or rule.end.where)
         assert rule.deadline.after == after
         assert rule.warning == timedelta(minutes=warning)
 
@@ -105,6 +109,7 @@ def test_every_shipped_file_loads_into_the_design_defaults() -> None:
         "quantity_tolerance": 0,
         "uninvoiced_after": "7d",
         "unmatched_after": "2h",
+        "sources": {"orders": ["erp"], "shipments": ["wms"], "invoices": ["erp"]},
     }
 
     errors, silence = rules["integration-errors"], rules["source-silence"]

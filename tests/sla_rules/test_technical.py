@@ -13,7 +13,8 @@ import pytest
 from alerting.suppression import RootCauses
 from collector.deadletters import REPLAYED, Refusal, dead_letter_row, status_row
 from kernel.clock import FixedClock
-from kernel.exceptions import ExceptionFilter, ExceptionRecord, ExceptionStore
+from kernel.exceptions import ExceptionFilter, ExceptionRecord, ExceptionStore, NewException
+from kernel.model.events import SOURCE_SYSTEMS, source_system
 from kernel.store import Store
 from reconcilers.replay.service import exception_source
 from sla_rules.loader import default_rules_dir, load_rules
@@ -44,6 +45,10 @@ SILENCE = SilenceRule(
 )
 
 
+# One ingest token per system, as `refused` names them: token id -> its granted source.
+TOKENS = {f"tok-{system}": system for system in SOURCE_SYSTEMS}
+
+
 class Tower:
     """The engine under test, its clock and the exceptions it writes."""
 
@@ -52,6 +57,7 @@ class Tower:
         self.clock = FixedClock(NOW)
         self.exceptions = ExceptionStore(store, self.clock)
         rules = engine.pop("rules", [ERRORS, SILENCE])
+        engine.setdefault("token_sources", TOKENS)
         self.engine = TechnicalEngine(
             store,
             self.exceptions,
@@ -210,6 +216,64 @@ def test_running_twice_opens_nothing_twice(store: Store) -> None:
     t.exceptions.acknowledge(first[0][0], "alice")  # acknowledged is still active
     assert t.evaluate() == ([], [])
     assert len(t.all("integration-errors")) == 1 and len(t.all("source-silence")) == 1
+
+
+def test_one_tokens_spans_never_dilute_another_sources_error_rate(store: Store) -> None:
+    """The ERP's 40 failed spans of erp-order-api / POST /orders, then 2,000 OK spans of the same service and span
+    name sent with the WMS token: the ERP's series still fails, and the WMS's failing series is its own."""
+    t = Tower(store)
+    burst = {"service": "erp-order-api", "name": "POST /orders", "step": timedelta(seconds=20)}
+    spans(store, 40, errors=40, source="erp", **burst)  # type: ignore[arg-type]
+    (opened,) = t.evaluate()[0]
+    assert list(t.active("integration-errors")) == ["erp-order-api|POST /orders"]
+    many = {**burst, "step": timedelta(milliseconds=400)}
+    spans(store, 2000, errors=0, source="wms", **many)  # type: ignore[arg-type]
+    t.clock.advance(timedelta(seconds=1))
+    assert t.evaluate() == ([], [])
+    record = t.active("integration-errors")["erp-order-api|POST /orders"]
+    assert record.id == opened and (record.context["source"], record.context["ratio"]) == ("erp", 1.0)
+    assert [(s.source, s.spans, s.failing) for s in t.engine.error_rates(ERRORS, t.clock.now(), ())] == [
+        ("erp", 40, True)
+    ]
+    # the WMS token's own burst of the same service and span name: its own exception, its source in the key
+    spans(store, 200, errors=200, source="wms", end=t.clock.now(), **many)  # type: ignore[arg-type]
+    opened_wms, _ = t.evaluate()
+    assert len(opened_wms) == 1
+    wms = t.active("integration-errors")["erp-order-api|POST /orders|wms"]
+    assert (wms.context["service"], wms.context["span_name"], wms.context["source"]) == (
+        "erp-order-api",
+        "POST /orders",
+        "wms",
+    )
+    # the ERP's series recovers alone: its exception resolves, the WMS's stays
+    t.clock.advance(timedelta(minutes=16))
+    spans(store, 30, errors=0, source="erp", end=t.clock.now(), **burst)  # type: ignore[arg-type]
+    spans(store, 30, errors=30, source="wms", end=t.clock.now(), **burst)  # type: ignore[arg-type]
+    assert t.evaluate() == ([], [opened])
+    assert list(t.active("integration-errors")) == ["erp-order-api|POST /orders|wms"]
+
+
+def test_an_exception_opened_before_series_had_a_source_is_kept_by_its_context(store: Store) -> None:
+    """An upgrade neither resolves nor reopens an active exception keyed `service|span name`: its context's source
+    names its series."""
+    t = Tower(store)
+    spans(store, 40, errors=40, service="erp-order-api", name="POST /orders", source="erp")
+    [old] = t.exceptions.open_many(
+        [
+            NewException(
+                rule="integration-errors",
+                key="erp-order-api|POST /orders",
+                kind="technical",
+                owner="integration",
+                severity="high",
+                context={"service": "erp-order-api", "span_name": "POST /orders", "source": "erp", "spans": 40},
+            )
+        ]
+    )
+    assert t.evaluate() == ([], [])
+    t.clock.advance(timedelta(minutes=16))
+    spans(store, 30, errors=0, service="erp-order-api", name="POST /orders", source="erp", end=t.clock.now())
+    assert t.evaluate() == ([], [old.id])
 
 
 # --- source-silence -------------------------------------------------------------------------------------
@@ -379,11 +443,11 @@ REFUSALS = RefusalsRule(
 def refused(
     store: Store, source: str, at: datetime, count: int = 1, reason: str = "time: 'x' is not RFC 3339", **more: Any
 ) -> list[dict[str, Any]]:
-    """`count` dead letters of records claiming `source`, received at `at`."""
+    """`count` dead letters of records claiming `source`, received at `at`, sent with its system's token."""
     rows = [
         dead_letter_row(
             Refusal(door=more.get("door", "events"), reason=reason, raw=f'{{"n": {n}}}', source=source),
-            more.get("token_id", "tok-" + (source or "none")),
+            more.get("token_id", "tok-" + (source_system(source) or "none")),
             at,
         )
         for n in range(count)
@@ -454,6 +518,34 @@ def test_a_record_that_claimed_no_source_counts_for_its_tokens_one_source_else_f
     assert exception_source(active["token 272ef10c5773"]) is None
     assert active["token 272ef10c5773"].context["summary"] == "1 record refused in 15m: body is not valid JSON"
     assert "`tower deadletters list`" in active["token 272ef10c5773"].context["next_step"]
+
+
+def test_a_token_cannot_open_refusals_in_another_sources_name(store: Store) -> None:
+    """The WMS token's 100 records claiming erp/site-0..49 and tms/site-0..49 are refused: one exception, the
+    WMS's; its own paths' refusals stay under the path they claimed."""
+    t = Tower(store, rules=[REFUSALS])
+    denied = "source: '{}' is not allowed for this token (it may send wms)"
+    for n in range(50):
+        for system in ("erp", "tms"):
+            claim = f"{system}/site-{n}"
+            refused(store, claim, NOW - timedelta(minutes=1), token_id="tok-wms", reason=denied.format(claim))
+    refused(store, "wms/dallas", NOW - timedelta(minutes=1), token_id="tok-wms")
+    t.evaluate()
+    active = t.active("ingest-refusals")
+    assert sorted(active) == ["wms", "wms/dallas"]
+    assert (active["wms"].context["source"], active["wms"].context["refused"]) == ("wms", 100)
+    assert all("is not allowed for this token" in reason for reason in active["wms"].context["reasons"])
+
+
+def test_a_token_granted_several_sources_or_none_known_is_keyed_by_the_token(store: Store) -> None:
+    """A token granted erp and wms: its claim of wms/reno is its own, its claim of tms is keyed by the token (no one
+    source is its); a token whose grant the engine was not given: by the token, whatever it claimed."""
+    t = Tower(store, rules=[REFUSALS], token_sources={"tok-both": ["erp", "wms"]})
+    refused(store, "wms/reno", NOW - timedelta(minutes=1), token_id="tok-both")
+    refused(store, "tms", NOW - timedelta(minutes=1), token_id="tok-both")
+    refused(store, "erp", NOW - timedelta(minutes=1), token_id="tok-gone")
+    t.evaluate()
+    assert sorted(t.active("ingest-refusals")) == ["token tok-both", "token tok-gone", "wms/reno"]
 
 
 @pytest.mark.parametrize(("count", "flagged"), [(2, False), (3, True)])
