@@ -57,6 +57,11 @@ def token_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
+def token_grants(tokens: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Ingest token id -> the sources it may send: whose name a refused record of the token is counted under."""
+    return {token_id(token): list(sources) for token, sources in tokens.items()}
+
+
 def single_source_tokens(tokens: Mapping[str, Sequence[str]]) -> dict[str, str]:
     """Ingest token id -> the one source the token sends for (tokens granted several sources are left out): what a
     refused record that claimed no source is counted for."""

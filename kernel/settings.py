@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from kernel.model.events import SOURCE_PATTERN, SOURCE_SYSTEMS, source_system
+from kernel.model.events import SOURCE_SYSTEMS, is_source, source_system
 
 Role = Literal["viewer", "operator", "finance", "admin"]
 
@@ -196,7 +196,7 @@ class SlaSettings(BaseSettings):
     @classmethod
     def _known_systems(cls, value: list[str]) -> list[str]:
         for source in value:
-            if not re.match(SOURCE_PATTERN, source):
+            if not is_source(source):
                 raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
         return value
 

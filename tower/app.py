@@ -36,7 +36,7 @@ from collector.deadletters import RecentRefusals
 from collector.pipeline import IngestPipeline
 from collector.service import IngestService, TimeWindow
 from collector.spool import Spool
-from kernel.api_auth import single_source_tokens
+from kernel.api_auth import token_grants
 from kernel.backups import Backups, StoreBackupSettings, backup_job, finish_running
 from kernel.clock import Clock, SystemClock
 from kernel.disk import DiskSpaceSettings, disk_space_job, watched_volumes
@@ -233,7 +233,7 @@ def build_sla(settings: Settings, store: Store, clock: Clock, rules: RuleSet | N
         expected_sources=settings.sla.expected_sources,
         seen_within=timedelta(hours=settings.sla.expect_seen_within_hours),
         owner_for=owner_for,
-        token_sources=single_source_tokens(settings.ingest.tokens),
+        token_sources=token_grants(settings.ingest.tokens),
     )
     # last: the overview's reading of the cases the engine just wrote (tower/case_days.py)
     return SlaParts(rules, exceptions, SlaService([engine, technical, CaseDaysRefresh(store, clock)]))
