@@ -62,12 +62,6 @@ def token_grants(tokens: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     return {token_id(token): list(sources) for token, sources in tokens.items()}
 
 
-def single_source_tokens(tokens: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    """Ingest token id -> the one source the token sends for (tokens granted several sources are left out): what a
-    refused record that claimed no source is counted for."""
-    return {token_id(token): sources[0] for token, sources in tokens.items() if len(sources) == 1}
-
-
 def _lookup(request: Request) -> Principal:
     tokens: dict[str, Role] = request.app.state.api_tokens
     header = request.headers.get("authorization", "")

@@ -22,12 +22,13 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
-from kernel.model.events import SOURCE_PATTERN, source_covers
+from kernel.model.events import source_covers
 from kernel.store import Store
 from kernel.store.base import stored_time_or_none
 from reconcilers.config import rule_config
 from sla_rules.loader import RuleSet
 from sla_rules.model import ReconciliationRule
+from sla_rules.technical import REFUSAL_KEY, refusal_key_params
 from tower.case_days import ALWAYS_REFRESHED, MAX_TOP, case_days, window_start
 from tower.case_days import DAYS as CASE_DAYS
 
@@ -423,7 +424,9 @@ class SourceHealth(BaseModel):
     silent_minutes: float | None = Field(description="Minutes since last seen; null when not seen in the look-back.")
     open_technical: int = Field(description="Active technical exceptions (errors, silence, refusals) of this source.")
     refused: int = Field(
-        0, description="Records claiming this source refused into dead letters in the window (by arrival time)."
+        0,
+        description="Records refused into dead letters in the window (by arrival time), counted as the ingest-refusals"
+        " rule keys them: under the source claimed when its token may send it, else its token's one source.",
     )
     arrival_lag_p50_seconds: float | None = Field(
         None,
@@ -492,17 +495,15 @@ WHERE time >= {{look_back:{_T6}}} AND time < {{until:{_T6}}} + INTERVAL 1 DAY
 GROUP BY source
 """
 
-# by arrival: a refusal is news whatever time the record carried; one row per dead letter id (a replay adds versions)
-# A record that claimed no source (a body that could not be read), or one that is no source system, counts for its
-# token's one source, as the ingest-refusals rule counts it.
+# by arrival: a refusal is news whatever time the record carried; one row per dead letter id (a replay adds versions).
+# Counted under the source the ingest-refusals rule keys it by (REFUSAL_KEY): the claim when its token may send it,
+# else the token's one granted source; a token's other claims name no source (no other system is blamed).
 _REFUSED = f"""
-SELECT if(source = '' OR NOT match(source, {{source_re:String}}),
-          transform(token_id, {{token_ids:Array(String)}}, {{token_sources:Array(String)}}, ''), source) AS claimed,
-    uniqExact(id) AS refused
+SELECT {REFUSAL_KEY} AS claimed, uniqExact(id) AS refused
 FROM dead_letters
 WHERE received_at >= {{since:{_T6}}} AND received_at <= {{until:{_T6}}}
 GROUP BY claimed
-HAVING claimed != ''
+HAVING claimed != '' AND NOT startsWith(claimed, 'token ')
 """
 
 _TECHNICAL_OPEN = """
@@ -534,15 +535,16 @@ def _lags(row: dict[str, Any]) -> dict[str, float | None]:
 
 
 def sources_health(
-    store: Store, now: datetime, window: timedelta, token_sources: Mapping[str, str] | None = None
+    store: Store, now: datetime, window: timedelta, token_sources: Mapping[str, str | Sequence[str]] | None = None
 ) -> SourcesHealth:
     """Per source: spans and events per minute, error rate and p95 latency of its spans in [now - window, now),
     when it was last seen (looking back HEALTH_LOOK_BACK), its active technical exceptions, the records claiming
     it that the doors refused in the window, and how late after their business time its events arrived.
 
     A span's source is the ingest token's (`tower.source`), else its service; a service's last span counts
-    for the source of that span. A refused record that claimed no source counts for its token's one source
-    (`token_sources`: ingest token id -> source).
+    for the source of that span. A refused record counts as the ingest-refusals rule keys it: for the source it
+    claimed when its token may send that, else for its token's one source (`token_sources`: ingest token id -> the
+    source or sources it is granted).
     """
     since = now - window
     params = {"since": since, "until": now, "look_back": now - HEALTH_LOOK_BACK, "errors": ERROR_STATUSES}
@@ -560,9 +562,7 @@ def sources_health(
             last_span[source] = at
     events = {r["source"]: r for r in store.query(_EVENT_HEALTH, params)}
     technical = {r["source"]: int(r["n"]) for r in store.query(_TECHNICAL_OPEN) if r["source"]}
-    tokens = dict(token_sources or {})
-    refusals = {**params, "token_ids": list(tokens), "token_sources": list(tokens.values())}
-    refusals["source_re"] = SOURCE_PATTERN
+    refusals = {**params, **refusal_key_params(token_sources or {})}
     refused = {r["claimed"]: int(r["refused"]) for r in store.query(_REFUSED, refusals)}
     minutes = window.total_seconds() / 60
     out: list[SourceHealth] = []

@@ -535,6 +535,9 @@ def test_a_token_cannot_open_refusals_in_another_sources_name(store: Store) -> N
     assert sorted(active) == ["wms", "wms/dallas"]
     assert (active["wms"].context["source"], active["wms"].context["refused"]) == ("wms", 100)
     assert all("is not allowed for this token" in reason for reason in active["wms"].context["reasons"])
+    # nor does the integration health blame the systems it claimed
+    health = sources_health(store, NOW, timedelta(minutes=15), {"tok-wms": "wms"})
+    assert {s.source: s.refused for s in health.sources} == {"wms": 100, "wms/dallas": 1}
 
 
 def test_a_token_granted_several_sources_or_none_known_is_keyed_by_the_token(store: Store) -> None:

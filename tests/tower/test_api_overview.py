@@ -200,9 +200,16 @@ def test_sources_health_per_source(tower_at_now: RunningTower, store: Store) -> 
         store, NOW, NewException("source-silence", "tms", "technical", "integration", "high", context={"source": "tms"})
     )
     refusals = [Refusal("events", "time: not RFC 3339", f'{{"n": {n}}}', source="crm") for n in range(3)]
-    letters = [dead_letter_row(r, "tok", NOW - timedelta(minutes=2)) for r in refusals]
+    crm_token = token_id(tower_at_now.token("crm"))  # a refusal counts for a claim its token may send
+    letters = [dead_letter_row(r, crm_token, NOW - timedelta(minutes=2)) for r in refusals]
     letters.append(status_row(letters[0], REPLAYED, "replayed", NOW))  # a second version of one: counted once
-    letters.append(dead_letter_row(Refusal("events", "old", "{}", source="crm"), "tok", NOW - timedelta(minutes=20)))
+    letters.append(
+        dead_letter_row(Refusal("events", "old", "{}", source="crm"), crm_token, NOW - timedelta(minutes=20))
+    )
+    # the erp token claiming crm blames no one else: counted for erp, its one source
+    letters.append(
+        dead_letter_row(Refusal("events", "not allowed", "{}", source="crm"), token_id(tower_at_now.token("erp")), NOW)
+    )
     # a body that could not be read claims no source: it counts for its token's one source (erp)
     unreadable = Refusal("events", "body: not JSON", "<xml/>", source="")
     letters.append(dead_letter_row(unreadable, token_id(tower_at_now.token("erp")), NOW - M))
@@ -215,7 +222,7 @@ def test_sources_health_per_source(tower_at_now: RunningTower, store: Store) -> 
     assert set(rows) == {"wms/dallas", "own-exporter", "erp", "tms", "crm"}
     crm = rows["crm"]  # every record refused: listed for its refusals alone
     assert (crm["refused"], crm["events"], crm["spans"], crm["last_seen"]) == (3, 0, 0, None)
-    assert rows["erp"]["refused"] == 1
+    assert rows["erp"]["refused"] == 2
     wms = rows["wms/dallas"]
     assert (wms["spans"], wms["errors"], wms["error_rate"], wms["events"]) == (10, 2, 0.2, 0)
     assert wms["spans_per_minute"] == round(10 / 15, 3)

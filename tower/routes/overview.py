@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from kernel.api_auth import AUTH_RESPONSES, FINANCE_ROLES, OPERATE_ROLES, ReadDep, single_source_tokens
+from kernel.api_auth import AUTH_RESPONSES, FINANCE_ROLES, OPERATE_ROLES, ReadDep, token_grants
 from kernel.settings import Role
 from sla_rules.model import SlaRule
 from tower import insights
@@ -148,7 +148,7 @@ def sources_health(
     clock: ClockDep,
     minutes: Annotated[float, Query(ge=1, le=24 * 60, description="The window, in minutes (1 to 1440).")] = 15,
 ) -> insights.SourcesHealth:
-    tokens = single_source_tokens(request.app.state.tower.settings.ingest.tokens)
+    tokens = token_grants(request.app.state.tower.settings.ingest.tokens)
     return insights.sources_health(store, clock.now(), timedelta(minutes=minutes), tokens)
 
 
