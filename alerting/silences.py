@@ -16,7 +16,6 @@ is accepted: trouble may be silenced before it starts.
 from __future__ import annotations
 
 import difflib
-import re
 import threading
 import uuid
 from collections.abc import Collection, Mapping
@@ -28,14 +27,13 @@ import orjson
 
 from alerting.outbox import versions
 from kernel.clock import Clock
+from kernel.durations import parse_duration as kernel_duration
 from kernel.routing import ExceptionMatch
 from kernel.store import Store
 from kernel.store.base import stored_time_or_none, utc_text
 
 SilenceStatus = Literal["pending", "active", "expired"]
 _COLUMNS = "id, matchers, starts_at, ends_at, created_by, comment, created_at, expired_at, expired_by"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class SilenceNotFound(Exception):
@@ -47,11 +45,11 @@ class InvalidSilence(ValueError):
 
 
 def parse_duration(text: str) -> timedelta:
-    """`90s`, `30m`, `2h`, `1d`, `1w` as a timedelta; ValueError otherwise."""
-    match = _DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a duration like 30m, 2h, 1d or 1w")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    """A silence's length (`90s`, `30m`, `2h`, `1d`, `1w`, kernel.durations' grammar); ValueError unless positive."""
+    duration = kernel_duration(text)
+    if duration <= timedelta(0):
+        raise ValueError(f"{text!r} is not a positive duration like 30m, 2h, 1d or 1w")
+    return duration
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from typing import Any
+
+_DURATION = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?)\s*(s|m|h|d|w)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """A duration as rules, settings and commands write it: `90s`, `30m`, `2h`, `1d`, `1w`, or a number of seconds
+    (`90`, also as text as YAML wrote it: `010` is 10 s, `1_000` is 1,000 s); ValueError otherwise."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value)) if isinstance(value, str) else None
+    if not match or "__" in match.group(1) or match.group(1).endswith("_"):
+        raise ValueError(f"{value!r} is not a duration like 90s, 30m, 2h, 1d or 1w")
+    return timedelta(seconds=float(match.group(1).replace("_", "")) * _UNITS[match.group(2) or "s"])
 
 
 def duration_text(value: timedelta, seconds: bool = True) -> str:

@@ -19,12 +19,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from kernel.durations import parse_duration
 from kernel.model.events import SOURCE_SYSTEMS, source_covers, source_system
 
 Kind = Literal["business", "technical"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _SOURCE_PATH = re.compile(r"^[a-z]+(/[A-Za-z0-9._~-]+)*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -39,20 +38,6 @@ STALE_TITLE = "Inventory snapshots stale"
 
 
 _WHOLE = re.compile(r"^[+-]?[0-9][0-9_]*$")
-
-
-def parse_duration(value: Any) -> timedelta:
-    """`90s`, `30m`, `2h`, `7d` (or a number of seconds) as a timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str) and _WHOLE.match(value):  # `010`, `1_000`: the rule loader keeps them as written
-        return timedelta(seconds=int(value.replace("_", "")))
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a duration like 90s, 30m, 2h or 7d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def _positive_duration(value: timedelta) -> timedelta:

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kernel.durations import parse_duration
 from kernel.model.events import SOURCE_SYSTEMS, STRING_KEYS, source_covers, source_system
 from kernel.routing import DataValue, Values, data_values
 
@@ -33,22 +34,8 @@ CASE_FIELDS = ("source", "warehouse", "customer_id")
 # A `zone_by` field outside FILTER_FIELDS is written `data.NAME` (a field of the event's data object).
 _DATA_FIELD = re.compile(r"^data\.[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _LINK = re.compile(r"^https?://[^\s<>|]{1,2000}$")
-
-
-def parse_duration(value: Any) -> timedelta:
-    """`90s`, `30m`, `2h`, `1d` (or a number of seconds, `90`, also as text: `010` is 10 s) as a timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a duration like 90s, 30m, 2h or 1d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
 
 
 Duration = Annotated[timedelta, Field(description="A duration: 90s, 30m, 2h, 1d.")]

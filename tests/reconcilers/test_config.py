@@ -86,7 +86,7 @@ def test_the_shipped_params_load_into_typed_configs() -> None:
             "11: params.stale_after_x: unknown field; expected one of sources, tolerance, stale_after, lookback,"
             " oversell, stale_rule, stale_title, pull",
         ),
-        ("0", "  lookback: soon\n", "11: params.lookback: 'soon' is not a duration like 90s, 30m, 2h or 7d"),
+        ("0", "  lookback: soon\n", "11: params.lookback: 'soon' is not a duration like 90s, 30m, 2h, 1d or 1w"),
         (
             "0",
             "  pull:\n    wms: {database: wms_replica, query: 'SELECT sku, location, qty AS quantity FROM s'}\n",

@@ -250,7 +250,7 @@ def test_backtest_refuses_before_calling_the_tower(tmp_path: Path) -> None:
     bad.write_text(release_rule(tmp_path).read_text().replace("after: 2h", "after: 2 hours"))
     result = run(["test", str(bad), *unreachable])
     assert result.exit_code == 1
-    assert result.output.strip() == f"{bad}:21: deadline.after: '2 hours' is not a duration like 90s, 30m, 2h or 1d"
+    assert result.output.strip() == f"{bad}:21: deadline.after: '2 hours' is not a duration like 90s, 30m, 2h, 1d or 1w"
     result = run(["test", str(SHIPPED / "rules" / "source-silence.yaml"), *unreachable])
     assert result.exit_code == 1 and "only sla rules can be backtested; source-silence is technical" in result.output
     result = run(["test", "--from", "yesterday", str(release_rule(tmp_path)), *unreachable])

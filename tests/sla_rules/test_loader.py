@@ -195,7 +195,7 @@ def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "replacement", "expected"),
     [
-        (12, "  after: 2hours", "r.yaml:12: deadline.after: '2hours' is not a duration like 90s, 30m, 2h or 1d"),
+        (12, "  after: 2hours", "r.yaml:12: deadline.after: '2hours' is not a duration like 90s, 30m, 2h, 1d or 1w"),
         (13, "warning: soon", "r.yaml:13: warning: 'soon' is not a duration"),
         (
             12,
@@ -287,7 +287,7 @@ def test_problems_are_collected_across_files_and_rules(tmp_path: Path) -> None:
     )
     found = problems(tmp_path)
     assert found == [
-        f"{tmp_path}/a.yaml:12: deadline.after: '2hours' is not a duration like 90s, 30m, 2h or 1d",
+        f"{tmp_path}/a.yaml:12: deadline.after: '2hours' is not a duration like 90s, 30m, 2h, 1d or 1w",
         f"{tmp_path}/b.yaml:1: check: required for technical rules: one of error-rate, silence, refusals, deliveries,"
         " id-reuse, job-failures",
         f"{tmp_path}/b.yaml:12: params.quiet: unknown field; expected one of window, sources",

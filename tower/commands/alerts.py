@@ -11,10 +11,10 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
+from kernel.durations import parse_duration
 from kernel.routing import AlertRoute
 from kernel.settings import SlaSettings
 from sla_rules.loader import default_routing_file, load_routing
-from sla_rules.model import parse_duration
 from tower.client import api_call
 
 
