@@ -5,7 +5,8 @@ column are computed together, from one scan and one GROUP BY of that column:
 
 1. events -> one row per key: per rule its first start event (time, source, customer, warehouse,
    zone field: one string minimum, see `cases`) and its first end; per key the first event with a
-   customer and the first with a warehouse (the fallbacks when the start event has none). "First"
+   customer and the first with a warehouse from the systems the group's rules read (the fallbacks
+   when the start event has none). "First"
    orders by time, then by the event's own fields, so every run picks the same event;
 2. per rule, its deadline: `after` adds a duration; `cutoff` works in the zone of the start
    event's `zone_by` field (else the rule's zone) with ClickHouse's time zone functions, so
@@ -50,10 +51,15 @@ def _micros(delta: timedelta) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+# Raised when the same rule computes different cases after an upgrade (2: fallback fields only from the systems
+# the rules read), so every rule's stored cases are recomputed in full once.
+CASE_LOGIC = "2"
+
+
 def rule_fingerprint(rule: SlaRule) -> str:
     """A hash of what decides a rule's cases (key, start, end, deadline, warning): a change forces a full run."""
     parts = rule.model_dump_json(include={"key", "start", "end", "deadline", "warning"})
-    return hashlib.sha256(parts.encode()).hexdigest()[:16]
+    return hashlib.sha256((CASE_LOGIC + parts).encode()).hexdigest()[:16]
 
 
 def next_business_day_offsets(business_days: Sequence[str]) -> list[int]:
@@ -168,21 +174,36 @@ class Group:
     first: bool = False
 
 
+def _trusted(group: Group, bind: Binder, condition: str) -> str:
+    """`condition`, held only by events of the systems the group's rules read (every side's sources), so a
+    fallback field never comes from a system the rules do not trust; unrestricted when a side takes any source."""
+    sides = [side for part in group.parts for side in (part.rule.start, part.rule.end)]
+    if any(not side.sources for side in sides):
+        return condition
+    sources = sorted({source for side in sides for source in side.sources})
+    return f"({condition} AND {_sources(sources, bind)})"
+
+
+def _sources(sources: Sequence[str], bind: Binder) -> str:
+    """The boolean expression selecting events sent by `sources` (systems, or paths of one)."""
+    systems = [s for s in sources if "/" not in s]
+    paths = [s for s in sources if "/" in s]
+    either = []
+    if systems:
+        either.append(f"system IN {bind(systems, 'Array(String)')}")
+    if paths:
+        # a path covers itself and its sub-paths: wms/dallas covers wms/dallas/dock-2
+        either.append(
+            f"arrayExists(p -> source = p OR startsWith(source, concat(p, '/')), {bind(paths, 'Array(String)')})"
+        )
+    return "(" + " OR ".join(either) + ")"
+
+
 def _match(side: EventMatch, bind: Binder) -> str:
     """The boolean expression selecting one side's events."""
     clauses = [f"type IN {bind(list(side.types), 'Array(String)')}"]
     if side.sources:
-        systems = [s for s in side.sources if "/" not in s]
-        paths = [s for s in side.sources if "/" in s]
-        either = []
-        if systems:
-            either.append(f"system IN {bind(systems, 'Array(String)')}")
-        if paths:
-            # a path covers itself and its sub-paths: wms/dallas covers wms/dallas/dock-2
-            either.append(
-                f"arrayExists(p -> source = p OR startsWith(source, concat(p, '/')), {bind(paths, 'Array(String)')})"
-            )
-        clauses.append("(" + " OR ".join(either) + ")")
+        clauses.append(_sources(side.sources, bind))
     for name, values in sorted(side.where.items()):
         clauses.append(f"{_column(name, _FILTER_COLUMNS)} IN {bind(sorted(values), 'Array(String)')}")
     for name, values in sorted(side.where_not.items()):
@@ -370,7 +391,8 @@ def cases(
     earliest first and a tie at the same instant broken by the fields themselves (every run picks
     the same event), and every field comes from that one event: a string minimum aggregates far
     faster than an argMin of a tuple. The first event with a customer (or warehouse, or zone
-    field) is the fallback when the start event has none.
+    field) from the systems the group's rules read is the fallback when the start event has none:
+    another system's event cannot route a case or move its cutoff.
     """
     key = _column(group.key, _KEY_COLUMNS)
     flags: dict[str, str] = {}  # expression -> alias: equal filters are computed once
@@ -440,7 +462,8 @@ def cases(
     elif group.scope == "window":
         assert since is not None and until is not None
         where.append(f"time < {bind(until, _T)}")
-    wanted = [*flags.values(), "customer_id != ''", "warehouse != ''", *(f"{a} != ''" for a in extra_columns.values())]
+    fallbacks = ["customer_id != ''", "warehouse != ''", *(f"{a} != ''" for a in extra_columns.values())]
+    wanted = [*flags.values(), _trusted(group, bind, "(" + " OR ".join(fallbacks) + ")")]
     where.append("(" + " OR ".join(wanted) + ")")
     starts = " OR ".join(f"{a} != ''" for a in firsts.values())
     inner_columns = ", ".join(

@@ -94,9 +94,9 @@ def sla_summary(
     rule: str | None = None,
 ) -> list[RuleSummary]:
     """Per rule, the cases started in [since, until) by status, ordered by rule; `by` a warehouse or a customer,
-    per rule and value of it (the cases' own: the first start event's, else the key's first event with one; ''
-    when none had it), at most `limit` of them (of `rule` alone, when given), ordered by rule and value or
-    (`worst`) the worst first.
+    per rule and value of it (the cases' own: the first start event's, else the key's first event with one from
+    a system the rules read; '' when none had it), at most `limit` of them (of `rule` alone, when given), ordered
+    by rule and value or (`worst`) the worst first.
 
     Without `by`, rules named in `rules` without a case in the period are listed with zeros, so a summary shows
     every configured rule.

@@ -157,6 +157,28 @@ def test_the_zone_comes_from_the_warehouse(store: Store) -> None:
     }
 
 
+def test_a_system_the_rule_does_not_read_cannot_move_the_cutoff(store: Store) -> None:
+    # ship-cutoff reads the ERP's releases and the WMS's shipments: a storefront's event naming another warehouse
+    # (an ecommerce token) is no fallback for a release without one; the ERP's own order is
+    tower = Harness(store, rules=[SHIP])
+    at = datetime(2026, 11, 4, 19, 30, tzinfo=UTC)  # Wednesday: 13:30 Chicago, 11:30 Reno
+    tower.send(
+        event("order.accepted", 6, at - timedelta(hours=2), source="ecommerce", warehouse="RNO"),
+        event("order.released", 6, at, warehouse=""),
+        event("order.accepted", 7, at - timedelta(hours=2), source="ecommerce", warehouse="RNO"),
+        event("order.accepted", 7, at - timedelta(hours=1), source="erp", warehouse="ATL"),
+        event("order.released", 7, at, warehouse=""),
+    )
+    tower.at(datetime(2026, 11, 6, 12, tzinfo=UTC))
+    tower.evaluate()
+    assert due_of(tower, "SO-6") == local("America/Chicago", 2026, 11, 4, 23, 59, 59)  # the rule's zone
+    assert due_of(tower, "SO-7") == local("America/New_York", 2026, 11, 5, 23, 59, 59)
+    opened = {
+        e.key: (e.context.get("warehouse", ""), e.context.get("zone")) for e in tower.open_exceptions("ship-cutoff")
+    }
+    assert opened == {"SO-6": ("", "America/Chicago"), "SO-7": ("ATL", "America/New_York")}
+
+
 def releases_every(
     step: timedelta, spans: list[tuple[datetime, datetime]], warehouses: list[str]
 ) -> dict[int, tuple[datetime, str]]:

@@ -155,3 +155,11 @@ def test_hours_late_round_to_hundredths_and_never_go_negative() -> None:
     assert hours(due, due + timedelta(minutes=21)) == Decimal("0.35")
     assert hours(due, due + timedelta(seconds=18)) == Decimal("0.01")  # 0.005 h: half up
     assert hours(due, due - timedelta(hours=1)) == Decimal("0.00")
+
+
+def test_a_new_case_logic_changes_every_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an upgrade that computes cases differently recomputes every rule's stored cases once
+    rule = RULES["ship-cutoff"]
+    before = rule_fingerprint(rule)
+    monkeypatch.setattr("sla_rules.sql.CASE_LOGIC", "next")
+    assert rule_fingerprint(rule) != before
