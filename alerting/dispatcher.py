@@ -83,6 +83,9 @@ LIMIT {batch:UInt32}
 """
 
 
+# verdicts under which a posted alert is neither repeated nor escalated
+_PAUSING = frozenset({"silenced", "window", "held"})
+
 @dataclass(frozen=True)
 class Change:
     """One row of the change feed."""
@@ -420,7 +423,7 @@ class _Run:
         records = self._open_records([s.exception_id for s in posted], severities)
         for state in posted:
             record = records.get(state.exception_id)
-            if record is None:
+            if record is None or self._paused(record):
                 continue
             step = due_step(settings, record.severity, state.alerted_at, state.notified_at, state.escalated, self.now)
             if step is None:
@@ -452,6 +455,11 @@ class _Run:
                         exception_id=record.id,
                     )
                 )
+
+    def _paused(self, record: ExceptionRecord) -> bool:
+        """Whether a posted alert's repeats and escalation wait: a silence or a maintenance window made since
+        holds it (or its root cause is open); once over, whatever fell due meanwhile is sent at the next pass."""
+        return self.d.policy.decide(record, self.conditions).decision in _PAUSING
 
     def _open_records(self, ids: Sequence[str], severities: Sequence[str]) -> dict[str, ExceptionRecord]:
         if not ids:
@@ -640,18 +648,20 @@ class _Run:
         if not digests:
             return
         members = self.d.states.digest_members(d.id for d in digests)
-        statuses = {
-            r["id"]: r["status"]
+        opened = {
+            r["id"]: ExceptionRecord.from_row(r)
             for r in self.d.store.query(
-                "SELECT id, status FROM exceptions FINAL WHERE id IN {ids:Array(String)}",
+                f"SELECT {COLUMNS} FROM exceptions FINAL WHERE id IN {{ids:Array(String)}} AND status = 'open'",
                 {"ids": sorted({i for ids in members.values() for i in ids})},
             )
         }
         for digest in digests:
             ids = members.get(digest.id, [])
-            unacknowledged = sum(1 for i in ids if statuses.get(i) == "open")
+            unacknowledged = sum(1 for i in ids if i in opened)
             if not unacknowledged:
                 self.digests.append(digest.with_(active=False))
+                continue
+            if all(self._paused(opened[i]) for i in ids if i in opened):
                 continue
             step = due_step(
                 settings, digest.severity, digest.started_at, digest.notified_at, digest.escalated, self.now

@@ -12,8 +12,10 @@ from pydantic import ValidationError
 from alerting.dispatcher import Dispatcher
 from alerting.outbox import OutboundMessage
 from alerting.policy_settings import AlertingSettings, Escalation
+from alerting.silences import SilenceStore
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore
+from kernel.routing import ExceptionMatch
 from kernel.store import Store
 from tests.alerting.policy_support import (
     ROUTING,
@@ -239,3 +241,49 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOWER_ALERTING_ESCALATION", '{"urgent": {"repeat_minutes": 1, "escalate_minutes": 1}}')
     with pytest.raises(ValidationError, match="unknown severity 'urgent'"):
         AlertingSettings()
+
+
+def test_a_silence_made_after_the_post_pauses_repeats_and_escalation(store: Store, tmp_path: Path) -> None:
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    record = open_exception(exceptions, "ship-cutoff", owner="warehouse", severity="high", warehouse="DAL")
+    alerts = dispatcher(store, clock, routing_from(tmp_path))  # high: repeat 60 min, escalate 30 min
+    seen: set[str] = set()
+    alerts.run()
+    new_lines(alerts, seen)
+    clock.advance(timedelta(minutes=10))
+    SilenceStore(store, clock).create(
+        ExceptionMatch.model_validate({"warehouse": "DAL"}),
+        created_by="ann",
+        comment="DAL dock flooded: we know",
+        duration=timedelta(hours=2),
+    )
+    for _ in range(11):  # 10 min in, then every 10 min until the silence's last minute
+        clock.advance(timedelta(minutes=10))
+        report = alerts.run()
+        assert (report.repeats, report.escalations, report.enqueued) == (0, 0, 0)
+    clock.advance(timedelta(minutes=10))  # the silence is over, the alert still unacknowledged: escalated now
+    assert alerts.run().escalations == 1
+    lines = [m.key for m in new_lines(alerts, seen) if m.action == "reply"]
+    assert lines == [f"exc:{record.id}:escalate"]
+
+
+def test_a_digest_waits_while_every_unacknowledged_member_is_silenced(store: Store, tmp_path: Path) -> None:
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    opened = open_many(exceptions, 6, rule="ship-cutoff", owner="warehouse", severity="high")
+    alerts = dispatcher(store, clock, routing_from(tmp_path), group_threshold=5)
+    assert alerts.run().digests == 1
+    SilenceStore(store, clock).create(
+        ExceptionMatch.model_validate({"rule": "ship-cutoff", "key": [r.key for r in opened[:5]]}),
+        created_by="ann",
+        comment="known",
+        duration=timedelta(hours=2),
+    )
+    clock.advance(timedelta(minutes=30))
+    assert alerts.run().escalations == 1  # one member is not silenced
+    exceptions.acknowledge(opened[5].id, actor="ann")
+    clock.advance(timedelta(minutes=61))  # a repeat fell due at 1h30m, but the five left are silenced
+    assert alerts.run().repeats == 0
+    clock.advance(timedelta(minutes=30))  # the silence is over
+    assert alerts.run().repeats == 1
