@@ -86,6 +86,7 @@ LIMIT {batch:UInt32}
 # verdicts under which a posted alert is neither repeated nor escalated
 _PAUSING = frozenset({"silenced", "window", "held"})
 
+
 @dataclass(frozen=True)
 class Change:
     """One row of the change feed."""
