@@ -19,6 +19,7 @@ request may (`max_records`: counted before any record is read, refused with 413 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ Record = tuple[Mapping[str, Any] | None, str, list[str]]
 
 NOT_AN_OBJECT = "event must be a JSON object"
 MAX_RECORDS_SETTING = "TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST"
+
+# Decodes one element of a batch at a time, to count them before orjson builds them all.
+_ELEMENT = json.JSONDecoder()
 
 # A line of an NDJSON body that is not blank (bytes.strip() whitespace), from its start to its end.
 _LINE = re.compile(rb"^[ \t\r\f\v]*\S[^\n]*", re.MULTILINE)
@@ -135,7 +139,47 @@ def _structured(body: bytes) -> Record:
     return parsed, raw, []
 
 
+def _elements_over(body: bytes, limit: int) -> int | None:
+    """How many elements a JSON array body holds when that is more than `limit` (counting stops at limit + 1),
+    else None; None too for a body that is not an array (the full parse says why).
+
+    orjson builds every element before the batch can be counted: a few MB of `[{},{},...]` are millions of
+    dicts. Counting first decodes one element at a time and keeps none, so such a body is refused for a
+    fraction of that memory. An array of at most `limit` elements holds fewer than `limit` commas: most bodies
+    are passed by one bytes.count."""
+    if body.count(b",") < limit:
+        return None
+    text = body.decode("utf-8", "replace")
+    end = len(text)
+    at = _skip_space(text, 0)
+    if at >= end or text[at] != "[":
+        return None
+    at, count = _skip_space(text, at + 1), 0
+    if at < end and text[at] == "]":
+        return None
+    while True:
+        try:
+            _, at = _ELEMENT.raw_decode(text, at)
+        except (ValueError, RecursionError):
+            return None
+        count += 1
+        if count > limit:
+            return count
+        at = _skip_space(text, at)
+        if at >= end or text[at] != ",":
+            return None
+        at = _skip_space(text, at + 1)
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\n\r":
+        at += 1
+    return at
+
+
 def _batch(body: bytes, max_records: int | None) -> list[Record]:
+    if max_records is not None and _elements_over(body, max_records) is not None:
+        raise too_many_records(f"more than {max_records:,}", max_records)
     parsed = _loads(body, "body")
     if not isinstance(parsed, list):
         raise BodyRefused(400, f"a {BATCH} body must be a JSON array of events", dead_letter=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import orjson
 import pytest
 
@@ -127,7 +129,8 @@ def test_a_body_of_more_records_than_allowed_is_refused_before_any_is_read() -> 
     """A batch or NDJSON body over `max_records` is one 413 worth a dead letter, counted before any record is
     parsed: a small gzip body of a million `{}` was a million rejections (gigabytes)."""
     for mode, body, count in (
-        (BATCH, orjson.dumps([{}] * 4), "4 records"),
+        (BATCH, orjson.dumps([{}] * 4), "more than 3 records"),
+        (BATCH, b' [ {"a": [1, 2]} ,\n{}, 7, "x" , {"b": "}"}]', "more than 3 records"),
         (NDJSON, b"{}\n" * 3 + b"not json\n", "more than 3 records"),
     ):
         with pytest.raises(BodyRefused) as info:
@@ -138,3 +141,35 @@ def test_a_body_of_more_records_than_allowed_is_refused_before_any_is_read() -> 
     parsed = parse_body(NDJSON, b"\n \r\n{}\n\t\n[1]\n\n{}", NDJSON, {}, max_records=3)
     assert (len(parsed.records), parsed.lines) == (3, [3, 5, 7])
     assert len(parse_body(BATCH, b"[{}, {}, {}]", BATCH, {}, max_records=3).records) == 3
+    # commas inside elements are not elements
+    assert len(parse_body(BATCH, b'[{"a": "1,2,3,4"}, {"b": [5, 6, 7]}]', BATCH, {}, max_records=3).records) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{}, {}, {}, {"a": 1,}]',
+        b"[{}, {}, {},",
+        b'{"a": 1, "b": 2, "c": 3, "d": 4}',
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+)
+def test_a_batch_that_is_not_a_json_array_is_refused_as_such_not_counted(body: bytes) -> None:
+    # the count gives up on what is not an array of JSON values: the full parse names the problem (400)
+    with pytest.raises(BodyRefused) as info:
+        parse_body(BATCH, body, BATCH, {}, max_records=3)
+    assert info.value.status == 400
+
+
+def test_counting_a_batch_keeps_no_element() -> None:
+    # a few MB of `[{},{},...]` are refused without building millions of dicts
+    body = b"[" + b",".join([b"{}"] * 2_000_000) + b"]"
+    tracemalloc.start()
+    try:
+        with pytest.raises(BodyRefused) as info:
+            parse_body(BATCH, body, BATCH, {}, max_records=50_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.status == 413
+    assert peak < 3 * len(body)  # the decoded text (one copy of the body), not 2,000,000 dicts (~130 MB)
