@@ -16,10 +16,12 @@ What counts (the precise definitions the reports document):
 - `owner` is the exception's owner, else the owner the routing gives the case now; `resolution`
   the exception's resolution when resolved, else `late` for a late case, else empty (open);
 - the **penalty** is the rule's `penalty.fixed` plus `penalty.percent` of the order amount, the
-  `amount` of the order's first `order.accepted` event. The order is the case key for `order_id`
-  rules, and the `order_id` events of the shipment or invoice carry for `shipment_id` and
-  `invoice_id` rules. With no amount found, or an order in another currency than the penalty's,
-  only the fixed part counts and `note` says why. Rounded to cents, half up.
+  `amount` of the order's first `order.accepted` event from the systems the rules read that event
+  from (erp by default; any system when a rule reads it from any, or none reads it). The order is
+  the case key for `order_id` rules, and the `order_id` events of the shipment or invoice carry for `shipment_id` and
+  `invoice_id` rules. With no amount found, a negative amount, an order without a currency or in
+  another currency than the penalty's, only the fixed part counts and `note` says why: a penalty
+  is never below zero. Rounded to cents, half up.
 
 Rows come in (due_at, rule, key) order, a page at a time (keyset paging), so a year of breaches
 never sits in memory at once.
@@ -27,7 +29,7 @@ never sits in memory at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -35,6 +37,7 @@ from typing import Any
 
 from kernel.store.base import Store, stored_time_or_none
 from sla_rules.model import Penalty, Rule, SlaRule
+from sla_rules.sql import Binder, sources_condition
 
 OwnerFor = Callable[[Rule, Mapping[str, str]], str]
 
@@ -45,11 +48,14 @@ ORDER_EVENT = "order.accepted"
 _LINKED_KEYS = frozenset(("shipment_id", "invoice_id"))
 _T = "DateTime64(6, 'UTC')"
 
+# The cases that are breaches of [since, until) as of `as_of`: the report's rows, and what /api/sla/breaches counts.
+BREACH_CASES = f"""due_at >= {{since:{_T}}} AND due_at < {{until:{_T}}}
+  AND (status IN ('late', 'breached') OR (status IN ('pending', 'at_risk') AND due_at < {{as_of:{_T}}}))"""
+
 CASES_PAGE = f"""
 SELECT rule, key, started_at, ended_at, due_at, status, customer_id, warehouse, source
 FROM sla_cases FINAL
-WHERE due_at >= {{since:{_T}}} AND due_at < {{until:{_T}}}
-  AND (status IN ('late', 'breached') OR (status IN ('pending', 'at_risk') AND due_at < {{as_of:{_T}}}))
+WHERE {BREACH_CASES}
   AND (due_at, rule, key) > ({{after_due:{_T}}}, {{after_rule:String}}, {{after_key:String}})
 ORDER BY due_at, rule, key
 LIMIT {{limit:UInt32}}
@@ -68,10 +74,39 @@ WHERE {column} IN {{keys:Array(String)}}
 GROUP BY k
 """
 
+COUNT = f"""
+SELECT count() AS n FROM sla_cases FINAL WHERE {BREACH_CASES}
+"""
+
+# Every breach of the period (of one rule, or all with rule ''), closed as the report closes it (at its end, else at
+# the resolution of its latest exception by (opened_at, id)), with its hours late in hundredths, rounded half up as
+# `hours` does: what the report's rows say, added up in the store.
+LATENESS = f"""
+SELECT c.rule AS rule, c.key AS key, c.customer_id AS customer_id, c.warehouse AS warehouse,
+    coalesce(c.ended_at, if(tupleElement(x.latest, 1) = 'resolved', tupleElement(x.latest, 2), NULL)) AS closed,
+    closed IS NULL AS is_open,
+    intDiv(greatest(toUnixTimestamp64Micro(ifNull(closed, {{as_of:{_T}}})) - toUnixTimestamp64Micro(c.due_at), 0)
+        + 18000000, 36000000) AS hundredths
+FROM (
+    SELECT rule, key, customer_id, warehouse, due_at, ended_at FROM sla_cases FINAL
+    WHERE {BREACH_CASES} AND ({{rule:String}} = '' OR rule = {{rule:String}})
+) AS c
+LEFT JOIN (
+    SELECT rule, key, argMax((status, resolved_at), (opened_at, id)) AS latest
+    FROM exceptions FINAL
+    WHERE (rule, key) IN (
+        SELECT rule, key FROM sla_cases FINAL
+        WHERE {BREACH_CASES} AND ({{rule:String}} = '' OR rule = {{rule:String}})
+    )
+    GROUP BY rule, key
+) AS x ON x.rule = c.rule AND x.key = c.key
+"""
+
+# {sources}: which systems' events may give the amount (sla_rules.sql's condition on `system`/`source`, or true).
 ORDER_AMOUNTS = """
 SELECT order_id, argMin(toString(amount), (time, id)) AS order_amount, argMin(currency, (time, id)) AS order_currency
 FROM business_events
-WHERE type = {type:String} AND order_id IN {orders:Array(String)} AND amount IS NOT NULL
+WHERE type = {{type:String}} AND order_id IN {{orders:Array(String)}} AND amount IS NOT NULL AND {sources}
 GROUP BY order_id
 """
 
@@ -117,7 +152,11 @@ def penalty_of(penalty: Penalty | None, amount: Decimal | None, currency: str) -
     if penalty.percent:
         if amount is None:
             note = "no order amount: fixed part only"
-        elif currency and currency != penalty.currency:
+        elif amount < 0:
+            note = f"negative order amount ({amount}): fixed part only"
+        elif not currency:
+            note = f"order without a currency, penalty in {penalty.currency}: fixed part only"
+        elif currency != penalty.currency:
             note = f"order in {currency}, penalty in {penalty.currency}: fixed part only"
         else:
             total += amount * penalty.percent / 100
@@ -144,6 +183,13 @@ class BreachQuery:
         self.rules = dict(rules)
         self.owner_for = owner_for
         self.page_size = page_size
+        self.amount_sources = amount_sources(self.rules.values())
+
+    def count(self, since: datetime, until: datetime, as_of: datetime) -> int:
+        """How many breaches `breaches` gives for the same arguments (one read, no rows)."""
+        since, until, as_of = (t.astimezone(UTC) for t in (since, until, as_of))
+        rows = self.store.query(COUNT, {"since": since, "until": until, "as_of": as_of})
+        return int(rows[0]["n"]) if rows else 0
 
     def breaches(self, since: datetime, until: datetime, as_of: datetime) -> Iterator[Breach]:
         """Every breach whose deadline is in [since, until), as of `as_of`, in (due, rule, key) order."""
@@ -260,11 +306,24 @@ class BreachQuery:
         return orders
 
     def _amounts(self, orders: set[str]) -> dict[str, tuple[Decimal, str]]:
-        """(amount, currency) of each order's first order.accepted with an amount."""
+        """(amount, currency) of each order's first order.accepted with an amount, from `amount_sources`."""
         if not orders:
             return {}
-        rows = self.store.query(ORDER_AMOUNTS, {"type": ORDER_EVENT, "orders": sorted(orders)})
+        bind = Binder()
+        condition = sources_condition(self.amount_sources, bind) if self.amount_sources else "true"
+        params = {**bind.params, "type": ORDER_EVENT, "orders": sorted(orders)}
+        rows = self.store.query(ORDER_AMOUNTS.format(sources=condition), params)
         return {row["order_id"]: (_cents(Decimal(row["order_amount"])), row["order_currency"]) for row in rows}
+
+
+def amount_sources(rules: Iterable[SlaRule]) -> list[str]:
+    """The systems whose `order.accepted` gives an order's amount: those the rules read it from (erp, by default),
+    so one integration cannot set another's chargeback; every system (empty) when a rule reads it from any, or no
+    rule reads it."""
+    sides = [side for rule in rules for side in (rule.start, rule.end) if ORDER_EVENT in side.types]
+    if not sides or any(not side.sources for side in sides):
+        return []
+    return sorted({source for side in sides for source in side.sources})
 
 
 def _order(row: Mapping[str, Any]) -> tuple[str, str]:

@@ -181,10 +181,10 @@ def _trusted(group: Group, bind: Binder, condition: str) -> str:
     if any(not side.sources for side in sides):
         return condition
     sources = sorted({source for side in sides for source in side.sources})
-    return f"({condition} AND {_sources(sources, bind)})"
+    return f"({condition} AND {sources_condition(sources, bind)})"
 
 
-def _sources(sources: Sequence[str], bind: Binder) -> str:
+def sources_condition(sources: Sequence[str], bind: Binder) -> str:
     """The boolean expression selecting events sent by `sources` (systems, or paths of one)."""
     systems = [s for s in sources if "/" not in s]
     paths = [s for s in sources if "/" in s]
@@ -203,7 +203,7 @@ def _match(side: EventMatch, bind: Binder) -> str:
     """The boolean expression selecting one side's events."""
     clauses = [f"type IN {bind(list(side.types), 'Array(String)')}"]
     if side.sources:
-        clauses.append(_sources(side.sources, bind))
+        clauses.append(sources_condition(side.sources, bind))
     for name, values in sorted(side.where.items()):
         clauses.append(f"{_column(name, _FILTER_COLUMNS)} IN {bind(sorted(values), 'Array(String)')}")
     for name, values in sorted(side.where_not.items()):

@@ -26,6 +26,7 @@ from kernel.model.events import source_covers
 from kernel.store import Store
 from kernel.store.base import stored_time_or_none
 from reconcilers.config import rule_config
+from sla_rules.breaches import LATENESS
 from sla_rules.loader import RuleSet
 from sla_rules.model import ReconciliationRule
 from sla_rules.technical import REFUSAL_KEY, refusal_key_params
@@ -702,7 +703,7 @@ class BreachGroup(BaseModel):
 
     name: str = Field(description="The customer id or warehouse; empty when the cases had none.")
     breaches: int
-    still_open: int = Field(description="Breached cases whose end has not arrived.")
+    still_open: int = Field(description="Breaches still open: no end, and no resolved exception.")
     avg_hours_late: float
     max_hours_late: float
 
@@ -713,34 +714,27 @@ class BreachStats(BaseModel):
     since: datetime = Field(serialization_alias="from")
     until: datetime = Field(serialization_alias="to")
     rule: str | None
-    total: int = Field(description="Late (closed) and breached (still open) cases.")
-    late: int
-    breached: int
+    total: int = Field(description="Breaches, as the finance report counts them: late (closed) and breached (open).")
+    late: int = Field(description="Closed breaches: ended after the deadline, or their exception resolved by a person.")
+    breached: int = Field(description="Open breaches: no end and no resolved exception (the report's `open`).")
     buckets: list[LateBucket]
     customers: list[BreachGroup] = Field(description="The customers with the most breaches.")
     warehouses: list[BreachGroup] = Field(description="The warehouses with the most breaches.")
 
 
-# Every breach counts once in each dimension: its lateness bucket, its customer and its warehouse.
+# Every breach counts once in each dimension: its lateness bucket, its customer and its warehouse. The breaches, when
+# they closed and their hours late are the finance report's own (sla_rules.breaches.LATENESS).
 _BREACHES = f"""
 SELECT dim, value, breaches, still_open, avg_hours, max_hours
 FROM (
-    SELECT d.1 AS dim, d.2 AS value, count() AS breaches, countIf(status = 'breached') AS still_open,
+    SELECT d.1 AS dim, d.2 AS value, count() AS breaches, countIf(is_open) AS still_open,
         avg(hours) AS avg_hours, max(hours) AS max_hours,
         row_number() OVER (PARTITION BY dim ORDER BY breaches DESC, value) AS rank
     FROM (
-        SELECT status, hours,
+        SELECT is_open, hours,
             [('bucket', toString(arrayCount(edge -> hours >= edge, {{edges:Array(Float64)}}))),
              ('customer', customer_id), ('warehouse', toString(warehouse))] AS dims
-        FROM (
-            SELECT status, customer_id, warehouse,
-                greatest(dateDiff('second', due_at, if(status = 'late', assumeNotNull(ended_at), {{now:{_T6}}})), 0)
-                    / 3600 AS hours
-            FROM sla_cases FINAL
-            WHERE status IN ('late', 'breached')
-                AND due_at >= {{since:{_T6}}} AND due_at < {{until:{_T6}}}
-                AND ({{rule:String}} = '' OR rule = {{rule:String}})
-        )
+        FROM (SELECT is_open, customer_id, warehouse, hundredths / 100 AS hours FROM ({LATENESS}))
     )
     ARRAY JOIN dims AS d
     GROUP BY dim, value
@@ -757,11 +751,13 @@ def _bucket_label(low: float, high: float | None) -> str:
 def sla_breaches(
     store: Store, since: datetime, until: datetime, now: datetime, rule: str | None = None, top: int = 10
 ) -> BreachStats:
-    """Breaches whose deadline falls in [since, until) (as the finance report counts them): late cases by how
-    late their end came, breached ones by how late they are at `now`; the `top` customers and warehouses."""
+    """Breaches whose deadline falls in [since, until), counted as the finance report counts them as of `now`:
+    closed ones by how late they closed (their end, else the resolution of their exception), open ones by how late
+    they are at `now`; the `top` customers and warehouses."""
+    since, until, now = (t.astimezone(UTC) for t in (since, until, now))
     rows = store.query(
         _BREACHES,
-        {"since": since, "until": until, "now": now, "rule": rule or "", "edges": list(LATE_BUCKETS), "top": top},
+        {"since": since, "until": until, "as_of": now, "rule": rule or "", "edges": list(LATE_BUCKETS), "top": top},
     )
     counts = {int(r["value"]): int(r["breaches"]) for r in rows if r["dim"] == "bucket"}
     edges: Sequence[float | None] = [*LATE_BUCKETS[1:], None]

@@ -14,6 +14,20 @@ from dashboard import ui
 CSV = "text/csv"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
+
+def _day(day: date) -> str:
+    return f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
+
+
+def report_name(first: date, until: date) -> str:
+    """The name the tower gives the report of [first, until) (tower.reports.service: `sla-breaches_2026-11` for a
+    calendar month, else both ends, `until` excluded); the dashboard only talks HTTP, so it is written here too."""
+    months = (until.year * 12 + until.month) - (first.year * 12 + first.month)
+    if first.day == 1 and until.day == 1 and months == 1:
+        return f"sla-breaches_{first.year:04d}-{first.month:02d}"
+    return f"sla-breaches_{_day(first)}_{_day(until)}"
+
+
 api, identity = ui.signed_in()
 now = ui.parse_time(identity["now"])
 assert now is not None
@@ -50,20 +64,21 @@ if not isinstance(first, date) or not isinstance(last, date) or first > last:
 until = last + timedelta(days=1)
 st.caption(f"Breaches whose deadline falls from {first.isoformat()} up to and including {last.isoformat()}.")
 
-preview = ui.fetch(
-    api.sla_breaches,
-    None,
-    datetime.combine(first, time(), tzinfo=now.tzinfo),
-    datetime.combine(until, time(), tzinfo=now.tzinfo),
-)
+# naive: the tower reads the days in the report time zone, as the report's own `from` and `to`
+preview = ui.fetch(api.sla_breaches, None, datetime.combine(first, time()), datetime.combine(until, time()))
 if preview is not None:
-    st.metric("Breaches in the period", f"{preview['total']:,}", help="As the SLA view counts them (UTC days).")
+    st.metric(
+        "Breaches in the period",
+        f"{preview['total']:,}",
+        help="The breach rows the report has now: deadlines in the period (days in the report time zone), "
+        f"{preview['breached']:,} of them still open.",
+    )
 
 if not identity.get("may_report"):
     st.info(f"Your role ({identity.get('role')}) may not download finance reports; finance and admin tokens may.")
     st.stop()
 
-name = f"sla-breaches_{first.isoformat()}_{last.isoformat()}"
+name = report_name(first, until)
 left, right = st.columns(2)
 left.download_button(
     "Download CSV",

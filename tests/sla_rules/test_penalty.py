@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from kernel.store import Store
-from sla_rules.breaches import hours, penalty_of
+from sla_rules.breaches import BreachQuery, hours, penalty_of
 from sla_rules.loader import RuleFileError, default_rules_dir, load_rules
 from sla_rules.model import Penalty, SlaRule
 from sla_rules.sql import rule_fingerprint
+from tests.factories import case_row, event_row, make_event
 from tests.sla_rules.test_engine import RULES, T0, Harness, event
 
 RULE = """\
@@ -125,7 +126,25 @@ def test_a_penalty_edit_keeps_the_engine_incremental(store: Store) -> None:
         (Penalty(fixed=Decimal(25)), Decimal(1000), "USD", (Decimal("25.00"), "USD", "")),
         (Penalty(percent=Decimal(3)), Decimal("1234.56"), "USD", (Decimal("37.04"), "USD", "")),  # 37.0368
         (Penalty(fixed=Decimal(25), percent=Decimal(1)), Decimal("120.5"), "USD", (Decimal("26.21"), "USD", "")),
-        (Penalty(percent=Decimal("0.5")), Decimal("1.01"), "", (Decimal("0.01"), "USD", "")),  # 0.00505: half up
+        (Penalty(percent=Decimal("0.5")), Decimal("1.01"), "USD", (Decimal("0.01"), "USD", "")),  # 0.00505: half up
+        (  # an order without a currency is not taken for the penalty's currency
+            Penalty(fixed=Decimal(25), percent=Decimal(1)),
+            Decimal(1000),
+            "",
+            (Decimal("25.00"), "USD", "order without a currency, penalty in USD: fixed part only"),
+        ),
+        (  # a credit or return: never a negative penalty
+            Penalty(fixed=Decimal(25), percent=Decimal(1)),
+            Decimal("-5000.00"),
+            "USD",
+            (Decimal("25.00"), "USD", "negative order amount (-5000.00): fixed part only"),
+        ),
+        (
+            Penalty(percent=Decimal(3)),
+            Decimal("-2000.00"),
+            "USD",
+            (Decimal("0.00"), "USD", "negative order amount (-2000.00): fixed part only"),
+        ),
         (
             Penalty(fixed=Decimal(25), percent=Decimal(1)),
             None,
@@ -163,3 +182,70 @@ def test_a_new_case_logic_changes_every_fingerprint(monkeypatch: pytest.MonkeyPa
     before = rule_fingerprint(rule)
     monkeypatch.setattr("sla_rules.sql.CASE_LOGIC", "next")
     assert rule_fingerprint(rule) != before
+
+
+def test_the_order_amount_comes_from_the_systems_the_rules_read_it_from(store: Store) -> None:
+    # order-release reads order.accepted from erp only; an ecommerce token's order.accepted, sent first, is no amount
+    rule = RULES["order-release"]
+    assert rule.start.sources == ["erp"] and rule.penalty == Penalty(fixed=Decimal(25), percent=Decimal(1))
+    at = datetime(2026, 11, 3, 9, tzinfo=UTC)
+
+    def accepted(n: int, minutes: int, source: str, amount: int) -> dict[str, object]:
+        time = (at + timedelta(minutes=minutes)).isoformat()
+        data = {"amount": amount, "currency": "USD"}
+        return event_row(make_event("order.accepted", n, source=source, time=time, data=data))
+
+    store.insert(
+        "business_events",
+        [
+            accepted(701, 0, "ecommerce", 1_000_000),
+            accepted(701, 60, "erp", 100),
+            accepted(702, 0, "ecommerce/web", 5_000),  # none from erp: no amount
+            accepted(703, 0, "erp/dallas", 300),  # a path of erp counts as erp
+        ],
+    )
+    due = at + timedelta(hours=3)
+    store.insert("sla_cases", [case_row("order-release", f"SO-{n}", at, due, "breached") for n in (701, 702, 703)])
+    unrestricted = rule.model_copy(update={"start": rule.start.model_copy(update={"sources": []})})
+    found = {
+        name: {
+            b.key: (b.order_amount, b.penalty, b.note)
+            for b in BreachQuery(store, {rule.id: config}).breaches(
+                at, at + timedelta(days=1), due + timedelta(hours=1)
+            )
+        }
+        for name, config in (("erp", rule), ("any", unrestricted))
+    }
+    assert found["erp"] == {
+        "SO-701": (Decimal("100.00"), Decimal("26.00"), ""),
+        "SO-702": (None, Decimal("25.00"), "no order amount: fixed part only"),
+        "SO-703": (Decimal("300.00"), Decimal("28.00"), ""),
+    }
+    # a rule that reads any source takes the first order.accepted of any (time, then id: always the same one)
+    assert found["any"]["SO-701"] == (Decimal("1000000.00"), Decimal("10025.00"), "")
+    assert found["any"]["SO-702"] == (Decimal("5000.00"), Decimal("75.00"), "")
+
+
+def test_a_rule_starting_on_another_system_takes_the_amount_the_rules_read_order_accepted_from(store: Store) -> None:
+    # invoice-posting starts on the WMS's shipment: a percent penalty on it still finds the ERP's order amount,
+    # as order-release reads order.accepted from erp; the storefront's is never taken
+    percent = Penalty(percent=Decimal(2))
+    invoice = RULES["invoice-posting"].model_copy(update={"penalty": percent})
+    at = datetime(2026, 11, 3, 9, tzinfo=UTC)
+    rows = [
+        event_row(make_event("order.accepted", 801, source=source, time=time.isoformat(), data=data))
+        for source, time, data in (
+            ("ecommerce", at, {"amount": 9_999, "currency": "USD"}),
+            ("erp", at + timedelta(minutes=5), {"amount": 500, "currency": "USD"}),
+        )
+    ]
+    rows.append(event_row(make_event("shipment.confirmed", 801, time=(at + timedelta(hours=1)).isoformat())))
+    store.insert("business_events", rows)
+    due = at + timedelta(days=1)
+    store.insert("sla_cases", [case_row("invoice-posting", "SO-801", at, due, "breached")])
+    rules = {invoice.id: invoice, "order-release": RULES["order-release"]}
+    (breach,) = BreachQuery(store, rules).breaches(at, at + timedelta(days=2), due + timedelta(hours=1))
+    assert (breach.order_id, breach.order_amount, breach.penalty) == ("SO-801", Decimal("500.00"), Decimal("10.00"))
+    # with invoice-posting alone no rule says where order.accepted comes from: the first from any system
+    (alone,) = BreachQuery(store, {invoice.id: invoice}).breaches(at, at + timedelta(days=2), due + timedelta(hours=1))
+    assert alone.order_amount == Decimal("9999.00")

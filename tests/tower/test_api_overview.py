@@ -419,3 +419,25 @@ def test_rules_without_a_case_while_their_start_events_arrive_are_idle(
     ]
     store.insert("sla_cases", [case_row("asn-sent", "SH-4", NOW - 72 * H, NOW - 71 * H, "met", ended_at=NOW - 71 * H)])
     assert [r["rule"] for r in get(tower_at_now, "/api/overview")["idle"]] == ["invoice-posting"]
+
+
+def test_sla_breaches_read_times_without_offset_in_the_report_time_zone(
+    tower_at_now: RunningTower, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # due 2026-11-01 03:00 UTC: October 31st in Chicago (UTC-5), so outside Chicago's November
+    store.insert(
+        "sla_cases", [case_row("order-release", "Z1", NOW - 100 * H, datetime(2026, 11, 1, 3, tzinfo=UTC), "breached")]
+    )
+    november = {"from": "2026-11-01T00:00:00", "to": "2026-12-01T00:00:00"}
+    assert get(tower_at_now, "/api/sla/breaches", **november)["total"] == 1  # the default report zone: UTC
+    monkeypatch.setenv("TOWER_REPORTS_TIMEZONE", "America/Chicago")
+    assert get(tower_at_now, "/api/sla/breaches", **november)["total"] == 0  # as the report reads the same period
+    assert (
+        get(tower_at_now, "/api/sla/breaches", **{"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"})[
+            "total"
+        ]
+        == 1
+    )
+    with tower_at_now.api("viewer") as http:
+        edge = http.get("/api/sla/breaches", params={"from": "9999-12-31T00:00:00", "to": "9999-12-31T23:00:00"})
+    assert edge.status_code == 422 and "out of range" in edge.text

@@ -1,4 +1,5 @@
-"""The report files hold what the integrations sent as text: never a formula, never a failed workbook."""
+"""The report files hold what the integrations sent as text: never a formula, never a failed workbook; an XLSX
+never holds more rows than Excel opens, and carries the tower's time."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from openpyxl import load_workbook
 
 from sla_rules.breaches import Breach
-from tower.reports.files import breaches_csv, write_xlsx
+from tower.reports import files
+from tower.reports.files import Summary, TooManyRows, breaches_csv, summary_csv, write_xlsx
 
 UTC_ZONE = ZoneInfo("UTC")
+CET = ZoneInfo("Europe/Berlin")
 
 
 def make_breach(**overrides: Any) -> Breach:
@@ -77,3 +81,31 @@ def test_csv_prefixes_text_a_spreadsheet_would_run_as_a_formula() -> None:
     assert (rows[1]["warehouse"], rows[1]["note"]) == ("'-DAL", "'@SUM(A1)")
     # numbers and times are written as before, unprefixed
     assert (rows[0]["hours_late"], rows[0]["due"]) == ("3.00", "2026-11-04T12:00:00+00:00")
+
+
+def test_xlsx_refuses_more_breaches_than_a_sheet_holds_before_writing_a_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files, "XLSX_MAX_ROWS", 3)  # the header and two breaches
+    target = io.BytesIO()
+    assert write_xlsx([make_breach(key="SO-1"), make_breach(key="SO-2")], target, UTC_ZONE).breaches == 2
+    assert load_workbook(io.BytesIO(target.getvalue()))["Breaches"].max_row == 3
+    three = io.BytesIO()
+    with pytest.raises(TooManyRows, match="more breaches than an XLSX sheet holds \\(2 rows under its header\\)"):
+        write_xlsx([make_breach(key=f"SO-{n}") for n in range(3)], three, UTC_ZONE)
+    assert three.getvalue() == b""
+    files.check_rows(2)
+    with pytest.raises(TooManyRows, match="the report has 3 breaches, more than an XLSX sheet holds"):
+        files.check_rows(3)
+
+
+def test_xlsx_properties_carry_the_time_given_not_the_host_clock() -> None:
+    target = io.BytesIO()
+    write_xlsx([make_breach()], target, UTC_ZONE, created=datetime(2026, 12, 1, 7, 30, 15, 123, tzinfo=CET))
+    properties = load_workbook(io.BytesIO(target.getvalue())).properties
+    assert (properties.created, properties.modified) == (datetime(2026, 12, 1, 6, 30, 15),) * 2  # UTC
+
+
+def test_summary_csv_writes_the_month_of_year_one_with_four_digits() -> None:
+    summary = Summary(UTC_ZONE)
+    summary.add(make_breach(due=datetime(1, 1, 2, tzinfo=UTC)))
+    rows = list(csv.DictReader(io.StringIO(b"".join(summary_csv(summary)).decode())))
+    assert [r["month"] for r in rows] == ["0001-01"]

@@ -10,6 +10,7 @@ import pytest
 from kernel.clock import FixedClock
 from kernel.store import Store
 from sla_rules.loader import load_rule_set
+from tower.reports.monthly import month_key
 from tower.reports.service import BreachReports, Period, month_of
 from tower.reports.settings import ReportSettings
 
@@ -61,6 +62,10 @@ def test_dates_and_months_in_the_report_time_zone(store: Store) -> None:
         ("2026-10-01", "2026-12-01", "2026-10-01_2026-12-01"),
         ("2026-10-01", "2026-10-15", "2026-10-01_2026-10-15"),
         ("2026-10-01T06:30:00", "2026-10-02", "2026-10-01T0630_2026-10-02"),
+        # years before 1000 with four digits, as ISO 8601 (strftime's %Y gave `1-01-01`)
+        ("0001-01-01", "0001-02-01", "0001-01"),
+        ("0001-01-01", "0001-01-15", "0001-01-01_0001-01-15"),
+        ("0999-12-31T23:59:30", "1000-01-01", "0999-12-31T235930_1000-01-01"),
     ],
 )
 def test_labels(since: str, until: str, label: str) -> None:
@@ -82,3 +87,9 @@ def test_month_of_moves_across_years() -> None:
 def test_an_unknown_time_zone_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
         ReportSettings(timezone="Mars/Olympus")
+
+
+def test_the_monthly_report_s_month_of_year_one_has_four_digits(store: Store) -> None:
+    early = reports(store, datetime(1, 2, 15, tzinfo=UTC))
+    january = early.default_period()
+    assert (month_key(january, early), early.filename(january, "xlsx")) == ("0001-01", "sla-breaches_0001-01.xlsx")

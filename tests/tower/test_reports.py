@@ -30,12 +30,13 @@ from kernel.settings import Settings
 from kernel.store import Store
 from sla_rules.breaches import BreachQuery
 from sla_rules.model import SlaRule
-from tests.factories import event_row, make_event
+from tests.factories import case_row, event_row, make_event
 from tests.support import RunningTower, start_in_process
 from tests.tower.test_roles import settings_with_every_role
 from tower.app import build_sla
 from tower.commands.report import current_umask
 from tower.commands.report import report as report_command
+from tower.reports import files, service
 from tower.reports.files import BREACH_COLUMNS, SUMMARY_COLUMNS
 
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
@@ -471,3 +472,53 @@ def test_tower_report_output_a_folder_or_a_path_it_cannot_write(november: Runnin
     (tmp_path / "file").write_text("x")
     result = report(tmp_path / "file" / "r.csv")
     assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_the_breaches_api_counts_as_the_report_does(november: RunningTower, store: Store) -> None:
+    # a case still stored as pending whose deadline passed (the engine has not looked since): the report counts it
+    store.insert("sla_cases", [case_row("order-release", "SO-90", utc("11-30 20:00"), utc("11-30 22:00"), "pending")])
+    period = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+    rows = list(csv.DictReader(io.StringIO(get_report(november, **period).text)))
+    with november.api("finance") as http:
+        stats = http.get("/api/sla/breaches", params={**period, "top": 100}).json()
+    is_open = [r for r in rows if r["open"] == "true"]
+    assert (stats["total"], stats["breached"], stats["late"]) == (len(rows), len(is_open), len(rows) - len(is_open))
+    assert (len(rows), len(is_open)) == (len(EXPECTED) + 1, 3)  # SO-7, resolved by hand, is closed; SO-90 open
+    per_customer: dict[str, list[Decimal]] = {}
+    for row in rows:
+        per_customer.setdefault(row["customer_id"], []).append(Decimal(row["hours_late"]))
+    assert {
+        c["name"]: (c["breaches"], c["still_open"], Decimal(str(c["max_hours_late"]))) for c in stats["customers"]
+    } == {
+        name: (len(hours), sum(r["open"] == "true" for r in rows if r["customer_id"] == name), max(hours))
+        for name, hours in per_customer.items()
+    }
+    assert sum(b["breaches"] for b in stats["buckets"]) == len(rows)
+
+
+def test_an_xlsx_past_a_sheet_s_rows_is_refused_with_a_way_out(
+    november: RunningTower, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    period = {"from": "2026-11-01", "to": "2026-12-01"}
+    monkeypatch.setattr(files, "XLSX_MAX_ROWS", len(EXPECTED) + 1)  # the header and every breach: fits
+    assert get_report(november, format="xlsx", **period).status_code == 200
+    monkeypatch.setattr(files, "XLSX_MAX_ROWS", len(EXPECTED))  # one row short
+    built: list[object] = []
+    monkeypatch.setattr(service, "write_xlsx", lambda *args, **kwargs: built.append(args))
+    response = get_report(november, format="xlsx", **period)
+    message = f"the report has {len(EXPECTED)} breaches, more than an XLSX sheet holds ({len(EXPECTED) - 1} rows"
+    assert response.status_code == 422 and message in response.text and "download it as CSV" in response.text
+    assert built == []  # refused from the count, before a workbook is begun
+    assert get_report(november, **period).status_code == 200  # the CSV has no such limit
+
+    target = tmp_path / "november.xlsx"
+    args = ["--from", "2026-11-01", "--to", "2026-12-01", "-o", str(target), "-q"]
+    result = CliRunner().invoke(report_command, [*args, "--url", november.http_url, "--token", november.api_token()])
+    assert result.exit_code == 2 and "the tower answered 422" in result.output
+    assert message in " ".join(result.output.split()) and not target.exists()
+
+
+def test_the_workbook_is_dated_by_the_tower_s_clock(november: RunningTower) -> None:
+    response = get_report(november, format="xlsx", **{"from": "2026-11-01", "to": "2026-12-01"})
+    properties = load_workbook(io.BytesIO(response.content)).properties
+    assert properties.created == properties.modified == AS_OF.replace(tzinfo=None)

@@ -15,9 +15,10 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import IO, Any, cast
+from zipfile import ZIP_DEFLATED, ZipFile
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
@@ -26,6 +27,7 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from openpyxl.writer.excel import ExcelWriter
 
 from sla_rules.breaches import Breach
 
@@ -35,6 +37,8 @@ DATE_FORMAT = "yyyy-mm-dd hh:mm:ss"
 MONTH_FORMAT = "yyyy-mm"
 HOURS_FORMAT = "0.00"
 MONEY_FORMAT = "#,##0.00"
+# The rows of an Excel worksheet, its header row included.
+XLSX_MAX_ROWS = 1_048_576
 
 # (CSV name, XLSX title, kind) per breach column, in file order; kind picks the cell format.
 BREACH_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -192,7 +196,7 @@ def _csv_value(value: Any, zone: ZoneInfo) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(zone).replace(microsecond=0).isoformat()
     if isinstance(value, date):
-        return value.strftime("%Y-%m")
+        return f"{value.year:04d}-{value.month:02d}"
     return value
 
 
@@ -279,6 +283,23 @@ def _cells(
     return cells
 
 
+class TooManyRows(ValueError):
+    """More breaches than an XLSX worksheet holds."""
+
+    def __init__(self, breaches: int | None = None) -> None:
+        count = "more breaches" if breaches is None else f"{breaches:,} breaches, more"
+        super().__init__(
+            f"the report has {count} than an XLSX sheet holds ({XLSX_MAX_ROWS - 1:,} rows under its header): "
+            "download it as CSV, or ask for a shorter period"
+        )
+
+
+def check_rows(breaches: int) -> None:
+    """Raise TooManyRows when `breaches` rows do not fit a worksheet (under its header)."""
+    if breaches > XLSX_MAX_ROWS - 1:
+        raise TooManyRows(breaches)
+
+
 @dataclass(frozen=True)
 class XlsxInfo:
     """What went into a workbook: the summary (its totals) and the breach count."""
@@ -292,9 +313,16 @@ class XlsxInfo:
 
 
 def write_xlsx(
-    breaches: Iterable[Breach], target: IO[bytes], zone: ZoneInfo, title: str = "", description: str = ""
+    breaches: Iterable[Breach],
+    target: IO[bytes],
+    zone: ZoneInfo,
+    title: str = "",
+    description: str = "",
+    created: datetime | None = None,
 ) -> XlsxInfo:
-    """Write the workbook (sheets "Breaches" and "Summary") to `target`; the summary adds up the rows written."""
+    """Write the workbook (sheets "Breaches" and "Summary") to `target`; the summary adds up the rows written.
+    `created` (default: the host's now) is the workbook's created and modified time. Raises TooManyRows, with
+    nothing written to `target`, when the breaches do not fit a worksheet."""
     book = Workbook(write_only=True)
     book.properties.title = title or None
     book.properties.description = description or None
@@ -303,7 +331,9 @@ def write_xlsx(
     summary_sheet = _sheet(book, "Summary", SUMMARY_COLUMNS, zone)
     summary = Summary(zone)
     try:
-        for breach in breaches:
+        for written, breach in enumerate(breaches):
+            if written + 2 > XLSX_MAX_ROWS:  # this row would be past the sheet's last (the header is row 1)
+                raise TooManyRows()
             summary.add(breach)
             rows.append(_cells(rows, breach_values(breach), BREACH_COLUMNS, zone))
         for row in summary.sorted_rows():
@@ -313,5 +343,8 @@ def write_xlsx(
             with contextlib.suppress(Exception):
                 sheet.close()
         raise
-    book.save(target)
+    stamp = (created or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None, microsecond=0)  # UTC, no zone
+    book.properties.created = book.properties.modified = stamp
+    # Workbook.save would set `modified` from the host's clock: save as it does, with our time
+    ExcelWriter(book, ZipFile(target, "w", ZIP_DEFLATED, allowZip64=True)).save()
     return XlsxInfo(summary)

@@ -87,7 +87,8 @@ class Posting:
 
 def month_key(period: Period, reports: BreachReports) -> str:
     """`2026-10` for the month starting at `period.since` (report time zone)."""
-    return period.since.astimezone(reports.zone).strftime("%Y-%m")
+    since = period.since.astimezone(reports.zone)
+    return f"{since.year:04d}-{since.month:02d}"
 
 
 def comment(period: Period, summary: Summary, reports: BreachReports) -> str:

@@ -14,7 +14,16 @@ from kernel.store import Store
 from sla_rules.breaches import Breach, BreachQuery
 from sla_rules.loader import RuleSet
 from sla_rules.model import SlaRule
-from tower.reports.files import CSV_TYPE, XLSX_TYPE, Summary, XlsxInfo, breaches_csv, summary_csv, write_xlsx
+from tower.reports.files import (
+    CSV_TYPE,
+    XLSX_TYPE,
+    Summary,
+    XlsxInfo,
+    breaches_csv,
+    check_rows,
+    summary_csv,
+    write_xlsx,
+)
 from tower.reports.settings import ReportSettings
 
 Format = Literal["csv", "xlsx"]
@@ -35,7 +44,7 @@ class Period:
         since, until = self.since.astimezone(zone), self.until.astimezone(zone)
         months = (until.year * 12 + until.month) - (since.year * 12 + since.month)
         if _midnight(since) and _midnight(until) and since.day == 1 and until.day == 1 and months == 1:
-            return since.strftime("%Y-%m")
+            return f"{since.year:04d}-{since.month:02d}"
         return f"{_stamp(since)}_{_stamp(until)}"
 
 
@@ -46,9 +55,10 @@ def _midnight(at: datetime) -> bool:
 def _stamp(at: datetime) -> str:
     """A period end in a file name: the day, the minute, or the second when it has one (two periods a second apart
     must not share a name); a fraction of a second is left out."""
+    day = f"{at.year:04d}-{at.month:02d}-{at.day:02d}"  # strftime's %Y does not pad years before 1000
     if _midnight(at):
-        return at.strftime("%Y-%m-%d")
-    return at.strftime("%Y-%m-%dT%H%M%S" if at.second else "%Y-%m-%dT%H%M")
+        return day
+    return day + at.strftime("T%H%M%S" if at.second else "T%H%M")
 
 
 def month_of(at: datetime, zone: ZoneInfo, offset: int = 0) -> Period:
@@ -134,14 +144,16 @@ class BreachReports:
         return ReportFile(self.filename(period, "csv", sheet), CSV_TYPE, chunks)
 
     def xlsx_to(self, period: Period, target: IO[bytes]) -> XlsxInfo:
-        """Write the workbook of the period to `target`."""
+        """Write the workbook of the period to `target`; TooManyRows, before anything is read or written, when
+        its breaches do not fit a worksheet."""
         as_of = self.clock.now()
+        check_rows(self.query.count(period.since, period.until, as_of))
         description = (
             f"SLA breaches whose deadline is in [{period.since.astimezone(self.zone).isoformat()}, "
             f"{period.until.astimezone(self.zone).isoformat()}), as of {as_of.astimezone(self.zone).isoformat()}; "
             f"times in {self.zone.key}. Penalties are estimates from the rules' `penalty`."
         )
-        return write_xlsx(self.breaches(period, as_of), target, self.zone, self.title(period), description)
+        return write_xlsx(self.breaches(period, as_of), target, self.zone, self.title(period), description, as_of)
 
     def xlsx_bytes(self, period: Period) -> tuple[bytes, XlsxInfo]:
         """The workbook as bytes (for an upload)."""

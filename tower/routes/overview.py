@@ -19,6 +19,7 @@ from sla_rules.model import SlaRule
 from tower import insights
 from tower.routes.deps import ClockDep, RulesDep, StoreDep, invalid, utc
 from tower.routes.models import ValidationErrors
+from tower.routes.reports import ReportsDep
 
 router = APIRouter(prefix="/api", tags=["overview"], responses=AUTH_RESPONSES)
 
@@ -172,15 +173,18 @@ def sla_trend(
 @router.get(
     "/sla/breaches",
     summary="How late SLA breaches were, and the customers and warehouses with the most",
-    description="Breaches whose deadline falls in [from, to), as the finance report counts them: late cases "
-    "(ended after their deadline) by how late the end came, breached ones (no end yet) by how late they are "
-    "now. " + READ_ROLES_TEXT,
+    description="Breaches whose deadline falls in [from, to), counted as the finance report counts them now (its "
+    "rows): `late` ones are closed (ended after their deadline, or their exception resolved by a person) and "
+    "bucketed by how late they closed, `breached` ones are still open and bucketed by how late they are now; a case "
+    "still pending past its deadline is a breach. A `from`/`to` without an offset is in the report time zone "
+    "(TOWER_REPORTS_TIMEZONE), as for the report. " + READ_ROLES_TEXT,
     responses=INVALID,
 )
 def sla_breaches(
     _: ReadDep,
     store: StoreDep,
     clock: ClockDep,
+    reports: ReportsDep,
     rule: Annotated[str | None, Query(description="One rule; default every rule.")] = None,
     since: Annotated[
         datetime | None, Query(alias="from", description="Start of the period (default: `to` minus 30 days).")
@@ -191,10 +195,18 @@ def sla_breaches(
     top: Annotated[int, Query(ge=1, le=100, description="Customers and warehouses to list.")] = 10,
 ) -> insights.BreachStats:
     now = clock.now()
-    end = utc(until) if until else now
-    if since is None and end - datetime.min.replace(tzinfo=UTC) < timedelta(days=30):  # default start before year 1
+
+    def aware(at: datetime) -> datetime:
+        return utc(reports.local(at))
+
+    try:
+        end = aware(until) if until else now
+        given = aware(since) if since else None
+    except OverflowError as exc:  # a local time at the edge of year 1 or 9999
+        raise invalid(("query", "from" if until is None else "to"), f"the period is out of range: {exc}") from exc
+    if given is None and end - datetime.min.replace(tzinfo=UTC) < timedelta(days=30):  # default start before year 1
         raise invalid(("query", "to"), "`to` is too early for the default period of 30 days")
-    start = utc(since) if since else end - timedelta(days=30)
+    start = given or end - timedelta(days=30)
     if start >= end:
         raise invalid(("query", "from"), "`from` must be before `to`")
     return insights.sla_breaches(store, start, end, now, rule=rule, top=top)

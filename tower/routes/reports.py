@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from kernel.api_auth import AUTH_RESPONSES, FinanceDep
-from tower.reports.files import CSV_TYPE, XLSX_TYPE
+from tower.reports.files import CSV_TYPE, XLSX_TYPE, TooManyRows
 from tower.reports.service import BreachReports, Format, Sheet
 from tower.reports.settings import ReportSettings
 from tower.routes.deps import invalid
@@ -48,7 +48,11 @@ FILE_ANSWER: dict[int | str, dict[str, Any]] = {
             XLSX_TYPE: {"schema": {"type": "string", "format": "binary"}},
         },
     },
-    422: {"model": ValidationErrors, "description": "A parameter is invalid, or `from` is not before `to`."},
+    422: {
+        "model": ValidationErrors,
+        "description": "A parameter is invalid, `from` is not before `to`, or an XLSX would hold more breaches than "
+        "a worksheet's 1,048,575 rows (under its header): CSV has no limit.",
+    },
 }
 
 
@@ -79,7 +83,10 @@ def sla_breaches(
         raise invalid(("query", "from"), "`from` must be before `to`")
     if format == "xlsx" and sheet != "breaches":
         raise invalid(("query", "sheet"), "the XLSX holds both sheets; `sheet` applies to CSV only")
-    built = reports.xlsx(period) if format == "xlsx" else reports.csv(period, sheet)
+    try:
+        built = reports.xlsx(period) if format == "xlsx" else reports.csv(period, sheet)
+    except TooManyRows as exc:
+        raise invalid(("query", "format"), str(exc)) from exc
     headers = {"Content-Disposition": f'attachment; filename="{built.filename}"'}
     if built.size is not None:
         headers["Content-Length"] = str(built.size)
