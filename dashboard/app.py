@@ -5,12 +5,12 @@ A client of the tower's HTTP API only (TOWER_DASHBOARD_API_URL). Visitors sign i
 data is read. The role of the token decides what the pages offer: every role reads, operators and
 admins act on exceptions, finance and admins download reports.
 
-Pages (URL paths): overview (the default), queue, timeline, sla, reconciliation, reports, deadletters (admins), and
-slack when a
-local Slack stand-in is configured (TOWER_DASHBOARD_SLACK_STANDIN_URL, set by `tower serve --demo`). Links
-prefill them: `queue?exception=<id>` opens one exception (Slack messages link there),
-`queue?owner=warehouse&rule=ship-cutoff&status=open` filters the queue, `timeline?key=SO-1042`
-shows a key's timeline, `deadletters?source=wms` a source's refused records.
+Pages (URL paths): overview (the default), queue, timeline, sla, reconciliation, reports, deadletters
+(admins; hidden from the other roles' menu), and slack when a local Slack stand-in is configured
+(TOWER_DASHBOARD_SLACK_STANDIN_URL, set by `tower serve --demo`). Links prefill them: `queue?exception=<id>`
+opens one exception (Slack messages link there), `queue?owner=warehouse&rule=ship-cutoff&status=open` filters
+the queue, `timeline?key=SO-1042` shows a key's timeline, `deadletters?source=wms` a source's refused records.
+A link opened before the sign-in keeps its page and query, and opens once signed in.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ PAGES = [
     ),
     st.Page("views/reports.py", title="Reports", icon=":material/download:", url_path="reports"),
 ]
-DEAD_LETTERS = st.Page("views/deadletters.py", title="Dead letters", icon=":material/report:", url_path="deadletters")
 if client.settings().slack_standin_url:
     PAGES.append(st.Page("views/slack.py", title="Slack (local stand-in)", icon=":material/forum:", url_path="slack"))
 
@@ -104,9 +103,19 @@ def sidebar() -> None:
 
 
 sidebar()  # first: the identity it signs in decides the menu
-# Dead letters (the records as sent) are for admins: other roles do not see the page in the menu.
-admin = (st.session_state.get(ui.IDENTITY_KEY) or {}).get("role") == "admin" and client.session_api() is not None
-page = st.navigation([*PAGES[:6], *([DEAD_LETTERS] if admin else []), *PAGES[6:]])
+# Dead letters (the records as sent) are for admins: other roles, and a visitor not signed in yet, do not see the
+# page in the menu. It is registered all the same (hidden), so a `deadletters?source=wms` link opened in a new tab
+# keeps its page and query through the sign-in, as the queue's links do, and then opens the page for an admin;
+# another role sees there that the page is for admins, not a "Page not found".
+admin = client.session_api() is not None and ui.may_read_dead_letters(st.session_state.get(ui.IDENTITY_KEY))
+DEAD_LETTERS = st.Page(
+    ui.DEAD_LETTERS_PAGE,
+    title="Dead letters",
+    icon=":material/report:",
+    url_path="deadletters",
+    visibility="visible" if admin else "hidden",
+)
+page = st.navigation([*PAGES[:6], DEAD_LETTERS, *PAGES[6:]])
 if client.session_api() is None:
     st.title("Control tower")
     st.info("Sign in with an API token in the sidebar. Nothing is shown before: no token, no data.")

@@ -25,6 +25,8 @@ SEVERITY_ORDER = ("critical", "high", "medium", "low")
 SEVERITY_COLORS = ("#b71c1c", "#ef6c00", "#f9a825", "#90a4ae")
 SEVERITY_BADGES = {"critical": "red", "high": "orange", "medium": "blue", "low": "gray"}
 STATUS_BADGES = {"open": "red", "acknowledged": "orange", "resolved": "green"}
+DEAD_LETTERS_PAGE = "views/deadletters.py"
+DEAD_LETTERS_ROLES = frozenset({"admin"})  # as in the API: dead letters hold the records as sent
 
 
 def signed_in() -> tuple[TowerApi, dict[str, Any]]:
@@ -35,6 +37,11 @@ def signed_in() -> tuple[TowerApi, dict[str, Any]]:
         st.info("Sign in with an API token in the sidebar to see the control tower.")
         st.stop()
     return api, identity
+
+
+def may_read_dead_letters(identity: Mapping[str, Any] | None) -> bool:
+    """Whether the signed-in role sees the dead letters page in its menu (and so may be linked to it)."""
+    return isinstance(identity, Mapping) and identity.get("role") in DEAD_LETTERS_ROLES
 
 
 def fetch(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
@@ -250,7 +257,9 @@ def timeline_section(entries: list[dict[str, Any]], truncated: bool, due: Any = 
         return
     st.altair_chart(timeline_chart(entries, due), width="stretch")
     if truncated:
-        st.warning("This key has more events or spans than the timeline shows; the oldest are listed.")
+        st.warning(
+            "This key has more events or spans than the timeline shows: the newest are listed, the oldest left out."
+        )
     st.dataframe(
         table(
             [
@@ -297,8 +306,10 @@ def exception_summary(detail: Mapping[str, Any], now: Any) -> None:
     )
 
 
-def evidence_section(api: TowerApi, detail: Mapping[str, Any]) -> None:
-    """What the rule found (the exception's context), and the reconciler's findings for its key."""
+def evidence_section(api: TowerApi, identity: Mapping[str, Any], detail: Mapping[str, Any]) -> None:
+    """What the rule found (the exception's context), where the refused records of an `ingest-refusals` exception
+    are (a link to the dead letters page for the roles whose menu has it), and the reconciler's findings for its
+    key."""
     context = detail.get("context") or {}
     st.markdown("**What the rule found**")
     if context:
@@ -313,11 +324,18 @@ def evidence_section(api: TowerApi, detail: Mapping[str, Any]) -> None:
         st.json(detail["resolution_detail"])
     if detail["rule"] == "ingest-refusals":
         source = "" if str(detail["key"]).startswith("token ") else str(detail["key"])
-        st.page_link(
-            "views/deadletters.py",
-            label="See the refused records (dead letters), replay or discard them",
-            query_params={"source": source} if source else {},
-        )
+        if may_read_dead_letters(identity):
+            st.page_link(
+                DEAD_LETTERS_PAGE,
+                label="See the refused records (dead letters), replay or discard them",
+                query_params={"source": source} if source else {},
+            )
+        else:
+            command = "tower deadletters list" + (f" --source {source}" if source else "")
+            st.caption(
+                f"The refused records{f' of {source}' if source else ''} are kept as dead letters, which only an admin"
+                f" may read, replay or discard: on the dashboard's Dead letters page, or with `{command}`."
+            )
     if not _may_be_reconciliation(api, detail["rule"]):
         return
     try:
@@ -459,6 +477,6 @@ def exception_panel(api: TowerApi, identity: Mapping[str, Any], exception_id: st
     with slack:
         deliveries_section(api, exception_id)
     with evidence:
-        evidence_section(api, detail)
+        evidence_section(api, identity, detail)
     with actions:
         actions_section(api, identity, detail)

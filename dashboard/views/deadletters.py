@@ -1,10 +1,11 @@
 """Dead letters (`deadletters?source=wms`): the records the doors refused, with why; replay the chosen ones after a
 fix, or discard those no fix will make valid, saying why. Admin tokens only, as in the API: they hold the raw
-records."""
+records (the page is hidden from the other roles' menu, and tells them so when a link opens it)."""
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import streamlit as st
@@ -32,8 +33,15 @@ st.caption(
     "through their door again, with the current grant of the token that sent them), or discard those no fix will "
     "make valid, saying why."
 )
-if identity.get("role") != "admin":
-    st.info("Only an admin token may read dead letters: they hold the records as sent.")
+if not ui.may_read_dead_letters(identity):  # a link opened by another role: the page is hidden from its menu
+    asked = st.query_params.get("source", "")
+    if not re.fullmatch(r"[a-z]+(/[A-Za-z0-9._~-]+)*", asked):  # a link's text is never written as markdown
+        asked = ""
+    st.info(
+        f"Only an admin token may read dead letters: they hold the records as sent. You are signed in as "
+        f"{identity.get('role')}; ask an admin to look"
+        + (f" at the dead letters of {asked} (`tower deadletters list --source {asked}`)." if asked else " at them.")
+    )
     st.stop()
 ui.show_flash()
 

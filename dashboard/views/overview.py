@@ -261,3 +261,6 @@ else:
         hide_index=True,
         width="stretch",
     )
+    counted = sum(changes["counts"].values())
+    if counted > len(changes["latest"]):  # the API lists the latest few (50) of the changes it counts
+        st.caption(f"The latest {len(changes['latest']):,} of {counted:,}.")

@@ -18,6 +18,7 @@ from dashboard import ui
 from dashboard.client import ApiError, settings
 
 ANY = ""
+ALL = "all"  # any status, as the URL says it (the API takes `all` or empty)
 STATUSES = {
     "active": "active (open or acknowledged)",
     "open": "open",
@@ -34,6 +35,7 @@ AGES: dict[str, str] = {
     "72": "older than 3 days",
     "168": "older than 7 days",
 }
+MAX_AGE_HOURS = 100 * 365 * 24  # the most the API takes for min_age_hours
 SORTS = {"newest": "newest first", "oldest": "oldest first", "due": "due soonest", "severity": "most severe first"}
 TEXT_FILTERS = ("customer", "warehouse")
 EXPORT_ROWS = 100_000  # the most the API exports at once
@@ -47,21 +49,54 @@ owners: list[str] = facets["owners"]
 rules: list[str] = [r["id"] for r in facets["rules"]]
 
 
-def apply_url(params: dict[str, str]) -> None:
-    """Put the URL's filters into the widgets (unknown values fall back to the defaults)."""
+def age_hours(value: str) -> float | None:
+    """A `min_age_hours` the API takes (more than 0, at most a century), as a number; None for any other text."""
+    try:
+        hours = float(value)
+    except ValueError:
+        return None
+    return hours if 0 < hours <= MAX_AGE_HOURS else None
+
+
+def age_label(value: str) -> str:
+    """How the Age box shows a `min_age_hours`: the menu's words, or `older than 2 h` for another number."""
+    if value in AGES:
+        return AGES[value]
+    hours = age_hours(value)
+    return f"older than {hours:g} h" if hours is not None else value
+
+
+def apply_url(params: dict[str, str]) -> list[str]:
+    """Put the URL's filters into the widgets; what the link asked that the queue cannot show (unknown values fall
+    back to the defaults, and say so)."""
     state = st.session_state
+    problems: list[str] = []
+
+    def known(name: str, allowed: dict[str, str], default: str) -> str:
+        value = params.get(name, default)
+        if value in allowed:
+            return value
+        problems.append(f"`{name}={value}` is not one of {', '.join(f'`{v}`' for v in allowed if v)}")
+        return default
+
     state["q_owner"] = params.get("owner", ANY)
     state["q_rule"] = params.get("rule", ANY)
-    state["q_status"] = params.get("status", "active") if params.get("status", "active") in STATUSES else "active"
-    state["q_kind"] = params.get("kind", ANY) if params.get("kind", ANY) in KINDS else ANY
+    status = params.get("status", "active")
+    state["q_status"] = ANY if status == ALL else known("status", {**STATUSES, ALL: ""}, "active")
+    state["q_kind"] = known("kind", KINDS, ANY)
     age = params.get("min_age_hours", ANY)
-    state["q_age"] = age if age in AGES else ANY
-    state["q_sort"] = params.get("sort", "newest") if params.get("sort", "newest") in SORTS else "newest"
+    if age in AGES or age_hours(age) is not None:  # another number of hours than the menu's is offered too
+        state["q_age"] = age
+    else:
+        state["q_age"] = ANY
+        problems.append(f"`min_age_hours={age}` is not a number of hours (more than 0, at most {MAX_AGE_HOURS:,})")
+    state["q_sort"] = known("sort", SORTS, "newest")
     for name in TEXT_FILTERS:
         state[f"q_{name}"] = params.get(name, "")
     page = params.get("page", "1")
     state["q_page"] = int(page) if page.isdigit() and int(page) >= 1 else 1
     state["q_exception"] = params.get("exception", ANY)
+    return problems
 
 
 def choices(known: list[str], current: str) -> list[str]:
@@ -70,11 +105,12 @@ def choices(known: list[str], current: str) -> list[str]:
 
 
 url = st.query_params.to_dict()
-if url != st.session_state.get(PARAMS_KEY):
-    apply_url(url)
+link_problems = apply_url(url) if url != st.session_state.get(PARAMS_KEY) else []
 
 st.title("Exception queue")
 ui.show_flash()
+if link_problems:
+    st.warning(f"The link's {'; '.join(link_problems)}: the queue shows the default instead.")
 
 row1 = st.columns(4)
 owner = row1[0].selectbox(
@@ -88,7 +124,12 @@ kind = row1[3].selectbox("Kind", list(KINDS), key="q_kind", format_func=KINDS.__
 row2 = st.columns(4)
 customer = row2[0].text_input("Customer", key="q_customer", placeholder="customer id, e.g. C-1042").strip()
 warehouse = row2[1].text_input("Warehouse", key="q_warehouse", placeholder="e.g. DAL").strip()
-age = row2[2].selectbox("Age", list(AGES), key="q_age", format_func=AGES.__getitem__)
+age = row2[2].selectbox(
+    "Age",
+    [*AGES, *([] if st.session_state["q_age"] in AGES else [st.session_state["q_age"]])],
+    key="q_age",
+    format_func=age_label,
+)
 sort = row2[3].selectbox("Sort", list(SORTS), key="q_sort", format_func=SORTS.__getitem__)
 
 filters: dict[str, Any] = {
@@ -223,7 +264,7 @@ written = {
     if value
 }
 if status == ANY:
-    written["status"] = ANY  # an explicit "any status" differs from the default (active)
+    written["status"] = ALL  # an explicit "any status" differs from the default (active)
 if written != url:
     st.query_params.from_dict(written)
 st.session_state[PARAMS_KEY] = written

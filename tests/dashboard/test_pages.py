@@ -151,6 +151,24 @@ def test_overview_shows_changes_since_the_last_visit(dashboard: Dashboard, demo_
     assert since(second) == f"What changed since {(now - timedelta(days=7)):%Y-%m-%d %H:%M} UTC"
 
 
+def test_overview_says_when_it_lists_only_the_latest_changes(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    assert demo_tower.running.tower is not None
+    exceptions = ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now))
+    opened = exceptions.open_many(  # 120 changes now (60 opened, 60 resolved): more than the API lists
+        [NewException("changes-test", f"CH-{i:02d}", "business", "warehouse", "low") for i in range(60)]
+    )
+    exceptions.resolve_many(opened, "recovered", {}, actor="engine")
+    at = dashboard("viewer")
+    at.run()
+    no_errors(at)
+    changes = api_get(demo_tower, "/api/overview", since=demo_tower.now.isoformat())["changes"]
+    counted, listed = sum(changes["counts"].values()), len(changes["latest"])
+    assert counted >= 120 > listed > 0
+    shown = next(d.value for d in at.dataframe if "status now" in d.value.columns)
+    assert len(shown) == listed
+    assert f"The latest {listed:,} of " in [c.value for c in at.caption if c.value.startswith("The latest")][0]
+
+
 # Queue ----------------------------------------------------------------------------------------------------
 
 
@@ -193,7 +211,7 @@ def test_queue_lists_the_active_exceptions_and_filters_change_the_rows(
     assert any("match exactly" in c.value for c in at.caption)
 
     text_input(at, "Warehouse").input("").run()
-    customer = business["items"][0]["context"]["customer_id"]
+    customer = next(e["context"]["customer_id"] for e in business["items"] if e["context"].get("customer_id"))
     text_input(at, "Customer").input(customer).run()
     assert set(exception_table(at)["customer"]) == {customer}
 
@@ -225,6 +243,52 @@ def test_queue_pages_on_the_server(dashboard: Dashboard, demo_tower: DemoTower, 
     # a new filter starts again on page 1
     selectbox(at, "Sort").select("oldest").run()
     assert at.number_input[0].value == 1 and len(exception_table(at)) == 10
+
+
+def test_a_link_asks_for_every_status_with_all(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    every = api_get(demo_tower, "/api/exceptions", limit=50, status="all")
+    assert every["total"] > api_get(demo_tower, "/api/exceptions", limit=50, status="active")["total"]
+    for asked in ("all", ""):  # as the API takes them
+        at = open_page(dashboard("viewer"), "views/queue.py", status=asked)
+        no_errors(at)
+        assert not at.warning
+        assert selectbox(at, "Status").value == "" and f"**{every['total']}** exceptions match" in at.markdown[0].value
+        assert at.query_params["status"] == "all"  # kept in (written to) the URL: the link can be shared
+    # choosing "any status" writes `all` too; the default (active) leaves the URL
+    selectbox(at, "Status").select("active").run()
+    assert "status" not in at.query_params
+    selectbox(at, "Status").select("").run()
+    assert at.query_params["status"] == "all"
+    assert list(exception_table(at)["key"]) == [e["key"] for e in every["items"]]
+
+
+def test_a_link_asks_for_another_age_than_the_menus(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    now = demo_tower.now
+    assert demo_tower.running.tower is not None
+    ExceptionStore(demo_tower.running.tower.store, FixedClock(now - timedelta(hours=3))).open_many(
+        [NewException("age-test", "AG-3H", "business", "warehouse", "low")]
+    )
+    ExceptionStore(demo_tower.running.tower.store, FixedClock(now - timedelta(minutes=90))).open_many(
+        [NewException("age-test", "AG-90MIN", "business", "warehouse", "low")]
+    )
+    at = open_page(dashboard("viewer"), "views/queue.py", rule="age-test", min_age_hours="2")
+    no_errors(at)
+    assert not at.warning
+    age = selectbox(at, "Age")
+    assert age.value == "2" and "older than 2 h" in age.options  # offered beside the menu's ages
+    assert list(exception_table(at)["key"]) == ["AG-3H"]
+    assert at.query_params["min_age_hours"] == "2"
+    age.select("1").run()
+    assert sorted(exception_table(at)["key"]) == ["AG-3H", "AG-90MIN"]
+    # what the API would refuse is named, not dropped silently
+    for asked in ("abc", "-2"):
+        wrong = open_page(dashboard("viewer"), "views/queue.py", rule="age-test", min_age_hours=asked)
+        no_errors(wrong)
+        [warning] = [w.value for w in wrong.warning]
+        assert f"`min_age_hours={asked}` is not a number of hours" in warning
+        assert selectbox(wrong, "Age").value == "" and "min_age_hours" not in wrong.query_params
+    bogus = open_page(dashboard("viewer"), "views/queue.py", status="bogus")
+    assert "`status=bogus` is not one of `active`, `open`, `acknowledged`, `resolved`, `all`" in bogus.warning[0].value
 
 
 def test_two_exceptions_of_one_key_opened_in_one_minute_are_told_apart(
@@ -479,8 +543,9 @@ def test_dead_letters_are_for_admins_who_discard_with_a_note_or_replay(
         answer = wms.post("/v1/events", json=batch, headers={"Content-Type": "application/cloudevents-batch+json"})
     assert answer.status_code == 400
 
-    with pytest.raises(ValueError, match="Could not find a navigation page"):  # not in a viewer's menu at all
-        open_page(dashboard("viewer"), "views/deadletters.py")
+    viewer = open_page(dashboard("viewer"), "views/deadletters.py")  # not in a viewer's menu: a link says why
+    no_errors(viewer)
+    assert not viewer.dataframe and any("Only an admin token may read dead letters" in i.value for i in viewer.info)
 
     at = open_page(dashboard("admin"), "views/deadletters.py", source="erp")
     no_errors(at)
@@ -538,6 +603,68 @@ def test_a_refusals_exception_links_to_its_sources_dead_letters(dashboard: Dashb
     no_errors(at)
     [link] = [link for link in at.page_link if link.value.startswith("See the refused records")]
     assert parse_qs(link.proto.query_string) == {"source": ["edi"]}
+
+
+@pytest.mark.parametrize("role", ["operator", "viewer", "finance", "admin"])
+def test_a_refusals_exception_tells_every_role_where_its_dead_letters_are(
+    dashboard: Dashboard, demo_tower: DemoTower, role: str
+) -> None:
+    """The dead letters page is in the admins' menu only: the other roles' panel says where the records are instead
+    of linking to it (a link to a page the menu does not hold stopped the panel before its Actions tab)."""
+    assert demo_tower.running.tower is not None
+    [record] = ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now)).open_many(
+        [
+            NewException(
+                rule="ingest-refusals",
+                key=f"edi/{role}-test",
+                kind="technical",
+                owner="integration",
+                severity="high",
+                context={"refused": 2, "window": "15m", "reasons": ["data.shipment_id: required for asn.sent"]},
+            )
+        ]
+    )
+    at = open_page(dashboard(role), "views/queue.py", exception=record.id)
+    no_errors(at)
+    assert [t.label for t in at.tabs] == ["Timeline", "Audit trail", "Slack delivery", "Evidence", "Actions"]
+    links = [link for link in at.page_link if link.value.startswith("See the refused records")]
+    if role == "admin":
+        [link] = links
+        assert parse_qs(link.proto.query_string) == {"source": [f"edi/{role}-test"]}
+    else:
+        assert not links
+        [said] = [c.value for c in at.caption if "dead letters" in c.value]
+        assert "only an admin may read" in said and f"`tower deadletters list --source edi/{role}-test`" in said
+    if role in ("operator", "admin"):  # the integration on-call acts on it
+        button(at, "Acknowledge").click().run()
+        no_errors(at)
+        assert api_get(demo_tower, f"/api/exceptions/{record.id}")["status"] == "acknowledged"
+    else:
+        assert f"Your role ({role}) may read exceptions but not act on them." in [c.value for c in at.caption]
+
+
+@pytest.mark.parametrize("role", ["admin", "viewer"])
+def test_a_dead_letters_link_opened_before_the_sign_in_opens_after_it(
+    dashboard: Dashboard, demo_tower: DemoTower, role: str
+) -> None:
+    """A `deadletters?source=wms` link in a new tab: the page and its query wait for the sign-in (no "Page not
+    found", no fall back to the overview), then the page opens for an admin and says why not for another role."""
+    at = open_page(dashboard(role=None), "views/deadletters.py", source="wms")
+    no_errors(at)
+    assert "no token, no data" in at.info[0].value and not at.dataframe
+    assert "Source" not in labels(at.text_input)
+    assert at.query_params == {"source": "wms"}
+    at.sidebar.text_input[0].input(demo_tower.token(role))
+    at.sidebar.form_submit_button[0].click().run()
+    no_errors(at)
+    assert f"Signed in as **{role}**" in at.sidebar.markdown[0].value
+    assert [t.value for t in at.title] == ["Dead letters"]
+    if role == "admin":
+        assert text_input(at, "Source").value == "wms"
+    else:
+        [info] = [i.value for i in at.info]
+        assert info.startswith("Only an admin token may read dead letters") and "signed in as viewer" in info
+        assert "`tower deadletters list --source wms`" in info
 
 
 def test_a_big_refused_body_is_previewed_with_the_way_to_its_whole(dashboard: Dashboard, demo_tower: DemoTower) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from dashboard import ui
 from dashboard.ui import seconds_text
@@ -49,3 +50,18 @@ def test_findings_side_by_side_lead_with_what_is_wrong_and_leave_no_none() -> No
     assert frame.iloc[0]["ecommerce · as_of"] == "2026-11-27 22:00 UTC"
     assert frame.iloc[1]["ecommerce · quantity"] == "" and frame.iloc[0]["erp · quantity"] == ""
     assert frame.iloc[1]["erp · quantity"] == 5
+
+
+def test_a_truncated_timeline_says_the_newest_are_listed() -> None:
+    """The API keeps a key's newest events and spans when it has too many (kernel.queries.events_for_key)."""
+
+    def page() -> None:
+        from dashboard import ui
+
+        entry = {"at": "2026-11-04T15:00:00Z", "kind": "event", "system": "wms", "name": "order.picked", "ids": {}}
+        ui.timeline_section([entry], truncated=True)
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    [warning] = [w.value for w in at.warning]
+    assert "the newest are listed, the oldest left out" in warning and "the oldest are listed" not in warning
