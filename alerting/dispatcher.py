@@ -46,6 +46,7 @@ from alerting.messages import (
     digest_text,
     duration_text,
     escalation_line,
+    escape,
     exception_blocks,
     mention,
     notification_text,
@@ -526,16 +527,18 @@ class _Run:
 
     def _released_line(self, record: ExceptionRecord, state: AlertState, previous: AlertState) -> None:
         since = previous.decided_at.strftime("%H:%M UTC") if previous.decided_at else "earlier"
+        # the reason and the holder's key come from the store and from senders (a span name): escaped, never mrkdwn
+        reason = escape(previous.reason)
         if previous.decision == "silenced":
-            why = f"silenced (silence {previous.reason}) since {since}; the silence is over"
+            why = f"silenced (silence {reason}) since {since}; the silence is over"
         elif previous.decision == "window":
-            why = f"held back by maintenance window {previous.reason} since {since}; the window is over"
+            why = f"held back by maintenance window {reason} since {since}; the window is over"
         elif previous.decision == "held":
             holder = self.records.get(previous.reason)
-            what = f"{self.d.title(holder.rule)} ({holder.key})" if holder else f"exception {previous.reason}"
+            what = escape(f"{self.d.title(holder.rule)} ({holder.key})") if holder else f"exception {reason}"
             why = f"held back since {since} while {what} was open; that is resolved and this is still open"
         else:
-            why = f"not alerted since {since}: {previous.reason}"
+            why = f"not alerted since {since}: {reason}"
         for channel in state.channels:
             self.messages.append(
                 OutboundMessage(

@@ -409,6 +409,13 @@ def resolution_line(actor: str, detail: Mapping[str, Any]) -> str:
     if resolution == "met":
         return ":white_check_mark: Resolved: the awaited event arrived in time."
     if resolution == "recovered":
+        pending = int(detail.get("pending") or 0)
+        if pending:  # the refusals stopped, but what was refused is not in the store until replayed
+            records = "record still waits" if pending == 1 else "records still wait"
+            return (
+                f":white_check_mark: Resolved: recovered. {pending:,} refused {records} in dead letters:"
+                " replay them once fixed (`tower deadletters replay`)."
+            )
         return ":white_check_mark: Resolved: recovered."
     if resolution == "deadline-moved":
         return ":white_check_mark: Resolved: the deadline moved later."

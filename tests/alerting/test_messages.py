@@ -357,6 +357,14 @@ def test_thread_lines() -> None:
     )
     assert change_line("opened", "engine", {}, r) is None
     assert resolution_line("engine", {"resolution": "recovered"}) == ":white_check_mark: Resolved: recovered."
+    assert (
+        resolution_line("engine", {"resolution": "recovered", "pending": 0})
+        == ":white_check_mark: Resolved: recovered."
+    )
+    assert resolution_line("engine", {"resolution": "recovered", "pending": 1200}) == (
+        ":white_check_mark: Resolved: recovered. 1,200 refused records still wait in dead letters: replay them once"
+        " fixed (`tower deadletters replay`)."
+    )
     assert resolution_line("engine", {"resolution": "late", "hours_late": 26.5}) == (
         ":white_check_mark: Resolved: the awaited event arrived 1d2h after the deadline."
     )

@@ -220,3 +220,27 @@ def test_conditions_decide_against_the_first_technical_exception_of_each_source(
     causes = RootCauses(shipped_routing().alerts.root_causes, {})
     values = {"kind": "business", "warehouse": "DAL", "source": "erp"}
     assert causes.holder(values, conditions.holders) == causes.holder(values, technical) == first_wms
+
+
+def test_the_released_line_escapes_what_senders_named(store: Store) -> None:
+    # a span name is the sender's text: `<!channel>` in the holder's key must not page a business channel
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    errors = open_exception(
+        exceptions,
+        "integration-errors",
+        "mule-sync|erp->wms order sync <!channel>",
+        owner="integration",
+        kind="technical",
+        severity="high",
+        source="wms/dallas",
+    )
+    held = business(exceptions, "ship-cutoff", "SO-1", warehouse="DAL", source="erp")
+    alerts = dispatcher(store, clock, shipped_routing())
+    assert alerts.run().held_back == {"held": 1}
+    clock.advance(timedelta(minutes=10))
+    exceptions.resolve_many([errors], "recovered", {}, actor="engine")
+    assert alerts.run().released == 1
+    line = next(m for m in messages(alerts.outbox) if m.parent == f"exc:{held.id}:post" and m.action == "reply")
+    assert "<!channel>" not in line.text and "&lt;!channel&gt;" in line.text
+    assert "erp-&gt;wms order sync" in line.text
