@@ -70,6 +70,7 @@ from tower.metrics import (
     DiskCollector,
     PipelineCollector,
     SchedulerCollector,
+    SlackRefusalsCollector,
     StoreReadings,
     install_metrics,
     job_observer,
@@ -336,6 +337,8 @@ def build_tower(
     )
     secret = slack.signing_secret.get_secret_value() if slack.signing_secret else None
     slack_interactions = InteractionHandler(store, parts.exceptions, clock, alerting, secret)
+    if plan.api:  # the processes that serve /slack/interactions
+        metrics.register(SlackRefusalsCollector(lambda: slack_interactions.refusals))
     reports = BreachReports(store, clock, parts.rules, ReportSettings())  # TOWER_REPORTS_*
     uploader = slack_sender if slack_sender is not None and slack_sender.mode == "bot" else None
     register_finance_report(jobs, reports, store, uploader)  # the monthly finance-report job

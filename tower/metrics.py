@@ -2,6 +2,7 @@
 
 kernel/metrics.py holds the registry and the instruments; this module adds what a scrape reads
 (`PipelineCollector`: the ingest queue, the spool, the store as the writer sees it; `SchedulerCollector`;
+`SlackRefusalsCollector`: Slack interaction requests refused unrecorded;
 `StoreReadings`: active exceptions, the alert outbox, pending dead letters and replay requests,
 read from the store at most every `cache_seconds`), the ASGI middleware that times every HTTP
 answer, the scheduler observer that counts job runs, and the route.
@@ -27,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from alerting.interactivity import UNRECORDED
 from alerting.outbox import Outbox
 from collector.pipeline import IngestPipeline
 from kernel.api_auth import AUTH_RESPONSES, READ_ROLES, Principal, require
@@ -124,6 +126,26 @@ class SchedulerCollector(Collector):
         for name, seconds in sorted(self.scheduler.running_for().items()):
             running.add_metric([name], seconds)
         yield running
+
+
+class SlackRefusalsCollector(Collector):
+    """Slack interaction requests this process refused without recording them (bad or stale signature, replays,
+    too large, no signing secret), by outcome since start: forged or misrouted requests, or a wrong secret,
+    show here rather than only in the log."""
+
+    def __init__(self, refusals: Callable[[], Mapping[str, int]]) -> None:
+        self.refusals = refusals
+
+    def collect(self) -> Iterable[Metric]:
+        refused = CounterMetricFamily(
+            "tower_slack_interactions_refused",
+            "Slack interaction requests refused without being recorded, by outcome, since start.",
+            labels=["outcome"],
+        )
+        counts = self.refusals()
+        for outcome in sorted(UNRECORDED | set(counts)):
+            refused.add_metric([outcome], counts.get(outcome, 0))
+        yield refused
 
 
 # Each reading: one GROUP BY returning (labels..., n). Active exceptions by who owns them and how bad.

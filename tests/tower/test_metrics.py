@@ -319,3 +319,34 @@ def test_a_running_job_shows_how_long_it_has_been_running(store: EmbeddedStore) 
         runner.join(timeout=10)
     samples = parse(metrics.render().decode())
     assert not [k for k in samples if k[0] == "tower_job_running_seconds"]  # finished: no series
+
+
+def test_slack_interactions_refused_unrecorded_are_counted_by_outcome(tower: RunningTower) -> None:
+    # forged requests are not stored (a table an attacker could fill): the metric is where they show
+    before = scrape(tower)
+    assert {dict(labels)["outcome"] for name, labels in before if name == "tower_slack_interactions_refused_total"} >= {
+        "bad-signature",
+        "not-configured",
+        "stale",
+        "replayed",
+    }
+    with httpx.Client(base_url=tower.http_url) as http:
+        for _ in range(3):
+            answer = http.post(
+                "/slack/interactions",
+                content=b"payload=%7B%7D",
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Slack-Request-Timestamp": str(int(time.time())),
+                    "X-Slack-Signature": "v0=" + "0" * 64,
+                },
+            )
+            assert answer.status_code in (401, 403, 503), answer.text
+    after = scrape(tower)
+    grown = {
+        dict(labels)["outcome"]: after[(name, labels)] - before.get((name, labels), 0.0)
+        for name, labels in after
+        if name == "tower_slack_interactions_refused_total"
+    }
+    assert sorted(n for n in grown.values() if n) == [3.0]
+    assert max(grown, key=lambda outcome: grown[outcome]) in ("bad-signature", "not-configured")
