@@ -115,13 +115,15 @@ def _lateness(record: ExceptionRecord, now: datetime) -> tuple[str, str] | None:
     if record.rule == "integration-errors" or ("errors" in context and "spans" in context):
         ratio = float(context.get("ratio") or 0)
         window = context.get("window") or ""
-        return "Errors", f"{context.get('errors')} of {context.get('spans')} spans ({ratio:.0%}) in {window}".strip()
+        # the figures the rule found when it opened (the context is not refreshed): said so, not shown as current
+        errors = f"{context.get('errors')} of {context.get('spans')} spans ({ratio:.0%}) in {window}".strip()
+        return "Errors when opened", errors
     if record.rule == "slack-delivery" or ("failed" in context and "channel" in context):
         n = context.get("failed")
         return "Failed", f"{n} message{'' if n == 1 else 's'} to {context.get('channel')}"
     if record.rule == "ingest-refusals" or ("refused" in context and "reasons" in context):
         n = context.get("refused")
-        return "Refused", f"{n} record{'' if n == 1 else 's'} in {context.get('window') or ''}".strip()
+        return "Refused when opened", f"{n} record{'' if n == 1 else 's'} in {context.get('window') or ''}".strip()
     if record.rule == "event-id-reuse" or ("reused_ids" in context and "examples" in context):
         n, examples = context.get("reused_ids"), [str(e) for e in context.get("examples") or []]
         shown = f": {', '.join(examples[:3])}" + (", ..." if len(examples) > 3 else "") if examples else ""

@@ -175,7 +175,7 @@ def test_technical_exceptions_say_how_long_silent_or_how_many_errors() -> None:
     )
     blocks = valid(exception_blocks(errors, view(title="Integration errors", escalated_to="<!subteam^S0ONCALL1>")))
     assert "*Service*\nwms-connector / POST /wms/orders" in texts(blocks)
-    assert "*Errors*\n9 of 40 spans (22%) in 15m" in texts(blocks)
+    assert "*Errors when opened*\n9 of 40 spans (22%) in 15m" in texts(blocks)
     assert "timeline?key=wms-connector%7CPOST%20%2Fwms%2Forders" in texts(blocks)
     assert "escalated to <!subteam^S0ONCALL1>" in texts(blocks)
     refusals = record(
@@ -193,7 +193,7 @@ def test_technical_exceptions_say_how_long_silent_or_how_many_errors() -> None:
         },
     )
     blocks = valid(exception_blocks(refusals, view(title="Records refused into dead letters")))
-    assert "*Source*\nwms/dallas" in texts(blocks) and "*Refused*\n12 records in 15m" in texts(blocks)
+    assert "*Source*\nwms/dallas" in texts(blocks) and "*Refused when opened*\n12 records in 15m" in texts(blocks)
     assert "*Reason*\ntime: '2026-11-02T09:00:00' is not RFC 3339" in texts(blocks)
     reuse = record(
         rule="event-id-reuse",

@@ -150,7 +150,7 @@ def test_integration_errors_find_their_source(store: Store, tmp_path: Path) -> N
     assert state_of(store, dallas.id).decision == "posted"
     post = by_key(alerts.outbox)[f"exc:{mapped.id}:post"]
     assert "Holding back *1* business exception this failure explains" in block_text(post)
-    assert "*Errors*\n12 of 40 spans (30%) in 15m" in block_text(post)
+    assert "*Errors when opened*\n12 of 40 spans (30%) in 15m" in block_text(post)
 
 
 def test_technical_exceptions_are_never_held_back(store: Store) -> None:
