@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -44,6 +47,23 @@ class StoreSettings(BaseSettings):
         " than this (MiB): the doors answer 503 + Retry-After, other writes fail and are tried again. The engine's"
         " merges need room, and a disk that fills up loses data already stored. 0 turns the guard off.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """http:// or https:// (what the server backend speaks) with a host; no part of it is repeated (a
+        `user:password@host` without a scheme would read as the scheme `user`)."""
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value.get_secret_value())
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            _ = parts.port  # a port that is not a number
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError("not a URL the server backend can use: http[s]://user:password@host:port")
+        return value
 
     @model_validator(mode="after")
     def _server_has_a_url(self) -> StoreSettings:
@@ -137,9 +157,14 @@ class IngestSettings(BaseSettings):
     @field_validator("tokens")
     @classmethod
     def _known_sources(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for token, sources in value.items():
+        for position, (token, sources) in enumerate(value.items(), 1):
             if len(token) < 16:
                 raise ValueError("ingest tokens must be at least 16 characters")
+            if not sources:  # the token itself is never repeated: its place among the keys says which
+                raise ValueError(
+                    f"ingest token {position} (in the map's order) may send for no source: name the sources it may"
+                    f' send for, e.g. ["wms"]; systems are {", ".join(SOURCE_SYSTEMS)}'
+                )
             for source in sources:
                 if source_system(source) not in SOURCE_SYSTEMS:
                     raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
@@ -281,10 +306,85 @@ def _parses(value: str | None) -> bool:
     return True
 
 
-def settings_problems(exc: BaseException) -> list[str] | None:
+def _env_json(name: str) -> object:
+    """The parsed JSON of variable `name`, or None."""
+    try:
+        return json.loads(os.environ.get(name) or "null")
+    except ValueError:
+        return None
+
+
+def _secret_location(name: str, annotation: Any, parts: list[str | int]) -> str:
+    """Where in the value of secret variable `name` a problem is, never showing a map's keys (those of
+    TOWER_API_TOKENS are the tokens): a key is `<token 2>` (its place among the map's keys, when the variable's JSON
+    holds it), a list's index and a model's field name are shown as they are, anything else is `<...>`."""
+    word = "token" if "TOKEN" in name else "key"
+    raw = _env_json(name)
+    shown: list[str] = []
+    for part in parts:
+        while get_origin(annotation) in (Union, UnionType):  # `X | None`: X; a real union is not walked
+            members = [arg for arg in get_args(annotation) if arg is not type(None)]
+            annotation = members[0] if len(members) == 1 else None
+        origin = get_origin(annotation) or annotation
+        if part == "[key]":  # pydantic's mark of a problem with a key itself: the key before it was hidden
+            shown.append(part)
+            annotation = raw = None
+        elif isinstance(origin, type) and issubclass(origin, Mapping):
+            keys = list(raw) if isinstance(raw, dict) else []
+            shown.append(f"<{word} {keys.index(part) + 1}>" if part in keys else f"<{word}>")
+            raw = raw.get(part) if isinstance(raw, dict) else None
+            annotation = get_args(annotation)[1] if len(get_args(annotation)) == 2 else None
+        elif isinstance(origin, type) and issubclass(origin, list | tuple | set | frozenset) and isinstance(part, int):
+            shown.append(str(part))
+            raw = raw[part] if isinstance(raw, list) and 0 <= part < len(raw) else None
+            annotation = next(iter(get_args(annotation)), None)
+        elif isinstance(origin, type) and issubclass(origin, BaseModel) and part in origin.model_fields:
+            shown.append(str(part))
+            raw = raw.get(part) if isinstance(raw, dict) else None
+            annotation = origin.model_fields[str(part)].annotation
+        else:  # a part this walk cannot place (a union's member, an unknown shape): not shown, it may be a key
+            shown.append("<...>")
+            annotation = raw = None
+    return ".".join(shown)
+
+
+class InvalidSettings(ValueError):
+    """Values the settings models refuse, every model read (check_settings): one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def check_settings(
+    models: Iterable[type[BaseSettings]], prefixed: Mapping[str, type[BaseSettings]] | None = None
+) -> None:
+    """Read each of `models` from the environment now, and each model of `prefixed` with its prefix (a job's
+    settings model made when the job is registered): InvalidSettings listing every problem of every one, so that a
+    refused value stops a command before it creates or opens anything, all of them named at once."""
+    problems: list[str] = []
+    reads: list[tuple[type[BaseSettings], str | None]] = [(model, None) for model in models]
+    reads += [(model, prefix) for prefix, model in (prefixed or {}).items()]
+    for model, prefix in reads:
+        try:
+            if prefix is None:
+                model()
+            else:
+                model(_env_prefix=prefix)
+        except (ValidationError, SettingsError) as exc:
+            found = settings_problems(exc, prefix) or [str(exc)]
+            problems += [line for line in found if line not in problems]
+    if problems:
+        raise InvalidSettings(problems)
+
+
+def settings_problems(exc: BaseException, prefix: str | None = None) -> list[str] | None:
     """What is wrong with the environment when a settings model did not load, one line per problem naming the
     variable (`TOWER_COLLECTOR_HTTP_PORT='abc': Input should be a valid integer, ...`); None when `exc` is not
-    about settings. The values of secrets (tokens, passwords, URLs, keys) are not shown."""
+    about settings. The values of secrets (tokens, passwords, URLs, keys) are not shown, nor the keys of their
+    maps (`TOWER_API_TOKENS (at <token 2>)`). `prefix`: the one the model was read with, when not its own."""
+    if isinstance(exc, InvalidSettings):
+        return exc.problems
     if isinstance(exc, SettingsError):  # a value pydantic-settings could not even parse (the JSON of a map, a list)
         named = re.search(r'field "(\w+)"', str(exc))
         field = named.group(1) if named else ""
@@ -300,19 +400,20 @@ def settings_problems(exc: BaseException) -> list[str] | None:
     model = loaded_settings_models().get(exc.title)
     if model is None:
         return None
-    prefix = str(model.model_config.get("env_prefix", "")).upper()
+    prefix = (prefix if prefix is not None else str(model.model_config.get("env_prefix", ""))).upper()
     lines = []
     for error in exc.errors():
-        loc = [str(part) for part in error["loc"]]
-        if not loc:  # a check across fields: name the variables it read, never their values
+        if not error["loc"]:  # a check across fields: name the variables it read, never their values
             read = sorted(prefix + str(key).upper() for key in _mapping(error.get("input")))
             lines.append(f"{', '.join(read) or prefix + '*'}: {error['msg']}")
             continue
-        first, *rest = loc
-        name = prefix + first.upper()
-        where = f" (at {'.'.join(rest)})" if rest else ""
-        field = model.model_fields.get(first)
-        secret = any(part in name for part in _SECRET_PARTS) or (field is not None and _holds_secret(field.annotation))
+        first, *rest = error["loc"]
+        name = prefix + str(first).upper()
+        field = model.model_fields.get(str(first))
+        annotation = field.annotation if field is not None else None
+        secret = any(part in name for part in _SECRET_PARTS) or _holds_secret(annotation)
+        located = _secret_location(name, annotation, rest) if secret else ".".join(str(part) for part in rest)
+        where = f" (at {located})" if rest else ""
         shown = "" if secret else f"={error.get('input')!r}"
         lines.append(f"{name}{shown}{where}: {error['msg']}")
     return lines

@@ -17,6 +17,16 @@ from kernel.model.events import SOURCE_SYSTEMS, source_covers
 from kernel.settings import Settings
 
 
+def owner_only() -> int:
+    """From now on, what this process creates (the data directory, the store's files, the spool's raw batches,
+    dead letters, backups) is for its user alone (umask 077 added to the process's): raw business records are
+    no other local user's to read. `tower serve` and `tower restore` set it before they create anything. Answers
+    the umask it replaced."""
+    previous = os.umask(0o077)
+    os.umask(previous | 0o077)
+    return previous
+
+
 def tokens_file(settings: Settings) -> Path:
     return settings.store.data_dir / "tokens.json"
 

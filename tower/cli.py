@@ -66,8 +66,10 @@ def serve(
     the dashboard beside it. Ctrl-C stops everything."""
     from pathlib import Path
 
+    from tower.server import check_settings
     from tower.server import serve as run
 
+    check_settings()  # every refused value named at once, before anything is created
     settings = Settings()
     if host:
         settings.collector.host = host
@@ -91,22 +93,36 @@ def serve(
 
 
 @main.command()
-def migrate() -> None:
+@click.option("--data-dir", type=click.Path(), help="Data directory of the embedded store (TOWER_STORE_DATA_DIR).")
+def migrate(data_dir: str | None) -> None:
     """Apply schema migrations and the retention settings (TOWER_RETENTION_*) to the configured store (both also
-    run on every start)."""
+    run on every start). Every setting is read first, as by `tower serve`: a refused value migrates nothing."""
+    import os
+    from pathlib import Path
+
     from kernel.schema.migrations import migrate as run
     from kernel.schema.retention import RetentionSettings, apply_retention
     from kernel.store import StoreUnavailable, open_store
+    from tower.bootstrap import owner_only
+    from tower.server import check_settings
 
+    check_settings()
+    settings = Settings()
+    if data_dir:
+        settings.store.data_dir = Path(data_dir)
+    previous = owner_only()  # a new embedded store (its tables' folders too) is its user's alone, as serve makes it
     try:
-        store = open_store(Settings().store)
-    except StoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        applied = run(store)
-        changes = apply_retention(store, RetentionSettings())
+        try:
+            store = open_store(settings.store)
+        except StoreUnavailable as exc:
+            raise click.ClickException(str(exc)) from exc
+        try:
+            applied = run(store)
+            changes = apply_retention(store, RetentionSettings())
+        finally:
+            store.close()
     finally:
-        store.close()
+        os.umask(previous)
     click.echo(f"applied {applied}" if applied else "schema is up to date")
     for change in changes:
         click.echo(f"retention of {change.table}: {change.before or 'forever'} -> {change.after or 'forever'}")

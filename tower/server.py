@@ -14,6 +14,7 @@ import asyncio
 import errno
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -24,13 +25,15 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from pydantic_settings import BaseSettings
 
 from alerting.settings import SlackSettings
-from kernel.jobs import SchedulerSettings
+from kernel.jobs import JobSettings, SchedulerSettings
 from kernel.schema.retention import RetentionSettings, apply_retention
 from kernel.settings import Settings, loaded_settings_models, unknown_variables
+from kernel.settings import check_settings as check_all
 from tower.app import Tower, build_tower, create_app
-from tower.bootstrap import admin_token, load_or_create_tokens, tokens_file
+from tower.bootstrap import admin_token, load_or_create_tokens, owner_only, tokens_file
 from tower.children import Child, Children, env_with, is_loopback, loopback
 from tower.dashboard_process import APP, DashboardProcessSettings, dashboard_settings_problems, streamlit_command
 from tower.demo_mode import (
@@ -162,6 +165,34 @@ def misspelt_variables(tower: Tower) -> list[str]:
     return unknown_variables(environ, models, CLIENT_VARIABLES)
 
 
+# The variables of a job whose settings model is made when it is registered (job_settings: alerts-dispatch, the
+# replay jobs), its prefix first.
+_JOB_VARIABLE = re.compile(r"(TOWER_JOB_\w+?_)(ENABLED|INTERVAL_SECONDS)")
+
+
+def check_settings() -> None:
+    """Read every settings model of the tower from the environment now (InvalidSettings naming every refused
+    value): before a command creates or opens anything (the data directory, tokens, the store and its schema),
+    not when the model is first used: this module imports tower.app, which imports every module whose settings the
+    tower reads. The dashboard's own (TOWER_DASHBOARD_*) are the dashboard's to check."""
+    from tower.docs_config import PACKAGES
+
+    models = [
+        model
+        for model in loaded_settings_models().values()
+        if (prefix := str(model.model_config.get("env_prefix") or "").upper())
+        and not prefix.startswith(OTHER_PREFIXES)
+        and model.__module__.split(".")[0] in PACKAGES
+    ]
+    read = {str(model.model_config.get("env_prefix")).upper() for model in models}
+    jobs: dict[str, type[BaseSettings]] = {}
+    for variable in os.environ:
+        found = _JOB_VARIABLE.fullmatch(variable)
+        if found and found.group(1) not in read:
+            jobs[found.group(1)] = JobSettings
+    check_all(models, jobs)
+
+
 def data_dir_problem(data_dir: Path) -> str | None:
     """Why the data directory (store, spool, generated tokens) cannot be used, or None: it is created if missing."""
     try:
@@ -259,6 +290,7 @@ def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = Non
     run it, StartupError when its ports are taken or its data directory is unusable) and block until Ctrl-C /
     SIGTERM. Role `all` also runs the dashboard (`dashboard`, default TOWER_DASHBOARD_ENABLED); `demo` adds the
     local Slack stand-in and `tower demo --live`."""
+    check_settings()  # every model, before anything is created: a refused value leaves no data directory behind
     plan = check_role(role, settings)
     ui = DashboardProcessSettings()
     with_dashboard = role == "all" and (ui.enabled if dashboard is None else dashboard)
@@ -273,7 +305,7 @@ def serve(settings: Settings, role: str = "all", *, dashboard: bool | None = Non
         raise StartupError("; ".join(problems))
     # What this process creates (the store's files, the spool's raw batches, dead letters, backups) is for its user
     # alone: raw business records are no other local user's to read.
-    os.umask(os.umask(0o077) | 0o077)
+    owner_only()
     problem = data_dir_problem(settings.store.data_dir)
     if problem:
         raise StartupError(problem)

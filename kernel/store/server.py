@@ -6,9 +6,13 @@ rows go in as JSONEachRow and come back as JSONEachRow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from kernel.store.base import Params, Row, StoreError, StoreUnavailable, decode_rows, encode_rows, utc_text
 from kernel.store.embedded import _ident
@@ -24,26 +28,32 @@ class ServerStore:
 
         # One HTTP session would make ClickHouse refuse concurrent queries ("session is
         # locked"), so no session id; short timeouts so a dead server spools instead of
-        # holding requests for minutes.
+        # holding requests for minutes. The URL's scheme decides TLS: the driver reads only
+        # the port from it (https://host:8123 would go in clear, http://host:8443 over TLS).
+        scheme = urlsplit(url).scheme
+        if scheme not in ("http", "https"):
+            raise StoreUnavailable("the ClickHouse server URL must start with http:// or https://")
         common: dict[str, Any] = {
             "dsn": url,
+            "interface": scheme,
             "autogenerate_session_id": False,
             "connect_timeout": 5,
             "send_receive_timeout": 30,
         }
         try:
-            admin = clickhouse_connect.get_client(**common)
-            exists = admin.query(
-                "SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": database}
-            ).result_rows
-            if not exists or not exists[0][0]:
-                admin.command(f"CREATE DATABASE IF NOT EXISTS {_ident(database)}")
-            admin.close()
-            self._client: Any = clickhouse_connect.get_client(
-                **common,
-                database=database,
-                settings={"output_format_json_quote_64bit_integers": 0},
-            )
+            with _quiet_driver():
+                admin = clickhouse_connect.get_client(**common)
+                exists = admin.query(
+                    "SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": database}
+                ).result_rows
+                if not exists or not exists[0][0]:
+                    admin.command(f"CREATE DATABASE IF NOT EXISTS {_ident(database)}")
+                admin.close()
+                self._client: Any = clickhouse_connect.get_client(
+                    **common,
+                    database=database,
+                    settings={"output_format_json_quote_64bit_integers": 0},
+                )
         except Exception as exc:
             raise StoreUnavailable(f"cannot reach ClickHouse server: {exc}") from exc
 
@@ -84,6 +94,30 @@ class ServerStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+# clickhouse-connect logs a warning of its own ("Unexpected Http Driver Exception") before it raises for a server it
+# cannot reach: a stray line before the one StoreUnavailable gives, which says what happened.
+_DRIVER_LOGGERS = ("clickhouse_connect.driver._backend.http_sync", "clickhouse_connect.driver.httpclient")
+_DRIVER_NOISE = "Unexpected Http Driver Exception"
+
+
+@contextmanager
+def _quiet_driver() -> Iterator[None]:
+    """Drop the driver's warning above while this thread connects (other threads' records pass)."""
+    thread = threading.get_ident()
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.thread != thread or record.msg != _DRIVER_NOISE
+
+    loggers = [logging.getLogger(name) for name in _DRIVER_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(keep)
 
 
 def _server_param(value: Any) -> Any:

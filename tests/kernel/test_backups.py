@@ -5,6 +5,7 @@ opens another data directory, so it runs as a subprocess (one data directory per
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,8 +80,19 @@ def test_a_restore_gives_back_what_was_backed_up(store: EmbeddedStore, tmp_path:
     assert done.status == "created", done.error
     store.command(EVENTS, {"first": 100_000, "n": 5})  # after the backup: not in it
 
-    result = run_tower("restore", done.path, "--data-dir", str(tmp_path / "restored"))
+    previous = os.umask(0o022)  # the usual umask: the restored data directory must not follow it
+    try:
+        result = run_tower("restore", done.path, "--data-dir", str(tmp_path / "restored"))
+    finally:
+        os.umask(previous)
     assert result.returncode == 0, result.stderr
+    # a tower's data directory, as `tower serve` makes one: for its user only
+    shared = [
+        f"{oct(path.lstat().st_mode & 0o777)} {path}"
+        for path in [tmp_path / "restored", *(tmp_path / "restored").rglob("*")]
+        if not path.is_symlink() and path.lstat().st_mode & 0o077
+    ]
+    assert not shared
     assert f"restored {done.path} into {tmp_path / 'restored' / 'clickhouse'}" in result.stdout
     rows = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if line.endswith(" rows")}
     assert rows["business_events"] == "12,345"  # as the store held it when the backup was taken

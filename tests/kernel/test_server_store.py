@@ -174,3 +174,50 @@ def test_an_unreachable_server_is_unavailable() -> None:
     # a port nothing listens on: the backend must report an outage (the pipeline spools), not bad data
     with pytest.raises(StoreUnavailable):
         ServerStore(f"http://default:@127.0.0.1:{free_port()}", "tower")
+
+
+def _first_bytes(url_of: Callable[[int], str]) -> bytes:
+    """What ServerStore(url_of(port)) sends first to a listener on `port` that closes every connection unanswered."""
+    import socket
+    import threading
+
+    received: list[bytes] = []
+    done = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(0.1)
+        port = listener.getsockname()[1]
+
+        def accept() -> None:
+            while not done.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with connection:
+                    connection.settimeout(10)
+                    received.append(connection.recv(16))
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        try:
+            with pytest.raises(StoreUnavailable):
+                ServerStore(url_of(port), "tower")
+        finally:
+            done.set()
+            thread.join(timeout=30)
+    return received[0] if received else b""
+
+
+def test_the_url_scheme_decides_tls() -> None:
+    """The driver reads only the port of the URL: https:// on a port other than 443/8443 went in clear, the
+    password with it."""
+    assert _first_bytes(lambda port: f"https://default:S3cret@127.0.0.1:{port}")[:2] == b"\x16\x03"  # a TLS hello
+    assert _first_bytes(lambda port: f"http://default:S3cret@127.0.0.1:{port}").startswith((b"GET ", b"POST "))
+
+
+def test_an_unreachable_server_is_one_error_not_a_driver_warning_first(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG"), pytest.raises(StoreUnavailable, match="cannot reach ClickHouse server"):
+        ServerStore(f"http://default:@127.0.0.1:{free_port()}", "tower")
+    assert not [r for r in caplog.records if r.levelno >= 30 and r.name.startswith("clickhouse_connect")]
+    with pytest.raises(StoreUnavailable, match="must start with http:// or https://"):
+        ServerStore("notaurl://default:S3cret@127.0.0.1:1", "tower")

@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 
 import pytest
-from pydantic import BaseModel, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernel.settings import (
     ApiSettings,
     CollectorSettings,
     IngestSettings,
+    InvalidSettings,
     Settings,
     SlaSettings,
     StoreSettings,
+    check_settings,
     settings_problems,
     unknown_variables,
 )
@@ -142,9 +144,68 @@ def test_settings_problems_hide_values_whose_type_holds_a_secret(monkeypatch: py
     problems = settings_problems(bad.value) or []
     assert problems == [
         "TOWER_HIDDEN_DATABASES: Value error, not a URL",
-        "TOWER_HIDDEN_HOOKS (at wms.secret): Value error, secrets must be at least 16 characters",
+        # a secret map's keys are not shown either (those of TOWER_API_TOKENS are the tokens): its place is
+        "TOWER_HIDDEN_HOOKS (at <key 1>.secret): Value error, secrets must be at least 16 characters",
     ]
     assert not any("S3cretPass99" in line or "almost-16-chars" in line for line in problems)
+
+
+def test_settings_problems_never_show_a_token_that_is_a_key_of_the_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token is the key of TOWER_API_TOKENS and TOWER_INGEST_TOKENS: where a problem is says which token by its
+    place among the keys, never by the token, nor any part of it."""
+    monkeypatch.setenv("TOWER_API_TOKENS", '{"0123456789abcdef-ok": "admin", "SECRETtoken-0123456789": 5}')
+    with pytest.raises(ValidationError) as role:
+        ApiSettings()
+    assert settings_problems(role.value) == [
+        "TOWER_API_TOKENS (at <token 2>): Input should be 'viewer', 'operator', 'finance' or 'admin'"
+    ]
+    for tokens, expected in [
+        ('{"bbbbbbbbbbbbbbbbbbbbbbbb": "wms"}', "TOWER_INGEST_TOKENS (at <token 1>): Input should be a valid list"),
+        ('{"bbbbbbbbbbbbbbbbbbbbbbbb": [5]}', "TOWER_INGEST_TOKENS (at <token 1>.0): Input should be a valid string"),
+    ]:
+        monkeypatch.setenv("TOWER_INGEST_TOKENS", tokens)
+        with pytest.raises(ValidationError) as bad:
+            IngestSettings()
+        assert settings_problems(bad.value) == [expected]
+    monkeypatch.delenv("TOWER_INGEST_TOKENS")
+    with pytest.raises(ValidationError) as given:  # not from the environment: no place to give
+        IngestSettings(tokens={"SECRETtoken-0123456789": "wms"})
+    (line,) = settings_problems(given.value) or []
+    assert line == "TOWER_INGEST_TOKENS (at <token>): Input should be a valid list"
+    assert "SECR" not in line
+
+
+def test_an_ingest_token_with_no_source_is_refused_without_showing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOWER_INGEST_TOKENS", '{"0123456789abcdef-ok": ["wms"], "SECRETtoken-0123456789": []}')
+    with pytest.raises(ValidationError) as empty:
+        IngestSettings()
+    (line,) = settings_problems(empty.value) or []
+    assert line.startswith(
+        "TOWER_INGEST_TOKENS: Value error, ingest token 2 (in the map's order) may send for no source: name the"
+        ' sources it may send for, e.g. ["wms"]'
+    )
+    assert "SECRET" not in line
+
+
+def test_check_settings_names_every_refused_value_of_every_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOWER_COLLECTOR_HTTP_PORT", "abc")
+    monkeypatch.setenv("TOWER_API_TOKENS", '{"SECRETtoken-0123456789": "root"}')
+    monkeypatch.setenv("TOWER_HIDDEN_LOW", "-1")  # read with the prefix given: a job's model made at registration
+    with pytest.raises(InvalidSettings) as refused:
+        check_settings([CollectorSettings, ApiSettings, StoreSettings], {"TOWER_HIDDEN_": _Lows})
+    assert settings_problems(refused.value) == [
+        "TOWER_COLLECTOR_HTTP_PORT='abc': Input should be a valid integer, unable to parse string as an integer",
+        "TOWER_API_TOKENS (at <token 1>): Input should be 'viewer', 'operator', 'finance' or 'admin'",
+        "TOWER_HIDDEN_LOW='-1': Input should be greater than 0",
+    ]
+    monkeypatch.delenv("TOWER_COLLECTOR_HTTP_PORT")
+    monkeypatch.delenv("TOWER_API_TOKENS")
+    monkeypatch.delenv("TOWER_HIDDEN_LOW")
+    check_settings([CollectorSettings, ApiSettings, StoreSettings], {"TOWER_HIDDEN_": _Lows})
+
+
+class _Lows(BaseSettings):
+    low: int = Field(1, gt=0)
 
 
 def test_settings_problems_name_the_variables_of_a_check_across_fields(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,6 +238,22 @@ def test_the_server_backend_needs_its_url(monkeypatch: pytest.MonkeyPatch) -> No
     ]
     monkeypatch.setenv("TOWER_STORE_URL", "http://tower:secret@clickhouse:8123")
     assert StoreSettings().backend == "server"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["notaurl://tower:S3cretPass99@clickhouse", "tower:S3cretPass99@clickhouse:8123", "http://tower:S3cretPass99@h:x"],
+)
+def test_the_server_url_is_http_or_https_and_never_shown(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("TOWER_STORE_BACKEND", "server")
+    monkeypatch.setenv("TOWER_STORE_URL", url)
+    with pytest.raises(ValidationError) as refused:
+        StoreSettings()
+    assert settings_problems(refused.value) == [
+        "TOWER_STORE_URL: Value error, not a URL the server backend can use: http[s]://user:password@host:port"
+    ]
+    monkeypatch.setenv("TOWER_STORE_URL", "https://tower:S3cretPass99@clickhouse.example:8443")
+    assert StoreSettings().url is not None
 
 
 def test_expected_sources_are_source_systems() -> None:

@@ -107,3 +107,17 @@ def test_the_keys_table_bolds_exactly_the_keys_the_door_requires() -> None:
     assert set(table) == set(EVENT_TYPES)
     for kind, keys in table.items():
         assert tuple(re.findall(r"\*\*`(\w+)`\*\*", keys)) == EVENT_TYPES[kind], kind
+
+
+def test_the_batch_command_fails_when_the_answer_names_a_refused_event(tower: RunningTower) -> None:
+    """A batch with a bad event is answered 200 (the good ones are stored), so `curl -f` succeeds: the documented
+    command checks `rejected` and exits 1."""
+    (batch,) = [b for b in blocks("sh") if "cloudevents-batch+json" in b]
+    bad = batch.replace('"id": "wms-inv-2026-11-04T16:00-SKU-1002-DAL-A1", "source": "wms/dallas"', '"source": "wms"')
+    assert bad != batch  # the second event has no id now
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", bad], env=snippet_env(tower), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert '"accepted":1' in done.stdout.replace(" ", "") and '"index":1' in done.stdout.replace(" ", "")
+    assert "some events were refused: see rejected" in done.stderr

@@ -145,12 +145,20 @@ def test_a_setting_refused_at_start_leaves_the_schema_as_it_was(tmp_path: Path) 
     an upgrade does not move the schema on (a migration has no way back). In processes of their own: each opens
     a data directory."""
     data = tmp_path / "data"
-    for name, value in [("TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS", "-5"), ("TOWER_REPORTS_TIMEZONE", "Mars/Olympus")]:
+    for name, value in [
+        ("TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS", "-5"),
+        ("TOWER_REPORTS_TIMEZONE", "Mars/Olympus"),
+        ("TOWER_METRICS_ENABLED", "maybe"),
+        ("TOWER_JOB_REPLAY_SEND_INTERVAL_SECONDS", "0"),  # a job whose model is made when it is registered
+    ]:
         env = {name: value, "TOWER_COLLECTOR_HTTP_PORT": str(free_port()), "TOWER_COLLECTOR_GRPC_PORT": "0"}
-        result = run_tower("serve", "--no-dashboard", "--data-dir", str(data), env=env)
-        assert result.returncode == 1, result.stderr
-        assert result.stderr.startswith(f"Error: invalid settings:\n  {name}="), result.stderr
-        assert "applied schema migrations" not in result.stderr + result.stdout
+        for command in (["serve", "--no-dashboard", "--data-dir", str(data)], ["migrate", "--data-dir", str(data)]):
+            result = run_tower(*command, env=env)
+            assert result.returncode == 1, result.stderr
+            assert result.stderr == f"Error: invalid settings:\n  {name}='{value}': " + result.stderr.split(": ", 2)[2]
+            assert "applied" not in result.stderr + result.stdout
+            # refused before anything is created: no data directory, tokens, spool or store left behind
+            assert not data.exists(), sorted(p.name for p in data.iterdir())
     tables = subprocess.run(
         [
             sys.executable,
@@ -251,6 +259,19 @@ def test_invalid_settings_stop_serve_with_one_line_per_problem(tmp_path: Path) -
     assert result.output == (
         "Error: invalid settings:\n  TOWER_API_TOKENS: Value error, API tokens must be at least 16 characters\n"
     )  # the token itself is not repeated
+
+    # nor when it is where the problem is: a token is a key of the map
+    tokens = {
+        "TOWER_API_TOKENS": json.dumps({"SECRETtoken-0123456789": 5}),
+        "TOWER_INGEST_TOKENS": json.dumps({"b" * 24: "wms"}),
+    }
+    result = CliRunner().invoke(main, ["serve", "--no-dashboard", "--data-dir", str(tmp_path / "data")], env=tokens)
+    assert result.exit_code == 1 and not (tmp_path / "data").exists()
+    assert result.output.startswith(
+        "Error: invalid settings:\n  TOWER_INGEST_TOKENS (at <token 1>): Input should be a valid list\n"
+        "  TOWER_API_TOKENS (at <token 1>): Input should be 'viewer', 'operator', 'finance' or 'admin'\n"
+    )
+    assert "SECRET" not in result.output and "bbbb" not in result.output
 
 
 @pytest.mark.slow

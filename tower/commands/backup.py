@@ -6,6 +6,7 @@ tower: it restores a backup folder into a new data directory, to start a tower o
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,17 @@ def restore(backup_dir: Path, data_dir: Path) -> None:
     """
     from kernel.backups import BackupError
     from kernel.backups import restore as run
+    from tower.bootstrap import owner_only
 
+    # the restored store is a tower's data directory: its user's alone, as `tower serve` makes it
+    previous = owner_only()
     began = time.monotonic()
     try:
         counts = run(backup_dir, data_dir)
     except BackupError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        os.umask(previous)
     click.echo(f"restored {backup_dir} into {data_dir / 'clickhouse'} in {time.monotonic() - began:.1f} s")
     for table, rows in counts.items():
         click.echo(f"  {table:<16} {rows:>12,} rows")
