@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from kernel.model.events import is_source, source_covers
 from kernel.store import Store
 from kernel.store.base import utc_text
 
@@ -25,6 +26,7 @@ COLUMNS = (
     "door",
     "source",
     "token_id",
+    "refusal_key",
     "reason",
     "raw",
     "content_type",
@@ -133,14 +135,28 @@ class RecentRefusals:
                 self._stored.popitem(last=False)
 
 
-def dead_letter_row(refusal: Refusal, token_id: str, at: datetime) -> dict[str, Any]:
-    """The `dead_letters` row of a refusal."""
+def refusal_key(claimed: str, token_id: str, granted: Sequence[str]) -> str:
+    """Whose refusal a record is, as the `ingest-refusals` rule keys it (sla_rules/technical.py REFUSAL_KEY): the
+    source it claimed when the token may send it (a system covers its paths), else the token's granted source when
+    it has exactly one, else `token <id>`. The door computes it from the grant the token has when it refuses the
+    record and stores it with the letter: a grant fixed afterwards re-keys nothing already refused."""
+    if claimed and is_source(claimed) and any(source_covers(g, claimed) for g in granted):
+        return claimed
+    return granted[0] if len(granted) == 1 else f"token {token_id}"
+
+
+def dead_letter_row(
+    refusal: Refusal, token_id: str, at: datetime, granted: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The `dead_letters` row of a refusal; `granted`: the sources the token may send now, whose refusal_key it
+    stores (None: no grant known, '' stored, keyed by the token's grant when read)."""
     return {
         "id": str(uuid.uuid4()),
         "received_at": utc_text(at),
         "door": refusal.door,
         "source": refusal.source,
         "token_id": token_id,
+        "refusal_key": "" if granted is None else refusal_key(refusal.source, token_id, granted),
         "reason": refusal.reason[:4000],
         "raw": refusal.raw,
         "content_type": refusal.content_type,
@@ -151,15 +167,22 @@ def dead_letter_row(refusal: Refusal, token_id: str, at: datetime) -> dict[str, 
     }
 
 
-def _source_filter(source: str | None, token_ids: Sequence[str]) -> tuple[str, dict[str, Any]]:
+def _source_filter(
+    source: str | None, token_ids: Sequence[str], token_id: str | None = None
+) -> tuple[str, dict[str, Any]]:
     """The condition of a `source` filter: the letters claiming it or one of its paths, and those that claimed no
     source (a body that could not be read) sent by one of `token_ids` (the tokens granted it); always true without
-    a source."""
+    a source. With `token_id`, only the letters that token sent (whatever they claimed)."""
     condition = (
         "({source:String} = '' OR source = {source:String} OR startsWith(source, concat({source:String}, '/'))"
         " OR (source = '' AND has({source_tokens:Array(String)}, token_id)))"
+        " AND ({sender:String} = '' OR token_id = {sender:String})"
     )
-    return condition, {"source": source or "", "source_tokens": list(token_ids) if source else []}
+    return condition, {
+        "source": source or "",
+        "source_tokens": list(token_ids) if source else [],
+        "sender": token_id or "",
+    }
 
 
 def sourceless_tokens(store: Store) -> list[str]:
@@ -185,12 +208,14 @@ def list_dead_letters(
     offset: int = 0,
     source: str | None = None,
     token_ids: Sequence[str] = (),
+    token_id: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Dead letters, newest first, with the total that match; `source` matches the source and its paths (`wms`
-    finds `wms/dallas`), and the letters that claimed no source sent by one of `token_ids` (the tokens granted it).
+    finds `wms/dallas`), and the letters that claimed no source sent by one of `token_ids` (the tokens granted it);
+    `token_id` the letters that token sent, whatever source they claimed.
     Each `raw` is cut to RAW_PREVIEW_CHARS characters (get_dead_letters reads them whole); `raw_bytes` is its whole
     size and `raw_truncated` says whether it was cut; `latest_reason` is why it fails now (latest_reason)."""
-    by_source, source_params = _source_filter(source, token_ids)
+    by_source, source_params = _source_filter(source, token_ids, token_id)
     where = (
         "WHERE ({status:String} = '' OR status = {status:String}) AND ({door:String} = '' OR door = {door:String})"
         f" AND {by_source}"
@@ -215,10 +240,12 @@ def pending_selection(
     token_ids: Sequence[str],
     after: Cursor | None,
     limit: int,
+    token_id: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """The first `limit` pending letters of a door and/or source (as list_dead_letters matches it) after `after`,
-    oldest first (`id`, `received_at`, `raw_bytes`), and how many pending letters match after `after` in all."""
-    by_source, source_params = _source_filter(source, token_ids)
+    """The first `limit` pending letters of a door, source and/or sending token (as list_dead_letters matches them)
+    after `after`, oldest first (`id`, `received_at`, `raw_bytes`), and how many pending letters match after `after`
+    in all."""
+    by_source, source_params = _source_filter(source, token_ids, token_id)
     where = (
         f"WHERE status = '{PENDING}' AND ({{door:String}} = '' OR door = {{door:String}}) AND {by_source}"
         " AND ({after:UInt8} = 0"

@@ -266,6 +266,7 @@ class IngestService:
                     Refusal(door=door, reason="; ".join(problems), raw=raw, source=str(claimed or "")),
                     grant.token_id,
                     now,
+                    grant.sources,  # keyed by the grant it was refused under (refusal_key)
                 )
             )
         tables: Rows = dict(extra or {})
@@ -299,7 +300,11 @@ class IngestService:
         now = self.clock.now()
         tables: Rows = dict(extra or {})
         letters, keys = self._new_letters(
-            [dead_letter_row(r, grant.token_id if grant else "", now) for r in refusals], now
+            [
+                dead_letter_row(r, grant.token_id, now, grant.sources) if grant else dead_letter_row(r, "", now)
+                for r in refusals
+            ],
+            now,
         )
         if letters:
             tables.setdefault("dead_letters", []).extend(letters)
@@ -311,12 +316,19 @@ class IngestService:
                 self.metrics.refused(door, refused)
 
     def list_dead_letters(
-        self, status: str | None, door: str | None, limit: int, offset: int, source: str | None = None
+        self,
+        status: str | None,
+        door: str | None,
+        limit: int,
+        offset: int,
+        source: str | None = None,
+        token_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         """A page of dead letters, each raw record cut to a preview (collector.deadletters.RAW_PREVIEW_CHARS);
-        `source` also finds the letters that claimed none sent by a token granted it (source_tokens)."""
+        `source` also finds the letters that claimed none sent by a token granted it (source_tokens); `token_id`
+        only those that token sent, whatever they claimed."""
         store = self.pipeline.store
-        return list_dead_letters(store, status, door, limit, offset, source, self.source_tokens(source))
+        return list_dead_letters(store, status, door, limit, offset, source, self.source_tokens(source), token_id)
 
     def source_tokens(self, source: str | None) -> list[str]:
         """The ids of the tokens granted `source` or only paths of it, among those that sent letters claiming no
@@ -364,10 +376,11 @@ class IngestService:
         limit: int = REPLAY_LIMIT,
         source: str | None = None,
         after: Cursor | None = None,
+        token_id: str | None = None,
     ) -> ReplayReport:
         """Run pending dead letters through their door again: those named (an empty list names none; the others
-        are listed in `not_pending` with their status), else the first `limit` pending ones of a door and/or
-        source (as the listing matches it) after `after`, oldest first, and at most REPLAY_REQUEST_BYTES of raw
+        are listed in `not_pending` with their status), else the first `limit` pending ones of a door, source and/or
+        sending token (as the listing matches them) after `after`, oldest first, and at most REPLAY_REQUEST_BYTES of raw
         records (at least one letter): the report's `remaining` and `cursor` say where the next call goes on.
 
         The letters are read whole and replayed a chunk at a time (REPLAY_CHUNK letters, REPLAY_CHUNK_BYTES of
@@ -381,7 +394,9 @@ class IngestService:
             selected = [(ident, sizes.get(ident, 0)) for ident in named]
             taken: list[dict[str, Any]] = []
         else:
-            rows, report.matched = pending_selection(store, door, source, self.source_tokens(source), after, limit)
+            rows, report.matched = pending_selection(
+                store, door, source, self.source_tokens(source), after, limit, token_id
+            )
             taken = _within(rows, REPLAY_REQUEST_BYTES)
             selected = [(str(r["id"]), int(r["raw_bytes"])) for r in taken]
         now = self.clock.now()

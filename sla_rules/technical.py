@@ -24,9 +24,12 @@ most every `every` unless `full`).
   is never taken for a recovery. Key: the expected source (a system, e.g. `tms`).
 - ingest-refusals: records refused into dead letters (by arrival time: a refusal is news whatever the record's
   own time) within `window`, at least `min_records` of them, grouped by the source they claimed when their token
-  may send it, else by the token's one granted source, else as `token <id>` (REFUSAL_KEY). Counted
+  may send it, else by the token's one granted source, else as `token <id>` (REFUSAL_KEY), as the door keyed each
+  letter from the grant its token had when it refused the record (a grant fixed since re-keys nothing). Counted
   by dead letter id without FINAL: a replay
-  writes a new version of a letter with the same id and arrival time, so it counts once. Key: that source.
+  writes a new version of a letter with the same id, arrival time and key, so it counts once. Key: that source.
+  The next step names the command that finds the letters: `--source KEY`, or `--token-id` for the letters whose
+  token was granted the key alone but that claimed another source (Refusals.replay_step).
 - slack-delivery: Slack messages (posts, updates, replies, uploads) recorded `failed` in the delivery log (no more
   attempts: `channel_not_found`, `not_in_channel`, attempts used up...) since a message last reached the channel,
   at least `min_messages` of them, the last within `window`. Key: the channel as routed (`#ops-warehouse`). It
@@ -40,7 +43,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,6 +69,7 @@ OwnerFor = Callable[[Rule, Mapping[str, str]], str]
 # The OpenTelemetry exporter writes `Error`; older exporter versions wrote the enum name.
 ERROR_STATUSES = ["Error", "STATUS_CODE_ERROR"]
 REASON_CHARS = 300  # of each example reason kept in a refusal exception's context
+SENDERS_NAMED = 3  # tokens a refusal exception's next step names one by one (`--token-id`); _REFUSALS reads one more
 
 # Per (service, span name, source): the source is the ingest token's (`tower.source`, which the collector sets on
 # every span it takes), so one token's spans never dilute another's. `watched` names series as `_series_text` does.
@@ -116,21 +120,32 @@ GROUP BY source
 # `sap`, `ERP`, `wms/`) the token's granted source when it has exactly one, else `token <id>`. So a token can never
 # open an exception in another source's name, nor a sender's garbage become a source of its own. A token whose
 # grant the engine was not given (`token_sources`) is `token <id>`: its claims cannot be checked.
-# Parameters: refusal_key_params(); the claim is the letter's `source` column.
+# The door stores that key with the letter (`refusal_key`, collector/deadletters.py refusal_key), from the grant
+# the token had when it refused the record: fixing the grant afterwards re-keys none of the letters it refused
+# (their exception keeps them, and no other opens for them in the name the fix just allowed), and a replay, a new
+# version of the letter, keeps it. Only letters stored before migration 19 (an empty `refusal_key`) are keyed here
+# from the token's current grant. Parameters: refusal_key_params(); the claim is the letter's `source` column.
 REFUSAL_KEY = (
-    "multiIf(source != '' AND match(source, {source_re:String})"
+    "if(refusal_key != '', refusal_key,"
+    " multiIf(source != '' AND match(source, {source_re:String})"
     " AND arrayExists(g -> source = g OR startsWith(source, concat(g, '/')),"
     " (arrayElement({token_grants:Array(Array(String))}, indexOf({token_ids:Array(String)}, token_id))"
     " AS token_grant)),"
-    " source, length(token_grant) = 1, token_grant[1], concat('token ', token_id))"
+    " source, length(token_grant) = 1, token_grant[1], concat('token ', token_id)))"
 )
+# `senders`: the tokens whose letters under a key claimed another source than the key (the key is their token's one
+# source): `--source KEY` does not find those letters, `--token-id` does (Refusals.replay_step). `claimants`: the
+# tokens whose letters claimed the key, or none (`--source KEY` finds those: the token was granted it). At most 4
+# of each (SENDERS_NAMED + 1).
 _REFUSALS = f"""
 SELECT {REFUSAL_KEY} AS key,
        uniqExact(id) AS refused,
        min(received_at) AS first_at,
        max(received_at) AS last_at,
        arraySort(groupUniqArray(door)) AS doors,
-       arraySort(groupUniqArray(3)(reason)) AS reasons
+       arraySort(groupUniqArray(3)(reason)) AS reasons,
+       arraySort(groupUniqArrayIf(4)(token_id, source NOT IN (key, ''))) AS senders,
+       arraySort(groupUniqArrayIf(4)(token_id, source IN (key, ''))) AS claimants
 FROM dead_letters
 WHERE received_at >= {{since:DateTime64(6, 'UTC')}} AND received_at <= {{until:DateTime64(6, 'UTC')}}
 GROUP BY key
@@ -217,11 +232,30 @@ class Refusals:
     last_at: datetime
     doors: list[str]
     reasons: list[str]  # up to 3 distinct examples
+    senders: list[str] = field(default_factory=list)  # tokens whose letters claimed another source than the key
+    claimants: list[str] = field(default_factory=list)  # tokens whose letters claimed the key, or none
 
     @property
     def source(self) -> str:
         """The source, or '' when the records named none."""
         return "" if self.key.startswith("token ") else self.key
+
+    def replay_step(self) -> str:
+        """The commands that replay these letters after the fix. `--source KEY` finds the letters that claimed the
+        key (or none, sent by a token granted it); those that claimed another source (or no source system) are under
+        the key because their token was granted it alone, and `--source KEY` finds none of them: `--token-id` does,
+        as it does every letter keyed `token <id>`."""
+        sender = self.key.removeprefix("token ")
+        if not self.source and sender:
+            return f"`tower deadletters replay --token-id {sender}`"
+        if not self.source or len(self.senders) > SENDERS_NAMED:  # no token known, or many
+            return "`tower deadletters list --status pending`, then `tower deadletters replay IDS`"
+        if not self.senders:  # every letter claimed the key (or none): the usual case
+            return f"`tower deadletters replay --source {self.key}`"
+        steps = [f"`tower deadletters replay --token-id {token}`" for token in self.senders]
+        if set(self.claimants) - set(self.senders):  # other tokens' letters claimed the key
+            steps.append(f"`tower deadletters replay --source {self.key}`")
+        return " and ".join(steps)
 
 
 @dataclass(frozen=True)
@@ -482,12 +516,15 @@ class TechnicalEngine:
                 stored_time(r["last_at"]),
                 list(r["doors"]),
                 [reason[:REASON_CHARS] for reason in r["reasons"]],
+                list(r["senders"]),
+                list(r["claimants"]),
             )
             for r in rows
         ]
 
     def pending_letters(self, keys: Sequence[str]) -> dict[str, int]:
-        """Per key (a source or `token <id>`), its dead letters still pending, of any age."""
+        """Per key (a source or `token <id>`), its dead letters still pending, of any age (keyed as REFUSAL_KEY
+        keys them: by the grant they were refused under)."""
         if not keys:
             return {}
         rows = self.store.query(_PENDING, {"keys": list(keys), **self._tokens()})
@@ -527,11 +564,7 @@ class TechnicalEngine:
                         "pending": pending.get(r.key, 0),
                         "summary": f"{_records(r.refused)} refused in {window}: {r.reasons[0] if r.reasons else ''}",
                         "next_step": "fix what the reasons name at the sender (or the token), then replay: "
-                        + (
-                            f"`tower deadletters replay --source {r.source}`"
-                            if r.source
-                            else "`tower deadletters list`, then `tower deadletters replay IDS`"
-                        )
+                        + r.replay_step()
                         + " (or discard what no fix will make valid)",
                     },
                 )

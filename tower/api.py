@@ -27,13 +27,19 @@ class DeadLetterPage(BaseModel):
 
 
 class ReplayRequest(BaseModel):
-    """Which dead letters to replay: the ids given, or the pending ones (of a door, of a source and its paths) a
-    call at a time: `limit` of them after `after` (the `cursor` of the previous answer), oldest first."""
+    """Which dead letters to replay: the ids given, or the pending ones (of a door, of a source and its paths, of
+    the token that sent them) a call at a time: `limit` of them after `after` (the `cursor` of the previous answer),
+    oldest first."""
 
     # dead letter ids are UUIDs: another text is a 422, not a store error
     ids: list[UUID] | None = Field(None, max_length=REPLAY_MAX_LIMIT)
     door: str | None = None
     source: str | None = None
+    token_id: str | None = Field(
+        None,
+        max_length=64,
+        description="Only the letters this ingest token sent (their `token_id`), whatever source they claimed.",
+    )
     limit: int = Field(
         REPLAY_LIMIT,
         ge=1,
@@ -99,10 +105,17 @@ def list_dead_letters(
             "source (a body that could not be read) sent by a token granted it."
         ),
     ] = None,
+    token_id: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Only the letters this ingest token sent (their `token_id`), whatever source they claimed.",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DeadLetterPage:
-    items, total = ingest.list_dead_letters(status, door, limit, offset, source)
+    items, total = ingest.list_dead_letters(status, door, limit, offset, source, token_id)
     return DeadLetterPage(items=items, total=total)
 
 
@@ -131,7 +144,9 @@ def replay_dead_letters(_: AdminDep, ingest: IngestDep, body: ReplayRequest) -> 
     ids = [str(i) for i in body.ids] if body.ids is not None else None
     after = Cursor.parse(body.after) if body.after else None
     try:
-        report = ingest.replay(ids=ids, door=body.door, limit=body.limit, source=body.source, after=after)
+        report = ingest.replay(
+            ids=ids, door=body.door, limit=body.limit, source=body.source, after=after, token_id=body.token_id
+        )
     except Overloaded as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
     return ReplayResult(

@@ -498,7 +498,10 @@ GROUP BY source
 
 # by arrival: a refusal is news whatever time the record carried; one row per dead letter id (a replay adds versions).
 # Counted under the source the ingest-refusals rule keys it by (REFUSAL_KEY): the claim when its token may send it,
-# else the token's one granted source; a token's other claims name no source (no other system is blamed).
+# else the token's one granted source; a token's other claims name no source (no other system is blamed). The key
+# is the one the door stored from the grant the token had when it refused the record (only letters stored before
+# migration 19 are keyed by `token_sources`, the current grants): a grant fixed since moves no refusal to the
+# source it now allows.
 _REFUSED = f"""
 SELECT {REFUSAL_KEY} AS claimed, uniqExact(id) AS refused
 FROM dead_letters
@@ -544,8 +547,9 @@ def sources_health(
 
     A span's source is the ingest token's (`tower.source`), else its service; a service's last span counts
     for the source of that span. A refused record counts as the ingest-refusals rule keys it: for the source it
-    claimed when its token may send that, else for its token's one source (`token_sources`: ingest token id -> the
-    source or sources it is granted).
+    claimed when its token could send that when it was refused, else for its token's one source then (the key the
+    door stored; for a letter stored before migration 19, from `token_sources`: ingest token id -> the source or
+    sources it is granted).
     """
     since = now - window
     params = {"since": since, "until": now, "look_back": now - HEALTH_LOOK_BACK, "errors": ERROR_STATUSES}

@@ -575,6 +575,14 @@ SELECT source, id, {EVENT_CONTENT_HASH} AS lo, lo AS hi, toDateTime(received_at,
 FROM business_events WHERE received_at >= now64(6) - INTERVAL 35 DAY
 """
 
+# Whose refusal each dead letter is (the `ingest-refusals` rule's key, sla_rules/technical.py REFUSAL_KEY), as the
+# door computed it from the grant its token had when it refused the record (collector/deadletters.py refusal_key):
+# fixing a token's grant afterwards re-keys no letter already refused, so the exception they opened keeps them
+# until they are replayed. '' on the letters written before: those are keyed by the token's current grant.
+DEAD_LETTER_REFUSAL_KEY = (
+    "ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS refusal_key String DEFAULT '' AFTER token_id",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "otel tables", (OTEL_TRACES, OTEL_LOGS)),
     Migration(2, "business events and dead letters", (BUSINESS_EVENTS, DEAD_LETTERS)),
@@ -598,6 +606,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(16, "the overview's readings of sla_cases (tower/case_days.py)", (SLA_CASE_DAYS,)),
     Migration(17, "event ids and the content they carried (event-id-reuse)", (EVENT_IDS, EVENT_IDS_VIEW)),
     Migration(18, "event ids: the events stored before migration 17", (EVENT_IDS_BACKFILL,)),
+    Migration(
+        19, "dead letters: the refusal key, from the grant their token had when refused", DEAD_LETTER_REFUSAL_KEY
+    ),
 )
 
 _LEDGER = """

@@ -4,11 +4,12 @@ process holding it: tests/tower/test_serve.py)."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from collector.deadletters import Refusal, dead_letter_row
 from kernel.schema.migrations import MIGRATIONS, applied_versions, migrate
 from kernel.store.base import StoreUnavailable
 from kernel.store.embedded import EmbeddedStore, holder_of
@@ -133,3 +134,24 @@ def test_an_upgraded_store_remembers_the_ids_of_events_stored_before_event_ids(s
     assert migrate(store) == [17, 18]
     ids = store.query("SELECT id, min(lo) != max(hi) AS reused FROM event_ids GROUP BY id ORDER BY id")
     assert ids == [{"id": "evt-1", "reused": 1}, {"id": "evt-2", "reused": 0}]
+
+
+def test_an_upgraded_store_keys_its_new_dead_letters_and_keeps_the_old_ones(store: EmbeddedStore) -> None:
+    """Migration 19 adds `refusal_key` to dead_letters: a letter stored before keeps it empty (the ingest-refusals
+    rule keys it by its token's current grant), a letter refused after carries the key of the grant it was refused
+    under."""
+    store.command("ALTER TABLE dead_letters DROP COLUMN IF EXISTS refusal_key")
+    store.command("DELETE FROM tower_schema_migrations WHERE version = 19")  # a store of before migration 19
+    try:
+        at = datetime(2026, 11, 4, 15, 30, tzinfo=UTC)
+        before = dead_letter_row(Refusal("events", "source: 'crm' is not allowed", "{}", "crm"), "tok-edi", at)
+        del before["refusal_key"]
+        store.insert("dead_letters", [before])
+        assert migrate(store) == [19]
+        assert migrate(store) == []
+    finally:
+        migrate(store)  # the session's store keeps its schema whatever happened
+    after = dead_letter_row(Refusal("events", "r", "{}", "crm"), "tok-edi", at + timedelta(seconds=1), ["edi"])
+    store.insert("dead_letters", [after])
+    rows = store.query("SELECT toString(id) AS id, refusal_key FROM dead_letters ORDER BY received_at")
+    assert rows == [{"id": before["id"], "refusal_key": ""}, {"id": after["id"], "refusal_key": "edi"}]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from alerting.suppression import RootCauses
-from collector.deadletters import REPLAYED, Refusal, dead_letter_row, status_row
+from collector.deadletters import PENDING, REPLAY_FAILED, REPLAYED, Refusal, dead_letter_row, refusal_key, status_row
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionFilter, ExceptionRecord, ExceptionStore, NewException
 from kernel.model.events import SOURCE_SYSTEMS, source_system
@@ -19,7 +19,7 @@ from kernel.store import Store
 from reconcilers.replay.service import exception_source
 from sla_rules.loader import default_rules_dir, load_rules
 from sla_rules.model import ErrorRateParams, ErrorRateRule, RefusalsParams, RefusalsRule, SilenceParams, SilenceRule
-from sla_rules.technical import TechnicalEngine
+from sla_rules.technical import REFUSAL_KEY, TechnicalEngine, refusal_key_params
 from tests.factories import event_row, make_event, span_row
 from tests.support import start_in_process
 from tower.insights import sources_health
@@ -449,6 +449,7 @@ def refused(
             Refusal(door=more.get("door", "events"), reason=reason, raw=f'{{"n": {n}}}', source=source),
             more.get("token_id", "tok-" + (source_system(source) or "none")),
             at,
+            more.get("granted"),  # the token's grant as the door refused it; None: a letter of before migration 19
         )
         for n in range(count)
     ]
@@ -517,7 +518,9 @@ def test_a_record_that_claimed_no_source_counts_for_its_tokens_one_source_else_f
     assert active["tms"].context["summary"].startswith("2 records refused in 15m: ")
     assert exception_source(active["token 272ef10c5773"]) is None
     assert active["token 272ef10c5773"].context["summary"] == "1 record refused in 15m: body is not valid JSON"
-    assert "`tower deadletters list`" in active["token 272ef10c5773"].context["next_step"]
+    assert "`tower deadletters replay --token-id 272ef10c5773`" in active["token 272ef10c5773"].context["next_step"]
+    # the tms token's unread body is found by --source tms (the token is granted tms): the usual step
+    assert "`tower deadletters replay --source tms`" in active["tms"].context["next_step"]
 
 
 def test_a_token_cannot_open_refusals_in_another_sources_name(store: Store) -> None:
@@ -549,6 +552,90 @@ def test_a_token_granted_several_sources_or_none_known_is_keyed_by_the_token(sto
     refused(store, "erp", NOW - timedelta(minutes=1), token_id="tok-gone")
     t.evaluate()
     assert sorted(t.active("ingest-refusals")) == ["token tok-both", "token tok-gone", "wms/reno"]
+
+
+def test_the_next_step_names_the_token_when_its_records_claimed_another_source(store: Store) -> None:
+    """The EDI token (granted edi) sends 5 records claiming crm: they are the edi exception's, and `--source edi`
+    (which filters on the claim) finds none of them: the next step names the token's id. Another token's records
+    that claimed edi itself are found by `--source edi`, named too; the crm token's own refusals are not edi's."""
+    t = Tower(store, rules=[REFUSALS], token_sources={**TOKENS, "tok-hub": ["edi", "wms"]})
+    denied = "source: 'crm' is not allowed for this token (it may send edi)"
+    refused(store, "crm", NOW - timedelta(minutes=3), 5, reason=denied, token_id="tok-edi", granted=["edi"])
+    refused(store, "crm", NOW - timedelta(minutes=3), 2, token_id="tok-crm", granted=["crm"])
+    t.evaluate()
+    active = t.active("ingest-refusals")
+    assert sorted(active) == ["crm", "edi"] and active["edi"].context["refused"] == 5
+    step = active["edi"].context["next_step"]
+    assert "`tower deadletters replay --token-id tok-edi`" in step and "--source" not in step, step
+    assert "`tower deadletters replay --source crm`" in active["crm"].context["next_step"]
+    # the hub's record claiming edi (its grant covers it) joins the edi exception's letters: both commands
+    refused(store, "edi", NOW - timedelta(minutes=2), token_id="tok-hub", granted=["edi", "wms"])
+    assert [r.replay_step() for r in t.engine.refusals(REFUSALS, NOW) if r.key == "edi"] == [
+        "`tower deadletters replay --token-id tok-edi` and `tower deadletters replay --source edi`"
+    ]
+
+
+def test_a_fixed_grant_rekeys_none_of_the_letters_refused_under_the_old_one(store: Store) -> None:
+    """The incident: the EDI token's 5 records claiming crm open the edi exception; the token is then granted crm.
+    The letters stay edi's (the grant they were refused under): no crm exception pages again saying "'crm' is not
+    allowed", the edi exception does not resolve before a whole quiet window, and then says how many still wait."""
+    t = Tower(store, rules=[REFUSALS])
+    denied = "source: 'crm' is not allowed for this token (it may send edi)"
+    letters = refused(store, "crm", NOW - timedelta(minutes=1), 5, reason=denied, token_id="tok-edi", granted=["edi"])
+    assert {letter["refusal_key"] for letter in letters} == {"edi"}
+    opened, _ = t.evaluate()
+    [record] = t.active("ingest-refusals").values()
+    assert (record.key, record.context["pending"]) == ("edi", 5)
+    # the fix: the EDI token may now send crm too (the engine reads the grants it was given)
+    t.engine.token_sources = {**TOKENS, "tok-edi": ["edi", "crm"]}
+    t.clock.advance(timedelta(seconds=13))
+    assert t.evaluate() == ([], [])
+    assert sorted(t.active("ingest-refusals")) == ["edi"]
+    health = sources_health(store, t.clock.now(), timedelta(minutes=15), t.engine.token_sources)
+    assert {s.source: s.refused for s in health.sources} == {"edi": 5}
+    # two are replayed, one fails again (new versions of the same letters): each keeps its key
+    store.insert(
+        "dead_letters",
+        [status_row(letter, REPLAYED, "replayed", t.clock.now()) for letter in letters[:2]]
+        + [status_row(letters[2], PENDING, REPLAY_FAILED + "time: not RFC 3339", t.clock.now())],
+    )
+    t.clock.advance(timedelta(minutes=1))
+    assert t.evaluate() == ([], [])
+    assert t.engine.pending_letters(["edi", "crm"]) == {"edi": 3}
+    # a whole window without a refusal: recovered, saying the 3 letters still wait
+    t.clock.advance(timedelta(minutes=14))
+    opened, resolved = t.evaluate()
+    assert opened == [] and resolved == [record.id]
+    audit = t.exceptions.audit(record.id)
+    assert audit[-1]["action"] == "resolved" and audit[-1]["detail"]["pending"] == 3, audit[-1]
+    assert t.active("ingest-refusals") == {}
+
+
+@pytest.mark.parametrize(
+    ("claimed", "token", "granted"),
+    [
+        ("wms/dallas", "tok-w", ["wms"]),
+        ("wms", "tok-w", ["wms"]),
+        ("erp/site-1", "tok-w", ["wms"]),
+        ("", "tok-w", ["wms"]),
+        ("sap", "tok-w", ["wms"]),
+        ("ERP", "tok-w", ["wms"]),
+        ("wms/", "tok-w", ["wms"]),
+        ("wms\n", "tok-w", ["wms"]),
+        ("tms", "tok-both", ["erp", "wms"]),
+        ("erp", "tok-both", ["erp", "wms"]),
+        ("erp", "tok-none", []),
+        ("", "", []),
+    ],
+)
+def test_the_door_keys_a_letter_as_the_rule_keys_one_stored_before_migration_19(
+    store: Store, claimed: str, token: str, granted: list[str]
+) -> None:
+    """refusal_key (the door's, stored) and REFUSAL_KEY (the rule's, for a letter stored without one) agree."""
+    [letter] = refused(store, claimed, NOW, token_id=token)
+    params = refusal_key_params({token: granted} if token else {})
+    [row] = store.query(f"SELECT {REFUSAL_KEY} AS key FROM dead_letters", params)
+    assert row["key"] == refusal_key(letter["source"], token, granted)
 
 
 @pytest.mark.parametrize(("count", "flagged"), [(2, False), (3, True)])

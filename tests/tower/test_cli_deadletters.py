@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 from click.testing import CliRunner, Result
 
 from collector.auth import TokenRegistry
+from kernel.api_auth import token_grants, token_id
+from kernel.clock import FixedClock
+from kernel.exceptions import ExceptionStore
 from kernel.settings import IngestSettings
+from kernel.store import Store
+from sla_rules.technical import TechnicalEngine
 from tests.factories import make_event
-from tests.support import RunningTower, free_port
+from tests.support import RunningTower, free_port, start_in_process
 from tower.cli import main
 
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}
@@ -145,3 +153,45 @@ def test_show_prints_a_raw_record_whole(tower: RunningTower) -> None:
     assert run(["show", "not-a-uuid", *auth]).exit_code == 2
     missing = run(["show", "00000000-0000-0000-0000-000000000001", *auth])
     assert missing.exit_code == 2 and "404" in missing.output
+
+
+NOW = datetime(2026, 11, 4, 15, 30, tzinfo=UTC)
+
+
+def test_the_refusal_exceptions_next_step_replays_its_letters(store: Store, tmp_path: Path) -> None:
+    """The incident: the EDI token (granted edi) sends 5 records claiming crm. The ingest-refusals exception is edi's
+    (a token blames no other system) and its next step must find those letters: `--source edi` (the claim) finds
+    none, and says so with exit 1; the command it names replays all 5 once the token is fixed, and the exception
+    stays edi's (no crm exception for the same records)."""
+    with start_in_process(tmp_path, store, clock=FixedClock(NOW)) as running:
+        assert running.tower is not None
+        with running.client("edi") as http:
+            for i in range(5):
+                foreign = make_event("order.created", i, source="crm", data={"order_id": f"SO-C{i:02d}"})
+                assert http.post("/v1/events", content=orjson.dumps(foreign), headers=STRUCTURED).status_code == 400
+        assert running.tower.sla.evaluate(full=False).errors == {}
+        exceptions = ExceptionStore(store, FixedClock(NOW))
+        [record] = exceptions.active_by_key("ingest-refusals").values()
+        assert (record.key, record.context["refused"], record.context["pending"]) == ("edi", 5, 5)
+        commands = re.findall(r"`(tower deadletters replay [^`]*)`", record.context["next_step"])
+        edi = token_id(running.token("edi"))
+        assert commands == [f"tower deadletters replay --token-id {edi}"], record.context["next_step"]
+
+        # the fix: the EDI token may send crm (the doors and the rule read the new grant)
+        tokens = {t: (s + ["crm"] if s == ["edi"] else s) for t, s in running.settings.ingest.tokens.items()}
+        running.tower.ingest.tokens = TokenRegistry(IngestSettings(tokens=tokens))
+        [technical] = [e for e in running.tower.sla.evaluators if isinstance(e, TechnicalEngine)]
+        technical.token_sources = dict(token_grants(tokens))
+        assert running.tower.sla.evaluate(full=False).errors == {}
+        assert list(exceptions.active_by_key("ingest-refusals")) == ["edi"]
+
+        auth = ["--url", running.http_url, "--token", running.api_token()]
+        claimed = run(["replay", "--source", "edi", *auth])  # what the step said before: the claim is crm
+        assert claimed.exit_code == 1 and "no pending dead letter matches --source edi" in claimed.stdout
+        listed = run(["list", "--status", "pending", "--token-id", edi, *auth])
+        assert "dead letters: 5 of 5" in listed.stdout
+        done = run([*commands[0].split()[2:], *auth])
+        assert (done.exit_code, done.stdout) == (0, "replayed: 5\n"), done.output
+        assert store.query("SELECT count() AS n FROM business_events FINAL") == [{"n": 5}]
+        again = run([*commands[0].split()[2:], *auth])
+        assert again.exit_code == 1 and f"no pending dead letter matches --token-id {edi}" in again.stdout

@@ -45,8 +45,13 @@ def test_replay_goes_on_request_after_request_until_none_remain(
     rest = run(tower, ["replay", "--all"])
     assert rest.exit_code == 1 and rest.stdout.startswith("replayed: 0\nstill failing: 2\n")
     assert rest.stderr.splitlines()[-1].endswith("2 of 2 letters: 0 replayed, 2 still failing")
+    # nothing pending matches: said, and exit 1 (0 replayed with 0 read as "all done")
     nothing = run(tower, ["replay", "--source", "tms"])
-    assert (nothing.exit_code, nothing.stdout, nothing.stderr) == (0, "replayed: 0\n", "")
+    assert (nothing.exit_code, nothing.stderr) == (1, "")
+    assert nothing.stdout == (
+        "replayed: 0\nno pending dead letter matches --source tms: nothing was replayed"
+        " (`tower deadletters list --source tms` lists them whatever their status)\n"
+    )
 
 
 def test_list_and_show_give_the_latest_failure_and_the_first_reason(tower: RunningTower) -> None:

@@ -24,6 +24,13 @@ def deadletters() -> None:
     """List, replay and discard dead letters (records the tower refused, with their reasons)."""
 
 
+TOKEN_ID_HELP = (
+    "Only those sent by the ingest token with this id (the letters' `token_id`; not the token itself), whatever "
+    "source they claimed: what an ingest-refusals exception's next step names when its token's records claimed "
+    "another system's source."
+)
+
+
 @deadletters.command("list")
 @click.option(
     "--status", type=click.Choice(["pending", "replayed", "discarded"]), help="Only dead letters with this status."
@@ -34,6 +41,7 @@ def deadletters() -> None:
     help="Only those claiming this source or one of its paths (wms: wms/dallas too), and those that claimed no "
     "source (a body that could not be read) sent by a token granted it.",
 )
+@click.option("--token-id", "token_id", help=TOKEN_ID_HELP)
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the dead letters as JSON (with the raw records).")
 @click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
@@ -42,6 +50,7 @@ def list_command(
     status: str | None,
     door: str | None,
     source: str | None,
+    token_id: str | None,
     limit: int,
     as_json: bool,
     url: str | None,
@@ -49,7 +58,7 @@ def list_command(
 ) -> None:
     """List dead letters, newest first."""
     params: dict[str, Any] = {"limit": limit}
-    for name, value in (("status", status), ("door", door), ("source", source)):
+    for name, value in (("status", status), ("door", door), ("source", source), ("token_id", token_id)):
         if value:
             params[name] = value
     page = _call(url, token, "GET", "/api/deadletters", params=params)
@@ -58,7 +67,7 @@ def list_command(
         click.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
         return
     if not items:
-        click.echo("no dead letters" + (" match" if status or door or source else ""))
+        click.echo("no dead letters" + (" match" if status or door or source or token_id else ""))
         return
     # One block per letter, not a table: ids must stay whole (they are what `replay` takes) and
     # a table of seven columns is unreadable in an 80-column terminal.
@@ -128,38 +137,64 @@ BUSY_WAIT = 2.0
     help="Replay every pending dead letter claiming this source or one of its paths (and those that claimed none "
     "sent by a token granted it).",
 )
+@click.option("--token-id", "token_id", help="Replay every pending dead letter sent by this ingest token id.")
 @click.option(
-    "--all", "replay_all", is_flag=True, help="Replay every pending dead letter (of --door / --source, if given)."
+    "--all",
+    "replay_all",
+    is_flag=True,
+    help="Replay every pending dead letter (of --door / --source / --token-id, if given).",
 )
 @click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="Admin API token (TOWER_TOKEN; default: the generated admin token).")
 def replay_command(
-    ids: tuple[str, ...], door: str | None, source: str | None, replay_all: bool, url: str | None, token: str | None
+    ids: tuple[str, ...],
+    door: str | None,
+    source: str | None,
+    token_id: str | None,
+    replay_all: bool,
+    url: str | None,
+    token: str | None,
 ) -> None:
-    """Replay dead letters through their door after a fix: the IDS given, or --all / --door / --source.
+    """Replay dead letters through their door after a fix: the IDS given, or --all / --door / --source /
+    --token-id (the id of the ingest token that sent them, whatever source they claimed; filters combine).
 
     Every pending letter selected is replayed, a thousand per request to the tower, with the progress on
     standard error. Exit code 0 when every one was replayed, 1 when some still fail (they stay pending
-    with the new reason) or some IDS were not pending (already replayed, discarded or unknown), 2 on
-    usage or connection errors.
+    with the new reason), some IDS were not pending (already replayed, discarded or unknown) or a --door /
+    --source / --token-id selection matched no pending letter (nothing was replayed), 2 on usage or connection
+    errors.
     """
-    if ids and (replay_all or door or source):
-        raise click.UsageError("give dead letter ids, or --all / --door / --source, not both")
-    if not ids and not (replay_all or door or source):
-        raise click.UsageError("name the dead letters to replay, or pass --all (optionally with --door / --source)")
+    selection = {"door": door, "source": source, "token_id": token_id}
+    if ids and (replay_all or any(selection.values())):
+        raise click.UsageError("give dead letter ids, or --all / --door / --source / --token-id, not both")
+    if not ids and not (replay_all or any(selection.values())):
+        raise click.UsageError(
+            "name the dead letters to replay, or pass --all (optionally with --door / --source / --token-id)"
+        )
     for ident in ids:
         try:
             uuid.UUID(ident)
         except ValueError as exc:
             raise click.UsageError(f"{ident!r} is not a dead letter id (a UUID)") from exc
     total = Replayed()
+    matched = -1  # not known: letters named by id
     if ids:
         named = list(dict.fromkeys(ids))
         for start in range(0, len(named), IDS_PER_REQUEST):
             total.add(_replay(url, token, {"ids": named[start : start + IDS_PER_REQUEST]}))
     else:
-        _replay_pending(url, token, {"door": door, "source": source, "limit": PER_REQUEST}, total)
+        matched = _replay_pending(url, token, {**selection, "limit": PER_REQUEST}, total)
     click.echo(f"replayed: {total.replayed}")
+    given = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in selection.items() if value)
+    if matched == 0 and not given:
+        click.echo("no dead letter is pending: nothing was replayed")
+    elif matched == 0:
+        # said, and no success: a filter that names the wrong letters must not look like "nothing left to do"
+        click.echo(
+            f"no pending dead letter matches {given}: nothing was replayed"
+            f" (`tower deadletters list {given}` lists them whatever their status)"
+        )
+        click.get_current_context().exit(1)
     if total.not_pending:
         click.echo(f"not pending: {len(total.not_pending)}")
         for item in total.not_pending:
@@ -202,12 +237,14 @@ def _replay(url: str | None, token: str | None, body: dict[str, Any]) -> dict[st
     raise AssertionError("unreachable")
 
 
-def _replay_pending(url: str | None, token: str | None, selection: dict[str, Any], total: Replayed) -> None:
-    """Replay every pending letter of `selection` (a door, a source), a request at a time, each going on from the
-    previous one's cursor until none remain; progress on standard error (plain lines when it is no terminal)."""
+def _replay_pending(url: str | None, token: str | None, selection: dict[str, Any], total: Replayed) -> int:
+    """Replay every pending letter of `selection` (a door, a source, a token id), a request at a time, each going on
+    from the previous one's cursor until none remain; progress on standard error (plain lines when it is no
+    terminal). Returns how many pending letters the selection matched when it began."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     begun, done = time.monotonic(), 0
-    body = dict(selection)
+    body = {name: value for name, value in selection.items() if value is not None}
+    matched = -1
     with Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -221,6 +258,8 @@ def _replay_pending(url: str | None, token: str | None, selection: dict[str, Any
         while True:
             answer = _replay(url, token, body)
             total.add(answer)
+            if matched < 0:  # the first answer's: how many matched before any cursor
+                matched = int(answer.get("matched", 0))
             done += int(answer.get("replayed", 0)) + len(answer.get("still_failing", []))
             remaining = int(answer.get("remaining", 0))
             progress.update(task, completed=done, total=done + remaining)
@@ -233,7 +272,7 @@ def _replay_pending(url: str | None, token: str | None, selection: dict[str, Any
                 )
             cursor = answer.get("cursor")
             if not remaining or not cursor:
-                return
+                return matched
             body["after"] = cursor
 
 
