@@ -252,9 +252,21 @@ class TowerApi:
         source: str | None = None,
         limit: int = 200,
         offset: int = 0,
+        token_id: str | None = None,
     ) -> dict[str, Any]:
-        """A page of dead letters, newest first, and the total that match (admin tokens only)."""
-        return dict(self.get("/api/deadletters", status=status, door=door, source=source, limit=limit, offset=offset))
+        """A page of dead letters, newest first, and the total that match (admin tokens only); `token_id`: only
+        those the ingest token with this id sent."""
+        return dict(
+            self.get(
+                "/api/deadletters",
+                status=status,
+                door=door,
+                source=source,
+                token_id=token_id,
+                limit=limit,
+                offset=offset,
+            )
+        )
 
     def report(self, since: date, until: date, fmt: str) -> bytes:
         """The SLA breach report of [since, until) as CSV or XLSX bytes (never cached)."""

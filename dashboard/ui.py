@@ -323,18 +323,23 @@ def evidence_section(api: TowerApi, identity: Mapping[str, Any], detail: Mapping
         st.markdown("**Resolution**")
         st.json(detail["resolution_detail"])
     if detail["rule"] == "ingest-refusals":
-        source = "" if str(detail["key"]).startswith("token ") else str(detail["key"])
+        # the key is the source the letters are counted under, or `token <id>` for a token granted several
+        # sources whose letters claimed none of them: those are found by the token that sent them
+        key = str(detail["key"])
+        sender = key.removeprefix("token ") if key.startswith("token ") else ""
+        query = {"token_id": sender} if sender else {"source": key}
+        command = "tower deadletters list " + (f"--token-id {sender}" if sender else f"--source {key}")
         if may_read_dead_letters(identity):
             st.page_link(
                 DEAD_LETTERS_PAGE,
                 label="See the refused records (dead letters), replay or discard them",
-                query_params={"source": source} if source else {},
+                query_params=query,
             )
         else:
-            command = "tower deadletters list" + (f" --source {source}" if source else "")
+            whose = f" sent by ingest token {sender}" if sender else f" of {key}"
             st.caption(
-                f"The refused records{f' of {source}' if source else ''} are kept as dead letters, which only an admin"
-                f" may read, replay or discard: on the dashboard's Dead letters page, or with `{command}`."
+                f"The refused records{whose} are kept as dead letters, which only an admin may read, replay or"
+                f" discard: on the dashboard's Dead letters page, or with `{command}`."
             )
     if not _may_be_reconciliation(api, detail["rule"]):
         return

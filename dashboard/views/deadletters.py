@@ -1,6 +1,7 @@
-"""Dead letters (`deadletters?source=wms`): the records the doors refused, with why; replay the chosen ones after a
-fix, or discard those no fix will make valid, saying why. Admin tokens only, as in the API: they hold the raw
-records (the page is hidden from the other roles' menu, and tells them so when a link opens it)."""
+"""Dead letters (`deadletters?source=wms`; `deadletters?token_id=3f2a...`: one ingest token's): the records the
+doors refused, with why; replay the chosen ones after a fix, or discard those no fix will make valid, saying why.
+Admin tokens only, as in the API: they hold the raw records (the page is hidden from the other roles' menu, and
+tells them so when a link opens it)."""
 
 from __future__ import annotations
 
@@ -49,15 +50,27 @@ url_source = st.query_params.get("source", "")
 if url_source != st.session_state.get("dl_url_source"):
     st.session_state["dl_url_source"] = url_source
     st.session_state["dl_source"] = url_source
-left, middle, right = st.columns(3)
+url_token = st.query_params.get("token_id", "")
+if url_token != st.session_state.get("dl_url_token"):
+    st.session_state["dl_url_token"] = url_token
+    st.session_state["dl_token"] = url_token
+left, middle, right, last = st.columns(4)
 status = left.selectbox("Status", STATUSES, key="dl_status")
 door = middle.selectbox("Door", DOORS, key="dl_door")
 source = right.text_input("Source", key="dl_source", placeholder="e.g. wms (wms/dallas too)").strip()
+sender = last.text_input(
+    "Sent by token",
+    key="dl_token",
+    placeholder="an ingest token's id",
+    help="The letters one ingest token sent, whatever source they claimed (their `token_id`, not the token): what"
+    " an ingest-refusals exception names when its token's records claimed another system's source.",
+).strip()
 
 filters = {
     "status": None if status == "any" else status,
     "door": None if door == "any" else door,
     "source": source or None,
+    "token_id": sender or None,
 }
 if filters != st.session_state.get("dl_filters"):  # new filters start again on the first page
     st.session_state["dl_filters"] = filters

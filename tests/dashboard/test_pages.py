@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from alerting.outbox import OutboundMessage, Outbox
+from kernel.api_auth import token_id
 from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionStore, NewException
 from tests.dashboard.conftest import DemoTower, no_errors, open_page
@@ -603,6 +604,66 @@ def test_a_refusals_exception_links_to_its_sources_dead_letters(dashboard: Dashb
     no_errors(at)
     [link] = [link for link in at.page_link if link.value.startswith("See the refused records")]
     assert parse_qs(link.proto.query_string) == {"source": ["edi"]}
+
+
+@pytest.mark.parametrize(("role", "system"), [("admin", "edi"), ("operator", "wms")])
+def test_a_tokens_refusals_exception_points_at_the_letters_that_token_sent(
+    dashboard: Dashboard, demo_tower: DemoTower, role: str, system: str
+) -> None:
+    """Keyed `token <id>` (a token granted several sources whose records claimed none of them): no source finds
+    its letters, the token's id does; the link and the command name it (they listed every letter before)."""
+    assert demo_tower.running.tower is not None
+    sender = token_id(demo_tower.running.token(system))  # one exception per key while open: a token per case
+    [record] = ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now)).open_many(
+        [
+            NewException(
+                rule="ingest-refusals",
+                key=f"token {sender}",
+                kind="technical",
+                owner="integration",
+                severity="high",
+                context={"refused": 2, "window": "15m", "reasons": [f"{role}: source 'crm' is not allowed"]},
+            )
+        ]
+    )
+    at = open_page(dashboard(role), "views/queue.py", exception=record.id)
+    no_errors(at)
+    links = [link for link in at.page_link if link.value.startswith("See the refused records")]
+    if role == "admin":
+        [link] = links
+        assert parse_qs(link.proto.query_string) == {"token_id": [sender]}
+    else:
+        assert not links
+        [said] = [c.value for c in at.caption if "dead letters" in c.value]
+        assert f"sent by ingest token {sender}" in said and f"`tower deadletters list --token-id {sender}`" in said
+
+
+def test_the_dead_letters_page_lists_one_tokens_letters(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    """`deadletters?token_id=...`: the letters that token sent whatever source they claimed, not another token's
+    claiming the same source."""
+    ours = [make_event("order.accepted", n, source="crm") for n in range(700, 703)]  # neither may send crm
+    theirs = [make_event("order.accepted", n, source="crm") for n in range(703, 705)]
+    batch_type = {"Content-Type": "application/cloudevents-batch+json"}
+    for system, batch in (("edi", ours), ("tms", theirs)):
+        with demo_tower.running.client(system) as client:
+            answer = client.post("/v1/events", json=batch, headers=batch_type)
+        assert answer.status_code == 400 and len(answer.json()["rejected"]) == len(batch)
+    sender = token_id(demo_tower.running.token("edi"))
+    at = open_page(dashboard("admin"), "views/deadletters.py", token_id=sender)
+    no_errors(at)
+    assert text_input(at, "Sent by token").value == sender
+    sent = api_get(demo_tower, "/api/deadletters", token_id=sender, status="pending", limit=1000)["items"]
+    assert sent and all(d["token_id"] == sender for d in sent)
+    ids = {e["id"]: d["id"] for e in ours + theirs for d in sent if f'"id":"{e["id"]}"' in d["raw"]}
+    assert set(ids) == {e["id"] for e in ours}  # not the tms token's, which claimed the same source
+    shown = set(frame(at)["id"])  # newest first: ours are on the first page
+    assert set(ids.values()) <= shown <= {d["id"] for d in sent}
+    # the same source without the token: the other token's letters too
+    text_input(at, "Sent by token").input("").run()
+    no_errors(at)
+    letters = api_get(demo_tower, "/api/deadletters", source="crm", status="pending", limit=1000)["items"]
+    other = {d["id"] for e in theirs for d in letters if f'"id":"{e["id"]}"' in d["raw"]}
+    assert len(other) == len(theirs) and other <= set(frame(at)["id"])  # the newest, on the first page
 
 
 @pytest.mark.parametrize("role", ["operator", "viewer", "finance", "admin"])
