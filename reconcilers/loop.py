@@ -171,13 +171,15 @@ class Loop:
         candidates = [o for o in differing if o.key not in active]
         # all resolved: the active ones are handled before
         latest = self.exceptions.latest_by_key(rule.id, [o.key for o in candidates])
-        standing = self._standing([r.id for r in latest.values() if r.resolution != RECONCILED])
+        resolvers, standing = self._resolvers([r.id for r in latest.values()])
         to_open: list[NewException] = []
         for observation in candidates:
             since = episodes.get(observation.key, now)
             record = latest.get(observation.key)
             resolved_at = parse_time(record.resolved_at) if record is not None else None
-            if record is None or record.resolution == RECONCILED or resolved_at is None or resolved_at < since:
+            # `reconciled` ends an episode only when the reconciler said so (a person may pick the same word)
+            agreed = record is not None and record.resolution == RECONCILED and resolvers.get(record.id) == ACTOR
+            if record is None or agreed or resolved_at is None or resolved_at < since:
                 to_open.append(self._new(rule, observation, run_id))
             elif record.id in standing:
                 outcome.standing += 1
@@ -207,11 +209,12 @@ class Loop:
     def _evidence(observation: Observation, run_id: str) -> dict[str, Any]:
         return {"run_id": run_id, "summary": observation.summary, "values": observation.values}
 
-    def _standing(self, ids: list[str]) -> set[str]:
-        """Exceptions whose resolution stands: last resolved by a person, after the reconciler had already reopened
-        a person's resolution of them (it argues once). A process's resolution never stands."""
+    def _resolvers(self, ids: list[str]) -> tuple[dict[str, str], set[str]]:
+        """The actor of each exception's latest resolution, and the exceptions whose resolution stands: last
+        resolved by a person, after the reconciler had already reopened a person's resolution of them (it argues
+        once). A process's resolution never stands."""
         if not ids:
-            return set()
+            return {}, set()
         rows = self.store.query(
             "SELECT exception_id, actor, action FROM exception_audit WHERE exception_id IN {ids:Array(String)}"
             " AND action IN ('resolved', 'reopened') ORDER BY exception_id, at, seq",
@@ -225,4 +228,4 @@ class Loop:
                 resolver[exception_id] = actor
             elif actor == ACTOR and resolver.get(exception_id, ACTOR) not in MACHINE_ACTORS:
                 argued.add(exception_id)
-        return {i for i in argued if resolver.get(i, ACTOR) not in MACHINE_ACTORS}
+        return resolver, {i for i in argued if resolver.get(i, ACTOR) not in MACHINE_ACTORS}

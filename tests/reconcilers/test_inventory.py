@@ -256,6 +256,27 @@ def test_a_wrongly_resolved_finding_is_reopened_once(store: Store) -> None:
     assert run.opened == 1 and h.active("inventory-sync")["SKU-1@DAL"].id != finding.id
 
 
+def test_a_person_resolving_with_the_word_reconciled_is_reopened_not_duplicated(store: Store) -> None:
+    h = Harness(store, inventory_rule(oversell=None))
+    h.send(snapshot("erp", "SKU-1", "DAL", 10, T), snapshot("wms", "SKU-1", "DAL", 9, T))
+    h.run()
+    (finding,) = h.active("inventory-sync").values()
+
+    h.later()
+    h.exceptions.resolve(finding.id, "ann", resolution=RECONCILED, note="reconciled in the ERP")  # nothing sent
+    h.later()
+    run = h.run()
+    assert (run.reopened, run.opened) == (1, 0)
+    assert list(h.active("inventory-sync").values())[0].id == finding.id
+
+    h.later()
+    h.exceptions.resolve(finding.id, "ann", resolution=RECONCILED, note="it is, really")
+    h.later()
+    run = h.run()
+    assert (run.reopened, run.opened) == (0, 0) and run.details["rules"]["inventory-sync"]["standing"] == 1
+    assert len(h.all("inventory-sync")) == 1
+
+
 def test_a_person_resolving_a_finding_that_agrees_by_then_is_not_reopened(store: Store) -> None:
     h = Harness(store, inventory_rule(oversell=None))
     h.send(snapshot("erp", "SKU-1", "DAL", 10, T), snapshot("wms", "SKU-1", "DAL", 9, T))
