@@ -10,7 +10,7 @@ check the invoice fails, with both sides' values:
 - `currency`: the invoice's currency is not the order's (the amounts are then not compared);
 - `quantity`: the invoiced quantity differs from the shipped quantity by more than
   `quantity_tolerance` units: against the invoice's own shipment (`shipment_id`), or, when the
-  invoice names none, the order's invoices together against its shipments together;
+  invoice names none (or another order's shipment), the order's invoices together against its shipments together;
 - `not-shipped`: invoiced, but no shipment of the order is known `unmatched_after` (2h) later;
 - `no-order`: no accepted order is known `unmatched_after` after the invoice;
 - `incomplete`: the invoice has no amount or no quantity, so it cannot be compared (the door refuses
@@ -146,7 +146,7 @@ WITH
             coalesce(nullIf(o.warehouse, ''), s.warehouse, os.warehouse, '') AS warehouse,
             ifNull(oi.amount, i.amount) AS invoiced_amount, ifNull(oi.invoices, 1) AS invoices,
             ifNull(oi.invoice_ids, [i.invoice_id]) AS invoice_ids,
-            s.shipment_id IS NOT NULL AS own_shipment,
+            s.shipment_id IS NOT NULL AND (i.order_id = '' OR ifNull(s.order_id, '') = i.order_id) AS own_shipment,
             if(own_shipment, i.quantity, oi.quantity) AS compared_invoiced_quantity,
             if(own_shipment, s.quantity, os.quantity) AS shipped_quantity,
             own_shipment OR os.order_id IS NOT NULL AS shipped,

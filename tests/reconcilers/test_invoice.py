@@ -70,6 +70,33 @@ def test_quantity_tolerance_edges(store: Store) -> None:
     assert active["IN-2"].context["shipped"]["shipment_ids"] == ["SH-2"]
 
 
+def test_an_invoice_naming_another_orders_shipment_is_compared_with_its_own_orders_shipments(store: Store) -> None:
+    h = harness(store)
+    h.send(
+        *order_flow(1, DAY_AGO, shipped=5, invoiced_quantity=5),
+        *order_flow(2, DAY_AGO, shipped=9, invoiced_amount=None),
+    )
+    # SO-2 shipped 9 units as SH-2; its invoice names SO-1's shipment SH-1 (5 units) and bills 5
+    h.send(
+        business(
+            "invoice.posted",
+            DAY_AGO + timedelta(hours=3),
+            invoice_id="IN-2",
+            order_id="SO-2",
+            shipment_id="SH-1",
+            amount=100.0,
+            quantity=5,
+            currency="USD",
+        )
+    )
+    h.run()
+    active = h.active("invoice-match")
+    assert set(active) == {"IN-2"}
+    assert active["IN-2"].context["check"] == ["quantity"]
+    assert active["IN-2"].context["summary"] == "IN-2: invoiced 5 units vs shipped 9 (tolerance 0)"
+    assert active["IN-2"].context["shipped"]["shipment_ids"] == ["SH-2"]
+
+
 def test_one_exception_per_invoice_with_every_failed_check(store: Store) -> None:
     h = harness(store)
     h.send(*order_flow(1, DAY_AGO, amount=100.0, invoiced_amount=110.0, shipped=5, invoiced_quantity=4))
