@@ -19,8 +19,9 @@ check the invoice fails, with both sides' values:
 
 and one exception per order id for:
 
-- `not-invoiced`: shipped `uninvoiced_after` (7 days) ago and never invoiced. Lateness is the
-  invoice-posting SLA's business (24h); this finding is revenue that was never billed.
+- `not-invoiced`: shipped `uninvoiced_after` (7 days) ago and never invoiced (shipments adding up
+  to 0 units shipped nothing to bill: no finding). Lateness is the invoice-posting SLA's business
+  (24h); this finding is revenue that was never billed.
 
 Each document is read only from the systems that send it (`sources`: orders and invoices from the
 ERP, shipments from the WMS, as DESIGN.md says), so another system's ingest token cannot amend it.
@@ -190,7 +191,8 @@ WITH
             1 AS shipped, os.shipment_ids AS shipment_ids, os.first_shipped AS shipped_at,
             0 AS currency_bad, 0 AS amount_bad, 0 AS quantity_bad, 0 AS not_shipped, 0 AS no_order,
             CAST([] AS Array(String)) AS missing,
-            if(oi.order_id IS NULL AND os.first_shipped <= {uninvoiced}, ['not-invoiced'], []) AS checks,
+            if(oi.order_id IS NULL AND os.first_shipped <= {uninvoiced} AND ifNull(os.quantity, 1) != 0,
+                ['not-invoiced'], []) AS checks,
             {watch_order} AS watched
         FROM order_shipped AS os
         LEFT JOIN orders AS o ON o.order_id = os.order_id

@@ -218,6 +218,28 @@ def test_shipped_but_never_invoiced_after_the_grace_period(store: Store) -> None
     assert h.exceptions.audit(finding.id)[-1]["detail"]["values"]["invoiced"]["invoice_ids"] == ["IN-1"]
 
 
+def test_an_order_whose_shipments_shipped_nothing_is_not_revenue_never_billed(store: Store) -> None:
+    h = harness(store)
+    week = NOW - timedelta(days=8)
+    h.send(
+        *order_flow(1, week, shipped=0, invoiced_amount=None),  # confirmed with nothing on it
+        *order_flow(2, week, shipped=4, invoiced_amount=None),
+        *order_flow(3, week, shipped=6, invoiced_amount=None),
+    )
+    h.run()
+    assert set(h.active("invoice-match")) == {"SO-2", "SO-3"}
+
+    # SH-3 corrected to 0 units (the shipment was reversed): nothing to bill, the finding resolves
+    h.later()
+    h.send(
+        business(
+            "shipment.confirmed", week + timedelta(hours=1), "wms", order_id="SO-3", shipment_id="SH-3", quantity=0
+        )
+    )
+    run = h.run()
+    assert run.resolved == 1 and set(h.active("invoice-match")) == {"SO-2"}
+
+
 def test_an_order_invoiced_in_parts_matches_when_the_parts_add_up(store: Store) -> None:
     h = harness(store)
     accepted = DAY_AGO
