@@ -3,13 +3,17 @@ the runs, the open findings side by side."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
 
+from reconcilers.inventory import InventoryReconciler
 from tests.factories import event_row
 from tests.reconcilers.factories import order_flow, snapshot
+from tests.reconcilers.test_pull import pulled_rule, settings, wms_database
 from tests.support import RunningTower
 from tower.cli import main
 
@@ -113,3 +117,20 @@ def test_the_reconcile_command(tower: RunningTower) -> None:
 
     result = CliRunner().invoke(main, ["reconcile", "--url", "http://127.0.0.1:9", "--token", token])
     assert result.exit_code == 2 and "cannot reach the tower" in result.output
+
+
+def test_the_reconcile_command_shows_a_failed_runs_error_as_it_is(tower: RunningTower, tmp_path: Path) -> None:
+    assert tower.tower is not None and tower.tower.reconcile is not None
+    service = tower.tower.reconcile
+    # the replica holds placeholders in brackets, as a spreadsheet export does
+    url = wms_database(tmp_path / "wms.db", [("SKU-1", "DAL", 4, None)])
+    with sqlite3.connect(tmp_path / "wms.db") as db:
+        db.execute("INSERT INTO stock VALUES ('SKU-2', 'DAL', '[n/a]', NULL)")
+    service.settings = settings(wms_replica=url)
+    service.reconcilers["inventory-sync"] = InventoryReconciler(service.store, pulled_rule())
+    token = tower.api_token("admin")
+    result = CliRunner().invoke(main, ["reconcile", "inventory-sync", "--url", tower.http_url, "--token", token])
+    assert result.exit_code == 1, result.output
+    assert "error in inventory-sync: PullError: pull wms from wms_replica: row 2: quantity '[n/a]' is not a number" in (
+        result.stderr
+    )

@@ -122,7 +122,8 @@ def reconcile(rule: str | None, as_json: bool, url: str | None, token: str | Non
     """
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if err.is_terminal:
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+        # markup off: an error may quote a value in brackets ('[n/a]'), which markup would drop or choke on
+        columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err, transient=False) as progress:
             runs = stream_runs(url, token, rule, Bar(progress).update)
     else:
@@ -134,6 +135,6 @@ def reconcile(rule: str | None, as_json: bool, url: str | None, token: str | Non
             click.echo(line)
     failed = [r for r in runs if r.get("status") == "error"]
     for run in failed:
-        err.print(f"[red]error[/red] in {run.get('rule')}: {run.get('error')}")
+        err.print(Text.assemble(("error", "red"), f" in {run.get('rule')}: {run.get('error')}"))
     if failed:
         click.get_current_context().exit(1)
