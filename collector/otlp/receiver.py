@@ -86,14 +86,26 @@ def accept_logs(service: IngestService, grant: Grant, request: ExportLogsService
     rows: list[dict[str, Any]] = []
     records: list[tuple[Mapping[str, Any] | None, str, list[str]]] = []
     labels: list[str] = []
+    now = service.clock.now()
+    # (source, id) -> (row, place) of the first event of the request under that id: a different event under it is
+    # refused here, whole, as accept_events would refuse it (after its log row was taken, with no raw to replay)
+    given: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
     for item in items:
         problems = item.problems
         if not problems and item.event is None:
             rows.append(item.row)
             continue
         if not problems and item.event is not None:
-            _, problems = service.check_event(item.event, grant)
+            event, problems = service.check_event(item.event, grant)
             problems = explain_event_problems(problems)
+            if event is not None:
+                row = event.to_row(LOGS_DOOR, now)
+                first = given.setdefault((event.source, event.id), (row, item.where))
+                if first[0] != row:
+                    problems = [
+                        f"id: {event.id!r} is also the id of log record {first[1]} of this request, a different event"
+                        " (the tower keeps one event per source and id: give each event its own id)"
+                    ]
         if problems:
             # `parsed` names the claimed source (and id) for the dead letter; with problems given,
             # accept_events refuses the record without validating it again.

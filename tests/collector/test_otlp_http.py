@@ -17,6 +17,7 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, LogRecordExportResult, SimpleLogRecordProcessor
@@ -218,6 +219,39 @@ def test_invalid_log_events_are_rejected_whole_and_counted_once(tower: RunningTo
     assert [e["id"] for e in query(tower, "SELECT id FROM business_events FINAL")] == ["rel-1"]
     dead = letters(tower, "otlp_logs")
     assert sorted(d["source"] for d in dead) == ["erp", "wms"]
+
+
+def test_a_log_event_reusing_an_id_of_the_request_is_rejected_whole_with_a_replayable_letter(
+    tower: RunningTower,
+) -> None:
+    plain = make_log(body="sync started")
+    first = event_log("order.released", "rel-7", {"order_id": "SO-7", "warehouse": "DAL"})
+    again = event_log("order.released", "rel-7", {"order_id": "SO-7", "warehouse": "DAL"})  # the same event
+    other = event_log("order.released", "rel-7", {"order_id": "SO-7", "warehouse": "HOU"})  # another, same id
+    response = post(tower, "/v1/logs", logs_request(plain, first, again, other).SerializeToString(), PROTOBUF)
+
+    assert response.status_code == 200, response.text
+    answer = ExportLogsServiceResponse.FromString(response.content).partial_success
+    assert answer.rejected_log_records == 1
+    assert (
+        "logRecords[3] (event 'order.released'): id: 'rel-7' is also the id of log record"
+        " resourceLogs[0].scopeLogs[0].logRecords[1] of this request, a different event" in answer.error_message
+    )
+    bodies = sorted(r["Body"] for r in query(tower, "SELECT Body FROM otel_logs"))
+    assert bodies == ["sync started"] + ['{"order_id":"SO-7","warehouse":"DAL"}'] * 2, "the rejected row is not kept"
+    assert query(tower, "SELECT warehouse FROM business_events FINAL") == [{"warehouse": "DAL"}]
+    (dead,) = letters(tower, "otlp_logs")
+    record = orjson.loads(dead["raw"])["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    assert [r["body"] for r in record] == [
+        {
+            "kvlistValue": {
+                "values": [
+                    {"key": "order_id", "value": {"stringValue": "SO-7"}},
+                    {"key": "warehouse", "value": {"stringValue": "HOU"}},
+                ]
+            }
+        }
+    ], "the letter holds the refused record, to replay"
 
 
 # --- replay -----------------------------------------------------------------------------------
