@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from collector.auth import Grant, TokenRegistry
@@ -70,6 +71,16 @@ class TimeWindow:
                 "(TOWER_COLLECTOR_EVENT_MAX_AHEAD_MINUTES; a sender's clock or time zone?)"
             )
         return None
+
+
+def _amount_as_number(event: BusinessEvent) -> BusinessEvent:
+    """The event with an `amount` sent as text in the decimal form the store reads: validation reads it as Python's
+    Decimal does (' 12.50 ', '1_000', '+5'), the store's Decimal(18, 4) column does not (the insert failed, and with
+    it the whole request)."""
+    amount = event.data.get("amount")
+    if not isinstance(amount, str) or (number := str(Decimal(amount))) == amount:
+        return event
+    return event.model_copy(update={"data": {**event.data, "amount": number}})
 
 
 def _span(delta: timedelta) -> str:
@@ -213,7 +224,7 @@ class IngestService:
         if event is None or problems:
             return None, problems
         late_or_early = self.window.problem(event.time, self.clock.now())
-        return (None, [late_or_early]) if late_or_early else (event, [])
+        return (None, [late_or_early]) if late_or_early else (_amount_as_number(event), [])
 
     def accept_events(
         self,

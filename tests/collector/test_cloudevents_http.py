@@ -106,6 +106,26 @@ def test_batch_stores_each_event(tower: RunningTower) -> None:
     assert all(r["trace_id"] == "" and r["door"] == "events" for r in rows.values())
 
 
+def test_amounts_sent_as_text_the_validator_reads_are_stored_as_numbers(tower: RunningTower) -> None:
+    """' 12.50 ' (a padded export) and '1_000' read as numbers, and the store refused their text: a 500 for the
+    whole batch, its good events lost with them."""
+    batch = [
+        make_event("order.accepted", 1, data={"amount": " 12.50 "}),
+        make_event("order.accepted", 2, data={"amount": "1_000"}),
+        make_event("order.accepted", 3, data={"amount": "99.5"}),
+    ]
+    with tower.client("erp") as http:
+        response = http.post("/v1/events", content=orjson.dumps(batch), headers=BATCH)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 3, "rejected": []}
+    assert [(r["order_id"], float(r["amount"])) for r in events(tower)] == [
+        ("SO-1", 12.5),
+        ("SO-2", 1000.0),
+        ("SO-3", 99.5),
+    ]
+    assert [orjson.loads(r["data"])["amount"] for r in events(tower)] == ["12.50", "1000", "99.5"]
+
+
 def test_binary_mode_takes_attributes_from_headers_and_the_plain_traceparent(tower: RunningTower) -> None:
     headers = {
         "Content-Type": "application/json; charset=utf-8",
