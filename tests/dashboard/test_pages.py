@@ -51,6 +51,24 @@ def button(at: AppTest, label: str) -> Any:
     return next(b for b in at.button if b.label == label)
 
 
+def open_refusals(demo: DemoTower, key: str, refused: int, reason: str) -> Any:
+    """An open `ingest-refusals` exception under `key` (a source, or `token <id>`)."""
+    assert demo.running.tower is not None
+    [record] = ExceptionStore(demo.running.tower.store, FixedClock(demo.now)).open_many(
+        [
+            NewException(
+                rule="ingest-refusals",
+                key=key,
+                kind="technical",
+                owner="integration",
+                severity="high",
+                context={"refused": refused, "window": "15m", "reasons": [reason]},
+            )
+        ]
+    )
+    return record
+
+
 def exception_table(at: AppTest) -> pd.DataFrame:
     """The queue's table (the one with an `opened` column)."""
     return next(d.value for d in at.dataframe if "opened" in d.value.columns)
@@ -588,18 +606,7 @@ def test_dead_letters_are_for_admins_who_discard_with_a_note_or_replay(
 
 def test_a_refusals_exception_links_to_its_sources_dead_letters(dashboard: Dashboard, demo_tower: DemoTower) -> None:
     assert demo_tower.running.tower is not None
-    [record] = ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now)).open_many(
-        [
-            NewException(
-                rule="ingest-refusals",
-                key="edi",
-                kind="technical",
-                owner="integration",
-                severity="high",
-                context={"refused": 3, "window": "15m", "reasons": ["data.shipment_id: required for asn.sent"]},
-            )
-        ]
-    )
+    record = open_refusals(demo_tower, "edi", 3, "data.shipment_id: required for asn.sent")
     at = open_page(dashboard("admin"), "views/queue.py", exception=record.id)
     no_errors(at)
     [link] = [link for link in at.page_link if link.value.startswith("See the refused records")]
@@ -614,18 +621,7 @@ def test_a_tokens_refusals_exception_points_at_the_letters_that_token_sent(
     its letters, the token's id does; the link and the command name it (they listed every letter before)."""
     assert demo_tower.running.tower is not None
     sender = token_id(demo_tower.running.token(system))  # one exception per key while open: a token per case
-    [record] = ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now)).open_many(
-        [
-            NewException(
-                rule="ingest-refusals",
-                key=f"token {sender}",
-                kind="technical",
-                owner="integration",
-                severity="high",
-                context={"refused": 2, "window": "15m", "reasons": [f"{role}: source 'crm' is not allowed"]},
-            )
-        ]
-    )
+    record = open_refusals(demo_tower, f"token {sender}", 2, f"{role}: source 'crm' is not allowed")
     at = open_page(dashboard(role), "views/queue.py", exception=record.id)
     no_errors(at)
     links = [link for link in at.page_link if link.value.startswith("See the refused records")]
@@ -673,18 +669,7 @@ def test_a_refusals_exception_tells_every_role_where_its_dead_letters_are(
     """The dead letters page is in the admins' menu only: the other roles' panel says where the records are instead
     of linking to it (a link to a page the menu does not hold stopped the panel before its Actions tab)."""
     assert demo_tower.running.tower is not None
-    [record] = ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now)).open_many(
-        [
-            NewException(
-                rule="ingest-refusals",
-                key=f"edi/{role}-test",
-                kind="technical",
-                owner="integration",
-                severity="high",
-                context={"refused": 2, "window": "15m", "reasons": ["data.shipment_id: required for asn.sent"]},
-            )
-        ]
-    )
+    record = open_refusals(demo_tower, f"edi/{role}-test", 2, "data.shipment_id: required for asn.sent")
     at = open_page(dashboard(role), "views/queue.py", exception=record.id)
     no_errors(at)
     assert [t.label for t in at.tabs] == ["Timeline", "Audit trail", "Slack delivery", "Evidence", "Actions"]
