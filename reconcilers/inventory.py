@@ -22,6 +22,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from kernel.durations import duration_text
 from kernel.model.events import source_covers
 from kernel.store import Store
 from reconcilers.config import FindingRule, InventoryParams, RuleConfig
@@ -192,8 +193,7 @@ class InventoryReconciler:
         present = {n: any(at >= since for at in counted.get(n, last[n].values())) for n in self.sides}
         check_sync = present[1] and present[2]
         check_oversell = self.oversell_rule is not None and present.get(3, False) and present[2]
-        lookback = self.params.lookback
-        span = f"{lookback.days}d" if not lookback.seconds else f"{lookback.total_seconds() / 3600:g}h"
+        span = duration_text(self.params.lookback)
         unseen = f"neither side has reported it in the last {span}: the difference can no longer be checked"
         comparisons = [Comparison(self.sync_rule, checked=check_sync, unseen=unseen)]
         if self.oversell_rule is not None:
@@ -201,7 +201,7 @@ class InventoryReconciler:
         missing = [self.sides[n] for n, ok in present.items() if not ok]
         for comparison in comparisons:
             if not comparison.checked:
-                comparison.note = f"no snapshot from {', '.join(missing)} in the last {self.params.lookback}"
+                comparison.note = f"no snapshot from {', '.join(missing)} in the last {span}"
         if not check_sync and not check_oversell:
             return comparisons
         sources = sorted({source for found in last.values() for source in found} | set(self.sides.values()))

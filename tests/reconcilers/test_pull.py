@@ -229,7 +229,7 @@ def test_pulled_rows_older_than_the_lookback_are_not_compared(store: Store, tmp_
     run = h.run()
     assert (run.rows_compared, run.opened) == (0, 1)
     assert run.details["rules"]["inventory-sync"]["checked"] is False
-    assert run.details["rules"]["inventory-sync"]["note"] == "no snapshot from wms in the last 7 days, 0:00:00"
+    assert run.details["rules"]["inventory-sync"]["note"] == "no snapshot from wms in the last 7d"
     assert h.all("inventory-sync") == [] and set(h.active("inventory-stale")) == {"wms"}
 
     fresh = wms_database(tmp_path / "fresh.db", [("SKU-1", "DAL", 10, "2026-11-02 17:30:00"), ("SKU-1", "DAL", 7, old)])
