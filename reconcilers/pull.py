@@ -14,6 +14,8 @@ read-only one.
 from __future__ import annotations
 
 import contextlib
+import math
+import re
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -257,9 +259,17 @@ def _text(value: Any, where: str) -> str:
     return text
 
 
+# Unix seconds written as text (SQLite's strftime('%s'), or a number in a TEXT column): 9 digits or more, so that
+# an ISO basic date (`20261128`) stays a date.
+_UNIX_TEXT = re.compile(r"\d{9,}(\.\d+)?")
+
+
 def _time(value: Any, where: str) -> datetime:
     shown = value
-    if isinstance(value, int) and not isinstance(value, bool):  # Unix seconds (an INTEGER column)
+    if isinstance(value, str) and _UNIX_TEXT.fullmatch(value.strip()):
+        value = float(value) if "." in value else int(value)
+    # Unix seconds: an INTEGER column, a REAL one (with a fraction), or the text of either
+    if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and math.isfinite(value)):
         try:
             value = datetime.fromtimestamp(value, UTC)
         except (OverflowError, OSError, ValueError) as exc:

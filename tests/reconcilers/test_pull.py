@@ -76,6 +76,34 @@ def test_a_pulled_side_is_compared_with_snapshot_events(store: Store, tmp_path: 
     assert store.query("SELECT count() AS n FROM system.tables WHERE name LIKE 'recon_stage_%'") == [{"n": 0}]
 
 
+@pytest.mark.parametrize(
+    ("as_of", "query"),
+    [
+        ("seconds", QUERY),  # a TEXT column holding strftime('%s'): the text of an integer
+        ("seconds", QUERY.replace("counted_at AS as_of", "CAST(counted_at AS INTEGER) + 0.25 AS as_of")),  # REAL
+        ("20261102", QUERY),  # an ISO basic date stays a date (00:00 UTC, stale)
+    ],
+    ids=["text", "real", "basic date"],
+)
+def test_a_pulled_as_of_in_unix_seconds_is_read_whatever_its_column_type(
+    store: Store, tmp_path: Path, as_of: str, query: str
+) -> None:
+    counted = T - timedelta(minutes=20)
+    value = str(int(counted.timestamp())) if as_of == "seconds" else as_of
+    url = wms_database(tmp_path / "wms.db", [("SKU-1", "DAL", 4, value)])
+    h = Harness(store, pulled_rule(query), settings=settings(wms_replica=url))
+    h.send(snapshot("erp", "SKU-1", "DAL", 5, T))
+    run = h.run()
+    assert run.error == ""
+    [wms] = [side for side in h.active("inventory-sync")["SKU-1@DAL"].context["sides"] if side["name"] == "wms"]
+    expected = counted + timedelta(seconds=0.25) if "0.25" in query else counted
+    if as_of == "seconds":
+        assert wms["as_of"] == expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert h.active("inventory-stale") == {}
+    else:
+        assert wms["as_of"] == "2026-11-02T00:00:00.000000Z" and set(h.active("inventory-stale")) == {"wms"}
+
+
 def test_a_pull_whose_counts_are_old_is_stale(store: Store, tmp_path: Path) -> None:
     url = wms_database(tmp_path / "wms.db", [("SKU-1", "DAL", 10, "2026-11-02 15:00:00")])
     h = Harness(store, pulled_rule(), settings=settings(wms_replica=url))
