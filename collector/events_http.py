@@ -13,7 +13,8 @@ Response contract (every body is JSON):
   In NDJSON a line that is not JSON, and in binary mode a body that is not JSON, is one refused record.
 - 401 `{"error": ...}` without a known ingest token; 413 over the body or decompression limits, or a batch
   or NDJSON body of more than TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST (50,000) records (counted before any is
-  read; nothing is stored and the body is dead-lettered whole);
+  read; nothing is stored and the body is dead-lettered whole: a replay stores all its records, under the limit
+  of the moment, or none);
   415 for other content types or encodings; 503 + `Retry-After` (and `"retry_after"`) when the
   tower cannot take more right now (nothing of the request was stored: send it again);
   500 when the store refused the rows.
@@ -37,13 +38,23 @@ from starlette.concurrency import run_in_threadpool
 
 from collector.auth import Grant
 from collector.body import BodyError, read_body
-from collector.cloudevents import BATCH, NDJSON_TYPES, STRUCTURED, BodyRefused, ParsedBody, detect_mode, parse_body
+from collector.cloudevents import (
+    BATCH,
+    NDJSON_TYPES,
+    STRUCTURED,
+    BodyRefused,
+    ParsedBody,
+    detect_mode,
+    media_type,
+    parse_body,
+)
 from collector.deadletters import Refusal
 from collector.http_deps import IngestDep
 from collector.pipeline import NotStored, Overloaded
 from collector.service import IngestService, Outcome, Replay
 
 DOOR = "events"
+_PROBLEMS_SHOWN = 10  # reasons a replay of a body refused whole names, of its records still refused
 
 router = APIRouter(tags=["events"])
 
@@ -185,6 +196,8 @@ def register_replayers(service: IngestService) -> None:
     """
 
     def replay(raw: str, content_type: str, grant: Grant) -> Replay:
+        if media_type(content_type) in (BATCH, *NDJSON_TYPES):  # a body refused whole (too many records)
+            return _replay_body(service, raw, content_type, grant)
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -197,3 +210,39 @@ def register_replayers(service: IngestService) -> None:
         return Replay({"business_events": [event.to_row(DOOR, service.clock.now())]}, [])
 
     service.register_replayer(DOOR, replay)
+
+
+def _replay_body(service: IngestService, raw: str, content_type: str, grant: Grant) -> Replay:
+    """Run a batch or NDJSON body refused whole through the door again (the records per request limit of the
+    moment applies): every record's row, or the reasons of those still refused (the letter is replayed whole)."""
+    try:
+        parsed = parse_body(
+            detect_mode(content_type, {}),
+            raw.encode(),
+            content_type,
+            {},
+            service.pipeline.settings.max_records_per_request,
+        )
+    except BodyRefused as exc:
+        return Replay({}, [exc.message])
+    now = service.clock.now()
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    given: dict[tuple[str, str], dict[str, Any]] = {}
+    for index, (record, _, parse_problems) in enumerate(parsed.records):
+        event, found = (
+            (None, parse_problems) if record is None or parse_problems else service.check_event(record, grant)
+        )
+        if event is not None:
+            row = event.to_row(DOOR, now)
+            if given.setdefault((event.source, event.id), row) == row:
+                rows.append(row)
+                continue
+            found = [f"id: {event.id!r} is also the id of an earlier, different event of this request"]
+        where = f"line {parsed.lines[index]}" if parsed.lines is not None else f"record {index}"
+        problems.extend(p if p.startswith(where + ":") else f"{where}: {p}" for p in found)
+    if len(problems) > _PROBLEMS_SHOWN:  # the letter's reason holds them: a body refused whole can be 32 MiB
+        problems[_PROBLEMS_SHOWN:] = [f"and {len(problems) - _PROBLEMS_SHOWN:,} more records refused"]
+    if problems:
+        return Replay({}, problems)
+    return Replay({"business_events": rows} if rows else {}, [])

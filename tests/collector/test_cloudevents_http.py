@@ -390,6 +390,35 @@ def test_a_request_of_more_records_than_allowed_is_refused_whole_and_answers_are
         assert_still_serving(small)
 
 
+def test_a_body_refused_for_too_many_records_replays_once_the_limit_allows_it(
+    store: EmbeddedStore, tmp_path: Path
+) -> None:
+    """Its letter is the whole batch or NDJSON body: a replay read it as one event and failed for ever ('event must
+    be a JSON object'), so raising the limit never brought its records in."""
+    with start_in_process(tmp_path, store, max_records_per_request=2) as small, small.client("erp") as http:
+        batch = [make_event("order.released", n) for n in range(3)]
+        lines = b"\n".join(orjson.dumps(make_event("order.released", n)) for n in range(3, 6)) + b"\n"
+        bad = [make_event("order.released", 9), make_event("order.released", 10, data={"order_id": ""})]
+        assert http.post("/v1/events", content=orjson.dumps(batch), headers=BATCH).status_code == 413
+        assert http.post("/v1/events", content=lines, headers=NDJSON).status_code == 413
+        assert http.post("/v1/events", content=orjson.dumps(bad + bad), headers=BATCH).status_code == 413
+        assert small.tower is not None
+        ingest = small.tower.ingest
+        report = ingest.replay(door="events")
+        assert report.replayed == 0 and all("more than 2 records" in f["errors"][0] for f in report.still_failing)
+
+        ingest.pipeline.settings = ingest.pipeline.settings.model_copy(update={"max_records_per_request": 4})
+        report = ingest.replay(door="events")
+        assert report.replayed == 2
+        (failing,) = report.still_failing
+        assert failing["errors"] == [
+            "record 1: data.order_id: required for order.released",
+            "record 3: data.order_id: required for order.released",
+        ]
+        assert [e["order_id"] for e in events(small)] == [f"SO-{n}" for n in range(6)]
+        assert sorted(d["status"] for d in letters(small)) == ["pending", "replayed", "replayed"]
+
+
 def test_overloaded_pipeline_503_with_retry_after(tower: RunningTower) -> None:
     assert tower.tower is not None
     tower.tower.pipeline.stop()
