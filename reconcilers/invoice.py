@@ -6,8 +6,8 @@ check the invoice fails, with both sides' values:
 - `amount`: the order's invoices together differ from the accepted order amount by more than
   `amount_tolerance_pct` percent of it (exactly at the tolerance: no finding). With one invoice
   per order (the usual case) this is the invoice against the order; an order billed in parts is
-  a finding until its invoices add up;
-- `currency`: the invoice's currency is not the order's (the amounts are then not compared);
+  a finding until its invoices add up. An invoice in another currency than the order's is not added;
+- `currency`: the invoice's currency is not the order's (its amount is then not compared, nor added);
 - `quantity`: the invoiced quantity differs from the shipped quantity by more than
   `quantity_tolerance` units: against the invoice's own shipment (`shipment_id`), or, when the
   invoice names none (or another order's shipment), the order's invoices together against its shipments together;
@@ -130,9 +130,13 @@ WITH
         FROM shipments WHERE order_id != '' GROUP BY order_id
     ),
     order_invoiced AS {once}(
-        SELECT order_id, sum(amount) AS amount, sum(quantity) AS quantity, count() AS invoices,
-            groupArray(invoice_id) AS invoice_ids
-        FROM invoices WHERE order_id != '' GROUP BY order_id
+        -- an invoice in another currency than the order's is a finding of its own, and not money towards the
+        -- order's amount: adding it would let USD 60 + CAD 40 pass for a USD 100 order
+        SELECT i.order_id AS order_id,
+            sumIf(i.amount, i.currency = '' OR ifNull(o.currency, '') IN ('', i.currency)) AS amount,
+            sum(i.quantity) AS quantity, count() AS invoices, groupArray(i.invoice_id) AS invoice_ids
+        FROM invoices AS i LEFT JOIN orders AS o ON o.order_id = i.order_id
+        WHERE i.order_id != '' GROUP BY i.order_id
     ),
     matched AS (
         SELECT

@@ -265,6 +265,42 @@ def test_an_order_invoiced_in_parts_matches_when_the_parts_add_up(store: Store) 
     assert run.resolved == 1 and h.active("invoice-match") == {}
 
 
+def test_an_invoice_in_another_currency_does_not_count_towards_the_orders_amount(store: Store) -> None:
+    """USD 60 and CAD 40 against a USD 100 order: 60 USD are billed, not 100 (the CAD one is its own finding)."""
+    h = harness(store)
+    accepted = DAY_AGO
+    h.send(
+        business("order.accepted", accepted, order_id="SO-1", customer_id="C-1", amount=100.0, currency="USD"),
+        business("shipment.confirmed", accepted, "wms", order_id="SO-1", shipment_id="SH-1a", quantity=3),
+        business("shipment.confirmed", accepted, "wms", order_id="SO-1", shipment_id="SH-1b", quantity=2),
+        business(
+            "invoice.posted",
+            accepted,
+            invoice_id="IN-1a",
+            order_id="SO-1",
+            shipment_id="SH-1a",
+            amount=60,
+            quantity=3,
+            currency="USD",
+        ),
+        business(
+            "invoice.posted",
+            accepted,
+            invoice_id="IN-1b",
+            order_id="SO-1",
+            shipment_id="SH-1b",
+            amount=40,
+            quantity=2,
+            currency="CAD",
+        ),
+    )
+    h.run()
+    active = h.active("invoice-match")
+    assert active["IN-1b"].context["check"] == ["currency"]
+    usd = active["IN-1a"].context
+    assert usd["check"] == ["amount"] and usd["invoiced"]["amount"] == "60.00"
+
+
 def test_a_corrected_invoice_resolves_and_a_redelivery_changes_nothing(store: Store) -> None:
     h = harness(store)
     flow = order_flow(1, DAY_AGO, invoiced_amount=130.0)
