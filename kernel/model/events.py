@@ -157,8 +157,8 @@ def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[s
         problems.append(f"id: must be a string, got {_json_kind(event_id)} ({event_id!r})")
     elif not isinstance(event_id, str) or not event_id.strip():
         problems.append("id: required, a non-empty string")
-    elif len(event_id) > _MAX_ID:
-        problems.append(f"id: longer than {_MAX_ID} characters")
+    elif id_problem := key_problem(event_id):
+        problems.append(f"id: {id_problem}")
     source = raw.get("source")
     if not isinstance(source, str) or not source:
         problems.append("source: required")

@@ -58,6 +58,9 @@ def test_valid_event_becomes_a_row() -> None:
         ),
         ({"data": {"order_id": " \t "}}, "data.order_id: required for order.accepted"),
         ({"subject": "SO-1\x7f"}, "subject: 'SO-1\\x7f' contains the control character U+007F"),
+        ({"id": "evt-\x001"}, "id: 'evt-\\x001' contains the control character U+0000"),
+        ({"id": "evt-1\n"}, "id: 'evt-1\\n' contains the control character U+000A"),
+        ({"id": "x" * 257}, "id: longer than 256 characters"),
     ],
 )
 def test_each_problem_is_named(change: dict[str, Any], expected: str) -> None:
@@ -92,6 +95,12 @@ def test_keys_padded_with_whitespace_are_trimmed() -> None:
     assert (row["subject"], row["order_id"], row["warehouse"], row["shipment_id"]) == ("SH-8", "SO-8", "DAL", "SH-8")
     assert (event.data["order_id"], event.data["warehouse"]) == ("SO-8", "DAL")
     assert raw["data"]["order_id"] == "SO-8   "  # the sender's mapping is not changed
+
+
+def test_ids_without_control_characters_are_kept_as_sent() -> None:
+    for event_id in ("évt 1/2:3", "x" * 256, "0af7651916cd43dd8448eb211c80319c"):
+        event, problems = validate_event(make_event("order.accepted", id=event_id))
+        assert problems == [] and event is not None and event.id == event_id
 
 
 def test_unicode_keys_are_kept_as_sent() -> None:
