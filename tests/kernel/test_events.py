@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kernel.model.events import is_source, source_covers, validate_event
+from kernel.model.events import is_source, parse_time, source_covers, validate_event
 from tests.factories import make_event
 
 
@@ -85,6 +85,52 @@ def test_data_sent_as_json_text_is_read() -> None:
 def test_the_ends_of_the_stored_range_are_accepted(time: str) -> None:
     event, problems = validate_event(make_event("order.accepted", time=time))
     assert problems == [] and event is not None
+
+
+@pytest.mark.parametrize(
+    ("time", "expected"),
+    [
+        ("2026-11-02T15:00:00Z", datetime(2026, 11, 2, 15, 0, tzinfo=UTC)),
+        ("2026-11-02t15:00:00z", datetime(2026, 11, 2, 15, 0, tzinfo=UTC)),
+        ("2026-11-02 15:00:00Z", datetime(2026, 11, 2, 15, 0, tzinfo=UTC)),  # RFC 3339 section 5.6 allows a space
+        ("2026-11-02 09:00:00-06:00", datetime(2026, 11, 2, 15, 0, tzinfo=UTC)),
+        ("2026-11-02T17:00:00.5+02:00", datetime(2026, 11, 2, 15, 0, 0, 500000, tzinfo=UTC)),
+        # nanoseconds (OTLP, RFC senders) are taken, cut to the microsecond the store holds
+        ("2026-11-02T09:00:00.123456789-06:00", datetime(2026, 11, 2, 15, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-11-02T15:00:00-00:00", datetime(2026, 11, 2, 15, 0, tzinfo=UTC)),
+    ],
+)
+def test_rfc_3339_date_times_are_read(time: str, expected: datetime) -> None:
+    assert parse_time(time) == expected
+    event, problems = validate_event(make_event("order.accepted", time=time))
+    assert problems == [] and event is not None and event.time == expected
+
+
+@pytest.mark.parametrize(
+    "time",
+    [
+        "2026-W45-1T15:00:00Z",  # ISO week date
+        "2026-306T15:00:00Z",  # ISO ordinal date
+        "20261102T150000Z",  # ISO basic format
+        "2026-11-02T15:00:00+0200",  # offset without a colon
+        "2026-11-02T15:00:00+02",
+        "2026-11-02T15:00:00+02:00:30",
+        "2026-11-02T15:00:00+24:00",
+        "2026-11-02T15:00:00 Z",
+        "2026-11-02T15:00:00,5Z",
+        "2026-11-02T15:00:00.Z",
+        "2026-11-02T15:00Z",
+        "2026-11-02_15:00:00Z",
+        "2026-11-02T15:00:00",
+        "\uff12\uff10\uff12\uff16-11-02T15:00:00Z",  # full-width digits
+        "2026-02-30T15:00:00Z",
+        "2026-11-02T24:00:00Z",
+    ],
+)
+def test_times_that_are_not_rfc_3339_are_refused(time: str) -> None:
+    assert parse_time(time) is None
+    event, problems = validate_event(make_event("order.accepted", time=time))
+    assert event is None and problems == [f"time: {time!r} is not RFC 3339 with an offset"], problems
 
 
 def test_keys_padded_with_whitespace_are_trimmed() -> None:
