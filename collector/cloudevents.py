@@ -18,6 +18,7 @@ request may (`max_records`: counted before any record is read, refused with 413 
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import json
 import re
@@ -38,6 +39,9 @@ Record = tuple[Mapping[str, Any] | None, str, list[str]]
 
 NOT_AN_OBJECT = "event must be a JSON object"
 MAX_RECORDS_SETTING = "TOWER_COLLECTOR_MAX_RECORDS_PER_REQUEST"
+
+# A leading UTF-8 byte-order mark, which PowerShell and .NET senders write and RFC 8259 lets a parser skip.
+BOM = codecs.BOM_UTF8
 
 # Decodes one element of a batch at a time, to count them before orjson builds them all.
 _ELEMENT = json.JSONDecoder()
@@ -105,6 +109,7 @@ def parse_body(
 ) -> ParsedBody:
     """Split a request body into records; BodyRefused(400) when the body is not the mode's JSON, BodyRefused(413,
     dead-lettered) when a batch or NDJSON body carries more than `max_records` (counted before any is read)."""
+    body = body.removeprefix(BOM)
     if mode == STRUCTURED:
         return ParsedBody(mode, [_structured(body)])
     if mode == BATCH:

@@ -199,7 +199,7 @@ def register_replayers(service: IngestService) -> None:
         if media_type(content_type) in (BATCH, *NDJSON_TYPES):  # a body refused whole (too many records)
             return _replay_body(service, raw, content_type, grant)
         try:
-            parsed = orjson.loads(raw)
+            parsed = orjson.loads(raw.removeprefix("\ufeff"))  # a body refused whole keeps the BOM it was sent with
         except orjson.JSONDecodeError as exc:
             return Replay({}, [f"not valid JSON: {exc}"])
         if not isinstance(parsed, dict):

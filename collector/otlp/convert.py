@@ -25,6 +25,7 @@ the wrong length is a refusal of that span only.
 from __future__ import annotations
 
 import base64
+import codecs
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -213,7 +214,7 @@ def _decode(
     if kind != JSON:
         raise UnsupportedContentType(f"content type {content_type!r} is not {PROTOBUF} or {JSON}")
     try:
-        document = orjson.loads(body)
+        document = orjson.loads(body.removeprefix(codecs.BOM_UTF8))  # PowerShell and .NET senders write one
     except orjson.JSONDecodeError as exc:
         raise DecodeFailure(f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):

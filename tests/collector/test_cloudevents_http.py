@@ -319,6 +319,34 @@ def test_undecodable_body_400_and_dead_lettered_whole(
     assert_still_serving(tower)
 
 
+def test_a_body_starting_with_a_utf8_byte_order_mark_is_read(tower: RunningTower) -> None:
+    """Windows senders (PowerShell, .NET) start the body with a BOM: it was refused 400 'BOM is not supported'."""
+    bom = b"\xef\xbb\xbf"
+    with tower.client("erp") as http:
+        structured = http.post("/v1/events", content=bom + orjson.dumps(make_event(n=1)), headers=STRUCTURED)
+        batch = http.post("/v1/events", content=bom + orjson.dumps([make_event(n=2)]), headers=BATCH)
+        ndjson = http.post("/v1/events", content=bom + orjson.dumps(make_event(n=3)) + b"\n", headers=NDJSON)
+        broken = http.post("/v1/events", content=bom + b'{"id": ', headers=STRUCTURED)
+    assert [r.status_code for r in (structured, batch, ndjson)] == [200] * 3, [r.text for r in (structured, ndjson)]
+    assert sorted(e["order_id"] for e in events(tower)) == ["SO-1", "SO-2", "SO-3"]
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]
+    [letter] = letters(tower)
+    assert letter["raw"] == "\ufeff" + '{"id": '  # the body as sent, its BOM too
+
+
+def test_a_letter_of_a_body_refused_for_its_byte_order_mark_replays(tower: RunningTower) -> None:
+    """Such bodies were dead-lettered whole, as sent: a replay now reads them."""
+    assert tower.tower is not None
+    raw = "\ufeff" + orjson.dumps(make_event(n=4)).decode()
+    refusal = Refusal(
+        "events", "body is not valid JSON: BOM", raw, source="erp", content_type=STRUCTURED["Content-Type"]
+    )
+    tower.tower.store.insert("dead_letters", [dead_letter_row(refusal, token_id(tower.token("erp")), BASE)])
+    report = tower.tower.ingest.replay(door="events")
+    assert (report.replayed, report.still_failing) == (1, [])
+    assert [e["order_id"] for e in events(tower)] == ["SO-4"]
+
+
 def test_corrupt_gzip_400(tower: RunningTower) -> None:
     with tower.client("erp") as http:
         response = http.post("/v1/events", content=b"not gzip", headers={**STRUCTURED, "Content-Encoding": "gzip"})

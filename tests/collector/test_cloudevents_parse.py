@@ -66,6 +66,23 @@ def test_undecodable_bodies_are_400_and_worth_a_dead_letter() -> None:
     assert "must be a JSON array" in info.value.message
 
 
+def test_a_leading_utf8_byte_order_mark_is_skipped_in_every_json_mode() -> None:
+    """PowerShell and .NET start JSON text with one; orjson refused the body ('BOM is not supported')."""
+    event = make_event()
+    text = orjson.dumps(event)
+    bom = b"\xef\xbb\xbf"
+    assert parse_body(STRUCTURED, bom + text, STRUCTURED, {}).records == [(event, text.decode(), [])]
+    assert parse_body(BATCH, bom + orjson.dumps([event]), BATCH, {}).records == [(event, text.decode(), [])]
+    parsed = parse_body(NDJSON, bom + text + b"\n" + text + b"\n", "application/x-ndjson", {})
+    assert parsed.records == [(event, text.decode(), [])] * 2 and parsed.lines == [1, 2]
+    [(binary, _, problems)] = parse_body(
+        BINARY, bom + b'{"order_id": "SO-1"}', "application/json", {"ce-id": "1"}
+    ).records
+    assert problems == [] and binary is not None and binary["data"] == {"order_id": "SO-1"}
+    with pytest.raises(BodyRefused, match="not valid JSON"):  # only at the start: it is not JSON whitespace
+        parse_body(STRUCTURED, b" " + bom + text, STRUCTURED, {})
+
+
 def test_batch_records_keep_their_raw_text_and_non_objects_are_refused_records() -> None:
     event = make_event()
     parsed = parse_body(BATCH, orjson.dumps([event, 42, "x"]), BATCH, {})

@@ -277,6 +277,14 @@ def test_log_records_with_bad_ids_have_problems() -> None:
     assert decode_logs(b"{}", "application/json") == logs_request().__class__()
 
 
+def test_otlp_json_starting_with_a_utf8_byte_order_mark_is_decoded() -> None:
+    """Windows senders (PowerShell, .NET) start JSON text with a BOM: the body was refused 'BOM is not supported'."""
+    logs = logs_request(event_log("order.released", "e-1", {"order_id": "SO-1"}))
+    spans = trace_request(make_span("s"))
+    assert decode_logs(b"\xef\xbb\xbf" + otlp_json(logs).encode(), "application/json") == logs
+    assert decode_traces(b"\xef\xbb\xbf" + otlp_json(spans).encode(), "application/json") == spans
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field."""
     out, length = bytearray([number << 3 | 2]), len(payload)
