@@ -8,7 +8,7 @@
 - jobs.py: `replay-send`, `replay-watch`, `replay-auto`.
 """
 
-from reconcilers.replay.requests import ReplayRequest, ReplayRequests, idempotency_key
+from reconcilers.replay.requests import ReplayRequest, ReplayRequests, idempotency_key, round_key
 from reconcilers.replay.service import NotReplayable, ReplayService, RequestOutcome, RunSummary, exception_source
 from reconcilers.replay.settings import ReplaySettings, ReplayWebhook
 from reconcilers.replay.signing import signature, verify_signature
@@ -24,6 +24,7 @@ __all__ = [
     "RunSummary",
     "exception_source",
     "idempotency_key",
+    "round_key",
     "signature",
     "verify_signature",
 ]

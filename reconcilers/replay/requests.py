@@ -1,7 +1,9 @@
 """Replay requests as records: the `replay_requests` table (one row per version, the latest wins).
 
 A request's id is its idempotency key: a hash of the source, the keys and the time range, so the same
-thing asked twice (by a person, by the policy, by a job run twice) finds the same record.
+thing asked twice (by a person, by the policy, by a job run twice) finds the same record. A request asked
+again after it failed or escalated is round 2, 3, ... of that thing, under a key derived from the first
+(`round_key`), so two towers asking again at once still write one request.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ STATUSES: tuple[Status, ...] = ("requested", "sent", "failed", "satisfied", "esc
 # failed: the webhook refused it or never answered within the attempts; satisfied: the replayed events
 # arrived and the exceptions were resolved; escalated: they did not arrive in time.
 OPEN_STATUSES: tuple[Status, ...] = ("requested", "sent")
+AGAIN_STATUSES: tuple[Status, ...] = ("failed", "escalated")  # the statuses a request may be asked again from
+# detail fields that link the rounds of one thing; kept when a request's detail is rewritten
+CHAIN_FIELDS = ("round", "supersedes", "superseded_by")
 
 COLUMNS = (
     "id, exception_ids, rule, source, webhook_source, keys, range_from, range_to, reason, status, requested_by, "
@@ -41,6 +46,13 @@ def idempotency_key(source: str, keys: list[str], since: datetime, until: dateti
     """The id of a replay: SHA-256 of source, sorted keys and range [since, until), 32 hex characters."""
     material = orjson.dumps([source, sorted(set(keys)), iso(since), iso(until)])
     return hashlib.sha256(material).hexdigest()[:32]
+
+
+def round_key(first: str, number: int) -> str:
+    """The id of round `number` of the request whose first round has id `first` (round 1 is `first` itself)."""
+    if number <= 1:
+        return first
+    return hashlib.sha256(orjson.dumps([first, number])).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,17 @@ class ReplayRequests:
             f"SELECT {COLUMNS} FROM replay_requests FINAL WHERE id = {{id:String}}", {"id": replay_id}
         )
         return ReplayRequest.from_row(rows[0]) if rows else None
+
+    def latest(self, first: str) -> ReplayRequest | None:
+        """The last round of the request whose first round has id `first` (None when it was never asked)."""
+        found = self.get(first)
+        number = 1
+        while found is not None:
+            following = self.get(round_key(first, number + 1))
+            if following is None:
+                return found
+            found, number = following, number + 1
+        return None
 
     def for_exception(self, exception_id: str) -> list[ReplayRequest]:
         """Every request made for an exception, oldest first."""

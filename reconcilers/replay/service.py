@@ -12,7 +12,9 @@ and a note says so on each exception.
 
 Sending is at least once: a call whose answer was lost is sent again with the same idempotency key,
 which the receiver uses to do the work once. Asking again for the same source, keys and range
-never makes a second request: it returns the first (and attaches the new exception to it).
+never makes a second request: it returns the first (and attaches the new exception to it; one
+attached to a satisfied request is resolved by it). Only `again` asks anew, and only after the
+last request for that thing failed or escalated: the next round, under a key derived from the first.
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ from kernel.exceptions import ACTIVE, ExceptionFilter, ExceptionNotFound, Except
 from kernel.model.events import SOURCE_SYSTEMS, parse_time, source_system
 from kernel.store import Store
 from kernel.store.base import stored_time, utc_text
-from reconcilers.replay.requests import ReplayRequest, ReplayRequests, idempotency_key, iso
+from reconcilers.replay.requests import (
+    AGAIN_STATUSES,
+    CHAIN_FIELDS,
+    ReplayRequest,
+    ReplayRequests,
+    idempotency_key,
+    iso,
+    round_key,
+)
 from reconcilers.replay.settings import ReplaySettings, ReplayWebhook
 from reconcilers.replay.signing import ATTEMPT_HEADER, IDEMPOTENCY_HEADER, signed_headers
 from reconcilers.replay.webhook import HttpxTransport, WebhookAnswer, WebhookTransport, WebhookUnreachable
@@ -92,10 +102,11 @@ class NotReplayable(Exception):
 
 @dataclass(frozen=True)
 class RequestOutcome:
-    """What asking for a replay did: the request as it stands, and whether this call created it."""
+    """What asking for a replay did: the request as it stands, whether this call created it, and what to say."""
 
     request: ReplayRequest
     created: bool
+    message: str = ""
 
 
 @dataclass
@@ -157,12 +168,15 @@ class ReplayService:
         note: str = "",
         actor: str = "operator",
         send: bool = True,
+        again: bool = False,
     ) -> RequestOutcome:
         """Ask the exception's source to resend what was lost; the existing request when the same thing was asked.
 
         `keys` (business keys or event ids) and [`since`, `until`) default from the exception and,
         without keys, from the source's pending dead letters in the range. With `send`, the first call
-        to the webhook is made now; otherwise the `replay-send` job makes it.
+        to the webhook is made now; otherwise the `replay-send` job makes it. With `again`, a request for
+        the same thing that failed or escalated is superseded by a new round (NotReplayable while it is
+        requested or sent, or once satisfied).
         Raises ExceptionNotFound, or NotReplayable with the reason.
         """
         record = self.exceptions.get(exception_id)
@@ -194,20 +208,23 @@ class ReplayService:
         if not wanted and use_dead_letters:
             letters = self._dead_letters(source, start, end)
             wanted = _clean_keys(k for letter in letters if 0 < len(k := str(letter["event_id"])) <= 256)
-        replay_id = idempotency_key(source, wanted, start, end)
+        first_id = idempotency_key(source, wanted, start, end)
         with self._lock:
-            existing = self.requests.get(replay_id)
-            if existing is not None:
-                if record.id not in existing.exception_ids:
-                    existing = self.requests.save(
-                        replace(existing, exception_ids=[*existing.exception_ids, record.id]), now
+            existing = self.requests.latest(first_id)
+            if existing is not None and not again:
+                return self._join(existing, record, actor, now)
+            if existing is not None and existing.status not in AGAIN_STATUSES:
+                raise NotReplayable(
+                    f"replay {existing.id} asks {source} for the same keys and range and is {existing.status}: "
+                    + (
+                        "it is asked again only once it failed or escalated"
+                        if existing.status != "satisfied"
+                        else "its events arrived; other keys or another range make a new request"
                     )
-                    self.exceptions.add_note(
-                        record.id,
-                        f"replay {replay_id} already asks {source} for this ({existing.status}); attached to it",
-                        actor,
-                    )
-                return RequestOutcome(existing, created=False)
+                )
+            number = int(existing.detail.get("round", 1)) + 1 if existing is not None else 1
+            replay_id = round_key(first_id, number)
+            chain: dict[str, Any] = {"round": number, "supersedes": existing.id} if existing is not None else {}
             reason = _reason(record, note)
             body = {
                 "idempotency_key": replay_id,
@@ -224,11 +241,15 @@ class ReplayService:
                     {"id": letter["id"], "received_at": _iso_stored(letter["received_at"]), "reason": letter["reason"]}
                     for letter in letters
                 ],
+                **({"supersedes": existing.id} if existing is not None else {}),
             }
+            answering = [record.id]
+            if existing is not None:
+                answering = [*existing.exception_ids, *([] if record.id in existing.exception_ids else [record.id])]
             created = self.requests.save(
                 ReplayRequest(
                     id=replay_id,
-                    exception_ids=[record.id],
+                    exception_ids=answering,
                     rule=record.rule,
                     source=source,
                     webhook_source=webhook_source,
@@ -241,19 +262,37 @@ class ReplayService:
                     requested_at=utc_text(now),
                     next_attempt_at=utc_text(now),
                     body=orjson.dumps(body).decode(),
-                    detail={} if wanted else {"stored_before": self._in_range(source, utc_text(start), utc_text(end))},
+                    detail=chain
+                    | ({} if wanted else {"stored_before": self._in_range(source, utc_text(start), utc_text(end))}),
                 ),
                 now,
             )
             what = f"{len(wanted)} keys" if wanted else "every event"
-            self.exceptions.add_note(
-                record.id,
-                f"replay {replay_id} requested from {source}: {what} in [{iso(start)}, {iso(end)})",
-                actor,
-            )
+            message = f"replay {replay_id} requested from {source}: {what} in [{iso(start)}, {iso(end)})"
+            if existing is not None:
+                self.requests.save(replace(existing, detail=existing.detail | {"superseded_by": replay_id}), now)
+                message += f", again (round {number}, superseding {existing.id}, which {existing.status})"
+            self.exceptions.add_note(record.id, message, actor)
             if send:
                 created = self._attempt(created, webhook, RunSummary())
-        return RequestOutcome(created, created=True)
+        return RequestOutcome(created, created=True, message=message)
+
+    def _join(self, existing: ReplayRequest, record: ExceptionRecord, actor: str, now: datetime) -> RequestOutcome:
+        """The existing request for the same thing, with `record` attached (and resolved when it is satisfied)."""
+        message = f"replay {existing.id} already asks {existing.source} for the same keys and range ({existing.status})"
+        if record.id not in existing.exception_ids:
+            existing = self.requests.save(replace(existing, exception_ids=[*existing.exception_ids, record.id]), now)
+            self.exceptions.add_note(record.id, f"{message}; attached to it", actor)
+            if existing.status == "satisfied":  # its events already arrived: no watch will come back to it
+                evidence = {k: v for k, v in existing.detail.items() if k not in CHAIN_FIELDS}
+                self.exceptions.resolve_many([record], RESOLUTION, {record.id: evidence}, actor=ACTOR)
+        if existing.status in AGAIN_STATUSES:
+            message += "; nothing was sent: to ask again, pass `again: true` (API) or --again (tower replay)"
+        elif existing.status == "satisfied":
+            message += "; its events arrived: other keys or another range make a new request"
+        else:
+            message += "; nothing was sent: it is in progress"
+        return RequestOutcome(existing, created=False, message=message)
 
     def _range(
         self, record: ExceptionRecord, since: datetime | None, until: datetime | None
@@ -374,7 +413,13 @@ class ReplayService:
     def _fail(self, record: ReplayRequest, why: str) -> ReplayRequest:
         now = self.clock.now()
         saved = self.requests.save(
-            replace(record, status="failed", next_attempt_at=None, closed_at=utc_text(now), detail={"failure": why}),
+            replace(
+                record,
+                status="failed",
+                next_attempt_at=None,
+                closed_at=utc_text(now),
+                detail=_chain(record) | {"failure": why},
+            ),
             now,
         )
         self._note_all(saved, f"replay failed: {why}")
@@ -438,7 +483,9 @@ class ReplayService:
 
     def _satisfy(self, record: ReplayRequest, evidence: dict[str, Any], now: datetime) -> None:
         detail = {k: v for k, v in evidence.items() if k != "complete"}
-        self.requests.save(replace(record, status="satisfied", closed_at=utc_text(now), detail=detail), now)
+        self.requests.save(
+            replace(record, status="satisfied", closed_at=utc_text(now), detail=_chain(record) | detail), now
+        )
         active = [e for e in self._exceptions(record) if e.status in ACTIVE]
         self.exceptions.resolve_many(active, RESOLUTION, {e.id: detail for e in active}, actor=ACTOR)
 
@@ -455,7 +502,7 @@ class ReplayService:
             f"replay {record.id} escalated: {record.source} accepted it at {_iso_stored(record.sent_at or '')} "
             f"but the replayed events did not all arrive within {round(waited.total_seconds() / 60)} minutes ({got})"
         )
-        detail = {k: v for k, v in evidence.items() if k != "complete"} | {"escalation": why}
+        detail = _chain(record) | {k: v for k, v in evidence.items() if k != "complete"} | {"escalation": why}
         saved = self.requests.save(replace(record, status="escalated", closed_at=utc_text(now), detail=detail), now)
         self._note_all(saved, why)
 
@@ -506,6 +553,11 @@ class ReplayService:
     def _note_all(self, record: ReplayRequest, text: str) -> None:
         for exception in self._exceptions(record):
             self.exceptions.add_note(exception.id, text, ACTOR)
+
+
+def _chain(record: ReplayRequest) -> dict[str, Any]:
+    """The fields of `record.detail` that link it to the other rounds of the same thing."""
+    return {k: record.detail[k] for k in CHAIN_FIELDS if k in record.detail}
 
 
 def _utc(value: datetime) -> datetime:

@@ -20,7 +20,7 @@ from kernel.clock import FixedClock
 from kernel.exceptions import ExceptionRecord, ExceptionStore, NewException
 from kernel.jobs import JobRegistry, SchedulerSettings
 from kernel.store import Store
-from reconcilers.replay import NotReplayable, ReplayService, ReplaySettings, verify_signature
+from reconcilers.replay import NotReplayable, ReplayService, ReplaySettings, round_key, verify_signature
 from reconcilers.replay.jobs import register_replay_jobs
 from tests.factories import event_row, make_event
 from tests.reconcilers.replay_receiver import Receiver, running_receiver
@@ -512,3 +512,85 @@ def test_an_event_the_tower_already_had_is_no_replayed_event(
     assert service.watch().satisfied == [request.id]
     evidence = orjson.loads(exceptions.get(stale.id).resolution_detail)
     assert (evidence["events"], evidence["stored_before"]) == (1, 1)
+
+
+# asking again ----------------------------------------------------------------------------------------
+
+
+def test_a_failed_request_is_asked_again_only_when_asked_to(
+    service: ReplayService, exceptions: ExceptionStore, clock: FixedClock, receiver: Receiver
+) -> None:
+    record = silence(exceptions)
+    receiver.answer((400, {"error": "unknown source"}))  # the webhook is broken ...
+    first = service.request(record.id, actor="ann")
+    assert first.created and first.request.status == "failed"
+    clock.advance(timedelta(minutes=10))  # ... and fixed: a plain ask still returns the failed request
+    plain = service.request(record.id, actor="ann")
+    assert not plain.created and plain.request.id == first.request.id and len(receiver.calls) == 1
+    assert "again" in plain.message
+
+    again = service.request(record.id, actor="ann", again=True)
+    assert again.created and again.request.id != first.request.id and again.request.status == "sent"
+    assert again.request.detail["supersedes"] == first.request.id and again.request.detail["round"] == 2
+    (range_from, range_to) = (first.request.range_from, first.request.range_to)
+    assert (again.request.range_from, again.request.range_to, again.request.keys) == (range_from, range_to, [])
+    old = service.requests.get(first.request.id)
+    assert old is not None and old.status == "failed" and old.detail["superseded_by"] == again.request.id
+    assert len(receiver.calls) == 2
+    call = receiver.calls[1]
+    assert call.headers["idempotency-key"] == again.request.id == call.json()["idempotency_key"]
+    assert call.headers["x-tower-replay-attempt"] == "1"
+
+    # the new request is the one asked for now: a plain ask returns it, asking again while it waits is refused
+    assert service.request(record.id).request.id == again.request.id
+    with pytest.raises(NotReplayable, match="is sent"):
+        service.request(record.id, again=True)
+    assert len(receiver.calls) == 2
+
+
+def test_an_escalated_request_is_asked_again_under_a_derived_key(
+    store: Store, exceptions: ExceptionStore, clock: FixedClock, receiver: Receiver
+) -> None:
+    record = silence(exceptions)
+    one = ReplayService(store, exceptions, clock, settings(receiver.url))
+    first = one.request(record.id).request
+    clock.advance(timedelta(minutes=30))
+    assert one.watch().escalated == [first.id]
+    # the key is derived from the first round's, so two towers asking again at once write one request; one after
+    # the other, the second is refused while the first waits
+    two = ReplayService(store, exceptions, clock, settings(receiver.url))
+    a = one.request(record.id, again=True, send=False).request
+    assert a.id == round_key(first.id, 2) != first.id and a.detail["supersedes"] == first.id
+    with pytest.raises(NotReplayable, match=f"replay {a.id} asks wms .* is requested"):
+        two.request(record.id, again=True, send=False)
+    assert one.requests.search()[1] == 2 and orjson.loads(a.body)["supersedes"] == first.id
+    clock.advance(timedelta(minutes=1))
+    deliver(store, 1, clock.now())
+    assert one.send_due().sent == [a.id] and one.watch().satisfied == [a.id]
+    assert exceptions.get(record.id).resolution == "replayed"
+
+
+def test_a_satisfied_or_new_request_is_not_asked_again(
+    service: ReplayService, store: Store, exceptions: ExceptionStore, clock: FixedClock
+) -> None:
+    record = silence(exceptions)
+    request = service.request(record.id, send=False).request
+    with pytest.raises(NotReplayable, match="is requested"):
+        service.request(record.id, again=True)
+    service.send_due()
+    clock.advance(timedelta(minutes=1))
+    deliver(store, 1, clock.now())
+    assert service.watch().satisfied == [request.id]
+    # another exception asking for the same thing after it was satisfied is resolved by it, not left open
+    stale = silence(exceptions, rule="inventory-stale")
+    since, until = datetime(2026, 11, 2, 17, 20, tzinfo=UTC), OPENED
+    joined = service.request(stale.id, since=since, until=until)
+    assert not joined.created and joined.request.id == request.id
+    resolved = exceptions.get(stale.id)
+    assert (resolved.status, resolved.resolution) == ("resolved", "replayed")
+    assert orjson.loads(resolved.resolution_detail)["replay_id"] == request.id
+    (other,) = exceptions.open_many(
+        [NewException("integration-errors", "wms|pick", "technical", "integration", "high", context={"source": "wms"})]
+    )
+    with pytest.raises(NotReplayable, match="satisfied"):
+        service.request(other.id, since=since, until=until, again=True)

@@ -146,3 +146,43 @@ def test_the_cli_requests_and_lists(replay_tower: RunningTower, receiver: Receiv
     assert (
         refused.exit_code == 2 and "the tower answered 404: no exception with id 'not-an-exception'" in refused.output
     )
+
+
+def test_a_failed_replay_is_asked_again_through_the_api_and_the_cli(
+    replay_tower: RunningTower, receiver: Receiver
+) -> None:
+    record = open_silence(replay_tower)
+    receiver.answer((400, {"error": "unknown source"}))  # a broken webhook, fixed afterwards
+    with replay_tower.api("admin") as http:
+        failed = http.post(f"/api/exceptions/{record.id}/replay").json()
+        assert failed["created"] is True and failed["replay"]["status"] == "failed"
+        plain = http.post(f"/api/exceptions/{record.id}/replay").json()
+        assert plain["created"] is False and plain["replay"]["id"] == failed["replay"]["id"]
+        assert "`again: true`" in plain["message"] and len(receiver.calls) == 1
+        again = http.post(f"/api/exceptions/{record.id}/replay", json={"again": True})
+        assert again.status_code == 200, again.text
+        new = again.json()
+        assert new["created"] is True and new["replay"]["status"] == "sent"
+        assert new["replay"]["supersedes"] == failed["replay"]["id"] and len(receiver.calls) == 2
+        assert receiver.calls[1].headers["idempotency-key"] == new["replay"]["id"] != failed["replay"]["id"]
+        twice = http.post(f"/api/exceptions/{record.id}/replay", json={"again": True})
+        assert twice.status_code == 409 and "is sent" in twice.json()["detail"]
+        old = http.get("/api/replays", params={"status": "failed"}).json()["items"][0]
+        assert old["superseded_by"] == new["replay"]["id"]
+
+    refused = cli(["replay", record.id, "--again"], replay_tower)
+    assert refused.exit_code == 2 and "is sent" in refused.output and len(receiver.calls) == 2
+    shown = cli(["replays", "--status", "failed"], replay_tower)
+    assert f"superseded by: {new['replay']['id']}" in shown.output
+
+
+def test_the_cli_says_how_to_ask_again(replay_tower: RunningTower, receiver: Receiver) -> None:
+    record = open_silence(replay_tower)
+    receiver.answer((400, {"error": "unknown source"}))
+    assert cli(["replay", record.id], replay_tower).exit_code == 1  # the webhook refused it
+    plain = cli(["replay", record.id], replay_tower)
+    assert plain.exit_code == 1 and "to ask again, pass `again: true` (API) or --again" in plain.output
+    again = cli(["replay", record.id, "--again"], replay_tower)
+    assert again.exit_code == 0, again.output
+    assert again.output.startswith("requested:\nreplay ") and "supersedes: " in again.output
+    assert len(receiver.calls) == 2

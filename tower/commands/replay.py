@@ -36,6 +36,9 @@ def describe(replay: dict[str, Any]) -> list[str]:
     for name in ("escalation", "failure"):
         if detail.get(name):
             lines.append(f"  {name}: {detail[name]}")
+    for name in ("supersedes", "superseded_by"):
+        if detail.get(name):
+            lines.append(f"  {name.replace('_', ' ')}: {detail[name]}")
     return lines
 
 
@@ -58,6 +61,12 @@ def describe(replay: dict[str, Any]) -> list[str]:
 )
 @click.option("--no-dead-letters", is_flag=True, help="Without --key, do not ask for the dead letters' events.")
 @click.option("--note", default="", help="Why, for the source's team (sent in the reason).")
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Ask anew when the last request for the same source, keys and range failed or escalated (refused while it "
+    "is requested or sent, or once satisfied).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the tower's answer as JSON.")
 @click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
 @click.option("--token", help="API token of an operator or admin (TOWER_TOKEN; default: the generated admin token).")
@@ -68,17 +77,22 @@ def replay(
     until: datetime | None,
     no_dead_letters: bool,
     note: str,
+    again: bool,
     as_json: bool,
     url: str | None,
     token: str | None,
 ) -> None:
     """Ask the source of a technical exception to resend what was lost (signed webhook call).
 
-    The same source, keys and range asked again return the existing request. Exit code 0 when the
-    request is recorded (sent, or to be retried), 1 when the webhook refused it, 2 when the tower
-    cannot be reached or refuses (unknown exception, not replayable, no webhook for the source).
+    The same source, keys and range asked again return the existing request and send nothing; --again
+    asks anew once that request failed or escalated. Exit code 0 when the request is recorded (sent, or
+    to be retried), 1 when the webhook refused it (or the request returned had failed), 2 when the tower
+    cannot be reached or refuses (unknown exception, not replayable, no webhook for the source, --again
+    while the last request is requested, sent or satisfied).
     """
     body: dict[str, Any] = {"keys": list(keys), "dead_letters": not no_dead_letters, "note": note}
+    if again:
+        body["again"] = True
     if since:
         body["from"] = since.isoformat()
     if until:
@@ -91,6 +105,8 @@ def replay(
         click.echo("requested:" if answer.get("created") else "already requested (the same source, keys and range):")
         for line in describe(request):
             click.echo(line)
+        if not answer.get("created") and answer.get("message"):
+            click.echo(answer["message"])
     if request.get("status") == "failed":
         click.get_current_context().exit(1)
 

@@ -25,7 +25,8 @@ NOT_REPLAYABLE: dict[int | str, dict[str, Any]] = {
     409: {
         "model": ApiError,
         "description": "The exception cannot be replayed: not technical, not active, no source, or no webhook "
-        "configured for its source.",
+        "configured for its source; or, with `again`, the last request for the same thing is still requested or "
+        "sent, or satisfied.",
     }
 }
 
@@ -62,6 +63,12 @@ class ReplayBody(BaseModel):
     note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] = Field(
         "", description="Why, for the source's team; sent in the request's reason."
     )
+    again: bool = Field(
+        False,
+        description="Ask anew when the last request for the same source, keys and range failed or escalated: a new "
+        "request (new idempotency key, derived from the first) supersedes it. 409 while that request is requested or "
+        "sent, or once satisfied.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ReplayBody:
@@ -75,7 +82,9 @@ class ReplayOut(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    id: str = Field(description="The idempotency key: a hash of source, keys and range.")
+    id: str = Field(
+        description="The idempotency key: a hash of source, keys and range (asked again: of the first id and round)."
+    )
     status: Literal["requested", "sent", "failed", "satisfied", "escalated"] = Field(
         description="requested (to send or retry), sent (events awaited), failed (the webhook refused or never "
         "answered), satisfied (events arrived, exceptions resolved), escalated (they did not arrive in time)."
@@ -97,7 +106,12 @@ class ReplayOut(BaseModel):
     expected_events: int | None = Field(description="How many events the webhook said it would resend, if it did.")
     closed_at: datetime | None
     responses: list[dict[str, Any]] = Field(description="The last webhook answers: at, attempt, status, body/error.")
-    detail: dict[str, Any] = Field(description="Evidence (satisfied), the escalation or the failure.")
+    detail: dict[str, Any] = Field(
+        description="Evidence (satisfied), the escalation or the failure; `round`, `supersedes` and `superseded_by` "
+        "link the requests asked again for the same thing."
+    )
+    supersedes: str | None = Field(None, description="The failed or escalated request this one asks again for.")
+    superseded_by: str | None = Field(None, description="The request that asked again for the same thing.")
 
     @classmethod
     def of(cls, record: ReplayRequest) -> ReplayOut:
@@ -123,14 +137,18 @@ class ReplayOut(BaseModel):
             closed_at=stored_time_or_none(record.closed_at),
             responses=record.responses,
             detail=record.detail,
+            supersedes=record.detail.get("supersedes"),
+            superseded_by=record.detail.get("superseded_by"),
         )
 
 
 class ReplayAnswer(BaseModel):
-    """The request asked for, and whether this call created it (false: the same thing was already asked)."""
+    """The request asked for, whether this call created it (false: the same thing was already asked), and what
+    happened in words (with how to ask again when the existing request failed or escalated)."""
 
     created: bool
     replay: ReplayOut
+    message: str = ""
 
 
 class ReplayPage(BaseModel):
@@ -145,7 +163,8 @@ class ReplayPage(BaseModel):
     summary="Ask the exception's source to resend what was lost (signed webhook call)",
     description="Records the request under its idempotency key and calls the source's webhook now; retries, "
     "the wait for the replayed events, resolution and escalation follow on their own. Asking again for the same "
-    "source, keys and range returns the existing request. Roles: operator, admin.",
+    "source, keys and range returns the existing request and sends nothing; `again: true` asks anew once that request "
+    "failed or escalated (409 while it is requested or sent, or once satisfied). Roles: operator, admin.",
     responses=NOT_FOUND | NOT_REPLAYABLE,
 )
 def request_replay(
@@ -164,12 +183,13 @@ def request_replay(
             use_dead_letters=body.dead_letters,
             note=body.note,
             actor=who.token_id,
+            again=body.again,
         )
     except ExceptionNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no exception with id {exc.args[0]!r}") from exc
     except NotReplayable as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    return ReplayAnswer(created=outcome.created, replay=ReplayOut.of(outcome.request))
+    return ReplayAnswer(created=outcome.created, replay=ReplayOut.of(outcome.request), message=outcome.message)
 
 
 @router.get(
