@@ -125,7 +125,10 @@ WITH
         FROM ev WHERE type = 'invoice.posted' AND invoice_id != '' GROUP BY invoice_id
     ),
     order_shipped AS {once}(
-        SELECT order_id, sum(quantity) AS quantity, count() AS shipments, groupArray(shipment_id) AS shipment_ids,
+        -- one shipment without a quantity makes the order's shipped quantity unknown: summing the others
+        -- would compare a part with the invoice, and a 0 beside it would read as nothing shipped
+        SELECT order_id, if(countIf(quantity IS NULL) > 0, NULL, sum(quantity)) AS quantity, count() AS shipments,
+            groupArray(shipment_id) AS shipment_ids,
             min(shipped_at) AS first_shipped, any(warehouse) AS warehouse
         FROM shipments WHERE order_id != '' GROUP BY order_id
     ),

@@ -52,6 +52,21 @@ def business(event_type: str, at: datetime, source: str | None = None, **data: A
     return make_event(event_type, next(_ids), **overrides)
 
 
+def invoice(at: datetime, n: int | str, **data: Any) -> dict[str, Any]:
+    """`invoice.posted` IN-n of SO-n for shipment SH-n (100.00 USD, 5 units) from the ERP; `data` overrides or adds,
+    a value of None leaves the key out."""
+    body: dict[str, Any] = {
+        "invoice_id": f"IN-{n}",
+        "order_id": f"SO-{n}",
+        "shipment_id": f"SH-{n}",
+        "amount": 100.0,
+        "quantity": 5,
+        "currency": "USD",
+    }
+    body.update(data)
+    return business("invoice.posted", at, "erp", **{k: v for k, v in body.items() if v is not None})
+
+
 def order_flow(
     n: int,
     at: datetime,

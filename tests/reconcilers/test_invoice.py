@@ -13,7 +13,7 @@ from reconcilers.loop import RECONCILED
 from reconcilers.model import RunContext
 from reconcilers.sql import materialized_cte
 from tests.factories import event_row
-from tests.reconcilers.factories import NOW, Harness, business, invoice_rule, order_flow
+from tests.reconcilers.factories import NOW, Harness, business, invoice, invoice_rule, order_flow
 
 DAY_AGO = NOW - timedelta(days=1)
 
@@ -77,18 +77,7 @@ def test_an_invoice_naming_another_orders_shipment_is_compared_with_its_own_orde
         *order_flow(2, DAY_AGO, shipped=9, invoiced_amount=None),
     )
     # SO-2 shipped 9 units as SH-2; its invoice names SO-1's shipment SH-1 (5 units) and bills 5
-    h.send(
-        business(
-            "invoice.posted",
-            DAY_AGO + timedelta(hours=3),
-            invoice_id="IN-2",
-            order_id="SO-2",
-            shipment_id="SH-1",
-            amount=100.0,
-            quantity=5,
-            currency="USD",
-        )
-    )
+    h.send(invoice(DAY_AGO + timedelta(hours=3), 2, shipment_id="SH-1"))
     h.run()
     active = h.active("invoice-match")
     assert set(active) == {"IN-2"}
@@ -137,18 +126,9 @@ def test_invoiced_but_never_shipped_after_the_grace_period(store: Store) -> None
     h = harness(store, unmatched_after="2h")
     h.send(
         business("order.accepted", NOW - timedelta(hours=5), order_id="SO-1", customer_id="C-1", amount=50.0),
-        business(
-            "invoice.posted", NOW - timedelta(hours=2), invoice_id="IN-1", order_id="SO-1", amount=50.0, quantity=1
-        ),
+        invoice(NOW - timedelta(hours=2), 1, shipment_id=None, amount=50.0, quantity=1, currency=None),
         business("order.accepted", NOW - timedelta(hours=5), order_id="SO-2", customer_id="C-2", amount=50.0),
-        business(
-            "invoice.posted",
-            NOW - timedelta(hours=1, minutes=59),
-            invoice_id="IN-2",
-            order_id="SO-2",
-            amount=50.0,
-            quantity=1,
-        ),
+        invoice(NOW - timedelta(hours=1, minutes=59), 2, shipment_id=None, amount=50.0, quantity=1, currency=None),
     )
     h.run()
     active = h.active("invoice-match")
@@ -174,9 +154,7 @@ def test_an_invoice_without_an_accepted_order(store: Store) -> None:
     h = harness(store)
     h.send(
         business("shipment.confirmed", DAY_AGO, "wms/dallas", order_id="SO-1", shipment_id="SH-1", quantity=2),
-        business(
-            "invoice.posted", DAY_AGO, invoice_id="IN-1", order_id="SO-1", shipment_id="SH-1", amount=20, quantity=2
-        ),
+        invoice(DAY_AGO, 1, amount=20, quantity=2, currency=None),
     )
     h.run()
     finding = h.active("invoice-match")["IN-1"]
@@ -200,17 +178,7 @@ def test_shipped_but_never_invoiced_after_the_grace_period(store: Store) -> None
     assert run.rows_compared == 3  # one invoice, two shipped orders without one
 
     h.later(timedelta(seconds=30))  # SO-2 is still inside its 7 days
-    h.send(
-        business(
-            "invoice.posted",
-            h.clock.now(),
-            invoice_id="IN-1",
-            order_id="SO-1",
-            shipment_id="SH-1",
-            amount=100.0,
-            quantity=5,
-        )
-    )
+    h.send(invoice(h.clock.now(), 1, currency=None))
     run = h.run()
     assert run.resolved == 1 and h.active("invoice-match") == {}
     record = h.exceptions.get(finding.id)
@@ -240,6 +208,27 @@ def test_an_order_whose_shipments_shipped_nothing_is_not_revenue_never_billed(st
     assert run.resolved == 1 and set(h.active("invoice-match")) == {"SO-2"}
 
 
+def test_a_shipment_without_a_quantity_makes_what_the_order_shipped_unknown(store: Store) -> None:
+    """SO-1 shipped SH-1a with no quantity and SH-1b with 0 units: not nothing shipped (never invoiced is a
+    finding). SO-2's invoice bills 8 units over SH-2a (5) and SH-2b (no quantity): 8 against 5 is not compared."""
+    h = harness(store)
+    week = NOW - timedelta(days=8)
+    h.send(
+        business("order.accepted", week, order_id="SO-1", customer_id="C-1", amount=100.0, currency="USD"),
+        business("shipment.confirmed", week, "wms", order_id="SO-1", shipment_id="SH-1a"),
+        business("shipment.confirmed", week, "wms", order_id="SO-1", shipment_id="SH-1b", quantity=0),
+        business("order.accepted", DAY_AGO, order_id="SO-2", customer_id="C-2", amount=100.0, currency="USD"),
+        business("shipment.confirmed", DAY_AGO, "wms", order_id="SO-2", shipment_id="SH-2a", quantity=5),
+        business("shipment.confirmed", DAY_AGO, "wms", order_id="SO-2", shipment_id="SH-2b"),
+        invoice(DAY_AGO, 2, shipment_id=None, quantity=8),
+    )
+    run = h.run()
+    active = h.active("invoice-match")
+    assert set(active) == {"SO-1"} and run.rows_compared == 2
+    assert active["SO-1"].context["check"] == ["not-invoiced"]
+    assert active["SO-1"].context["shipped"]["quantity"] is None
+
+
 def test_an_order_invoiced_in_parts_matches_when_the_parts_add_up(store: Store) -> None:
     h = harness(store)
     accepted = DAY_AGO
@@ -247,20 +236,14 @@ def test_an_order_invoiced_in_parts_matches_when_the_parts_add_up(store: Store) 
         business("order.accepted", accepted, order_id="SO-1", customer_id="C-1", amount=100.0, currency="USD"),
         business("shipment.confirmed", accepted, "wms", order_id="SO-1", shipment_id="SH-1a", quantity=3),
         business("shipment.confirmed", accepted, "wms", order_id="SO-1", shipment_id="SH-1b", quantity=2),
-        business(
-            "invoice.posted", accepted, invoice_id="IN-1a", order_id="SO-1", shipment_id="SH-1a", amount=60, quantity=3
-        ),
+        invoice(accepted, "1a", order_id="SO-1", amount=60, quantity=3, currency=None),
     )
     h.run()
     finding = h.active("invoice-match")["IN-1a"]  # 60 of 100 invoiced so far
     assert finding.context["check"] == ["amount"] and finding.context["invoiced"]["amount"] == "60.00"
 
     h.later()
-    h.send(
-        business(
-            "invoice.posted", accepted, invoice_id="IN-1b", order_id="SO-1", shipment_id="SH-1b", amount=40, quantity=2
-        )
-    )
+    h.send(invoice(accepted, "1b", order_id="SO-1", amount=40, quantity=2, currency=None))
     run = h.run()
     assert run.resolved == 1 and h.active("invoice-match") == {}
 
@@ -273,26 +256,8 @@ def test_an_invoice_in_another_currency_does_not_count_towards_the_orders_amount
         business("order.accepted", accepted, order_id="SO-1", customer_id="C-1", amount=100.0, currency="USD"),
         business("shipment.confirmed", accepted, "wms", order_id="SO-1", shipment_id="SH-1a", quantity=3),
         business("shipment.confirmed", accepted, "wms", order_id="SO-1", shipment_id="SH-1b", quantity=2),
-        business(
-            "invoice.posted",
-            accepted,
-            invoice_id="IN-1a",
-            order_id="SO-1",
-            shipment_id="SH-1a",
-            amount=60,
-            quantity=3,
-            currency="USD",
-        ),
-        business(
-            "invoice.posted",
-            accepted,
-            invoice_id="IN-1b",
-            order_id="SO-1",
-            shipment_id="SH-1b",
-            amount=40,
-            quantity=2,
-            currency="CAD",
-        ),
+        invoice(accepted, "1a", order_id="SO-1", amount=60, quantity=3),
+        invoice(accepted, "1b", order_id="SO-1", amount=40, quantity=2, currency="CAD"),
     )
     h.run()
     active = h.active("invoice-match")
@@ -311,18 +276,7 @@ def test_a_corrected_invoice_resolves_and_a_redelivery_changes_nothing(store: St
     assert finding.context["invoiced"]["amount"] == "130.00"  # counted once
 
     h.later()
-    h.send(
-        business(
-            "invoice.posted",
-            DAY_AGO + timedelta(hours=3),  # the ERP's correction, newer
-            invoice_id="IN-1",
-            order_id="SO-1",
-            shipment_id="SH-1",
-            amount=100.0,
-            currency="USD",
-            quantity=5,
-        )
-    )
+    h.send(invoice(DAY_AGO + timedelta(hours=3), 1))  # the ERP's correction, newer
     assert h.run().resolved == 1
 
 
