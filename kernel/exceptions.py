@@ -185,6 +185,18 @@ class ExceptionStore:
         total = self.store.query(f"SELECT count() AS n FROM exceptions FINAL {where}", params)[0]["n"]
         return [ExceptionRecord.from_row(r) for r in rows], int(total)
 
+    def _current(self, ids: Sequence[str]) -> list[ExceptionRecord]:
+        """The stored state of the exceptions `ids` that exist, in the order of `ids`."""
+        if not ids:
+            return []
+        rows = self.store.query(
+            f"SELECT {COLUMNS} FROM exceptions FINAL"
+            " WHERE id IN (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)')))",
+            {"ids": orjson.dumps(sorted(set(ids))).decode()},
+        )
+        found = {row["id"]: ExceptionRecord.from_row(row) for row in rows}
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
+
     def audit(self, exception_id: str) -> list[dict[str, Any]]:
         """The audit trail of one exception, oldest first."""
         rows = self.store.query(
@@ -254,9 +266,14 @@ class ExceptionStore:
     def resolve_many(
         self, records: Iterable[ExceptionRecord], resolution: str, details: dict[str, dict[str, Any]], actor: str
     ) -> list[ExceptionRecord]:
-        """Resolve active exceptions (e.g. `late` when the end event arrives); details by exception id."""
+        """Resolve active exceptions (e.g. `late` when the end event arrives); details by exception id.
+
+        `records` may be an earlier read (an engine reads, works, then resolves what recovered): each is resolved as
+        stored now, so a person's assignment meanwhile is kept, and one a person resolved meanwhile is left as they
+        resolved it."""
         with self._lock:
-            return self._resolve(((r, resolution, details.get(r.id, {})) for r in records), actor)
+            current = self._current([r.id for r in records])
+            return self._resolve(((r, resolution, details.get(r.id, {})) for r in current), actor)
 
     def resolve_matching(
         self, filters: ExceptionFilter, actor: str, resolution: str, note: str, limit: int, dry_run: bool = False

@@ -149,3 +149,27 @@ def test_new_exception_ids_are_random_uuid4s() -> None:
     for text in ids:
         parsed = uuid.UUID(text)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+
+
+def test_resolve_many_applies_to_the_stored_state_not_the_engines_earlier_read(store: Store) -> None:
+    """An engine reads the active exceptions, works, then resolves those that recovered: a person's assignment or
+    resolution in between was overwritten by the engine's copy (the assignee cleared, `fixed` and its note replaced
+    by `recovered`, a second `resolved` in the audit trail)."""
+    clock = FixedClock(T0)
+    exceptions = ExceptionStore(store, clock)
+    assigned, resolved = exceptions.open_many([finding("SO-1"), finding("SO-2")])
+    read_by_engine = exceptions.active_by_key("order-release")
+    clock.advance(timedelta(minutes=1))
+    exceptions.acknowledge(assigned.id, "alice")
+    exceptions.assign(assigned.id, "bob", "alice")
+    exceptions.resolve(resolved.id, "alice", resolution="duplicate", note="same as SO-1")
+    clock.advance(timedelta(minutes=1))
+    changed = exceptions.resolve_many(read_by_engine.values(), "recovered", {}, "engine")
+    assert [e.id for e in changed] == [assigned.id]
+    kept = exceptions.get(assigned.id)
+    assert (kept.status, kept.resolution, kept.assignee) == ("resolved", "recovered", "bob")
+    assert changed[0].assignee == "bob"
+    untouched = exceptions.get(resolved.id)
+    assert (untouched.resolution, untouched.resolved_at) == ("duplicate", "2026-11-02 15:01:00.000000")
+    assert [a["action"] for a in exceptions.audit(resolved.id)] == ["opened", "resolved"]
+    assert [a["action"] for a in exceptions.audit(assigned.id)] == ["opened", "acknowledged", "assigned", "resolved"]
