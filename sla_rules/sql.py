@@ -301,7 +301,8 @@ def changed_keys(groups: Sequence[Group], now: datetime, limit: int) -> tuple[st
         for part in group.parts:
             assert part.since_now is not None
             since = bind(part.since_now, _T)
-            crossed = [f"(due_at <= {at} AND due_at > {since})"]
+            # breached once now is past due_at: the last run, at `since`, saw a case due exactly then still open
+            crossed = [f"(due_at >= {since} AND due_at < {at})"]
             if part.rule.warning is not None:
                 warned = f"due_at - toIntervalMicrosecond({bind(_micros(part.rule.warning), 'Int64')})"
                 crossed.append(f"(status = 'pending' AND {warned} <= {at} AND {warned} > {since})")

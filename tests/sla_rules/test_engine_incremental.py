@@ -101,6 +101,24 @@ def test_time_alone_moves_pending_cases(store: Store) -> None:
     assert opened == 2 and len(tower.all_exceptions()) == 2
 
 
+def test_a_case_evaluated_exactly_at_its_deadline_breaches_at_the_next_run(store: Store) -> None:
+    # At its deadline a case is still open (breached only once the deadline has passed); the next incremental run
+    # must see that its deadline passed since, not wait for a full sweep.
+    tower = Harness(store, rules=[RULES["order-release"]])
+    tower.send(event("order.accepted", 1, T0))
+    tower.heartbeat(T0 + timedelta(minutes=4))
+    tower.at(T0 + timedelta(minutes=5))
+    tower.evaluate()
+    tower.at(T0 + timedelta(hours=2))
+    assert tower.evaluate().rules["order-release"].mode == "incremental"
+    assert tower.status("order-release", "SO-1") == "at_risk" and not tower.open_exceptions()
+    tower.at(T0 + timedelta(hours=2, minutes=1))
+    report = tower.evaluate()
+    assert report.rules["order-release"].mode == "incremental"
+    assert tower.status("order-release", "SO-1") == "breached"
+    assert [e.key for e in tower.open_exceptions("order-release")] == ["SO-1"]
+
+
 def test_incremental_runs_end_where_a_full_run_would(store: Store) -> None:
     tower = Harness(store)
     batches: list[tuple[datetime, list[dict[str, Any]]]] = [
