@@ -79,3 +79,15 @@ def test_a_key_over_the_limit_shows_its_newest_entries(store: Store, monkeypatch
     store.insert("business_events", [event_row(e) for e in events])
     entries, truncated = timeline.key_timeline(store, "SKU-7")
     assert truncated and [e.ids["id"] for e in entries] == [events[1]["id"], events[2]["id"]]
+
+
+def test_an_empty_key_is_422_not_every_keys_exceptions(tower: RunningTower, store: Store) -> None:
+    """`/api/timeline/` (a script's empty variable) listed every exception of every key as raised on the key."""
+    ExceptionStore(store, FixedClock(datetime(2026, 11, 2, 16, tzinfo=UTC))).open_many(
+        [NewException("asn-sent", "SH-1", "business", "transportation", "high")]
+    )
+    with tower.api("viewer") as http:
+        answer = http.get("/api/timeline/")
+    assert answer.status_code == 422, answer.text
+    (problem,) = answer.json()["detail"]
+    assert problem["loc"] == ["path", "key"] and "empty" in problem["msg"]

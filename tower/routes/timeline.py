@@ -15,8 +15,8 @@ from kernel.exceptions import ExceptionFilter
 from kernel.queries import events_for_key, spans_for_key
 from kernel.store import Store
 from kernel.store.base import stored_time
-from tower.routes.deps import ExceptionsDep, StoreDep
-from tower.routes.models import ExceptionOut
+from tower.routes.deps import ExceptionsDep, StoreDep, invalid
+from tower.routes.models import ExceptionOut, ValidationErrors
 
 # Per source (events, spans): a key with more than this many shows its newest (and says so in `truncated`).
 TIMELINE_LIMIT = 2000
@@ -136,9 +136,12 @@ register_url_convertor("key", _KeyConvertor())
     "/timeline/{key:key}",
     summary="Timeline of a business key: its events from every system and its spans",
     description="A key is an order, shipment or invoice id, or an event subject. An unknown key has an empty "
-    "timeline. Roles: viewer, operator, finance, admin.",
+    "timeline; an empty key is a 422. Roles: viewer, operator, finance, admin.",
+    responses={422: {"model": ValidationErrors, "description": "The key is empty."}},
 )
 def get_timeline(key: str, _: ReadDep, store: StoreDep, exceptions: ExceptionsDep) -> KeyTimeline:
+    if not key:  # an empty key filters nothing: every exception of every key would be listed as this key's
+        raise invalid(("path", "key"), "the key is empty: name an order, shipment or invoice id, or a subject")
     timeline, truncated = key_timeline(store, key)
     raised, _total = exceptions.search(ExceptionFilter(key=key), limit=100)
     return KeyTimeline(key=key, exceptions=[ExceptionOut.of(r) for r in raised], timeline=timeline, truncated=truncated)
