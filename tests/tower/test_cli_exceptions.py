@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from click.testing import CliRunner, Result
 
 from kernel.api_auth import token_id
@@ -13,6 +14,7 @@ from tests.factories import event_row, make_event, span_row
 from tests.support import RunningTower
 from tests.tower.test_api_exceptions import OPENED, open_one, seed
 from tower.cli import main
+from tower.routes import timeline
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
@@ -141,3 +143,18 @@ def test_timeline_of_a_key_with_its_exceptions(tower: RunningTower, store: Store
     assert order[0] == "SO-7: 1 entry (events and spans), 0 exceptions"
     assert order[1].startswith("  2026-11-02 15:07:00  event  erp             order.accepted  (id ")
     assert orjson.loads(run(tower, ["timeline", "--json", "SO-7"]).stdout)["key"] == "SO-7"
+
+
+def test_a_cut_timeline_says_the_newest_are_listed(
+    tower: RunningTower, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tower keeps a long key's newest events (docs/api.md, the dashboard); the command said the oldest."""
+    monkeypatch.setattr(timeline, "TIMELINE_LIMIT", 1)
+    store.insert("business_events", [event_row(make_event("order.accepted", 7, data={"order_id": "SO-7"}))])
+    store.insert("business_events", [event_row(make_event("order.released", 9, data={"order_id": "SO-7"}))])
+    lines = run(tower, ["timeline", "SO-7"]).stdout.splitlines()
+    assert "order.released" in lines[1] and len(lines) == 3
+    assert (
+        lines[2]
+        == "  (cut: the key has more events or spans than the tower shows; the newest are listed, the oldest left out)"
+    )

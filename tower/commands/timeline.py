@@ -48,7 +48,12 @@ def print_timeline(console: Console, entries: list[dict[str, Any]], truncated: b
     for entry in entries:
         console.print(Text("  " + entry_line(entry)))  # Text: no rich markup in what senders wrote
     if truncated:
-        console.print(Text("  (cut: the key has more events or spans than the tower shows; the oldest are listed)"))
+        console.print(
+            Text(
+                "  (cut: the key has more events or spans than the tower shows;"
+                " the newest are listed, the oldest left out)"
+            )
+        )
 
 
 @click.command("timeline")
