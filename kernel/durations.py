@@ -16,11 +16,18 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value)) if isinstance(value, str) else None
-    if not match or "__" in match.group(1) or match.group(1).endswith("_"):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value)) if isinstance(value, str) else None
+        if not match or "__" in match.group(1) or match.group(1).endswith("_"):
+            raise ValueError(f"{value!r} is not a duration like 90s, 30m, 2h, 1d or 1w")
+        seconds = float(match.group(1).replace("_", "")) * _UNITS[match.group(2) or "s"]
+    if seconds != seconds:  # YAML's .nan
         raise ValueError(f"{value!r} is not a duration like 90s, 30m, 2h, 1d or 1w")
-    return timedelta(seconds=float(match.group(1).replace("_", "")) * _UNITS[match.group(2) or "s"])
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:  # YAML's .inf, or more days than a timedelta holds: a traceback, not a problem with a line
+        raise ValueError(f"{value!r} is too long for a duration (at most 999999999 days)") from None
 
 
 def duration_text(value: timedelta, seconds: bool = True) -> str:

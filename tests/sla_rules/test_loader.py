@@ -208,6 +208,10 @@ def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
             "r.yaml:11: deadline: give exactly one of `after` (a duration) or `cutoff`",
         ),
         (12, "", "r.yaml:11: deadline: expected a mapping, got nothing"),
+        # YAML's .inf and a duration longer than a timedelta: a problem with its line, not a traceback
+        (12, "  after: .inf", "r.yaml:12: deadline.after: inf is too long for a duration (at most 999999999 days)"),
+        (13, "warning: 99999999999d", "r.yaml:13: warning: '99999999999d' is too long for a duration"),
+        (12, "  after: .nan", "r.yaml:12: deadline.after: nan is not a duration like 90s, 30m, 2h, 1d or 1w"),
         (8, "  types: {a: b}", "r.yaml:8: start.types: expected a list, got a mapping"),
         (6, "", "r.yaml:1: key: required"),
         (
