@@ -104,6 +104,8 @@ class ExceptionFilter:
     opened_after: datetime | None = None
 
 
+_MAX_ROWS = 2**63 - 1  # more rows than any table holds: a page past it is empty
+
 # Orders of the exception list (`search(order=...)`), each ending on the id so pages never overlap.
 ORDERS: dict[str, str] = {
     "newest": "opened_at DESC, id",
@@ -179,8 +181,9 @@ class ExceptionStore:
         where, params = _where(filters)
         rows = self.store.query(
             f"SELECT {COLUMNS} FROM exceptions FINAL {where} ORDER BY {ORDERS[order]}"
-            " LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
-            {**params, "limit": limit, "offset": offset},
+            " LIMIT {limit:UInt64} OFFSET {offset:UInt64}",
+            # held below 2**63: a bound number past its type wraps around (offset 2**32 read as 0, the first page)
+            {**params, "limit": min(limit, _MAX_ROWS), "offset": min(offset, _MAX_ROWS)},
         )
         total = self.store.query(f"SELECT count() AS n FROM exceptions FINAL {where}", params)[0]["n"]
         return [ExceptionRecord.from_row(r) for r in rows], int(total)

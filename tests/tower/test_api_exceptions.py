@@ -345,3 +345,11 @@ def test_an_action_the_store_cannot_take_now_is_503_and_changes_nothing(tower: R
     assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
     assert "TOWER_STORE_MIN_FREE_MIB" in answer.json()["detail"]
     assert ExceptionStore(store, FixedClock(OPENED)).get(record.id).status == "open"
+
+
+@pytest.mark.parametrize("offset", [2**32, 2**32 + 3, 2**64 + 1])
+def test_an_offset_past_every_exception_is_an_empty_page(tower: RunningTower, store: Store, offset: int) -> None:
+    """The offset was bound as a 32-bit number, which wraps around: offset 2**32 answered the first page again."""
+    seed(store)
+    with tower.api("viewer") as http:
+        assert get_page(http, offset=offset) == {"items": [], "total": 5}
