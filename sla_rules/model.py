@@ -187,6 +187,17 @@ class Cutoff(_Strict):
             raise ValueError(f"write the time as text 'HH:MM', e.g. '14:00' (got the number {value})")
         return value
 
+    @field_validator("time")
+    @classmethod
+    def _local(cls, value: dt.time) -> dt.time:
+        # '14:00+02:00' reads as a time with an offset, which the deadline would silently ignore (14:00 in the zone)
+        if value.tzinfo is not None:
+            raise ValueError(
+                f"write a local time without an offset, e.g. '{value.replace(tzinfo=None):%H:%M}': the zone is"
+                " `timezone` (or `zone_by`)"
+            )
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _zone_exists(cls, value: str) -> str:

@@ -251,6 +251,13 @@ def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
         (12, "  cutoff: {time: 1400}", "r.yaml:12: deadline.cutoff.time: write the time as text 'HH:MM'"),
         (
             12,
+            "  cutoff: {time: '14:00+02:00'}",
+            "r.yaml:12: deadline.cutoff.time: write a local time without an offset, e.g. '14:00': the zone is"
+            " `timezone` (or `zone_by`)",
+        ),
+        (12, "  cutoff: {time: '14:00Z'}", "r.yaml:12: deadline.cutoff.time: write a local time without an offset"),
+        (
+            12,
             "  cutoff:\n    time: '14:00'\n    holidays: [2026-11-26, 2026-11-31]",
             "r.yaml:14: deadline.cutoff.holidays[1]:",
         ),
