@@ -169,6 +169,12 @@ class Cutoff(_Strict):
     )
     zone_by: ZoneBy | None = None
 
+    @field_validator("business_days", "holidays", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        # one day (`business_days: sat`, `holidays: 2026-12-25`, which YAML reads as a date) is a list of one
+        return [value] if isinstance(value, (str, dt.date)) else value
+
     @field_validator("holidays")
     @classmethod
     def _holidays(cls, value: list[dt.date]) -> list[dt.date]:

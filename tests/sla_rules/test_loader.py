@@ -189,6 +189,15 @@ def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
     assert isinstance(rule, SlaRule) and rule.start.types == ["order.accepted"]
 
 
+def test_a_single_business_day_or_holiday_reads_as_a_list_of_one(tmp_path: Path) -> None:
+    cutoff = "  cutoff:\n    time: '14:00'\n    business_days: sat\n    holidays: 2026-12-26\n"
+    write(tmp_path, "r.yaml", ORDER_RELEASE.replace("  after: 2h\n", cutoff).replace("warning: 30m\n", ""))
+    (rule,) = load_rules(tmp_path)
+    assert isinstance(rule, SlaRule) and rule.deadline.cutoff is not None
+    assert rule.deadline.cutoff.business_days == ["sat"]
+    assert rule.deadline.cutoff.holidays == [date(2026, 12, 26)]
+
+
 # --- every kind of problem names file, line and field --------------------------------------------
 
 
