@@ -255,6 +255,11 @@ def test_backtest_refuses_before_calling_the_tower(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "only sla rules can be backtested; source-silence is technical" in result.output
     result = run(["test", "--from", "yesterday", str(release_rule(tmp_path)), *unreachable])
     assert result.exit_code == 2 and "'yesterday' is not an ISO 8601 date or time" in result.output
+    # a time whose offset takes it out of the years a datetime holds, once in UTC: a usage error, not a traceback
+    for option, value in (("--from", "0001-01-01T00:00+01:00"), ("--to", "9999-12-31T23:00-05:00")):
+        result = run(["test", option, value, str(release_rule(tmp_path)), *unreachable])
+        assert result.exit_code == 2, result.output
+        assert f"Invalid value for {option}: {value!r} is out of range in UTC" in result.output
     result = run(["test", str(release_rule(tmp_path)), *unreachable])
     assert result.exit_code == 2 and "cannot reach the tower" in result.output
 

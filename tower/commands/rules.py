@@ -281,7 +281,11 @@ def _iso(value: str, option: str) -> str:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 date or time", param_hint=option) from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    try:
+        in_utc = parsed.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise click.BadParameter(f"{value!r} is out of range in UTC", param_hint=option) from exc
+    return in_utc.isoformat().replace("+00:00", "Z")
 
 
 def _post(url: str | None, token: str | None, path: str, body: dict[str, Any]) -> dict[str, Any]:
