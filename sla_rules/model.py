@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kernel.durations import parse_duration
-from kernel.model.events import SOURCE_SYSTEMS, STRING_KEYS, source_covers, source_system
+from kernel.model.events import SOURCE_SYSTEMS, STRING_KEYS, is_source, source_covers, source_system
 from kernel.routing import DataValue, Values, data_values
 
 Kind = Literal["business", "technical"]
@@ -52,6 +52,11 @@ def _check_zone(zone: str) -> str:
 def _check_source(source: str) -> str:
     if source_system(source) not in SOURCE_SYSTEMS:
         raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
+    if not is_source(source):  # `wms/`, `wms//dallas`, `wms/dallas dock`: no event has it, the side would match none
+        raise ValueError(
+            f"{source!r} is not a source an event can have: a system, optionally followed by /path"
+            " (letters, digits, '.', '_', '~', '-'), e.g. wms/dallas"
+        )
     return source
 
 

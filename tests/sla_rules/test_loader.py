@@ -229,6 +229,14 @@ def test_a_single_business_day_or_holiday_reads_as_a_list_of_one(tmp_path: Path)
             "r.yaml:9: start.wher: unknown field; expected one of types, sources, where",
         ),
         (8, "  types: [order.accepted]\n  sources: [erp, sap]", "r.yaml:9: start.sources[1]: unknown source 'sap'"),
+        # a source no event can have (the door refuses it) would make the side match nothing, quietly
+        (
+            8,
+            "  types: [order.accepted]\n  sources: [erp, wms/]",
+            "r.yaml:9: start.sources[1]: 'wms/' is not a source an event can have: a system, optionally followed by"
+            " /path",
+        ),
+        (8, "  types: [order.accepted]\n  sources: ['wms/a b']", "r.yaml:9: start.sources[0]: 'wms/a b' is not"),
         (
             8,
             "  types: [order.accepted]\n  where: {warehouse: [DAL, 7.5]}",
