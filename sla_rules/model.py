@@ -18,7 +18,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kernel.durations import parse_duration
-from kernel.model.events import SOURCE_SYSTEMS, STRING_KEYS, is_source, source_covers, source_system
+from kernel.model.events import (
+    SOURCE_SYSTEMS,
+    STRING_KEYS,
+    is_event_type,
+    is_source,
+    source_covers,
+    source_system,
+)
 from kernel.routing import DataValue, Values, data_values
 
 Kind = Literal["business", "technical"]
@@ -60,6 +67,15 @@ def _check_source(source: str) -> str:
     return source
 
 
+def _check_type(event_type: str) -> str:
+    if not is_event_type(event_type):  # '', 'order released': the doors refuse it, so the side would match none
+        raise ValueError(
+            f"{event_type[:200]!r} is not a type an event can have: a letter or digit, then letters, digits, '.', '_'"
+            " or '-', up to 128 characters (e.g. order.released)"
+        )
+    return event_type
+
+
 def _one_or_many(value: Any) -> Any:
     """A single string where a list is expected reads as a list of one."""
     return [value] if isinstance(value, str) else value
@@ -93,6 +109,7 @@ FilterField = Annotated[str, AfterValidator(_filter_field)]
 # Validated per entry, so an error's location names the entry (and a rule file error its line).
 TimeZone = Annotated[str, AfterValidator(_check_zone)]
 SourceName = Annotated[str, AfterValidator(_check_source)]
+EventType = Annotated[str, AfterValidator(_check_type)]
 
 
 class _Strict(BaseModel):
@@ -102,7 +119,7 @@ class _Strict(BaseModel):
 class EventMatch(_Strict):
     """Which events a side of a rule reads: their types, optionally their sources and data fields."""
 
-    types: list[str] = Field(min_length=1, description="Event types, e.g. [order.accepted].")
+    types: list[EventType] = Field(min_length=1, description="Event types, e.g. [order.accepted].")
     sources: list[SourceName] = Field(
         default_factory=list, description="Only these sources (a system covers its paths)."
     )

@@ -77,6 +77,11 @@ def is_source(value: str) -> bool:
     return _SOURCE_RE.fullmatch(value) is not None
 
 
+def is_event_type(value: str) -> bool:
+    """Whether `value` is a type an event may have (`order.released`): what the doors accept."""
+    return _TYPE_RE.fullmatch(value) is not None
+
+
 def source_covers(grant: str, source: str) -> bool:
     """True when `grant` covers `source`: itself or a path below it (`wms` covers `wms/dallas`)."""
     return source == grant or source.startswith(grant + "/")

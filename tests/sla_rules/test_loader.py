@@ -222,6 +222,9 @@ def test_a_single_business_day_or_holiday_reads_as_a_list_of_one(tmp_path: Path)
         (13, "warning: 99999999999d", "r.yaml:13: warning: '99999999999d' is too long for a duration"),
         (12, "  after: .nan", "r.yaml:12: deadline.after: nan is not a duration like 90s, 30m, 2h, 1d or 1w"),
         (8, "  types: {a: b}", "r.yaml:8: start.types: expected a list, got a mapping"),
+        # a type no event can have (the doors refuse it) would make the side match nothing, quietly
+        (8, "  types: [order.accepted, '']", "r.yaml:8: start.types[1]: '' is not a type an event can have"),
+        (10, "  types: 'order released'", "r.yaml:10: end.types[0]: 'order released' is not a type an event can have"),
         (6, "", "r.yaml:1: key: required"),
         (
             8,
