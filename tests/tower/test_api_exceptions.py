@@ -353,3 +353,22 @@ def test_an_offset_past_every_exception_is_an_empty_page(tower: RunningTower, st
     seed(store)
     with tower.api("viewer") as http:
         assert get_page(http, offset=offset) == {"items": [], "total": 5}
+
+
+def test_a_parameter_the_list_does_not_take_is_422_not_ignored(tower: RunningTower, store: Store) -> None:
+    """A misspelt filter (`warehose`) or one the list does not have (`severity`) was ignored: the list and the
+    export answered every exception the other filters matched, as if asked for them."""
+    seed(store)
+    with tower.api("viewer") as http:
+        listed = http.get("/api/exceptions", params={"warehose": "DAL", "severity": "high", "rule": "order-release"})
+        exported = http.get("/api/exceptions/export", params={"stauts": "open"})
+        fine = http.get("/api/exceptions", params={"warehouse": "DAL", "status": "open", "sort": "due", "offset": 0})
+    assert listed.status_code == 422, listed.text
+    problems = listed.json()["detail"]
+    assert [p["loc"] for p in problems] == [["query", "severity"], ["query", "warehose"]]
+    assert problems[1]["msg"].startswith("unknown parameter 'warehose'; this route takes ")
+    assert "warehouse" in problems[1]["msg"] and "limit" in problems[1]["msg"]
+    assert exported.status_code == 422 and exported.json()["detail"][0]["loc"] == ["query", "stauts"]
+    assert "max" in exported.json()["detail"][0]["msg"]
+    assert fine.status_code == 200 and fine.json()["total"] == 2
+    assert httpx.get(f"{tower.http_url}/api/exceptions", params={"warehose": "DAL"}).status_code == 401

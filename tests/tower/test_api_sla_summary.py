@@ -167,3 +167,13 @@ def test_summary_by_warehouse_and_by_customer(tower: RunningTower, store: Store)
     assert {r["rule"]: r["cases"] for r in summary}["order-release"] == 4  # the rows add up to the rule's summary
     assert [(r["group"], r["compliance"]) for r in worst] == [("", 0.0), ("DAL", 0.5), ("ATL", 1.0)]
     assert [r["group"] for r in worst_two.json()["groups"]] == ["", "DAL"]
+
+
+@pytest.mark.parametrize("route", ["/api/sla/summary", "/api/sla/compliance?by=warehouse"])
+def test_a_period_under_another_name_is_422_not_the_default_period(tower: RunningTower, route: str) -> None:
+    """`start=`/`end=` (for `from=`/`to=`) were ignored: the answer was the last 7 days, as if asked for them."""
+    with tower.api("viewer") as http:
+        response = http.get(route, params={"start": "2026-10-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"})
+    assert response.status_code == 422, response.text
+    assert [p["loc"] for p in response.json()["detail"]] == [["query", "end"], ["query", "start"]]
+    assert "takes" in response.json()["detail"][0]["msg"] and "from" in response.json()["detail"][0]["msg"]

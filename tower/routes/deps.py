@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 
 from kernel.clock import Clock
 from kernel.exceptions import ExceptionStore
@@ -67,3 +69,38 @@ def utc(value: datetime) -> datetime:
 def invalid(where: tuple[str, ...], message: str) -> RequestValidationError:
     """A 422 in FastAPI's validation-error shape, for checks a parameter type cannot express."""
     return RequestValidationError([{"type": "value_error", "loc": where, "msg": message, "input": None}])
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    """The query parameters a route (its dependencies included) takes, by the name a caller writes."""
+    names = {field.alias for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
+def known_query(request: Request) -> None:
+    """A 422 naming each query parameter the route does not take: a misspelt filter (`warehose=DAL`) or period
+    (`start=` for `from=`) was ignored, so the list, the export or the summary answered more than was asked."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    allowed = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        takes = ", ".join(sorted(allowed))
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", name),
+                    "msg": f"unknown parameter {name!r}; this route takes {takes}",
+                    "input": request.query_params.get(name),
+                }
+                for name in unknown
+            ]
+        )
+
+
+# After the token's dependency in a route's parameters: an unknown token is a 401 first.
+KnownQueryDep = Annotated[None, Depends(known_query)]

@@ -20,7 +20,7 @@ from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransition
 from tower import insights
 from tower.reports.files import csv_chunks
-from tower.routes.deps import ClockDep, ExceptionsDep, RulesDep, StoreDep
+from tower.routes.deps import ClockDep, ExceptionsDep, KnownQueryDep, RulesDep, StoreDep
 from tower.routes.models import ExceptionOut, RequestBody
 from tower.routes.timeline import TimelineEntry, audit_entries, key_timeline
 
@@ -169,6 +169,7 @@ Sort = Annotated[
 )
 def list_exceptions(
     _: ReadDep,
+    _known: KnownQueryDep,
     exceptions: ExceptionsDep,
     filters: FiltersDep,
     sort: Sort = "newest",
@@ -207,6 +208,7 @@ EXPORT_COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
 )
 def export_exceptions(
     _: ReadDep,
+    _known: KnownQueryDep,
     exceptions: ExceptionsDep,
     filters: FiltersDep,
     clock: ClockDep,

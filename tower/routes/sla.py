@@ -16,7 +16,7 @@ from kernel.store.base import stored_time
 from sla_rules.model import SlaRule
 from sla_rules.service import SlaService
 from sla_rules.summary import Group, Order, sla_summary
-from tower.routes.deps import ClockDep, SlaDep, StoreDep, invalid, utc
+from tower.routes.deps import ClockDep, KnownQueryDep, SlaDep, StoreDep, invalid, utc
 from tower.routes.models import RequestBody, ValidationErrors
 
 router = APIRouter(prefix="/api/sla", tags=["sla"], responses=AUTH_RESPONSES)
@@ -170,7 +170,13 @@ class BacktestResult(BaseModel):
     responses=PERIOD_ERROR,
 )
 def summary(
-    _: ReadDep, request: Request, store: StoreDep, clock: ClockDep, since: From = None, until: To = None
+    _: ReadDep,
+    _known: KnownQueryDep,
+    request: Request,
+    store: StoreDep,
+    clock: ClockDep,
+    since: From = None,
+    until: To = None,
 ) -> SlaSummary:
     start, end = period(since, until, clock, "query")
     rows = sla_summary(store, start, end, rules=_configured_rules(request))
@@ -188,6 +194,7 @@ def summary(
 )
 def compliance_by(
     _: ReadDep,
+    _known: KnownQueryDep,
     store: StoreDep,
     clock: ClockDep,
     by: Annotated[Group, Query(description="`warehouse` or `customer`.")],
