@@ -333,25 +333,31 @@ def _load_folder(folder: Path, problems: list[Problem], params: ParamsModels | N
     if not files:
         problems.append(Problem(shown, None, "", "no rule files (*.yaml, *.yml)"))
         return []
-    loaded: list[LoadedRule] = []
     first: dict[str, str] = {}
-    for path in files:
-        for item in _items_in_file(path, problems):
-            # Duplicates are found from the raw ids, so that an invalid rule still claims its id.
-            rule_id = item.data.get("id") if isinstance(item.data, Mapping) else None
-            duplicate = False
-            if isinstance(rule_id, str):
-                line = _line_of(item.node, ("id",))
-                duplicate = rule_id in first
-                if duplicate:
-                    problems.append(
-                        Problem(item.file, line, "id", f"duplicate rule id {rule_id!r}, also in {first[rule_id]}")
-                    )
-                else:
-                    first[rule_id] = f"{item.file}:{line}"
-            rule = _validate_rule(item.data, item.node, item.file, problems, params)
-            if rule is not None and not duplicate:
-                loaded.append(LoadedRule(rule, item.data, item.file, item.node.start_mark.line + 1, item.node))
+    return [entry for path in files for entry in _validated(_items_in_file(path, problems), first, problems, params)]
+
+
+def _validated(
+    items: list[_Item], first: dict[str, str], problems: list[Problem], params: ParamsModels | None = None
+) -> list[LoadedRule]:
+    """The valid rules of `items`; an id already in `first` (id -> where it was first seen) is a problem."""
+    loaded: list[LoadedRule] = []
+    for item in items:
+        # Duplicates are found from the raw ids, so that an invalid rule still claims its id.
+        rule_id = item.data.get("id") if isinstance(item.data, Mapping) else None
+        duplicate = False
+        if isinstance(rule_id, str):
+            line = _line_of(item.node, ("id",))
+            duplicate = rule_id in first
+            if duplicate:
+                problems.append(
+                    Problem(item.file, line, "id", f"duplicate rule id {rule_id!r}, also in {first[rule_id]}")
+                )
+            else:
+                first[rule_id] = f"{item.file}:{line}"
+        rule = _validate_rule(item.data, item.node, item.file, problems, params)
+        if rule is not None and not duplicate:
+            loaded.append(LoadedRule(rule, item.data, item.file, item.node.start_mark.line + 1, item.node))
     return loaded
 
 
@@ -365,12 +371,8 @@ class _Item:
 
 
 def _rules_in_file(path: Path, problems: list[Problem]) -> list[LoadedRule]:
-    loaded: list[LoadedRule] = []
-    for item in _items_in_file(path, problems):
-        rule = _validate_rule(item.data, item.node, item.file, problems)
-        if rule is not None:
-            loaded.append(LoadedRule(rule, item.data, item.file, item.node.start_mark.line + 1, item.node))
-    return loaded
+    # checked as in a folder: a list file giving one id twice is a problem here too
+    return _validated(_items_in_file(path, problems), {}, problems)
 
 
 def _items_in_file(path: Path, problems: list[Problem]) -> list[_Item]:

@@ -349,6 +349,12 @@ def test_a_duplicate_id_inside_one_list_file(tmp_path: Path) -> None:
     assert problems(tmp_path) == [
         f"{tmp_path}/a.yaml:14: id: duplicate rule id 'order-release', also in {tmp_path}/a.yaml:1"
     ]
+    # read alone (tower rules test validates the file it backtests so), the file has the same problem
+    with pytest.raises(RuleFileError) as caught:
+        read_rule_file(tmp_path / "a.yaml")
+    assert caught.value.lines == [
+        f"{tmp_path}/a.yaml:14: id: duplicate rule id 'order-release', also in {tmp_path}/a.yaml:1"
+    ]
 
 
 def test_yaml_syntax_errors_name_their_line(tmp_path: Path) -> None:
