@@ -29,6 +29,9 @@ tracer = trace.get_tracer(__name__)
 
 Rows = dict[str, list[dict[str, Any]]]
 
+# Tables without an idempotency key (the OpenTelemetry exporter's schema: a row sent twice is stored twice).
+APPEND_ONLY = frozenset({"otel_traces", "otel_logs"})
+
 
 class Overloaded(Exception):
     """The tower cannot take more right now; the caller should retry after `retry_after` seconds."""
@@ -58,6 +61,14 @@ class PipelineStats:
     rows_stored: int = 0
     rows_spooled: int = 0
     rows_drained: int = 0
+
+
+def write_order(items: list[_Item]) -> list[str]:
+    """The tables of `items` in the order they are written: as the requests name them, the append-only ones last.
+    A request whose rows a table refuses fails and is sent again; every table written before that one folds the
+    resent rows away by its idempotency key, and an append-only table written before it would hold them twice."""
+    tables = dict.fromkeys(table for item in items for table, rows in item.tables.items() if rows)
+    return sorted(tables, key=lambda table: table in APPEND_ONLY)
 
 
 class IngestPipeline:
@@ -176,34 +187,34 @@ class IngestPipeline:
                     item.done.set()
 
     def _write(self, items: list[_Item]) -> None:
-        merged: Rows = {}
-        for item in items:
-            for table, rows in item.tables.items():
-                if rows:
-                    merged.setdefault(table, []).extend(rows)
         with tracer.start_as_current_span(
             "tower.pipeline.write", attributes={"tower.requests": len(items), "tower.rows": sum(i.rows for i in items)}
         ) as span:
-            for table, rows in merged.items():
-                if not self._store_down and self._insert(table, rows, items):
+            for table in write_order(items):
+                # a request one table refused writes nothing more: it fails and its sender sends it again
+                live = [item for item in items if item.error is None and item.tables.get(table)]
+                if not live:
                     continue
-                self._spool(table, rows, items)
+                if not self._store_down:
+                    live = self._insert(table, [row for item in live for row in item.tables[table]], live)
+                if live:
+                    self._spool(table, [row for item in live for row in item.tables[table]], live)
             span.set_attribute("tower.spooled", self._store_down)
         self.stats.batches += 1
 
-    def _insert(self, table: str, rows: list[dict[str, Any]], items: list[_Item]) -> bool:
-        """Insert a table's rows; False when they must be spooled instead (the store is unavailable)."""
+    def _insert(self, table: str, rows: list[dict[str, Any]], items: list[_Item]) -> list[_Item]:
+        """Insert a table's rows; the items whose rows must be spooled instead (the store is unavailable)."""
         try:
             self.store.insert(table, rows)
             self.stats.rows_stored += len(rows)
-            return True
+            return []
         except StoreUnavailable as exc:
             self._mark_down(exc)
-            return False
+            return items
         except StoreError as exc:
             if not self.store.ping():
                 self._mark_down(exc)
-                return False
+                return items
         return self._isolate(table, items)
 
     def _mark_down(self, exc: Exception) -> None:
@@ -211,26 +222,24 @@ class IngestPipeline:
             log.warning("the store is unavailable (%s); spooling until it is back", exc)
         self._store_down = True
 
-    def _isolate(self, table: str, items: list[_Item]) -> bool:
+    def _isolate(self, table: str, items: list[_Item]) -> list[_Item]:
         """The store is up but refused the batch: insert item by item so one bad request fails alone.
 
-        Returns False when the store became unavailable meanwhile: the caller spools the batch
-        (rows already inserted go in again, which the idempotency keys fold away).
+        Returns the items not inserted when the store became unavailable meanwhile, for the caller to spool (not
+        the ones already in: an append-only table would hold their rows twice).
         """
-        for item in items:
-            rows = item.tables.get(table)
-            if not rows:
-                continue
+        for n, item in enumerate(items):
+            rows = item.tables[table]
             try:
                 self.store.insert(table, rows)
                 self.stats.rows_stored += len(rows)
             except StoreUnavailable as exc:
                 self._mark_down(exc)
-                return False
+                return items[n:]
             except StoreError as exc:
                 log.error("store refused %d rows for %s: %s", len(rows), table, exc)
                 item.error = NotStored(f"the store refused the rows: {exc}")
-        return True
+        return []
 
     def _spool(self, table: str, rows: list[dict[str, Any]], items: list[_Item]) -> None:
         try:

@@ -16,11 +16,13 @@ from typing import Any
 import orjson
 import pytest
 
+from collector.otlp.convert import log_items
 from collector.pipeline import IngestPipeline, NotStored, Overloaded
 from collector.spool import Spool
 from kernel.queries import count_events
 from kernel.settings import CollectorSettings
 from kernel.store.embedded import EmbeddedStore
+from tests.collector.test_otlp_helpers import logs_request, make_log
 from tests.factories import event_row, make_event
 
 PipelineFactory = Callable[..., IngestPipeline]
@@ -161,6 +163,23 @@ def test_a_refused_request_fails_alone(store: EmbeddedStore, make_pipeline: Pipe
     assert set(outcomes.values()) == {None}
     assert stored_ids(store) == {r["id"] for r in good}
     assert pipeline.spool.files() == []
+
+
+def test_a_request_one_table_refuses_stores_nothing_its_resend_would_duplicate(
+    store: EmbeddedStore, make_pipeline: PipelineFactory
+) -> None:
+    """An OTLP logs request whose business event the store refuses fails whole, and its log records (a table
+    without an idempotency key) are not stored: the exporter sends the request again, and they are stored once."""
+    pipeline = make_pipeline()
+    logs = [item.row for item in log_items(logs_request(make_log(body="picked"), make_log(body="packed")), "wms")]
+    bad = events(1)
+    bad[0]["time"] = "not a time"
+    with pytest.raises(NotStored):
+        pipeline.submit({"otel_logs": logs, "business_events": bad})
+    assert store.query("SELECT count() AS n FROM otel_logs")[0]["n"] == 0
+
+    pipeline.submit({"otel_logs": logs, "business_events": events(1)})  # the sender's fixed resend
+    assert sorted(r["Body"] for r in store.query("SELECT Body FROM otel_logs")) == ["packed", "picked"]
 
 
 def test_rows_are_spooled_while_the_store_is_unavailable_and_drained_when_it_returns(
