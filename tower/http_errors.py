@@ -25,10 +25,17 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
+def _encodable(value: str) -> str:
+    """A text as UTF-8 can hold it: a lone surrogate (a JSON body's `"\\ud800"`, half an emoji cut by a UTF-16
+    client) is shown as its escape; the answer could not be encoded (a 500 and a dropped connection)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """422 with FastAPI's body shape; undecodable inputs are shown decoded with replacement characters."""
+    """422 with FastAPI's body shape; undecodable inputs are shown decoded with replacement characters, lone
+    surrogates as their escapes."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    detail = jsonable_encoder(errors, custom_encoder={bytes: _text})
+    detail = jsonable_encoder(errors, custom_encoder={bytes: _text, str: _encodable})
     return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 

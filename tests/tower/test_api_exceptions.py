@@ -372,3 +372,20 @@ def test_a_parameter_the_list_does_not_take_is_422_not_ignored(tower: RunningTow
     assert "max" in exported.json()["detail"][0]["msg"]
     assert fine.status_code == 200 and fine.json()["total"] == 2
     assert httpx.get(f"{tower.http_url}/api/exceptions", params={"warehose": "DAL"}).status_code == 401
+
+
+@pytest.mark.parametrize(("action", "field"), [("notes", "text"), ("assign", "assignee"), ("resolve", "note")])
+def test_half_an_emoji_is_422_not_500(tower: RunningTower, store: Store, action: str, field: str) -> None:
+    """A note cut inside a surrogate pair by a UTF-16 client (`"\\ud83d"`, half of 😀) was refused, but the 422 echoing
+    it could not be encoded: a 500 and a dropped connection."""
+    record = open_one(store, OPENED, "asn-sent", "SH-4", owner="transportation")
+    body = '{"' + field + '": "dock closed \\ud83d"}'
+    with tower.api("admin") as http:
+        response = http.post(
+            f"/api/exceptions/{record.id}/{action}", content=body, headers={"content-type": "application/json"}
+        )
+        unchanged = http.get(f"/api/exceptions/{record.id}").json()
+    assert response.status_code == 422, response.text
+    (problem,) = response.json()["detail"]
+    assert problem["loc"] == ["body", field] and problem["input"] == "dock closed \\ud83d"
+    assert [e["name"] for e in unchanged["timeline"] if e["kind"] == "audit"] == ["opened"]
