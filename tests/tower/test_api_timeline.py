@@ -58,7 +58,13 @@ def test_unknown_key_has_an_empty_timeline_and_keys_may_hold_slashes(tower: Runn
         empty = http.get("/api/timeline/NOPE-1")
         nested = http.get(f"/api/timeline/{subject}")
     assert empty.status_code == 200
-    assert empty.json() == {"key": "NOPE-1", "exceptions": [], "timeline": [], "truncated": False}
+    assert empty.json() == {
+        "key": "NOPE-1",
+        "exceptions": [],
+        "exceptions_total": 0,
+        "timeline": [],
+        "truncated": False,
+    }
     assert nested.status_code == 200, nested.text
     assert [(e["name"], e["ids"]["id"]) for e in nested.json()["timeline"]] == [("order.created", event["id"])]
 
@@ -70,7 +76,13 @@ def test_a_key_with_a_newline_is_an_unknown_key_behind_the_token(tower: RunningT
     with tower.api("viewer") as http:
         answer = http.get("/api/timeline/%0ASO-1/x")
     assert answer.status_code == 200
-    assert answer.json() == {"key": "\nSO-1/x", "exceptions": [], "timeline": [], "truncated": False}
+    assert answer.json() == {
+        "key": "\nSO-1/x",
+        "exceptions": [],
+        "exceptions_total": 0,
+        "timeline": [],
+        "truncated": False,
+    }
 
 
 def test_a_key_over_the_limit_shows_its_newest_entries(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,3 +103,22 @@ def test_an_empty_key_is_422_not_every_keys_exceptions(tower: RunningTower, stor
     assert answer.status_code == 422, answer.text
     (problem,) = answer.json()["detail"]
     assert problem["loc"] == ["path", "key"] and "empty" in problem["msg"]
+
+
+def test_a_key_with_more_exceptions_than_listed_says_how_many(
+    tower: RunningTower, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exceptions of a key were cut at 100 without a word: a source-silence key reopened every week showed 100."""
+    monkeypatch.setattr(timeline, "KEY_EXCEPTIONS", 2)
+    clock = FixedClock(datetime(2026, 11, 2, 16, tzinfo=UTC))
+    exceptions = ExceptionStore(store, clock)
+    opened = []
+    for _ in range(3):  # one source, silent three times
+        (record,) = exceptions.open_many([NewException("source-silence", "wms", "technical", "integration", "high")])
+        exceptions.resolve(record.id, "test")
+        opened.append(record.id)
+        clock.advance(timedelta(days=7))
+    with tower.api("viewer") as http:
+        body = http.get("/api/timeline/wms").json()
+    assert [e["id"] for e in body["exceptions"]] == [opened[2], opened[1]]
+    assert body["exceptions_total"] == 3

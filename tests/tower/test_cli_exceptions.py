@@ -158,3 +158,15 @@ def test_a_cut_timeline_says_the_newest_are_listed(
         lines[2]
         == "  (cut: the key has more events or spans than the tower shows; the newest are listed, the oldest left out)"
     )
+
+
+def test_a_key_with_more_exceptions_than_listed_says_so(
+    tower: RunningTower, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(timeline, "KEY_EXCEPTIONS", 1)
+    first = open_one(store, OPENED, "order-release", "SO-7")
+    newest = open_one(store, OPENED, "ship-cutoff", "SO-7", owner="warehouse")
+    lines = run(tower, ["timeline", "SO-7"]).stdout.splitlines()
+    assert lines[0] == "SO-7: 0 entries (events and spans), 2 exceptions (the newest 1 listed)"
+    assert lines[1] == f"  exception {newest.id}  open  ship-cutoff  owner warehouse"
+    assert first.id not in "\n".join(lines)

@@ -74,7 +74,11 @@ def timeline(key: str, as_json: bool, url: str | None, token: str | None) -> Non
     raised: list[dict[str, Any]] = answer.get("exceptions", [])
     entries = len(answer.get("timeline", []))
     counted = f"{entries} {'entry' if entries == 1 else 'entries'} (events and spans)"
-    console.print(Text(f"{key}: {counted}, {len(raised)} exception{'' if len(raised) == 1 else 's'}"))
+    total = int(answer.get("exceptions_total", len(raised)))
+    listed = f"{total} exception{'' if total == 1 else 's'}"
+    if total > len(raised):
+        listed += f" (the newest {len(raised)} listed)"
+    console.print(Text(f"{key}: {counted}, {listed}"))
     for item in raised:
         console.print(
             Text(f"  exception {item['id']}  {item['status']}  {item['rule']}  owner {item['owner']}", style="bold")

@@ -20,6 +20,8 @@ from tower.routes.models import ExceptionOut, ValidationErrors
 
 # Per source (events, spans): a key with more than this many shows its newest (and says so in `truncated`).
 TIMELINE_LIMIT = 2000
+# Exceptions listed with a key's timeline, newest first (`exceptions_total` counts them all).
+KEY_EXCEPTIONS = 100
 
 router = APIRouter(prefix="/api", tags=["timeline"], responses=AUTH_RESPONSES)
 
@@ -47,7 +49,10 @@ class KeyTimeline(BaseModel):
     """Everything known about one business key."""
 
     key: str
-    exceptions: list[ExceptionOut] = Field(description="Exceptions raised on this key, newest first.")
+    exceptions: list[ExceptionOut] = Field(
+        description=f"Exceptions raised on this key, newest first: the newest {KEY_EXCEPTIONS} when it has more."
+    )
+    exceptions_total: int = Field(description="How many exceptions were raised on this key in all.")
     timeline: list[TimelineEntry] = Field(description="Events and spans of the key, oldest first.")
     truncated: bool = Field(
         description=f"True when the key has more than {TIMELINE_LIMIT} events or spans: the newest are shown."
@@ -143,5 +148,11 @@ def get_timeline(key: str, _: ReadDep, store: StoreDep, exceptions: ExceptionsDe
     if not key:  # an empty key filters nothing: every exception of every key would be listed as this key's
         raise invalid(("path", "key"), "the key is empty: name an order, shipment or invoice id, or a subject")
     timeline, truncated = key_timeline(store, key)
-    raised, _total = exceptions.search(ExceptionFilter(key=key), limit=100)
-    return KeyTimeline(key=key, exceptions=[ExceptionOut.of(r) for r in raised], timeline=timeline, truncated=truncated)
+    raised, total = exceptions.search(ExceptionFilter(key=key), limit=KEY_EXCEPTIONS)
+    return KeyTimeline(
+        key=key,
+        exceptions=[ExceptionOut.of(r) for r in raised],
+        exceptions_total=total,
+        timeline=timeline,
+        truncated=truncated,
+    )
