@@ -20,7 +20,7 @@ from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransition
 from tower import insights
 from tower.reports.files import csv_chunks
-from tower.routes.deps import ClockDep, ExceptionsDep, KnownQueryDep, RulesDep, StoreDep
+from tower.routes.deps import ClockDep, ExceptionsDep, KnownQueryDep, RulesDep, StoreDep, invalid
 from tower.routes.models import ExceptionOut, RequestBody
 from tower.routes.timeline import TimelineEntry, audit_entries, key_timeline
 
@@ -141,6 +141,9 @@ def exception_filters(
     ] = None,
 ) -> ExceptionFilter:
     """The exception list's filters, from the query (the list and its CSV export share them)."""
+    if min_age_hours is not None and max_age_hours is not None and min_age_hours > max_age_hours:
+        # opened at least 48 hours ago and at most 24: no exception can be, and an empty list would say "none"
+        raise invalid(("query", "min_age_hours"), "`min_age_hours` must not be more than `max_age_hours`")
     now = clock.now()
     return ExceptionFilter(
         status=None if status in ("all", "") else status,
