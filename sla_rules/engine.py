@@ -181,6 +181,8 @@ class SlaEngine:
             scope: sql.Scope = "all" if mode == "full" else "changed"
             first = before is None
             groups.setdefault((rule.key, scope, first), sql.Group(rule.key, scope, first=first)).parts.append(part)
+        for group in groups.values():  # a case's fallback fields never depend on how the rules were grouped
+            group.peers = [rule for rule in self.rules if rule.key == group.key]
         return list(groups.values()), modes
 
     def _narrow(self, groups: list[sql.Group], now: datetime, modes: dict[str, str]) -> dict[str, int]:
@@ -313,7 +315,7 @@ class SlaEngine:
     def backtest(self, rule: SlaRule, since: datetime, until: datetime) -> list[dict[str, Any]]:
         """The cases `rule` finds for starts in [since, until), with their status as of `until`,
         counting only events before `until`. Writes nothing."""
-        rows = self.store.query(*sql.backtest(rule, since.astimezone(UTC), until.astimezone(UTC)))
+        rows = self.store.query(*sql.backtest(rule, since.astimezone(UTC), until.astimezone(UTC), self.rules))
         return [{"rule": rule.id, **row} for row in rows]
 
     def side_matches(self, rule: SlaRule, since: datetime, until: datetime) -> dict[str, Any]:

@@ -164,7 +164,10 @@ class Group:
     """Rules sharing a key column and a scope, computed from one GROUP BY.
 
     Scope `changed` recomputes only `keys`; `first` says no case of these rules is stored yet
-    (their first run), so nothing needs comparing.
+    (their first run), so nothing needs comparing. `peers`: every rule evaluated on this key column, in this
+    group or another (a changed rule runs in full apart from the others): the systems they read are the ones a
+    case's fallback fields may come from, so those fields never depend on how a run grouped its rules; empty: the
+    group's own rules.
     """
 
     key: str
@@ -172,12 +175,15 @@ class Group:
     parts: list[RulePart] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     first: bool = False
+    peers: list[SlaRule] = field(default_factory=list)
 
 
 def _trusted(group: Group, bind: Binder, condition: str) -> str:
-    """`condition`, held only by events of the systems the group's rules read (every side's sources), so a
-    fallback field never comes from a system the rules do not trust; unrestricted when a side takes any source."""
-    sides = [side for part in group.parts for side in (part.rule.start, part.rule.end)]
+    """`condition`, held only by events of the systems the rules of the group's key column read (every side's
+    sources: its `peers`, else its own rules), so a fallback field never comes from a system the rules do not
+    trust; unrestricted when a side takes any source."""
+    rules = group.peers or [part.rule for part in group.parts]
+    sides = [side for rule in rules for side in (rule.start, rule.end)]
     if any(not side.sources for side in sides):
         return condition
     sources = sorted({source for side in sides for source in side.sources})
@@ -562,10 +568,15 @@ _FEW_KEYS = ", group_by_two_level_threshold = 0, group_by_two_level_threshold_by
 _MANY = ", max_insert_threads = 2"
 
 
-def backtest(rule: SlaRule, since: datetime, until: datetime) -> tuple[str, dict[str, Any]]:
-    """The cases of `rule` started in [since, until), as of `until`, from events before `until`."""
+def backtest(
+    rule: SlaRule, since: datetime, until: datetime, peers: Sequence[SlaRule] = ()
+) -> tuple[str, dict[str, Any]]:
+    """The cases of `rule` started in [since, until), as of `until`, from events before `until`; `peers`: the other
+    rules evaluated on its key column, whose systems its cases' fallback fields may come from (as in a live run)."""
     bind = Binder()
-    select = cases(Group(rule.key, "window", [RulePart(rule)]), bind, until, since, until)
+    others = [peer for peer in peers if peer.key == rule.key and peer.id != rule.id]
+    group = Group(rule.key, "window", [RulePart(rule)], peers=[rule, *others])
+    select = cases(group, bind, until, since, until)
     columns = "key, started_at, ended_at, due_at, status, customer_id, warehouse, source"
     return f"SELECT {columns} FROM ({select}) ORDER BY started_at, key", bind.params
 

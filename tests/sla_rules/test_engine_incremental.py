@@ -12,6 +12,7 @@ import pytest
 
 from kernel.exceptions import ExceptionRecord, NewException
 from kernel.store import Store
+from tests.factories import make_event
 from tests.sla_rules.test_engine import RULES, T0, Harness, event, utc
 
 ORDER_RULES = [RULES["order-release"], RULES["ship-cutoff"], RULES["asn-sent"]]
@@ -117,6 +118,33 @@ def test_a_case_evaluated_exactly_at_its_deadline_breaches_at_the_next_run(store
     assert report.rules["order-release"].mode == "incremental"
     assert tower.status("order-release", "SO-1") == "breached"
     assert [e.key for e in tower.open_exceptions("order-release")] == ["SO-1"]
+
+
+def test_a_cases_fields_do_not_depend_on_which_rules_ran_with_it(store: Store) -> None:
+    # An acceptance without a warehouse takes the order's first warehouse among the systems the order rules read
+    # (erp, and wms for ship-cutoff's end): the same whether order-release runs with ship-cutoff or, changed, in full
+    # on its own, and in a backtest.
+    rules = [RULES["order-release"], RULES["ship-cutoff"]]
+    tower = Harness(store, rules=rules)
+    accepted = make_event(
+        "order.accepted", 1, time=T0.isoformat(), data={"order_id": "SO-1", "customer_id": "C-1"}, merge_data=False
+    )
+    tower.send(accepted, event("shipment.confirmed", 1, T0 + timedelta(minutes=30), warehouse="RNO"))
+    tower.heartbeat(T0 + timedelta(minutes=40))
+    tower.at(T0 + timedelta(hours=1))
+    tower.evaluate()
+    found = tower.case("order-release", "SO-1")
+    assert found is not None and found["warehouse"] == "RNO"
+
+    changed = RULES["order-release"].model_copy(update={"warning": timedelta(minutes=20)})
+    again = Harness(store, at=T0 + timedelta(hours=3), rules=[changed, RULES["ship-cutoff"]])
+    report = again.evaluate()
+    assert (report.rules["order-release"].mode, report.rules["ship-cutoff"].mode) == ("full", "incremental")
+    found = again.case("order-release", "SO-1")
+    assert found is not None and (found["warehouse"], found["status"]) == ("RNO", "breached")
+    assert [e.owner for e in again.open_exceptions("order-release")] == ["customer_service-reno"]
+    (tested,) = again.engine.backtest(changed, T0, T0 + timedelta(hours=3))
+    assert tested["warehouse"] == "RNO"
 
 
 def test_incremental_runs_end_where_a_full_run_would(store: Store) -> None:
