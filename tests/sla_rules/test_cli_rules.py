@@ -95,6 +95,11 @@ def test_check_shows_a_cutoffs_holidays(tmp_path: Path) -> None:
     result = run(["check", str(folder)])  # the shipped routing file names ship-cutoff: it is here
     assert result.exit_code == 0, result.output
     assert "zone by warehouse (3 zones), 2 holidays (2026-11-26..2026-12-25), warning 2h" in result.output
+    # a cutoff with seconds shows them
+    (folder / "ship-cutoff.yaml").write_text(shipped.replace('time: "14:00"', 'time: "13:59:30"'))
+    result = run(["check", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "cutoff 13:59:30 mon-fri America/Chicago" in result.output
 
 
 def test_check_a_folder_with_problems_exits_1_with_one_line_each(tmp_path: Path) -> None:

@@ -190,7 +190,9 @@ def _deadline(rule: Rule) -> str:
         else:
             assert deadline.cutoff is not None
             cutoff = deadline.cutoff
-            text = f"cutoff {cutoff.time:%H:%M} {_days(cutoff.business_days)} {cutoff.timezone}"
+            # the seconds when the file gives some: 14:00:30 is not the 14:00 a rule check would otherwise show
+            shown = cutoff.time.isoformat() if cutoff.time.second or cutoff.time.microsecond else f"{cutoff.time:%H:%M}"
+            text = f"cutoff {shown} {_days(cutoff.business_days)} {cutoff.timezone}"
             if cutoff.zone_by is not None:
                 text += f", zone by {cutoff.zone_by.field} ({len(cutoff.zone_by.zones)} zones)"
             if cutoff.holidays:
