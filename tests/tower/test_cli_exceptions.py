@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import orjson
 import pytest
 from click.testing import CliRunner, Result
@@ -165,7 +167,7 @@ def test_a_key_with_more_exceptions_than_listed_says_so(
 ) -> None:
     monkeypatch.setattr(timeline, "KEY_EXCEPTIONS", 1)
     first = open_one(store, OPENED, "order-release", "SO-7")
-    newest = open_one(store, OPENED, "ship-cutoff", "SO-7", owner="warehouse")
+    newest = open_one(store, OPENED + timedelta(minutes=1), "ship-cutoff", "SO-7", owner="warehouse")
     lines = run(tower, ["timeline", "SO-7"]).stdout.splitlines()
     assert lines[0] == "SO-7: 0 entries (events and spans), 2 exceptions (the newest 1 listed)"
     assert lines[1] == f"  exception {newest.id}  open  ship-cutoff  owner warehouse"
