@@ -73,7 +73,7 @@ def test_show_prints_the_context_and_the_timeline(tower: RunningTower, store: St
     assert "(Error, 1.5 ms, trace " + "a" * 32 + ")" in timeline[1]
     assert timeline[2] == (
         "  2026-11-02 16:00:00  audit  tower           opened  (by engine: owner customer_service,"
-        " due_at 2026-11-02 15:00:00.000000)"
+        " due_at 2026-11-02T15:00:00Z)"
     )
     as_json = orjson.loads(run(tower, ["exceptions", "show", "--json", record.id]).stdout)
     assert as_json["id"] == record.id and len(as_json["timeline"]) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
@@ -91,6 +92,23 @@ def _span_entry(row: dict[str, Any]) -> TimelineEntry:
     )
 
 
+# The store's own text of a time ('2026-11-02 15:00:00.000000', UTC without saying so), as some changes keep it.
+_STORED_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
+
+
+def _detail(detail: Any) -> Any:
+    """A change's detail as answered: a time (a key ending in `_at`) kept in the store's text, without an offset
+    (the `opened` entry's `due_at`), is answered in UTC as RFC 3339, as every other time of the API."""
+    if not isinstance(detail, dict):
+        return detail
+    return {
+        name: stored_time(value)
+        if name.endswith("_at") and isinstance(value, str) and _STORED_TIME.match(value)
+        else value
+        for name, value in detail.items()
+    }
+
+
 def audit_entries(exception_id: str, rows: Iterable[dict[str, Any]]) -> list[TimelineEntry]:
     """An exception's audit trail as timeline entries."""
     return [
@@ -101,7 +119,7 @@ def audit_entries(exception_id: str, rows: Iterable[dict[str, Any]]) -> list[Tim
             name=row["action"],
             ids={"exception_id": exception_id},
             actor=row["actor"],
-            detail=row["detail"],
+            detail=_detail(row["detail"]),
         )
         for row in rows
     ]
