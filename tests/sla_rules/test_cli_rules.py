@@ -322,6 +322,28 @@ def test_the_routing_example_of_the_docs_checks_as_the_docs_show(tmp_path: Path)
     assert result.output.splitlines()[-1].split(": ", 1)[1] == shown.split(": ", 1)[1]  # "2 routes, 7 owners ..."
 
 
+def test_the_problems_example_of_the_docs_is_what_check_prints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the shipped rules copied to my-rules/, with a misspelt zone and asn-sent.yaml copied to asn.yaml; the docs'
+    # routing example with a channel missing its '#'
+    text = DOCS.read_text()
+    shown = text[text.index("Otherwise exit code 1") :]
+    block = shown[shown.index("```\n") + 4 : shown.index("```\n", shown.index("```\n") + 4)]
+    folder = tmp_path / "my-rules"
+    folder.mkdir()
+    for path in (SHIPPED / "rules").glob("*.yaml"):
+        (folder / path.name).write_text(path.read_text())
+    cutoff = folder / "ship-cutoff.yaml"
+    cutoff.write_text(cutoff.read_text().replace("timezone: America/Chicago", "timezone: America/Chicag"))
+    (folder / "asn.yaml").write_text((folder / "asn-sent.yaml").read_text())
+    section = text[text.index("## Owner routing") :]
+    routing = section[section.index("```yaml\n") + len("```yaml\n") : section.index("```\n", section.index("```yaml"))]
+    (tmp_path / "my-routing.yaml").write_text(routing.replace('{channel: "#ops-reno"}', '{channel: "ops-reno"}'))
+    monkeypatch.chdir(tmp_path)
+    result = run(["check", "my-rules", "--routing", "my-routing.yaml"])
+    assert result.exit_code == 1
+    assert result.output == block
+
+
 def test_check_names_unknown_rules_in_alert_matches_but_knows_finding_rules(tmp_path: Path) -> None:
     routing = tmp_path / "routing.yaml"
     shipped = (SHIPPED / "routing.yaml").read_text()
