@@ -500,6 +500,7 @@ def _read_routing(path: Path, problems: list[Problem]) -> tuple[Routing | None, 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _NUMBERS = (_INT, "tag:yaml.org,2002:float")
+_BOOL = "tag:yaml.org,2002:bool"
 # A whole number written as it prints: read as a number; any other form YAML 1.1 reads as one stays text.
 _PLAIN_INT = re.compile(r"^(0|-?[1-9][0-9]*)$")
 
@@ -507,14 +508,18 @@ _PLAIN_INT = re.compile(r"^(0|-?[1-9][0-9]*)$")
 class _Loader(yaml.SafeLoader):
     """safe_load, except that base-60 numbers (`14:00`, `1:30:00`) stay text, and so does a whole number not written
     plainly (`0042`, `1_000`, `0x1F`, `+5`: YAML 1.1 reads `0042` as the octal 34; as text, an id keeps what was
-    written and a number field reads it in decimal), and a date that is not one (`2026-11-31`): safe_load raises a
-    bare ValueError for it, with no line; as text, the field that wants a date reports it with its line."""
+    written and a number field reads it in decimal), YAML 1.1's other booleans (`yes`, `no`, `on`, `off`: the
+    warehouse ON, Norway's NO; a boolean field reads them as pydantic does) and a date that is not one
+    (`2026-11-31`): safe_load raises a bare ValueError for it, with no line; as text, the field that wants a date
+    reports it with its line."""
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
         written = kind is yaml.ScalarNode and implicit[0]
         if written and tag in _NUMBERS and (":" in value or (tag == _INT and not _PLAIN_INT.match(value))):
             return _STR
+        if written and tag == _BOOL and value.lower() not in ("true", "false"):
+            return _STR  # yes/no/on/off: a warehouse ON or NO stays its code; a yes/no field still reads them
         return tag
 
     def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:

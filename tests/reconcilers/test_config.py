@@ -79,7 +79,7 @@ def test_the_shipped_params_load_into_typed_configs() -> None:
     ("tolerance", "extra", "problem"),
     [
         ("-1", "", "9: params.tolerance: Input should be greater than or equal to 0 (got -1)"),
-        ("yes", "", "9: params.tolerance: expected a number, got True"),
+        ("yes", "", "9: params.tolerance: expected a number, got 'yes'"),
         (
             "0",
             "  stale_after_x: 1h\n",

@@ -183,6 +183,24 @@ def test_a_filter_takes_one_value_or_a_list(tmp_path: Path) -> None:
     assert (rule.start.where, rule.start.where_not) == ({"warehouse": ["DAL"]}, {"customer_id": ["C-1", "C-2"]})
 
 
+def test_yes_no_on_off_are_text_and_still_read_as_booleans_where_one_is_wanted(tmp_path: Path) -> None:
+    # YAML 1.1 reads ON (Ontario) and NO (Norway) as booleans: a warehouse code must stay what was written
+    text = ORDER_RELEASE.replace(
+        "  after: 2h\n",
+        "  cutoff:\n    time: '14:00'\n    zone_by:\n      zones: {DAL: America/Chicago, ON: America/Toronto}\n",
+    ).replace("warning: 30m\n", "enabled: no\n")
+    text = text.replace("  types: [order.accepted]", "  types: [order.accepted]\n  where: {warehouse: [DAL, ON]}")
+    text = text.replace("  types: [order.released]", "  types: [order.released]\n  where_not: {warehouse: NO}")
+    write(tmp_path, "r.yaml", text)
+    (rule,) = load_rules(tmp_path)
+    assert isinstance(rule, SlaRule) and rule.deadline.cutoff is not None and rule.deadline.cutoff.zone_by is not None
+    assert rule.start.where == {"warehouse": ["DAL", "ON"]} and rule.end.where_not == {"warehouse": ["NO"]}
+    assert rule.deadline.cutoff.zone_by.zones == {"DAL": "America/Chicago", "ON": "America/Toronto"}
+    assert rule.enabled is False
+    write(tmp_path, "r.yaml", text.replace("enabled: no", "enabled: On"))
+    assert load_rules(tmp_path)[0].enabled is True
+
+
 def test_a_single_type_reads_as_a_list_of_one(tmp_path: Path) -> None:
     write(tmp_path, "r.yaml", ORDER_RELEASE.replace("[order.accepted]", "order.accepted"))
     (rule,) = load_rules(tmp_path)

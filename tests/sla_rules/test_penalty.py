@@ -71,7 +71,8 @@ def test_a_penalty_loads_with_fixed_percent_and_currency(tmp_path: Path) -> None
             "penalty:\n  fixed: 10\n  currency: usd\n",
             ["15: penalty.currency: 'usd' is not an ISO 4217 currency code like USD"],
         ),
-        ("penalty:\n  fixed: yes\n", ["14: penalty.fixed: expected a number, got True"]),
+        ("penalty:\n  fixed: yes\n", ["14: penalty.fixed: expected a number, got 'yes'"]),
+        ("penalty:\n  fixed: true\n", ["14: penalty.fixed: expected a number, got True"]),
         ("penalty:\n  fixed: '25'\n", ["14: penalty.fixed: expected a number, got '25'"]),
         (
             "penalty: {fixed: 0, percent: 0}\n",
@@ -87,7 +88,18 @@ def test_a_penalty_loads_with_fixed_percent_and_currency(tmp_path: Path) -> None
         ),
         ("penalty: 25\n", ["13: penalty: expected a mapping, got a number"]),
     ],
-    ids=["negative", "over 100%", "currency", "bool", "text", "nothing", "unknown field", "too precise", "scalar"],
+    ids=[
+        "negative",
+        "over 100%",
+        "currency",
+        "yes",
+        "bool",
+        "text",
+        "nothing",
+        "unknown field",
+        "too precise",
+        "scalar",
+    ],
 )
 def test_bad_penalties_name_file_line_and_field(tmp_path: Path, penalty: str, expected: list[str]) -> None:
     shown = str(tmp_path / "order-release.yaml")
