@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -263,7 +263,7 @@ class ExceptionStore:
             resolved = self._resolved(
                 [(active[pair], *change) for pair, change in ended.items() if pair in active], now, actor, audit
             )
-            self._write([*opened, *resolved], audit)
+            self._write([*opened, *resolved], audit, now)
         return opened, resolved
 
     def resolve_many(
@@ -298,8 +298,9 @@ class ExceptionStore:
         """Write the resolutions of `items` ((record, resolution, details)) and their audit entries; under the
         lock."""
         audit: list[tuple[str, str, str, dict[str, Any]]] = []
-        changed = self._resolved(items, utc_text(self.clock.now()), actor, audit)
-        self._write(changed, audit)
+        now = utc_text(self.clock.now())
+        changed = self._resolved(items, now, actor, audit)
+        self._write(changed, audit, now)
         return changed
 
     def _resolved(
@@ -331,21 +332,20 @@ class ExceptionStore:
 
     def acknowledge(self, exception_id: str, actor: str) -> ExceptionRecord:
         """open -> acknowledged."""
-        return self._change(exception_id, actor, "acknowledged", {}, lambda r: _ack(r))
+        return self._change(exception_id, actor, "acknowledged", {}, lambda r, _now: _ack(r))
 
     def assign(self, exception_id: str, assignee: str, actor: str) -> ExceptionRecord:
         """Set (or clear, with '') the assignee of an active exception."""
         return self._change(
-            exception_id, actor, "assigned", {"assignee": assignee}, lambda r: _active(r, assignee=assignee)
+            exception_id, actor, "assigned", {"assignee": assignee}, lambda r, _now: _active(r, assignee=assignee)
         )
 
     def resolve(self, exception_id: str, actor: str, resolution: str = "fixed", note: str = "") -> ExceptionRecord:
         """Resolve by a person."""
         detail = {"resolution": resolution, "note": note}
 
-        def apply(record: ExceptionRecord) -> dict[str, Any]:
+        def apply(record: ExceptionRecord, now: str) -> dict[str, Any]:
             _require_active(record)
-            now = utc_text(self.clock.now())
             return {
                 "status": "resolved",
                 "resolved_at": now,
@@ -358,7 +358,7 @@ class ExceptionStore:
     def reopen(self, exception_id: str, actor: str, reason: str) -> ExceptionRecord:
         """resolved -> open (e.g. a reconciler finds it still wrong)."""
 
-        def apply(record: ExceptionRecord) -> dict[str, Any]:
+        def apply(record: ExceptionRecord, _now: str) -> dict[str, Any]:
             if record.status != "resolved":
                 raise InvalidTransition(f"exception {record.id} is {record.status}, not resolved")
             return {"status": "open", "resolved_at": None, "resolution": "", "resolution_detail": ""}
@@ -367,7 +367,7 @@ class ExceptionStore:
 
     def add_note(self, exception_id: str, text: str, actor: str) -> ExceptionRecord:
         """Add a note to the audit trail (any status)."""
-        return self._change(exception_id, actor, "note", {"text": text}, lambda r: {})
+        return self._change(exception_id, actor, "note", {"text": text}, lambda r, _now: {})
 
     def _change(
         self,
@@ -375,20 +375,25 @@ class ExceptionStore:
         actor: str,
         action: str,
         detail: dict[str, Any],
-        apply: Any,
+        apply: Callable[[ExceptionRecord, str], dict[str, Any]],
     ) -> ExceptionRecord:
+        """Apply one change (`apply` answers the changed fields, given the record and the moment) and its audit entry:
+        the change's times (updated_at, resolved_at) and the entry's are the same moment."""
         with self._lock:
             record = self.get(exception_id)
-            changes: dict[str, Any] = apply(record)
+            now = utc_text(self.clock.now())
+            changes = apply(record, now)
             if changes:
-                record = _replace(record, **changes, updated_at=utc_text(self.clock.now()), version=self._version())
-                self._write([record], [(record.id, actor, action, detail)])
+                record = _replace(record, **changes, updated_at=now, version=self._version())
+                self._write([record], [(record.id, actor, action, detail)], now)
             else:
-                self._write([], [(record.id, actor, action, detail)])
+                self._write([], [(record.id, actor, action, detail)], now)
         return record
 
-    def _write(self, records: list[ExceptionRecord], audit: list[tuple[str, str, str, dict[str, Any]]]) -> None:
-        at = utc_text(self.clock.now())
+    def _write(
+        self, records: list[ExceptionRecord], audit: list[tuple[str, str, str, dict[str, Any]]], at: str
+    ) -> None:
+        """Store the records' new versions and the audit entries, the entries at `at`: the moment of their change."""
         if records:
             self.store.insert("exceptions", [r.to_row() for r in records])
         if audit:

@@ -173,3 +173,33 @@ def test_resolve_many_applies_to_the_stored_state_not_the_engines_earlier_read(s
     assert (untouched.resolution, untouched.resolved_at) == ("duplicate", "2026-11-02 15:01:00.000000")
     assert [a["action"] for a in exceptions.audit(resolved.id)] == ["opened", "resolved"]
     assert [a["action"] for a in exceptions.audit(assigned.id)] == ["opened", "acknowledged", "assigned", "resolved"]
+
+
+class TickingClock(FixedClock):
+    """A clock a microsecond further on each reading, as the system's moves while a change is written."""
+
+    def now(self) -> datetime:
+        self.advance(timedelta(microseconds=1))
+        return super().now()
+
+
+def test_a_change_and_its_audit_entry_carry_the_same_moment(store: Store) -> None:
+    """The clock was read again for updated_at, resolved_at and the audit entry's time: a script matching the trail's
+    'resolved' to resolved_at (or 'opened' to opened_at) found them a few microseconds, or a long read, apart."""
+    exceptions = ExceptionStore(store, TickingClock(T0))
+    (opened,) = exceptions.open_many([finding()])
+    acked = exceptions.acknowledge(opened.id, "alice")
+    resolved = exceptions.resolve(opened.id, "alice", note="re-sent")
+    (late,) = exceptions.open_many([finding("SO-2")])
+    (recovered,) = exceptions.resolve_many([late], "late", {}, "engine")
+    assert resolved.resolved_at == resolved.updated_at and recovered.resolved_at == recovered.updated_at
+    trail = [(a["action"], a["at"]) for a in exceptions.audit(opened.id)]
+    assert trail == [
+        ("opened", opened.opened_at),
+        ("acknowledged", acked.updated_at),
+        ("resolved", resolved.resolved_at),
+    ]
+    assert [(a["action"], a["at"]) for a in exceptions.audit(late.id)] == [
+        ("opened", late.opened_at),
+        ("resolved", recovered.resolved_at),
+    ]
