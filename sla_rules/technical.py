@@ -165,8 +165,13 @@ GROUP BY key
 """
 
 
-# Per channel, messages failed since the channel last took one (both within the window).
+# Per channel with a failure within the window: the messages failed since the channel last took one (however long
+# ago the first of them failed), when the last of them is within the window.
 _DELIVERIES = """
+WITH failing AS (
+    SELECT DISTINCT channel FROM alert_deliveries
+    WHERE status = 'failed' AND at >= {since:DateTime64(6, 'UTC')} AND at <= {until:DateTime64(6, 'UTC')}
+)
 SELECT f.channel AS channel,
        uniqExact(f.key) AS failed,
        min(f.at) AS first_at,
@@ -176,17 +181,17 @@ SELECT f.channel AS channel,
 FROM (
     SELECT channel, key, at, error, exception_id
     FROM alert_deliveries
-    WHERE status = 'failed' AND at >= {since:DateTime64(6, 'UTC')} AND at <= {until:DateTime64(6, 'UTC')}
+    WHERE status = 'failed' AND at <= {until:DateTime64(6, 'UTC')} AND channel IN failing
 ) AS f
 LEFT JOIN (
     SELECT channel, max(at) AS last_ok
     FROM alert_deliveries
-    WHERE status = 'ok' AND at >= {since:DateTime64(6, 'UTC')} AND at <= {until:DateTime64(6, 'UTC')}
+    WHERE status = 'ok' AND at <= {until:DateTime64(6, 'UTC')} AND channel IN failing
     GROUP BY channel
 ) AS ok ON ok.channel = f.channel
 WHERE f.at > ok.last_ok
 GROUP BY channel
-HAVING failed >= {min_messages:UInt64}
+HAVING failed >= {min_messages:UInt64} AND last_at >= {since:DateTime64(6, 'UTC')}
 ORDER BY channel
 """
 
@@ -585,8 +590,8 @@ class TechnicalEngine:
     # slack-delivery ----------------------------------------------------------------------------------
 
     def failed_deliveries(self, rule: DeliveriesRule, now: datetime) -> list[FailedDeliveries]:
-        """Channels with at least `min_messages` messages failed since the channel last took one, within the window
-        ending at `now`."""
+        """Channels with at least `min_messages` messages failed since the channel last took one (however long ago),
+        the last of them within the window ending at `now`."""
         params = {"since": now - rule.params.window, "until": now, "min_messages": rule.params.min_messages}
         return [
             FailedDeliveries(

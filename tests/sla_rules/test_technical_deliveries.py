@@ -15,7 +15,7 @@ from kernel.store import Store
 from sla_rules.loader import default_rules_dir, load_rules
 from sla_rules.model import DeliveriesParams, DeliveriesRule
 from sla_rules.technical import TechnicalEngine
-from sla_rules.texts import RECOVERED
+from sla_rules.texts import RECOVERED, iso
 from tests.alerting.delivery_support import drain, msg, sender_for, slack_settings
 
 RULE = DeliveriesRule(
@@ -115,6 +115,27 @@ def test_min_messages(store: Store, clock: FixedClock, standin: SlackStandIn, fa
     t.send(*[(f"E{n}", "#gone") for n in range(failed)])
     t.evaluate()
     assert bool(t.active()) is flagged
+
+
+def test_min_messages_counts_every_failure_since_the_channel_last_took_one(
+    store: Store, clock: FixedClock, standin: SlackStandIn
+) -> None:
+    # the docs: failed since the channel last took a message, at least min_messages, the last within the window; so
+    # two failures 70 minutes ago and one now are three, since the first of them
+    rule = RULE.model_copy(update={"params": DeliveriesParams(window=timedelta(hours=1), min_messages=3)})
+    t = Tower(store, clock, standin, rule)
+    t.send(("E0", "#gone"))  # the channel took this one
+    clock.advance(timedelta(minutes=5))
+    first = clock.now()
+    standin.fail("chat.postMessage", *[Fault.api_error("channel_not_found")] * 3)
+    t.send(("E1", "#gone"), ("E2", "#gone"))
+    clock.advance(timedelta(minutes=70))
+    t.send(("E3", "#gone"))
+    opened, _ = t.evaluate()
+    assert len(opened) == 1
+    [record] = t.active().values()
+    assert (record.context["failed"], record.context["exceptions"]) == (3, ["E1", "E2", "E3"])
+    assert iso(first) <= record.context["since"] < iso(clock.now() - timedelta(hours=1))  # before the window
 
 
 def test_failures_older_than_the_window_open_nothing(store: Store, clock: FixedClock, standin: SlackStandIn) -> None:
