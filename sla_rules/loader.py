@@ -328,7 +328,8 @@ def _load_folder(folder: Path, problems: list[Problem], params: ParamsModels | N
     files = sorted(
         path
         for path in folder.iterdir()
-        if path.suffix in RULE_SUFFIXES and path.is_file() and not path.name.startswith(".")
+        # any case: a Ship-Cutoff.YAML left out would silently take its rule out of the folder's set
+        if path.suffix.lower() in RULE_SUFFIXES and path.is_file() and not path.name.startswith(".")
     )
     if not files:
         problems.append(Problem(shown, None, "", "no rule files (*.yaml, *.yml)"))

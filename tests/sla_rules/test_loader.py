@@ -145,7 +145,8 @@ def test_a_list_file_and_yml_files_load_in_name_order(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", two.replace("order-release", "a-one") + two.replace("order-release", "a-two"))
     write(tmp_path, "notes.txt", "not a rule")
     write(tmp_path, ".hidden.yaml", "not: [a rule")
-    assert [rule.id for rule in load_rules(tmp_path)] == ["a-one", "a-two", "b-rule"]
+    write(tmp_path, "C.YAML", ORDER_RELEASE.replace("order-release", "c-rule"))  # as some editors name files
+    assert [rule.id for rule in load_rules(tmp_path)] == ["c-rule", "a-one", "a-two", "b-rule"]
     entries = read_rule_file(tmp_path / "a.yaml")
     assert [(e.rule.id, e.line) for e in entries] == [("a-one", 1), ("a-two", 14)]
     assert entries[1].data["deadline"] == {"after": "2h"}
