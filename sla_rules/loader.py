@@ -230,7 +230,7 @@ def load_rule_set(
         shown = _shown(routing_path)
         if rules_ok:
             for loc, message in _routes_against_rules(routing, [entry.rule for entry in loaded], params):
-                problems.append(Problem(shown, _line_of(node, loc), _field(loc), message))
+                problems.append(Problem(shown, _line_of(node, loc), _field(loc, node), message))
         if routing.owners:
             for entry in loaded:
                 owner = entry.rule.owner
@@ -398,7 +398,7 @@ def _validate_rule(
     data: Any, node: yaml.Node | None, shown: str, problems: list[Problem], params: ParamsModels | None = None
 ) -> Rule | None:
     def problem(loc: Loc, message: str) -> None:
-        problems.append(Problem(shown, _line_of(node, loc), _field(loc), message))
+        problems.append(Problem(shown, _line_of(node, loc), _field(loc, node), message))
 
     if not isinstance(data, Mapping):
         problem((), f"a rule must be a mapping of fields, not {_yaml_kind(data)}")
@@ -487,12 +487,12 @@ def _read_routing(path: Path, problems: list[Problem]) -> tuple[Routing | None, 
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             problems.append(
-                Problem(shown, _line_of(node, error["loc"]), _field(error["loc"]), _message(Routing, error))
+                Problem(shown, _line_of(node, error["loc"]), _field(error["loc"], node), _message(Routing, error))
             )
         return None, node
     found = routing.problems()
     for loc, message in found:
-        problems.append(Problem(shown, _line_of(node, loc), _field(loc), message))
+        problems.append(Problem(shown, _line_of(node, loc), _field(loc, node), message))
     return (None if found else routing), node
 
 
@@ -607,14 +607,22 @@ def _line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
 # --- messages ---------------------------------------------------------------------------------
 
 
-def _field(loc: Sequence[str | int]) -> str:
-    """`deadline.cutoff.timezone`, `start.types[0]`; pydantic's `[key]` marker dropped."""
+def _field(loc: Sequence[str | int], node: yaml.Node | None = None) -> str:
+    """`deadline.cutoff.timezone`, `start.types[0]`; pydantic's `[key]` marker dropped. A number is an index in a
+    list, but a key in a mapping (`zone_by.zones.7` for a warehouse 7), which `node` (the YAML read) tells apart."""
     out = ""
     for step in loc:
-        if isinstance(step, int):
+        keyed = isinstance(node, yaml.MappingNode)
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(step)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
+            node = node.value[step]
+        else:
+            node = None
+        if isinstance(step, int) and not keyed:
             out += f"[{step}]"
         elif step != "[key]":
-            out += f".{step}" if out else step
+            out += f".{step}" if out else str(step)
     return out
 
 

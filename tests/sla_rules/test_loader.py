@@ -287,6 +287,12 @@ def test_a_single_business_day_or_holiday_reads_as_a_list_of_one(tmp_path: Path)
             "        RNO: America/Reno",
             "r.yaml:17: deadline.cutoff.zone_by.zones.RNO: unknown time zone 'America/Reno'",
         ),
+        (  # a warehouse numbered 7 is a key of the mapping, not an index
+            12,
+            "  cutoff:\n    time: '14:00'\n    zone_by:\n      zones:\n        DAL: America/Chicago\n"
+            "        7: America/Reno",
+            "r.yaml:17: deadline.cutoff.zone_by.zones.7: unknown time zone 'America/Reno'",
+        ),
         (12, "  cutoff: {time: 1400}", "r.yaml:12: deadline.cutoff.time: write the time as text 'HH:MM'"),
         (
             12,
