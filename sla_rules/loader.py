@@ -409,7 +409,8 @@ def _validate_rule(
     try:
         rule: Rule = model.model_validate(data)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
+        # top to bottom, as the file reads (pydantic lists them in the order of the model's fields)
+        for error in sorted(exc.errors(include_url=False), key=lambda e: _line_of(node, e["loc"]) or 0):
             problem(error["loc"], _message(model, error))
         return None
     before = len(problems)
@@ -485,7 +486,7 @@ def _read_routing(path: Path, problems: list[Problem]) -> tuple[Routing | None, 
     try:
         routing = Routing.model_validate(data)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
+        for error in sorted(exc.errors(include_url=False), key=lambda e: _line_of(node, e["loc"]) or 0):
             problems.append(
                 Problem(shown, _line_of(node, error["loc"]), _field(error["loc"], node), _message(Routing, error))
             )

@@ -351,6 +351,17 @@ def test_problems_are_collected_across_files_and_rules(tmp_path: Path) -> None:
     ]
 
 
+def test_a_rules_problems_read_top_to_bottom(tmp_path: Path) -> None:
+    # pydantic reports them in the order of the model's fields, unknown fields last; the file reads by line
+    text = ORDER_RELEASE.replace("id: order-release", "id: order-release\ncolour: red")
+    write(tmp_path, "r.yaml", text.replace("warning: 30m", "warning: soon") + "severity: urgent\n")
+    assert [": ".join(line.split(": ")[:2]).removeprefix(f"{tmp_path}/") for line in problems(tmp_path)] == [
+        "r.yaml:2: colour",
+        "r.yaml:14: warning",
+        "r.yaml:15: severity",
+    ]
+
+
 def test_a_technical_rule_has_kind_technical(tmp_path: Path) -> None:
     write(
         tmp_path,
