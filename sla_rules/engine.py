@@ -313,9 +313,13 @@ class SlaEngine:
     # backtest
 
     def backtest(self, rule: SlaRule, since: datetime, until: datetime) -> list[dict[str, Any]]:
-        """The cases `rule` finds for starts in [since, until), with their status as of `until`,
-        counting only events before `until`. Writes nothing."""
-        rows = self.store.query(*sql.backtest(rule, since.astimezone(UTC), until.astimezone(UTC), self.rules))
+        """The cases `rule` finds for starts in [since, until), with their status as of `until` (or the clock's now,
+        when `until` is later: a deadline still ahead is not missed yet), counting only events before `until`.
+        Writes nothing."""
+        as_of = min(until, self.clock.now()).astimezone(UTC)
+        rows = self.store.query(
+            *sql.backtest(rule, since.astimezone(UTC), until.astimezone(UTC), self.rules, as_of=as_of)
+        )
         return [{"rule": rule.id, **row} for row in rows]
 
     def side_matches(self, rule: SlaRule, since: datetime, until: datetime) -> dict[str, Any]:

@@ -569,14 +569,15 @@ _MANY = ", max_insert_threads = 2"
 
 
 def backtest(
-    rule: SlaRule, since: datetime, until: datetime, peers: Sequence[SlaRule] = ()
+    rule: SlaRule, since: datetime, until: datetime, peers: Sequence[SlaRule] = (), as_of: datetime | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """The cases of `rule` started in [since, until), as of `until`, from events before `until`; `peers`: the other
-    rules evaluated on its key column, whose systems its cases' fallback fields may come from (as in a live run)."""
+    """The cases of `rule` started in [since, until), as of `as_of` (default `until`), from events before `until`;
+    `peers`: the other rules evaluated on its key column, whose systems its cases' fallback fields may come from (as
+    in a live run)."""
     bind = Binder()
     others = [peer for peer in peers if peer.key == rule.key and peer.id != rule.id]
     group = Group(rule.key, "window", [RulePart(rule)], peers=[rule, *others])
-    select = cases(group, bind, until, since, until)
+    select = cases(group, bind, until if as_of is None else as_of, since, until)
     columns = "key, started_at, ended_at, due_at, status, customer_id, warehouse, source"
     return f"SELECT {columns} FROM ({select}) ORDER BY started_at, key", bind.params
 

@@ -474,7 +474,7 @@ def test_where_takes_any_of_several_values_and_where_not_excludes(store: Store) 
 
 
 def test_backtest_writes_nothing(store: Store) -> None:
-    tower = Harness(store)
+    tower = Harness(store, at=T0 + timedelta(days=1))  # a backtest of the past
     tower.send(
         event("order.accepted", 1, T0 - timedelta(days=1)),  # before the window
         event("order.accepted", 2, T0),
@@ -491,6 +491,15 @@ def test_backtest_writes_nothing(store: Store) -> None:
     assert store.query("SELECT count() AS n FROM sla_cases")[0]["n"] == 0
     assert store.query("SELECT count() AS n FROM sla_runs")[0]["n"] == 0
     assert tower.all_exceptions() == []
+
+
+def test_a_backtest_to_a_time_still_ahead_is_as_of_now(store: Store) -> None:
+    # `tower rules test --from 2026-11-01 --to 2026-12-01` in the middle of November: a case due later today has
+    # missed nothing yet, so it is pending (at risk), not breached as it would be on 1 December
+    tower = Harness(store, at=T0 + timedelta(hours=1, minutes=45))
+    tower.send(event("order.accepted", 1, T0), event("order.accepted", 2, T0 - timedelta(hours=3)))
+    rows = tower.engine.backtest(RULES["order-release"], T0 - timedelta(days=1), T0 + timedelta(days=29))
+    assert [(r["key"], r["status"]) for r in rows] == [("SO-2", "breached"), ("SO-1", "at_risk")]
 
 
 def test_a_changed_rule_is_evaluated_in_full(store: Store) -> None:
