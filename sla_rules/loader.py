@@ -224,6 +224,8 @@ def load_rule_set(
     loaded = _load_folder(rules_dir or default_rules_dir(), problems, params)
     # With a broken rule file, a route naming its rule is not "unknown": check ids only when all rules load.
     rules_ok = not problems
+    if rules_ok and params is not None:
+        problems.extend(_finding_clashes(loaded, params))
     routing_path = routing_file or default_routing_file()
     routing, node = _read_routing(routing_path, problems)
     if routing is not None:
@@ -301,20 +303,50 @@ def _finding_ids(rules: list[Rule], params: ParamsModels | None) -> set[str] | N
         if model is None:
             return None
         checked = model.model_validate(rule.params, context=dict(params.context or {}) if params else None)
-        found.update(_named_rules(checked.model_dump()))
+        found.update(rule_id for _, rule_id in _named_rule_paths(checked.model_dump()))
     return found
 
 
-def _named_rules(value: Any) -> Iterator[str]:
+def _finding_clashes(loaded: list[LoadedRule], params: ParamsModels) -> list[Problem]:
+    """A reconciliation rule's finding id (params.stale_rule, params.oversell.rule, defaults included) that is another
+    rule's id, its own or another finding's: their exceptions would share a rule id, and one rule would resolve the
+    other's as recovered."""
+    taken = {entry.rule.id: f"rule {entry.rule.id} ({entry.file}:{entry.line_of('id')})" for entry in loaded}
+    problems: list[Problem] = []
+    for entry in loaded:
+        rule = entry.rule
+        model = params.models.get(rule.compare) if isinstance(rule, ReconciliationRule) else None
+        if model is None or not isinstance(rule, ReconciliationRule):
+            continue
+        checked = model.model_validate(rule.params, context=dict(params.context or {}))
+        for path, finding in _named_rule_paths(checked.model_dump()):
+            where = ("params", *path)
+            if finding in taken:
+                problems.append(
+                    Problem(
+                        entry.file,
+                        entry.line_of(*where),
+                        _field(where),
+                        f"{rule.id} opens its findings under {finding!r}, the id of {taken[finding]}: their exceptions"
+                        " would mix (one would resolve the other's); give the findings an id of their own",
+                    )
+                )
+            else:
+                taken[finding] = f"the findings of rule {rule.id} ({_field(where)})"
+    return problems
+
+
+def _named_rule_paths(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(where, rule id) of each `rule` or `*_rule` text in a reconciler's checked params."""
     if isinstance(value, Mapping):
         for name, item in value.items():
             if isinstance(item, str) and (name == "rule" or str(name).endswith("_rule")):
-                yield item
+                yield (*path, str(name)), item
             else:
-                yield from _named_rules(item)
+                yield from _named_rule_paths(item, (*path, str(name)))
     elif isinstance(value, list):
-        for item in value:
-            yield from _named_rules(item)
+        for index, item in enumerate(value):
+            yield from _named_rule_paths(item, (*path, index))
 
 
 # --- rules ------------------------------------------------------------------------------------

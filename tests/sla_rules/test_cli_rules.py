@@ -344,6 +344,37 @@ def test_the_problems_example_of_the_docs_is_what_check_prints(tmp_path: Path, m
     assert result.output == block
 
 
+def test_check_refuses_a_finding_id_another_rule_has(tmp_path: Path) -> None:
+    # inventory-sync opens its stale findings under inventory-stale (a default of its params): a rule of that id, or a
+    # second inventory rule with the same defaults, would share its exceptions (and the reconciler resolve them)
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    for path in (SHIPPED / "rules").glob("*.yaml"):
+        (folder / path.name).write_text(path.read_text())
+    release = (folder / "order-release.yaml").read_text()
+    (folder / "stale.yaml").write_text(release.replace("id: order-release", "id: inventory-stale"))
+    result = run(["check", str(folder)])
+    assert result.exit_code == 1
+    params = (folder / "inventory-sync.yaml").read_text().splitlines().index("params:") + 1
+    stale = next(n for n, line in enumerate(release.splitlines(), 1) if line.startswith("id:"))
+    assert result.output.splitlines() == [
+        f"{folder}/inventory-sync.yaml:{params}: params.stale_rule: inventory-sync opens its findings under"
+        f" 'inventory-stale', the id of rule inventory-stale ({folder}/stale.yaml:{stale}): their exceptions would mix"
+        " (one would resolve the other's); give the findings an id of their own",
+        "1 problem",
+    ]
+    (folder / "stale.yaml").unlink()
+    inventory = (folder / "inventory-sync.yaml").read_text()
+    (folder / "inventory-sync-reno.yaml").write_text(inventory.replace("id: inventory-sync", "id: inventory-sync-reno"))
+    result = run(["check", str(folder)])
+    assert result.exit_code == 1
+    assert [line.split(": ", 2)[1] for line in result.output.splitlines()[:-1]] == [
+        "params.oversell.rule",
+        "params.stale_rule",
+    ]
+    assert result.output.splitlines()[-1] == "2 problems"
+
+
 def test_check_names_unknown_rules_in_alert_matches_but_knows_finding_rules(tmp_path: Path) -> None:
     routing = tmp_path / "routing.yaml"
     shipped = (SHIPPED / "routing.yaml").read_text()
