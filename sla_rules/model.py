@@ -140,6 +140,15 @@ class EventMatch(_Strict):
     def _listify_values(cls, value: Any) -> Any:
         return {k: data_values(v) for k, v in value.items()} if isinstance(value, dict) else value
 
+    @model_validator(mode="after")
+    def _matches_something(self) -> EventMatch:
+        for name, values in self.where.items():
+            if name in self.where_not and set(values) <= set(self.where_not[name]):
+                raise ValueError(
+                    f"where_not.{name} excludes every value where.{name} allows: the side matches no event"
+                )
+        return self
+
     def excludes(self, other: EventMatch) -> bool:
         """Whether no event can match both this side and `other` (their sources or a data field exclude each other;
         types aside)."""

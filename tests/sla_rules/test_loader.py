@@ -270,6 +270,12 @@ def test_a_single_business_day_or_holiday_reads_as_a_list_of_one(tmp_path: Path)
             "  types: [order.accepted]\n  where_not: {colour: red}",
             "r.yaml:9: start.where_not.colour: cannot filter on 'colour'",
         ),
+        (  # a side whose filters contradict each other would match nothing, quietly
+            8,
+            "  types: [order.accepted]\n  where: {warehouse: DAL}\n  where_not: {warehouse: [DAL, ATL]}",
+            "r.yaml:7: start: where_not.warehouse excludes every value where.warehouse allows: the side matches no"
+            " event",
+        ),
         (3, "title: [a, list]", "r.yaml:3: title: Input should be a valid string"),
         (6, "key: po_number", "r.yaml:6: key: must be one of order_id"),
         (4, "kind: urgent", "r.yaml:4: kind: Input should be 'business' or 'technical' (got 'urgent')"),
