@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kernel.model.events import is_source, source_covers
+from kernel.queries import PAGE, page
 from kernel.store import Store
 from kernel.store.base import utc_text
 
@@ -220,11 +221,10 @@ def list_dead_letters(
         "WHERE ({status:String} = '' OR status = {status:String}) AND ({door:String} = '' OR door = {door:String})"
         f" AND {by_source}"
     )
-    params = {"status": status or "", "door": door or "", "limit": limit, "offset": offset, **source_params}
+    params = {"status": status or "", "door": door or "", **source_params}
     rows = store.query(
-        f"SELECT {_LISTED} FROM dead_letters FINAL {where}"
-        " ORDER BY received_at DESC, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
-        {**params, "preview": RAW_PREVIEW_CHARS},
+        f"SELECT {_LISTED} FROM dead_letters FINAL {where} ORDER BY received_at DESC, id{PAGE}",
+        {**params, **page(limit, offset), "preview": RAW_PREVIEW_CHARS},
     )
     for row in rows:
         row["raw_truncated"] = len(row["raw"].encode()) < int(row["raw_bytes"])

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import orjson
 
 from kernel.clock import Clock
+from kernel.queries import PAGE, page
 from kernel.store import Store
 from kernel.store.base import stored_time, utc_text
 
@@ -104,8 +105,6 @@ class ExceptionFilter:
     opened_after: datetime | None = None
 
 
-_MAX_ROWS = 2**63 - 1  # more rows than any table holds: a page past it is empty
-
 # Orders of the exception list (`search(order=...)`), each ending on the id so pages never overlap.
 ORDERS: dict[str, str] = {
     "newest": "opened_at DESC, id",
@@ -180,10 +179,8 @@ class ExceptionStore:
         """A page of exceptions in `order` (one of ORDERS; newest first by default), and how many match."""
         where, params = _where(filters)
         rows = self.store.query(
-            f"SELECT {COLUMNS} FROM exceptions FINAL {where} ORDER BY {ORDERS[order]}"
-            " LIMIT {limit:UInt64} OFFSET {offset:UInt64}",
-            # held below 2**63: a bound number past its type wraps around (offset 2**32 read as 0, the first page)
-            {**params, "limit": min(limit, _MAX_ROWS), "offset": min(offset, _MAX_ROWS)},
+            f"SELECT {COLUMNS} FROM exceptions FINAL {where} ORDER BY {ORDERS[order]}{PAGE}",
+            {**params, **page(limit, offset)},
         )
         total = self.store.query(f"SELECT count() AS n FROM exceptions FINAL {where}", params)[0]["n"]
         return [ExceptionRecord.from_row(r) for r in rows], int(total)

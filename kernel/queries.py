@@ -27,6 +27,17 @@ SPAN_KEY_ATTRIBUTES = ("order.id", "shipment.id", "invoice.id")
 _EARLIEST = datetime(1970, 1, 1)
 _LATEST = datetime(2262, 1, 1)
 
+# A page of a listing, its parameters from page(). Bound as UInt64 held below 2**63: a bound number past
+# its type wraps around (offset 2**32 bound as UInt32 reads as 0, so it answered the first page again).
+PAGE = " LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
+_MAX_ROWS = 2**63 - 1  # more rows than any table holds: a page past it is empty
+
+
+def page(limit: int, offset: int) -> dict[str, int]:
+    """The parameters of PAGE: at most `limit` rows after the first `offset`; a page past every row is empty."""
+    return {"limit": min(limit, _MAX_ROWS), "offset": min(offset, _MAX_ROWS)}
+
+
 _EVENT_COLUMNS = (
     "id, source, system, type, time, subject, order_id, shipment_id, invoice_id, customer_id, sku, location,"
     " warehouse, quantity, amount, currency, data, trace_id, span_id, door, received_at"

@@ -19,6 +19,7 @@ from typing import Any
 
 from kernel.clock import Clock
 from kernel.exceptions import COLUMNS, ExceptionRecord, ExceptionStore
+from kernel.queries import PAGE, page
 from kernel.settings import CollectorSettings
 from kernel.store import Store
 from reconcilers.config import FindingRule, InventoryParams, RuleConfig, check_finding_rules
@@ -172,9 +173,8 @@ class ReconcileService:
         rules = [f.id for f in self.finding_rules(rule)]
         where = "rule IN {rules:Array(String)} AND status != 'resolved'"
         rows = self.store.query(
-            f"SELECT {COLUMNS} FROM exceptions FINAL WHERE {where} ORDER BY opened_at DESC, id"
-            " LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
-            {"rules": rules, "limit": limit, "offset": offset},
+            f"SELECT {COLUMNS} FROM exceptions FINAL WHERE {where} ORDER BY opened_at DESC, id{PAGE}",
+            {"rules": rules, **page(limit, offset)},
         )
         total = int(
             self.store.query(f"SELECT count() AS n FROM exceptions FINAL WHERE {where}", {"rules": rules})[0]["n"]

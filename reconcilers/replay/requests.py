@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import orjson
 
+from kernel.queries import PAGE, page
 from kernel.store import Store
 from kernel.store.base import utc_text
 
@@ -198,9 +199,8 @@ class ReplayRequests:
             "exception_id": exception_id or "",
         }
         rows = self.store.query(
-            f"SELECT {COLUMNS} FROM replay_requests FINAL {where} ORDER BY requested_at DESC, id"
-            " LIMIT {limit:UInt32} OFFSET {offset:UInt32}",
-            {**params, "limit": limit, "offset": offset},
+            f"SELECT {COLUMNS} FROM replay_requests FINAL {where} ORDER BY requested_at DESC, id{PAGE}",
+            {**params, **page(limit, offset)},
         )
         total = self.store.query(f"SELECT count() AS n FROM replay_requests FINAL {where}", params)[0]["n"]
         return [ReplayRequest.from_row(r) for r in rows], int(total)

@@ -65,6 +65,8 @@ def test_run_runs_and_findings_over_http(tower: RunningTower) -> None:
 
         only = http.get("/api/reconcile/findings", params={"rule": "invoice-match"}).json()
         assert only["total"] == 1
+        # an offset past 2**32 once wrapped around to the first page
+        assert http.get("/api/reconcile/findings", params={"offset": 2**32}).json() == {"items": [], "total": 2}
         assert http.get("/api/reconcile/findings", params={"rule": "nope"}).status_code == 404
         assert http.post("/api/reconcile/run").status_code == 403
 

@@ -261,6 +261,7 @@ def test_the_same_thing_is_never_requested_twice(
         scheduler.run_job("replay-send")
     assert len(receiver.calls) == 1
     assert service.requests.search()[1] == 1
+    assert service.requests.search(offset=2**32) == ([], 1)  # past 2**32 once wrapped around to the first page
 
     # another exception asking for the same source and range joins the request instead of asking again
     stale = silence(exceptions, rule="inventory-stale")
