@@ -44,7 +44,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -312,15 +312,30 @@ class SlaEngine:
 
     # backtest
 
-    def backtest(self, rule: SlaRule, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    def backtest(
+        self,
+        rule: SlaRule,
+        since: datetime,
+        until: datetime,
+        statuses: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
         """The cases `rule` finds for starts in [since, until), with their status as of `until` (or the clock's now,
-        when `until` is later: a deadline still ahead is not missed yet), counting only events before `until`.
-        Writes nothing."""
+        when `until` is later: a deadline still ahead is not missed yet), counting only events before `until`; those
+        with one of `statuses` (default all), the first `limit` by start. Writes nothing."""
+        as_of = min(until, self.clock.now()).astimezone(UTC)
+        query = sql.backtest(
+            rule, since.astimezone(UTC), until.astimezone(UTC), self.rules, as_of, statuses=statuses, limit=limit
+        )
+        return [{"rule": rule.id, **row} for row in self.store.query(*query)]
+
+    def backtest_counts(self, rule: SlaRule, since: datetime, until: datetime) -> dict[str, int]:
+        """How many of the cases `backtest` finds have each status (every case, whatever the filter or limit)."""
         as_of = min(until, self.clock.now()).astimezone(UTC)
         rows = self.store.query(
-            *sql.backtest(rule, since.astimezone(UTC), until.astimezone(UTC), self.rules, as_of=as_of)
+            *sql.backtest_counts(rule, since.astimezone(UTC), until.astimezone(UTC), self.rules, as_of)
         )
-        return [{"rule": rule.id, **row} for row in rows]
+        return {str(row["status"]): int(row["cases"]) for row in rows}
 
     def side_matches(self, rule: SlaRule, since: datetime, until: datetime) -> dict[str, Any]:
         """For a backtest: the events of [since, until) each side of `rule` matches (`start_events`, `end_events`)

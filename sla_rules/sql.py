@@ -568,18 +568,42 @@ _FEW_KEYS = ", group_by_two_level_threshold = 0, group_by_two_level_threshold_by
 _MANY = ", max_insert_threads = 2"
 
 
-def backtest(
-    rule: SlaRule, since: datetime, until: datetime, peers: Sequence[SlaRule] = (), as_of: datetime | None = None
-) -> tuple[str, dict[str, Any]]:
-    """The cases of `rule` started in [since, until), as of `as_of` (default `until`), from events before `until`;
-    `peers`: the other rules evaluated on its key column, whose systems its cases' fallback fields may come from (as
-    in a live run)."""
-    bind = Binder()
+def _backtest_cases(
+    rule: SlaRule, since: datetime, until: datetime, peers: Sequence[SlaRule], as_of: datetime | None, bind: Binder
+) -> str:
+    """The query of every case of `rule` started in [since, until), as of `as_of` (default `until`)."""
     others = [peer for peer in peers if peer.key == rule.key and peer.id != rule.id]
     group = Group(rule.key, "window", [RulePart(rule)], peers=[rule, *others])
-    select = cases(group, bind, until if as_of is None else as_of, since, until)
+    return cases(group, bind, until if as_of is None else as_of, since, until)
+
+
+def backtest(
+    rule: SlaRule,
+    since: datetime,
+    until: datetime,
+    peers: Sequence[SlaRule] = (),
+    as_of: datetime | None = None,
+    statuses: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The cases of `rule` started in [since, until), as of `as_of` (default `until`), from events before `until`,
+    by start: those with one of `statuses` (default every case), at most `limit`. `peers`: the other rules evaluated
+    on its key column, whose systems its cases' fallback fields may come from (as in a live run)."""
+    bind = Binder()
+    select = _backtest_cases(rule, since, until, peers, as_of, bind)
     columns = "key, started_at, ended_at, due_at, status, customer_id, warehouse, source"
-    return f"SELECT {columns} FROM ({select}) ORDER BY started_at, key", bind.params
+    where = "" if statuses is None else f" WHERE status IN {bind(list(statuses), 'Array(String)')}"
+    page = "" if limit is None else f" LIMIT {bind(limit, 'UInt64')}"
+    return f"SELECT {columns} FROM ({select}){where} ORDER BY started_at, key{page}", bind.params
+
+
+def backtest_counts(
+    rule: SlaRule, since: datetime, until: datetime, peers: Sequence[SlaRule] = (), as_of: datetime | None = None
+) -> tuple[str, dict[str, Any]]:
+    """How many of the cases `backtest` finds have each status (`status`, `cases`)."""
+    bind = Binder()
+    select = _backtest_cases(rule, since, until, peers, as_of, bind)
+    return f"SELECT status, count() AS cases FROM ({select}) GROUP BY status ORDER BY status", bind.params
 
 
 def side_matches(rule: SlaRule, since: datetime, until: datetime) -> tuple[str, dict[str, Any]]:

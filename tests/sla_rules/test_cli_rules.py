@@ -214,6 +214,9 @@ def test_backtest_prints_what_the_rule_would_have_flagged(tower: RunningTower, t
     assert sorted(case["key"] for case in answer["cases"]) == ["SO-1", "SO-2", "SO-3"]
     listed = run(["test", *period, "--all", "--limit", "1", str(release_rule(tmp_path)), *auth])
     assert "... and 2 more (--limit)" in listed.output
+    flagged = run(["test", *period, "--limit", "1", str(release_rule(tmp_path)), *auth]).output.splitlines()
+    assert [line.split()[0] for line in flagged[2:4]] == ["SO-1", "..."]  # SO-3 the one more, SO-2 met: not flagged
+    assert flagged[3] == "... and 1 more (--limit)" and flagged[0].endswith("UTC: 3 cases")
 
 
 def test_backtest_says_why_a_rule_finds_nothing(tower: RunningTower, tmp_path: Path) -> None:

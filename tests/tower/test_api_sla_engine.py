@@ -116,8 +116,21 @@ def test_backtest_flags_without_touching_live_state(tower: RunningTower, store: 
     assert by_key["SO-B"]["ended_at"].endswith("Z") and by_key["SO-A"]["ended_at"] is None
     started = datetime.fromisoformat(by_key["SO-A"]["started_at"])
     assert datetime.fromisoformat(by_key["SO-A"]["due_at"]) - started == timedelta(hours=2)
+    assert result["listed_of"] == 4
     after = {t: store.query(f"SELECT count() AS n FROM {t}")[0]["n"] for t in ("sla_cases", "exceptions")}
     assert after == before
+
+    # the tower lists what is asked, the earliest started first, up to the limit; counts still cover every case
+    with tower.api("admin") as http:
+        flagged = http.post("/api/sla/backtest", json={**body, "statuses": ["breached", "at_risk"], "limit": 1})
+        assert flagged.status_code == 200, flagged.text
+        none = http.post("/api/sla/backtest", json={**body, "limit": 0}).json()
+        wrong = http.post("/api/sla/backtest", json={**body, "statuses": ["missed"]})
+    page = flagged.json()
+    assert [(c["key"], c["status"]) for c in page["cases"]] == [("SO-A", "breached")]
+    assert page["listed_of"] == 2 and page["counts"] == result["counts"]
+    assert (none["cases"], none["listed_of"]) == ([], 4)
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["loc"] == ["body", "statuses", 0]
 
     # a window that ends before the release of SO-B: SO-B was still open then
     earlier = {"rule": RULE, "from": iso(now - timedelta(hours=4)), "to": iso(now - timedelta(minutes=170))}

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -110,12 +109,19 @@ class Evaluation(BaseModel):
     errors: dict[str, str] = Field(description="Evaluators that failed, with their error.")
 
 
+CaseStatus = Literal["met", "late", "breached", "pending", "at_risk"]
+
+
 class BacktestRequest(RequestBody):
     """A rule (as in a rule file) and the period of stored history to run it over."""
 
     rule: dict[str, Any] = Field(description="The rule mapping, as written in a rule file (type sla).")
     since: datetime | None = Field(None, alias="from", description="Default: `to` minus 7 days.")
     until: datetime | None = Field(None, alias="to", description="Default: now.")
+    statuses: list[CaseStatus] | None = Field(
+        None, description="List only the cases with one of these statuses (default: every case); counts cover all."
+    )
+    limit: int = Field(1000, ge=0, le=100_000, description="Cases listed at most, the earliest started first.")
 
 
 class BacktestCase(BaseModel):
@@ -157,8 +163,9 @@ class BacktestResult(BaseModel):
     rule: str
     since: datetime = Field(serialization_alias="from")
     until: datetime = Field(serialization_alias="to")
-    cases: list[BacktestCase]
-    counts: dict[str, int] = Field(description="Cases by status.")
+    cases: list[BacktestCase] = Field(description="The cases with the asked statuses, at most `limit`.")
+    listed_of: int = Field(description="How many cases have the asked statuses: more than listed when cut by `limit`.")
+    counts: dict[str, int] = Field(description="Every case by status.")
     matched: SideMatches
 
 
@@ -253,17 +260,19 @@ def backtest(_: OperateDep, sla: SlaDep, clock: ClockDep, body: BacktestRequest)
         raise invalid_rule(exc) from exc
     start, end = period(body.since, body.until, clock, "body")
     try:
-        cases = sla.backtest(rule, start, end)
+        cases = sla.backtest(rule, start, end, body.statuses, body.limit)
+        counts = sla.backtest_counts(rule, start, end)
         matched = sla.side_matches(rule, start, end)
     except LookupError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
-    counts = Counter(str(case.get("status", "")) for case in cases)
+    asked = counts if body.statuses is None else {k: n for k, n in counts.items() if k in body.statuses}
     return BacktestResult(
         rule=rule.id,
         since=start,
         until=end,
         cases=[BacktestCase.of(case) for case in cases],
-        counts=dict(sorted(counts.items())),
+        listed_of=sum(asked.values()),
+        counts=counts,
         matched=SideMatches.model_validate(matched),
     )
 
