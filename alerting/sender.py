@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import math
 import re
 import socket
 import threading
@@ -154,11 +155,17 @@ def _header(headers: Any, name: str) -> str | None:
     return None
 
 
+MAX_RETRY_AFTER = 3600.0  # seconds: a longer Retry-After (a proxy's mistake) would hold a channel for good
+
+
 def _retry_after(headers: Any) -> float:
+    """The wait a 429's Retry-After asks for, in seconds: 1 when missing or not a number ("inf", "nan", a date),
+    none when negative, at most MAX_RETRY_AFTER."""
     try:
-        return max(float(_header(headers, "Retry-After") or 1), 0.0)
+        seconds = float(_header(headers, "Retry-After") or 1)
     except ValueError:
         return 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER) if math.isfinite(seconds) else 1.0
 
 
 def api_outcome(response: SlackResponse) -> Outcome:

@@ -85,13 +85,13 @@ class Fault:
     """
 
     status: int | None = None
-    retry_after: int | None = None
+    retry_after: int | str | None = None  # a text: the header as a proxy might send it ("inf", "1e12")
     error: str | None = None
     delay: float = 0.0
     carried_out: bool = False
 
     @classmethod
-    def rate_limited(cls, retry_after: int = 1) -> Fault:
+    def rate_limited(cls, retry_after: int | str = 1) -> Fault:
         """429 Too Many Requests with Retry-After."""
         return cls(status=429, retry_after=retry_after)
 

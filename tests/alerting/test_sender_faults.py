@@ -60,6 +60,24 @@ def test_429_holds_the_message_and_its_channel_until_retry_after(
     assert len(standin.calls_to("chat.postMessage")) == 4  # one call per attempt: no retry inside the SDK
 
 
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [("inf", 1.0), ("nan", 1.0), ("soon", 1.0), ("-3", 0.0), ("1e12", 3600.0), ("0.5", 0.5)],
+)
+def test_a_retry_after_that_is_no_usable_wait_holds_the_message_a_bounded_time(
+    sender: SlackSender, standin: SlackStandIn, clock: FixedClock, header: str, wait: float
+) -> None:
+    """Retry-After "inf" or "nan" (a proxy's) stopped the pass with an error, every pass, so nothing went out; a huge
+    one held the channel for years. Unreadable is 1 s, negative none, and no wait is over an hour."""
+    standin.fail("chat.postMessage", Fault.rate_limited(retry_after=header))
+    sender.outbox.enqueue([msg("a")])
+    assert sender.send_due().retried == 1
+    entry = sender.outbox.get("a")
+    assert entry is not None and entry.status == "pending" and entry.next_at == T0 + timedelta(seconds=wait)
+    drain(sender, clock, step=max(wait, 0.5))
+    assert keys_in(standin, "#ops") == ["a"]
+
+
 def test_5xx_retries_with_exponential_backoff_then_succeeds(
     sender: SlackSender, standin: SlackStandIn, clock: FixedClock
 ) -> None:
