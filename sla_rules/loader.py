@@ -449,20 +449,30 @@ def _validate_rule(
     if rule.type == "technical" and rule.kind != "technical":
         problem(("kind",), "technical rules have kind technical")
     if isinstance(rule, SlaRule):
-        after = rule.deadline.after
-        if rule.warning is not None and after is not None and rule.warning >= after:
-            problem(("warning",), "the warning window must be shorter than the deadline (deadline.after)")
-        both = rule.ends_at_start()
-        if both:
-            problem(
+        for loc, message in sla_rule_problems(rule):
+            problem(loc, message)
+    if isinstance(rule, ReconciliationRule) and params is not None:
+        _check_params(rule, params, problem)
+    return rule if len(problems) == before else None
+
+
+def sla_rule_problems(rule: SlaRule) -> list[tuple[Loc, str]]:
+    """What makes a valid SLA rule unusable, which its model cannot see field by field: (field path, message)."""
+    found: list[tuple[Loc, str]] = []
+    after = rule.deadline.after
+    if rule.warning is not None and after is not None and rule.warning >= after:
+        found.append((("warning",), "the warning window must be shorter than the deadline (deadline.after)"))
+    both = rule.ends_at_start()
+    if both:
+        found.append(
+            (
                 ("end", "types"),
                 f"{', '.join(both)} also starts a case and nothing tells the sides apart: a case would end at its own"
                 " start event (met at once); use other end types, or `where`/`sources` filters that exclude each"
                 " other",
             )
-    if isinstance(rule, ReconciliationRule) and params is not None:
-        _check_params(rule, params, problem)
-    return rule if len(problems) == before else None
+        )
+    return found
 
 
 def _check_params(rule: ReconciliationRule, params: ParamsModels, problem: Callable[[Loc, str], None]) -> None:

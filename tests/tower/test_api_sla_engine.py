@@ -152,6 +152,9 @@ def test_backtest_flags_without_touching_live_state(tower: RunningTower, store: 
             "before",
         ),
         ({"rule": "order-release"}, ["body", "rule"], "dictionary"),
+        # as rules check refuses them: the model alone let these through
+        ({"rule": {**RULE, "warning": "2h"}}, ["body", "rule", "warning"], "shorter than the deadline"),
+        ({"rule": {**RULE, "end": RULE["start"]}}, ["body", "rule", "end", "types"], "also starts a case"),
     ],
 )
 def test_backtest_rejects_bad_rules_with_their_errors(

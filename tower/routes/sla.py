@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.clock import Clock
 from kernel.store.base import stored_time
+from sla_rules.loader import sla_rule_problems
 from sla_rules.model import SlaRule
 from sla_rules.service import SlaService
 from sla_rules.summary import Group, Order, sla_summary
@@ -258,6 +259,11 @@ def backtest(_: OperateDep, sla: SlaDep, clock: ClockDep, body: BacktestRequest)
         rule = SlaRule.model_validate(body.rule)
     except ValidationError as exc:
         raise invalid_rule(exc) from exc
+    problems = sla_rule_problems(rule)  # as rules check and the tower's start refuse them
+    if problems:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "rule", *loc), "msg": msg, "input": None} for loc, msg in problems]
+        )
     start, end = period(body.since, body.until, clock, "body")
     try:
         cases = sla.backtest(rule, start, end, body.statuses, body.limit)
