@@ -12,7 +12,7 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kernel.model.events import SOURCE_SYSTEMS, source_system
+from kernel.model.events import checked_source
 
 
 class Escalation(BaseModel):
@@ -99,8 +99,10 @@ class AlertingSettings(BaseSettings):
     @classmethod
     def _sources(cls, value: dict[str, str]) -> dict[str, str]:
         for service, source in value.items():
-            if source_system(source) not in SOURCE_SYSTEMS:
-                raise ValueError(f"{service}: unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
+            try:
+                checked_source(source)
+            except ValueError as exc:
+                raise ValueError(f"{service}: {exc}") from None
         return value
 
     @property

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from kernel.model.events import SOURCE_SYSTEMS, is_source, source_system
+from kernel.model.events import SOURCE_SYSTEMS, checked_source
 
 Role = Literal["viewer", "operator", "finance", "admin"]
 
@@ -166,8 +166,7 @@ class IngestSettings(BaseSettings):
                     f' send for, e.g. ["wms"]; systems are {", ".join(SOURCE_SYSTEMS)}'
                 )
             for source in sources:
-                if source_system(source) not in SOURCE_SYSTEMS:
-                    raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
+                checked_source(source)  # a grant of `wms/` would cover no source
         return value
 
 
@@ -221,8 +220,7 @@ class SlaSettings(BaseSettings):
     @classmethod
     def _known_systems(cls, value: list[str]) -> list[str]:
         for source in value:
-            if not is_source(source):
-                raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
+            checked_source(source)
         return value
 
 

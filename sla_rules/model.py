@@ -19,12 +19,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from kernel.durations import parse_duration
 from kernel.model.events import (
-    SOURCE_SYSTEMS,
     STRING_KEYS,
+    checked_source,
     is_event_type,
-    is_source,
     source_covers,
-    source_system,
 )
 from kernel.routing import DataValue, Values, data_values
 
@@ -54,17 +52,6 @@ def _check_zone(zone: str) -> str:
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name too long for a file name
         raise ValueError(f"unknown time zone {zone[:100]!r}") from exc
     return zone
-
-
-def _check_source(source: str) -> str:
-    if source_system(source) not in SOURCE_SYSTEMS:
-        raise ValueError(f"unknown source {source!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
-    if not is_source(source):  # `wms/`, `wms//dallas`, `wms/dallas dock`: no event has it, the side would match none
-        raise ValueError(
-            f"{source!r} is not a source an event can have: a system, optionally followed by /path"
-            " (letters, digits, '.', '_', '~', '-'), e.g. wms/dallas"
-        )
-    return source
 
 
 def _check_type(event_type: str) -> str:
@@ -108,7 +95,8 @@ FieldValues = Values
 FilterField = Annotated[str, AfterValidator(_filter_field)]
 # Validated per entry, so an error's location names the entry (and a rule file error its line).
 TimeZone = Annotated[str, AfterValidator(_check_zone)]
-SourceName = Annotated[str, AfterValidator(_check_source)]
+# `wms/`, `wms//dallas`, `wms/dallas dock`: no event has it, a side would match none
+SourceName = Annotated[str, AfterValidator(checked_source)]
 EventType = Annotated[str, AfterValidator(_check_type)]
 
 

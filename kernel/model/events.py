@@ -77,6 +77,19 @@ def is_source(value: str) -> bool:
     return _SOURCE_RE.fullmatch(value) is not None
 
 
+def checked_source(value: str) -> str:
+    """`value` when it is a whole source (is_source), else ValueError saying why: a validator for configured sources
+    (rule sides, routing), where `wms/` or `wms//dallas` would match no event."""
+    if source_system(value) not in SOURCE_SYSTEMS:
+        raise ValueError(f"unknown source {value!r}; systems are {', '.join(SOURCE_SYSTEMS)}")
+    if not is_source(value):
+        raise ValueError(
+            f"{value!r} is not a source an event can have: a system, optionally followed by /path"
+            " (letters, digits, '.', '_', '~', '-'), e.g. wms/dallas"
+        )
+    return value
+
+
 def is_event_type(value: str) -> bool:
     """Whether `value` is a type an event may have (`order.released`): what the doors accept."""
     return _TYPE_RE.fullmatch(value) is not None

@@ -69,7 +69,7 @@ class ReplaySettings(BaseSettings):
     @classmethod
     def _known_sources(cls, value: dict[str, ReplayWebhook]) -> dict[str, ReplayWebhook]:
         for source in value:
-            if not _SOURCE_PATH.match(source) or source_system(source) not in SOURCE_SYSTEMS:
+            if not _SOURCE_PATH.fullmatch(source) or source_system(source) not in SOURCE_SYSTEMS:
                 raise ValueError(
                     f"unknown source {source!r}; a source is a system ({', '.join(SOURCE_SYSTEMS)}) "
                     "optionally followed by a path, e.g. wms/dallas"

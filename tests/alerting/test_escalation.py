@@ -241,6 +241,10 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOWER_ALERTING_ESCALATION", '{"urgent": {"repeat_minutes": 1, "escalate_minutes": 1}}')
     with pytest.raises(ValidationError, match="unknown severity 'urgent'"):
         AlertingSettings()
+    monkeypatch.delenv("TOWER_ALERTING_ESCALATION")
+    monkeypatch.setenv("TOWER_ALERTING_SERVICE_SOURCES", '{"wms-bridge": "wms//reno"}')  # no span's source
+    with pytest.raises(ValidationError, match="wms-bridge: 'wms//reno' is not a source an event can have"):
+        AlertingSettings()
 
 
 def test_a_silence_made_after_the_post_pauses_repeats_and_escalation(store: Store, tmp_path: Path) -> None:

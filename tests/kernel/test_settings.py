@@ -48,6 +48,7 @@ def test_areas_read_their_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ({"short": ["erp"]}, "at least 16 characters"),
         ({"0123456789abcdef0123": ["sap"]}, "unknown source 'sap'"),
+        ({"0123456789abcdef0123": ["wms/"]}, "'wms/' is not a source an event can have"),  # would cover none
     ],
 )
 def test_bad_tokens_are_refused_at_start(tokens: dict[str, list[str]], message: str) -> None:

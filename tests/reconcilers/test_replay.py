@@ -481,6 +481,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"url": "ftp://wms.example.com/replay", "secret": SECRET}, "wms", "URL scheme should be 'http' or 'https'"),
         ({"url": "not a url", "secret": SECRET}, "wms", "url"),
         ({"url": "https://sap.example.com/replay", "secret": SECRET}, "sap", "unknown source 'sap'"),
+        ({"url": "https://wms.example.com/replay", "secret": SECRET}, "wms/dallas\n", "'wms/dallas\\\\n'"),
     ],
 )
 def test_bad_webhooks_are_refused(hook: dict[str, Any], source: str, message: str) -> None:

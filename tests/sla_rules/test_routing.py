@@ -180,6 +180,8 @@ def test_routing_problems_name_line_and_field(tmp_path: Path) -> None:
           - match: {source: sap}
           - match: {kind: technical}
             owner: transportation
+          - match: {source: wms/}
+            owner: warehouse
         routs: []
         """,
     )
@@ -191,7 +193,9 @@ def test_routing_problems_name_line_and_field(tmp_path: Path) -> None:
         "7: routes[2].match.source[0]: unknown source 'sap'; systems are erp, wms, tms, crm, ecommerce, edi, "
         "middleware",
         "7: routes[2].owner: required",
-        "10: routs: unknown field; expected one of owners, routes, alerts",
+        "10: routes[4].match.source[0]: 'wms/' is not a source an event can have: a system, optionally followed by "
+        "/path (letters, digits, '.', '_', '~', '-'), e.g. wms/dallas",
+        "12: routs: unknown field; expected one of owners, routes, alerts",
     ]
 
 
