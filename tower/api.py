@@ -13,6 +13,7 @@ from collector.http_deps import IngestDep
 from collector.pipeline import Overloaded
 from collector.service import REPLAY_LIMIT
 from kernel.api_auth import AUTH_RESPONSES, AdminDep
+from tower.routes.deps import KnownQueryDep
 
 router = APIRouter(prefix="/api", tags=["dead letters"], responses=AUTH_RESPONSES)
 
@@ -95,6 +96,7 @@ class ReplayResult(BaseModel):
 @router.get("/deadletters", summary="List dead letters, newest first", description="Roles: admin.")
 def list_dead_letters(
     _: AdminDep,
+    _known: KnownQueryDep,
     ingest: IngestDep,
     status: Annotated[str | None, Query(pattern="^(pending|replayed|discarded)$")] = None,
     door: str | None = None,

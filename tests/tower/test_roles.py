@@ -206,6 +206,29 @@ def test_without_a_known_token_every_route_is_401(roles_tower: RunningTower, aut
     assert wrong == []
 
 
+def test_every_route_taking_query_parameters_refuses_an_unknown_one(roles_tower: RunningTower) -> None:
+    """A misspelt parameter was ignored, so the route answered (or did) more than was asked: the finance report for
+    `?form=2026-10-01` was last month's, `POST /api/reconcile/run?rul=inventory-sync` ran every rule."""
+    document = openapi(roles_tower)
+    taking = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        if path.startswith("/api/")
+        for method, operation in operations.items()
+        if any(p["in"] == "query" for p in operation.get("parameters", []))
+    }
+    assert ("GET", "/api/reports/sla-breaches") in taking and ("POST", "/api/reconcile/run") in taking
+    wrong: list[str] = []
+    with roles_tower.api("admin") as http:
+        for method, path in sorted(taking):
+            url = path.format(exception_id="some-id", key="SO-1", silence_id="none", name="none", letter_id="x")
+            response = http.request(method, url, params={**QUERIES.get((method, path), {}), "form": "2026-10-01"})
+            problems = response.json().get("detail") if response.status_code == 422 else None
+            if not (isinstance(problems, list) and problems[0]["loc"] == ["query", "form"]):
+                wrong.append(f"{method} {path}: {response.status_code} {response.text[:120]}")
+    assert wrong == []
+
+
 def test_openapi_documents_every_api_route(roles_tower: RunningTower) -> None:
     document = openapi(roles_tower)
     problems: list[str] = []

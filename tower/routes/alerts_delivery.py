@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from alerting.outbox import Outbox
 from kernel.api_auth import AUTH_RESPONSES, OperateDep, ReadDep
-from tower.routes.deps import ClockDep
+from tower.routes.deps import ClockDep, KnownQueryDep
 from tower.routes.models import RequestBody
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class DeliveryPage(BaseModel):
 )
 def list_deliveries(
     _: ReadDep,
+    _known: KnownQueryDep,
     outbox: OutboxDep,
     exception_id: Annotated[str | None, Query(description="Only the attempts for this exception's messages.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

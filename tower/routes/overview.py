@@ -17,7 +17,7 @@ from kernel.api_auth import AUTH_RESPONSES, FINANCE_ROLES, OPERATE_ROLES, ReadDe
 from kernel.settings import Role
 from sla_rules.model import SlaRule
 from tower import insights
-from tower.routes.deps import ClockDep, RulesDep, StoreDep, invalid, utc
+from tower.routes.deps import ClockDep, KnownQueryDep, RulesDep, StoreDep, invalid, utc
 from tower.routes.models import ValidationErrors
 from tower.routes.reports import ReportsDep
 
@@ -105,6 +105,7 @@ def facets(_: ReadDep, ruleset: RulesDep) -> Facets:
 )
 def get_overview(
     _: ReadDep,
+    _known: KnownQueryDep,
     request: Request,
     ruleset: RulesDep,
     store: StoreDep,
@@ -144,6 +145,7 @@ def get_overview(
 )
 def sources_health(
     _: ReadDep,
+    _known: KnownQueryDep,
     request: Request,
     store: StoreDep,
     clock: ClockDep,
@@ -162,6 +164,7 @@ def sources_health(
 )
 def sla_trend(
     _: ReadDep,
+    _known: KnownQueryDep,
     store: StoreDep,
     clock: ClockDep,
     rule: Annotated[str | None, Query(description="One rule; default every rule.")] = None,
@@ -182,6 +185,7 @@ def sla_trend(
 )
 def sla_breaches(
     _: ReadDep,
+    _known: KnownQueryDep,
     store: StoreDep,
     clock: ClockDep,
     reports: ReportsDep,

@@ -22,6 +22,7 @@ from kernel.store.base import stored_time, stored_time_or_none
 from reconcilers.model import ProgressEvent
 from reconcilers.runs import RunRecord
 from reconcilers.service import Finding, ReconcileService, UnknownRule
+from tower.routes.deps import KnownQueryDep
 from tower.routes.models import ValidationErrors
 
 router = APIRouter(prefix="/api/reconcile", tags=["reconcile"], responses=AUTH_RESPONSES)
@@ -193,6 +194,7 @@ def _differences(values: dict[str, Any]) -> dict[str, Any]:
 )
 def run(
     _: OperateDep,
+    _known: KnownQueryDep,
     service: ReconcileDep,
     rule: Annotated[str | None, Query(description="The rule to run (default: every reconciliation rule).")] = None,
     stream: Annotated[bool, Query(description="Answer NDJSON progress lines, then the result.")] = False,
@@ -238,6 +240,7 @@ def _progress_lines(service: ReconcileService, rule: str | None) -> Iterator[byt
 )
 def runs(
     _: ReadDep,
+    _known: KnownQueryDep,
     service: ReconcileDep,
     rule: Annotated[str | None, Query(description="Only the runs of this rule.")] = None,
     status_: Annotated[Literal["running", "ok", "error"] | None, Query(alias="status")] = None,
@@ -255,6 +258,7 @@ def runs(
 )
 def findings(
     _: ReadDep,
+    _known: KnownQueryDep,
     service: ReconcileDep,
     rule: RuleParam = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

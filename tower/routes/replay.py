@@ -16,7 +16,7 @@ from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionNotFound
 from kernel.store.base import stored_time, stored_time_or_none
 from reconcilers.replay import NotReplayable, ReplayRequest, ReplayService
-from tower.routes.deps import utc
+from tower.routes.deps import KnownQueryDep, utc
 
 router = APIRouter(prefix="/api", tags=["replays"], responses=AUTH_RESPONSES)
 
@@ -199,6 +199,7 @@ def request_replay(
 )
 def list_replays(
     _: ReadDep,
+    _known: KnownQueryDep,
     replay: ReplayDep,
     status: Literal["requested", "sent", "failed", "satisfied", "escalated"] | None = None,
     source: Annotated[str | None, Query(description="A source; covers its paths (wms covers wms/dallas).")] = None,

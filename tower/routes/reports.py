@@ -12,7 +12,7 @@ from kernel.api_auth import AUTH_RESPONSES, FinanceDep
 from tower.reports.files import CSV_TYPE, XLSX_TYPE, TooManyRows
 from tower.reports.service import BreachReports, Format, Sheet
 from tower.reports.settings import ReportSettings
-from tower.routes.deps import invalid
+from tower.routes.deps import KnownQueryDep, invalid
 from tower.routes.models import ValidationErrors
 
 router = APIRouter(prefix="/api/reports", tags=["reports"], responses=AUTH_RESPONSES)
@@ -69,6 +69,7 @@ FILE_ANSWER: dict[int | str, dict[str, Any]] = {
 )
 def sla_breaches(
     _: FinanceDep,
+    _known: KnownQueryDep,
     reports: ReportsDep,
     since: From = None,
     until: To = None,

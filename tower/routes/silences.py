@@ -16,7 +16,7 @@ from alerting.silences import InvalidSilence, Silence, SilenceNotFound, SilenceS
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.routing import ExceptionMatch
 from tower.insights import rule_infos
-from tower.routes.deps import invalid, utc
+from tower.routes.deps import KnownQueryDep, invalid, utc
 from tower.routes.models import RequestBody
 
 router = APIRouter(prefix="/api/silences", tags=["silences"], responses=AUTH_RESPONSES)
@@ -117,7 +117,10 @@ def create_silence(body: SilenceIn, who: OperateDep, silences: SilencesDep) -> S
 
 @router.get("", summary="List silences", description="Roles: viewer, operator, finance, admin.")
 def list_silences(
-    _: ReadDep, silences: SilencesDep, status: Literal["pending", "active", "expired"] | None = None
+    _: ReadDep,
+    _known: KnownQueryDep,
+    silences: SilencesDep,
+    status: Literal["pending", "active", "expired"] | None = None,
 ) -> SilencePage:
     now = silences.clock.now()
     return SilencePage(items=[SilenceOut.of(s, now) for s in silences.search(status)])

@@ -236,6 +236,7 @@ def _configured_rules(request: Request) -> list[str]:
 )
 def evaluate(
     _: OperateDep,
+    _known: KnownQueryDep,
     sla: SlaDep,
     full: Annotated[bool, Query(description="Re-evaluate every case, not only what changed.")] = False,
 ) -> Evaluation:

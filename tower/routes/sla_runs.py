@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from kernel.api_auth import AUTH_RESPONSES, ReadDep
 from kernel.store.base import stored_time
-from tower.routes.deps import StoreDep
+from tower.routes.deps import KnownQueryDep, StoreDep
 from tower.routes.models import ValidationErrors
 
 router = APIRouter(prefix="/api/sla", tags=["sla"], responses=AUTH_RESPONSES)
@@ -77,6 +77,7 @@ def _run(row: dict[str, Any]) -> SlaRun:
 )
 def sla_runs(
     _: ReadDep,
+    _known: KnownQueryDep,
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="Runs to list.")] = 50,
 ) -> SlaRunPage:
