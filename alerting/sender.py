@@ -808,7 +808,7 @@ class SlackSender:
 
     def _channel_id(self, channel: str) -> str:
         """The Slack id of a channel: the channel itself when it is an id, else the id learned from a post."""
-        if _CHANNEL_ID.match(channel):
+        if _CHANNEL_ID.fullmatch(channel):
             return channel
         with self._state_lock:
             return (self._channel_ids or {}).get(channel, "")

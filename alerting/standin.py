@@ -354,7 +354,7 @@ class SlackStandIn:
         try:
             return self._find(ref)
         except KeyError:
-            name = _name_of(ref) if _ID.match(ref) else ref.lstrip("#")
+            name = _name_of(ref) if _ID.fullmatch(ref) else ref.lstrip("#")
         if name is None:
             raise _Rejected("channel_not_found")
         channel = _Channel(_id_of(name), name)

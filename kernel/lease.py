@@ -80,7 +80,7 @@ def write_sql(token: str) -> str:
     """The insert of one lease row under `token`. The token is a literal because a SETTINGS clause takes
     literals (not every server version binds parameters there); it is only ever a validated lease name with a
     term number, or random hex, and is checked again here."""
-    if not _TOKEN.match(token):
+    if not _TOKEN.fullmatch(token):
         raise ValueError(f"not a lease deduplication token: {token!r}")
     return (
         "INSERT INTO tower_leases (name, term, holder, claim, acquired_at, renewed_at, expires_at, version)"
@@ -175,7 +175,7 @@ class Lease:
         name: str = "scheduler",
         holder: str | None = None,
     ) -> None:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ValueError(f"a lease name is 1-64 letters, digits, '_', '.' or '-', not {name!r}")
         self.store = store
         self.clock = clock

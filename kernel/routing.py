@@ -70,13 +70,13 @@ class RuleLike(Protocol):
 
 
 def _owner_name(value: str) -> str:
-    if not _OWNER.match(value):
+    if not _OWNER.fullmatch(value):
         raise ValueError(f"{value!r} is not an owner name: lowercase letters, digits, '_', '-' or '.'")
     return value
 
 
 def _channel_name(value: str) -> str:
-    if not _CHANNEL.match(value):
+    if not _CHANNEL.fullmatch(value):
         raise ValueError(f"{value!r} is not a Slack channel: '#name' (lowercase) or a channel id like C0123ABCD")
     return value
 
@@ -194,7 +194,7 @@ class OwnerConfig(_Strict):
     @field_validator("oncall")
     @classmethod
     def _subteam(cls, value: str | None) -> str | None:
-        if value is not None and not _SUBTEAM.match(value):
+        if value is not None and not _SUBTEAM.fullmatch(value):
             raise ValueError(f"{value!r} is not a Slack user group id like S0123ABCD")
         return value
 
@@ -255,7 +255,7 @@ class MaintenanceWindow(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _WINDOW_NAME.match(value):
+        if not _WINDOW_NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not a window name: lowercase letters, digits, '_', '-' or '.'")
         return value
 

@@ -64,7 +64,7 @@ def _rule_id(value: str) -> str:
 def _number(value: Any) -> Any:
     # YAML `yes` reads as True and True as 1: a boolean (or text) where a number belongs is a mistake. A whole
     # number not written plainly (`010`, `1_000`) reaches here as its text (sla_rules/loader.py): read in decimal.
-    if isinstance(value, str) and _WHOLE.match(value):
+    if isinstance(value, str) and _WHOLE.fullmatch(value):
         return int(value.replace("_", ""))
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise ValueError(f"expected a number, got {value!r}")

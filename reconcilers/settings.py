@@ -45,7 +45,7 @@ class ReconcileSettings(BaseSettings):
     @classmethod
     def _names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for name, url in value.items():
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a database name: letters, digits, '_', '.', '-'")
             if "://" not in url.get_secret_value():
                 raise ValueError(f"the URL of {name!r} is not a SQLAlchemy URL (dialect://...)")

@@ -24,7 +24,7 @@ from kernel.model.events import (
     is_event_type,
     source_covers,
 )
-from kernel.routing import DataValue, Values, data_values
+from kernel.routing import DataValue, OwnerName, Values, data_values
 
 Kind = Literal["business", "technical"]
 Severity = Literal["low", "medium", "high", "critical"]
@@ -167,7 +167,7 @@ class ZoneBy(_Strict):
     @field_validator("field")
     @classmethod
     def _known_field(cls, value: str) -> str:
-        if value not in FILTER_FIELDS and not _DATA_FIELD.match(value):
+        if value not in FILTER_FIELDS and not _DATA_FIELD.fullmatch(value):
             raise ValueError(
                 f"unknown field {value[:100]!r}; one of {', '.join(FILTER_FIELDS)}, or data.NAME for another field"
                 " of the event's data (e.g. data.dock)"
@@ -275,7 +275,7 @@ class Penalty(_Strict):
     @field_validator("currency")
     @classmethod
     def _currency(cls, value: str) -> str:
-        if not _CURRENCY.match(value):
+        if not _CURRENCY.fullmatch(value):
             raise ValueError(f"{value!r} is not an ISO 4217 currency code like USD")
         return value
 
@@ -290,7 +290,7 @@ class _RuleBase(_Strict):
     id: str = Field(description="Unique rule id, lowercase with dashes.")
     title: str = Field(min_length=1)
     kind: Kind
-    owner: str = Field(min_length=1, description="Default owner; the routing file may refine it.")
+    owner: OwnerName = Field(description="Default owner (a name as in routing), which the routing file may refine.")
     severity: Severity = "medium"
     enabled: bool = True
     description: str = ""
@@ -303,14 +303,14 @@ class _RuleBase(_Strict):
     def _link(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not _LINK.match(value):
+        if not _LINK.fullmatch(value):
             raise ValueError("must be an http or https URL without spaces, <, > or | (it is a link in Slack)")
         return value
 
     @field_validator("id")
     @classmethod
     def _id_format(cls, value: str) -> str:
-        if not _ID.match(value):
+        if not _ID.fullmatch(value):
             raise ValueError("must be lowercase letters, digits and dashes, e.g. order-release")
         return value
 

@@ -286,6 +286,11 @@ def test_a_single_business_day_or_holiday_reads_as_a_list_of_one(tmp_path: Path)
         (14, "colour: red", "r.yaml:14: colour: unknown field; expected one of id, title, kind, owner"),
         (14, "runbook: wiki/order-release", "r.yaml:14: runbook: must be an http or https URL"),
         (14, "runbook: 'https://wiki/a|b'", "r.yaml:14: runbook: must be an http or https URL"),
+        # a name or link ending in a newline (a quoted "\n") passed a `$` check: an id or owner no exception matches
+        (14, 'runbook: "https://wiki/x\\n"', "r.yaml:14: runbook: must be an http or https URL"),
+        (1, 'id: "order-release\\n"', "r.yaml:1: id: must be lowercase letters, digits and dashes"),
+        (5, 'owner: "warehouse\\n"', "r.yaml:5: owner: 'warehouse\\n' is not an owner name"),
+        (8, '  types: [order.accepted]\n  where: {"data.lane\\n": x}', "r.yaml:9: start.where.data.lane\n: cannot"),
         (3, "title: x\ntitle: y", "r.yaml:4: title: duplicate key"),
         (
             12,

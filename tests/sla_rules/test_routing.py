@@ -205,14 +205,19 @@ def test_routing_semantic_problems(tmp_path: Path) -> None:
         """\
         owners:
           warehouse: {channel: ops warehouse}
+          finance: {channel: "#finance\\n", oncall: "S0FINANCE\\n"}
         routes:
           - match: {kind: technical}
             owner: warehouse
         """,
     )
+    # a name ending in a newline (quoted "\n") passed a `$` check: Slack answers channel_not_found at the first alert
     assert found == [
         "2: owners.warehouse.channel: 'ops warehouse' is not a Slack channel: '#name' (lowercase) "
-        "or a channel id like C0123ABCD"
+        "or a channel id like C0123ABCD",
+        "3: owners.finance.channel: '#finance\\n' is not a Slack channel: '#name' (lowercase) "
+        "or a channel id like C0123ABCD",
+        "3: owners.finance.oncall: 'S0FINANCE\\n' is not a Slack user group id like S0123ABCD",
     ]
     found = routing_problems(
         tmp_path,

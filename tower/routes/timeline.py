@@ -103,7 +103,7 @@ def _detail(detail: Any) -> Any:
         return detail
     return {
         name: stored_time(value)
-        if name.endswith("_at") and isinstance(value, str) and _STORED_TIME.match(value)
+        if name.endswith("_at") and isinstance(value, str) and _STORED_TIME.fullmatch(value)
         else value
         for name, value in detail.items()
     }
