@@ -16,6 +16,7 @@ from tests.factories import event_row, make_event, span_row
 from tests.support import RunningTower
 from tests.tower.test_api_exceptions import OPENED, open_one, seed
 from tower.cli import main
+from tower.commands.exceptions import _ordinal
 from tower.routes import timeline
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
@@ -172,3 +173,28 @@ def test_a_key_with_more_exceptions_than_listed_says_so(
     assert lines[0] == "SO-7: 0 entries (events and spans), 2 exceptions (the newest 1 listed)"
     assert lines[1] == f"  exception {newest.id}  open  ship-cutoff  owner warehouse"
     assert first.id not in "\n".join(lines)
+
+
+def test_list_pages_on_with_offset_and_says_which_it_lists(tower: RunningTower, store: Store) -> None:
+    """The API takes `offset`, the command did not: past the first --limit, the older exceptions could not be
+    listed. With it, the header numbers the page's place in the order rather than calling it the newest."""
+    records = seed(store)
+    page = run(tower, ["exceptions", "list", "--limit", "2", "--offset", "2"], role="viewer")
+    assert page.exit_code == 0, page.output
+    lines = page.stdout.splitlines()
+    assert lines[0] == "active exceptions: 3rd to 4th of 5, newest first"
+    assert [line.split()[0] for line in lines[1::2]] == [records[2].id, records[1].id]
+
+    last = run(tower, ["exceptions", "list", "--offset", "4", "--sort", "oldest"]).stdout.splitlines()
+    assert last[0] == "active exceptions: 5th of 5, oldest first"
+    assert last[1].split()[0] == records[4].id and len(last) == 3
+
+    past = run(tower, ["exceptions", "list", "--offset", "5"])
+    assert past.exit_code == 0 and past.stdout == "no active exceptions past the first 5 (5 in all)\n"
+    as_json = orjson.loads(run(tower, ["exceptions", "list", "--json", "--offset", "3"]).stdout)
+    assert as_json["total"] == 5 and [i["id"] for i in as_json["items"]] == [records[1].id, records[0].id]
+    negative = run(tower, ["exceptions", "list", "--offset", "-1"])
+    assert negative.exit_code == 2 and "--offset" in negative.output
+    numbers = (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111, 112)
+    ordinals = ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "101st", "111th", "112th"]
+    assert [_ordinal(n) for n in numbers] == ordinals

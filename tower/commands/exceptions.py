@@ -64,6 +64,12 @@ def _check_ids(ids: tuple[str, ...]) -> None:
             raise click.UsageError(f"{ident!r} is not an exception id (a UUID; {shown})") from exc
 
 
+def _ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st."""
+    suffix = "th" if number % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
 def _summary(item: dict[str, Any]) -> list[str]:
     """An exception as two lines: what and whose, then when and in which context."""
     first = f"{item['id']}  {item['status']}  {item['severity']}  {item['rule']}  {item['key']}"
@@ -101,6 +107,13 @@ def _summary(item: dict[str, Any]) -> list[str]:
     help="due: the soonest deadline first.",
 )
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option(
+    "--offset",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Skip this many first, in the --sort order (the next page: --offset 50).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the page as the API gives it.")
 @_URL
 @_READ_TOKEN
@@ -116,12 +129,13 @@ def list_command(
     max_age_hours: float | None,
     sort: str,
     limit: int,
+    offset: int,
     as_json: bool,
     url: str | None,
     token: str | None,
 ) -> None:
     """List exceptions (the active ones by default, newest first): id, status, severity, rule and key, then
-    owner, times and context. Times are UTC."""
+    owner, times and context. Times are UTC. --offset pages on past the first --limit."""
     filters = {"owner": owner, "rule": rule, "kind": kind, "key": key, "customer": customer, "warehouse": warehouse}
     params: dict[str, Any] = {name: value for name, value in filters.items() if value}
     if status != "all":
@@ -129,18 +143,29 @@ def list_command(
     for name, hours in (("min_age_hours", min_age_hours), ("max_age_hours", max_age_hours)):
         if hours is not None:
             params[name] = hours
-    page = api_call(url, token, "GET", "/api/exceptions", params={**params, "sort": sort, "limit": limit})
+    filtered = len(params) > (status != "all")
+    page = api_call(
+        url, token, "GET", "/api/exceptions", params={**params, "sort": sort, "limit": limit, "offset": offset}
+    )
     if as_json:
         click.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
         return
     items: list[dict[str, Any]] = page.get("items", [])
     what = "" if status == "all" else f"{status} "
+    total = page.get("total", len(items))
     if not items:
-        click.echo(f"no {what}exceptions" + (" match" if len(params) > (status != "all") else ""))
+        if offset and total:  # the page is past the end, not the queue empty
+            click.echo(f"no {what}exceptions past the first {offset} ({total} " + ("match)" if filtered else "in all)"))
+        else:
+            click.echo(f"no {what}exceptions" + (" match" if filtered else ""))
         return
     console = Console(soft_wrap=True, highlight=False)
-    total = page.get("total", len(items))
-    console.print(Text(f"{what}exceptions: {len(items)} of {total}, {sort} first", style="bold"))
+    if offset:  # not the first (newest, oldest, ...) ones: say where in the order the page is
+        last = offset + len(items)
+        shown = _ordinal(offset + 1) + (f" to {_ordinal(last)}" if last > offset + 1 else "")
+    else:
+        shown = str(len(items))
+    console.print(Text(f"{what}exceptions: {shown} of {total}, {sort} first", style="bold"))
     for item in items:
         first, second = _summary(item)
         console.print(Text(first, style="bold"))  # Text: no rich markup in keys the sources chose
