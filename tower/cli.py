@@ -169,6 +169,9 @@ def _register() -> None:
     main.add_command(backup.backup)
     main.add_command(backup.backups)
     main.add_command(backup.restore)
+    from tower.commands import tokens
+
+    main.add_command(tokens.tokens)
 
 
 _register()
