@@ -390,3 +390,37 @@ def test_half_an_emoji_is_422_not_500(tower: RunningTower, store: Store, action:
     (problem,) = response.json()["detail"]
     assert problem["loc"] == ["body", field] and problem["input"] == "dock closed \\ud83d"
     assert [e["name"] for e in unchanged["timeline"] if e["kind"] == "audit"] == ["opened"]
+
+
+@pytest.mark.parametrize(
+    ("assignee", "code"),
+    [
+        ("ann\ndal", "U+000A"),  # a newline: a second line in the CLI table, a forged audit line
+        ("ann\tdal", "U+0009"),
+        ("ann\x00", "U+0000"),
+        ("ann \x1b[31mdal", "U+001B"),  # a terminal escape
+        ("ann\x7f", "U+007F"),
+        ("ann\x85dal", "U+0085"),  # C1: NEL
+        ("ann\x9b31m", "U+009B"),  # C1: CSI
+    ],
+)
+def test_an_assignee_with_a_control_character_is_422_naming_it(
+    tower: RunningTower, store: Store, assignee: str, code: str
+) -> None:
+    """An assignee took any text: a newline, a tab, NUL or a terminal escape was stored, then broke the CLI's
+    table, the audit trail and the Slack text. It is one line of printable text (a note may hold newlines)."""
+    record = open_one(store, OPENED, "asn-sent", "SH-5", owner="transportation")
+    url = f"/api/exceptions/{record.id}"
+    with tower.api("admin") as http:
+        refused = http.post(f"{url}/assign", json={"assignee": assignee})
+        unchanged = http.get(url).json()
+        noted = http.post(f"{url}/notes", json={"text": "line one\nline two\ttabbed"})
+        fine = http.post(f"{url}/assign", json={"assignee": " Zoë Müller (dal) \n"})
+    assert refused.status_code == 422, refused.text
+    (problem,) = refused.json()["detail"]
+    assert problem["loc"] == ["body", "assignee"]
+    assert f"control character {code}" in problem["msg"]
+    assert unchanged["assignee"] == ""
+    assert [e["name"] for e in unchanged["timeline"] if e["kind"] == "audit"] == ["opened"]
+    assert noted.status_code == 200, noted.text
+    assert fine.status_code == 200 and fine.json()["assignee"] == "Zoë Müller (dal)"
