@@ -10,12 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from sla_rules.engine import SlaEngine
-from sla_rules.model import SlaRule
 from sla_rules.report import EvaluationReport
 
 log = logging.getLogger(__name__)
@@ -62,23 +59,3 @@ class SlaService:
             merged.errors.update(errors)
             merged.duration_ms = (time.perf_counter() - begun) * 1000
             return merged
-
-    def backtest(
-        self,
-        rule: SlaRule,
-        since: datetime,
-        until: datetime,
-        statuses: Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """The cases `rule` would have had for starts in [since, until), as of `until` (no writes): those with one
-        of `statuses` (default all), the first `limit` by start."""
-        return self.engine.backtest(rule, since, until, statuses, limit)
-
-    def backtest_counts(self, rule: SlaRule, since: datetime, until: datetime) -> dict[str, int]:
-        """How many of the cases `backtest` would find have each status (no writes)."""
-        return self.engine.backtest_counts(rule, since, until)
-
-    def side_matches(self, rule: SlaRule, since: datetime, until: datetime) -> dict[str, Any]:
-        """What each side of `rule` matched in [since, until), and the period's event types (no writes)."""
-        return self.engine.side_matches(rule, since, until)

@@ -542,7 +542,7 @@ def test_service_merges_evaluators_and_reports_failures(store: Store) -> None:
     data = report.as_dict()
     assert data["opened"] == 2 and data["rules"]["order-release"]["mode"] == "full"
     assert data["rules"]["source-silence"] == {"cases_changed": 1, "opened": ["x"], "resolved": [], "duration_ms": 0}
-    rows = service.backtest(RULES["order-release"], T0, T0 + timedelta(hours=1))
+    rows = service.engine.backtest(RULES["order-release"], T0, T0 + timedelta(hours=1))
     assert [r["key"] for r in rows] == ["SO-1"]
     with pytest.raises(LookupError):
         _ = SlaService([Fixed()]).engine

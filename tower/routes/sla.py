@@ -267,9 +267,10 @@ def backtest(_: OperateDep, sla: SlaDep, clock: ClockDep, body: BacktestRequest)
         )
     start, end = period(body.since, body.until, clock, "body")
     try:
-        cases = sla.backtest(rule, start, end, body.statuses, body.limit)
-        counts = sla.backtest_counts(rule, start, end)
-        matched = sla.side_matches(rule, start, end)
+        engine = sla.engine  # LookupError when the tower runs no SLA engine
+        cases = engine.backtest(rule, start, end, body.statuses, body.limit)
+        counts = engine.backtest_counts(rule, start, end)
+        matched = engine.side_matches(rule, start, end)
     except LookupError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     asked = counts if body.statuses is None else {k: n for k, n in counts.items() if k in body.statuses}
