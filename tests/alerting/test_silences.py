@@ -210,3 +210,37 @@ def test_silences_api_and_cli(roles_tower: RunningTower) -> None:
     assert bad.exit_code == 2 and "cannot match on 'colour'" in bad.output
     viewer = run_cli("expire", body["id"], "--url", tower.http_url, "--token", tower.api_token("viewer"))
     assert viewer.exit_code == 2 and "403" in viewer.output
+
+
+@pytest.mark.parametrize(
+    ("created_by", "character"),
+    [
+        ("ann\ndal", "control character U+000A"),  # a second line in `tower silences list`, a forged audit line
+        ("ann\tdal", "control character U+0009"),
+        ("ann\x00", "control character U+0000"),
+        ("ann \x1b[31mdal", "control character U+001B"),  # a terminal escape
+        ("ann\x7f", "control character U+007F"),
+        ("ann\x9b31m", "control character U+009B"),  # C1: CSI
+        ("ann\u2028dal", "line separator U+2028"),
+        ("ann\u2029dal", "paragraph separator U+2029"),
+        ("\u202eladnna", "bidirectional formatting character U+202E"),  # shows as "anndal"
+        ("\u2067ann\u2069", "bidirectional formatting character U+2067"),
+    ],
+)
+def test_a_silence_by_a_name_with_a_control_character_is_422_naming_it(
+    roles_tower: RunningTower, created_by: str, character: str
+) -> None:
+    """`created_by` took any text, shown in `tower silences list`, the audit and Slack: it is one line, like an
+    assignee, and the silence is not made."""
+    silence = {"matchers": {"key": "SO-1"}, "duration": "1h", "comment": "dock closed"}
+    with roles_tower.api("operator") as http:
+        refused = http.post("/api/silences", json={**silence, "created_by": created_by})
+        listed = http.get("/api/silences").json()["items"]
+        fine = http.post("/api/silences", json={**silence, "created_by": " Zoë Müller (dal) \n"})
+    assert refused.status_code == 422, refused.text
+    (problem,) = refused.json()["detail"]
+    assert problem["loc"] == ["body", "created_by"]
+    assert f"the {character}:" in problem["msg"]
+    assert listed == []
+    assert fine.status_code == 200, fine.text
+    assert fine.json()["created_by"].startswith("Zoë Müller (dal) (token ")

@@ -402,13 +402,21 @@ def test_half_an_emoji_is_422_not_500(tower: RunningTower, store: Store, action:
         ("ann\x7f", "U+007F"),
         ("ann\x85dal", "U+0085"),  # C1: NEL
         ("ann\x9b31m", "U+009B"),  # C1: CSI
+        ("ann\u2028dal", "line separator U+2028"),  # a line break to Slack and to JavaScript
+        ("ann\u2029dal", "paragraph separator U+2029"),
+        ("\u202eladnna", "bidirectional formatting character U+202E"),  # right-to-left override: shows "anndal"
+        ("ann\u202adal\u202c", "bidirectional formatting character U+202A"),
+        ("\u2066ann\u2069", "bidirectional formatting character U+2066"),  # an isolate
+        ("ann\u2069", "bidirectional formatting character U+2069"),
     ],
 )
 def test_an_assignee_with_a_control_character_is_422_naming_it(
     tower: RunningTower, store: Store, assignee: str, code: str
 ) -> None:
     """An assignee took any text: a newline, a tab, NUL or a terminal escape was stored, then broke the CLI's
-    table, the audit trail and the Slack text. It is one line of printable text (a note may hold newlines)."""
+    table, the audit trail and the Slack text. It is one line of printable text (a note may hold newlines); a
+    line or paragraph separator breaks it too, and a bidirectional override or isolate can show one name as another
+    (U+202E before "ladnna" displays "anndal")."""
     record = open_one(store, OPENED, "asn-sent", "SH-5", owner="transportation")
     url = f"/api/exceptions/{record.id}"
     with tower.api("admin") as http:
@@ -419,7 +427,7 @@ def test_an_assignee_with_a_control_character_is_422_naming_it(
     assert refused.status_code == 422, refused.text
     (problem,) = refused.json()["detail"]
     assert problem["loc"] == ["body", "assignee"]
-    assert f"control character {code}" in problem["msg"]
+    assert (f"control character {code}" if code.startswith("U+") else f"the {code}:") in problem["msg"]
     assert unchanged["assignee"] == ""
     assert [e["name"] for e in unchanged["timeline"] if e["kind"] == "audit"] == ["opened"]
     assert noted.status_code == 200, noted.text

@@ -6,7 +6,6 @@ The routes only translate HTTP; transitions, validation of changes and the audit
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, timedelta
@@ -15,14 +14,14 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransition
 from tower import insights
 from tower.reports.files import csv_chunks
 from tower.routes.deps import ClockDep, ExceptionsDep, KnownQueryDep, RulesDep, StoreDep, invalid
-from tower.routes.models import ExceptionOut, RequestBody
+from tower.routes.models import ExceptionOut, Name, RequestBody
 from tower.routes.timeline import TimelineEntry, audit_entries, key_timeline
 
 router = APIRouter(prefix="/api/exceptions", tags=["exceptions"], responses=AUTH_RESPONSES)
@@ -35,19 +34,6 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000)]
 Resolution = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: newline, tab, NUL, ESC, NEL, CSI, ...
-
-
-def _one_line(value: str) -> str:
-    """A name shown on one line (the CLI's table, the audit trail, Slack text): no control character. Notes may
-    hold newlines; a name may not."""
-    found = _CONTROL.search(value)
-    if found:
-        raise ValueError(f"contains the control character U+{ord(found.group()):04X}: a name is one line of text")
-    return value
-
-
-Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_one_line)]
 MAX_AGE_HOURS = 100 * 365 * 24  # ages past a century would reach before the store's earliest time (1900)
 
 
@@ -72,7 +58,7 @@ class AssignBody(RequestBody):
 
     assignee: Name = Field(
         description="A name or handle, at most 200 characters on one line: no control character (newline, tab, NUL,"
-        " escape, C1 controls)."
+        " escape, C1 controls), line or paragraph separator or bidirectional override or isolate."
     )
 
 

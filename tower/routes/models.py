@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from kernel.exceptions import ExceptionRecord
 from kernel.store.base import stored_time, stored_time_or_none
@@ -67,6 +68,40 @@ class RequestBody(BaseModel):
     a bulk resolve (`warehuse`) would otherwise widen it to every exception the other filters match."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+# What people type into request bodies ends up in the CLI's tables, the audit trail, Slack text and CSV exports.
+# A name is one line: no control character (C0, DEL, C1: newline, tab, NUL, ESC, NEL, CSI, ...), no line or
+# paragraph separator, no bidirectional override or isolate (they can make one name display as another).
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+_NOT_IN_A_NAME = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
+
+
+def _described(char: str) -> str:
+    """A character a request body may not hold, named by its code point and what it is."""
+    code = ord(char)
+    if code in (0x2028, 0x2029):
+        what = "line separator" if code == 0x2028 else "paragraph separator"
+    elif 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+        what = "bidirectional formatting character"
+    else:
+        what = "control character"
+    return f"{what} U+{code:04X}"
+
+
+def one_line(value: str) -> str:
+    """A name shown on one line; ValueError (a 422 at the field) naming the first character it may not hold."""
+    found = _NOT_IN_A_NAME.search(value)
+    if found:
+        raise ValueError(
+            f"contains the {_described(found.group())}: a name is one line of text, without control, line "
+            "separator or bidirectional formatting characters"
+        )
+    return value
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(one_line)]
+"""A person's name or handle: at most 200 characters on one line, whitespace around it dropped."""
 
 
 class ValidationErrors(BaseModel):

@@ -17,7 +17,7 @@ from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.routing import ExceptionMatch
 from tower.insights import rule_infos
 from tower.routes.deps import KnownQueryDep, invalid, utc
-from tower.routes.models import RequestBody
+from tower.routes.models import Name, RequestBody
 
 router = APIRouter(prefix="/api/silences", tags=["silences"], responses=AUTH_RESPONSES)
 
@@ -52,8 +52,10 @@ class SilenceIn(RequestBody):
     comment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)] = Field(
         description="Why (shown with the silence)."
     )
-    created_by: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = Field(
-        "", description="Who asks; default: the API token's id."
+    created_by: Name = Field(
+        "",
+        description="Who asks, at most 200 characters on one line (no control, line separator or bidirectional "
+        "formatting character); default: the API token's id.",
     )
 
     @model_validator(mode="after")
