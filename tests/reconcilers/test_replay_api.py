@@ -114,6 +114,30 @@ def test_refusals_are_readable(replay_tower: RunningTower) -> None:
         assert http.post(f"/api/exceptions/{silent_wms.id}/replay").status_code == 403
 
 
+@pytest.mark.parametrize(
+    ("note", "character"),
+    [
+        ("WMS fixed\x00", "control character U+0000"),
+        ("WMS \x1b[2Jfixed", "control character U+001B"),
+        ("WMS\rfixed", "control character U+000D"),
+        ("WMS \u202edexif", "bidirectional formatting character U+202E"),
+    ],
+)
+def test_a_note_with_a_control_character_is_422_and_nothing_is_sent(
+    replay_tower: RunningTower, receiver: Receiver, note: str, character: str
+) -> None:
+    """The note goes to the source's team in the request's reason: newlines and tabs, no other control character
+    nor bidirectional override; a refused note sends nothing."""
+    record = open_silence(replay_tower)
+    with replay_tower.api("admin") as http:
+        refused = http.post(f"/api/exceptions/{record.id}/replay", json={"keys": ["SH-41"], "note": note})
+        listed = http.get("/api/replays").json()
+    assert refused.status_code == 422, refused.text
+    (problem,) = refused.json()["detail"]
+    assert problem["loc"] == ["body", "note"] and f"the {character}:" in problem["msg"]
+    assert listed["total"] == 0 and receiver.calls == []
+
+
 def cli(args: list[str], running: RunningTower) -> Result:
     env = {"TOWER_TOKEN": None, "TOWER_URL": None}
     auth = ["--url", running.http_url, "--token", running.api_token("admin")]

@@ -432,3 +432,49 @@ def test_an_assignee_with_a_control_character_is_422_naming_it(
     assert [e["name"] for e in unchanged["timeline"] if e["kind"] == "audit"] == ["opened"]
     assert noted.status_code == 200, noted.text
     assert fine.status_code == 200 and fine.json()["assignee"] == "Zoë Müller (dal)"
+
+
+FREE_TEXT_REFUSED = [
+    ("dock closed\x00", "control character U+0000"),
+    ("dock \x1b[2J\x1b[Hclosed", "control character U+001B"),  # clears the terminal of whoever lists it
+    ("dock\rforged line", "control character U+000D"),  # a carriage return overwrites the line in a terminal
+    ("dock\x7f", "control character U+007F"),
+    ("dock\x9b2J", "control character U+009B"),  # C1: CSI
+    ("dock \u202edesolc", "bidirectional formatting character U+202E"),
+    ("dock \u2066closed\u2069", "bidirectional formatting character U+2066"),
+]
+
+
+@pytest.mark.parametrize(
+    ("action", "field"),
+    [("notes", "text"), ("resolve", "note"), ("bulk", "note")],
+)
+@pytest.mark.parametrize(("text", "character"), FREE_TEXT_REFUSED)
+def test_a_note_with_a_control_character_is_422_naming_it(
+    tower: RunningTower, store: Store, action: str, field: str, text: str, character: str
+) -> None:
+    """Notes took any text into the audit trail, the CLI's timeline, Slack threads and CSV exports: a NUL, a
+    terminal escape, a carriage return or a bidirectional override now is a 422 at the field naming the character.
+    Newlines and tabs are what notes are written with, and stay."""
+    record = open_one(store, OPENED, "asn-sent", "SH-5", owner="transportation")
+    url = f"/api/exceptions/{record.id}"
+    bodies = {
+        "notes": (f"{url}/notes", {}),
+        "resolve": (f"{url}/resolve", {"resolution": "fixed"}),
+        "bulk": ("/api/exceptions/resolve", {"rule": "asn-sent"}),
+    }
+    path, body = bodies[action]
+    with tower.api("admin") as http:
+        refused = http.post(path, json={**body, field: text})
+        unchanged = http.get(url).json()
+        fine = http.post(path, json={**body, field: "line one\nline two\ttabbed"})
+        kept = http.get(url).json()
+    assert refused.status_code == 422, refused.text
+    (problem,) = refused.json()["detail"]
+    assert problem["loc"] == ["body", field]
+    assert f"the {character}:" in problem["msg"]
+    assert unchanged["status"] == "open"
+    assert [e["name"] for e in unchanged["timeline"] if e["kind"] == "audit"] == ["opened"]
+    assert fine.status_code == 200, fine.text
+    details = [e["detail"] for e in kept["timeline"] if e["kind"] == "audit"]
+    assert "line one\nline two\ttabbed" in [value for detail in details for value in detail.values()]

@@ -21,7 +21,7 @@ from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransit
 from tower import insights
 from tower.reports.files import csv_chunks
 from tower.routes.deps import ClockDep, ExceptionsDep, KnownQueryDep, RulesDep, StoreDep, invalid
-from tower.routes.models import ExceptionOut, Name, RequestBody
+from tower.routes.models import ExceptionOut, FreeText, Name, RequestBody
 from tower.routes.timeline import TimelineEntry, audit_entries, key_timeline
 
 router = APIRouter(prefix="/api/exceptions", tags=["exceptions"], responses=AUTH_RESPONSES)
@@ -31,9 +31,9 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ApiError, "description": "The change does not apply in the exception's status."}
 }
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000), FreeText]
 Resolution = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
-Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000), FreeText]
 MAX_AGE_HOURS = 100 * 365 * 24  # ages past a century would reach before the store's earliest time (1900)
 
 

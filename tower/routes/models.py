@@ -72,9 +72,12 @@ class RequestBody(BaseModel):
 
 # What people type into request bodies ends up in the CLI's tables, the audit trail, Slack text and CSV exports.
 # A name is one line: no control character (C0, DEL, C1: newline, tab, NUL, ESC, NEL, CSI, ...), no line or
-# paragraph separator, no bidirectional override or isolate (they can make one name display as another).
+# paragraph separator, no bidirectional override or isolate (they can make one name display as another). Free text
+# (a note, a comment) keeps its newlines and tabs (and line separators), but no other control character (NUL, ESC,
+# CR, DEL, C1) nor bidirectional override or isolate.
 _BIDI = "\u202a-\u202e\u2066-\u2069"
 _NOT_IN_A_NAME = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
+_NOT_IN_TEXT = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
 
 
 def _described(char: str) -> str:
@@ -100,8 +103,22 @@ def one_line(value: str) -> str:
     return value
 
 
+def free_text(value: str) -> str:
+    """A note or comment, newlines and tabs kept; ValueError (a 422 at the field) naming the first other control
+    character (NUL, ESC, CR, DEL, C1) or bidirectional override or isolate in it."""
+    found = _NOT_IN_TEXT.search(value)
+    if found:
+        raise ValueError(
+            f"contains the {_described(found.group())}: text may hold newlines and tabs, but no other control "
+            "character and no bidirectional formatting character"
+        )
+    return value
+
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(one_line)]
 """A person's name or handle: at most 200 characters on one line, whitespace around it dropped."""
+FreeText = AfterValidator(free_text)
+"""Metadata for a note or comment: `Annotated[str, StringConstraints(...), FreeText]`."""
 
 
 class ValidationErrors(BaseModel):

@@ -17,6 +17,7 @@ from kernel.exceptions import ExceptionNotFound
 from kernel.store.base import stored_time, stored_time_or_none
 from reconcilers.replay import NotReplayable, ReplayRequest, ReplayService
 from tower.routes.deps import KnownQueryDep, utc
+from tower.routes.models import FreeText
 
 router = APIRouter(prefix="/api", tags=["replays"], responses=AUTH_RESPONSES)
 
@@ -60,8 +61,10 @@ class ReplayBody(BaseModel):
     )
     to: datetime | None = Field(None, description="End of the range (exclusive). Default: when the exception opened.")
     dead_letters: bool = Field(True, description="Without keys, ask for the source's pending dead letters' events.")
-    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] = Field(
-        "", description="Why, for the source's team; sent in the request's reason."
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), FreeText] = Field(
+        "",
+        description="Why, for the source's team; sent in the request's reason. Newlines and tabs, but no other "
+        "control or bidirectional formatting character.",
     )
     again: bool = Field(
         False,

@@ -17,7 +17,7 @@ from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.routing import ExceptionMatch
 from tower.insights import rule_infos
 from tower.routes.deps import KnownQueryDep, invalid, utc
-from tower.routes.models import Name, RequestBody
+from tower.routes.models import FreeText, Name, RequestBody
 
 router = APIRouter(prefix="/api/silences", tags=["silences"], responses=AUTH_RESPONSES)
 
@@ -49,8 +49,9 @@ class SilenceIn(RequestBody):
     duration: str | None = Field(None, description="How long from the start: 30m, 2h, 1d, 1w.", examples=["2h"])
     ends_at: datetime | None = Field(None, description="When it ends (instead of a duration).")
     starts_at: datetime | None = Field(None, description="When it starts; default now.")
-    comment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)] = Field(
-        description="Why (shown with the silence)."
+    comment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), FreeText] = Field(
+        description="Why (shown with the silence); newlines and tabs, but no other control or bidirectional "
+        "formatting character."
     )
     created_by: Name = Field(
         "",
