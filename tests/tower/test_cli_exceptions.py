@@ -131,6 +131,33 @@ def test_refusals_that_are_not_about_the_exception_stop_at_once(tower: RunningTo
     assert {item["status"] for item in listed["items"]} == {"open"}  # none of the above changed anything
 
 
+def test_a_bulk_resolve_over_max_says_how_many_it_would_resolve(tower: RunningTower, store: Store) -> None:
+    """The dry run said "4 ... match; pass --yes to resolve them" when --max 2 would resolve only the oldest 2;
+    and --max had no help."""
+    records = seed(store)  # four business exceptions, one minute apart
+    args = ["exceptions", "resolve", "--kind", "business", "--note", "ERP outage INC-9", "--max", "2"]
+    counted = run(tower, args)
+    assert counted.exit_code == 0, counted.output
+    assert counted.stdout == (
+        "4 active exceptions match (kind business); pass --yes to resolve the oldest 2 of them (fixed, --max 2)\n"
+    )
+    within = run(tower, [*args[:-1], "4"])
+    assert within.stdout.endswith("; pass --yes to resolve them (fixed)\n")  # all of them: as before
+    done = run(tower, [*args, "--yes"])
+    assert done.stdout.splitlines() == [
+        "resolved 2 of 4 active exceptions (kind business) as fixed",
+        "2 left (over --max, or changed meanwhile): run it again",
+    ]
+    statuses = {
+        item["id"]: item["status"]
+        for item in orjson.loads(run(tower, ["exceptions", "list", "--json", "--status", "all"]).stdout)["items"]
+    }
+    assert [statuses[r.id] for r in records[:4]] == ["resolved", "resolved", "open", "open"]  # the oldest first
+    helped = run(tower, ["exceptions", "resolve", "--help"])
+    max_help = " ".join(helped.stdout.split("--max", 1)[1].split("--yes", 1)[0].split())
+    assert "at most this many, the oldest first" in max_help
+
+
 def test_timeline_of_a_key_with_its_exceptions(tower: RunningTower, store: Store) -> None:
     key = "wms/wms.pick"  # a technical subject: a slash in the key
     record = seed(store)[4]

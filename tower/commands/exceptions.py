@@ -269,7 +269,14 @@ def note_command(exception_id: str, text: str, url: str | None, token: str | Non
 )
 @click.option("--resolution", default="fixed", show_default=True, help="A short word: fixed, false_positive, ...")
 @click.option("--note", help="Why, written into each exception's audit trail (required with filters).")
-@click.option("--max", "limit", type=click.IntRange(1, 100_000), default=10_000, show_default=True)
+@click.option(
+    "--max",
+    "limit",
+    type=click.IntRange(1, 100_000),
+    default=10_000,
+    show_default=True,
+    help="With filters: resolve at most this many, the oldest first; run it again for the rest.",
+)
 @click.option("--yes", is_flag=True, help="With filters: resolve them; without it, only say how many would be.")
 @_URL
 @_OPERATE_TOKEN
@@ -315,7 +322,12 @@ def resolve(
         what += f", opened {min_age_hours:g} h ago or more"
     matched = int(answer["matched"])
     if not yes:
-        click.echo(f"{matched} {status} exceptions match ({what}); pass --yes to resolve them ({resolution})")
+        would = len(answer["ids"])  # the oldest --max of them, on a dry run
+        them = "them" if would >= matched else f"the oldest {would} of them"
+        limited = "" if would >= matched else f", --max {limit}"
+        click.echo(
+            f"{matched} {status} exceptions match ({what}); pass --yes to resolve {them} ({resolution}{limited})"
+        )
         return
     click.echo(f"resolved {answer['resolved']} of {matched} {status} exceptions ({what}) as {resolution}")
     if matched > int(answer["resolved"]):
