@@ -14,6 +14,7 @@ from collector.pipeline import Overloaded
 from collector.service import REPLAY_LIMIT
 from kernel.api_auth import AUTH_RESPONSES, AdminDep
 from tower.routes.deps import KnownQueryDep
+from tower.routes.models import FreeText
 
 router = APIRouter(prefix="/api", tags=["dead letters"], responses=AUTH_RESPONSES)
 
@@ -63,7 +64,9 @@ class DiscardRequest(BaseModel):
     """The pending dead letters to give up on, and why (kept with each)."""
 
     ids: list[UUID] = Field(min_length=1, max_length=1000)
-    note: str = Field(min_length=1, max_length=1000, description="Why they are given up on (kept with each letter).")
+    note: Annotated[str, FreeText] = Field(
+        min_length=1, max_length=1000, description="Why they are given up on (kept with each letter); free text."
+    )
 
     @field_validator("note")
     @classmethod

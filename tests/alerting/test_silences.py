@@ -251,7 +251,6 @@ def test_a_silence_by_a_name_with_a_control_character_is_422_naming_it(
     [
         ("dock closed\x00", "control character U+0000"),
         ("dock \x1b[2Jclosed", "control character U+001B"),  # a terminal escape in `tower silences list`
-        ("dock\rforged", "control character U+000D"),
         ("dock\x85closed", "control character U+0085"),  # C1: NEL
         ("dock \u202edesolc", "bidirectional formatting character U+202E"),
     ],
@@ -264,7 +263,7 @@ def test_a_silence_comment_with_a_control_character_is_422_naming_it(
     with roles_tower.api("operator") as http:
         refused = http.post("/api/silences", json={**silence, "comment": comment})
         listed = http.get("/api/silences").json()["items"]
-        fine = http.post("/api/silences", json={**silence, "comment": "dock closed\n\tuntil 14:00"})
+        fine = http.post("/api/silences", json={**silence, "comment": "dock closed\r\n\tuntil 14:00"})
     assert refused.status_code == 422, refused.text
     (problem,) = refused.json()["detail"]
     assert problem["loc"] == ["body", "comment"]

@@ -582,6 +582,8 @@ def test_discarded_letters_keep_who_and_why_and_are_never_replayed(tower: Runnin
         unknown = "00000000-0000-0000-0000-000000000001"
         blank = api.post("/api/deadletters/discard", json={"ids": ids[:1], "note": "   "})
         assert blank.status_code == 422 and "say why" in blank.text
+        escaped = api.post("/api/deadletters/discard", json={"ids": ids[:1], "note": "bad \x1b[2Jdata"})
+        assert escaped.status_code == 422 and "control character U+001B" in escaped.text  # kept with the letter
         answer = api.post("/api/deadletters/discard", json={"ids": [*ids[:2], unknown], "note": " test data "})
         assert answer.json() == {"discarded": 2, "not_pending": [{"id": unknown, "status": "unknown"}]}
         discarded = api.get("/api/deadletters", params={"status": "discarded", "source": "erp"}).json()

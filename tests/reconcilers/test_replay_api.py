@@ -119,7 +119,6 @@ def test_refusals_are_readable(replay_tower: RunningTower) -> None:
     [
         ("WMS fixed\x00", "control character U+0000"),
         ("WMS \x1b[2Jfixed", "control character U+001B"),
-        ("WMS\rfixed", "control character U+000D"),
         ("WMS \u202edexif", "bidirectional formatting character U+202E"),
     ],
 )

@@ -437,7 +437,6 @@ def test_an_assignee_with_a_control_character_is_422_naming_it(
 FREE_TEXT_REFUSED = [
     ("dock closed\x00", "control character U+0000"),
     ("dock \x1b[2J\x1b[Hclosed", "control character U+001B"),  # clears the terminal of whoever lists it
-    ("dock\rforged line", "control character U+000D"),  # a carriage return overwrites the line in a terminal
     ("dock\x7f", "control character U+007F"),
     ("dock\x9b2J", "control character U+009B"),  # C1: CSI
     ("dock \u202edesolc", "bidirectional formatting character U+202E"),
@@ -467,7 +466,8 @@ def test_a_note_with_a_control_character_is_422_naming_it(
     with tower.api("admin") as http:
         refused = http.post(path, json={**body, field: text})
         unchanged = http.get(url).json()
-        fine = http.post(path, json={**body, field: "line one\nline two\ttabbed"})
+        # line ends of any system are newlines: a lone CR, which overwrites the line in a terminal, starts one
+        fine = http.post(path, json={**body, field: "line one\r\nline two\ttabbed\rforged"})
         kept = http.get(url).json()
     assert refused.status_code == 422, refused.text
     (problem,) = refused.json()["detail"]
@@ -477,4 +477,4 @@ def test_a_note_with_a_control_character_is_422_naming_it(
     assert [e["name"] for e in unchanged["timeline"] if e["kind"] == "audit"] == ["opened"]
     assert fine.status_code == 200, fine.text
     details = [e["detail"] for e in kept["timeline"] if e["kind"] == "audit"]
-    assert "line one\nline two\ttabbed" in [value for detail in details for value in detail.values()]
+    assert "line one\nline two\ttabbed\nforged" in [value for detail in details for value in detail.values()]

@@ -104,8 +104,11 @@ def one_line(value: str) -> str:
 
 
 def free_text(value: str) -> str:
-    """A note or comment, newlines and tabs kept; ValueError (a 422 at the field) naming the first other control
-    character (NUL, ESC, CR, DEL, C1) or bidirectional override or isolate in it."""
+    """A note or comment, newlines and tabs kept, Windows (CR LF) and old Mac (CR) line ends made newlines; ValueError
+    (a 422 at the field) naming the first other control character (NUL, ESC, DEL, C1) or bidirectional override or
+    isolate in it."""
+    # a pasted Windows text is not refused; a lone CR, which a terminal would use to overwrite the line, starts one
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
     found = _NOT_IN_TEXT.search(value)
     if found:
         raise ValueError(
