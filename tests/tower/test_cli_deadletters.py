@@ -20,6 +20,7 @@ from sla_rules.technical import TechnicalEngine
 from tests.factories import make_event
 from tests.support import RunningTower, free_port, start_in_process
 from tower.cli import main
+from tower.commands.text import visible
 
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}
 
@@ -153,6 +154,27 @@ def test_show_prints_a_raw_record_whole(tower: RunningTower) -> None:
     assert run(["show", "not-a-uuid", *auth]).exit_code == 2
     missing = run(["show", "00000000-0000-0000-0000-000000000001", *auth])
     assert missing.exit_code == 2 and "404" in missing.output
+
+
+def test_what_a_sender_wrote_cannot_act_on_the_operators_terminal(tower: RunningTower) -> None:
+    """A refused record is the sender's bytes: an escape sequence in it cleared the screen of whoever listed the
+    letters, and a bidirectional override made what followed read reversed. In a terminal they show as escapes;
+    `show` into a file or a pipe keeps the record as sent."""
+    body = '{"id": "\x1b[2J\x1b[H", "note": "\u202etxet"}\n{'
+    with tower.client("erp") as http:
+        assert http.post("/v1/events", content=body.encode(), headers=STRUCTURED).status_code == 400
+    auth = ["--url", tower.http_url, "--token", tower.api_token()]
+    listed = run(["list", *auth]).stdout
+    assert "\x1b" not in listed and "\u202e" not in listed
+    assert '"id": "\\x1b[2J\\x1b[H", "note": "\\u202etxet"}' in listed
+    [item] = orjson.loads(run(["list", "--json", *auth]).stdout)["items"]
+    assert run(["show", item["id"], *auth]).stdout == body + "\n"  # not a terminal: as sent
+
+
+def test_visible_escapes_what_a_terminal_acts_on_and_keeps_what_is_asked() -> None:
+    assert visible("a\x1b[2Jb\x00c\x9bd\u202ee\u2066f") == "a\\x1b[2Jb\\x00c\\x9bd\\u202ee\\u2066f"
+    assert visible("line\r\n\tnext", keep="\n\t") == "line\\x0d\n\tnext"
+    assert visible("Zoë Müller — 東京 ✓") == "Zoë Müller — 東京 ✓"
 
 
 NOW = datetime(2026, 11, 4, 15, 30, tzinfo=UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from rich.text import Text
 from collector.deadletters import REPLAY_FAILED
 from tower.client import ApiFailed
 from tower.client import api_call as _call
-from tower.commands.text import short, utc
+from tower.commands.text import short, utc, visible
 
 
 @click.group()
@@ -119,7 +120,10 @@ def show_command(letter_id: str, as_json: bool, url: str | None, token: str | No
     err.print(Text(f"{letter.get('id')}  {letter.get('door')}  {source}  {letter.get('status')}", style="bold"))
     for line in letter_lines(letter):
         err.print(Text(line))
-    click.echo(str(letter.get("raw", "")))
+    raw = str(letter.get("raw", ""))
+    # whole and as sent into a file or a pipe (color=True: click would strip ANSI sequences from a record that holds
+    # some); in a terminal, nothing the sender wrote may act on it
+    click.echo(visible(raw, keep="\n\t") if sys.stdout.isatty() else raw, color=True)
 
 
 PER_REQUEST = 1000  # pending letters one replay request takes (well under a second of the tower's time)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tower.client import ApiFailed, api_call
-from tower.commands.text import short, utc
+from tower.commands.text import short, utc, visible
 from tower.commands.timeline import print_timeline
 
 _URL = click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
@@ -84,7 +84,7 @@ def _summary(item: dict[str, Any]) -> list[str]:
     shown = [f"{name} {context[name]}" for name in _CONTEXT_SHOWN if context.get(name)]
     if shown:
         second += ", " + ", ".join(shown)
-    return [first, "  " + short(second, 300)]
+    return [visible(first), "  " + short(second, 300)]
 
 
 @exceptions.command("list")

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# What a terminal would act on instead of showing: C0 controls (ESC moves the cursor, clears the screen), DEL, C1,
+# and the Unicode line separators and bidirectional overrides/isolates (which make what follows read reversed)
+_ACTED_ON = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str, keep: str = "") -> str:
+    """`text` safe to write to a terminal: each character a terminal would act on (but those in `keep`, e.g.
+    "\\n\\t") written as its escape, `\\x1b` or `\\u202e`. Values come from senders and people: a dead letter's
+    raw record, a note stored before the API checked it."""
+
+    def escaped(found: re.Match[str]) -> str:
+        char = found.group()
+        if char in keep:
+            return char
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+    return _ACTED_ON.sub(escaped, text)
 
 
 def utc(stamp: Any) -> str:
@@ -11,6 +30,6 @@ def utc(stamp: Any) -> str:
 
 
 def short(text: str, width: int) -> str:
-    """`text` on one line, cut to `width` characters."""
-    text = " ".join(text.split())
+    """`text` on one line, cut to `width` characters, what a terminal would act on escaped (visible)."""
+    text = visible(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
