@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 import tests.support
 from alerting.silences import InvalidSilence, SilenceStore, parse_duration
 from kernel.api_auth import token_id
-from kernel.clock import FixedClock
+from kernel.clock import FixedClock, SystemClock
 from kernel.exceptions import ExceptionStore
 from kernel.routing import ExceptionMatch
 from kernel.store import Store
@@ -50,6 +50,18 @@ def test_silence_lifecycle_on_the_clock(store: Store) -> None:
     expired = silences.expire(later.id, actor="bob")
     assert (expired.expired_at, expired.expired_by, silences.active()) == (clock.now(), "bob", [])
     assert silences.expire(later.id, actor="carl").expired_by == "bob"  # expiring twice changes nothing
+
+
+def test_the_list_shows_what_a_terminal_would_act_on_as_escapes(roles_tower: RunningTower, store: Store) -> None:
+    """A comment stored before the API checked it (or by another writer) reached the terminal as it was: an escape
+    sequence cleared the screen of whoever listed the silences, a bidi override reversed what followed."""
+    SilenceStore(store, SystemClock()).create(
+        ExceptionMatch(key=["SO-1"]), created_by="ann\u202e", comment="dock\n\x1b[2Jclosed", duration=timedelta(hours=1)
+    )
+    auth = ["--url", roles_tower.http_url, "--token", roles_tower.api_token("operator")]
+    listed = run_cli("list", *auth).stdout
+    assert "  by ann\\u202e: dock\n\\x1b[2Jclosed" in listed  # the comment's newline kept
+    assert "\x1b" not in listed and "\u202e" not in listed
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from kernel.routing import AlertRoute
 from kernel.settings import SlaSettings
 from sla_rules.loader import default_routing_file, load_routing
 from tower.client import api_call
+from tower.commands.text import visible
 
 
 @click.group()
@@ -57,7 +58,7 @@ def deliveries(exception_id: str | None, limit: int, as_json: bool, url: str | N
         console.print(head)  # Text: no rich markup in what Slack answered
         detail = "; ".join(str(item[k]) for k in ("error", "note") if item.get(k))
         if detail:
-            console.print(Text("    " + detail))
+            console.print(Text("    " + visible(detail)))
 
 
 @alerts.command("resend")

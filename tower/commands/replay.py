@@ -10,6 +10,7 @@ import click
 import orjson
 
 from tower.client import api_call as _call
+from tower.commands.text import visible
 
 # 2026-11-02T17:20:00Z, 2026-11-02T11:20:00-06:00, 2026-11-02T17:20:00 (UTC) or 2026-11-02 (midnight UTC)
 TIME = click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"])
@@ -104,7 +105,7 @@ def replay(
     else:
         click.echo("requested:" if answer.get("created") else "already requested (the same source, keys and range):")
         for line in describe(request):
-            click.echo(line)
+            click.echo(visible(line, keep="\n\t"))
         if not answer.get("created") and answer.get("message"):
             click.echo(answer["message"])
     if request.get("status") == "failed":
@@ -146,4 +147,4 @@ def replays(
     click.echo(f"replay requests: {len(items)} of {page.get('total', len(items))}")
     for item in items:
         for line in describe(item):
-            click.echo(line)
+            click.echo(visible(line, keep="\n\t"))

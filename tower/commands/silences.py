@@ -18,6 +18,7 @@ import orjson
 from alerting.silences import parse_duration
 from kernel.routing import ExceptionMatch
 from tower.client import api_call as _call
+from tower.commands.text import visible
 
 MATCH_FIELDS = tuple(ExceptionMatch.model_fields)
 
@@ -45,7 +46,8 @@ def _show(item: dict[str, Any]) -> str:
     if item.get("expired_at"):  # ended before its time: when, and by whom, not the end it was planned with
         when = f"expired {str(item['expired_at'])[:19].replace('T', ' ')} UTC by {item.get('expired_by')}"
     who = f"  by {item.get('created_by')}: {item.get('comment')}"
-    return f"{item.get('id')}  {item.get('status')}  {when}  {matchers}\n{who}"
+    # a comment may hold newlines (kept) and, stored before the API checked it, what a terminal would act on
+    return visible(f"{item.get('id')}  {item.get('status')}  {when}  {matchers}\n{who}", keep="\n\t")
 
 
 URL = click.option("--url", help="The tower's URL (TOWER_URL, else TOWER_COLLECTOR_HTTP_PORT here).")
