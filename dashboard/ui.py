@@ -7,6 +7,7 @@ Everything here reads and changes data through `dashboard.client` only.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -73,6 +74,23 @@ def parse_time(value: Any) -> datetime | None:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# Markdown's inline marks, `<` (HTML), `$` (LaTeX), and `.`/`:` which make a bare URL or www. name a link; what only
+# acts at the start of a line (`#`, `-`, `+`) is left: every value here follows other text
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()!|~<>:.$])")
+
+
+def md(value: Any) -> str:
+    """`value` as literal text inside Streamlit markdown (titles, captions, warnings): a key a sender chose, an
+    assignee or a link's parameter shows as written, never as a link, an image, a colour directive or LaTeX."""
+    return _MARKDOWN.sub(r"\\\1", str(value))
+
+
+def code(value: Any) -> str:
+    """`value` as an inline code span in Streamlit markdown, shown as written: nothing inside a span is markdown, and
+    a backtick of its own, which would end the span early, is shown as `'`."""
+    return "`" + str(value).replace("`", "'") + "`"
 
 
 def when(value: Any) -> str:
@@ -292,7 +310,7 @@ def exception_summary(detail: Mapping[str, Any], now: Any) -> None:
     st.markdown(
         f"**Status** :{STATUS_BADGES.get(status, 'gray')}-badge[{status}] · "
         f"**Severity** :{SEVERITY_BADGES.get(severity, 'gray')}-badge[{severity}] · "
-        f"**Owner** {detail['owner']} · **Assignee** {detail.get('assignee') or 'nobody'}"
+        f"**Owner** {md(detail['owner'])} · **Assignee** {md(detail.get('assignee') or 'nobody')}"
     )
     due = parse_time(detail.get("due_at"))
     late = ""
@@ -302,7 +320,11 @@ def exception_summary(detail: Mapping[str, Any], now: Any) -> None:
     st.caption(
         f"{detail['kind']} exception · opened {when(detail['opened_at'])} ({ago(detail['opened_at'], now)}) · "
         f"due {when(detail.get('due_at'))}{late}"
-        + (f" · resolved {when(detail['resolved_at'])} ({detail['resolution']})" if detail.get("resolved_at") else "")
+        + (
+            f" · resolved {when(detail['resolved_at'])} ({md(detail['resolution'])})"
+            if detail.get("resolved_at")
+            else ""
+        )
     )
 
 
@@ -411,7 +433,7 @@ def actions_section(api: TowerApi, identity: Mapping[str, Any], detail: Mapping[
         try:
             change()
         except ApiError as exc:
-            st.warning(f"{label}: {exc.message}")
+            st.warning(f"{label}: {md(exc.message)}")
             return
         flash(done)
         st.rerun()
@@ -445,7 +467,7 @@ def actions_section(api: TowerApi, identity: Mapping[str, Any], detail: Mapping[
             try:
                 answer = api.resend_failed(channel)
             except ApiError as exc:
-                st.warning(f"Send again: {exc.message}")
+                st.warning(f"Send again: {md(exc.message)}")
             else:
                 flash(f"{answer['requeued']} failed messages to {channel} queued again; alerts-send delivers them.")
                 st.rerun()
@@ -456,7 +478,7 @@ def exception_panel(api: TowerApi, identity: Mapping[str, Any], exception_id: st
     detail = fetch(api.exception, exception_id)
     if detail is None:
         return
-    st.subheader(f"{detail['rule']} · {detail['key']}")
+    st.subheader(f"{md(detail['rule'])} · {md(detail['key'])}")
     if detail.get("rule_title") or detail.get("runbook"):
         title = detail.get("rule_title") or detail["rule"]
         st.markdown(title + (f" · [Runbook]({detail['runbook']})" if detail.get("runbook") else ""))

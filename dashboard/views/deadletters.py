@@ -115,7 +115,7 @@ chosen = [ident for ident in picked if ident in by_id]  # one that left the page
 for ident in chosen[:5]:
     with st.expander(f"Raw record {ident}", expanded=len(chosen) == 1):
         item = by_id[ident]
-        st.caption(f"content type {item.get('content_type')} · token {item.get('token_id')}")
+        st.caption(f"content type {ui.md(item.get('content_type'))} · token {item.get('token_id')}")
         st.code(str(item.get("raw", "")), language="json", wrap_lines=True)
         if item.get("raw_truncated"):
             st.caption(
@@ -142,7 +142,7 @@ with replay_column:
         try:
             result = api.replay_dead_letters(pending)
         except ApiError as exc:
-            st.warning(f"Replay: {exc.message}")
+            st.warning(f"Replay: {ui.md(exc.message)}")
         else:
             failing = result.get("still_failing", [])
             message = f"Replayed {result.get('replayed', 0)}."
@@ -161,7 +161,7 @@ with discard_column:
             try:
                 result = api.discard_dead_letters(pending, note.strip())
             except ApiError as exc:
-                st.warning(f"Discard: {exc.message}")
+                st.warning(f"Discard: {ui.md(exc.message)}")
             else:
                 ui.flash(f"Discarded {result.get('discarded', 0)}.")
                 st.session_state.pop("dl_chosen", None)

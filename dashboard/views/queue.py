@@ -76,7 +76,7 @@ def apply_url(params: dict[str, str]) -> list[str]:
         value = params.get(name, default)
         if value in allowed:
             return value
-        problems.append(f"`{name}={value}` is not one of {', '.join(f'`{v}`' for v in allowed if v)}")
+        problems.append(f"{ui.code(f'{name}={value}')} is not one of {', '.join(ui.code(v) for v in allowed if v)}")
         return default
 
     state["q_owner"] = params.get("owner", ANY)
@@ -89,7 +89,9 @@ def apply_url(params: dict[str, str]) -> list[str]:
         state["q_age"] = age
     else:
         state["q_age"] = ANY
-        problems.append(f"`min_age_hours={age}` is not a number of hours (more than 0, at most {MAX_AGE_HOURS:,})")
+        problems.append(
+            f"{ui.code(f'min_age_hours={age}')} is not a number of hours (more than 0, at most {MAX_AGE_HOURS:,})"
+        )
     state["q_sort"] = known("sort", SORTS, "newest")
     for name in TEXT_FILTERS:
         state[f"q_{name}"] = params.get(name, "")
@@ -225,7 +227,7 @@ if identity.get("may_act") and narrowed and status in ("active", "open", "acknow
                 try:
                     answer = api.resolve_matching(chosen, bulk_resolution, bulk_note)
                 except ApiError as exc:
-                    st.warning(f"Resolve all: {exc.message}")
+                    st.warning(f"Resolve all: {ui.md(exc.message)}")
                 else:
                     ui.flash(f"Resolved {answer['resolved']:,} of {answer['matched']:,} ({bulk_resolution}).")
                     st.rerun()

@@ -306,6 +306,9 @@ def test_a_link_asks_for_another_age_than_the_menus(dashboard: Dashboard, demo_t
         [warning] = [w.value for w in wrong.warning]
         assert f"`min_age_hours={asked}` is not a number of hours" in warning
         assert selectbox(wrong, "Age").value == "" and "min_age_hours" not in wrong.query_params
+    # a link's value cannot end its code span early and be markdown (a link in the warning)
+    forged = open_page(dashboard("viewer"), "views/queue.py", kind="x`[pay](https://evil.example)`")
+    assert "`kind=x'[pay](https://evil.example)'` is not one of" in forged.warning[0].value
     bogus = open_page(dashboard("viewer"), "views/queue.py", status="bogus")
     assert "`status=bogus` is not one of `active`, `open`, `acknowledged`, `resolved`, `all`" in bogus.warning[0].value
 
@@ -327,6 +330,25 @@ def test_two_exceptions_of_one_key_opened_in_one_minute_are_told_apart(
     assert {o.rsplit(" · ", 1)[1] for o in options} == {ident[:8] for ident in flapped}
     selectbox(at, "Exception").select(flapped[1]).run()
     assert selectbox(at, "Exception").value == flapped[1]
+
+
+def test_a_key_a_sender_chose_shows_as_written_not_as_markdown(dashboard: Dashboard, demo_tower: DemoTower) -> None:
+    """An exception's key comes from the events (a sender's order_id), its assignee from a person: in the page's
+    markdown a key `SO-[pay here](https://evil.example)` was a link, `![x](https://tracker.example/p.png)` an image
+    the operator's browser loaded, `:red[...]` a colour, `$...$` LaTeX, and a bare URL a link."""
+    assert demo_tower.running.tower is not None
+    exceptions = ExceptionStore(demo_tower.running.tower.store, FixedClock(demo_tower.now))
+    key = "SO-[pay here](https://evil.example) ![x](https://tracker.example/p.png) :red[$x$] www.evil.example"
+    [record] = exceptions.open_many([NewException("flap-test", key, "technical", "integration", "low")])
+    exceptions.assign(record.id, "ann **boss** <b>", actor="test")
+    at = open_page(dashboard("viewer"), "views/queue.py", exception=record.id)
+    no_errors(at)
+    escaped = (
+        r"SO-\[pay here\]\(https\://evil\.example\) \!\[x\]\(https\://tracker\.example/p\.png\) "
+        r"\:red\[\$x\$\] www\.evil\.example"
+    )
+    assert [s.value for s in at.subheader][0] == f"flap-test · {escaped}"
+    assert r"**Assignee** ann \*\*boss\*\* \<b\>" in next(m.value for m in at.markdown if "**Assignee**" in m.value)
 
 
 def test_a_link_opens_one_exception_with_its_timeline_audit_and_evidence(
