@@ -490,7 +490,7 @@ def exception_panel(api: TowerApi, identity: Mapping[str, Any], exception_id: st
     with timeline:
         timeline_section(entries, bool(detail.get("truncated")), detail.get("due_at"))
         st.page_link(
-            "views/timeline.py", label=f"Everything about {detail['key']}", query_params={"key": detail["key"]}
+            "views/timeline.py", label=f"Everything about {md(detail['key'])}", query_params={"key": detail["key"]}
         )
     with audit:
         trail = [e for e in entries if e.get("kind") == "audit"]

@@ -349,6 +349,7 @@ def test_a_key_a_sender_chose_shows_as_written_not_as_markdown(dashboard: Dashbo
     )
     assert [s.value for s in at.subheader][0] == f"flap-test · {escaped}"
     assert r"**Assignee** ann \*\*boss\*\* \<b\>" in next(m.value for m in at.markdown if "**Assignee**" in m.value)
+    assert f"Everything about {escaped}" in [link.label for link in at.page_link]
 
 
 def test_a_link_opens_one_exception_with_its_timeline_audit_and_evidence(
