@@ -19,6 +19,14 @@ from tower.commands.rules import rules
 SHIPPED = Path(__file__).resolve().parents[2] / "sla_rules"
 
 
+def shipped_rules(folder: Path) -> Path:
+    """`folder`, made, holding a copy of each shipped rule file (to change one of them)."""
+    folder.mkdir()
+    for path in (SHIPPED / "rules").glob("*.yaml"):
+        (folder / path.name).write_text(path.read_text())
+    return folder
+
+
 def run(args: list[str], env: dict[str, str | None] | None = None) -> Result:
     base: dict[str, str | None] = {"TOWER_SLA_RULES_DIR": None, "TOWER_SLA_ROUTING_FILE": None, "TOWER_TOKEN": None}
     return CliRunner().invoke(rules, args, env={**base, **(env or {})}, catch_exceptions=False)
@@ -60,10 +68,7 @@ def test_check_the_shipped_rules_lists_each_rule() -> None:
 
 
 def test_check_warns_of_a_type_that_looks_misspelt(tmp_path: Path) -> None:
-    folder = tmp_path / "rules"
-    folder.mkdir()
-    for path in (SHIPPED / "rules").glob("*.yaml"):
-        (folder / path.name).write_text(path.read_text())
+    folder = shipped_rules(tmp_path / "rules")
     release = folder / "order-release.yaml"
     release.write_text(release.read_text().replace("types: [order.released]", "types: [order.release, order.picked]"))
     result = run(["check", str(folder)])
@@ -331,10 +336,7 @@ def test_the_problems_example_of_the_docs_is_what_check_prints(tmp_path: Path, m
     text = DOCS.read_text()
     shown = text[text.index("Otherwise exit code 1") :]
     block = shown[shown.index("```\n") + 4 : shown.index("```\n", shown.index("```\n") + 4)]
-    folder = tmp_path / "my-rules"
-    folder.mkdir()
-    for path in (SHIPPED / "rules").glob("*.yaml"):
-        (folder / path.name).write_text(path.read_text())
+    folder = shipped_rules(tmp_path / "my-rules")
     cutoff = folder / "ship-cutoff.yaml"
     cutoff.write_text(cutoff.read_text().replace("timezone: America/Chicago", "timezone: America/Chicag"))
     (folder / "asn.yaml").write_text((folder / "asn-sent.yaml").read_text())
@@ -350,10 +352,7 @@ def test_the_problems_example_of_the_docs_is_what_check_prints(tmp_path: Path, m
 def test_check_refuses_a_finding_id_another_rule_has(tmp_path: Path) -> None:
     # inventory-sync opens its stale findings under inventory-stale (a default of its params): a rule of that id, or a
     # second inventory rule with the same defaults, would share its exceptions (and the reconciler resolve them)
-    folder = tmp_path / "rules"
-    folder.mkdir()
-    for path in (SHIPPED / "rules").glob("*.yaml"):
-        (folder / path.name).write_text(path.read_text())
+    folder = shipped_rules(tmp_path / "rules")
     release = (folder / "order-release.yaml").read_text()
     (folder / "stale.yaml").write_text(release.replace("id: order-release", "id: inventory-stale"))
     result = run(["check", str(folder)])
