@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# What a terminal would act on instead of showing: C0 controls (ESC moves the cursor, clears the screen), DEL, C1,
-# and the Unicode line separators and bidirectional overrides/isolates (which make what follows read reversed)
-_ACTED_ON = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+from kernel.model.text import ACTED_ON
 
 
 def visible(text: str, keep: str = "") -> str:
@@ -21,7 +19,7 @@ def visible(text: str, keep: str = "") -> str:
             return char
         return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
-    return _ACTED_ON.sub(escaped, text)
+    return ACTED_ON.sub(escaped, text)
 
 
 def utc(stamp: Any) -> str:

@@ -10,6 +10,7 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from kernel.exceptions import ExceptionRecord
+from kernel.model.text import ACTED_ON, BIDI
 from kernel.store.base import stored_time, stored_time_or_none
 
 
@@ -73,11 +74,10 @@ class RequestBody(BaseModel):
 # What people type into request bodies ends up in the CLI's tables, the audit trail, Slack text and CSV exports.
 # A name is one line: no control character (C0, DEL, C1: newline, tab, NUL, ESC, NEL, CSI, ...), no line or
 # paragraph separator, no bidirectional override or isolate (they can make one name display as another). Free text
-# (a note, a comment) keeps its newlines and tabs (and line separators), but no other control character (NUL, ESC,
-# CR, DEL, C1) nor bidirectional override or isolate.
-_BIDI = "\u202a-\u202e\u2066-\u2069"
-_NOT_IN_A_NAME = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
-_NOT_IN_TEXT = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
+# (a note, a comment) keeps its newlines and tabs (and line separators; a CR is made a newline), but no other control
+# character (NUL, ESC, DEL, C1) nor bidirectional override or isolate.
+_NOT_IN_A_NAME = ACTED_ON
+_NOT_IN_TEXT = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{BIDI}]")  # newlines and tabs kept
 
 
 def _described(char: str) -> str:
