@@ -10,7 +10,7 @@ help:
 	@echo "make run            the tower and its dashboard on the embedded store (var/tower)"
 	@echo "make run DEMO=1     the same, with the simulated distributor and a local Slack stand-in"
 	@echo "make demo           send the simulated distributor to a tower already running (tower demo --live)"
-	@echo "make test           lint, type-check and every test (about 9 minutes on 2 cores; installs chromium"
+	@echo "make test           lint, type-check and every test (about 15 minutes on 2 slow cores; installs chromium"
 	@echo "                    and prometheus with apt-get when root on Debian; PYTEST_ARGS=... to pass options)"
 	@echo "make lint | typecheck | pytest    one part of make test"
 	@echo "make clean          remove .venv, .tools and var (the data of make run: the store, tokens, backups)"
@@ -51,8 +51,11 @@ test-tools:
 		fi; \
 	done
 
+# Two test processes (pytest-xdist), a module to a process: each has its own embedded store and keeps a module's
+# fixtures to itself. PYTEST_WORKERS=0 runs in this one process.
+PYTEST_WORKERS ?= 2
 pytest: .venv/.synced test-tools
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 clean:
 	rm -rf .venv .tools var

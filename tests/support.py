@@ -70,29 +70,48 @@ class RunningTower:
         )
 
 
+def _serve(server: uvicorn.Server) -> None:
+    # uvicorn exits the process (SystemExit) when it cannot bind; in a thread that is a failed start to retry.
+    with contextlib.suppress(SystemExit):
+        server.run()
+
+
 @contextlib.contextmanager
 def start_in_process(
     tmp_path: Path, store: Store, clock: Clock | None = None, **collector: Any
 ) -> Iterator[RunningTower]:
-    """A tower on `store` serving HTTP (and gRPC) on free ports in a thread; `clock` defaults to the system's."""
-    http_port, grpc_port = free_port(), free_port()
-    settings = make_settings(tmp_path / "data", http_port=http_port, grpc_port=grpc_port, **collector)
-    # No scheduled jobs: tests evaluate the rules when they say so, on the clock they choose.
-    tower = build_tower(settings, clock=clock, store=store, scheduler=SchedulerSettings(enabled=False))
-    app = create_app(tower)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
+    """A tower on `store` serving HTTP (and gRPC) on free ports in a thread; `clock` defaults to the system's.
+
+    A port found free can be taken before the server binds it (by another test's client or subprocess), so a
+    start that fails is tried again on new ports, up to three times."""
+    for attempt in range(3):
+        http_port, grpc_port = free_port(), free_port()
+        settings = make_settings(tmp_path / "data", http_port=http_port, grpc_port=grpc_port, **collector)
+        # No scheduled jobs: tests evaluate the rules when they say so, on the clock they choose.
+        tower = build_tower(settings, clock=clock, store=store, scheduler=SchedulerSettings(enabled=False))
+        app = create_app(tower)
+        config = uvicorn.Config(app, host="127.0.0.1", port=http_port, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=_serve, args=(server,), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if server.started:
+            break
+        server.should_exit = True
+        thread.join(timeout=30)
+        if thread.is_alive() or attempt == 2:
             raise RuntimeError("test tower did not start")
-        time.sleep(0.02)
     try:
         yield RunningTower(settings, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", tower)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+# what `tower serve`, uvicorn and the gRPC server say when a port is taken
+UNBOUND = ("in use by another process", "address already in use", "cannot bind")
 
 
 class TowerProcess:
@@ -102,6 +121,7 @@ class TowerProcess:
         self.settings = make_settings(data_dir, http_port=free_port(), grpc_port=free_port(), **collector)
         self.http_url = f"http://127.0.0.1:{self.settings.collector.http_port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = False
         self.log = data_dir.parent / f"{data_dir.name}.log"
 
     def env(self) -> dict[str, str]:
@@ -120,6 +140,22 @@ class TowerProcess:
         return env
 
     def start(self, timeout: float = 60) -> None:
+        """Start and wait until /healthz answers. A first start that fails to bind its ports (taken since they
+        were found free) is tried again on new ones; a restart keeps its ports, which clients already hold."""
+        for attempt in range(3):
+            written = self.log.stat().st_size if self.log.exists() else 0
+            if self._start(timeout):
+                self.started = True
+                return
+            said = self.log.read_bytes()[written:].decode(errors="replace")
+            unbound = any(m in said.lower() for m in UNBOUND)
+            if self.started or not unbound or attempt == 2:
+                raise RuntimeError(f"tower exited with {self.proc and self.proc.returncode}: {said[-3000:]}")
+            self.settings.collector.http_port, self.settings.collector.grpc_port = free_port(), free_port()
+            self.http_url = f"http://127.0.0.1:{self.settings.collector.http_port}"
+
+    def _start(self, timeout: float) -> bool:
+        """Whether the process answered /healthz; False when it exited first. Raises when it never answers."""
         self.settings.store.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
@@ -128,10 +164,10 @@ class TowerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"tower exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+                return False
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.http_url + "/healthz", timeout=1).status_code == 200:
-                    return
+                    return True
             time.sleep(0.1)
         raise RuntimeError(f"tower did not start: {self.log.read_text()[-3000:]}")
 

@@ -183,6 +183,7 @@ def test_the_document_lists_every_door(context: Context) -> None:
     assert len(context.samples["exception_id"]) >= 5, "the demo history gave too few real exception ids"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("door", ["api", "public", "slack", "ingest"])
 def test_fuzz_every_route(fuzz_tower: RunningTower, context: Context, door: str) -> None:
     """Every operation of the door: no 5xx, statuses that fit, readable errors, the server up afterwards."""

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -140,38 +141,37 @@ def test_no_dashboard_and_a_taken_port_start_none(tmp_path: Path) -> None:
             assert proc.wait(timeout=60) == 0
 
 
+@pytest.mark.slow
 def test_a_setting_refused_at_start_leaves_the_schema_as_it_was(tmp_path: Path) -> None:
     """The settings of the jobs (and retention, alerting, reports) are read before the store migrates: a typo during
-    an upgrade does not move the schema on (a migration has no way back). In processes of their own: each opens
-    a data directory."""
-    data = tmp_path / "data"
-    for name, value in [
-        ("TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS", "-5"),
-        ("TOWER_REPORTS_TIMEZONE", "Mars/Olympus"),
-        ("TOWER_METRICS_ENABLED", "maybe"),
-        ("TOWER_JOB_REPLAY_SEND_INTERVAL_SECONDS", "0"),  # a job whose model is made when it is registered
-    ]:
+    an upgrade does not move the schema on (a migration has no way back). In processes of their own (each would
+    open a data directory), run side by side, each with a data directory of its own."""
+    cases = [
+        (name, value, command)
+        for name, value in [
+            ("TOWER_JOB_SLA_EVALUATE_INTERVAL_SECONDS", "-5"),
+            ("TOWER_REPORTS_TIMEZONE", "Mars/Olympus"),
+            ("TOWER_METRICS_ENABLED", "maybe"),
+            ("TOWER_JOB_REPLAY_SEND_INTERVAL_SECONDS", "0"),  # a job whose model is made when it is registered
+        ]
+        for command in ("serve", "migrate")
+    ]
+
+    def refused(case: tuple[int, tuple[str, str, str]]) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        index, (name, value, command) = case
+        data = tmp_path / f"data-{index}"
         env = {name: value, "TOWER_COLLECTOR_HTTP_PORT": str(free_port()), "TOWER_COLLECTOR_GRPC_PORT": "0"}
-        for command in (["serve", "--no-dashboard", "--data-dir", str(data)], ["migrate", "--data-dir", str(data)]):
-            result = run_tower(*command, env=env)
-            assert result.returncode == 1, result.stderr
-            assert result.stderr == f"Error: invalid settings:\n  {name}='{value}': " + result.stderr.split(": ", 2)[2]
-            assert "applied" not in result.stderr + result.stdout
-            # refused before anything is created: no data directory, tokens, spool or store left behind
-            assert not data.exists(), sorted(p.name for p in data.iterdir())
-    tables = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"from kernel.store.embedded import EmbeddedStore; from pathlib import Path;"
-            f" print(EmbeddedStore(Path({str(data / 'clickhouse')!r})).query('SHOW TABLES'))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    assert tables.stdout.strip() == "[]"
+        extra = ["--no-dashboard"] if command == "serve" else []
+        return data, run_tower(command, *extra, "--data-dir", str(data), env=env)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(refused, enumerate(cases)))
+    for (name, value, command), (data, result) in zip(cases, results, strict=True):
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr == f"Error: invalid settings:\n  {name}='{value}': " + result.stderr.split(": ", 2)[2]
+        assert "applied" not in result.stderr + result.stdout
+        # refused before anything is created: no data directory, tokens, spool or store left behind
+        assert not data.exists(), (command, sorted(p.name for p in data.iterdir()))
 
 
 @pytest.mark.slow

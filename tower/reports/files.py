@@ -17,19 +17,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 from zipfile import ZIP_DEFLATED, ZipFile
 from zoneinfo import ZoneInfo
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
-from openpyxl.writer.excel import ExcelWriter
-
 from sla_rules.breaches import Breach
+
+if TYPE_CHECKING:
+    from openpyxl import Workbook
+    from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 CSV_TYPE = "text/csv; charset=utf-8"
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -237,6 +233,10 @@ def summary_csv(summary: Summary) -> Iterator[bytes]:
 
 
 def _sheet(book: Workbook, title: str, columns: tuple[tuple[str, str, str], ...], zone: ZoneInfo) -> WriteOnlyWorksheet:
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
     sheet: WriteOnlyWorksheet = book.create_sheet(title)
     dimensions = cast(Any, sheet).column_dimensions  # set up by write-only sheets too; the stubs omit it
     for index, (_, _, kind) in enumerate(columns, start=1):
@@ -255,6 +255,9 @@ def _sheet(book: Workbook, title: str, columns: tuple[tuple[str, str, str], ...]
 def _cells(
     sheet: WriteOnlyWorksheet, values: dict[str, Any], columns: tuple[tuple[str, str, str], ...], zone: ZoneInfo
 ) -> list[Any]:
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
     cells: list[Any] = []
     for name, _, kind in columns:
         value = values[name]
@@ -323,6 +326,11 @@ def write_xlsx(
     """Write the workbook (sheets "Breaches" and "Summary") to `target`; the summary adds up the rows written.
     `created` (default: the host's now) is the workbook's created and modified time. Raises TooManyRows, with
     nothing written to `target`, when the breaches do not fit a worksheet."""
+    # openpyxl (and the numpy it pulls in) is imported here, not at start-up: it is most of a second of every
+    # `tower` command's start, and only report files need it
+    from openpyxl import Workbook
+    from openpyxl.writer.excel import ExcelWriter
+
     book = Workbook(write_only=True)
     book.properties.title = title or None
     book.properties.description = description or None
