@@ -30,6 +30,7 @@ from kernel.settings import Settings
 from kernel.store import Store
 from sla_rules.breaches import BreachQuery
 from sla_rules.model import SlaRule
+from tests.conftest import empty
 from tests.factories import case_row, event_row, make_event
 from tests.support import RunningTower, start_in_process
 from tests.tower.test_roles import settings_with_every_role
@@ -157,13 +158,45 @@ def play(store: Store, settings: Settings) -> FixedClock:
 
 
 @pytest.fixture
-def november(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningTower]:
-    """A running tower (a token per role) over the played month, its clock standing at AS_OF."""
-    monkeypatch.setattr(tests.support, "make_settings", settings_with_every_role)
-    with start_in_process(tmp_path, store) as running:
-        assert running.tower is not None
-        running.tower.clock = play(store, running.tower.settings)
-        yield running
+def store(shared_store: Store) -> Store:
+    """The embedded store, not emptied before each test: `november` plays the month once for the module's tests."""
+    return shared_store
+
+
+@dataclass
+class Month:
+    """The module's running tower (a token per role) and whether the store holds its played month unchanged."""
+
+    running: RunningTower
+    played: bool = False
+
+
+@pytest.fixture(scope="module")
+def month(shared_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Month]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tests.support, "make_settings", settings_with_every_role)
+        with start_in_process(tmp_path_factory.mktemp("november"), shared_store) as running:
+            yield Month(running)
+
+
+@pytest.fixture
+def november(month: Month, shared_store: Store) -> RunningTower:
+    """The running tower over the played month, its clock standing at AS_OF. The month is played (on an emptied
+    store) for the module's first test and again after a test that changed the store (`changed_november`)."""
+    tower = month.running.tower
+    assert tower is not None
+    if not month.played:
+        empty(shared_store)
+        tower.clock = play(shared_store, tower.settings)
+        month.played = True
+    return month.running
+
+
+@pytest.fixture
+def changed_november(month: Month, november: RunningTower) -> Iterator[RunningTower]:
+    """`november` for a test that adds to the store: the next test gets the month played again."""
+    yield november
+    month.played = False
 
 
 def get_report(running: RunningTower, role: str = "finance", **params: str) -> httpx.Response:
@@ -474,7 +507,8 @@ def test_tower_report_output_a_folder_or_a_path_it_cannot_write(november: Runnin
     assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output
 
 
-def test_the_breaches_api_counts_as_the_report_does(november: RunningTower, store: Store) -> None:
+def test_the_breaches_api_counts_as_the_report_does(changed_november: RunningTower, store: Store) -> None:
+    november = changed_november
     # a case still stored as pending whose deadline passed (the engine has not looked since): the report counts it
     store.insert("sla_cases", [case_row("order-release", "SO-90", utc("11-30 20:00"), utc("11-30 22:00"), "pending")])
     period = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
