@@ -20,12 +20,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from kernel.durations import parse_duration
-from kernel.model.events import SOURCE_SYSTEMS, source_covers, source_system
+from kernel.model.events import checked_source, source_covers
 
 Kind = Literal["business", "technical"]
 
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_SOURCE_PATH = re.compile(r"^[a-z]+(/[A-Za-z0-9._~-]+)*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 # The validation context key holding the database names configured in TOWER_RECONCILE_SOURCES.
@@ -46,15 +45,6 @@ def _positive_duration(value: timedelta) -> timedelta:
     return value
 
 
-def _source(value: str) -> str:
-    if not _SOURCE_PATH.fullmatch(value) or source_system(value) not in SOURCE_SYSTEMS:
-        raise ValueError(
-            f"unknown source {value!r}; a source is a system ({', '.join(SOURCE_SYSTEMS)}), optionally with a"
-            " path, e.g. wms/dallas"
-        )
-    return value
-
-
 def _rule_id(value: str) -> str:
     if not _RULE_ID.fullmatch(value):
         raise ValueError("must be lowercase letters, digits and dashes, e.g. inventory-stale")
@@ -72,7 +62,7 @@ def _number(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, AfterValidator(_positive_duration)]
-Source = Annotated[str, AfterValidator(_source)]
+Source = Annotated[str, AfterValidator(checked_source)]
 RuleId = Annotated[str, AfterValidator(_rule_id)]
 
 
