@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, cast
 from zipfile import ZIP_DEFLATED, ZipFile
 from zoneinfo import ZoneInfo
 
@@ -25,7 +27,10 @@ from sla_rules.breaches import Breach
 
 if TYPE_CHECKING:
     from openpyxl import Workbook
+    from openpyxl.cell.cell import Cell
+    from openpyxl.styles import Font
     from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+    from openpyxl.writer.excel import ExcelWriter
 
 CSV_TYPE = "text/csv; charset=utf-8"
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -232,20 +237,42 @@ def summary_csv(summary: Summary) -> Iterator[bytes]:
 # --- XLSX -------------------------------------------------------------------------------------
 
 
-def _sheet(book: Workbook, title: str, columns: tuple[tuple[str, str, str], ...], zone: ZoneInfo) -> WriteOnlyWorksheet:
+class _Openpyxl(NamedTuple):
+    """What the XLSX writer takes from openpyxl."""
+
+    Workbook: type[Workbook]
+    ExcelWriter: type[ExcelWriter]
+    WriteOnlyCell: Callable[..., Cell]
+    Font: type[Font]
+    get_column_letter: Callable[[int], str]
+    illegal_characters: re.Pattern[str]
+
+
+@functools.cache
+def _openpyxl() -> _Openpyxl:
+    # imported when a workbook is first written, not at start-up: openpyxl (and the numpy it pulls in) is most of a
+    # second of every `tower` command's start, and only report files need it; once, not in every row's _cells
+    from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
+    from openpyxl.writer.excel import ExcelWriter
 
+    return _Openpyxl(Workbook, ExcelWriter, WriteOnlyCell, Font, get_column_letter, ILLEGAL_CHARACTERS_RE)
+
+
+def _sheet(book: Workbook, title: str, columns: tuple[tuple[str, str, str], ...], zone: ZoneInfo) -> WriteOnlyWorksheet:
+    xl = _openpyxl()
     sheet: WriteOnlyWorksheet = book.create_sheet(title)
     dimensions = cast(Any, sheet).column_dimensions  # set up by write-only sheets too; the stubs omit it
     for index, (_, _, kind) in enumerate(columns, start=1):
-        dimensions[get_column_letter(index)].width = _WIDTHS[kind]
+        dimensions[xl.get_column_letter(index)].width = _WIDTHS[kind]
     sheet.freeze_panes = "A2"
-    bold = Font(bold=True)
+    bold = xl.Font(bold=True)
     header = []
     for _, name, kind in columns:
-        cell = WriteOnlyCell(sheet, value=f"{name} ({zone.key})" if kind == "time" else name)
+        cell = xl.WriteOnlyCell(sheet, value=f"{name} ({zone.key})" if kind == "time" else name)
         cell.font = bold
         header.append(cell)
     sheet.append(header)
@@ -255,9 +282,7 @@ def _sheet(book: Workbook, title: str, columns: tuple[tuple[str, str, str], ...]
 def _cells(
     sheet: WriteOnlyWorksheet, values: dict[str, Any], columns: tuple[tuple[str, str, str], ...], zone: ZoneInfo
 ) -> list[Any]:
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
+    xl = _openpyxl()
     cells: list[Any] = []
     for name, _, kind in columns:
         value = values[name]
@@ -267,9 +292,9 @@ def _cells(
         if isinstance(value, str):
             # control characters (a worksheet cannot hold them, and openpyxl refuses them, failing the whole report)
             # become U+FFFD; a string openpyxl would write as a formula (a leading "=") is made a string cell
-            value = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+            value = xl.illegal_characters.sub("\ufffd", value)
             if value.startswith("="):
-                text = WriteOnlyCell(sheet, value=value)
+                text = xl.WriteOnlyCell(sheet, value=value)
                 text.data_type = "s"
                 value = text
             cells.append(value)
@@ -280,7 +305,7 @@ def _cells(
         if number_format is None:
             cells.append(value)
             continue
-        cell = WriteOnlyCell(sheet, value=value)
+        cell = xl.WriteOnlyCell(sheet, value=value)
         cell.number_format = number_format
         cells.append(cell)
     return cells
@@ -326,12 +351,8 @@ def write_xlsx(
     """Write the workbook (sheets "Breaches" and "Summary") to `target`; the summary adds up the rows written.
     `created` (default: the host's now) is the workbook's created and modified time. Raises TooManyRows, with
     nothing written to `target`, when the breaches do not fit a worksheet."""
-    # openpyxl (and the numpy it pulls in) is imported here, not at start-up: it is most of a second of every
-    # `tower` command's start, and only report files need it
-    from openpyxl import Workbook
-    from openpyxl.writer.excel import ExcelWriter
-
-    book = Workbook(write_only=True)
+    xl = _openpyxl()
+    book = xl.Workbook(write_only=True)
     book.properties.title = title or None
     book.properties.description = description or None
     book.properties.creator = "control tower"
@@ -354,5 +375,5 @@ def write_xlsx(
     stamp = (created or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None, microsecond=0)  # UTC, no zone
     book.properties.created = book.properties.modified = stamp
     # Workbook.save would set `modified` from the host's clock: save as it does, with our time
-    ExcelWriter(book, ZipFile(target, "w", ZIP_DEFLATED, allowZip64=True)).save()
+    xl.ExcelWriter(book, ZipFile(target, "w", ZIP_DEFLATED, allowZip64=True)).save()
     return XlsxInfo(summary)
