@@ -549,6 +549,23 @@ _BOOL = "tag:yaml.org,2002:bool"
 _PLAIN_INT = re.compile(r"^(0|-?[1-9][0-9]*)$")
 
 
+def _resolve(self: Any, kind: Any, value: Any, implicit: Any) -> Any:
+    tag = yaml.resolver.Resolver.resolve(self, kind, value, implicit)  # type: ignore[no-untyped-call]
+    written = kind is yaml.ScalarNode and implicit[0]
+    if written and tag in _NUMBERS and (":" in value or (tag == _INT and not _PLAIN_INT.match(value))):
+        return _STR
+    if written and tag == _BOOL and value.lower() not in ("true", "false"):
+        return _STR  # yes/no/on/off: a warehouse ON or NO stays its code; a yes/no field still reads them
+    return tag
+
+
+def _timestamp(self: Any, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(self, node)
+    except (ValueError, OverflowError):
+        return str(node.value)
+
+
 class _Loader(yaml.SafeLoader):
     """safe_load, except that base-60 numbers (`14:00`, `1:30:00`) stay text, and so does a whole number not written
     plainly (`0042`, `1_000`, `0x1F`, `+5`: YAML 1.1 reads `0042` as the octal 34; as text, an id keeps what was
@@ -557,23 +574,25 @@ class _Loader(yaml.SafeLoader):
     (`2026-11-31`): safe_load raises a bare ValueError for it, with no line; as text, the field that wants a date
     reports it with its line."""
 
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
-        written = kind is yaml.ScalarNode and implicit[0]
-        if written and tag in _NUMBERS and (":" in value or (tag == _INT and not _PLAIN_INT.match(value))):
-            return _STR
-        if written and tag == _BOOL and value.lower() not in ("true", "false"):
-            return _STR  # yes/no/on/off: a warehouse ON or NO stays its code; a yes/no field still reads them
-        return tag
-
-    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
-        try:
-            return super().construct_yaml_timestamp(node)
-        except (ValueError, OverflowError):
-            return str(node.value)
+    resolve = _resolve
+    construct_yaml_timestamp = _timestamp
 
 
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+# The loaders to try in turn. libyaml's parser, when PyYAML has it (its wheels do), reads the same nodes with the
+# same marks about eight times faster, which every start of the tower pays; the pure Python one reads a file
+# libyaml refused again, for its messages, which name what it found ("but got '<stream end>'").
+_LOADERS: tuple[type[Any], ...] = (_Loader,)
+if yaml.__with_libyaml__:
+
+    class _FastLoader(yaml.CSafeLoader):
+        """_Loader on libyaml's parser."""
+
+        resolve = _resolve
+        construct_yaml_timestamp = _timestamp
+
+    _FastLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+    _LOADERS = (_FastLoader, _Loader)
 
 
 def _read_yaml(path: Path, shown: str, problems: list[Problem]) -> tuple[yaml.Node | None, Any] | None:
@@ -583,17 +602,13 @@ def _read_yaml(path: Path, shown: str, problems: list[Problem]) -> tuple[yaml.No
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(Problem(shown, None, "", f"cannot read: {exc}"))
         return None
-    loader = _Loader(text)
+    for loader_class in _LOADERS[:-1]:
+        try:
+            return _parse(loader_class, text, shown, problems)
+        except yaml.YAMLError:
+            continue
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, None
-        duplicates = list(_duplicate_keys(node))
-        for key in duplicates:
-            problems.append(Problem(shown, key.start_mark.line + 1, str(key.value), "duplicate key"))
-        if duplicates:
-            return None
-        return node, loader.construct_document(node)
+        return _parse(_LOADERS[-1], text, shown, problems)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else mark.line + 1
@@ -605,6 +620,23 @@ def _read_yaml(path: Path, shown: str, problems: list[Problem]) -> tuple[yaml.No
     except yaml.YAMLError as exc:
         problems.append(Problem(shown, None, "", f"YAML error: {exc}"))
         return None
+
+
+def _parse(
+    loader_class: type[Any], text: str, shown: str, problems: list[Problem]
+) -> tuple[yaml.Node | None, Any] | None:
+    """What _read_yaml answers, read with `loader_class`; its YAMLError raised."""
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        duplicates = list(_duplicate_keys(node))
+        for key in duplicates:
+            problems.append(Problem(shown, key.start_mark.line + 1, str(key.value), "duplicate key"))
+        if duplicates:
+            return None
+        return node, loader.construct_document(node)
     finally:
         loader.dispose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -32,22 +33,35 @@ class WebhookTransport(Protocol):
 
 
 class HttpxTransport:
-    """The real transport: httpx, no redirects followed (a redirected webhook is a misconfiguration)."""
+    """The real transport: httpx, no redirects followed (a redirected webhook is a misconfiguration).
+
+    The client is made on the first request: building one loads the CA bundle (about 0.1 s), which every start
+    of the tower would pay, and most towers never request a replay."""
 
     def __init__(self) -> None:
-        self._client = httpx.Client(follow_redirects=False)
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(follow_redirects=False)
+            return self._client
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> WebhookAnswer:
         """POST `body`; the answer's body is kept up to 2,000 characters."""
         try:
-            response = self._client.post(url, content=body, headers=dict(headers), timeout=timeout)
+            response = self._http().post(url, content=body, headers=dict(headers), timeout=timeout)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise WebhookUnreachable(f"{type(exc).__name__}: {exc}") from exc
         return WebhookAnswer(response.status_code, response.text[:2000], _retry_after(response.headers))
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
+        """Close the connection pool, if a request opened one."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -7,8 +7,9 @@ from datetime import date, time, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
-from sla_rules.loader import RuleFileError, default_rules_dir, load_rules, parse_rule, read_rule_file
+from sla_rules.loader import _LOADERS, RuleFileError, default_rules_dir, load_rules, parse_rule, read_rule_file
 from sla_rules.model import Cutoff, ErrorRateRule, JobFailuresRule, ReconciliationRule, SilenceRule, SlaRule
 
 ORDER_RELEASE = """\
@@ -592,3 +593,29 @@ def test_technical_params_are_checked(tmp_path: Path, check: str, params: str, e
         write(tmp_path, "t.yaml", TECHNICAL.format(check=check, params="{window: 5m, sources: wms/reno}"))
         (rule,) = load_rules(tmp_path)
         assert isinstance(rule, SilenceRule) and rule.params.sources == ["wms/reno"]
+
+
+def test_libyaml_and_the_pure_python_parser_read_files_alike() -> None:
+    assert len(_LOADERS) == (2 if yaml.__with_libyaml__ else 1)
+    tricky = "at: 14:00\nid: 0042\nwarehouse: ON\nflag: true\nday: 2026-11-31\nholiday: 2026-12-25\nn: 1_000\nk: 7\n"
+    files = [p.read_text() for p in sorted(default_rules_dir().parent.rglob("*.yaml"))] + [tricky]
+    read = []
+    for loader_class in _LOADERS:
+        seen = []
+        for text in files:
+            loader = loader_class(text)
+            node = loader.get_single_node()
+            seen.append(([key.start_mark.line for key, _ in node.value], loader.construct_document(node)))
+            loader.dispose()
+        read.append(seen)
+    assert all(r == read[0] for r in read)
+    assert read[0][-1][1] == {
+        "at": "14:00",
+        "id": "0042",
+        "warehouse": "ON",
+        "flag": True,
+        "day": "2026-11-31",
+        "holiday": date(2026, 12, 25),
+        "n": "1_000",
+        "k": 7,
+    }
