@@ -4,9 +4,14 @@ subprocesses with their own data directories (see tests/support.py)."""
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx._config
+import httpx._transports.default
 import pytest
 
 from kernel.schema.migrations import migrate
@@ -53,6 +58,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     (`make test` runs two, a module to a worker), the long ones then start early instead of ending the run alone."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_tls_context() -> Iterator[None]:
+    """One default TLS context for every httpx client the tests make in this process. httpx builds one per client
+    (loading the CA bundle: about 0.1 s here) though tests speak plain HTTP to local servers; the suite makes
+    over a thousand clients. Any other TLS setting still gets a context of its own."""
+    build = httpx._config.create_ssl_context
+    default = functools.cache(build)
+
+    def create(verify: Any = True, cert: Any = None, trust_env: bool = True) -> ssl.SSLContext:
+        if verify is True and cert is None and trust_env:
+            return default()
+        return build(verify=verify, cert=cert, trust_env=trust_env)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx._transports.default, "create_ssl_context", create)
+        yield
 
 
 @pytest.fixture(scope="session")
