@@ -19,11 +19,18 @@ $(UV):
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-.venv/.synced: $(UV) uv.lock pyproject.toml
-	$(UV) sync --frozen --quiet
+# Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (as in many containers), Python would
+# otherwise compile every module it imports from source in every process, about 2 s for each start of `tower`.
+.venv/.synced: $(UV) uv.lock pyproject.toml Makefile
+	$(UV) sync --frozen --quiet --compile-bytecode
 	touch $@
 
+# The project's own modules are compiled first, for the same reason (a second; unchanged files are skipped).
+PACKAGES := alerting collector dashboard kernel reconcilers sla_rules tower tests
+COMPILE := $(PY) -m compileall -q -j 0 $(PACKAGES)
+
 run: .venv/.synced
+	$(COMPILE)
 	.venv/bin/tower serve $(if $(DEMO),--demo)
 
 demo: .venv/.synced
@@ -55,6 +62,7 @@ test-tools:
 # fixtures to itself. PYTEST_WORKERS=0 runs in this one process.
 PYTEST_WORKERS ?= 2
 pytest: .venv/.synced test-tools
+	$(COMPILE)
 	$(PY) -m pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 clean:
