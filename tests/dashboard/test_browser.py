@@ -91,12 +91,22 @@ def running_dashboard(tower_url: str, tmp_path: Path) -> Iterator[str]:
 
 
 def sign_in(page: object, token: str) -> None:
-    """Fill the sidebar's token and sign in."""
+    """Fill the sidebar's token and sign in, until the sidebar says who is signed in. A page still in its first
+    script run can draw the form again after the fill (the token gone, the click lost): then the form is filled
+    again, up to three times."""
     from playwright.sync_api import Page
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     assert isinstance(page, Page)
-    page.get_by_label("API token", exact=True).and_(page.locator("input")).fill(token)
-    page.get_by_role("button", name="Sign in").click()
+    for attempt in range(3):
+        page.get_by_label("API token", exact=True).and_(page.locator("input")).fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        try:
+            page.get_by_text("Signed in as").wait_for(timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
 
 
 def settle(page: object, charts: int) -> None:
