@@ -631,9 +631,12 @@ def _parse(
         node = loader.get_single_node()
         if node is None:
             return None, None
-        duplicates = list(_duplicate_keys(node))
-        for key in duplicates:
-            problems.append(Problem(shown, key.start_mark.line + 1, str(key.value), "duplicate key"))
+        duplicates = list(_duplicate_keys(node, loader.construct_object))
+        for key, first in duplicates:
+            said = "duplicate key"
+            if key.value != first.value:
+                said += f": reads as the same key as {first.value!r} on line {first.start_mark.line + 1}"
+            problems.append(Problem(shown, key.start_mark.line + 1, str(key.value), said))
         if duplicates:
             return None
         return node, loader.construct_document(node)
@@ -641,19 +644,28 @@ def _parse(
         loader.dispose()
 
 
-def _duplicate_keys(node: yaml.Node) -> Iterator[yaml.ScalarNode]:
-    """Keys given twice in one mapping (safe_load would silently keep the last); merge keys aside."""
+def _duplicate_keys(
+    node: yaml.Node, read: Callable[[yaml.Node], Any]
+) -> Iterator[tuple[yaml.ScalarNode, yaml.ScalarNode]]:
+    """Keys given twice in one mapping, each with the key it repeats (safe_load would silently keep the last);
+    merge keys aside. Keys are compared as read (`read`), as the mapping built from them would: `true` and
+    `True`, or `1` and `1.0`, are one key."""
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        seen: dict[Any, yaml.ScalarNode] = {}
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                if key.value in seen:
-                    yield key
-                seen.add(key.value)
-            yield from _duplicate_keys(value)
+                try:
+                    identity = read(key)
+                    hash(identity)
+                except (yaml.YAMLError, ValueError, TypeError):
+                    identity = key.value
+                first = seen.setdefault(identity, key)
+                if first is not key:
+                    yield key, first
+            yield from _duplicate_keys(value, read)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            yield from _duplicate_keys(item)
+            yield from _duplicate_keys(item, read)
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> int | None:

@@ -619,3 +619,13 @@ def test_libyaml_and_the_pure_python_parser_read_files_alike() -> None:
         "n": "1_000",
         "k": 7,
     }
+
+
+def test_keys_that_read_as_one_are_duplicates(tmp_path: Path) -> None:
+    # true/True and 7/7.0 make one key of the mapping read (the last would win); '7' (text) and ON/on (codes,
+    # text here) stay apart
+    write(tmp_path, "a.yaml", "id: a\ntrue: 1\nTrue: 2\n7: x\n7.0: y\n'7': z\nON: 1\non: 2\n")
+    assert problems(tmp_path) == [
+        f"{tmp_path}/a.yaml:3: True: duplicate key: reads as the same key as 'true' on line 2",
+        f"{tmp_path}/a.yaml:5: 7.0: duplicate key: reads as the same key as '7' on line 4",
+    ]
