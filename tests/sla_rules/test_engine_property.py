@@ -189,13 +189,14 @@ def test_every_evaluation_agrees_with_the_rules_definitions(shared_store: Store,
             active = {e.key for e in tower.open_exceptions(rule.id)}
             assert active == {k for k, (status, _) in expected.items() if status == "breached"}, (rule.id, now)
             ever_breached |= {(rule.id, k) for k in active}
-            for exception in tower.all_exceptions(rule.id):
+            exceptions = tower.all_exceptions(rule.id)
+            for exception in exceptions:
                 assert (rule.id, exception.key) in ever_breached  # only a case seen breached has one
                 if exception.status == "resolved":
                     # the end's verdict then; an even earlier end arriving later turns the case met, not the record
                     verdict = verdicts.setdefault((rule.id, exception.key), expected[exception.key][0])
                     assert exception.resolution == verdict, (rule.id, exception.key)
-            assert len({e.key for e in tower.all_exceptions(rule.id)}) == len(tower.all_exceptions(rule.id))
+            assert len({e.key for e in exceptions}) == len(exceptions)
 
     report = tower.evaluate(full=True)
     assert {rule: r.cases_changed for rule, r in report.rules.items()} == dict.fromkeys(RULE_SETS[rule_set], 0)
