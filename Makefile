@@ -10,7 +10,7 @@ help:
 	@echo "make run            the tower and its dashboard on the embedded store (var/tower)"
 	@echo "make run DEMO=1     the same, with the simulated distributor and a local Slack stand-in"
 	@echo "make demo           send the simulated distributor to a tower already running (tower demo --live)"
-	@echo "make test           lint, type-check and every test (about 15 minutes on 2 slow cores; installs chromium"
+	@echo "make test           lint, type-check and every test (about 13 minutes on 2 slow cores; installs chromium"
 	@echo "                    and prometheus with apt-get when root on Debian; PYTEST_ARGS=... to pass options)"
 	@echo "make lint | typecheck | pytest    one part of make test"
 	@echo "make clean          remove .venv, .tools and var (the data of make run: the store, tokens, backups)"
