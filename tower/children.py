@@ -4,6 +4,8 @@ Each child writes its output to a log file in the data directory (the terminal k
 and log), is watched by a thread that logs an unexpected exit with the end of its log (and, for a child
 made with `restart=True`, the dashboard, starts it again after a backoff that doubles up to a minute and
 starts over once a run lasted a minute), and is stopped with SIGTERM, then SIGKILL after a grace period.
+An exit that looks like a stop (a clean one, or by SIGTERM, SIGINT or SIGHUP) is first given two seconds for the
+tower's own stop to begin: a signal sent to the process group (Ctrl-C, a service manager) reaches the children too.
 `Children` stops them in reverse order of start, once; after `stop_all` nothing starts any more, so a
 child started by a thread that raced the shutdown cannot outlive the tower. A `python -m` child runs
 under `tower.child_guard`, so it also ends when the tower is killed without a chance to stop it
@@ -39,6 +41,7 @@ class Child:
         restart: bool = False,
         first_delay: float = 1.0,
         max_delay: float = 60.0,
+        stop_window: float = 2.0,
     ) -> None:
         self.name = name
         self.command = guarded(command)  # `python -m ...` children end themselves if the tower is killed
@@ -48,6 +51,7 @@ class Child:
         self.restart = restart
         self.first_delay = first_delay
         self.max_delay = max_delay
+        self.stop_window = stop_window
         self.restarts = 0
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # a restart and a stop never cross: stop() sees the process that runs
@@ -81,6 +85,11 @@ class Child:
             proc, began = self.proc, time.monotonic()
             assert proc is not None
             code = proc.wait()
+            # A stop sent to the whole process group (Ctrl-C in a terminal, a service manager stopping the
+            # group) reaches the children as soon as the tower: an exit by such a signal, or a clean one, waits a
+            # moment for the tower's own stop before it counts as unexpected.
+            if _stop_like(code) and self._stopping.wait(self.stop_window):
+                return
             if self._stopping.is_set():
                 return
             log.warning("%s exited with %s; the end of %s:\n%s", self.name, code, self.log_path, self.tail())
@@ -123,6 +132,14 @@ class Child:
                 proc.kill()
                 proc.wait(timeout=grace_seconds)
         return proc.returncode
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _stop_like(code: int) -> bool:
+    """Whether an exit code is a clean exit or an end by a stop signal (-N from Popen, 128+N from a shell)."""
+    return code == 0 or any(code in (-sig, 128 + sig) for sig in _STOP_SIGNALS)
 
 
 class Children:

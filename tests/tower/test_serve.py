@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -346,6 +347,35 @@ def test_a_child_that_dies_is_started_again_with_backoff_until_stopped(tmp_path:
     assert once.proc is not None and once.proc.wait(timeout=30) == 3
     time.sleep(0.3)
     assert once.restarts == 0 and not once.running
+
+
+def test_a_stop_signal_to_the_whole_group_is_no_crash_but_one_the_tower_did_not_follow_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C or a service manager signals the tower's whole process group: a child ends by the signal just before
+    the tower stops it. That is not logged as an unexpected exit, nor restarted; the same signal with no stop
+    behind it is, once the window has passed."""
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    caplog.set_level(logging.WARNING, logger="tower.children")
+
+    def signalled(name: str) -> tuple[Child, Children]:
+        child = Child(name, sleep, os.environ, tmp_path / f"{name}.log", restart=True, stop_window=0.5)
+        children = Children()
+        assert children.start(child) and child.proc is not None
+        child.proc.send_signal(signal.SIGTERM)
+        assert child.proc.wait(timeout=30) == -signal.SIGTERM
+        return child, children
+
+    child, children = signalled("stopped")
+    time.sleep(0.1)  # the tower's handler runs a moment after the children got the signal
+    children.stop_all()
+    time.sleep(1)  # past the window
+    assert child.restarts == 0 and "exited with" not in caplog.text
+
+    child, children = signalled("alone")
+    wait_for("the restart", lambda: child.restarts == 1, timeout=30, interval=0.05)
+    assert f"alone exited with -{int(signal.SIGTERM)}" in caplog.text
+    children.stop_all()
 
 
 def test_children_stop_in_reverse_order_and_none_starts_after(tmp_path: Path) -> None:
