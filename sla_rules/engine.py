@@ -323,19 +323,32 @@ class SlaEngine:
         """The cases `rule` finds for starts in [since, until), with their status as of `until` (or the clock's now,
         when `until` is later: a deadline still ahead is not missed yet), counting only events before `until`; those
         with one of `statuses` (default all), the first `limit` by start. Writes nothing."""
+        cases, _ = self.backtest_listing(rule, since, until, statuses, limit)
+        return cases
+
+    def backtest_listing(
+        self,
+        rule: SlaRule,
+        since: datetime,
+        until: datetime,
+        statuses: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """`backtest`'s cases, and how many cases have each status (every case, whatever `statuses` or `limit`),
+        from one evaluation of the rule."""
         as_of = min(until, self.clock.now()).astimezone(UTC)
         query = sql.backtest(
             rule, since.astimezone(UTC), until.astimezone(UTC), self.rules, as_of, statuses=statuses, limit=limit
         )
-        return [{"rule": rule.id, **row} for row in self.store.query(*query)]
-
-    def backtest_counts(self, rule: SlaRule, since: datetime, until: datetime) -> dict[str, int]:
-        """How many of the cases `backtest` finds have each status (every case, whatever the filter or limit)."""
-        as_of = min(until, self.clock.now()).astimezone(UTC)
-        rows = self.store.query(
-            *sql.backtest_counts(rule, since.astimezone(UTC), until.astimezone(UTC), self.rules, as_of)
-        )
-        return {str(row["status"]): int(row["cases"]) for row in rows}
+        rows = self.store.query(*query)
+        counts = {str(row["status"]): int(row["cases"]) for row in sorted(rows, key=lambda r: str(r["status"]))}
+        listed = [
+            {"rule": rule.id, "status": row["status"], **dict(zip(sql.BACKTEST_FIELDS, case, strict=True))}
+            for row in rows
+            for case in row["first"]
+        ]
+        listed.sort(key=lambda case: (case["started_at"], case["key"]))
+        return listed if limit is None else listed[:limit], counts
 
     def side_matches(self, rule: SlaRule, since: datetime, until: datetime) -> dict[str, Any]:
         """For a backtest: the events of [since, until) each side of `rule` matches (`start_events`, `end_events`)

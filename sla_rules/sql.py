@@ -577,6 +577,10 @@ def _backtest_cases(
     return cases(group, bind, until if as_of is None else as_of, since, until)
 
 
+# A backtest's listed fields, in the order its query gives each case.
+BACKTEST_FIELDS = ("started_at", "key", "ended_at", "due_at", "customer_id", "warehouse", "source")
+
+
 def backtest(
     rule: SlaRule,
     since: datetime,
@@ -587,23 +591,21 @@ def backtest(
     limit: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The cases of `rule` started in [since, until), as of `as_of` (default `until`), from events before `until`,
-    by start: those with one of `statuses` (default every case), at most `limit`. `peers`: the other rules evaluated
-    on its key column, whose systems its cases' fallback fields may come from (as in a live run)."""
+    in one pass: a row per status with how many cases have it (`cases`) and the first `limit` by start of those with
+    one of `statuses` (`first`: BACKTEST_FIELDS tuples; default every case, all of them). The first `limit` of the
+    whole listing are among the rows' firsts. `peers`: the other rules evaluated on its key column, whose systems its
+    cases' fallback fields may come from (as in a live run)."""
     bind = Binder()
     select = _backtest_cases(rule, since, until, peers, as_of, bind)
-    columns = "key, started_at, ended_at, due_at, status, customer_id, warehouse, source"
-    where = "" if statuses is None else f" WHERE status IN {bind(list(statuses), 'Array(String)')}"
-    page = "" if limit is None else f" LIMIT {bind(limit, 'UInt64')}"
-    return f"SELECT {columns} FROM ({select}){where} ORDER BY started_at, key{page}", bind.params
-
-
-def backtest_counts(
-    rule: SlaRule, since: datetime, until: datetime, peers: Sequence[SlaRule] = (), as_of: datetime | None = None
-) -> tuple[str, dict[str, Any]]:
-    """How many of the cases `backtest` finds have each status (`status`, `cases`)."""
-    bind = Binder()
-    select = _backtest_cases(rule, since, until, peers, as_of, bind)
-    return f"SELECT status, count() AS cases FROM ({select}) GROUP BY status ORDER BY status", bind.params
+    fields = f"({', '.join(BACKTEST_FIELDS)})"
+    wanted = "1" if statuses is None else f"status IN {bind(list(statuses), 'Array(String)')}"
+    if limit == 0:
+        first = "[]"
+    elif limit is None:
+        first = f"arraySort(groupArrayIf({fields}, {wanted}))"
+    else:  # the earliest `limit` of each status, kept as they stream by
+        first = f"groupArraySortedIf({bind(limit, 'UInt64')})({fields}, {wanted})"
+    return f"SELECT status, count() AS cases, {first} AS first FROM ({select}) GROUP BY status", bind.params
 
 
 def side_matches(rule: SlaRule, since: datetime, until: datetime) -> tuple[str, dict[str, Any]]:

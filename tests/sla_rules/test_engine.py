@@ -8,6 +8,7 @@ The helpers here (`Harness`, `event`) are shared by the other test_engine_* modu
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -491,6 +492,28 @@ def test_backtest_writes_nothing(store: Store) -> None:
     assert store.query("SELECT count() AS n FROM sla_cases")[0]["n"] == 0
     assert store.query("SELECT count() AS n FROM sla_runs")[0]["n"] == 0
     assert tower.all_exceptions() == []
+
+
+def test_a_backtest_lists_the_earliest_cases_of_the_statuses_asked_and_counts_them_all(store: Store) -> None:
+    # one pass lists per status and counts; the listing must equal filtering and cutting the whole, for any ask
+    tower = Harness(store, at=T0 + timedelta(hours=6))
+    sent = []
+    for n in range(1, 13):
+        started = T0 + timedelta(minutes=(n * 37) % 300 if n != 12 else 37)  # out of key order; 1 and 12 tie
+        sent.append(event("order.accepted", n, started))
+        if n % 3 == 0:
+            sent.append(event("order.released", n, started + timedelta(hours=n % 4)))
+    tower.send(*sent)
+    rule, until = RULES["order-release"], T0 + timedelta(hours=6)
+    whole, counts = tower.engine.backtest_listing(rule, T0, until)
+    assert [(c["started_at"], c["key"]) for c in whole] == sorted((c["started_at"], c["key"]) for c in whole)
+    assert counts == dict(sorted(Counter(c["status"] for c in whole).items())) and len(counts) >= 3
+    for statuses in (None, ["breached"], ["met", "late"], ["pending", "at_risk", "breached"]):
+        for limit in (None, 0, 1, 2, 5, 100):
+            listed, again = tower.engine.backtest_listing(rule, T0, until, statuses, limit)
+            expected = [c for c in whole if statuses is None or c["status"] in statuses]
+            assert listed == (expected if limit is None else expected[:limit]), (statuses, limit)
+            assert again == counts
 
 
 def test_a_backtest_to_a_time_still_ahead_is_as_of_now(store: Store) -> None:
