@@ -90,15 +90,32 @@ def running_dashboard(tower_url: str, tmp_path: Path) -> Iterator[str]:
             proc.wait(timeout=30)
 
 
+# True once no script run is going on: Streamlit's running icon is gone.
+NOT_RUNNING = (
+    '() => !document.querySelector(\'[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]\')'
+)
+
+
+def idle(page: object) -> None:
+    """Wait until the app's script run is over: what a fill or a click then acts on stays drawn, instead of being
+    replaced by the run still going (on a loaded machine, a click on a replaced button never lands)."""
+    from playwright.sync_api import Page
+
+    assert isinstance(page, Page)
+    page.wait_for_function(NOT_RUNNING, timeout=60_000)
+
+
 def sign_in(page: object, token: str) -> None:
-    """Fill the sidebar's token and sign in, until the sidebar says who is signed in. A page still in its first
-    script run can draw the form again after the fill (the token gone, the click lost): then the form is filled
-    again, up to three times."""
+    """Sign in from the sidebar once the signed-out page is drawn whole, until the sidebar says who is signed in. A
+    sign-in sent during the first run can lose the page asked for (the app's default page opens instead) or the
+    token itself; the form is filled again if the sidebar does not change, up to three times."""
     from playwright.sync_api import Page
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     assert isinstance(page, Page)
+    page.get_by_text("no token, no data").wait_for(timeout=60_000)
     for attempt in range(3):
+        idle(page)
         page.get_by_label("API token", exact=True).and_(page.locator("input")).fill(token)
         page.get_by_role("button", name="Sign in").click()
         try:
@@ -120,10 +137,7 @@ def settle(page: object, charts: int) -> None:
         arg=charts,
         timeout=60_000,
     )
-    page.wait_for_function(
-        '() => !document.querySelector(\'[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]\')',
-        timeout=60_000,
-    )
+    idle(page)
     # Tables draw on a canvas after the run, charts animate in: give both a moment before a screenshot.
     page.wait_for_timeout(2500)
 
@@ -151,6 +165,7 @@ def test_the_dashboard_in_chromium(demo_tower_process: TowerProcess, tmp_path: P
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 2400}, accept_downloads=True)
+            page.set_default_timeout(60_000)  # a click waits for its element through the app's reruns
             # No token, no data.
             page.goto(base)
             page.get_by_text("no token, no data").wait_for(timeout=60_000)
@@ -173,10 +188,13 @@ def test_the_dashboard_in_chromium(demo_tower_process: TowerProcess, tmp_path: P
             assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).all_inner_texts()
             page.get_by_role("tab", name="Actions").click()
             # Actions one after another on the same exception: the menu must keep it when its status changes.
+            idle(page)
             page.get_by_role("button", name="Acknowledge").click()
             page.get_by_text("Acknowledged.").wait_for(timeout=60_000)
+            idle(page)
             page.get_by_role("tab", name="Actions").click()
             page.get_by_label("Assign to").fill("ann")
+            idle(page)
             page.get_by_role("button", name="Assign").click()
             page.get_by_text("Assigned to ann").first.wait_for(timeout=60_000)
             assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).all_inner_texts()
@@ -196,6 +214,12 @@ def test_the_dashboard_in_chromium(demo_tower_process: TowerProcess, tmp_path: P
                 assert saved.read_bytes().splitlines()[0] == report.content.splitlines()[0]
                 assert len(saved.read_bytes().splitlines()) == len(report.content.splitlines())
             assert page.locator(ERRORS).count() == 0, page.locator(ERRORS).all_inner_texts()
+        except Exception:
+            # what the page showed when a step failed: a screenshot, and its text in the test's report
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(shots / "failure.png"), full_page=True)
+                print(f"the page at {page.url} when the step failed:\n{page.inner_text('body')[:4000]}")
+            raise
         finally:
             browser.close()
     assert (shots / "overview.png").stat().st_size > 10_000
