@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kernel.model.events import checked_source
+from kernel.model.text import one_line
 
 
 class Escalation(BaseModel):
@@ -66,7 +67,8 @@ class AlertingSettings(BaseSettings):
     slack_users: dict[str, str] = Field(
         default_factory=dict,
         description='Slack user id -> operator name, e.g. {"U024BE7LH": "ann"}: who may acknowledge and resolve '
-        "from Slack (anyone else is refused), and the actor recorded in the audit trail.",
+        "from Slack (anyone else is refused), and the actor recorded in the audit trail. A name is one line of 1 to "
+        "200 characters, without control or bidirectional formatting characters.",
     )
     service_sources: dict[str, str] = Field(
         default_factory=dict,
@@ -94,6 +96,20 @@ class AlertingSettings(BaseSettings):
             if severity not in ("low", "medium", "high", "critical"):
                 raise ValueError(f"unknown severity {severity!r}; severities are low, medium, high, critical")
         return value
+
+    @field_validator("slack_users")
+    @classmethod
+    def _operators(cls, value: dict[str, str]) -> dict[str, str]:
+        # the name is the actor of the audit trail and is shown in Slack, the dashboard and the CLI
+        checked: dict[str, str] = {}
+        for user, name in value.items():
+            try:
+                checked[user] = one_line(name.strip())
+            except ValueError as exc:
+                raise ValueError(f"{user}: {exc}") from None
+            if not checked[user] or len(checked[user]) > 200:
+                raise ValueError(f"{user}: an operator name is 1 to 200 characters, not {len(checked[user])}")
+        return checked
 
     @field_validator("service_sources")
     @classmethod

@@ -3,9 +3,11 @@ acknowledgement timeout, and acknowledging (or resolving) stops both."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -242,6 +244,13 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="unknown severity 'urgent'"):
         AlertingSettings()
     monkeypatch.delenv("TOWER_ALERTING_ESCALATION")
+    # an operator's name is the audit trail's actor, shown in Slack, the dashboard and the CLI: one line of text
+    for name, refused in (("ann\u001b[2J", "control character U+001B"), ("\u202enna", "U+202E"), (" ", "not 0")):
+        monkeypatch.setenv("TOWER_ALERTING_SLACK_USERS", orjson.dumps({"U024BE7LH": name}).decode())
+        with pytest.raises(ValidationError, match=f"U024BE7LH: .*{re.escape(refused)}"):
+            AlertingSettings()
+    monkeypatch.setenv("TOWER_ALERTING_SLACK_USERS", '{"U024BE7LH": " ann "}')
+    assert AlertingSettings().slack_users == {"U024BE7LH": "ann"}
     monkeypatch.setenv("TOWER_ALERTING_SERVICE_SOURCES", '{"wms-bridge": "wms//reno"}')  # no span's source
     with pytest.raises(ValidationError, match="wms-bridge: 'wms//reno' is not a source an event can have"):
         AlertingSettings()
