@@ -13,6 +13,7 @@ from typing import Any
 import httpx._config
 import httpx._transports.default
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from kernel.schema.migrations import migrate
 from kernel.store import Store
@@ -53,11 +54,44 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: starts subprocesses or runs long")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules with a `slow` test run first (each module's tests keep their order): spread over workers
-    (`make test` runs two, a module to a worker), the long ones then start early instead of ending the run alone."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)
+# Packages whose modules share a package fixture (the dashboard's demo tower) run as one unit, so it is built once.
+ONE_UNIT = ("tests/dashboard/",)
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, or the package of ONE_UNIT it is in."""
+    path = nodeid.split("::", 1)[0]
+    return next((package for package in ONE_UNIT if path.startswith(package)), path)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests run unit by unit (unit_of), units with a `slow` test first, then the units with more tests: spread over
+    workers (`make test` runs two, a unit to a worker at a time), the long ones start early and short ones end the
+    run, instead of a long one ending it alone. A unit's tests keep their order."""
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        units.setdefault(unit_of(item.nodeid), []).append(item)
+    slow = {unit for unit, tests in units.items() if any(t.get_closest_marker("slow") for t in tests)}
+    order = sorted(units, key=lambda unit: (unit not in slow, -len(units[unit])))
+    items[:] = [item for unit in order for item in units[unit]]
+
+
+class UnitScheduling(LoadScopeScheduling):  # type: ignore[misc]  # pytest-xdist has no type information
+    """pytest-xdist's `--dist loadfile`, by unit_of instead of by module, in the order collected (xdist would put
+    the units with most tests first: the slow ones, with few tests each, then ended the run)."""
+
+    def __init__(self, config: pytest.Config, log: Any = None) -> None:
+        super().__init__(config, log)
+        config.option.loadscopereorder = False
+
+    def _split_scope(self, nodeid: str) -> str:
+        return unit_of(nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    """`--dist loadfile` (`make test`) schedules by unit; other modes as pytest-xdist does."""
+    return UnitScheduling(config, log) if config.getoption("dist") == "loadfile" else None
 
 
 @pytest.fixture(scope="session", autouse=True)
