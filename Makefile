@@ -58,8 +58,9 @@ test-tools:
 		fi; \
 	done
 
-# Two test processes (pytest-xdist), a module to a process: each has its own embedded store and keeps a module's
-# fixtures to itself. PYTEST_WORKERS=0 runs in this one process.
+# Two test processes (pytest-xdist), a module (or the dashboard package) to a process at a time, in the order
+# tests/conftest.py gives: each process has its own embedded store and keeps a module's fixtures to itself.
+# PYTEST_WORKERS=0 runs in this one process.
 PYTEST_WORKERS ?= 2
 pytest: .venv/.synced test-tools
 	$(COMPILE)
