@@ -319,23 +319,11 @@ class SlaEngine:
         until: datetime,
         statuses: Sequence[str] | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """The cases `rule` finds for starts in [since, until), with their status as of `until` (or the clock's now,
-        when `until` is later: a deadline still ahead is not missed yet), counting only events before `until`; those
-        with one of `statuses` (default all), the first `limit` by start. Writes nothing."""
-        cases, _ = self.backtest_listing(rule, since, until, statuses, limit)
-        return cases
-
-    def backtest_listing(
-        self,
-        rule: SlaRule,
-        since: datetime,
-        until: datetime,
-        statuses: Sequence[str] | None = None,
-        limit: int | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-        """`backtest`'s cases, and how many cases have each status (every case, whatever `statuses` or `limit`),
-        from one evaluation of the rule."""
+        """The cases `rule` finds for starts in [since, until), with their status as of `until` (or the clock's now,
+        when `until` is later: a deadline still ahead is not missed yet), counting only events before `until`: those
+        with one of `statuses` (default all), the first `limit` by start; and how many cases have each status (every
+        case, whatever `statuses` or `limit`). One evaluation of the rule; writes nothing."""
         as_of = min(until, self.clock.now()).astimezone(UTC)
         query = sql.backtest(
             rule, since.astimezone(UTC), until.astimezone(UTC), self.rules, as_of, statuses=statuses, limit=limit

@@ -486,7 +486,7 @@ def test_backtest_writes_nothing(store: Store) -> None:
         event("order.accepted", 5, T0 + timedelta(hours=6)),  # at `until`: outside the window
     )
     until = T0 + timedelta(hours=6)
-    rows = tower.engine.backtest(RULES["order-release"], T0, until)
+    rows, _ = tower.engine.backtest(RULES["order-release"], T0, until)
     assert [(r["key"], r["status"]) for r in rows] == [("SO-2", "met"), ("SO-3", "breached"), ("SO-4", "at_risk")]
     assert rows[0]["rule"] == "order-release" and utc(rows[0]["due_at"]) == T0 + timedelta(hours=2)
     assert store.query("SELECT count() AS n FROM sla_cases")[0]["n"] == 0
@@ -505,12 +505,12 @@ def test_a_backtest_lists_the_earliest_cases_of_the_statuses_asked_and_counts_th
             sent.append(event("order.released", n, started + timedelta(hours=n % 4)))
     tower.send(*sent)
     rule, until = RULES["order-release"], T0 + timedelta(hours=6)
-    whole, counts = tower.engine.backtest_listing(rule, T0, until)
+    whole, counts = tower.engine.backtest(rule, T0, until)
     assert [(c["started_at"], c["key"]) for c in whole] == sorted((c["started_at"], c["key"]) for c in whole)
     assert counts == dict(sorted(Counter(c["status"] for c in whole).items())) and len(counts) >= 3
     for statuses in (None, ["breached"], ["met", "late"], ["pending", "at_risk", "breached"]):
         for limit in (None, 0, 1, 2, 5, 100):
-            listed, again = tower.engine.backtest_listing(rule, T0, until, statuses, limit)
+            listed, again = tower.engine.backtest(rule, T0, until, statuses, limit)
             expected = [c for c in whole if statuses is None or c["status"] in statuses]
             assert listed == (expected if limit is None else expected[:limit]), (statuses, limit)
             assert again == counts
@@ -521,7 +521,7 @@ def test_a_backtest_to_a_time_still_ahead_is_as_of_now(store: Store) -> None:
     # missed nothing yet, so it is pending (at risk), not breached as it would be on 1 December
     tower = Harness(store, at=T0 + timedelta(hours=1, minutes=45))
     tower.send(event("order.accepted", 1, T0), event("order.accepted", 2, T0 - timedelta(hours=3)))
-    rows = tower.engine.backtest(RULES["order-release"], T0 - timedelta(days=1), T0 + timedelta(days=29))
+    rows, _ = tower.engine.backtest(RULES["order-release"], T0 - timedelta(days=1), T0 + timedelta(days=29))
     assert [(r["key"], r["status"]) for r in rows] == [("SO-2", "breached"), ("SO-1", "at_risk")]
 
 
@@ -565,7 +565,7 @@ def test_service_merges_evaluators_and_reports_failures(store: Store) -> None:
     data = report.as_dict()
     assert data["opened"] == 2 and data["rules"]["order-release"]["mode"] == "full"
     assert data["rules"]["source-silence"] == {"cases_changed": 1, "opened": ["x"], "resolved": [], "duration_ms": 0}
-    rows = service.engine.backtest(RULES["order-release"], T0, T0 + timedelta(hours=1))
+    rows, _ = service.engine.backtest(RULES["order-release"], T0, T0 + timedelta(hours=1))
     assert [r["key"] for r in rows] == ["SO-1"]
     with pytest.raises(LookupError):
         _ = SlaService([Fixed()]).engine

@@ -268,7 +268,7 @@ def backtest(_: OperateDep, sla: SlaDep, clock: ClockDep, body: BacktestRequest)
     start, end = period(body.since, body.until, clock, "body")
     try:
         engine = sla.engine  # LookupError when the tower runs no SLA engine
-        cases, counts = engine.backtest_listing(rule, start, end, body.statuses, body.limit)
+        cases, counts = engine.backtest(rule, start, end, body.statuses, body.limit)
         matched = engine.side_matches(rule, start, end)
     except LookupError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
