@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, NoneType, UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import click
 from pydantic import BaseModel, SecretStr
@@ -86,6 +86,8 @@ def _is_settings(annotation: Any) -> bool:
 def type_text(annotation: Any) -> str:
     """A readable type: `int`, `str \\| None`, `embedded \\| server`, `dict[str, list[str]]`."""
     origin = get_origin(annotation)
+    if origin is Annotated:  # the constraints are the description's to say
+        return type_text(get_args(annotation)[0])
     if origin is Literal:
         return " | ".join(f"`{a}`" for a in get_args(annotation))
     if origin in (Union, UnionType):

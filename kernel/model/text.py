@@ -1,6 +1,6 @@
 """Characters that text people and senders write may hold but no screen should act on.
 
-The API refuses them in names and notes (`one_line`, `free_text`: tower/routes/models.py), and so do settings
+The API refuses them in names and notes (`Name`, `free_text`: tower/routes), and so do settings
 that name people (the Slack users' operator names); the command line shows them as escapes
 (tower/commands/text.py). One definition, so what is refused and what is escaped stay the same set.
 """
@@ -8,6 +8,9 @@ that name people (the Slack users' operator names); the command line shows them 
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator, StringConstraints
 
 BIDI = "\u202a-\u202e\u2066-\u2069"
 """Bidirectional embeddings, overrides and isolates: they make what follows display reversed or as another text."""
@@ -63,3 +66,7 @@ def free_text(value: str) -> str:
             "character and no bidirectional formatting character"
         )
     return value
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(one_line)]
+"""A person's name or handle: at most 200 characters on one line, whitespace around it dropped."""

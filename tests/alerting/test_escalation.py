@@ -247,7 +247,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # an operator's name is the audit trail's actor, shown in Slack, the dashboard and the CLI: one line of text
     for name, refused in (("ann\u001b[2J", "control character U+001B"), ("\u202enna", "U+202E"), (" ", "not 0")):
         monkeypatch.setenv("TOWER_ALERTING_SLACK_USERS", orjson.dumps({"U024BE7LH": name}).decode())
-        with pytest.raises(ValidationError, match=f"U024BE7LH: .*{re.escape(refused)}"):
+        with pytest.raises(ValidationError, match=f"slack_users.U024BE7LH\n.*{re.escape(refused)}"):
             AlertingSettings()
     monkeypatch.setenv("TOWER_ALERTING_SLACK_USERS", '{"U024BE7LH": " ann "}')
     assert AlertingSettings().slack_users == {"U024BE7LH": "ann"}

@@ -18,10 +18,11 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
 from kernel.exceptions import ExceptionFilter, ExceptionNotFound, InvalidTransition
+from kernel.model.text import Name
 from tower import insights
 from tower.reports.files import csv_chunks
 from tower.routes.deps import ClockDep, ExceptionsDep, KnownQueryDep, RulesDep, StoreDep, invalid
-from tower.routes.models import ExceptionOut, FreeText, Name, RequestBody
+from tower.routes.models import ExceptionOut, FreeText, RequestBody
 from tower.routes.timeline import TimelineEntry, audit_entries, key_timeline
 
 router = APIRouter(prefix="/api/exceptions", tags=["exceptions"], responses=AUTH_RESPONSES)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from kernel.exceptions import ExceptionRecord
-from kernel.model.text import free_text, one_line
+from kernel.model.text import free_text
 from kernel.store.base import stored_time, stored_time_or_none
 
 
@@ -70,8 +70,6 @@ class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(one_line)]
-"""A person's name or handle: at most 200 characters on one line, whitespace around it dropped."""
 FreeText = AfterValidator(free_text)
 """Metadata for a note or comment: `Annotated[str, StringConstraints(...), FreeText]`."""
 

@@ -14,10 +14,11 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from alerting.silences import InvalidSilence, Silence, SilenceNotFound, SilenceStore, parse_duration
 from kernel.api_auth import AUTH_RESPONSES, ApiError, OperateDep, ReadDep
+from kernel.model.text import Name
 from kernel.routing import ExceptionMatch
 from tower.insights import rule_infos
 from tower.routes.deps import KnownQueryDep, invalid, utc
-from tower.routes.models import FreeText, Name, RequestBody
+from tower.routes.models import FreeText, RequestBody
 
 router = APIRouter(prefix="/api/silences", tags=["silences"], responses=AUTH_RESPONSES)
 
