@@ -55,28 +55,37 @@ def sign_out() -> None:
     st.session_state.pop(ui.IDENTITY_KEY, None)
 
 
-def sidebar() -> None:
+def authenticate() -> list[tuple[str, str]]:
+    """Settle who is signed in before anything is drawn: the TOWER_DASHBOARD_TOKEN sign-in, and the session's token
+    checked again (a revoked one signs out). The problems to show in the sidebar, as (level, text)."""
+    config = client.settings()
+    notices: list[tuple[str, str]] = []
+    api = client.session_api()
+    if api is None and config.token is not None and not st.session_state.get("env_token_tried"):
+        st.session_state["env_token_tried"] = True
+        problem = sign_in(config.token.get_secret_value())
+        if problem:
+            notices.append(("error", f"TOWER_DASHBOARD_TOKEN: {problem}"))
+        api = client.session_api()
+    if api is not None:
+        try:
+            st.session_state[ui.IDENTITY_KEY] = api.whoami()
+        except ApiError as exc:
+            if exc.status == 401:
+                sign_out()
+                notices.append(("error", exc.message))
+            else:
+                notices.append(("warning", exc.message))
+    return notices
+
+
+def sidebar(notices: list[tuple[str, str]]) -> None:
     """Sign in or out; who is signed in; refresh."""
     config = client.settings()
     with st.sidebar:
-        api = client.session_api()
-        if api is None and config.token is not None and not st.session_state.get("env_token_tried"):
-            st.session_state["env_token_tried"] = True
-            problem = sign_in(config.token.get_secret_value())
-            if problem:
-                st.error(f"TOWER_DASHBOARD_TOKEN: {problem}")
-            api = client.session_api()
-        if api is not None:
-            try:
-                st.session_state[ui.IDENTITY_KEY] = api.whoami()
-            except ApiError as exc:
-                if exc.status == 401:
-                    sign_out()
-                    st.error(exc.message)
-                    api = None
-                else:
-                    st.warning(exc.message)
-        if api is not None:
+        for level, text in notices:
+            (st.error if level == "error" else st.warning)(text)
+        if client.session_api() is not None:
             identity = st.session_state.get(ui.IDENTITY_KEY) or {}
             st.markdown(f"Signed in as **{identity.get('role', '?')}** (token `{identity.get('token_id', '?')}`)")
             st.caption(
@@ -102,7 +111,10 @@ def sidebar() -> None:
         st.caption(f"Tower: {config.api_url}")
 
 
-sidebar()  # first: the identity it signs in decides the menu
+# Who is signed in is settled first: the identity decides the menu. Nothing is drawn before the menu: the browser
+# learns which page it shows from the menu, and a sign-in sent before that (from a form drawn earlier in the first
+# run of a page opened by a link) would open the default page instead of the linked one.
+notices = authenticate()
 # Dead letters (the records as sent) are for admins: other roles, and a visitor not signed in yet, do not see the
 # page in the menu. It is registered all the same (hidden), so a `deadletters?source=wms` link opened in a new tab
 # keeps its page and query through the sign-in, as the queue's links do, and then opens the page for an admin;
@@ -116,6 +128,7 @@ DEAD_LETTERS = st.Page(
     visibility="visible" if admin else "hidden",
 )
 page = st.navigation([*PAGES[:6], DEAD_LETTERS, *PAGES[6:]])
+sidebar(notices)
 if client.session_api() is None:
     st.title("Control tower")
     st.info("Sign in with an API token in the sidebar. Nothing is shown before: no token, no data.")

@@ -106,9 +106,9 @@ def idle(page: object) -> None:
 
 
 def sign_in(page: object, token: str) -> None:
-    """Sign in from the sidebar once the signed-out page is drawn whole, until the sidebar says who is signed in. A
-    sign-in sent during the first run can lose the page asked for (the app's default page opens instead) or the
-    token itself; the form is filled again if the sidebar does not change, up to three times."""
+    """Sign in from the sidebar once the signed-out page is drawn whole and idle, until the sidebar says who is signed
+    in. On a loaded machine a fill or click during a run can act on an element the run replaces; the form is filled
+    again if the sidebar does not change, up to three times."""
     from playwright.sync_api import Page
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 

@@ -11,6 +11,8 @@ from urllib.parse import parse_qs
 
 import pandas as pd
 import pytest
+import streamlit as st
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 from streamlit.testing.v1 import AppTest
 
 from alerting.outbox import OutboundMessage, Outbox
@@ -113,6 +115,34 @@ def test_the_environment_token_signs_in(dashboard: Dashboard, demo_tower: DemoTo
     at.run()
     no_errors(at)
     assert "Signed in as **operator**" in at.sidebar.markdown[0].value
+
+
+def test_nothing_is_drawn_before_the_menu(dashboard: Dashboard, demo_tower: DemoTower, monkeypatch: Any) -> None:
+    """The browser learns which page it shows from the menu (`st.navigation`). A sign-in sent from a form drawn before
+    the menu, in the first run of a page opened by a link, reran the default page instead of the linked one."""
+    drawn_before_menu: list[int] = []
+    menu = st.navigation
+
+    def navigation(*args: Any, **kwargs: Any) -> Any:
+        ctx = get_script_run_ctx()
+        assert ctx is not None
+        drawn_before_menu.append(sum(cursor.index for cursor in ctx.cursors.values()))
+        return menu(*args, **kwargs)
+
+    monkeypatch.setattr(st, "navigation", navigation)
+    signed_out = dashboard(role=None)
+    signed_out.run()
+    assert signed_out.sidebar.text_input[0].label == "API token"
+    monkeypatch.setenv("TOWER_DASHBOARD_TOKEN", "not-a-token")
+    refused = dashboard(role=None)
+    refused.run()
+    assert "TOWER_DASHBOARD_TOKEN" in refused.sidebar.error[0].value
+    monkeypatch.delenv("TOWER_DASHBOARD_TOKEN")
+    signed_in = dashboard(role="viewer")
+    signed_in.run()
+    no_errors(signed_in)
+    assert "Signed in as **viewer**" in signed_in.sidebar.markdown[0].value
+    assert drawn_before_menu == [0, 0, 0]
 
 
 # Overview -------------------------------------------------------------------------------------------------
