@@ -15,8 +15,8 @@ from kernel.jobs import JobContext
 from kernel.store import Store
 from tests.alerting.delivery_support import (
     BOT_TOKEN,
+    FAULT_TIMEOUT,
     T0,
-    TIMEOUT,
     advance,
     drain,
     keys_in,
@@ -27,12 +27,12 @@ from tests.alerting.delivery_support import (
 )
 from tests.support import free_port
 
-SLOW = TIMEOUT * 2  # a slow answer outlasts the client's timeout
+SLOW = FAULT_TIMEOUT * 2  # a slow answer outlasts the client's timeout
 
 
 @pytest.fixture
 def sender(store: Store, clock: FixedClock, standin: SlackStandIn) -> SlackSender:
-    return sender_for(store, clock, slack_settings(standin))
+    return sender_for(store, clock, slack_settings(standin, timeout_seconds=FAULT_TIMEOUT))
 
 
 def statuses(sender: SlackSender, key: str) -> list[tuple[str, int]]:
@@ -240,7 +240,7 @@ def test_the_id_of_a_new_channel_is_looked_up_to_confirm_a_first_post(
 def test_an_unconfirmable_post_in_doubt_is_skipped_with_in_doubt_skip(
     store: Store, clock: FixedClock, standin: SlackStandIn
 ) -> None:
-    sender = sender_for(store, clock, slack_settings(standin, in_doubt="skip"))
+    sender = sender_for(store, clock, slack_settings(standin, in_doubt="skip", timeout_seconds=FAULT_TIMEOUT))
     standin.fail("chat.postMessage", Fault.slow(SLOW))
     standin.fail("conversations.list", Fault.api_error("missing_scope"))
     sender.outbox.enqueue([msg("a", "#new"), msg("b", "#new")])
