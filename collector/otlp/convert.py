@@ -20,6 +20,12 @@ hold. A span that fails is a refusal (dead-lettered with its resource and scope 
 so a replay runs it through this door again); the rest of the request is stored. In OTLP
 JSON an id that is not hex makes the whole body undecodable (400, as in the Collector); hex of
 the wrong length is a refusal of that span only.
+
+Exporters from before OTLP 1.0 (2021) send the scopes as `instrumentation_library_spans` /
+`instrumentation_library_logs` (protobuf field 1000, JSON `instrumentationLibrarySpans`), each with an
+`instrumentation_library`. The current schema no longer has them, so a decoder drops them without a word: they are
+read here as the scopes they are (the same fields under the same numbers), counted against the request's limit
+like them, and stored.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any, TypeVar
 import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -117,13 +124,20 @@ def decode_logs(body: bytes, content_type: str, max_records: int | None = None) 
 
 IdWalker = Callable[[dict[str, Any], Callable[[str, str], str]], None]
 
-# Where the records are, in both requests: field 1 (resource_*), then 2 (scope_*), then 2 (spans, log_records);
-# the same in OTLP JSON, under either spelling json_format accepts.
-RECORDS_PATH = (1, 2, 2)
+# Where the records are, in both requests: field 1 (resource_*), then 2 (scope_*, or the pre-1.0 scopes' 1000), then 2
+# (spans, log_records); the same in OTLP JSON, under either spelling json_format accepts.
+LEGACY_SCOPES = 1000
+RECORDS_PATH: tuple[tuple[int, ...], ...] = ((1,), (2, LEGACY_SCOPES), (2,))
 _JSON_PATHS = {
     "spans": (("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans",)),
     "log records": (("resourceLogs", "resource_logs"), ("scopeLogs", "scope_logs"), ("logRecords", "log_records")),
 }
+# Pre-1.0 OTLP JSON: the resource's scopes, the scope itself, and (logs before 0.15) the records, by their old names.
+_LEGACY_JSON = {
+    "spans": (("instrumentationLibrarySpans", "instrumentation_library_spans"), None),
+    "log records": (("instrumentationLibraryLogs", "instrumentation_library_logs"), ("logs",)),
+}
+_LEGACY_SCOPE_JSON = ("instrumentationLibrary", "instrumentation_library")
 
 
 def check_records(body: bytes, limit: int, what: str) -> None:
@@ -170,7 +184,7 @@ def _count(buf: bytes, pos: int, end: int, depth: int, limit: int, budget: list[
             length, pos = _varint(buf, pos)
             if pos + length > end:
                 raise _Malformed
-            if number == RECORDS_PATH[depth]:
+            if number in RECORDS_PATH[depth]:
                 if depth == len(RECORDS_PATH) - 1:
                     count += 1
                 else:
@@ -198,6 +212,46 @@ def _check_json_records(document: dict[str, Any], limit: int, what: str) -> None
                 raise too_many(what, limit)
 
 
+def _upgrade_json(document: dict[str, Any], what: str) -> None:
+    """Move a pre-1.0 OTLP JSON document's scopes (`instrumentationLibrarySpans`, with `instrumentationLibrary`) to
+    where OTLP 1.0 puts them, after the resource's current ones."""
+    outer, middle, inner = _JSON_PATHS[what]
+    legacy, legacy_records = _LEGACY_JSON[what]
+    for _, resource in _items(document, *outer):
+        old = [scope for name in legacy if isinstance(found := resource.pop(name, None), list) for scope in found]
+        if not old:
+            continue
+        current = next((resource[name] for name in middle if isinstance(resource.get(name), list)), None)
+        if current is None:
+            current = resource[middle[0]] = []
+        for scope in old:
+            if isinstance(scope, dict):
+                library = next((scope.pop(name) for name in _LEGACY_SCOPE_JSON if name in scope), None)
+                if library is not None and "scope" not in scope:
+                    scope["scope"] = library
+                if legacy_records and not any(name in scope for name in inner):
+                    records = next((scope.pop(name) for name in legacy_records if name in scope), None)
+                    if records is not None:
+                        scope[inner[0]] = records
+            current.append(scope)
+
+
+def parse_protobuf(message: Message, body: bytes) -> None:
+    """`message.ParseFromString(body)`, with a pre-1.0 exporter's scopes (field 1000 of each resource, which the
+    current schema does not know) read as the scopes they are, after the resource's current ones."""
+    message.ParseFromString(body)
+    for resource in getattr(message, "resource_spans", None) or getattr(message, "resource_logs", None) or ():
+        unknown = UnknownFieldSet(resource)
+        fields = [unknown[i] for i in range(len(unknown))]
+        legacy = [f.data for f in fields if f.field_number == LEGACY_SCOPES and f.wire_type == 2]
+        if not legacy:
+            continue
+        scopes = resource.scope_spans if isinstance(resource, ResourceSpans) else resource.scope_logs
+        resource.DiscardUnknownFields()
+        for data in legacy:
+            scopes.add().MergeFromString(data)
+
+
 def _decode(
     body: bytes, content_type: str, message: RequestT, walk_ids: IdWalker, limit: tuple[int, str] | None = None
 ) -> RequestT:
@@ -207,7 +261,7 @@ def _decode(
         if limit is not None:
             check_records(body, *limit)
         try:
-            message.ParseFromString(body)
+            parse_protobuf(message, body)
         except (DecodeError, RecursionError, ValueError) as exc:
             raise DecodeFailure(f"body is not a valid protobuf {name}: {exc}") from exc
         return message
@@ -219,6 +273,7 @@ def _decode(
         raise DecodeFailure(f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise DecodeFailure(f"body must be a JSON object ({name}), got {type(document).__name__}")
+    _upgrade_json(document, "spans" if isinstance(message, ExportTraceServiceRequest) else "log records")
     if limit is not None:
         _check_json_records(document, *limit)
     walk_ids(document, _hex_to_base64)

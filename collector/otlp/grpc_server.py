@@ -40,7 +40,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from collector.auth import Grant
 from collector.otlp import receiver
-from collector.otlp.convert import LOGS_DOOR, PROTOBUF, TRACES_DOOR, TooManyRecords, check_records
+from collector.otlp.convert import LOGS_DOOR, PROTOBUF, TRACES_DOOR, TooManyRecords, check_records, parse_protobuf
 from collector.pipeline import NotStored, Overloaded
 from collector.service import IngestService
 from kernel.metrics import TowerMetrics
@@ -115,7 +115,7 @@ class _Receiver:
             self._run(context, lambda: _refused(self.service, grant, door, body, reason, undecodable=False))
             _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
         try:
-            message.ParseFromString(body)
+            parse_protobuf(message, body)
         except (DecodeError, RecursionError, ValueError) as exc:
             reason = f"request is not a valid {message.DESCRIPTOR.name}: {exc}"
             self._run(context, lambda: _refused(self.service, grant, door, body, reason))
