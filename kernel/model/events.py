@@ -61,6 +61,7 @@ _TIME_RE = re.compile(
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
 )
 _MAX_ID = 256
+_LAST_MICROSECOND = (23, 59, 59, 999_999)  # of a UTC day: where a leap second is kept
 # The times the store holds for every door: spans are nanoseconds since the epoch in DateTime64(9), which ends
 # on 2262-04-11; events share the range so that a time one door takes, the other takes too.
 EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
@@ -148,7 +149,11 @@ def _ts(value: datetime) -> str:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 date-time (`T` or a space, `Z` or `+hh:mm`), a fraction cut to the microsecond; None otherwise."""
+    """An RFC 3339 date-time (`T` or a space, `Z` or `+hh:mm`), a fraction cut to the microsecond; None otherwise.
+
+    A leap second (second 60 of 23:59 UTC: `23:59:60Z`, `18:59:60-05:00`, `05:29:60+05:30`) is the last microsecond
+    of its minute: a datetime cannot hold second 60, and so the event stays after the minute's other events and
+    before the next minute's."""
     if not isinstance(value, str):
         return None
     match = _TIME_RE.fullmatch(value.strip())
@@ -156,6 +161,9 @@ def parse_time(value: Any) -> datetime | None:
         return None
     year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
     micros = int((match.group(7) or "")[:6].ljust(6, "0"))
+    leap = second == 60
+    if leap:
+        second, micros = 59, 999_999
     sign, offset_hours, offset_minutes = match.group(8, 9, 10)
     zone = UTC
     if sign:
@@ -164,9 +172,17 @@ def parse_time(value: Any) -> datetime | None:
         offset = timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
         zone = timezone(-offset if sign == "-" else offset)
     try:
-        return datetime(year, month, day, hour, minute, second, micros, tzinfo=zone)
+        parsed = datetime(year, month, day, hour, minute, second, micros, tzinfo=zone)
     except ValueError:  # a day or hour out of range: 2026-02-30, 24:00:00
         return None
+    if leap:
+        try:
+            utc = parsed.astimezone(UTC)
+        except OverflowError:  # past year 9999 in UTC: out of the stored range anyway
+            return None
+        if (utc.hour, utc.minute, utc.second, utc.microsecond) != _LAST_MICROSECOND:
+            return None
+    return parsed
 
 
 def validate_event(raw: Mapping[str, Any]) -> tuple[BusinessEvent | None, list[str]]:

@@ -98,6 +98,11 @@ def test_the_ends_of_the_stored_range_are_accepted(time: str) -> None:
         # nanoseconds (OTLP, RFC senders) are taken, cut to the microsecond the store holds
         ("2026-11-02T09:00:00.123456789-06:00", datetime(2026, 11, 2, 15, 0, 0, 123456, tzinfo=UTC)),
         ("2026-11-02T15:00:00-00:00", datetime(2026, 11, 2, 15, 0, tzinfo=UTC)),
+        # a leap second (RFC 3339 section 5.7) is the last microsecond of its minute
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2016-12-31T23:59:60.5Z", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2016-12-31T18:59:60-05:00", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2017-01-01T05:29:60+05:30", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
     ],
 )
 def test_rfc_3339_date_times_are_read(time: str, expected: datetime) -> None:
@@ -125,6 +130,9 @@ def test_rfc_3339_date_times_are_read(time: str, expected: datetime) -> None:
         "\uff12\uff10\uff12\uff16-11-02T15:00:00Z",  # full-width digits
         "2026-02-30T15:00:00Z",
         "2026-11-02T24:00:00Z",
+        "2026-11-02T15:59:60Z",  # a second 60 is only the last of a UTC day
+        "2016-12-31T23:59:60+01:00",
+        "2026-11-02T15:59:61Z",
     ],
 )
 def test_times_that_are_not_rfc_3339_are_refused(time: str) -> None:
