@@ -3,10 +3,20 @@
 `ExceptionStore` is the only writer of the `exceptions` and `exception_audit` tables. The SLA
 engine, the technical rules, the reconcilers, the API and Slack all change exceptions through
 it, so every path applies the same transitions and leaves the same audit trail.
+
+Changes from two processes. One process makes its changes one at a time (a lock), but ClickHouse has no transaction
+across processes: an `api` replica and the scheduler may both read version V of an exception and each write their
+change as a newer version, and the newest would silently replace the other. So every version written records the
+version it was made on (`base_version`), and a writer reads back, right after its write, the versions of its
+exceptions: when another version made on the same V is newer than its own, its change was overtaken. It then reads
+the exception again and makes its change anew on the newer state (a person's acknowledgement of an exception the
+engine resolved meanwhile is refused as any change of a resolved exception is), up to `ATTEMPTS` times. The audit
+entry of a change is written once the change holds, so the trail never shows a change the exception lost.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -31,6 +41,8 @@ COLUMNS = (
 )
 _COLUMN_NAMES = tuple(COLUMNS.split(", "))
 
+log = logging.getLogger(__name__)
+
 
 class ExceptionNotFound(Exception):
     """No exception has that id."""
@@ -38,6 +50,14 @@ class ExceptionNotFound(Exception):
 
 class InvalidTransition(Exception):
     """The change does not apply to the exception in its current status."""
+
+
+class ConcurrentChange(InvalidTransition):
+    """Other processes' changes to the exception overtook this one `ATTEMPTS` times in a row."""
+
+
+# Writes of one change, each on a fresh read, before it gives up (ConcurrentChange, or a warning for the engine's).
+ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,7 @@ class ExceptionRecord:
     context: dict[str, Any]
     updated_at: str
     version: int
+    base_version: int = 0  # the version this one was made on (0: opened); written, not read back
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ExceptionRecord:
@@ -257,10 +278,13 @@ class ExceptionStore:
                 active[(item.rule, item.key)] = record
                 opened.append(record)
             audit = [(e.id, actor, "opened", {"owner": e.owner, "due_at": e.due_at}) for e in opened]
-            resolved = self._resolved(
-                [(active[pair], *change) for pair, change in ended.items() if pair in active], now, actor, audit
-            )
-            self._write([*opened, *resolved], audit, now)
+            items = [(active[pair], *change) for pair, change in ended.items() if pair in active]
+            resolved = self._resolved(items, now, actor, audit)
+            overtaken = self._commit([*opened, *resolved], audit, now)
+            if overtaken:
+                plans = {record.id: (resolution, detail) for record, resolution, detail in items}
+                resolved = [r for r in resolved if r.id not in overtaken]
+                resolved += self._resolve_again(overtaken, plans, actor)
         return opened, resolved
 
     def resolve_many(
@@ -294,11 +318,32 @@ class ExceptionStore:
     ) -> list[ExceptionRecord]:
         """Write the resolutions of `items` ((record, resolution, details)) and their audit entries; under the
         lock."""
+        items = list(items)
         audit: list[tuple[str, str, str, dict[str, Any]]] = []
         now = utc_text(self.clock.now())
         changed = self._resolved(items, now, actor, audit)
-        self._write(changed, audit, now)
-        return changed
+        overtaken = self._commit(changed, audit, now)
+        if not overtaken:
+            return changed
+        plans = {record.id: (resolution, detail) for record, resolution, detail in items}
+        return [r for r in changed if r.id not in overtaken] + self._resolve_again(overtaken, plans, actor)
+
+    def _resolve_again(
+        self, ids: set[str], plans: Mapping[str, tuple[str, dict[str, Any]]], actor: str
+    ) -> list[ExceptionRecord]:
+        """Resolve anew, each on a fresh read, the exceptions `ids` whose resolution another process's change
+        overtook (`plans`: the resolution and details of each); those resolved meanwhile are left as they are."""
+        done: list[ExceptionRecord] = []
+        for _ in range(ATTEMPTS - 1):
+            audit: list[tuple[str, str, str, dict[str, Any]]] = []
+            now = utc_text(self.clock.now())
+            changed = self._resolved([(r, *plans[r.id]) for r in self._current(sorted(ids))], now, actor, audit)
+            ids = self._commit(changed, audit, now)
+            done += [r for r in changed if r.id not in ids]
+            if not ids:
+                return done
+        log.warning("resolutions of %d exceptions overtaken by other processes %d times: %s", len(ids), ATTEMPTS, ids)
+        return done
 
     def _resolved(
         self,
@@ -377,22 +422,50 @@ class ExceptionStore:
         """Apply one change (`apply` answers the changed fields, given the record and the moment) and its audit entry:
         the change's times (updated_at, resolved_at) and the entry's are the same moment."""
         with self._lock:
-            record = self.get(exception_id)
-            now = utc_text(self.clock.now())
-            changes = apply(record, now)
-            if changes:
-                record = _replace(record, **changes, updated_at=now, version=self._version())
-                self._write([record], [(record.id, actor, action, detail)], now)
-            else:
-                self._write([], [(record.id, actor, action, detail)], now)
-        return record
+            for _ in range(ATTEMPTS):
+                record = self.get(exception_id)
+                now = utc_text(self.clock.now())
+                changes = apply(record, now)
+                if changes:
+                    record = _replace(record, **changes, updated_at=now, version=self._version())
+                if not self._commit([record] if changes else [], [(record.id, actor, action, detail)], now):
+                    return record
+        raise ConcurrentChange(
+            f"exception {exception_id} was changed by other processes {ATTEMPTS} times while this change was made;"
+            " try again"
+        )
 
-    def _write(
+    def _commit(
         self, records: list[ExceptionRecord], audit: list[tuple[str, str, str, dict[str, Any]]], at: str
-    ) -> None:
-        """Store the records' new versions and the audit entries, the entries at `at`: the moment of their change."""
+    ) -> set[str]:
+        """Store the records' new versions, then the audit entries (at `at`, the moment of their change) of those
+        that hold: the ids whose version another process's newer one, made on the same version, overtook (their
+        entries are not written)."""
         if records:
             self.store.insert("exceptions", [r.to_row() for r in records])
+        overtaken = self._overtaken([r for r in records if r.base_version])
+        self._write_audit([entry for entry in audit if entry[0] not in overtaken], at)
+        return overtaken
+
+    def _overtaken(self, records: list[ExceptionRecord]) -> set[str]:
+        """The ids of `records` (versions just written) for which another version made on the same one is newer."""
+        if not records:
+            return set()
+        rows = self.store.query(
+            "SELECT id, version, base_version FROM exceptions WHERE id IN"
+            " (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)')))",
+            {"ids": orjson.dumps(sorted({r.id for r in records})).decode()},
+        )
+        written = {r.id: r for r in records}
+        return {
+            row["id"]
+            for row in rows
+            if int(row["base_version"]) == written[row["id"]].base_version
+            and int(row["version"]) > written[row["id"]].version
+        }
+
+    def _write_audit(self, audit: list[tuple[str, str, str, dict[str, Any]]], at: str) -> None:
+        """Store the audit entries (exception id, actor, action, details), each at `at`."""
         if audit:
             self.store.insert(
                 "exception_audit",
@@ -423,9 +496,10 @@ def _new_ids(count: int) -> list[str]:
 
 
 def _replace(record: ExceptionRecord, **changes: Any) -> ExceptionRecord:
+    """`record` with `changes`; a new `version` is made on the record's."""
     data = {k: getattr(record, k) for k in _COLUMN_NAMES}
     data.update(changes)
-    return ExceptionRecord(**data)
+    return ExceptionRecord(**data, base_version=record.version if "version" in changes else record.base_version)
 
 
 def _require_active(record: ExceptionRecord) -> None:

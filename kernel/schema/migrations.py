@@ -170,6 +170,10 @@ CREATE TABLE IF NOT EXISTS exceptions (
 ORDER BY id
 """
 
+# The version of the exception a change was made on (0: opened): two processes that changed one exception from the
+# same version each find out whether the other's newer version replaced theirs (kernel/exceptions.py).
+EXCEPTION_BASE_VERSION = "ALTER TABLE exceptions ADD COLUMN IF NOT EXISTS base_version UInt64 DEFAULT 0 AFTER version"
+
 EXCEPTION_AUDIT = """
 CREATE TABLE IF NOT EXISTS exception_audit (
     exception_id String,
@@ -609,6 +613,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         19, "dead letters: the refusal key, from the grant their token had when refused", DEAD_LETTER_REFUSAL_KEY
     ),
+    Migration(20, "exceptions: the version each change was made on (kernel/exceptions.py)", (EXCEPTION_BASE_VERSION,)),
 )
 
 _LEDGER = """

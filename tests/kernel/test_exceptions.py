@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 
 from kernel.clock import FixedClock
 from kernel.exceptions import (
+    ATTEMPTS,
+    ConcurrentChange,
     ExceptionFilter,
     ExceptionNotFound,
     ExceptionStore,
@@ -17,6 +21,7 @@ from kernel.exceptions import (
     _new_ids,
 )
 from kernel.store import Store
+from kernel.store.base import Params, Row
 
 T0 = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
 
@@ -203,3 +208,83 @@ def test_a_change_and_its_audit_entry_carry_the_same_moment(store: Store) -> Non
         ("opened", late.opened_at),
         ("resolved", recovered.resolved_at),
     ]
+
+
+# Changes from two processes ---------------------------------------------------------------------------------------
+
+
+class Between:
+    """Process A's view of the store: before each of its writes of exception versions, `meanwhile` (another process's
+    change, through an ExceptionStore of its own on the same store) runs, while `times` lasts: a change made between
+    A's read and A's write."""
+
+    def __init__(self, store: Store, meanwhile: Callable[[], object], times: int = 1) -> None:
+        self.store, self.meanwhile, self.times = store, meanwhile, times
+
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        return self.store.query(sql, params)
+
+    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        if table == "exceptions" and self.times > 0:
+            self.times -= 1
+            self.meanwhile()
+        return self.store.insert(table, rows)
+
+
+def two_processes(
+    store: Store, meanwhile: Callable[[ExceptionStore], object], times: int = 1
+) -> tuple[ExceptionStore, ExceptionStore]:
+    """ExceptionStores of processes A and B on one store (each with its own lock); A's writes come after B's
+    `meanwhile`."""
+    b = ExceptionStore(store, FixedClock(T0))
+    a = ExceptionStore(cast(Store, Between(store, lambda: meanwhile(b), times)), FixedClock(T0))
+    return a, b
+
+
+def actions(exceptions: ExceptionStore, exception_id: str) -> list[tuple[str, str]]:
+    return [(entry["actor"], entry["action"]) for entry in exceptions.audit(exception_id)]
+
+
+def test_a_change_another_process_overtook_is_made_again_on_the_newer_state(store: Store) -> None:
+    (opened,) = ExceptionStore(store, FixedClock(T0)).open_many([finding("SO-1")])
+    a, b = two_processes(store, lambda b: b.acknowledge(opened.id, "bea"))
+    assigned = a.assign(opened.id, "bob", "ann")
+    now = a.get(opened.id)
+    assert (now.status, now.assignee) == ("acknowledged", "bob") == (assigned.status, assigned.assignee)
+    assert actions(b, opened.id) == [("engine", "opened"), ("bea", "acknowledged"), ("ann", "assigned")]
+
+
+def test_a_change_of_what_another_process_resolved_meanwhile_is_refused(store: Store) -> None:
+    (opened,) = ExceptionStore(store, FixedClock(T0)).open_many([finding("SO-1")])
+    a, _ = two_processes(store, lambda b: b.resolve_many([opened], "late", {}, "engine"))
+    with pytest.raises(InvalidTransition, match="only open exceptions can be acknowledged"):
+        a.acknowledge(opened.id, "ann")
+    assert (a.get(opened.id).status, a.get(opened.id).resolution) == ("resolved", "late")
+    assert actions(a, opened.id) == [("engine", "opened"), ("engine", "resolved")]  # no acknowledgement it lost
+
+
+def test_the_engines_resolutions_overtaken_by_a_person_are_made_again(store: Store) -> None:
+    one, two = ExceptionStore(store, FixedClock(T0)).open_many([finding("SO-1"), finding("SO-2")])
+    a, _ = two_processes(store, lambda b: b.assign(one.id, "bob", "ann"))
+    resolved = a.resolve_many([one, two], "late", {}, "engine")
+    assert sorted((r.id, r.assignee) for r in resolved) == sorted([(one.id, "bob"), (two.id, "")])
+    kept = a.get(one.id)
+    assert (kept.status, kept.resolution, kept.assignee) == ("resolved", "late", "bob")
+    assert a.get(two.id).status == "resolved"
+    assert actions(a, one.id) == [("engine", "opened"), ("ann", "assigned"), ("engine", "resolved")]
+    # the same through the engine's one write of openings and resolutions
+    (three,) = ExceptionStore(store, FixedClock(T0)).open_many([finding("SO-3")])
+    a, _ = two_processes(store, lambda b: b.acknowledge(three.id, "bea"))
+    opened, ended = a.open_and_resolve([finding("SO-4")], {("order-release", "SO-3"): ("late", {"hours": 1})})
+    assert [e.key for e in opened] == ["SO-4"] and [(e.key, e.status) for e in ended] == [("SO-3", "resolved")]
+    assert actions(a, three.id) == [("engine", "opened"), ("bea", "acknowledged"), ("engine", "resolved")]
+
+
+def test_a_change_overtaken_again_and_again_gives_up_without_an_audit_entry(store: Store) -> None:
+    (opened,) = ExceptionStore(store, FixedClock(T0)).open_many([finding("SO-1")])
+    names = iter(range(ATTEMPTS))
+    a, _ = two_processes(store, lambda b: b.assign(opened.id, f"bob{next(names)}", "bea"), times=ATTEMPTS)
+    with pytest.raises(ConcurrentChange, match=f"changed by other processes {ATTEMPTS} times"):
+        a.acknowledge(opened.id, "ann")
+    assert a.get(opened.id).status == "open"
+    assert [actor for actor, _ in actions(a, opened.id)] == ["engine", *["bea"] * ATTEMPTS]
