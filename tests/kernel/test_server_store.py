@@ -4,9 +4,10 @@ Set TOWER_TEST_CLICKHOUSE_URL (e.g. http://default:@127.0.0.1:8123) to run the s
 without it those tests are skipped and the summary says why. Each run uses a fresh database
 on the server and drops it afterwards.
 
-The suite is shared, not copied: the embedded store's tests (tests/kernel/test_store.py) and
-the read helpers' tests (tests/kernel/test_queries.py) are collected here a second time with
-`store` bound to the server, and the tests below run once per backend through `any_store`.
+The suite is shared, not copied: the embedded store's tests (tests/kernel/test_store.py), the read helpers' tests
+(tests/kernel/test_queries.py) and the exception store's tests of changes from two processes
+(tests/kernel/test_exceptions.py) are collected here a second time with `store` bound to the server, and the tests
+below run once per backend through `any_store`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from kernel.store.embedded import EmbeddedStore
 from kernel.store.server import ServerStore
 from tests.conftest import TABLES
 from tests.factories import event_row, make_event, span_row
-from tests.kernel import test_queries, test_store
+from tests.kernel import test_exceptions, test_queries, test_store
 from tests.support import free_port
 
 SERVER_URL = os.environ.get("TOWER_TEST_CLICKHOUSE_URL", "")
@@ -62,6 +63,19 @@ test_the_same_id_from_two_sources_is_two_events = on_server(
 )
 test_a_redelivered_span_counts_once = on_server(test_queries.test_a_redelivered_span_counts_once)
 test_span_stats_count_each_span_once = on_server(test_queries.test_span_stats_count_each_span_once)
+# changes to one exception from two processes: where they meet, on a server
+test_a_change_another_process_overtook_is_made_again_on_the_newer_state = on_server(
+    test_exceptions.test_a_change_another_process_overtook_is_made_again_on_the_newer_state
+)
+test_a_change_of_what_another_process_resolved_meanwhile_is_refused = on_server(
+    test_exceptions.test_a_change_of_what_another_process_resolved_meanwhile_is_refused
+)
+test_the_engines_resolutions_overtaken_by_a_person_are_made_again = on_server(
+    test_exceptions.test_the_engines_resolutions_overtaken_by_a_person_are_made_again
+)
+test_a_change_overtaken_again_and_again_gives_up_without_an_audit_entry = on_server(
+    test_exceptions.test_a_change_overtaken_again_and_again_gives_up_without_an_audit_entry
+)
 
 
 @pytest.fixture(scope="module")
