@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import altair as alt
@@ -227,6 +227,42 @@ def side_by_side(findings: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 # The exception panel ---------------------------------------------------------------------------------
 
 
+# A timeline whose times lie closer together than this labels its ticks to the second: to the minute, the ticks
+# of a key whose event and span came within one minute all read the same.
+_SECONDS_BELOW = timedelta(minutes=10)
+_LEAST_SPAN = timedelta(minutes=1)
+
+
+def time_axis(times: list[datetime]) -> alt.X:
+    """The x axis (UTC) of a timeline of `times`: labelled to the minute, or to the second when they lie within
+    ten minutes; at least a minute wide, centred on them, so that times a few milliseconds apart (or one alone)
+    are not spread over ticks a millisecond apart."""
+    scale = alt.Scale(type="utc")
+    label = "%d %b %H:%M"
+    if times:
+        first, last = min(times), max(times)
+        if last - first < _SECONDS_BELOW:
+            label = "%d %b %H:%M:%S"
+        if last - first < _LEAST_SPAN:
+            middle = first + (last - first) / 2
+            ends = [(middle + half).astimezone(UTC) for half in (-_LEAST_SPAN / 2, _LEAST_SPAN / 2)]
+            domain = [
+                alt.DateTime(
+                    year=e.year,
+                    month=e.month,
+                    date=e.day,
+                    hours=e.hour,
+                    minutes=e.minute,
+                    seconds=e.second,
+                    milliseconds=e.microsecond // 1000,
+                    utc=True,
+                )
+                for e in ends
+            ]
+            scale = alt.Scale(type="utc", domain=domain)
+    return alt.X("at:T", title="time (UTC)", scale=scale, axis=alt.Axis(format=label))
+
+
 def timeline_chart(entries: list[dict[str, Any]], due: Any = None) -> alt.LayerChart | alt.Chart:
     """Events, spans and changes on one time axis (UTC), one row per system; a red rule at the deadline `due`."""
     data = pd.DataFrame(
@@ -244,7 +280,8 @@ def timeline_chart(entries: list[dict[str, Any]], due: Any = None) -> alt.LayerC
         ]
     )
     kinds = alt.Scale(domain=["event", "span", "audit"])
-    x = alt.X("at:T", title="time (UTC)", scale=alt.Scale(type="utc"), axis=alt.Axis(format="%d %b %H:%M"))
+    deadline = parse_time(due)
+    x = time_axis([*data["at"].dropna(), *([deadline] if deadline else [])])
     points: alt.Chart = (
         alt.Chart(data)
         .mark_point(size=140, filled=True)
@@ -257,7 +294,6 @@ def timeline_chart(entries: list[dict[str, Any]], due: Any = None) -> alt.LayerC
         )
         .properties(height=max(160, 42 * data["system"].nunique()))
     )
-    deadline = parse_time(due)
     if deadline is None:
         return points
     rule: alt.Chart = (

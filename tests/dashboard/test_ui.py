@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -65,3 +67,33 @@ def test_a_truncated_timeline_says_the_newest_are_listed() -> None:
     assert not at.exception
     [warning] = [w.value for w in at.warning]
     assert "the newest are listed, the oldest left out" in warning and "the oldest are listed" not in warning
+
+
+def timeline_x(*times: str, due: str | None = None) -> dict[str, Any]:
+    """The x encoding of the timeline chart of events at `times`, as the browser receives it."""
+    entries = [{"at": t, "system": "erp", "kind": "event", "name": "e"} for t in times]
+    spec = ui.timeline_chart(entries, due).to_dict()
+    encoding: dict[str, Any] = (spec["layer"][0] if "layer" in spec else spec)["encoding"]["x"]
+    return encoding
+
+
+def test_a_timeline_within_a_minute_is_labelled_to_the_second_over_a_minute() -> None:
+    """An event and its span a few milliseconds apart: labelled to the minute, every tick read `29 Nov 00:32`, and
+    the axis spread them over ticks a millisecond apart."""
+    x = timeline_x("2026-11-29T00:32:10.100Z", "2026-11-29T00:32:10.050Z")
+    assert x["axis"]["format"] == "%d %b %H:%M:%S"
+    start, end = x["scale"]["domain"]
+    assert (start["minutes"], start["seconds"], start["milliseconds"]) == (31, 40, 75)
+    assert (end["minutes"], end["seconds"], end["milliseconds"]) == (32, 40, 75)
+    assert start["utc"] and end["utc"]
+    one = timeline_x("2026-11-29T00:32:10Z")["scale"]["domain"]
+    assert [(d["minutes"], d["seconds"]) for d in one] == [(31, 40), (32, 40)]
+
+
+def test_a_longer_timeline_keeps_its_own_span() -> None:
+    minutes = timeline_x("2026-11-29T00:32:10Z", "2026-11-29T00:37:10Z")
+    assert minutes["axis"]["format"] == "%d %b %H:%M:%S" and "domain" not in minutes["scale"]
+    hours = timeline_x("2026-11-29T00:32:10Z", "2026-11-29T13:34:00Z", due="2026-11-29T08:00:00Z")
+    assert hours["axis"]["format"] == "%d %b %H:%M" and "domain" not in hours["scale"]
+    # the deadline counts: an event alone an hour before its deadline is not a one-minute chart
+    assert "domain" not in timeline_x("2026-11-29T07:00:00Z", due="2026-11-29T08:00:00Z")["scale"]
