@@ -281,10 +281,7 @@ class ExceptionStore:
             items = [(active[pair], *change) for pair, change in ended.items() if pair in active]
             resolved = self._resolved(items, now, actor, audit)
             overtaken = self._commit([*opened, *resolved], audit, now)
-            if overtaken:
-                plans = {record.id: (resolution, detail) for record, resolution, detail in items}
-                resolved = [r for r in resolved if r.id not in overtaken]
-                resolved += self._resolve_again(overtaken, plans, actor)
+            resolved = self._settled(resolved, overtaken, items, actor)
         return opened, resolved
 
     def resolve_many(
@@ -322,18 +319,22 @@ class ExceptionStore:
         audit: list[tuple[str, str, str, dict[str, Any]]] = []
         now = utc_text(self.clock.now())
         changed = self._resolved(items, now, actor, audit)
-        overtaken = self._commit(changed, audit, now)
-        if not overtaken:
-            return changed
-        plans = {record.id: (resolution, detail) for record, resolution, detail in items}
-        return [r for r in changed if r.id not in overtaken] + self._resolve_again(overtaken, plans, actor)
+        return self._settled(changed, self._commit(changed, audit, now), items, actor)
 
-    def _resolve_again(
-        self, ids: set[str], plans: Mapping[str, tuple[str, dict[str, Any]]], actor: str
+    def _settled(
+        self,
+        changed: list[ExceptionRecord],
+        ids: set[str],
+        items: list[tuple[ExceptionRecord, str, dict[str, Any]]],
+        actor: str,
     ) -> list[ExceptionRecord]:
-        """Resolve anew, each on a fresh read, the exceptions `ids` whose resolution another process's change
-        overtook (`plans`: the resolution and details of each); those resolved meanwhile are left as they are."""
-        done: list[ExceptionRecord] = []
+        """The resolutions `changed` that held, plus those of the exceptions `ids` whose resolution another process's
+        change overtook, made anew on a fresh read with their resolution and details in `items`; those resolved
+        meanwhile are left as they are."""
+        done = [r for r in changed if r.id not in ids]
+        if not ids:
+            return done
+        plans = {record.id: (resolution, detail) for record, resolution, detail in items}
         for _ in range(ATTEMPTS - 1):
             audit: list[tuple[str, str, str, dict[str, Any]]] = []
             now = utc_text(self.clock.now())
